@@ -1,0 +1,16 @@
+# The two commands from the README. Both are idempotent.
+.PHONY: demo test bench
+
+# Set up .venv and run the main job on the bundled real data with the embedded model.
+demo:
+	scripts/bootstrap.sh
+	.venv/bin/tunegate demo
+
+# Set up .venv with the test dependencies and run the whole test suite.
+test:
+	scripts/bootstrap.sh test
+	scripts/test.sh
+
+bench:
+	scripts/bootstrap.sh bench
+	.venv/bin/python bench/audit_scale.py

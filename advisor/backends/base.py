@@ -1,0 +1,62 @@
+"""The one small protocol every model backend implements: batch in, batch out.
+
+Requests carry chat messages; the backend applies its chat template (with the generation prompt)
+itself, so a local model and a server score exactly the same conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from advisor.types import Message
+
+
+@dataclass(frozen=True)
+class LoglikRequest:
+    """Log-probability of `continuation` as the assistant's reply to `messages`."""
+
+    messages: tuple[Message, ...]
+    continuation: str
+
+
+@dataclass(frozen=True)
+class LoglikResult:
+    logprob: float  # sum over the continuation's tokens
+    n_tokens: int  # continuation tokens scored
+    prompt_tokens: int  # tokens in the rendered prompt
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """Greedy generation of the assistant's reply to `messages`."""
+
+    messages: tuple[Message, ...]
+    max_tokens: int = 64
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+
+
+class Backend(Protocol):
+    """What the evaluation harness needs from a model."""
+
+    name: str  # "hf" or "openai"
+    model_id: str  # what the cache keys on, e.g. a model folder's hash or a server's model name
+
+    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]: ...
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """The prompt text for `messages` with the chat template and the generation prompt applied."""
+        ...
