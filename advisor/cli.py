@@ -1,0 +1,289 @@
+"""The `tunegate` command line. `main(argv) -> int` so tests call it in-process.
+
+Only argparse and the standard library are imported at module level: torch, transformers and rich are
+imported inside the commands that need them, so `tunegate --help` answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from advisor import __version__
+from advisor.errors import ExitCode, TunegateError
+
+EXIT_CODES_HELP = """exit codes:
+  0   verdict prompt (and success for train/report/rules/demo)
+  10  verdict few_shot        11  verdict fine_tune
+  12  verdict collect_data    13  verdict inconclusive
+  2   usage or configuration error      3  bad input data (file, line and field are named)
+  4   invalid rules files               5  train refused: the run's verdict is not fine_tune
+  6   model backend error               7  request/token budget would be exceeded
+  70  internal error (a bug: please report it with the traceback)   130  interrupted
+"""
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="task data: chat/prompt-completion/alpaca JSONL, or CSV/TSV/Parquet/JSONL table")
+    p.add_argument("--format", dest="fmt", help="force the input format instead of detecting it")
+    p.add_argument("--input-col", help="table column holding the input text")
+    p.add_argument("--output-col", help="table column holding the target text")
+    p.add_argument("--task", choices=("classify", "generate"), help="override the detected task kind")
+
+
+def _add_advise_args(p: argparse.ArgumentParser) -> None:
+    _add_data_args(p)
+    p.add_argument("--target", metavar="METRIC=VALUE", help="quality target, e.g. accuracy=0.85 or chrf=0.6")
+    p.add_argument("--volume", metavar="N/day", help="expected request volume, e.g. 20000/day, 500/hour")
+    p.add_argument("--latency-budget-ms", type=float, help="latency budget per request, milliseconds")
+    p.add_argument("--domain", help="declared domain language, e.g. legal, medical, code")
+    p.add_argument("--needs-consistent-style", action="store_true", default=None,
+                   help="outputs must keep one consistent tone or style")
+    p.add_argument("--description", dest="task_description", help="one-sentence task description for the system prompt")
+    p.add_argument("--system-prompt", dest="system_prompt_file", metavar="FILE", help="system prompt file for the system arm")
+    p.add_argument("--out", help="run folder (default: runs/<data file stem>)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-size", type=int, help="held-out eval items (default 200)")
+    p.add_argument("--dev-size", type=int, help="dev items for training (default 100)")
+    p.add_argument("--backend", choices=("hf", "openai", "none"), help="model backend (default hf)")
+    p.add_argument("--no-model", action="store_const", const="none", dest="backend",
+                   help="data-only advice: audit and data rules, no model calls")
+    p.add_argument("--model", help="local HF model folder, or the server's model name (default: embedded SmolLM2)")
+    p.add_argument("--base-url", help="OpenAI-compatible server URL (or env OPENAI_BASE_URL)")
+    p.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
+    p.add_argument("--k", dest="k_ladder", metavar="1,2,4,8", help="few-shot ladder")
+    p.add_argument("--demos", dest="demo_selection", choices=("stratified", "nearest"),
+                   help="few-shot demonstrations: stratified random or TF-IDF nearest neighbours")
+    p.add_argument("--max-requests", type=int, help="hard budget on model requests for this run")
+    p.add_argument("--max-tokens", type=int, help="hard budget on tokens for this run")
+    p.add_argument("--prices", metavar="FILE", help="price file (TOML), see advisor/data/prices.example.toml")
+    p.add_argument("--rules", dest="rules_dirs", action="append", metavar="DIR", help="extra rules folder")
+    p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE", help="override a rule threshold")
+    p.add_argument("--config", metavar="FILE", help="TOML config file ([advise] and [train] tables)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config setting")
+    p.add_argument("--json", action="store_true", help="print decision.json to stdout instead of the summary")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="train even if the verdict is not fine_tune (recorded)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a training setting (r, alpha, max_steps, lr, ...)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunegate",
+        description="Should we fine-tune a model for this task, or is prompting enough? Measured evidence, "
+        "a verdict with the rule behind each reason, and gated LoRA training.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tunegate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("advise", help="audit the data, benchmark prompting, and give a verdict")
+    _add_advise_args(p)
+
+    p = sub.add_parser("train", help="train a LoRA adapter for an advise run whose verdict is fine_tune")
+    p.add_argument("run_dir", help="the advise run folder")
+    p.add_argument("--config", metavar="FILE", help="TOML config file ([train] table)")
+    _add_train_args(p)
+    p.add_argument("--json", action="store_true", help="print the updated decision.json to stdout")
+
+    p = sub.add_parser("run", help="advise, then (if the verdict is fine_tune) train, verify and report")
+    _add_advise_args(p)
+    _add_train_args(p)
+
+    p = sub.add_parser("report", help="render a run folder's report again")
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=("html", "md"), action="append", help="default: both")
+
+    p = sub.add_parser("rules", help="list or validate rules")
+    rsub = p.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
+    rsub.required = True
+    rl = rsub.add_parser("list", help="list the rules in force")
+    rl.add_argument("--rules", dest="rules_dirs", action="append", metavar="DIR", help="extra rules folder")
+    rv = rsub.add_parser("validate", help="validate rule files, reporting every problem in every file")
+    rv.add_argument("dir", nargs="?", help="folder of *.toml rule files (default: the shipped rules)")
+
+    p = sub.add_parser("demo", help="the main job on bundled real data (Rotten Tomatoes) with the embedded model")
+    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    p.add_argument("--no-train", action="store_true", help="advise only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
+        return int(exc.code or 0)
+    try:
+        return _dispatch(args)
+    except TunegateError as exc:
+        for problem in exc.problems:
+            print(f"tunegate: error: {problem}", file=sys.stderr)
+        if len(exc.problems) > 1:
+            print(f"tunegate: {len(exc.problems)} problems", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("tunegate: interrupted; finished model calls are cached, re-run to resume", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+
+
+def entry() -> None:
+    try:
+        code = main()
+    except Exception:  # a bug, not a user error: show the traceback and a distinct exit code
+        traceback.print_exc()
+        code = int(ExitCode.INTERNAL)
+    sys.exit(code)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "rules":
+        return _cmd_rules(args)
+    if args.command == "report":
+        return _cmd_report(args)
+    if args.command == "advise":
+        return _cmd_advise(args)
+    if args.command == "train":
+        return _cmd_train(args)
+    if args.command == "run":
+        return _cmd_run(args)
+    if args.command == "demo":
+        return _cmd_demo(args)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _advise_config(args: argparse.Namespace) -> Any:
+    from advisor import config as cfg
+
+    file_layer = cfg.read_config_file(args.config) if args.config else {}
+    flags: dict[str, Any] = {
+        key: getattr(args, key, None)
+        for key in (
+            "data", "fmt", "input_col", "output_col", "task", "latency_budget_ms", "domain",
+            "needs_consistent_style", "task_description", "system_prompt_file", "out", "seed", "eval_size",
+            "dev_size", "backend", "model", "base_url", "api_key_env", "k_ladder", "demo_selection",
+            "max_requests", "max_tokens", "prices", "rules_dirs",
+        )
+    }
+    if args.target:
+        flags["target_metric"], flags["quality_target"] = cfg.parse_target(args.target)
+    if args.volume:
+        from advisor.evidence import parse_volume
+
+        flags["volume_per_day"] = parse_volume(args.volume)
+    thresholds = cfg.parse_overrides(args.threshold)
+    flags_thresholds = {f"thresholds.{k}": v for k, v in thresholds.items()}
+    return cfg.resolve(file_layer, flags, flags_thresholds, cfg.parse_overrides(args.overrides),
+                       source=args.config or "--set")
+
+
+def _emit(doc: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        import json
+
+        json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        from advisor.report import print_summary
+
+        print_summary(doc)
+
+
+def verdict_exit_code(verdict: str) -> int:
+    return int(
+        {
+            "prompt": ExitCode.PROMPT,
+            "few_shot": ExitCode.FEW_SHOT,
+            "fine_tune": ExitCode.FINE_TUNE,
+            "collect_data": ExitCode.COLLECT_DATA,
+            "inconclusive": ExitCode.INCONCLUSIVE,
+        }[verdict]
+    )
+
+
+def _cmd_advise(args: argparse.Namespace) -> int:
+    from advisor.advise import advise
+
+    config = _advise_config(args)
+    doc = advise(config)
+    _emit(doc, args.json)
+    return verdict_exit_code(doc["decision"]["verdict"])
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pipeline.run import train_run
+
+    doc = train_run(args.run_dir, force=args.force, resume=args.resume, config_file=args.config,
+                    overrides=args.train_overrides)
+    _emit(doc, args.json)
+    return int(ExitCode.OK)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from advisor.advise import advise
+
+    config = _advise_config(args)
+    doc = advise(config)
+    if doc["decision"]["verdict"] != "fine_tune" and not args.force:
+        _emit(doc, args.json)
+        print(f"tunegate: verdict is {doc['decision']['verdict']}: not training", file=sys.stderr)
+        return verdict_exit_code(doc["decision"]["verdict"])
+    from pipeline.run import train_run
+
+    doc = train_run(config.out, force=args.force, resume=args.resume, config_file=args.config,
+                    overrides=args.train_overrides)
+    _emit(doc, args.json)
+    return verdict_exit_code(doc["decision"]["verdict"])
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from advisor.report import rerender
+
+    for path in rerender(args.run_dir, formats=tuple(args.format or ("html", "md"))):
+        print(path)
+    return int(ExitCode.OK)
+
+
+def _cmd_rules(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from advisor import rules
+
+    if args.rules_command == "validate":
+        if args.dir:
+            ruleset = rules.load_rules([Path(args.dir)], include_shipped=False)
+        else:
+            ruleset = rules.load_rules()
+        print(f"ok: {len(ruleset.rules)} rules, {len(ruleset.thresholds)} thresholds")
+        return int(ExitCode.OK)
+    ruleset = rules.load_rules([Path(d) for d in (args.rules_dirs or [])])
+    rules.print_rules(ruleset)
+    return int(ExitCode.OK)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from advisor.demo import demo_argv, write_demo_data
+
+    data = write_demo_data(args.out)
+    argv = demo_argv(data, args.out, train=not args.no_train)
+    print("tunegate " + " ".join(argv), file=sys.stderr)
+    return _demo_exit(main(argv))
+
+
+def _demo_exit(code: int) -> int:
+    # The demo is a showcase: any verdict is a successful demo; errors stay errors.
+    return 0 if code in (0, 10, 11, 12, 13) else code
+
+
+if __name__ == "__main__":
+    entry()

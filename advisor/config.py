@@ -1,0 +1,198 @@
+"""The advise run's configuration: one dataclass with defaults, one optional TOML file, key=value overrides.
+
+Precedence: defaults < config file (`--config FILE`, table `[advise]` or top level) < explicit flags <
+`--set key=value`. The resolved config is written next to every run's outputs (config.json).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import ConfigError
+
+BACKENDS = ("hf", "openai", "none")
+TASKS = ("classify", "generate")
+METRICS = ("accuracy", "macro_f1", "exact_match", "normalized_exact_match", "token_f1", "chrf")
+
+
+@dataclass(frozen=True)
+class AdviseConfig:
+    data: str = ""
+    fmt: str | None = None
+    input_col: str | None = None
+    output_col: str | None = None
+    task: str | None = None  # None: detected from the data
+    target_metric: str | None = None  # None: accuracy for classification, chrf for generation
+    quality_target: float | None = None
+    volume_per_day: float | None = None
+    latency_budget_ms: float | None = None
+    domain: str | None = None
+    needs_consistent_style: bool = False
+    task_description: str | None = None
+    system_prompt_file: str | None = None
+    out: str = ""
+    seed: int = 0
+    eval_size: int = 200
+    dev_size: int = 100
+    backend: str = "hf"
+    model: str | None = None  # None: the embedded SmolLM2-135M-Instruct (or the server's only model)
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    k_ladder: tuple[int, ...] = (1, 2, 4, 8)
+    demo_selection: str = "stratified"
+    min_gain: float = 0.02
+    max_gen_tokens: int = 64
+    max_requests: int | None = None
+    max_tokens: int | None = None
+    latency_samples: int = 20
+    horizon_days: float = 90.0
+    prices: str | None = None
+    rules_dirs: tuple[str, ...] = ()
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _choice("backend", self.backend, BACKENDS)
+        if self.task is not None:
+            _choice("task", self.task, TASKS)
+        if self.target_metric is not None:
+            _choice("target_metric", self.target_metric, METRICS)
+        if self.demo_selection not in ("stratified", "nearest"):
+            _choice("demo_selection", self.demo_selection, ("stratified", "nearest"))
+        for name in ("eval_size", "dev_size", "max_gen_tokens", "latency_samples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", field=name)
+        if self.quality_target is not None and not 0.0 <= self.quality_target <= 1.0:
+            raise ConfigError(f"must be between 0 and 1, got {self.quality_target}", field="quality_target")
+        if any(k < 1 for k in self.k_ladder):
+            raise ConfigError(f"every k must be at least 1, got {list(self.k_ladder)}", field="k_ladder")
+        for name in ("volume_per_day", "latency_budget_ms"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"must be positive, got {value}", field=name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{value!r} is not one of: {', '.join(allowed)}", field=name)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Read a TOML config file: the `[advise]` table if present, else the top level."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("config file not found", file=path)
+    try:
+        with p.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=path) from None
+    table = doc.get("advise", doc)
+    if not isinstance(table, dict):
+        raise ConfigError("[advise] must be a table", file=path, field="advise")
+    return {k: v for k, v in table.items() if k not in ("train",)}
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """`key=value` strings into a dict; values stay strings and are coerced by `resolve`."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"expected key=value, got {pair!r}", field="--set")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve(*layers: Mapping[str, Any], source: str = "config") -> AdviseConfig:
+    """Merge layers (later wins), coerce each value to its field's type, and validate."""
+    fields = {f.name: f for f in dataclasses.fields(AdviseConfig)}
+    hints = typing.get_type_hints(AdviseConfig)
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if value is None:
+                continue
+            if key.startswith("thresholds."):
+                thresholds = dict(merged.get("thresholds", {}))
+                thresholds[key.split(".", 1)[1]] = _coerce(key, value, float)
+                merged["thresholds"] = thresholds
+                continue
+            if key not in fields:
+                known = ", ".join(sorted(fields))
+                raise ConfigError(f"unknown setting {key!r}; known settings: {known}", file=source, field=key)
+            merged[key] = _coerce(key, value, hints[key])
+    if not merged.get("out"):
+        stem = Path(str(merged.get("data", "run"))).name.split(".")[0] or "run"
+        merged["out"] = os.path.join("runs", stem)
+    return AdviseConfig(**merged)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in args if a is not type(None)]
+        if isinstance(value, str) and value.lower() in ("none", "null", ""):
+            return None
+        return _coerce(name, value, inner[0])
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if hint is str:
+            return str(value)
+        if origin is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(_coerce(name, v.strip() if isinstance(v, str) else v, args[0]) for v in items if v != "")
+        if origin is Mapping or origin is dict:
+            if not isinstance(value, Mapping):
+                raise ValueError(value)
+            return {str(k): float(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid value {value!r}", field=name) from None
+    return value
+
+
+def parse_target(text: str) -> tuple[str, float]:
+    """`accuracy=0.85` -> ("accuracy", 0.85)."""
+    metric, sep, value = text.partition("=")
+    if not sep:
+        raise ConfigError(f"expected METRIC=VALUE, got {text!r}", field="--target")
+    _choice("--target", metric.strip(), METRICS)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"not a number: {value!r}", field="--target") from None
+    return metric.strip(), number
