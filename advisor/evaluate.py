@@ -1,0 +1,708 @@
+"""Run the prompting arms on the eval items, score them, compare them, and judge the plateau.
+
+Classification: one log-likelihood request per (item, label), the label as the assistant's reply;
+the prediction is the label with the highest summed log-probability (plain sum, no length
+normalisation: the sum is the probability of the whole label string; ties go to the first label in
+label order). Generation: greedy decoding with stop sequences, scored by exact match, normalised
+exact match, token F1 and chrF. Every score carries a percentile-bootstrap 95% interval; every
+difference between arms is paired over the same items: a paired-bootstrap interval, and as p-value
+the exact McNemar test when the metric is accuracy, the paired bootstrap's otherwise.
+
+The same harness scores any other model later (the fine-tuned one): `score_arm` takes a backend and a
+render function, `compare` gives the paired before/after result with per-item flips.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advisor import stats
+from advisor.backends.base import Backend, GenRequest, LoglikRequest
+from advisor.errors import ConfigError
+from advisor.prompts import Arm, ArmKind, DemoSelector, render_messages
+from advisor.stats import Estimate, McNemar, PairedDiff, Plateau
+from advisor.types import Example, Message, TaskKind
+
+Progress = Callable[[str, int, int], None]  # (arm name, items done, items total)
+CHUNK_ITEMS = 32  # items per backend call: large enough to batch, small enough for live progress
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One eval item under one arm. `correct`: label match (classification) or normalised exact match."""
+
+    line: int
+    input: str
+    target: str
+    prediction: str
+    correct: bool
+    metrics: Mapping[str, float]
+    prompt_tokens: int
+    label_logprobs: Mapping[str, float] | None = None
+    demo_lines: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "line": self.line,
+            "input": self.input,
+            "target": self.target,
+            "prediction": self.prediction,
+            "correct": self.correct,
+            "metrics": dict(self.metrics),
+            "prompt_tokens": self.prompt_tokens,
+        }
+        if self.label_logprobs is not None:
+            d["label_logprobs"] = dict(self.label_logprobs)
+        if self.demo_lines:
+            d["demo_lines"] = list(self.demo_lines)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ItemResult:
+        lp = d.get("label_logprobs")
+        return cls(
+            line=int(d["line"]),
+            input=str(d["input"]),
+            target=str(d["target"]),
+            prediction=str(d["prediction"]),
+            correct=bool(d["correct"]),
+            metrics={str(k): float(v) for k, v in d["metrics"].items()},
+            prompt_tokens=int(d["prompt_tokens"]),
+            label_logprobs=None if lp is None else {str(k): float(v) for k, v in lp.items()},
+            demo_lines=tuple(int(x) for x in d.get("demo_lines", ())),
+        )
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    name: str
+    kind: str  # an ArmKind value, or e.g. "fine_tuned" for a model scored through `score_arm`
+    k: int
+    selection: str | None
+    items: tuple[ItemResult, ...]
+    scores: Mapping[str, Estimate]
+    mean_prompt_tokens: float
+
+    @property
+    def n(self) -> int:
+        return len(self.items)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "k": self.k,
+            "selection": self.selection,
+            "n": self.n,
+            "mean_prompt_tokens": self.mean_prompt_tokens,
+            "scores": {m: e.to_dict() for m, e in self.scores.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`arm` minus `baseline` on the same items: paired difference, McNemar on `correct`, flips."""
+
+    arm: str
+    baseline: str
+    metric: str
+    diff: PairedDiff
+    mcnemar: McNemar
+    improved_lines: tuple[int, ...]  # baseline wrong, arm right
+    regressed_lines: tuple[int, ...]  # baseline right, arm wrong
+
+    @property
+    def p_value(self) -> float:
+        """The p-value decisions use: exact McNemar for accuracy, the paired bootstrap otherwise."""
+        return self.mcnemar.p_value if self.metric == "accuracy" else self.diff.p_value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arm": self.arm,
+            "baseline": self.baseline,
+            "metric": self.metric,
+            "diff": self.diff.diff,
+            "low": self.diff.low,
+            "high": self.diff.high,
+            "n": self.diff.n,
+            "p_value": self.p_value,
+            "bootstrap_p_value": self.diff.p_value,
+            "mcnemar_p_value": self.mcnemar.p_value,
+            "improved": len(self.improved_lines),
+            "regressed": len(self.regressed_lines),
+            "improved_lines": list(self.improved_lines),
+            "regressed_lines": list(self.regressed_lines),
+        }
+
+
+@dataclass(frozen=True)
+class PromptingResult:
+    backend: str
+    model_id: str
+    task: TaskKind
+    labels: tuple[str, ...]
+    target_metric: str
+    quality_target: float
+    min_gain: float
+    alpha: float
+    seed: int
+    arms: tuple[ArmResult, ...]  # cheapest first (mean prompt tokens)
+    comparisons: tuple[Comparison, ...]
+    plateau: Plateau
+
+    def arm(self, name: str) -> ArmResult:
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The "prompting" section of decision.json (no per-item data: that is in predictions/)."""
+        curve = [
+            {
+                "k": a.k,
+                "arm": a.name,
+                "selection": a.selection,
+                **a.scores[self.target_metric].to_dict(),
+                "mean_prompt_tokens": a.mean_prompt_tokens,
+            }
+            for a in self.arms
+            if a.kind in (ArmKind.SYSTEM, ArmKind.FEW_SHOT)
+        ]
+        return {
+            "backend": self.backend,
+            "model_id": self.model_id,
+            "task": str(self.task),
+            "labels": list(self.labels),
+            "target_metric": self.target_metric,
+            "quality_target": self.quality_target,
+            "min_gain": self.min_gain,
+            "alpha": self.alpha,
+            "seed": self.seed,
+            "n_eval": self.arms[0].n if self.arms else 0,
+            "arms": [a.to_dict() for a in self.arms],
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "k_curve": sorted(curve, key=lambda r: (r["k"], r["mean_prompt_tokens"])),
+            "plateau": self.plateau.to_dict(),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+
+
+def metrics_for(task: TaskKind) -> tuple[str, ...]:
+    if task is TaskKind.CLASSIFY:
+        return stats.CLASSIFICATION_METRICS
+    return tuple(stats.GENERATION_METRICS)
+
+
+def default_stop(train: Sequence[Example]) -> tuple[str, ...]:
+    """Stop at a newline when no train target contains one (single-line answers)."""
+    return () if any("\n" in ex.target.strip() for ex in train) else ("\n",)
+
+
+def _cut(text: str, stop: Sequence[str]) -> str:
+    for s in stop:
+        i = text.find(s)
+        if i >= 0:
+            text = text[:i]
+    return text.strip()
+
+
+def _score_items(
+    backend: Backend,
+    name: str,
+    prompts: Sequence[tuple[Message, ...]],
+    demo_lines: Sequence[tuple[int, ...]],
+    eval_items: Sequence[Example],
+    *,
+    task: TaskKind,
+    labels: Sequence[str],
+    max_gen_tokens: int,
+    stop: Sequence[str],
+    progress: Progress | None,
+) -> tuple[ItemResult, ...]:
+    out: list[ItemResult] = []
+    total = len(eval_items)
+    for start in range(0, total, CHUNK_ITEMS):
+        chunk = range(start, min(total, start + CHUNK_ITEMS))
+        if task is TaskKind.CLASSIFY:
+            reqs = [LoglikRequest(prompts[i], lab) for i in chunk for lab in labels]
+            res = backend.loglikelihood(reqs)
+            for j, i in enumerate(chunk):
+                ex = eval_items[i]
+                row = res[j * len(labels) : (j + 1) * len(labels)]
+                lps = [r.logprob for r in row]
+                pred = labels[int(np.argmax(lps))]
+                gold = ex.label if ex.label is not None else ex.target.strip()
+                ok = pred == gold
+                out.append(
+                    ItemResult(
+                        line=ex.line,
+                        input=ex.input_text,
+                        target=gold,
+                        prediction=pred,
+                        correct=ok,
+                        metrics={"accuracy": float(ok)},
+                        prompt_tokens=row[0].prompt_tokens,
+                        label_logprobs=dict(zip(labels, lps, strict=True)),
+                        demo_lines=demo_lines[i],
+                    )
+                )
+        else:
+            gens = backend.generate(
+                [GenRequest(prompts[i], max_tokens=max_gen_tokens, stop=tuple(stop)) for i in chunk]
+            )
+            for g, i in zip(gens, chunk, strict=True):
+                ex = eval_items[i]
+                pred = _cut(g.text, stop)
+                m = {k: f(pred, ex.target) for k, f in stats.GENERATION_METRICS.items()}
+                out.append(
+                    ItemResult(
+                        line=ex.line,
+                        input=ex.input_text,
+                        target=ex.target,
+                        prediction=pred,
+                        correct=bool(m["normalized_exact_match"]),
+                        metrics=m,
+                        prompt_tokens=g.prompt_tokens,
+                        demo_lines=demo_lines[i],
+                    )
+                )
+        if progress is not None:
+            progress(name, len(out), total)
+    return tuple(out)
+
+
+def summarise(
+    items: Sequence[ItemResult], task: TaskKind, labels: Sequence[str], seed: int
+) -> dict[str, Estimate]:
+    """Every metric of the task with its bootstrap interval."""
+    if task is TaskKind.CLASSIFY:
+        return {
+            "accuracy": stats.bootstrap_mean([float(it.correct) for it in items], seed=seed),
+            "macro_f1": stats.bootstrap_macro_f1(
+                [it.target for it in items], [it.prediction for it in items], labels, seed=seed
+            ),
+        }
+    return {m: stats.bootstrap_mean([it.metrics[m] for it in items], seed=seed) for m in metrics_for(task)}
+
+
+def _arm_result(
+    name: str,
+    kind: str,
+    k: int,
+    selection: str | None,
+    items: tuple[ItemResult, ...],
+    task: TaskKind,
+    labels: Sequence[str],
+    seed: int,
+) -> ArmResult:
+    mean_tokens = float(np.mean([it.prompt_tokens for it in items])) if items else math.nan
+    return ArmResult(name, kind, k, selection, items, summarise(items, task, labels, seed), mean_tokens)
+
+
+def score_arm(
+    backend: Backend,
+    name: str,
+    render: Callable[[Example], tuple[Message, ...]],
+    eval_items: Sequence[Example],
+    *,
+    task: TaskKind,
+    labels: Sequence[str],
+    seed: int,
+    kind: str = "custom",
+    max_gen_tokens: int = 64,
+    stop: Sequence[str] = ("\n",),
+    progress: Progress | None = None,
+) -> ArmResult:
+    """Score any model on the eval items with any prompt rendering (e.g. the fine-tuned model)."""
+    prompts = [render(ex) for ex in eval_items]
+    items = _score_items(
+        backend,
+        name,
+        prompts,
+        [()] * len(eval_items),
+        eval_items,
+        task=task,
+        labels=labels,
+        max_gen_tokens=max_gen_tokens,
+        stop=stop,
+        progress=progress,
+    )
+    return _arm_result(name, kind, 0, None, items, task, labels, seed)
+
+
+def evaluate_arm(
+    backend: Backend,
+    arm: Arm,
+    eval_items: Sequence[Example],
+    selector: DemoSelector,
+    *,
+    task: TaskKind,
+    labels: Sequence[str],
+    seed: int,
+    max_gen_tokens: int = 64,
+    stop: Sequence[str] = ("\n",),
+    progress: Progress | None = None,
+) -> ArmResult:
+    """Score one prompting arm; demonstrations come from `selector` (built on the train split)."""
+    demos = [selector.select(arm, ex) for ex in eval_items]
+    prompts = [render_messages(arm, ex, d) for ex, d in zip(eval_items, demos, strict=True)]
+    items = _score_items(
+        backend,
+        arm.name,
+        prompts,
+        [tuple(d.line for d in ds) for ds in demos],
+        eval_items,
+        task=task,
+        labels=labels,
+        max_gen_tokens=max_gen_tokens,
+        stop=stop,
+        progress=progress,
+    )
+    selection = arm.selection if arm.kind is ArmKind.FEW_SHOT else None
+    return _arm_result(arm.name, str(arm.kind), arm.k, selection, items, task, labels, seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing
+
+
+def compare(
+    before: Sequence[ItemResult],
+    after: Sequence[ItemResult],
+    *,
+    metric: str,
+    seed: int,
+    labels: Sequence[str] = (),
+    before_name: str = "before",
+    after_name: str = "after",
+) -> Comparison:
+    """`after` minus `before` on the same items (matched by line), with flips in both directions.
+
+    `metric` "macro_f1" needs `labels`; any other metric is a per-item mean.
+    """
+    by_line = {it.line: it for it in before}
+    if len(by_line) != len(before) or set(by_line) != {it.line for it in after} or len(after) != len(before):
+        raise ValueError("compare needs the same eval items (lines) on both sides")
+    b = [by_line[it.line] for it in after]
+    if metric == "macro_f1":
+        diff = stats.paired_bootstrap_macro_f1(
+            [it.target for it in after],
+            [it.prediction for it in after],
+            [it.prediction for it in b],
+            labels,
+            seed=seed,
+        )
+    else:
+        diff = stats.paired_bootstrap_mean(
+            [it.metrics[metric] for it in after], [it.metrics[metric] for it in b], seed=seed
+        )
+    return Comparison(
+        arm=after_name,
+        baseline=before_name,
+        metric=metric,
+        diff=diff,
+        mcnemar=stats.mcnemar([it.correct for it in after], [it.correct for it in b]),
+        improved_lines=tuple(a.line for a, o in zip(after, b, strict=True) if a.correct and not o.correct),
+        regressed_lines=tuple(a.line for a, o in zip(after, b, strict=True) if o.correct and not a.correct),
+    )
+
+
+def _items_needed(a: ArmResult, b: ArmResult, metric: str, min_gain: float, alpha: float) -> int:
+    """Eval items needed to detect `min_gain` between two arms (see advisor.stats for formulas).
+
+    Binary per-item metrics (accuracy, exact matches) and macro-F1 use the McNemar formula with the
+    observed discordant rate of `correct`; token F1 and chrF use the spread of per-item differences.
+    """
+    if metric in ("token_f1", "chrf"):
+        d = np.array([x.metrics[metric] for x in a.items]) - np.array([y.metrics[metric] for y in b.items])
+        sd = float(np.std(d, ddof=1)) if d.size > 1 else 0.0
+        if sd > 0:
+            return stats.items_needed_paired_mean(min_gain, sd, alpha=alpha)
+    disc = sum(x.correct != y.correct for x, y in zip(a.items, b.items, strict=True)) / max(1, a.n)
+    return stats.items_needed_paired_proportions(min_gain, disc, alpha=alpha)
+
+
+def _check(task: TaskKind, target_metric: str, quality_target: float, min_gain: float) -> None:
+    if target_metric not in metrics_for(task):
+        raise ConfigError(
+            f"{target_metric!r} is not a {task} metric; use one of: {', '.join(metrics_for(task))}",
+            field="target_metric",
+        )
+    if not 0.0 <= quality_target <= 1.0:
+        raise ConfigError(f"must be between 0 and 1, got {quality_target}", field="quality_target")
+    if not 0.0 < min_gain < 1.0:
+        raise ConfigError(f"must be between 0 and 1 (exclusive), got {min_gain}", field="min_gain")
+
+
+def evaluate_arms(
+    backend: Backend,
+    arms: Sequence[Arm],
+    train: Sequence[Example],
+    eval_items: Sequence[Example],
+    task: TaskKind,
+    labels: Sequence[str],
+    *,
+    seed: int,
+    target_metric: str,
+    quality_target: float,
+    min_gain: float,
+    max_gen_tokens: int = 64,
+    alpha: float = stats.ALPHA,
+    progress: Progress | None = None,
+) -> PromptingResult:
+    """Measure every arm, compare each with the next cheaper arm and with zero-shot, judge the plateau."""
+    _check(task, target_metric, quality_target, min_gain)
+    if not arms or not eval_items:
+        raise ConfigError("prompting needs at least one arm and one eval item", field="eval_size")
+    selector = DemoSelector(train, seed)
+    stop = default_stop(train) if task is TaskKind.GENERATE else ()
+    results = [
+        evaluate_arm(
+            backend,
+            arm,
+            eval_items,
+            selector,
+            task=task,
+            labels=labels,
+            seed=seed,
+            max_gen_tokens=max_gen_tokens,
+            stop=stop,
+            progress=progress,
+        )
+        for arm in arms
+    ]
+    ordered = sorted(results, key=lambda r: r.mean_prompt_tokens)  # stable: ties keep arm order
+
+    def cmp(arm: ArmResult, base: ArmResult) -> Comparison:
+        return compare(
+            base.items,
+            arm.items,
+            metric=target_metric,
+            seed=seed,
+            labels=labels,
+            before_name=base.name,
+            after_name=arm.name,
+        )
+
+    comparisons: list[Comparison] = []
+    vs_previous: dict[str, PairedDiff] = {}
+    zero = next((r for r in ordered if r.kind == ArmKind.ZERO_SHOT), None)
+    for i in range(1, len(ordered)):
+        c = cmp(ordered[i], ordered[i - 1])
+        comparisons.append(c)
+        vs_previous[ordered[i].name] = replace(c.diff, p_value=c.p_value)
+        if zero is not None and ordered[i - 1] is not zero and ordered[i] is not zero:
+            comparisons.append(cmp(ordered[i], zero))
+
+    points = [stats.CurvePoint(r.name, r.mean_prompt_tokens, r.scores[target_metric].value) for r in ordered]
+    needed = None
+    if len(ordered) > 1:
+        best = stats.best_point(points)
+        pos = [r.name for r in ordered].index(best.arm)
+        a, b = (ordered[pos], ordered[pos - 1]) if pos > 0 else (ordered[1], ordered[0])
+        needed = _items_needed(a, b, target_metric, min_gain, alpha)
+    plateau = stats.detect_plateau(
+        points,
+        vs_previous,
+        quality_target=quality_target,
+        min_gain=min_gain,
+        alpha=alpha,
+        items_needed=needed,
+    )
+    return PromptingResult(
+        backend=backend.name,
+        model_id=backend.model_id,
+        task=task,
+        labels=tuple(labels),
+        target_metric=target_metric,
+        quality_target=quality_target,
+        min_gain=min_gain,
+        alpha=alpha,
+        seed=seed,
+        arms=tuple(ordered),
+        comparisons=tuple(comparisons),
+        plateau=plateau,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_arm_predictions(run_dir: str | Path, arm: ArmResult) -> Path:
+    """predictions/<arm>.jsonl: one JSON object per eval item, written atomically."""
+    path = Path(run_dir) / "predictions" / f"{arm.name}.jsonl"
+    lines = [json.dumps(it.to_dict(), ensure_ascii=False) for it in arm.items]
+    _atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return path
+
+
+def write_predictions(run_dir: str | Path, result: PromptingResult) -> list[Path]:
+    return [write_arm_predictions(run_dir, a) for a in result.arms]
+
+
+def read_predictions(path: str | Path) -> tuple[ItemResult, ...]:
+    with open(path, encoding="utf-8") as f:
+        return tuple(ItemResult.from_dict(json.loads(line)) for line in f if line.strip())
+
+
+# --------------------------------------------------------------------------------------------
+# Signals and report section
+
+SIGNAL_NAMES = (
+    "prompting_measured",
+    "target_metric",
+    "quality_target",
+    "zero_shot_score",
+    "system_score",
+    "best_few_shot_score",
+    "best_few_shot_k",
+    "best_prompt_score",
+    "best_arm",
+    "prompt_meets_target",
+    "few_shot_meets_target",
+    "target_within_ci",
+    "prompting_plateaued",
+    "plateau_gain",
+    "plateau_p_value",
+    "eval_items_needed",
+)
+
+
+def prompting_signals(
+    section: PromptingResult | Mapping[str, Any] | None,
+) -> dict[str, float | int | bool | str | None]:
+    """The Prompting signals from a result or its decision.json section (None: not measured)."""
+    if section is None:
+        unmeasured: dict[str, float | int | bool | str | None] = dict.fromkeys(SIGNAL_NAMES)
+        unmeasured["prompting_measured"] = False
+        return unmeasured
+    s = section.to_dict() if isinstance(section, PromptingResult) else section
+    metric, target = s["target_metric"], float(s["quality_target"])
+
+    def score(a: Mapping[str, Any]) -> float:
+        return float(a["scores"][metric]["value"])
+
+    arms = list(s["arms"])  # cheapest first
+    zero = next((score(a) for a in arms if a["kind"] == ArmKind.ZERO_SHOT), None)
+    system = next((score(a) for a in arms if a["kind"] == ArmKind.SYSTEM), None)
+    few = [a for a in arms if a["kind"] == ArmKind.FEW_SHOT]
+    best_few = max(few, key=score, default=None)  # max keeps the first (cheapest) of equals
+    plateau = s["plateau"]
+    best = next(a for a in arms if a["name"] == plateau["best_arm"])
+    cheap = [x for x in (zero, system) if x is not None]
+    prompt_meets = bool(cheap) and max(cheap) >= target
+    ci = best["scores"][metric]
+    return {
+        "prompting_measured": True,
+        "target_metric": metric,
+        "quality_target": target,
+        "zero_shot_score": zero,
+        "system_score": system,
+        "best_few_shot_score": None if best_few is None else score(best_few),
+        "best_few_shot_k": None if best_few is None else int(best_few["k"]),
+        "best_prompt_score": score(best),
+        "best_arm": best["name"],
+        "prompt_meets_target": prompt_meets,
+        "few_shot_meets_target": (not prompt_meets) and best_few is not None and score(best_few) >= target,
+        "target_within_ci": float(ci["low"]) <= target <= float(ci["high"]),
+        "prompting_plateaued": bool(plateau["plateaued"]),
+        "plateau_gain": float(plateau["gain"]),
+        "plateau_p_value": float(plateau["p_value"]),
+        "eval_items_needed": plateau["items_needed"],
+    }
+
+
+_METRIC_NAMES = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "exact_match": "exact match",
+    "normalized_exact_match": "norm. exact match",
+    "token_f1": "token F1",
+    "chrf": "chrF",
+}
+
+
+def _ci(e: Mapping[str, Any]) -> str:
+    return f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def markdown_section(section: Mapping[str, Any] | None) -> str:
+    """The report's "Prompting" section from the decision.json subtree."""
+    if section is None:
+        return "## Prompting\n\nNot measured: no model was run, so no arm scores exist.\n"
+    metric = section["target_metric"]
+    metrics = list(section["arms"][0]["scores"]) if section["arms"] else [metric]
+    # The first comparison listed for an arm is the one with its next cheaper arm.
+    vs_prev: dict[str, Mapping[str, Any]] = {}
+    for c in section["comparisons"]:
+        vs_prev.setdefault(c["arm"], c)
+    out = [
+        "## Prompting",
+        "",
+        f"Model `{section['model_id']}` ({section['backend']} backend), {section['n_eval']} eval items. "
+        f"Target: {_METRIC_NAMES.get(metric, metric)} ≥ {section['quality_target']:.3f}. "
+        "Intervals are 95% percentile-bootstrap; differences are paired over the same items "
+        "(p: exact McNemar for accuracy, paired bootstrap otherwise).",
+        "",
+        "| Arm | Prompt tokens | "
+        + " | ".join(_METRIC_NAMES.get(m, m) for m in metrics)
+        + " | Δ vs cheaper arm | p |",
+        "|---|---:|" + "---:|" * len(metrics) + "---:|---:|",
+    ]
+    for a in section["arms"]:
+        c = vs_prev.get(a["name"])
+        delta = f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] vs {c['baseline']}" if c else "—"
+        p = _p(c["p_value"]) if c else "—"
+        cells = " | ".join(_ci(a["scores"][m]) for m in metrics)
+        out.append(f"| {a['name']} | {a['mean_prompt_tokens']:.0f} | {cells} | {delta} | {p} |")
+    if section["k_curve"]:
+        name = _METRIC_NAMES.get(metric, metric)
+        out += ["", f"k-curve ({name}; k=0 is the system arm):", "", f"| k | Arm | {name} | Prompt tokens |"]
+        out.append("|---:|---|---:|---:|")
+        for r in section["k_curve"]:
+            out.append(f"| {r['k']} | {r['arm']} | {_ci(r)} | {r['mean_prompt_tokens']:.0f} |")
+    pl = section["plateau"]
+    head = (
+        "**Prompting has plateaued below the target.**"
+        if pl["plateaued"]
+        else ("**Prompting has not plateaued.**")
+    )
+    out += ["", f"{head} Best arm: `{pl['best_arm']}` ({pl['best_score']:.3f}). {pl['reason']}."]
+    if pl["items_needed"] is not None:
+        out.append(
+            f"Detecting a gain of {section['min_gain']:.3f} with 80% power at α={section['alpha']} "
+            f"would need about {pl['items_needed']} eval items (this run has {section['n_eval']})."
+        )
+    return "\n".join(out) + "\n"

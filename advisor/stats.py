@@ -1,0 +1,476 @@
+"""Statistics for comparing prompting arms: metrics, bootstrap intervals, paired tests, power, plateau.
+
+Pure functions over numpy arrays and frozen dataclasses; no model, no I/O. Every resampling takes a
+seed, so a report is reproducible to the last digit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+N_RESAMPLES = 2000
+CONFIDENCE = 0.95
+ALPHA = 0.05
+POWER = 0.8
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+
+
+def macro_f1(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> float:
+    """Unweighted mean of per-label F1 over `labels` (a label never true nor predicted scores 0)."""
+    t = np.asarray(list(y_true), dtype=object)
+    p = np.asarray(list(y_pred), dtype=object)
+    f1s = []
+    for lab in labels:
+        tp = float(np.sum((t == lab) & (p == lab)))
+        fp = float(np.sum((t != lab) & (p == lab)))
+        fn = float(np.sum((t == lab) & (p != lab)))
+        denom = 2 * tp + fp + fn
+        f1s.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+def exact_match(prediction: str, target: str) -> float:
+    return float(prediction.strip() == target.strip())
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD-style normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = text.lower().translate(_PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def normalized_exact_match(prediction: str, target: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(target))
+
+
+def token_f1(prediction: str, target: str) -> float:
+    """SQuAD-style token F1 on normalised whitespace tokens (both empty: 1, one empty: 0)."""
+    pred, gold = normalize_answer(prediction).split(), normalize_answer(target).split()
+    if not pred or not gold:
+        return float(pred == gold)
+    common = sum((Counter(pred) & Counter(gold)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def chrf(prediction: str, target: str, max_order: int = 6, beta: float = 2.0) -> float:
+    """Sentence chrF (Popović 2015) on a 0..1 scale.
+
+    Whitespace is removed; for each character n-gram order n = 1..`max_order` that both strings
+    have, precision and recall of clipped n-gram matches are computed; both are averaged over those
+    orders and combined as F-beta (beta=2 weighs recall twice as much as precision). Equal strings
+    (including both empty) score 1; when no order is shared the score is 0.
+    """
+    hyp, ref = "".join(prediction.split()), "".join(target.split())
+    if hyp == ref:
+        return 1.0
+    sum_p = sum_r = 0.0
+    orders = 0
+    for n in range(1, max_order + 1):
+        h = Counter(hyp[i : i + n] for i in range(len(hyp) - n + 1))
+        r = Counter(ref[i : i + n] for i in range(len(ref) - n + 1))
+        if not h or not r:
+            continue
+        match = sum((h & r).values())
+        sum_p += match / sum(h.values())
+        sum_r += match / sum(r.values())
+        orders += 1
+    if orders == 0:
+        return 0.0
+    p, r_ = sum_p / orders, sum_r / orders
+    b2 = beta * beta
+    return (1 + b2) * p * r_ / (b2 * p + r_) if (b2 * p + r_) > 0 else 0.0
+
+
+GENERATION_METRICS: dict[str, Callable[[str, str], float]] = {
+    "exact_match": exact_match,
+    "normalized_exact_match": normalized_exact_match,
+    "token_f1": token_f1,
+    "chrf": chrf,
+}
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
+
+# --------------------------------------------------------------------------------------------
+# Bootstrap intervals and paired tests
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its percentile-bootstrap interval."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def contains(self, x: float) -> bool:
+        return self.low <= x <= self.high
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"value": self.value, "low": self.low, "high": self.high, "n": self.n}
+
+
+@dataclass(frozen=True)
+class PairedDiff:
+    """Score of `a` minus score of `b` on the same items: paired-bootstrap interval and two-sided p."""
+
+    diff: float
+    low: float
+    high: float
+    p_value: float
+    n: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"diff": self.diff, "low": self.low, "high": self.high, "p_value": self.p_value, "n": self.n}
+
+
+def _indices(n: int, seed: int, n_resamples: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+
+
+def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(samples, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def bootstrap_statistic(
+    n: int,
+    statistic: Callable[[np.ndarray], float],
+    *,
+    seed: int,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> Estimate:
+    """Percentile bootstrap of any statistic of the items; `statistic(idx)` scores the items at `idx`."""
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    point = statistic(np.arange(n))
+    samples = np.array([statistic(idx) for idx in _indices(n, seed, n_resamples)])
+    lo, hi = _percentiles(samples, confidence)
+    return Estimate(float(point), lo, hi, n)
+
+
+def bootstrap_mean(
+    values: Sequence[float] | np.ndarray,
+    *,
+    seed: int,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> Estimate:
+    """Mean of a per-item metric (accuracy = mean of 0/1) with a percentile-bootstrap interval."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    samples = v[_indices(v.size, seed, n_resamples)].mean(axis=1)
+    lo, hi = _percentiles(samples, confidence)
+    return Estimate(float(v.mean()), lo, hi, int(v.size))
+
+
+def _encode(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> tuple[np.ndarray, ...]:
+    index = {lab: i for i, lab in enumerate(labels)}
+    other = len(labels)  # a prediction outside the label set counts against every label
+    t = np.array([index.get(y, other) for y in y_true], dtype=int)
+    p = np.array([index.get(y, other) for y in y_pred], dtype=int)
+    return t, p
+
+
+def bootstrap_macro_f1(
+    y_true: Sequence[str],
+    y_pred: Sequence[str],
+    labels: Sequence[str],
+    *,
+    seed: int,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> Estimate:
+    t, p = _encode(y_true, y_pred, labels)
+    n_labels = len(labels)
+
+    def stat(idx: np.ndarray) -> float:
+        return _macro_f1_codes_over(t[idx], p[idx], n_labels)
+
+    return bootstrap_statistic(len(t), stat, seed=seed, n_resamples=n_resamples, confidence=confidence)
+
+
+def _macro_f1_codes_over(t: np.ndarray, p: np.ndarray, n_labels: int) -> float:
+    # The extra "outside the label set" code takes part in counting but not in the average.
+    tp = np.bincount(t[t == p], minlength=n_labels + 1)[:n_labels].astype(float)
+    true_n = np.bincount(t, minlength=n_labels + 1)[:n_labels].astype(float)
+    pred_n = np.bincount(p, minlength=n_labels + 1)[:n_labels].astype(float)
+    denom = true_n + pred_n
+    f1 = np.divide(2 * tp, denom, out=np.zeros(n_labels), where=denom > 0)
+    return float(f1.mean())
+
+
+def _paired_p(samples: np.ndarray) -> float:
+    """Two-sided bootstrap p-value for "no difference": twice the smaller tail mass at zero."""
+    b = samples.size
+    le = (np.sum(samples <= 0) + 1) / (b + 1)
+    ge = (np.sum(samples >= 0) + 1) / (b + 1)
+    return float(min(1.0, 2 * min(le, ge)))
+
+
+def paired_bootstrap(
+    n: int,
+    statistic_a: Callable[[np.ndarray], float],
+    statistic_b: Callable[[np.ndarray], float],
+    *,
+    seed: int,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> PairedDiff:
+    """Paired bootstrap of statistic_a - statistic_b: both resampled with the same item indices."""
+    if n == 0:
+        return PairedDiff(math.nan, math.nan, math.nan, math.nan, 0)
+    all_idx = np.arange(n)
+    point = statistic_a(all_idx) - statistic_b(all_idx)
+    samples = np.array([statistic_a(i) - statistic_b(i) for i in _indices(n, seed, n_resamples)])
+    lo, hi = _percentiles(samples, confidence)
+    return PairedDiff(float(point), lo, hi, _paired_p(samples), n)
+
+
+def paired_bootstrap_mean(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    seed: int,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> PairedDiff:
+    """Paired bootstrap of mean(a) - mean(b) for per-item metrics on the same items."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if d.size == 0:
+        return PairedDiff(math.nan, math.nan, math.nan, math.nan, 0)
+    samples = d[_indices(d.size, seed, n_resamples)].mean(axis=1)
+    lo, hi = _percentiles(samples, confidence)
+    return PairedDiff(float(d.mean()), lo, hi, _paired_p(samples), int(d.size))
+
+
+def paired_bootstrap_macro_f1(
+    y_true: Sequence[str],
+    pred_a: Sequence[str],
+    pred_b: Sequence[str],
+    labels: Sequence[str],
+    *,
+    seed: int,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> PairedDiff:
+    t, pa = _encode(y_true, pred_a, labels)
+    _, pb = _encode(y_true, pred_b, labels)
+    n_labels = len(labels)
+    return paired_bootstrap(
+        len(t),
+        lambda idx: _macro_f1_codes_over(t[idx], pa[idx], n_labels),
+        lambda idx: _macro_f1_codes_over(t[idx], pb[idx], n_labels),
+        seed=seed,
+        n_resamples=n_resamples,
+        confidence=confidence,
+    )
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Exact McNemar test on paired correctness. `a_only`: items only `a` got right; `b_only`: only `b`."""
+
+    a_only: int
+    b_only: int
+    p_value: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"a_only": self.a_only, "b_only": self.b_only, "p_value": self.p_value}
+
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p-value: discordant pairs ~ Binomial(a_only + b_only, 1/2) under H0."""
+    m = a_only + b_only
+    if m == 0:
+        return 1.0
+    tail = sum(math.comb(m, i) for i in range(min(a_only, b_only) + 1)) / 2**m
+    return min(1.0, 2 * tail)
+
+
+def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> McNemar:
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    a_only, b_only = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    return McNemar(a_only, b_only, mcnemar_exact(a_only, b_only))
+
+
+# --------------------------------------------------------------------------------------------
+# Power
+
+
+def items_needed_paired_proportions(
+    min_gain: float, discordant_rate: float, *, alpha: float = ALPHA, power: float = POWER
+) -> int:
+    """Paired items needed for McNemar's test to detect an accuracy gain of `min_gain`.
+
+    Connor (1987), Biometrics 43:207-211, for two-sided level `alpha`:
+
+        n = (z_{1-alpha/2} * sqrt(psi) + z_{power} * sqrt(psi - delta^2))^2 / delta^2
+
+    with delta = `min_gain` (the difference in accuracy) and psi = the discordant-pair rate (share of
+    items exactly one arm gets right). A gain of delta needs psi >= delta, so psi is raised to delta
+    when the observed rate is lower (e.g. two arms that never disagree on a small sample).
+    """
+    if not 0 < min_gain < 1:
+        raise ValueError(f"min_gain must be in (0, 1), got {min_gain}")
+    z_a = NormalDist().inv_cdf(1 - alpha / 2)
+    z_b = NormalDist().inv_cdf(power)
+    psi = min(1.0, max(discordant_rate, min_gain))
+    n = (z_a * math.sqrt(psi) + z_b * math.sqrt(max(0.0, psi - min_gain**2))) ** 2 / min_gain**2
+    return math.ceil(n - 1e-9)
+
+
+def items_needed_paired_mean(
+    min_gain: float, sd_diff: float, *, alpha: float = ALPHA, power: float = POWER
+) -> int:
+    """Paired items needed to detect a mean per-item gain of `min_gain` (normal approximation).
+
+    n = ((z_{1-alpha/2} + z_{power}) * sd_diff / min_gain)^2, sd_diff the standard deviation of the
+    per-item differences between the two arms.
+    """
+    if min_gain <= 0:
+        raise ValueError(f"min_gain must be > 0, got {min_gain}")
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    return max(1, math.ceil((z * sd_diff / min_gain) ** 2 - 1e-9))
+
+
+# --------------------------------------------------------------------------------------------
+# Plateau
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One arm on the cost curve: cost is the mean prompt tokens per request."""
+
+    arm: str
+    cost: float
+    score: float
+
+
+@dataclass(frozen=True)
+class Plateau:
+    plateaued: bool
+    best_arm: str
+    previous_arm: str | None  # the next cheaper arm the best is compared with
+    best_score: float
+    gain: float  # best - previous (0 when the best is the cheapest arm)
+    p_value: float
+    significant: bool  # gain >= min_gain and p < alpha
+    below_target: bool
+    items_needed: int | None
+    reason: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "plateaued": self.plateaued,
+            "best_arm": self.best_arm,
+            "previous_arm": self.previous_arm,
+            "best_score": self.best_score,
+            "gain": self.gain,
+            "p_value": self.p_value,
+            "significant": self.significant,
+            "below_target": self.below_target,
+            "items_needed": self.items_needed,
+            "reason": self.reason,
+        }
+
+
+def order_by_cost(points: Sequence[CurvePoint]) -> list[CurvePoint]:
+    """Cheapest first; equal costs keep their given order."""
+    return sorted(points, key=lambda p: p.cost)
+
+
+def best_point(points: Sequence[CurvePoint]) -> CurvePoint:
+    """Highest score; a tie goes to the cheaper arm."""
+    ordered = order_by_cost(points)
+    return max(ordered, key=lambda p: (p.score, -ordered.index(p)))
+
+
+def detect_plateau(
+    points: Sequence[CurvePoint],
+    vs_previous: Mapping[str, PairedDiff],
+    *,
+    quality_target: float,
+    min_gain: float,
+    alpha: float = ALPHA,
+    items_needed: int | None = None,
+) -> Plateau:
+    """Has prompting plateaued below the target?
+
+    The arms, ordered by cost, form a curve. Plateaued when the best arm's gain over the next cheaper
+    arm is not significant (p >= alpha) or smaller than `min_gain`, and the best arm is still below
+    `quality_target`. `vs_previous[arm]` is the paired difference of `arm` minus its next cheaper arm.
+    When the best arm is the cheapest, no costlier arm improved on it: that is a plateau too. With
+    fewer than two arms there is no curve and no plateau can be claimed.
+    """
+    if not points:
+        raise ValueError("detect_plateau needs at least one arm")
+    ordered = order_by_cost(points)
+    best = best_point(ordered)
+    below = best.score < quality_target
+    pos = ordered.index(best)
+    if len(ordered) < 2:
+        return Plateau(
+            False,
+            best.arm,
+            None,
+            best.score,
+            0.0,
+            1.0,
+            False,
+            below,
+            items_needed,
+            "only one arm was measured: no curve to judge",
+        )
+    if pos == 0:
+        gain, p, previous = 0.0, 1.0, None
+        significant = False
+        why = f"no costlier arm scored above the cheapest ({best.arm})"
+    else:
+        previous = ordered[pos - 1].arm
+        d = vs_previous[best.arm]
+        gain, p = d.diff, d.p_value
+        significant = gain >= min_gain and p < alpha
+        if significant:
+            why = f"{best.arm} gains {gain:+.3f} over {previous} (p={p:.3g}): still improving"
+        elif gain < min_gain:
+            why = f"{best.arm} gains only {gain:+.3f} over {previous} (< min gain {min_gain:.3f})"
+        else:
+            why = f"{best.arm} gains {gain:+.3f} over {previous}, not significant (p={p:.3g} >= {alpha})"
+    if not below:
+        why += f"; best score {best.score:.3f} meets the target {quality_target:.3f}"
+    else:
+        why += f"; best score {best.score:.3f} is below the target {quality_target:.3f}"
+    return Plateau(
+        plateaued=below and not significant,
+        best_arm=best.arm,
+        previous_arm=previous,
+        best_score=best.score,
+        gain=gain,
+        p_value=p,
+        significant=significant,
+        below_target=below,
+        items_needed=items_needed,
+        reason=why,
+    )

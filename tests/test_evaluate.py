@@ -1,0 +1,228 @@
+"""The prompting harness end to end on the fake backend and real Rotten Tomatoes snippets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fakes import FakeBackend, rotten_tomatoes
+
+from advisor.errors import ConfigError
+from advisor.evaluate import (
+    SIGNAL_NAMES,
+    ItemResult,
+    PromptingResult,
+    compare,
+    evaluate_arms,
+    markdown_section,
+    prompting_signals,
+    read_predictions,
+    score_arm,
+    write_predictions,
+)
+from advisor.prompts import build_arms, render_messages
+from advisor.types import Example, TaskKind
+
+LABELS = ("negative", "positive")
+# What the fake "pretrained" model associates with each label before seeing any demonstration.
+KNOWS = {
+    "positive": {"good", "great", "best", "fun", "funny", "love", "beautiful", "entertaining", "delight"},
+    "negative": {"bad", "dull", "worst", "boring", "mess", "fails", "tedious", "nothing", "lacks"},
+}
+
+
+@pytest.fixture(scope="module")
+def split() -> tuple[list[Example], list[Example]]:
+    rows = rotten_tomatoes(160, seed=2)
+    return rows[:100], rows[100:]
+
+
+def _run(train, evals, task=TaskKind.CLASSIFY, labels=LABELS, **kw) -> tuple[PromptingResult, FakeBackend]:
+    fake = FakeBackend(KNOWS)
+    arms = build_arms(
+        task,
+        labels,
+        train=train,
+        render=fake.render,
+        count_tokens=fake.count_tokens,
+        max_context_tokens=100_000,
+        k_ladder=(1, 2, 4, 8),
+    )
+    args = {"seed": 0, "target_metric": "accuracy", "quality_target": 0.95, "min_gain": 0.02} | kw
+    return evaluate_arms(fake, arms, train, evals, task, labels, **args), fake
+
+
+@pytest.fixture(scope="module")
+def classified(split) -> tuple[PromptingResult, FakeBackend]:
+    return _run(*split)
+
+
+def test_classification_end_to_end(classified, split):
+    result, fake = classified
+    train, evals = split
+    names = [a.name for a in result.arms]
+    assert set(names) == {"zero_shot", "system", "few_shot_k1", "few_shot_k2", "few_shot_k4", "few_shot_k8"}
+    costs = [a.mean_prompt_tokens for a in result.arms]
+    assert costs == sorted(costs) and names[0] == "zero_shot" and names[-1] == "few_shot_k8"
+    # one request per (item, label, arm)
+    assert len(fake.loglik_requests) == len(evals) * len(LABELS) * len(names)
+    for arm in result.arms:
+        assert arm.n == len(evals) and [it.line for it in arm.items] == [e.line for e in evals]
+        acc = arm.scores["accuracy"]
+        assert acc.value == pytest.approx(sum(it.correct for it in arm.items) / arm.n)
+        assert acc.low <= acc.value <= acc.high
+        for it in arm.items:
+            lp = it.label_logprobs
+            assert it.prediction == max(LABELS, key=lambda lab: (lp[lab], -LABELS.index(lab)))
+    # demonstrations help the fake: the k-curve rises over zero-shot
+    assert (
+        result.arm("few_shot_k8").scores["accuracy"].value > result.arm("zero_shot").scores["accuracy"].value
+    )
+    # each arm is compared with its next cheaper arm, and every few-shot arm with zero-shot too
+    pairs = {(c.arm, c.baseline) for c in result.comparisons}
+    for prev, cur in zip(names, names[1:], strict=False):
+        assert (cur, prev) in pairs
+    assert ("few_shot_k8", "zero_shot") in pairs
+    pl = result.plateau
+    assert pl.best_arm in names and pl.items_needed is not None and pl.items_needed > 0
+    assert pl.plateaued == (pl.below_target and not pl.significant)
+    if pl.previous_arm is not None:  # for accuracy the plateau's p-value is McNemar's exact test
+        c = next(c for c in result.comparisons if (c.arm, c.baseline) == (pl.best_arm, pl.previous_arm))
+        assert pl.p_value == c.mcnemar.p_value and pl.gain == c.diff.diff
+
+
+def test_demonstrations_never_from_eval(classified, split):
+    _, fake = classified
+    train, evals = split
+    eval_texts = {e.input_text for e in evals} - {t.input_text for t in train}
+    for r in fake.loglik_requests:
+        for m in r.messages[:-1]:  # everything before the query itself
+            if m.role == "user":
+                assert m.content.split("\n\n")[0] not in eval_texts
+
+
+def test_seeded_and_deterministic(classified, split):
+    again, _ = _run(*split)
+    assert again.to_dict() == classified[0].to_dict()
+
+
+def test_to_dict_markdown_and_signals(classified):
+    result, _ = classified
+    doc = json.loads(json.dumps(result.to_dict()))  # JSON-serialisable as is
+    assert doc["n_eval"] == 60 and doc["target_metric"] == "accuracy"
+    assert [r["k"] for r in doc["k_curve"]] == [0, 1, 2, 4, 8]
+    md = markdown_section(doc)
+    for a in result.arms:
+        assert f"| {a.name} |" in md
+    assert "k-curve" in md and "eval items" in md
+    assert markdown_section(None).startswith("## Prompting")
+
+    sig = prompting_signals(doc)
+    assert tuple(sig) == SIGNAL_NAMES
+    assert sig == prompting_signals(result)
+    assert sig["prompting_measured"] is True and sig["best_arm"] == result.plateau.best_arm
+    assert sig["zero_shot_score"] == result.arm("zero_shot").scores["accuracy"].value
+    assert sig["best_few_shot_k"] in (1, 2, 4, 8)
+    assert sig["eval_items_needed"] == result.plateau.items_needed
+    # the target decides which "meets" flag is set
+    zero = sig["zero_shot_score"]
+    low = prompting_signals(doc | {"quality_target": min(zero, sig["system_score"])})
+    assert low["prompt_meets_target"] and not low["few_shot_meets_target"]
+    mid = prompting_signals(doc | {"quality_target": sig["best_few_shot_score"]})
+    if sig["best_few_shot_score"] > max(zero, sig["system_score"]):
+        assert mid["few_shot_meets_target"] and not mid["prompt_meets_target"]
+    high = prompting_signals(doc | {"quality_target": 1.0})
+    assert not high["prompt_meets_target"] and not high["few_shot_meets_target"]
+    none = prompting_signals(None)
+    assert none["prompting_measured"] is False and none["zero_shot_score"] is None
+
+
+def test_predictions_files(classified, tmp_path):
+    result, _ = classified
+    paths = write_predictions(tmp_path, result)
+    assert sorted(p.name for p in paths) == sorted(f"{a.name}.jsonl" for a in result.arms)
+    assert sorted(p.name for p in (tmp_path / "predictions").iterdir()) == sorted(p.name for p in paths)
+    arm = result.arm("few_shot_k2")
+    lines = (tmp_path / "predictions" / "few_shot_k2.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == arm.n
+    first = json.loads(lines[0])
+    it = arm.items[0]
+    assert first["line"] == it.line and first["input"] == it.input and first["target"] == it.target
+    assert first["prediction"] == it.prediction and first["correct"] == it.correct
+    assert set(first["label_logprobs"]) == set(LABELS) and len(first["demo_lines"]) == 2
+    assert read_predictions(tmp_path / "predictions" / "few_shot_k2.jsonl") == arm.items
+
+
+def _item(line: int, correct: bool) -> ItemResult:
+    pred = "positive" if correct else "negative"
+    return ItemResult(line, "x", "positive", pred, correct, {"accuracy": float(correct)}, 3)
+
+
+def test_compare_flips_both_ways():
+    before = [_item(1, True), _item(2, False), _item(3, False), _item(4, True), _item(5, True)]
+    after = [_item(3, True), _item(1, True), _item(2, True), _item(4, False), _item(5, True)]  # any order
+    c = compare(before, after, metric="accuracy", seed=0, before_name="zero_shot", after_name="fine_tuned")
+    assert c.improved_lines == (3, 2) and c.regressed_lines == (4,)
+    assert c.diff.diff == pytest.approx(1 / 5)
+    assert (c.mcnemar.a_only, c.mcnemar.b_only) == (2, 1)
+    with pytest.raises(ValueError):
+        compare(before, after[:4], metric="accuracy", seed=0)
+
+
+def test_score_arm_plugs_in_another_model(classified, split):
+    result, _ = classified
+    train, evals = split
+    zero = result.arm("zero_shot")
+    other = FakeBackend({"positive": KNOWS["positive"] | {"film"}, "negative": KNOWS["negative"]})
+    zero_arm = build_arms(
+        TaskKind.CLASSIFY,
+        LABELS,
+        train=train,
+        render=other.render,
+        count_tokens=other.count_tokens,
+        max_context_tokens=10,
+        k_ladder=(),
+    )[0]
+    tuned = score_arm(
+        other,
+        "fine_tuned",
+        lambda ex: render_messages(zero_arm, ex),
+        evals,
+        task=TaskKind.CLASSIFY,
+        labels=LABELS,
+        seed=0,
+        kind="fine_tuned",
+    )
+    assert tuned.kind == "fine_tuned" and tuned.n == zero.n
+    c = compare(
+        zero.items, tuned.items, metric="accuracy", seed=0, before_name="zero_shot", after_name="fine_tuned"
+    )
+    changed = {it.line for it, z in zip(tuned.items, zero.items, strict=True) if it.correct != z.correct}
+    assert set(c.improved_lines) | set(c.regressed_lines) == changed
+
+
+def test_generation_end_to_end(split, tmp_path):
+    train, evals = split
+    result, fake = _run(
+        train, evals[:20], task=TaskKind.GENERATE, labels=(), target_metric="chrf", max_gen_tokens=8
+    )
+    assert set(result.arms[0].scores) == {"exact_match", "normalized_exact_match", "token_f1", "chrf"}
+    assert all(r.stop == ("\n",) and r.max_tokens == 8 for r in fake.gen_requests)
+    zero = result.arm("zero_shot")
+    # zero-shot echoes the snippet; with demonstrations the fake answers with a label word
+    assert zero.scores["exact_match"].value == 0.0
+    assert result.arm("few_shot_k8").scores["chrf"].value > zero.scores["chrf"].value
+    assert prompting_signals(result)["target_metric"] == "chrf"
+    write_predictions(tmp_path, result)
+    row = json.loads((tmp_path / "predictions" / "few_shot_k1.jsonl").read_text().splitlines()[0])
+    assert set(row["metrics"]) == {"exact_match", "normalized_exact_match", "token_f1", "chrf"}
+
+
+def test_bad_config(split):
+    train, evals = split
+    with pytest.raises(ConfigError, match="not a classify metric"):
+        _run(train, evals[:5], target_metric="chrf")
+    with pytest.raises(ConfigError):
+        _run(train, evals[:5], min_gain=0.0)
+    with pytest.raises(ConfigError):
+        _run(train, evals[:5], quality_target=1.5)

@@ -1,0 +1,163 @@
+"""Metrics, bootstrap intervals, paired tests, power and the plateau rule, against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from advisor import stats
+from advisor.stats import CurvePoint, PairedDiff
+
+
+def test_chrf_hand_computed():
+    # "ab" vs "abc": orders 1..2 shared; P = (1 + 1)/2, R = (2/3 + 1/2)/2 = 7/12; F2 = 5PR/(4P+R) = 7/11
+    assert stats.chrf("ab", "abc") == pytest.approx(7 / 11)
+    # "abcd" vs "abxd": P = R = (3/4 + 1/3 + 0 + 0)/4 = 13/48, so F = 13/48
+    assert stats.chrf("abcd", "abxd") == pytest.approx(13 / 48)
+    assert stats.chrf("a b", "ab") == 1.0  # whitespace is ignored
+    assert stats.chrf("", "") == 1.0
+    assert stats.chrf("", "abc") == 0.0
+    assert stats.chrf("xyz", "abc") == 0.0
+    # beta=2 weighs recall over precision: missing half the reference costs more than doubling it
+    assert stats.chrf("abcd", "abcdefgh") < stats.chrf("abcdefgh", "abcd")
+
+
+def test_token_f1_and_exact_matches():
+    # normalised: "cat sat on mat" vs "cat on mat": P = 3/4, R = 1, F1 = 6/7
+    assert stats.token_f1("The cat sat on the mat.", "a cat on a mat") == pytest.approx(6 / 7)
+    assert stats.token_f1("", "") == 1.0
+    assert stats.token_f1("cat", "") == 0.0
+    assert stats.token_f1("dog", "cat") == 0.0
+    assert stats.token_f1("cat cat", "cat") == pytest.approx(2 * 0.5 * 1 / 1.5)  # clipped counts
+    assert stats.exact_match(" cat\n", "cat") == 1.0
+    assert stats.exact_match("Cat", "cat") == 0.0
+    assert stats.normalized_exact_match("The Cat!", "cat") == 1.0
+
+
+def test_macro_f1_hand_computed():
+    # a: tp 1, fp 0, fn 1 -> 2/3; b: tp 2, fp 1, fn 0 -> 4/5; mean 11/15
+    y, p = ["a", "a", "b", "b"], ["a", "b", "b", "b"]
+    assert stats.macro_f1(y, p, ["a", "b"]) == pytest.approx(11 / 15)
+    est = stats.bootstrap_macro_f1(y, p, ["a", "b"], seed=0, n_resamples=200)
+    assert est.value == pytest.approx(11 / 15) and est.low <= est.value <= est.high
+    # a prediction outside the label set is wrong for every label
+    y, p = ["a", "b", "a"], ["zzz", "b", "a"]
+    # a: tp 1, fn 1 -> 2/3; b: tp 1 -> 1; mean 5/6
+    assert stats.macro_f1(y, p, ["a", "b"]) == pytest.approx(5 / 6)
+    assert stats.bootstrap_macro_f1(y, p, ["a", "b"], seed=0).value == pytest.approx(5 / 6)
+
+
+def test_bootstrap_mean_coverage_on_bernoulli():
+    rng = np.random.default_rng(123)
+    p, n, sims = 0.7, 100, 200
+    covered = 0
+    for s in range(sims):
+        est = stats.bootstrap_mean(rng.random(n) < p, seed=s, n_resamples=500)
+        covered += est.low <= p <= est.high
+    assert 0.88 <= covered / sims <= 0.99
+    # seeded: the same seed gives the same interval
+    x = rng.random(50) < 0.5
+    assert stats.bootstrap_mean(x, seed=1) == stats.bootstrap_mean(x, seed=1)
+    assert math.isnan(stats.bootstrap_mean([], seed=0).value)
+
+
+def test_paired_bootstrap():
+    rng = np.random.default_rng(7)
+    a = (rng.random(300) < 0.6).astype(float)
+    same = stats.paired_bootstrap_mean(a, a, seed=0)
+    assert same.diff == 0 and same.p_value == 1.0 and same.low == same.high == 0
+    better = np.where(rng.random(300) < 0.3, 1.0, a)  # flips ~12% of items to correct
+    d = stats.paired_bootstrap_mean(better, a, seed=0)
+    assert d.diff > 0 and d.low > 0 and d.p_value < 0.01
+    # under the null (two independent arms with the same rate) it rejects about alpha of the time
+    rejections = sum(
+        stats.paired_bootstrap_mean(
+            rng.random(100) < 0.7, rng.random(100) < 0.7, seed=s, n_resamples=400
+        ).p_value
+        < 0.05
+        for s in range(100)
+    )
+    assert rejections <= 12
+    # macro-F1 version: identical predictions differ by exactly zero
+    y = ["a", "b"] * 20
+    pred = ["a"] * 40
+    m = stats.paired_bootstrap_macro_f1(y, y, pred, ["a", "b"], seed=0, n_resamples=300)
+    assert m.diff == pytest.approx(1 - stats.macro_f1(y, pred, ["a", "b"])) and m.low > 0
+
+
+def test_mcnemar_known_tables():
+    # 1 vs 6 discordant pairs: P(X <= 1 | n=7, 1/2) = 8/128, two-sided 0.125
+    assert stats.mcnemar_exact(1, 6) == pytest.approx(0.125)
+    assert stats.mcnemar_exact(6, 1) == pytest.approx(0.125)
+    assert stats.mcnemar_exact(0, 0) == 1.0
+    assert stats.mcnemar_exact(5, 5) == 1.0
+    # 0 vs 10: 2 / 1024
+    assert stats.mcnemar_exact(0, 10) == pytest.approx(2 / 1024)
+    r = stats.mcnemar([True, True, False, False, True], [True, False, True, True, True])
+    assert (r.a_only, r.b_only) == (1, 2)
+
+
+def test_power_known_values_and_monotone():
+    # Connor: (1.959964*sqrt(.2) + 0.841621*sqrt(.2 - .0025))^2 / .0025 = 625.55 -> 626
+    assert stats.items_needed_paired_proportions(0.05, 0.2) == 626
+    gains = [stats.items_needed_paired_proportions(g, 0.2) for g in (0.02, 0.05, 0.1, 0.15)]
+    assert gains == sorted(gains, reverse=True)
+    rates = [stats.items_needed_paired_proportions(0.05, r) for r in (0.05, 0.1, 0.2, 0.4)]
+    assert rates == sorted(rates)
+    # an observed discordant rate below the gain is raised to the gain
+    assert stats.items_needed_paired_proportions(0.05, 0.0) == stats.items_needed_paired_proportions(
+        0.05, 0.05
+    )
+    # ((1.959964 + 0.841621) * 0.5 / 0.1)^2 = 196.2 -> 197
+    assert stats.items_needed_paired_mean(0.1, 0.5) == 197
+    with pytest.raises(ValueError):
+        stats.items_needed_paired_proportions(0.0, 0.2)
+
+
+def _curve(*scores: float) -> list[CurvePoint]:
+    return [CurvePoint(f"arm{i}", cost=10.0 * (i + 1), score=s) for i, s in enumerate(scores)]
+
+
+def _diff(d: float, p: float) -> PairedDiff:
+    return PairedDiff(d, d - 0.05, d + 0.05, p, 200)
+
+
+def test_plateau_cases():
+    pts = _curve(0.70, 0.74, 0.75)
+    # best (arm2) gains 0.01 over arm1, not significant, below the target: plateaued
+    pl = stats.detect_plateau(
+        pts, {"arm1": _diff(0.04, 0.01), "arm2": _diff(0.01, 0.4)}, quality_target=0.9, min_gain=0.02
+    )
+    assert pl.plateaued and pl.best_arm == "arm2" and pl.previous_arm == "arm1"
+    assert pl.gain == 0.01 and pl.p_value == 0.4 and not pl.significant
+    # the same curve, but the last step is significant and large enough: still improving
+    pl = stats.detect_plateau(
+        pts, {"arm1": _diff(0.04, 0.01), "arm2": _diff(0.03, 0.001)}, quality_target=0.9, min_gain=0.02
+    )
+    assert not pl.plateaued and pl.significant
+    # significant but smaller than the minimum gain: plateaued
+    pl = stats.detect_plateau(
+        pts, {"arm1": _diff(0.04, 0.01), "arm2": _diff(0.01, 0.001)}, quality_target=0.9, min_gain=0.02
+    )
+    assert pl.plateaued
+    # flat, but the target is met: not a plateau below target
+    pl = stats.detect_plateau(
+        pts, {"arm1": _diff(0.04, 0.01), "arm2": _diff(0.01, 0.4)}, quality_target=0.7, min_gain=0.02
+    )
+    assert not pl.plateaued and not pl.below_target
+    # the cheapest arm is the best: nothing costlier helped
+    pl = stats.detect_plateau(
+        _curve(0.8, 0.7, 0.75),
+        {"arm1": _diff(-0.1, 0.01), "arm2": _diff(0.05, 0.2)},
+        quality_target=0.9,
+        min_gain=0.02,
+    )
+    assert pl.plateaued and pl.best_arm == "arm0" and pl.previous_arm is None and pl.gain == 0.0
+    # one arm: no curve, no plateau claim
+    pl = stats.detect_plateau(_curve(0.5), {}, quality_target=0.9, min_gain=0.02)
+    assert not pl.plateaued
+    # ties go to the cheaper arm; order is by cost, not by list order
+    pts = [CurvePoint("b", 20.0, 0.8), CurvePoint("a", 10.0, 0.8)]
+    assert stats.best_point(pts).arm == "a"
