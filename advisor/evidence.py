@@ -1,0 +1,856 @@
+"""Evidence beyond accuracy: tokens, latency, cost at volume, break-even, a learning curve, domain language.
+
+The recipe (`gather_evidence`) measures what it can with the backend it is given and leaves the rest
+`None` with a reason: tokens per request for every arm → single-request latency per arm and a fitted
+latency model → cost per request, per month and the fine-tuning break-even → the supervised probe's
+learning curve (classification) → the model's perplexity on the task's texts against a shipped
+general-English reference. The arithmetic lives in pure functions (here, `advisor.cost` and
+`advisor.learning`); `evidence_signals` flattens the result into the rules' signals and
+`markdown_section` renders the "evidence" section of the report document.
+
+Conventions the rules rely on:
+
+- `latency_over_budget` compares the best few-shot arm's p95 with the budget (the arm a prompting
+  deployment would need); without a few-shot arm it uses the best arm's p95.
+- `domain_ppl_ratio` is token-level perplexity on the task's texts over perplexity on the reference.
+  For classification the targets are label names, so the inputs are measured instead (recorded as
+  `source`). `domain_shift` is that ratio above a threshold (`DEFAULT_DOMAIN_SHIFT_RATIO`, which the
+  rules may override); a declared `--domain` is reported beside it, not mixed into it.
+- `examples_needed` is the total number of training examples the probe's power law needs to reach the
+  quality target; None when not measured or beyond 100× the current data.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advisor.backends.base import Backend, GenRequest, LoglikRequest
+from advisor.cost import (
+    CostConfig,
+    break_even,
+    cost_per_request,
+    example_prices_path,
+    finetune_cost,
+    load_cost_config,
+    monthly_cost,
+    parse_volume,
+)
+from advisor.learning import DEFAULT_FRACTIONS, LearningCurve, probe_learning_curve
+from advisor.types import Example, Message, TaskKind
+
+__all__ = [
+    "ArmEvidence",
+    "ArmInput",
+    "CostSummary",
+    "DomainMeasure",
+    "Evidence",
+    "LatencyModel",
+    "LatencySample",
+    "evidence_signals",
+    "example_prices_path",
+    "fit_latency",
+    "gather_evidence",
+    "markdown_section",
+    "measure_domain",
+    "measure_latency",
+    "parse_volume",
+    "summarize_latency",
+]
+
+DEFAULT_DOMAIN_SHIFT_RATIO = 2.0
+SIGNAL_NAMES = (
+    "volume_per_day",
+    "latency_budget_ms",
+    "best_arm_p95_ms",
+    "few_shot_p95_ms",
+    "latency_over_budget",
+    "monthly_cost_best_arm",
+    "break_even_days",
+    "break_even_within_horizon",
+    "probe_score",
+    "probe_beats_prompting",
+    "examples_needed",
+    "domain",
+    "domain_ppl_ratio",
+    "domain_shift",
+    "tokens_per_word",
+    "needs_consistent_style",
+)
+DEFAULT_HORIZON_DAYS = 90.0
+REFERENCE_PATH = Path(__file__).parent / "data" / "reference_english.txt"
+
+
+# ---------------------------------------------------------------- arms and tokens
+
+
+@dataclass(frozen=True)
+class ArmInput:
+    """One prompting arm as evidence needs it: its score and its prompts on the eval items."""
+
+    name: str
+    kind: str  # "zero_shot" | "system" | "few_shot"
+    score: float | None
+    messages: tuple[tuple[Message, ...], ...] = ()
+    k: int = 0
+    mean_prompt_tokens: float | None = None  # when the harness already counted them
+
+
+def mean_prompt_tokens(backend: Backend, messages: Sequence[Sequence[Message]]) -> float | None:
+    """Mean tokens of the rendered prompts (chat template and generation prompt included)."""
+    if not messages:
+        return None
+    counts = backend.count_tokens([backend.render(m) for m in messages])
+    return float(np.mean(counts))
+
+
+def mean_completion_tokens(backend: Backend, task: TaskKind, eval_items: Sequence[Example]) -> float | None:
+    """Tokens the model is expected to produce: the label (classification) or the target text."""
+    texts = [
+        (ex.label if task is TaskKind.CLASSIFY and ex.label is not None else ex.target) for ex in eval_items
+    ]
+    if not texts:
+        return None
+    return float(np.mean(backend.count_tokens(texts)))
+
+
+# ---------------------------------------------------------------- latency
+
+
+@dataclass(frozen=True)
+class LatencySample:
+    arm: str
+    prompt_tokens: int
+    output_tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ArmLatency:
+    arm: str
+    n: int
+    p50_ms: float
+    p95_ms: float
+    mean_ms: float
+
+
+def measure_latency(
+    backend: Backend,
+    requests_by_arm: Mapping[str, Sequence[GenRequest]],
+    n: int = 20,
+    *,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[LatencySample]:
+    """Time up to `n` single requests per arm, one at a time, as a user of the deployment would see them.
+
+    Give the uncached backend: a response cache would time the cache. The first `warmup` requests
+    (of the first arm) run untimed so one-off start-up costs do not land in an arm's p95.
+    """
+    samples: list[LatencySample] = []
+    first = next((list(r) for r in requests_by_arm.values() if r), [])
+    for req in first[:warmup]:
+        backend.generate([req])
+    for arm, requests in requests_by_arm.items():
+        for req in list(requests)[:n]:
+            start = clock()
+            (result,) = backend.generate([req])
+            seconds = clock() - start
+            samples.append(LatencySample(arm, result.prompt_tokens, result.completion_tokens, seconds))
+    return samples
+
+
+def summarize_latency(samples: Sequence[LatencySample]) -> dict[str, ArmLatency]:
+    """p50 / p95 / mean per arm, in milliseconds (linear-interpolated percentiles)."""
+    by_arm: dict[str, list[float]] = {}
+    for s in samples:
+        by_arm.setdefault(s.arm, []).append(s.seconds * 1000.0)
+    out = {}
+    for arm, ms in by_arm.items():
+        arr = np.asarray(ms)
+        out[arm] = ArmLatency(
+            arm, len(ms), float(np.percentile(arr, 50)), float(np.percentile(arr, 95)), float(arr.mean())
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """latency_s ≈ a + b·prompt_tokens + c·output_tokens, fitted by least squares.
+
+    `fitted` names the terms actually estimated: a term whose tokens never varied in the samples
+    cannot be separated from the intercept, and a slope that came out negative (noise: more tokens
+    never make a request faster) is dropped and the rest refitted; dropped slopes are 0.
+    """
+
+    a: float
+    b: float
+    c: float
+    n: int
+    r2: float | None
+    fitted: tuple[str, ...]
+
+    def project(self, prompt_tokens: float, output_tokens: float) -> float:
+        """Predicted seconds for one request of this shape."""
+        return self.a + self.b * prompt_tokens + self.c * output_tokens
+
+
+def fit_latency(samples: Sequence[LatencySample]) -> LatencyModel | None:
+    """Least-squares latency model; None without samples."""
+    if not samples:
+        return None
+    y = np.array([s.seconds for s in samples], dtype=float)
+    cols = {
+        "b": np.array([s.prompt_tokens for s in samples], dtype=float),
+        "c": np.array([s.output_tokens for s in samples], dtype=float),
+    }
+    terms = [t for t, x in cols.items() if np.ptp(x) > 0]
+    while True:
+        design = np.column_stack([np.ones_like(y)] + [cols[t] for t in terms])
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        negative = [t for t, v in zip(terms, coef[1:], strict=True) if v < 0]
+        if not negative:
+            break
+        terms = [t for t in terms if t not in negative]
+    values = dict(zip(["a", *terms], (float(v) for v in coef), strict=True))
+    residual = y - design @ coef
+    total = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(residual**2)) / total if total > 0 and len(y) > len(coef) else None
+    return LatencyModel(
+        a=values["a"], b=values.get("b", 0.0), c=values.get("c", 0.0), n=len(y), r2=r2, fitted=("a", *terms)
+    )
+
+
+# ---------------------------------------------------------------- domain language
+
+
+@dataclass(frozen=True)
+class DomainMeasure:
+    source: str  # "targets" or "inputs"
+    n_texts: int
+    n_reference: int
+    task_ppl: float
+    reference_ppl: float
+    ratio: float
+    tokens_per_word: float
+    reference_tokens_per_word: float
+
+
+def load_reference_sentences(path: Path = REFERENCE_PATH) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def reference_chunks(sentences: Sequence[str], words_per_text: float) -> list[str]:
+    """Join consecutive reference sentences into texts of about `words_per_text` words.
+
+    Perplexity depends on text length (the first tokens have no context), so the reference is cut
+    to the length of the task's texts before the two are compared.
+    """
+    chunks: list[str] = []
+    current: list[str] = []
+    words = 0
+    for sentence in sentences:
+        current.append(sentence)
+        words += len(sentence.split())
+        if words >= words_per_text:
+            chunks.append(" ".join(current))
+            current, words = [], 0
+    if current:
+        chunks.append(" ".join(current))
+    return chunks
+
+
+def perplexity(backend: Backend, texts: Sequence[str]) -> float:
+    """Token-level perplexity of `texts`, each scored as the reply to an empty conversation."""
+    results = backend.loglikelihood([LoglikRequest(messages=(), continuation=t) for t in texts])
+    total_lp = sum(r.logprob for r in results)
+    total_n = sum(r.n_tokens for r in results)
+    return math.exp(-total_lp / total_n) if total_n else math.nan
+
+
+def _tokens_per_word(backend: Backend, texts: Sequence[str]) -> float:
+    words = sum(len(t.split()) for t in texts)
+    return sum(backend.count_tokens(list(texts))) / words if words else math.nan
+
+
+def measure_domain(
+    backend: Backend,
+    texts: Sequence[str],
+    source: str,
+    *,
+    reference: Sequence[str] | None = None,
+    max_texts: int = 48,
+    seed: int = 0,
+) -> DomainMeasure | None:
+    """The model's perplexity on a seeded sample of the task's texts over its perplexity on the reference."""
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        return None
+    if len(texts) > max_texts:
+        rng = np.random.default_rng(seed)
+        texts = [texts[i] for i in sorted(rng.choice(len(texts), max_texts, replace=False))]
+    sentences = list(reference) if reference is not None else load_reference_sentences()
+    median_words = float(np.median([len(t.split()) for t in texts]))
+    ref = reference_chunks(sentences, median_words)
+    task_ppl = perplexity(backend, texts)
+    ref_ppl = perplexity(backend, ref)
+    return DomainMeasure(
+        source=source,
+        n_texts=len(texts),
+        n_reference=len(ref),
+        task_ppl=task_ppl,
+        reference_ppl=ref_ppl,
+        ratio=task_ppl / ref_ppl,
+        tokens_per_word=_tokens_per_word(backend, texts),
+        reference_tokens_per_word=_tokens_per_word(backend, ref),
+    )
+
+
+# ---------------------------------------------------------------- the evidence document
+
+
+@dataclass(frozen=True)
+class ArmEvidence:
+    name: str
+    kind: str
+    k: int
+    score: float | None
+    prompt_tokens: float | None  # mean per request
+    completion_tokens: float | None  # mean per request
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    cost_per_request: float | None = None
+    monthly_cost: float | None = None
+
+
+@dataclass(frozen=True)
+class CostSummary:
+    currency: str
+    serving: str
+    price_date: str | None
+    source: str | None
+    throughput_source: str | None  # self-hosted serving: "config" or "measured single-request"
+    finetune_cost: float | None
+    train_tokens: float | None
+    finetuned_prompt_tokens: float | None
+    finetuned_cost_per_request: float | None
+    finetuned_monthly_cost: float | None
+    saving_per_request: float | None
+    monthly_saving: float | None
+    break_even_requests: float | None
+    break_even_days: float | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything measured beyond accuracy; `None` fields were not measured (see `not_measured`)."""
+
+    task_kind: str
+    arms: tuple[ArmEvidence, ...] = ()
+    best_arm: str | None = None
+    few_shot_arm: str | None = None
+    volume_per_day: float | None = None
+    latency_budget_ms: float | None = None
+    latency_model: LatencyModel | None = None
+    finetuned_latency_ms: float | None = None  # projected at a zero-shot-length prompt
+    cost: CostSummary | None = None
+    horizon_days: float = DEFAULT_HORIZON_DAYS
+    learning_curve: LearningCurve | None = None
+    domain: str | None = None  # declared
+    domain_measure: DomainMeasure | None = None
+    needs_consistent_style: bool = False
+    not_measured: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (what, why)
+
+    def arm(self, name: str | None) -> ArmEvidence | None:
+        return next((a for a in self.arms if a.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The "evidence" section of decision.json (JSON-safe: non-finite numbers become null)."""
+        doc = _jsonable(asdict(self))
+        doc["not_measured"] = [{"what": w, "why": y} for w, y in self.not_measured]
+        if self.learning_curve is not None:
+            doc["learning_curve"]["probe_score"] = self.learning_curve.probe_score
+        return doc
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- signals
+
+
+def evidence_signals(
+    evidence: Evidence | None,
+    config: Any = None,
+    *,
+    domain_shift_ratio: float = DEFAULT_DOMAIN_SHIFT_RATIO,
+) -> dict[str, float | int | bool | str | None]:
+    """The Evidence signals of the shared contract; None where not measured.
+
+    `config` may carry `horizon_days` (else the evidence's own is used).
+    """
+    out: dict[str, float | int | bool | str | None] = dict.fromkeys(SIGNAL_NAMES)
+    if evidence is None:
+        return out
+    horizon = getattr(config, "horizon_days", None) or evidence.horizon_days
+    best = evidence.arm(evidence.best_arm)
+    few = evidence.arm(evidence.few_shot_arm)
+    out["volume_per_day"] = evidence.volume_per_day
+    out["latency_budget_ms"] = evidence.latency_budget_ms
+    out["best_arm_p95_ms"] = best.p95_ms if best else None
+    out["few_shot_p95_ms"] = few.p95_ms if few else None
+    deciding = out["few_shot_p95_ms"] if few is not None else out["best_arm_p95_ms"]
+    if evidence.latency_budget_ms is not None and isinstance(deciding, float):
+        out["latency_over_budget"] = deciding > evidence.latency_budget_ms
+    out["monthly_cost_best_arm"] = best.monthly_cost if best else None
+    cost = evidence.cost
+    if cost is not None:
+        out["break_even_days"] = cost.break_even_days
+        if cost.break_even_days is not None:
+            out["break_even_within_horizon"] = cost.break_even_days <= horizon
+        elif cost.saving_per_request is not None and cost.saving_per_request <= 0:
+            out["break_even_within_horizon"] = False  # measured: it never pays back
+    curve = evidence.learning_curve
+    if curve is not None:
+        out["probe_score"] = curve.probe_score
+        out["probe_beats_prompting"] = curve.beats(best.score if best else None)
+        needed = curve.examples_needed.value
+        out["examples_needed"] = int(needed) if needed is not None else None
+    out["domain"] = evidence.domain
+    dm = evidence.domain_measure
+    if dm is not None and math.isfinite(dm.ratio):
+        out["domain_ppl_ratio"] = dm.ratio
+        out["domain_shift"] = dm.ratio > domain_shift_ratio
+        out["tokens_per_word"] = dm.tokens_per_word
+    out["needs_consistent_style"] = evidence.needs_consistent_style
+    return out
+
+
+# ---------------------------------------------------------------- cost over the arms
+
+
+def price_arms(
+    arms: Sequence[ArmEvidence],
+    best_arm: str | None,
+    config: CostConfig,
+    volume_per_day: float | None,
+    *,
+    finetuned_prompt_tokens: float | None,
+    completion_tokens: float | None,
+    train_tokens: float | None,
+    latency_model: LatencyModel | None = None,
+) -> tuple[tuple[ArmEvidence, ...], CostSummary]:
+    """Cost per request and per month for every arm, the fine-tuned model's, and the break-even.
+
+    Self-hosted serving without a configured throughput falls back to the measured single-request
+    speeds (1/b prompt and 1/c output tokens per second from the latency model), which overstates
+    what a batched server costs; the summary says which was used.
+    """
+    throughput_source = None
+    if config.serving == "self_hosted":
+        throughput_source = "config"
+        if config.prompt_tokens_per_s is None or config.output_tokens_per_s is None:
+            if latency_model is not None and latency_model.b > 0 and latency_model.c > 0:
+                config = replace(
+                    config,
+                    prompt_tokens_per_s=config.prompt_tokens_per_s or 1.0 / latency_model.b,
+                    output_tokens_per_s=config.output_tokens_per_s or 1.0 / latency_model.c,
+                )
+                throughput_source = "measured single-request"
+            else:
+                throughput_source = None
+    priced = []
+    for arm in arms:
+        per = (
+            cost_per_request(config, arm.prompt_tokens, arm.completion_tokens)
+            if arm.prompt_tokens is not None and arm.completion_tokens is not None
+            else None
+        )
+        priced.append(replace(arm, cost_per_request=per, monthly_cost=monthly_cost(per, volume_per_day)))
+    best = next((a for a in priced if a.name == best_arm), None)
+    ft_per = (
+        cost_per_request(config, finetuned_prompt_tokens, completion_tokens, finetuned=True)
+        if finetuned_prompt_tokens is not None and completion_tokens is not None
+        else None
+    )
+    one_time = finetune_cost(config, train_tokens)
+    be = break_even(best.cost_per_request if best else None, ft_per, one_time, volume_per_day)
+    summary = CostSummary(
+        currency=config.currency,
+        serving=config.serving,
+        price_date=config.price_date,
+        source=config.source,
+        throughput_source=throughput_source,
+        finetune_cost=one_time,
+        train_tokens=train_tokens,
+        finetuned_prompt_tokens=finetuned_prompt_tokens,
+        finetuned_cost_per_request=ft_per,
+        finetuned_monthly_cost=monthly_cost(ft_per, volume_per_day),
+        saving_per_request=be.saving_per_request,
+        monthly_saving=be.monthly_saving,
+        break_even_requests=be.requests,
+        break_even_days=be.days,
+        reason=be.reason,
+    )
+    return tuple(priced), summary
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What `gather_evidence` reads from the run's config (any object with these attributes)."""
+
+    volume_per_day: float | None = None
+    latency_budget_ms: float | None = None
+    domain: str | None = None
+    needs_consistent_style: bool = False
+    horizon_days: float = DEFAULT_HORIZON_DAYS
+    quality_target: float | None = None
+    target_metric: str | None = None
+    latency_samples: int = 20
+    max_gen_tokens: int = 64
+    prices: str | None = None
+    cost: CostConfig | None = None
+    seed: int = 0
+    token_items: int = 200
+    domain_texts: int = 48
+    n_boot: int = 1000
+
+
+def _settings(config: Any) -> _Settings:
+    if config is None:
+        return _Settings()
+    values = {}
+    for name in _Settings.__dataclass_fields__:
+        value = config.get(name) if isinstance(config, Mapping) else getattr(config, name, None)
+        if value is not None:
+            values[name] = value
+    return _Settings(**values)
+
+
+def gather_evidence(
+    backend: Backend | None,
+    prompting: Any,
+    train: Sequence[Example],
+    eval_items: Sequence[Example],
+    task: TaskKind,
+    labels: Sequence[str] | None,
+    config: Any = None,
+    *,
+    latency_backend: Backend | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Evidence:
+    """Measure what can be measured; everything else stays None with a reason in `not_measured`.
+
+    `prompting` is a sequence of `ArmInput` (or the harness's result, adapted by `arm_inputs`).
+    `config` is any object (or mapping) with the `_Settings` attribute names, e.g. `AdviseConfig`;
+    `prices` is a price-file path, `cost` a ready `CostConfig`. Latency is timed on
+    `latency_backend` when given (pass an uncached backend), else on `backend`.
+    """
+    s = _settings(config)
+    missing: list[tuple[str, str]] = []
+    arms = arm_inputs(prompting, train, s.seed)
+    is_classify = task is TaskKind.CLASSIFY
+
+    # tokens
+    completion = mean_completion_tokens(backend, task, eval_items) if backend is not None else None
+    rows = []
+    for arm in arms:
+        tokens = arm.mean_prompt_tokens
+        if tokens is None and backend is not None:
+            tokens = mean_prompt_tokens(backend, arm.messages[: s.token_items])
+        rows.append(ArmEvidence(arm.name, arm.kind, arm.k, arm.score, tokens, completion))
+    if not arms:
+        missing.append(("arms", "prompting was not measured (no backend or no arms)"))
+    scored = [a for a in rows if a.score is not None]
+    best = max(scored, key=lambda a: a.score or 0.0).name if scored else None
+    few = [a for a in scored if a.kind == "few_shot"]
+    few_name = max(few, key=lambda a: a.score or 0.0).name if few else None
+    zero = next((a for a in rows if a.kind == "zero_shot"), None) or (
+        min(rows, key=lambda a: a.prompt_tokens or math.inf) if rows else None
+    )
+    ft_prompt = zero.prompt_tokens if zero is not None else None
+
+    # latency
+    timer = latency_backend or backend
+    latency_model = None
+    if timer is not None and arms and s.latency_samples > 0:
+        gen_tokens = _gen_tokens(timer, task, labels, eval_items, s.max_gen_tokens)
+        requests = {
+            a.name: [GenRequest(m, max_tokens=gen_tokens) for m in a.messages] for a in arms if a.messages
+        }
+        samples = measure_latency(timer, requests, n=s.latency_samples, clock=clock)
+        summary = summarize_latency(samples)
+        rows = [
+            replace(r, p50_ms=summary[r.name].p50_ms, p95_ms=summary[r.name].p95_ms)
+            if r.name in summary
+            else r
+            for r in rows
+        ]
+        latency_model = fit_latency(samples)
+    else:
+        missing.append(("latency", "no backend or no arms to time"))
+    ft_latency = (
+        latency_model.project(ft_prompt, completion) * 1000.0
+        if latency_model is not None and ft_prompt is not None and completion is not None
+        else None
+    )
+
+    # cost
+    cost_config = s.cost
+    if cost_config is None and s.prices:
+        cost_config = load_cost_config(Path(s.prices))
+    cost_summary = None
+    if cost_config is None:
+        missing.append(("cost", "no prices given (--prices FILE; see advisor/data/prices.example.toml)"))
+    elif rows:
+        train_tokens = len(train) * (ft_prompt + completion) if ft_prompt is not None and completion else None
+        rows_t, cost_summary = price_arms(
+            rows,
+            best,
+            cost_config,
+            s.volume_per_day,
+            finetuned_prompt_tokens=ft_prompt,
+            completion_tokens=completion,
+            train_tokens=float(train_tokens) if train_tokens is not None else None,
+            latency_model=latency_model,
+        )
+        rows = list(rows_t)
+        if s.volume_per_day is None:
+            missing.append(("monthly cost", "no volume declared (--volume N/day)"))
+    else:
+        missing.append(("cost", "no arms with token counts to price"))
+
+    # learning curve
+    curve = None
+    if not is_classify:
+        missing.append(
+            ("learning curve", "generation tasks need short LoRA runs on subsets (opt-in); not measured")
+        )
+    elif len({ex.label for ex in train}) < 2 or not eval_items:
+        missing.append(("learning curve", "needs at least two labels in the train split and eval items"))
+    else:
+        metric = s.target_metric if s.target_metric in ("accuracy", "macro_f1") else "accuracy"
+        curve = probe_learning_curve(
+            [ex.input_text for ex in train],
+            [str(ex.label) for ex in train],
+            [ex.input_text for ex in eval_items],
+            [str(ex.label) for ex in eval_items],
+            target=s.quality_target,
+            metric=metric,
+            fractions=DEFAULT_FRACTIONS,
+            seed=s.seed,
+            n_boot=s.n_boot,
+        )
+        if s.quality_target is None:
+            missing.append(("examples needed", "no quality target given (--target METRIC=VALUE)"))
+
+    # domain language
+    domain_measure = None
+    if backend is not None:
+        pool = list(train) or list(eval_items)
+        texts = [ex.input_text for ex in pool] if is_classify else [ex.target for ex in pool]
+        domain_measure = measure_domain(
+            backend, texts, "inputs" if is_classify else "targets", max_texts=s.domain_texts, seed=s.seed
+        )
+    else:
+        missing.append(("domain perplexity", "no model backend"))
+
+    return Evidence(
+        task_kind=task.value,
+        arms=tuple(rows),
+        best_arm=best,
+        few_shot_arm=few_name,
+        volume_per_day=s.volume_per_day,
+        latency_budget_ms=s.latency_budget_ms,
+        latency_model=latency_model,
+        finetuned_latency_ms=ft_latency,
+        cost=cost_summary,
+        horizon_days=s.horizon_days,
+        learning_curve=curve,
+        domain=s.domain,
+        domain_measure=domain_measure,
+        needs_consistent_style=bool(s.needs_consistent_style),
+        not_measured=tuple(missing),
+    )
+
+
+def _gen_tokens(
+    backend: Backend, task: TaskKind, labels: Sequence[str] | None, eval_items: Sequence[Example], cap: int
+) -> int:
+    """Tokens to generate when timing: the longest label, or the mean target length (capped)."""
+    if task is TaskKind.CLASSIFY and labels:
+        return max(1, max(backend.count_tokens(list(labels))))
+    counts = backend.count_tokens([ex.target for ex in eval_items]) if eval_items else [cap]
+    return max(1, min(cap, int(math.ceil(float(np.mean(counts))))))
+
+
+def arm_inputs(prompting: Any, train: Sequence[Example], seed: int = 0) -> list[ArmInput]:
+    """The arms as evidence needs them, from a sequence of `ArmInput` or the harness's result."""
+    if prompting is None:
+        return []
+    if isinstance(prompting, Sequence) and all(isinstance(a, ArmInput) for a in prompting):
+        return list(prompting)
+    raise TypeError(f"cannot read prompting arms from {type(prompting).__name__}")
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _money(value: Any, currency: str) -> str:
+    if value is None:
+        return "–"
+    digits = 2 if abs(value) >= 1 else 6
+    return f"{value:,.{digits}f} {currency}"
+
+
+def markdown_section(section: dict[str, Any] | None) -> str:
+    """The report's "Evidence beyond accuracy" section from the evidence document (`Evidence.to_dict()`)."""
+    out = ["## Evidence beyond accuracy", ""]
+    if not section:
+        return "\n".join([*out, "Not measured.", ""])
+    cost = section.get("cost") or {}
+    cur = cost.get("currency", "")
+    volume = section.get("volume_per_day")
+    budget = section.get("latency_budget_ms")
+    facts = [
+        f"Volume: {_num(volume)} requests/day" if volume is not None else "Volume: not declared",
+        f"latency budget: {_num(budget)} ms" if budget is not None else "latency budget: none",
+    ]
+    if cost:
+        facts.append(
+            f"prices: {cost.get('serving')} from {cost.get('source') or 'flags'}"
+            + (f" (dated {cost['price_date']})" if cost.get("price_date") else "")
+        )
+    out += ["; ".join(facts) + ".", ""]
+
+    arms = section.get("arms") or []
+    if arms:
+        out += [
+            "| Arm | Score | Prompt tokens | Output tokens | p50 ms | p95 ms | Cost/request | Cost/month |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for a in arms:
+            mark = " (best)" if a["name"] == section.get("best_arm") else ""
+            out.append(
+                f"| {a['name']}{mark} | {_num(a.get('score'), 3)} | {_num(a.get('prompt_tokens'), 1)} "
+                f"| {_num(a.get('completion_tokens'), 1)} | {_num(a.get('p50_ms'))} "
+                f"| {_num(a.get('p95_ms'))} | {_money(a.get('cost_per_request'), cur)} "
+                f"| {_money(a.get('monthly_cost'), cur)} |"
+            )
+        out.append("")
+    model = section.get("latency_model")
+    if model:
+        r2 = f", R² {model['r2']:.2f}" if model.get("r2") is not None else ""
+        out.append(
+            f"Latency model (n={model['n']}{r2}): {model['a'] * 1000:.1f} ms "
+            f"+ {model['b'] * 1000:.3f} ms per prompt token + {model['c'] * 1000:.2f} ms per output token."
+        )
+    if section.get("finetuned_latency_ms") is not None:
+        out.append(
+            f"A fine-tuned model with a zero-shot-length prompt is projected at "
+            f"{_num(section['finetuned_latency_ms'])} ms per request."
+        )
+    if cost:
+        out.append(
+            f"Fine-tuned model: {_money(cost.get('finetuned_cost_per_request'), cur)} per request, "
+            f"{_money(cost.get('finetuned_monthly_cost'), cur)} per month; one-time fine-tuning cost "
+            f"{_money(cost.get('finetune_cost'), cur)}; "
+            f"saving {_money(cost.get('monthly_saving'), cur)} per month."
+        )
+        if cost.get("break_even_days") is not None:
+            horizon = section.get("horizon_days")
+            within = "within" if cost["break_even_days"] <= (horizon or math.inf) else "beyond"
+            out.append(
+                f"Break-even after {_num(cost.get('break_even_requests'))} requests: "
+                f"{_num(cost['break_even_days'], 1)} days at the declared volume ({within} the "
+                f"{_num(horizon)}-day horizon)."
+            )
+        elif cost.get("reason"):
+            out.append(f"Break-even: none ({cost['reason']}).")
+        if cost.get("throughput_source") == "measured single-request":
+            out.append("Self-hosted throughput taken from single-request timings: an upper bound on cost.")
+    out.append("")
+
+    curve = section.get("learning_curve")
+    if curve:
+        out += [
+            "### Learning curve (TF-IDF + logistic-regression probe)",
+            "",
+            f"| Train examples | {curve['metric']} | 95% CI |",
+            "|---:|---:|---|",
+        ]
+        for p in curve["points"]:
+            out.append(f"| {p['n']:,} | {p['score']:.3f} | {p['ci_low']:.3f}–{p['ci_high']:.3f} |")
+        n_max = curve["points"][-1]["n"]
+        lo, hi = curve["b_interval"]
+        out += [
+            "",
+            f"Power law: error ≈ {curve['a']:.3g}·n^−{curve['b']:.3f} (exponent 95% CI {lo:.3f}–{hi:.3f}); "
+            "no floor term, so extrapolations are optimistic.",
+        ]
+        for key, factor in (("score_at_2x", 2), ("score_at_4x", 4)):
+            iv = curve[key]
+            out.append(
+                f"- Predicted at {factor}× the data ({factor * n_max:,} examples): {_num(iv['value'], 3)} "
+                f"(95% CI {_num(iv['low'], 3)}–{_num(iv['high'], 3)})"
+            )
+        need = curve["examples_needed"]
+        if curve.get("target") is None:
+            out.append("- Examples needed: no quality target given.")
+        elif need["value"] is None:
+            out.append(f"- Examples needed for {curve['target']}: not reached within 100× the current data.")
+        else:
+            more = max(0, int(need["value"]) - n_max)
+            high = "unbounded" if need["high"] is None else _num(need["high"])
+            out.append(
+                f"- Examples needed for {curve['target']}: {_num(need['value'])} ({more:,} more than now; "
+                f"95% CI {_num(need['low'])}–{high})"
+            )
+        out.append("")
+
+    dm = section.get("domain_measure")
+    if dm or section.get("domain"):
+        out += ["### Domain language", ""]
+        if dm:
+            out.append(
+                f"Perplexity on the task's {dm['source']}: {_num(dm['task_ppl'], 1)}; on the general-English "
+                f"reference: {_num(dm['reference_ppl'], 1)}; ratio {_num(dm['ratio'], 2)}. Tokens per word: "
+                f"{_num(dm['tokens_per_word'], 2)} (reference {_num(dm['reference_tokens_per_word'], 2)})."
+            )
+        if section.get("domain"):
+            out.append(f"Declared domain: {section['domain']}.")
+        out.append("")
+    if section.get("needs_consistent_style"):
+        out += ["A consistent output style was declared as a requirement.", ""]
+    missing = section.get("not_measured") or []
+    if missing:
+        out += ["Not measured:", ""] + [f"- {m['what']}: {m['why']}" for m in missing] + [""]
+    return "\n".join(out)
