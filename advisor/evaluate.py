@@ -91,6 +91,8 @@ class ArmResult:
     items: tuple[ItemResult, ...]
     scores: Mapping[str, Estimate]
     mean_prompt_tokens: float
+    # the chat turns sent for each item (same order as `items`), for latency and cost measurements
+    prompts: tuple[tuple[Message, ...], ...] = ()
 
     @property
     def n(self) -> int:
@@ -304,12 +306,14 @@ def _arm_result(
     k: int,
     selection: str | None,
     items: tuple[ItemResult, ...],
+    prompts: Sequence[tuple[Message, ...]],
     task: TaskKind,
     labels: Sequence[str],
     seed: int,
 ) -> ArmResult:
     mean_tokens = float(np.mean([it.prompt_tokens for it in items])) if items else math.nan
-    return ArmResult(name, kind, k, selection, items, summarise(items, task, labels, seed), mean_tokens)
+    scores = summarise(items, task, labels, seed)
+    return ArmResult(name, kind, k, selection, items, scores, mean_tokens, tuple(prompts))
 
 
 def score_arm(
@@ -340,7 +344,7 @@ def score_arm(
         stop=stop,
         progress=progress,
     )
-    return _arm_result(name, kind, 0, None, items, task, labels, seed)
+    return _arm_result(name, kind, 0, None, items, prompts, task, labels, seed)
 
 
 def evaluate_arm(
@@ -372,7 +376,7 @@ def evaluate_arm(
         progress=progress,
     )
     selection = arm.selection if arm.kind is ArmKind.FEW_SHOT else None
-    return _arm_result(arm.name, str(arm.kind), arm.k, selection, items, task, labels, seed)
+    return _arm_result(arm.name, str(arm.kind), arm.k, selection, items, prompts, task, labels, seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,7 +439,13 @@ def _items_needed(a: ArmResult, b: ArmResult, metric: str, min_gain: float, alph
     return stats.items_needed_paired_proportions(min_gain, disc, alpha=alpha)
 
 
-def _check(task: TaskKind, target_metric: str, quality_target: float, min_gain: float) -> None:
+def _check(task: TaskKind, target_metric: str, quality_target: float | None, min_gain: float) -> float:
+    """Validate the measurement settings; returns the quality target."""
+    if quality_target is None:
+        raise ConfigError(
+            "a quality target is needed to judge prompting (e.g. --target accuracy=0.85)",
+            field="quality_target",
+        )
     if target_metric not in metrics_for(task):
         raise ConfigError(
             f"{target_metric!r} is not a {task} metric; use one of: {', '.join(metrics_for(task))}",
@@ -445,6 +455,7 @@ def _check(task: TaskKind, target_metric: str, quality_target: float, min_gain: 
         raise ConfigError(f"must be between 0 and 1, got {quality_target}", field="quality_target")
     if not 0.0 < min_gain < 1.0:
         raise ConfigError(f"must be between 0 and 1 (exclusive), got {min_gain}", field="min_gain")
+    return float(quality_target)
 
 
 def evaluate_arms(
@@ -457,14 +468,14 @@ def evaluate_arms(
     *,
     seed: int,
     target_metric: str,
-    quality_target: float,
+    quality_target: float | None,
     min_gain: float,
     max_gen_tokens: int = 64,
     alpha: float = stats.ALPHA,
     progress: Progress | None = None,
 ) -> PromptingResult:
     """Measure every arm, compare each with the next cheaper arm and with zero-shot, judge the plateau."""
-    _check(task, target_metric, quality_target, min_gain)
+    target = _check(task, target_metric, quality_target, min_gain)
     if not arms or not eval_items:
         raise ConfigError("prompting needs at least one arm and one eval item", field="eval_size")
     selector = DemoSelector(train, seed)
@@ -517,7 +528,7 @@ def evaluate_arms(
     plateau = stats.detect_plateau(
         points,
         vs_previous,
-        quality_target=quality_target,
+        quality_target=target,
         min_gain=min_gain,
         alpha=alpha,
         items_needed=needed,
@@ -528,7 +539,7 @@ def evaluate_arms(
         task=task,
         labels=tuple(labels),
         target_metric=target_metric,
-        quality_target=quality_target,
+        quality_target=target,
         min_gain=min_gain,
         alpha=alpha,
         seed=seed,

@@ -24,10 +24,16 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
+from advisor.backends.base import Backend
+from advisor.errors import ConfigError
 from advisor.types import Example, Message, TaskKind
 
 DEFAULT_K_LADDER = (1, 2, 4, 8, 16, 32)
+# A prompt budget, not the model's limit: long prompts cost CPU time quadratically; pass the model's
+# own context length to allow more.
+DEFAULT_MAX_CONTEXT_TOKENS = 2048
 SELECTIONS = ("stratified", "nearest")
 
 
@@ -235,38 +241,50 @@ def _as_few_shot(system_arm: Arm, k: int, selection: str = "stratified") -> Arm:
 
 
 def build_arms(
+    backend: Backend,
     task: TaskKind,
     labels: Sequence[str],
-    *,
     train: Sequence[Example],
-    render: Callable[[Sequence[Message]], str],
-    count_tokens: Callable[[Sequence[str]], list[int]],
-    max_context_tokens: int,
+    *,
     k_ladder: Sequence[int] = DEFAULT_K_LADDER,
-    instruction: str | None = None,
-    selection: str = "stratified",
-    max_gen_tokens: int = 64,
+    description: str | None = None,
+    system_file: str | Path | None = None,
+    demo_selection: str = "stratified",
     seed: int = 0,
+    max_context_tokens: int = DEFAULT_MAX_CONTEXT_TOKENS,
+    max_gen_tokens: int = 64,
 ) -> tuple[Arm, ...]:
-    """Zero-shot, system and the few-shot ladder, cheapest first, k bounded by the context and by n_train.
+    """Zero-shot, system and the few-shot ladder, cheapest first; k bounded by the context and n_train.
 
-    `render` and `count_tokens` are the backend's (``backend.render``, ``backend.count_tokens``).
-    `instruction` defaults to ``system_instruction(task, labels)``. `selection` ("stratified" or
-    "nearest") picks the demonstrations of every few-shot arm.
+    The system instruction is `system_file`'s text when given, else built from the labels and the
+    optional task `description`. `demo_selection` ("stratified" or "nearest") picks the
+    demonstrations of every few-shot arm. Token counts use the backend's tokenizer and chat template.
     """
+    if demo_selection not in SELECTIONS:
+        raise ConfigError(
+            f"{demo_selection!r} is not one of: {', '.join(SELECTIONS)}", field="demo_selection"
+        )
+    file_text = None
+    if system_file is not None:
+        try:
+            file_text = Path(system_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the system prompt: {exc}", file=str(system_file)) from None
+        if not file_text.strip():
+            raise ConfigError("the system prompt file is empty", file=str(system_file))
     hint = format_hint(task, labels)
-    text = instruction if instruction is not None else system_instruction(task, labels)
+    text = system_instruction(task, labels, description, file_text)
     zero = Arm(arm_name(ArmKind.ZERO_SHOT), ArmKind.ZERO_SHOT, format_hint=hint)
     system = Arm(arm_name(ArmKind.SYSTEM), ArmKind.SYSTEM, instruction=text, format_hint=hint)
     # Room left for the answer: the longest label (plus end of turn), or the generation limit.
     is_classify = task is TaskKind.CLASSIFY
-    reserve = max(count_tokens(list(labels)), default=1) + 2 if is_classify else max_gen_tokens
-    k_max = min(
-        len(train),
-        max_demos(render, count_tokens, train, system, max_context_tokens, reserve, seed=seed),
+    reserve = max(backend.count_tokens(list(labels)), default=1) + 2 if is_classify else max_gen_tokens
+    fits = max_demos(
+        backend.render, backend.count_tokens, train, system, max_context_tokens, reserve, seed=seed
     )
+    k_max = min(len(train), fits)
     arms = [zero, system]
     for k in sorted(set(k_ladder)):
         if 0 < k <= k_max:
-            arms.append(_as_few_shot(system, k, selection))
+            arms.append(_as_few_shot(system, k, demo_selection))
     return tuple(arms)

@@ -39,15 +39,7 @@ def split() -> tuple[list[Example], list[Example]]:
 
 def _run(train, evals, task=TaskKind.CLASSIFY, labels=LABELS, **kw) -> tuple[PromptingResult, FakeBackend]:
     fake = FakeBackend(KNOWS)
-    arms = build_arms(
-        task,
-        labels,
-        train=train,
-        render=fake.render,
-        count_tokens=fake.count_tokens,
-        max_context_tokens=100_000,
-        k_ladder=(1, 2, 4, 8),
-    )
+    arms = build_arms(fake, task, labels, train, max_context_tokens=100_000, k_ladder=(1, 2, 4, 8))
     args = {"seed": 0, "target_metric": "accuracy", "quality_target": 0.95, "min_gain": 0.02} | kw
     return evaluate_arms(fake, arms, train, evals, task, labels, **args), fake
 
@@ -174,15 +166,7 @@ def test_score_arm_plugs_in_another_model(classified, split):
     train, evals = split
     zero = result.arm("zero_shot")
     other = FakeBackend({"positive": KNOWS["positive"] | {"film"}, "negative": KNOWS["negative"]})
-    zero_arm = build_arms(
-        TaskKind.CLASSIFY,
-        LABELS,
-        train=train,
-        render=other.render,
-        count_tokens=other.count_tokens,
-        max_context_tokens=10,
-        k_ladder=(),
-    )[0]
+    zero_arm = build_arms(other, TaskKind.CLASSIFY, LABELS, train, k_ladder=())[0]
     tuned = score_arm(
         other,
         "fine_tuned",
@@ -226,3 +210,5 @@ def test_bad_config(split):
         _run(train, evals[:5], min_gain=0.0)
     with pytest.raises(ConfigError):
         _run(train, evals[:5], quality_target=1.5)
+    with pytest.raises(ConfigError, match="quality target"):
+        _run(train, evals[:5], quality_target=None)

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 from fakes import FakeBackend, rotten_tomatoes
 
+from advisor.errors import ConfigError
 from advisor.prompts import (
     Arm,
     ArmKind,
@@ -29,16 +30,9 @@ def data() -> tuple[list[Example], list[Example]]:
 
 
 def _arms(train: list[Example], max_context_tokens: int = 100_000, **kw: object) -> tuple[Arm, ...]:
-    fake = FakeBackend()
     return build_arms(
-        TaskKind.CLASSIFY,
-        LABELS,
-        train=train,
-        render=fake.render,
-        count_tokens=fake.count_tokens,
-        max_context_tokens=max_context_tokens,
-        **kw,  # type: ignore[arg-type]
-    )
+        FakeBackend(), TaskKind.CLASSIFY, LABELS, train, max_context_tokens=max_context_tokens, **kw
+    )  # type: ignore[arg-type]
 
 
 def test_ladder_names_and_order(data):
@@ -128,7 +122,7 @@ def test_demos_only_from_train(data):
     train, evals = data
     train_lines = {e.line for e in train}
     for selection in ("stratified", "nearest"):
-        arms = _arms(train, k_ladder=(1, 4, 8), selection=selection)
+        arms = _arms(train, k_ladder=(1, 4, 8), demo_selection=selection)
         sel = DemoSelector(train, seed=0)
         for arm in arms:
             for ex in evals:
@@ -137,7 +131,7 @@ def test_demos_only_from_train(data):
 
 def test_nearest_picks_similar_and_skips_duplicates(data):
     train, _ = data
-    arm = [a for a in _arms(train, k_ladder=(2,), selection="nearest") if a.k][0]
+    arm = [a for a in _arms(train, k_ladder=(2,), demo_selection="nearest") if a.k][0]
     assert arm.name == "few_shot_k2_nearest"
     sel = DemoSelector(train, seed=0)
     query = train[5]
@@ -155,3 +149,20 @@ def test_arm_validation():
         Arm("system", ArmKind.SYSTEM)
     with pytest.raises(ValueError, match="selection"):
         Arm("few_shot_k1", ArmKind.FEW_SHOT, k=1, selection="random", instruction="x")
+
+
+def test_system_file_and_bad_selection(data, tmp_path):
+    train, _ = data
+    f = tmp_path / "system.txt"
+    f.write_text("You grade film reviews.\n", encoding="utf-8")
+    arms = _arms(train, k_ladder=(1,), system_file=f)
+    assert arms[1].instruction == "You grade film reviews." == arms[2].instruction
+    with pytest.raises(ConfigError):
+        _arms(train, system_file=tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("  \n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="empty"):
+        _arms(train, system_file=tmp_path / "empty.txt")
+    with pytest.raises(ConfigError):
+        _arms(train, demo_selection="random")
+    described = _arms(train, k_ladder=(), description="Film review snippets.")
+    assert (described[1].instruction or "").startswith("Film review snippets.")
