@@ -267,9 +267,14 @@ def reference_chunks(sentences: Sequence[str], words_per_text: float) -> list[st
     return chunks
 
 
+# One neutral user turn before every scored text: some servers refuse an empty conversation, and the
+# same context on both sides keeps the ratio fair.
+DOMAIN_CONTEXT = (Message("user", "Write a few sentences."),)
+
+
 def perplexity(backend: Backend, texts: Sequence[str]) -> float:
-    """Token-level perplexity of `texts`, each scored as the reply to an empty conversation."""
-    results = backend.loglikelihood([LoglikRequest(messages=(), continuation=t) for t in texts])
+    """Token-level perplexity of `texts`, each scored as the reply to `DOMAIN_CONTEXT`."""
+    results = backend.loglikelihood([LoglikRequest(DOMAIN_CONTEXT, continuation=t) for t in texts])
     total_lp = sum(r.logprob for r in results)
     total_n = sum(r.n_tokens for r in results)
     return math.exp(-total_lp / total_n) if total_n else math.nan
@@ -559,14 +564,19 @@ def gather_evidence(
 ) -> Evidence:
     """Measure what can be measured; everything else stays None with a reason in `not_measured`.
 
-    `prompting` is a sequence of `ArmInput` (or the harness's result, adapted by `arm_inputs`).
+    `prompting` is the harness's `PromptingResult` or a sequence of `ArmInput` (see `arm_inputs`);
+    its quality target and metric are used when `config` has none.
     `config` is any object (or mapping) with the `_Settings` attribute names, e.g. `AdviseConfig`;
     `prices` is a price-file path, `cost` a ready `CostConfig`. Latency is timed on
     `latency_backend` when given (pass an uncached backend), else on `backend`.
     """
     s = _settings(config)
+    if s.quality_target is None and getattr(prompting, "quality_target", None) is not None:
+        s = replace(s, quality_target=prompting.quality_target)
+    if s.target_metric is None and getattr(prompting, "target_metric", None) is not None:
+        s = replace(s, target_metric=prompting.target_metric)
     missing: list[tuple[str, str]] = []
-    arms = arm_inputs(prompting, train, s.seed)
+    arms = arm_inputs(prompting)
     is_classify = task is TaskKind.CLASSIFY
 
     # tokens
@@ -702,13 +712,33 @@ def _gen_tokens(
     return max(1, min(cap, int(math.ceil(float(np.mean(counts))))))
 
 
-def arm_inputs(prompting: Any, train: Sequence[Example], seed: int = 0) -> list[ArmInput]:
-    """The arms as evidence needs them, from a sequence of `ArmInput` or the harness's result."""
+def arm_inputs(prompting: Any, metric: str | None = None) -> list[ArmInput]:
+    """The arms as evidence needs them: a sequence of `ArmInput`, or the harness's `PromptingResult`.
+
+    From a `PromptingResult` each arm's score is its `metric` (default: the result's target metric)
+    and its prompts and mean prompt tokens are the ones the harness sent and counted.
+    """
     if prompting is None:
         return []
     if isinstance(prompting, Sequence) and all(isinstance(a, ArmInput) for a in prompting):
         return list(prompting)
-    raise TypeError(f"cannot read prompting arms from {type(prompting).__name__}")
+    metric = metric or getattr(prompting, "target_metric", None)
+    out = []
+    for arm in getattr(prompting, "arms", ()):
+        estimate = arm.scores.get(metric) if metric else None
+        out.append(
+            ArmInput(
+                name=arm.name,
+                kind=str(arm.kind),
+                score=None if estimate is None else float(estimate.value),
+                messages=tuple(arm.prompts),
+                k=int(arm.k),
+                mean_prompt_tokens=float(arm.mean_prompt_tokens)
+                if arm.prompts or arm.mean_prompt_tokens
+                else None,
+            )
+        )
+    return out
 
 
 # ---------------------------------------------------------------- Markdown

@@ -529,3 +529,38 @@ def test_gather_evidence_without_a_backend_leaves_the_rest_unmeasured() -> None:
     assert ev_gen.learning_curve is None
     assert any(w == "learning curve" and "LoRA" in y for w, y in ev_gen.not_measured)
     assert evidence_signals(ev_gen)["probe_score"] is None
+
+
+def test_gather_evidence_reads_the_harness_result() -> None:
+    from fakes import FakeBackend as HarnessFake
+    from fakes import rotten_tomatoes
+
+    from advisor.evaluate import evaluate_arms
+    from advisor.prompts import build_arms
+
+    rows = rotten_tomatoes(140, seed=5)
+    train, evals = rows[:100], rows[100:]
+    labels = ("negative", "positive")
+    fake = HarnessFake({"positive": {"good", "great", "fun"}, "negative": {"bad", "dull", "boring"}})
+    arms = build_arms(fake, TaskKind.CLASSIFY, labels, train, max_context_tokens=100_000, k_ladder=(1, 4))
+    result = evaluate_arms(
+        fake, arms, train, evals, TaskKind.CLASSIFY, labels,
+        seed=0, target_metric="accuracy", quality_target=0.9, min_gain=0.02,
+    )  # fmt: skip
+    config = {"volume_per_day": 50.0, "latency_samples": 3, "n_boot": 50, "cost": API}
+    ev = gather_evidence(fake, result, train, evals, TaskKind.CLASSIFY, labels, config)
+    assert [a.name for a in ev.arms] == [a.name for a in result.arms]
+    for mine, theirs in zip(ev.arms, result.arms, strict=True):
+        assert mine.score == theirs.scores["accuracy"].value
+        assert mine.prompt_tokens == theirs.mean_prompt_tokens
+        assert mine.p95_ms is not None
+    best = max(result.arms, key=lambda a: a.scores["accuracy"].value)
+    assert ev.best_arm == best.name
+    assert ev.learning_curve is not None and ev.learning_curve.target == 0.9  # from the harness
+    assert (
+        ev.cost is not None and ev.cost.finetuned_prompt_tokens == result.arm("zero_shot").mean_prompt_tokens
+    )
+    assert len(fake.gen_requests) == 1 + 3 * len(result.arms)  # warm-up + timed requests
+    sig = evidence_signals(ev)
+    assert sig["volume_per_day"] == 50.0 and sig["monthly_cost_best_arm"] is not None
+    assert sig["domain_ppl_ratio"] is not None
