@@ -1,0 +1,153 @@
+"""Export: the peft adapter (standard format, loadable by transformers/peft and vLLM), an optional merged
+model, the model card in the adapter folder, and the run's decision.json updated with the results.
+
+The adapter itself is written by peft's `save_pretrained` (adapter_config.json +
+adapter_model.safetensors): with `target_modules="all-linear"` peft records the concrete module names,
+which is what vLLM's LoRA loader expects, and no `modules_to_save` are used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.config import TrainConfig
+    from pipeline.train import TrainResult
+
+
+def training_section(
+    result: TrainResult, cfg: TrainConfig, model_dir: str, provenance: dict[str, Any]
+) -> dict[str, Any]:
+    """The `training` section of decision.json: what was trained, how, and how it went."""
+    return {
+        "method": "qlora" if cfg.qlora else "lora",
+        "base_model": str(model_dir),
+        "adapter_dir": str(result.adapter_dir),
+        "config": cfg.to_dict(),
+        "metrics": result.as_dict(),
+        "provenance": dict(provenance),
+    }
+
+
+def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """Base + adapter folded into plain weights (merge_and_unload), saved with the tokenizer."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.train import replace_dir
+
+    out = Path(out_dir)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    merged.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(tmp)
+    replace_dir(tmp, out)
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "–" if v is None else str(v)
+
+
+def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] | None = None) -> str:
+    """The adapter folder's README.md: provenance, data hash, config, metrics, before/after comparison."""
+    prov = training.get("provenance", {})
+    m = training.get("metrics", {})
+    lines = [
+        "---",
+        "library_name: peft",
+        f"base_model: {training.get('base_model')}",
+        "tags: [lora, tunegate]",
+        "---",
+        "",
+        "# LoRA adapter trained by tunegate",
+        "",
+        f"- Base model: `{training.get('base_model')}`",
+        f"- Method: {training.get('method')}",
+        f"- Training data SHA-256: `{prov.get('data_sha256')}`",
+        "- Trained on the train and dev splits only; the eval split was held out.",
+        f"- Gate: verdict `{prov.get('gate_verdict')}`"
+        + (" — **training was forced against the verdict (--force)**" if prov.get("forced") else ""),
+        "",
+        "## Metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for key in (
+        "steps",
+        "total_steps",
+        "best_step",
+        "best_dev_loss",
+        "final_train_loss",
+        "stopped_early",
+        "n_train",
+        "n_dev",
+        "trained_tokens",
+        "tokens_per_s",
+        "elapsed_s",
+        "world_size",
+    ):
+        lines.append(f"| {key} | {_fmt(m.get(key))} |")
+    lines += ["", "## Configuration", "", "| option | value |", "|---|---|"]
+    for key, value in training.get("config", {}).items():
+        lines.append(f"| {key} | {_fmt(value)} |")
+    if verification:
+        from pipeline.verify import markdown_section
+
+        lines += ["", markdown_section(verification)]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM",
+        f'base = AutoModelForCausalLM.from_pretrained("{training.get("base_model")}")',
+        'model = PeftModel.from_pretrained(base, "<this folder>")',
+        "```",
+        "",
+        "vLLM: `vllm serve <base model> --enable-lora --lora-modules tuned=<this folder>`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(
+    adapter_dir: str | Path, training: dict[str, Any], verification: dict[str, Any] | None = None
+) -> Path:
+    path = Path(adapter_dir) / "README.md"
+    tmp = path.with_name(f".README.md.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(model_card_markdown(training, verification))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def update_decision(
+    run_dir: str | Path, updates: dict[str, Any], signals: dict[str, Any] | None = None
+) -> None:
+    """Set top-level sections (and signals) of run_dir/decision.json atomically (missing file: empty)."""
+    from pipeline.train import write_json_atomic
+
+    path = Path(run_dir) / "decision.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        doc = {}
+    doc.update(updates)
+    if signals:
+        doc["signals"] = {**(doc.get("signals") or {}), **signals}
+    write_json_atomic(path, doc)

@@ -1,0 +1,45 @@
+"""The gate: only a `fine_tune` verdict trains; --force overrides and is recorded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from advisor.errors import ExitCode, GateError
+from pipeline.gate import check_gate
+
+
+def _run(tmp_path, verdict: str | None):
+    doc = {"schema_version": 1, "decision": {} if verdict is None else {"verdict": verdict}}
+    (tmp_path / "decision.json").write_text(json.dumps(doc))
+    return tmp_path
+
+
+def test_fine_tune_verdict_passes(tmp_path) -> None:
+    g = check_gate(_run(tmp_path, "fine_tune"))
+    assert g.verdict == "fine_tune" and not g.forced
+    assert g.provenance["forced"] is False
+
+
+@pytest.mark.parametrize("verdict", ["prompt", "few_shot", "collect_data", "inconclusive"])
+def test_other_verdicts_are_refused_with_the_gate_exit_code(tmp_path, verdict: str) -> None:
+    with pytest.raises(GateError) as err:
+        check_gate(_run(tmp_path, verdict))
+    assert err.value.exit_code == ExitCode.GATE_REFUSED == 5
+    assert verdict in str(err.value) and "--force" in str(err.value)
+
+
+def test_force_overrides_and_is_recorded(tmp_path) -> None:
+    g = check_gate(_run(tmp_path, "prompt"), force=True)
+    assert g.forced and g.verdict == "prompt"
+    assert g.provenance == {"gate_verdict": "prompt", "forced": True, "gate_checked_at": g.checked_at}
+
+
+def test_missing_or_broken_decision_is_refused(tmp_path) -> None:
+    with pytest.raises(GateError):
+        check_gate(tmp_path)
+    _run(tmp_path, None)
+    with pytest.raises(GateError) as err:
+        check_gate(tmp_path)
+    assert err.value.problems[0].field == "decision.verdict"

@@ -1,0 +1,395 @@
+"""LoRA training on the tiny random Llama: masking, which weights change, reload, resume, DDP, gate, QLoRA."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tiny import rotten_tomatoes_examples, tiny_llama  # noqa: E402
+
+from advisor.errors import ConfigError, ExitCode, GateError  # noqa: E402
+from pipeline.config import TrainConfig  # noqa: E402
+from pipeline.train import (  # noqa: E402
+    IGNORE,
+    _loss_module,
+    encode_example,
+    lr_factor,
+    plan_batches,
+    train,
+    train_run,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = dict(batch_size=4, max_seq_len=48, lr=5e-3, dropout=0.1, warmup_ratio=0.2)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # same reduction order in every process, so runs compare exactly
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return tiny_llama(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return rotten_tomatoes_examples(60, seed=3)
+
+
+def _tok(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+# ---------------------------------------------------------------- pure pieces
+
+
+def test_loss_mask_covers_only_the_completion_and_eos(model_dir, examples) -> None:
+    tok = _tok(model_dir)
+    ex = examples[0]
+    enc = encode_example(tok, ex, max_seq_len=256)
+    prompt = tok.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in ex.messages],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    assert (
+        tok.decode(list(enc.input_ids[:n_prompt])) == prompt
+    )  # the same rendering the model is prompted with
+    assert all(label == IGNORE for label in enc.labels[:n_prompt])
+    completion = [t for t in enc.labels if t != IGNORE]
+    assert completion == list(enc.input_ids[n_prompt:])
+    assert completion[-1] == tok.convert_tokens_to_ids("<|im_end|>") == tok.eos_token_id
+    assert tok.decode(completion[:-1]) == ex.target
+
+
+def test_truncation_keeps_the_completion_and_the_generation_prompt(model_dir, examples) -> None:
+    tok = _tok(model_dir)
+    long = max(examples, key=lambda e: len(e.input_text))
+    enc = encode_example(tok, long, max_seq_len=20)
+    assert enc.truncated and len(enc.input_ids) == 20
+    assert tok.decode([t for t in enc.labels if t != IGNORE][:-1]) == long.target
+    assert tok.decode(list(enc.input_ids)).find("<|im_start|>assistant\n") > 0
+
+
+def test_completion_loss_equals_the_models_own_loss(model_dir, examples) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.train import _collate
+
+    tok = _tok(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    batch = _collate([encode_example(tok, e, 64) for e in examples[:4]], tok.pad_token_id, "cpu")
+    n = int((batch["labels"][:, 1:] != IGNORE).sum())
+    ours = _loss_module(model)(**batch) / n
+    theirs = model(**batch).loss
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_batches_cover_each_example_once_and_group_by_length() -> None:
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 200) for _ in range(257)]
+    grouped = plan_batches(lengths, 8, seed=1, epoch=0, group_by_length=True)
+    plain = plan_batches(lengths, 8, seed=1, epoch=0, group_by_length=False)
+    for plan in (grouped, plain):
+        assert sorted(i for b in plan for i in b) == list(range(257))
+    assert grouped == plan_batches(lengths, 8, seed=1, epoch=0, group_by_length=True)
+    assert grouped != plan_batches(lengths, 8, seed=1, epoch=1, group_by_length=True)
+
+    def padding(plan):
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in plan)
+
+    assert padding(grouped) < 0.25 * padding(plain)
+
+
+def test_schedule_warms_up_then_decays() -> None:
+    cos = [lr_factor(s, 10, 2, "cosine") for s in range(10)]
+    lin = [lr_factor(s, 10, 2, "linear") for s in range(10)]
+    for f in (cos, lin):
+        assert f[0] < f[1] < f[2] == 1.0
+        assert all(a >= b for a, b in zip(f[2:], f[3:], strict=False)) and f[-1] > 0
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_only_lora_weights_change_and_adapter_reloads_with_identical_logits(
+    model_dir, examples, tmp_path
+) -> None:
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    base_before = load_file(model_dir / "model.safetensors")
+    probe = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 8]])
+    snap: dict = {}
+
+    def at_dev(model) -> dict:
+        model.eval()
+        with torch.no_grad():
+            snap["logits"] = model(input_ids=probe).logits.clone()
+        snap["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.train()
+        return {"probe": 1.0}
+
+    cfg = TrainConfig(**FAST, max_steps=6, eval_every=0, save_every=0)
+    res = train(
+        model_dir, examples[:40], examples[40:], tmp_path / "out", cfg, progress=False, dev_callback=at_dev
+    )
+    assert res.steps == 6 and res.best_step == 6 and res.trained_tokens > 0
+
+    changed_lora = 0
+    for name, value in snap["state"].items():
+        if "lora_" in name:
+            if "lora_B" in name:  # B starts at zero: training must have moved it
+                changed_lora += int(value.abs().sum() > 0)
+            continue
+        key = name.replace("base_model.model.", "").replace(".base_layer", "")
+        assert torch.equal(value, base_before[key]), f"base weight {key} changed"
+    assert changed_lora == 2 * 7  # 7 linear layers per block, 2 blocks: all-linear
+    assert load_file(model_dir / "model.safetensors").keys() == base_before.keys()
+
+    adapter = res.adapter_dir
+    cfg_json = json.loads((adapter / "adapter_config.json").read_text())
+    assert sorted(cfg_json["target_modules"]) == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )  # concrete names (what vLLM's LoRA loader reads), not "all-linear"
+    assert (adapter / "adapter_model.safetensors").is_file()
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=probe).logits, snap["logits"])
+
+    lines = [json.loads(ln) for ln in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in lines] == ["start"] + ["train"] * 6 + ["dev", "end"]
+    assert lines[-2]["probe"] == 1.0 and all(r["tokens_per_s"] > 0 for r in lines if r["event"] == "train")
+
+
+def test_early_stopping_keeps_the_best_adapter(model_dir, examples, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    cfg = TrainConfig(
+        **{**FAST, "lr": 0.3}, max_steps=40, eval_every=2, early_stopping_patience=2, save_every=0
+    )
+    res = train(model_dir, examples[:40], examples[40:], tmp_path / "out", cfg, progress=False)
+    dev = [json.loads(ln) for ln in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    dev = [r for r in dev if r["event"] == "dev"]
+    best = min(dev, key=lambda r: r["dev_loss"])
+    assert res.stopped_early and res.steps < 40
+    assert res.best_step == best["step"] and res.best_dev_loss == best["dev_loss"]
+    a, b = (
+        load_file(res.adapter_dir / "adapter_model.safetensors"),
+        load_file(tmp_path / "out" / "best" / "adapter_model.safetensors"),
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+CHILD = """
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+from tiny import rotten_tomatoes_examples
+from pipeline.config import TrainConfig
+from pipeline.train import train
+ex = rotten_tomatoes_examples(60, seed=3)
+cfg = TrainConfig(**json.loads(sys.argv[3]))
+train(sys.argv[1], ex[:40], ex[40:], sys.argv[2], cfg, progress=False, on_step=lambda s: time.sleep(0.4))
+"""
+
+
+def _env() -> dict:
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def test_kill_9_then_resume_gives_the_same_adapter(model_dir, examples, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    cfg = TrainConfig(**FAST, max_steps=12, eval_every=3, save_every=2, grad_accum=2)
+    ref = train(model_dir, examples[:40], examples[40:], tmp_path / "ref", cfg, progress=False)
+
+    out = tmp_path / "killed"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(model_dir), str(out), json.dumps(cfg.to_dict())],
+        env=_env(),
+        cwd=REPO,
+    )
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "step-0000004" / "state.pt").exists():
+        assert child.poll() is None, "the child ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert not (out / "adapter").exists()  # it really died mid-run
+
+    res = train(model_dir, examples[:40], examples[40:], out, cfg, resume=True, progress=False)
+    assert res.resumed_from is not None and 4 <= res.resumed_from < 12 and res.steps == 12
+    a = load_file(ref.adapter_dir / "adapter_model.safetensors")
+    b = load_file(res.adapter_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    last_a = torch.load(tmp_path / "ref" / "checkpoints" / "step-0000012" / "state.pt", weights_only=False)
+    last_b = torch.load(out / "checkpoints" / "step-0000012" / "state.pt", weights_only=False)
+    assert all(torch.equal(last_a["trainable"][k], last_b["trainable"][k]) for k in last_a["trainable"])
+    assert (ref.best_step, ref.best_dev_loss) == (res.best_step, res.best_dev_loss)
+
+    def losses(p: Path) -> list:
+        recs = [json.loads(ln) for ln in (p / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in recs if r["event"] == "train"]
+
+    assert losses(tmp_path / "ref") == losses(out)  # the log has each step once, as if never interrupted
+
+
+DDP_CHILD = """
+import json, os, sys
+import torch
+torch.set_num_threads(1)
+from tiny import rotten_tomatoes_examples
+from pipeline.config import TrainConfig
+from pipeline.train import train
+ex = rotten_tomatoes_examples(60, seed=3)
+cfg = TrainConfig(batch_size=4, max_seq_len=48, max_steps=4, eval_every=2, save_every=2)
+res = train(sys.argv[1], ex[:48], ex[48:], sys.argv[2], cfg, progress=False)
+with open(os.path.join(sys.argv[3], f"rank{res.rank}.json"), "w") as fh:
+    json.dump({"world": res.world_size, "lines": list(res.seen_lines), "steps": res.steps}, fh)
+"""
+
+
+def test_torchrun_two_processes_on_cpu(model_dir, examples, tmp_path) -> None:
+    script = tmp_path / "ddp_child.py"
+    script.write_text(DDP_CHILD)
+    out, shards = tmp_path / "out", tmp_path / "shards"
+    shards.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        [*cmd, str(script), str(model_dir), str(out), str(shards)],
+        env=_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((shards / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2 and r0["steps"] == r1["steps"] == 4
+    assert r0["lines"] and r1["lines"] and not set(r0["lines"]) & set(r1["lines"])  # different shards
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    start = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["world_size"] == 2
+    # rank 0 wrote alone: one record per step, no interleaved duplicates
+    steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps.count(3) == 1
+
+
+def test_qlora_on_cpu_is_a_clear_config_error(tmp_path, examples) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError) as err:
+        train(
+            tmp_path / "no-model", examples[:8], [], tmp_path / "out", TrainConfig(qlora=True), progress=False
+        )
+    assert err.value.problems[0].field == "qlora" and "CUDA" in str(err.value)
+    assert err.value.exit_code == ExitCode.USAGE
+    assert not (tmp_path / "out").exists()
+
+
+def test_preflight_refuses_when_memory_clearly_does_not_fit(
+    model_dir, examples, tmp_path, monkeypatch
+) -> None:
+    import pipeline.memory
+
+    monkeypatch.setattr(pipeline.memory, "available_memory", lambda device: 1024)
+    with pytest.raises(ConfigError) as err:
+        train(model_dir, examples[:8], [], tmp_path / "out", TrainConfig(**FAST, max_steps=1), progress=False)
+    assert "GiB" in str(err.value) and err.value.problems[0].field == "batch_size"
+    assert not (tmp_path / "out" / "adapter").exists()
+
+
+# ---------------------------------------------------------------- the run-folder entry point
+
+
+def _run_dir(tmp_path: Path, model_dir: Path, verdict: str) -> tuple[Path, dict]:
+    from tiny import rotten_tomatoes_rows
+
+    from advisor.data import load_examples
+
+    data = tmp_path / "reviews.csv"
+    import csv
+
+    with open(data, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for _, text, label in rotten_tomatoes_rows(50, seed=5):
+            w.writerow([text, label])
+    lines = [e.line for e in load_examples(data, input_col="text", output_col="label").examples]
+    split = {
+        "seed": 0,
+        "data_sha256": "abc123",
+        "data_path": str(data),
+        "train": lines[:30],
+        "dev": lines[30:40],
+        "eval": lines[40:],
+    }
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(
+        json.dumps({"data": str(data), "input_col": "text", "output_col": "label", "model": str(model_dir)})
+    )
+    (run / "split.json").write_text(json.dumps(split))
+    (run / "decision.json").write_text(
+        json.dumps(
+            {"schema_version": 1, "decision": {"verdict": verdict}, "training": None, "verification": None}
+        )
+    )
+    return run, split
+
+
+def test_gate_refuses_a_prompt_verdict_and_trains_nothing(model_dir, tmp_path) -> None:
+    run, _ = _run_dir(tmp_path, model_dir, "prompt")
+    before = (run / "decision.json").read_bytes()
+    with pytest.raises(GateError) as err:
+        train_run(run, TrainConfig(**FAST, max_steps=2), progress=False)
+    assert err.value.exit_code == ExitCode.GATE_REFUSED
+    assert not (run / "train").exists()
+    assert (run / "decision.json").read_bytes() == before
+
+
+def test_forced_run_trains_on_train_split_only_and_records_the_override(model_dir, tmp_path) -> None:
+    run, split = _run_dir(tmp_path, model_dir, "prompt")
+    res, gate = train_run(
+        run, TrainConfig(**FAST, max_steps=3, eval_every=0, save_every=0), force=True, progress=False
+    )
+    assert gate.forced
+    assert set(res.seen_lines) <= set(split["train"]) and not set(res.seen_lines) & set(split["eval"])
+    assert res.n_train == 30 and res.n_dev == 10
+    start = json.loads((run / "train" / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["provenance"]["forced"] is True and start["provenance"]["data_sha256"] == "abc123"
+    card = (run / "train" / "adapter" / "README.md").read_text()
+    assert "forced against the verdict" in card and "abc123" in card
+    doc = json.loads((run / "decision.json").read_text())
+    assert doc["training"]["provenance"]["forced"] is True
+    assert doc["decision"]["verdict"] == "prompt"  # the advisor's verdict itself is untouched
