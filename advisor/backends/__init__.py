@@ -1,0 +1,69 @@
+"""Model backends behind one protocol (base.py): a local transformers model, or an OpenAI-compatible server.
+
+`get_backend` builds one from plain settings, wrapped in the persistent response cache by default.
+Heavy imports (torch, transformers, openai) happen only here, when a backend is actually built.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from advisor.backends.base import Backend
+from advisor.errors import ConfigError
+
+BACKENDS = ("hf", "openai")
+
+
+def get_backend(
+    kind: str,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+    tokenizer: str | Path | None = None,
+    scoring_method: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    concurrency: int = 4,
+    max_requests: int | None = None,
+    max_tokens: int | None = None,
+    cache: bool = True,
+    cache_path: str | Path | None = None,
+) -> Backend:
+    """A backend of `kind`.
+
+    hf: `model` is a local Hugging Face folder, or None for the embedded SmolLM2-135M-Instruct.
+    openai: `base_url` (else $TUNEGATE_BASE_URL, $OPENAI_BASE_URL, else OpenAI's), `model` (else
+    $TUNEGATE_MODEL, else the server's only model), the key from $`api_key_env` (else $TUNEGATE_API_KEY,
+    $OPENAI_API_KEY); `tokenizer` (a local folder with the served model's tokenizer) enables exact echo
+    scoring; `max_requests`/`max_tokens` cap the run.
+    """
+    backend: Backend
+    if kind == "hf":
+        from advisor.backends.hf import HFBackend
+        from advisor.model import resolve_model_dir
+
+        backend = HFBackend(resolve_model_dir(model), device=device, dtype=dtype)
+    elif kind == "openai":
+        from advisor.backends.openai_backend import OpenAIBackend, RequestBudget
+
+        env = os.environ
+        base_url = base_url or env.get("TUNEGATE_BASE_URL") or env.get("OPENAI_BASE_URL") or None
+        model = model or os.environ.get("TUNEGATE_MODEL") or None
+        backend = OpenAIBackend(
+            base_url,
+            model,
+            api_key_env=api_key_env,
+            tokenizer=tokenizer,
+            scoring_method=scoring_method,
+            concurrency=concurrency,
+            budget=RequestBudget(max_requests=max_requests, max_tokens=max_tokens),
+        )
+    else:
+        raise ConfigError(f"unknown backend {kind!r}; allowed: {', '.join(BACKENDS)}", field="backend")
+    if cache:
+        from advisor.backends.cache import CachedBackend
+
+        return CachedBackend(backend, cache_path)
+    return backend

@@ -1,0 +1,297 @@
+"""The local backend: a Hugging Face causal LM through transformers, on CPU or GPU.
+
+Scoring many requests that share a prefix is the common case here: every item of a k-shot arm starts
+with the same system prompt and demonstrations, and every label of an item shares that item's prompt.
+With `prefix_reuse` (the default) each batch of distinct prompts is run in three steps:
+
+1. the batch's longest common token prefix, once (its KV cache is kept for the next batch too);
+2. each prompt's remaining tokens, batched, on top of that cache (one row per distinct prompt);
+3. each continuation, batched, on top of its prompt's row (one row per request).
+
+Rows are left-padded and carry explicit position ids, so padding in the middle of a row is masked out
+and the result equals scoring every request on its own (tested to 1e-4).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult
+from advisor.errors import BackendError
+from advisor.types import Message
+
+if TYPE_CHECKING:
+    import torch
+
+_SMALL_FILE = 64 * 1024 * 1024  # files below this size are content-hashed for the model id
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int = 16,
+        prefix_reuse: bool = True,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_dir = Path(model_dir)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
+        if batch_size < 1:
+            raise BackendError(f"batch_size must be at least 1, got {batch_size}", field="batch_size")
+        self.batch_size = batch_size
+        self.prefix_reuse = prefix_reuse
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise BackendError(
+                f"{self.model_dir}: the tokenizer has no chat template; tunegate scores chat conversations, "
+                "so use an instruction-tuned model (or add a chat_template to tokenizer_config.json)"
+            )
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=getattr(torch, self.dtype))
+        self.model.to(self.device).eval()
+        pad = self.tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+        self.model_id = f"{self.model_dir.name}:{_fingerprint(self.model_dir)}:{self.dtype}"
+        self.cache_params: dict[str, Any] = {"dtype": self.dtype}
+        self._prefix_memo: tuple[tuple[int, ...], Any] | None = None
+        # transformers 5.24 renamed `past_key_values` to `cache`; earlier 5.x releases know only the old name.
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def __repr__(self) -> str:
+        return f"HFBackend(model_dir={str(self.model_dir)!r}, device={self.device!r}, dtype={self.dtype!r})"
+
+    # ----------------------------------------------------------------------------------------- text
+    def render(self, messages: Sequence[Message]) -> str:
+        conversation = [{"role": m.role, "content": m.content} for m in messages]
+        text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        return str(text)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(self._ids(t)) for t in texts]
+
+    def _ids(self, text: str) -> list[int]:
+        # The chat template already writes any BOS it wants into the text.
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # ------------------------------------------------------------------------------ log-likelihood
+    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
+        prompt_ids: dict[tuple[Message, ...], tuple[int, ...]] = {}
+        encoded: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+        for r in requests:
+            if r.messages not in prompt_ids:
+                prompt_ids[r.messages] = tuple(self._ids(self.render(r.messages)))
+            p = prompt_ids[r.messages]
+            if not p:
+                raise BackendError("the chat template rendered an empty prompt")
+            # The continuation is tokenised on its own so its tokens start exactly at the reply.
+            encoded.append((p, tuple(self._ids(r.continuation))))
+        sums = [0.0] * len(encoded)
+        todo = [i for i, (_, c) in enumerate(encoded) if c]
+        import torch
+
+        with torch.inference_mode():
+            if self.prefix_reuse:
+                self._score_shared(encoded, todo, sums)
+            else:
+                self._score_plain(encoded, todo, sums)
+        return [
+            LoglikResult(logprob=sums[i], n_tokens=len(c), prompt_tokens=len(p))
+            for i, (p, c) in enumerate(encoded)
+        ]
+
+    def _score_plain(
+        self, encoded: list[tuple[tuple[int, ...], tuple[int, ...]]], todo: list[int], sums: list[float]
+    ) -> None:
+        """Every request on its own row, whole; batched by length."""
+        order = sorted(todo, key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            rows = [list(encoded[i][0]) + list(encoded[i][1]) for i in batch]
+            conts = [encoded[i][1] for i in batch]
+            logp, _, _ = self._forward(rows, None, None, keep=max(map(len, conts)) + 1)
+            self._gather(logp, conts, batch, sums)
+
+    def _score_shared(
+        self, encoded: list[tuple[tuple[int, ...], tuple[int, ...]]], todo: list[int], sums: list[float]
+    ) -> None:
+        import torch
+
+        by_prompt: dict[tuple[int, ...], list[int]] = {}
+        for i in todo:
+            by_prompt.setdefault(encoded[i][0], []).append(i)
+        prompts = sorted(by_prompt)  # lexicographic: prompts that share a prefix sit together
+        for start in range(0, len(prompts), self.batch_size):
+            group = prompts[start : start + self.batch_size]
+            contexts = [p[:-1] for p in group]  # the last prompt token goes with the continuation
+            n_common = _common_prefix_len(contexts)
+            cache, mask = self._prefix_cache(contexts[0][:n_common], len(group))
+            suffixes = [list(c[n_common:]) for c in contexts]
+            if any(suffixes):
+                _, cache, mask = self._forward(suffixes, cache, mask, keep=1)
+            rows_of: list[int] = []  # for each request row: its prompt's row in `cache`
+            reqs: list[int] = []
+            for g, p in enumerate(group):
+                for i in by_prompt[p]:
+                    rows_of.append(g)
+                    reqs.append(i)
+            step = self.batch_size * 4  # continuation rows are short
+            for s in range(0, len(reqs), step):
+                idx = rows_of[s : s + step]
+                batch = reqs[s : s + step]
+                conts = [encoded[i][1] for i in batch]
+                rows = [[encoded[i][0][-1], *encoded[i][1]] for i in batch]
+                sel = torch.tensor(idx, device=self.device)
+                sub_cache = _select(cache, sel) if cache is not None else None
+                sub_mask = mask[sel] if mask is not None else None
+                logp, _, _ = self._forward(rows, sub_cache, sub_mask, keep=max(map(len, conts)) + 1)
+                self._gather(logp, conts, batch, sums)
+
+    def _prefix_cache(self, prefix: tuple[int, ...], batch: int) -> tuple[Any, torch.Tensor | None]:
+        """The prefix's KV cache repeated for `batch` rows, and its attention mask (None when empty)."""
+        import torch
+
+        if not prefix:
+            return None, None
+        if self._prefix_memo is None or self._prefix_memo[0] != prefix:
+            _, cache, _ = self._forward([list(prefix)], None, None, keep=1)
+            self._prefix_memo = (prefix, cache)
+        cache = _select(self._prefix_memo[1], torch.zeros(batch, dtype=torch.long, device=self.device))
+        mask = torch.ones(batch, len(prefix), dtype=torch.long, device=self.device)
+        return cache, mask
+
+    def _forward(
+        self, rows: list[list[int]], cache: Any, past_mask: torch.Tensor | None, keep: int
+    ) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """Run left-padded `rows` on top of `cache`; log-probs of the last `keep` positions."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        row_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, r in enumerate(rows):
+            if r:
+                ids[j, width - len(r) :] = torch.tensor(r)
+                row_mask[j, width - len(r) :] = 1
+        ids, row_mask = ids.to(self.device), row_mask.to(self.device)
+        if past_mask is None:
+            mask, offset = row_mask, 0
+        else:
+            mask, offset = torch.cat([past_mask, row_mask], dim=1), past_mask.sum(dim=1, keepdim=True)
+        positions = (offset + row_mask.cumsum(dim=1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=keep,
+            **{self._cache_kw: cache},
+        )
+        new_cache = out.cache if self._cache_kw == "cache" else out.past_key_values
+        return out.logits.float().log_softmax(dim=-1), new_cache, mask
+
+    @staticmethod
+    def _gather(
+        logp: torch.Tensor, conts: list[tuple[int, ...]], batch: list[int], sums: list[float]
+    ) -> None:
+        import torch
+
+        # Rows end with [last prompt token, *continuation]; logp holds the last max_c + 1 positions,
+        # and the position before each continuation token predicts it.
+        max_c = logp.shape[1] - 1
+        for j, (i, c) in enumerate(zip(batch, conts, strict=True)):
+            start = max_c - len(c)
+            target = torch.tensor(c, device=logp.device).unsqueeze(-1)
+            picked = logp[j, start : start + len(c)].gather(-1, target)
+            sums[i] = float(picked.sum())
+
+    # ---------------------------------------------------------------------------------- generation
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        """Greedy decoding, one request at a time (so latency is per request, as a user would see it)."""
+        import torch
+
+        encoded = [self._ids(self.render(r.messages)) for r in requests]
+        shared: tuple[int, ...] = ()
+        if self.prefix_reuse and len(encoded) > 1:
+            shared = tuple(encoded[0][: _common_prefix_len([tuple(e[:-1]) for e in encoded])])
+        results = []
+        with torch.inference_mode():
+            for r, ids in zip(requests, encoded, strict=True):
+                t0 = time.perf_counter()
+                kwargs: dict[str, Any] = {}
+                if shared:
+                    kwargs[self._cache_kw], _ = self._prefix_cache(shared, 1)
+                input_ids = torch.tensor([ids], device=self.device)
+                out = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    max_new_tokens=r.max_tokens,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=self._pad_id,
+                    stop_strings=list(r.stop) or None,
+                    tokenizer=self.tokenizer if r.stop else None,
+                    **kwargs,
+                )
+                new = out[0, len(ids) :].tolist()
+                text = self.tokenizer.decode(new, skip_special_tokens=True)
+                for s in r.stop:
+                    cut = text.find(s)
+                    if cut >= 0:
+                        text = text[:cut]
+                results.append(
+                    GenResult(
+                        text=text,
+                        prompt_tokens=len(ids),
+                        completion_tokens=len(new),
+                        latency_s=time.perf_counter() - t0,
+                    )
+                )
+        return results
+
+
+def _select(cache: Any, indices: torch.Tensor) -> Any:
+    """A new cache holding rows `indices` of `cache` (rows may repeat); `cache` stays untouched."""
+    new = copy.copy(cache)
+    new.layers = [copy.copy(layer) for layer in cache.layers]
+    new.batch_select_indices(indices)  # indexing makes new tensors; the originals are not modified
+    return new
+
+
+def _common_prefix_len(seqs: Sequence[tuple[int, ...]]) -> int:
+    if not seqs:
+        return 0
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        k = 0
+        while k < n and s[k] == first[k]:
+            k += 1
+        n = k
+    return n
+
+
+def _fingerprint(folder: Path) -> str:
+    """A short hash of the model folder: contents of small files, size and mtime of large ones."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(str(f.relative_to(folder)).encode())
+        if st.st_size < _SMALL_FILE:
+            h.update(f.read_bytes())
+        else:
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
