@@ -1,0 +1,437 @@
+"""The report document (decision.json) and its renderings: Markdown and the console summary.
+
+Every renderer takes the document dict (the JSON form), so `tunegate report RUN_DIR` renders
+exactly what `advise` rendered. The document is versioned (`schema_version`); its JSON Schema
+ships at advisor/schema/decision.schema.json. Section owners provide `markdown_section(section)`
+in their own modules; `to_markdown` calls them when they are importable and falls back to the raw
+JSON of the section otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+from advisor import __version__
+
+SCHEMA_VERSION = "1.0"
+DECISION_FILE = "decision.json"
+MARKDOWN_FILE = "report.md"
+TOP_LEVEL_KEYS = (
+    "schema_version",
+    "tool_version",
+    "created_at",
+    "dataset",
+    "audit",
+    "split",
+    "signals",
+    "decision",
+    "provenance",
+    "prompting",
+    "evidence",
+    "training",
+    "verification",
+)
+# Distributions whose versions go into provenance, read from package metadata (nothing is imported).
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "tokenizers",
+    "gguf",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "openai",
+    "rich",
+)
+# Which module renders which section of the document (each has `markdown_section(section)`).
+SECTION_RENDERERS = {
+    "prompting": "advisor.evaluate",
+    "evidence": "advisor.evidence",
+}
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_report(
+    *,
+    config: Any,
+    loaded: Any,
+    task: Any,
+    labels: Sequence[str],
+    audit: Any,
+    split: Any,
+    signals: Mapping[str, Any],
+    decision: Any,
+    ruleset: Any,
+    prompting: Mapping[str, Any] | None = None,
+    evidence: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+    verification: Mapping[str, Any] | None = None,
+    backend_info: Mapping[str, Any] | None = None,
+    seeds: Mapping[str, int] | None = None,
+    created_at: str | None = None,
+) -> dict[str, Any]:
+    """Assemble the decision.json document.
+
+    `config`, `audit`, `split` and `decision` may be the objects (with `to_dict()`; a `Split` goes
+    through `advisor.audit.split_section`) or their dict forms. `loaded` is the loaded data
+    (path, fmt, sha256, n_records). `seeds` defaults to {"split": config seed}.
+    """
+    config_d = _as_dict(config)
+    audit_d = _as_dict(audit)
+    split_d = _split_dict(split)
+    decision_d = _as_dict(decision)
+    dataset = {
+        "path": str(_get(loaded, "path")),
+        "format": _get(loaded, "fmt"),
+        "sha256": _get(loaded, "sha256"),
+        "n_records": _get(loaded, "n_records"),
+        "n_examples": len(_get(loaded, "examples") or ()),
+        "task_kind": str(task),
+        "labels": list(labels),
+    }
+    if seeds is None:
+        seeds = {"split": config_d["seed"]} if "seed" in config_d else {}
+    provenance = {
+        "tool_version": __version__,
+        "dataset_sha256": dataset["sha256"],
+        "rules_sha256": ruleset.sha256,
+        "rules_files": list(ruleset.files),
+        "thresholds": {k: _jsonable(v) for k, v in ruleset.thresholds.items()},
+        "threshold_overrides": {k: _jsonable(v) for k, v in ruleset.overrides.items()},
+        "config": config_d,
+        "seeds": dict(seeds),
+        "backend": dict(backend_info) if backend_info is not None else None,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "libraries": library_versions(),
+    }
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "tool_version": __version__,
+        "created_at": created_at or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "dataset": dataset,
+        "audit": audit_d,
+        "split": split_d,
+        "signals": {k: _jsonable(v) for k, v in signals.items()},
+        "decision": decision_d,
+        "provenance": provenance,
+        "prompting": _jsonable(prompting) if prompting is not None else None,
+        "evidence": _jsonable(evidence) if evidence is not None else None,
+        "training": _jsonable(training) if training is not None else None,
+        "verification": _jsonable(verification) if verification is not None else None,
+    }
+    return doc
+
+
+def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str | None]:
+    """Installed versions from package metadata; None when not installed. Imports nothing."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def schema() -> dict[str, Any]:
+    """The shipped JSON Schema of the document."""
+    text = resources.files("advisor").joinpath("schema/decision.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _as_dict(obj: Any) -> Any:
+    if obj is None or isinstance(obj, Mapping):
+        return dict(obj) if obj is not None else None
+    return obj.to_dict()
+
+
+def _split_dict(split: Any) -> dict[str, Any] | None:
+    if split is None or isinstance(split, Mapping):
+        return dict(split) if split is not None else None
+    from advisor.audit import split_section
+
+    return split_section(split)
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, fsync, then os.replace: readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text_atomic(Path(path), json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def write_report(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Write decision.json and report.md into `run_dir` atomically; returns both paths."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = run_dir / DECISION_FILE, run_dir / MARKDOWN_FILE
+    write_json(json_path, doc)
+    write_text_atomic(md_path, to_markdown(doc))
+    return json_path, md_path
+
+
+def read_report(run_dir: Path) -> dict[str, Any]:
+    from advisor.errors import DataError
+
+    path = Path(run_dir) / DECISION_FILE
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError("no decision.json here: is this a run folder?", file=str(path)) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot read decision.json: {e}", file=str(path)) from None
+    if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION:
+        raise DataError(
+            f"unsupported schema_version {doc.get('schema_version') if isinstance(doc, dict) else None!r} "
+            f"(this tunegate reads {SCHEMA_VERSION})",
+            file=str(path),
+            field="schema_version",
+        )
+    return doc
+
+
+def rerender(run_dir: Path, formats: Sequence[str] = ("md",)) -> list[Path]:
+    """Render a run folder's decision.json again. Markdown here; HTML when `advisor.html` exists."""
+    doc = read_report(Path(run_dir))
+    written = []
+    for fmt in formats:
+        if fmt == "md":
+            path = Path(run_dir) / MARKDOWN_FILE
+            write_text_atomic(path, to_markdown(doc))
+            written.append(path)
+        elif fmt == "html":
+            try:
+                html = importlib.import_module("advisor.html")
+            except ModuleNotFoundError:
+                continue  # the HTML renderer lands with the report issue
+            path = Path(run_dir) / "report.html"
+            write_text_atomic(path, html.to_html(doc))
+            written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+def to_markdown(doc: Mapping[str, Any]) -> str:
+    d = doc["decision"]
+    out = [
+        "# tunegate report",
+        "",
+        f"**Verdict: `{d['verdict']}`** (confidence {d['confidence']:.2f}, {d['confidence_label']})",
+        "",
+        d["summary"],
+        "",
+    ]
+    out += _md_decision(d)
+    if doc.get("audit") is not None:
+        out += [_section("audit", doc), ""]
+    for key in ("prompting", "evidence", "training", "verification"):
+        if doc.get(key) is not None or key in SECTION_RENDERERS:
+            out += [_section(key, doc), ""]
+    out += _md_signals(doc.get("signals") or {})
+    out += _md_provenance(doc)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _md_decision(d: Mapping[str, Any]) -> list[str]:
+    out = ["## Why", ""]
+    if not d["fired"]:
+        out += ["No rule fired.", ""]
+    for r in d["fired"]:
+        role = f"vetoes {r['vetoes']}" if r["kind"] == "veto" else f"{r['kind']} for {r['verdict']}"
+        weight = f", weight {r['weight']:g}" if r["kind"] != "veto" else ""
+        out.append(f"- **{r['id']}** ({role}{weight}): {r['message']}")
+        ev = r["evidence"]
+        facts = [f"{k} = {_v(v)}" for k, v in ev["signals"].items()]
+        facts += [f"threshold {k} = {_v(v)}" for k, v in ev["thresholds"].items()]
+        out.append(f"  - Evidence: {'; '.join(facts)} (when {' and '.join(r['conditions'])})")
+        if r.get("note"):
+            out.append(f"  - Note: {r['note']}")
+        out.append(f"  - Source: {'; '.join(_md_source(s) for s in r['sources'])}")
+    if d["fired"]:
+        out.append("")
+    if d.get("scores"):
+        out += [
+            "Weighted votes: " + ", ".join(f"{v} {s:g}" for v, s in d["scores"].items()) + ".",
+            "",
+        ]
+    if d["vetoed"]:
+        out += ["## Ruled out", ""]
+        out += [f"- `{v['verdict']}` by {v['rule_id']}: {v['message']}" for v in d["vetoed"]]
+        out.append("")
+    out += ["## What would change the verdict", ""]
+    out += [f"- {c}" for c in d["what_would_change"]] or ["- Nothing short of different signals."]
+    out.append("")
+    out += ["## Skipped rules (signals not measured)", ""]
+    if d["skipped"]:
+        out += ["| rule | argues for | missing signals |", "|---|---|---|"]
+        for s in d["skipped"]:
+            arg = f"not {s['verdict']}" if s["kind"] == "veto" else s["verdict"]
+            out.append(f"| {s['id']} | {arg} | {', '.join(s['missing'])} |")
+    else:
+        out.append("None: every rule could be checked.")
+    out.append("")
+    if d["not_fired"]:
+        out += ["Checked and not fired: " + ", ".join(d["not_fired"]) + ".", ""]
+    return out
+
+
+def _md_source(s: Mapping[str, str]) -> str:
+    title = s["title"]
+    text = f"[{title}]({s['url']})" if s.get("url") else title
+    return f"{text} ({s['citation']})" if s.get("citation") else text
+
+
+def _section(key: str, doc: Mapping[str, Any]) -> str:
+    section = doc.get(key)
+    try:
+        if key == "audit":
+            mod = importlib.import_module("advisor.audit")
+            return str(mod.markdown_section(section, doc.get("split"))).rstrip()
+        if key in SECTION_RENDERERS:
+            mod = importlib.import_module(SECTION_RENDERERS[key])
+            return str(mod.markdown_section(section)).rstrip()
+    except (ModuleNotFoundError, AttributeError):
+        pass
+    title = key.capitalize()
+    if section is None:
+        return f"## {title}\n\nNot measured."
+    return f"## {title}\n\n```json\n{json.dumps(section, indent=2, ensure_ascii=False)}\n```"
+
+
+def _md_signals(signals: Mapping[str, Any]) -> list[str]:
+    measured = {k: v for k, v in signals.items() if v is not None}
+    missing = sorted(k for k, v in signals.items() if v is None)
+    out = ["## Signals", "", "| signal | value |", "|---|---|"]
+    out += [f"| {k} | {_v(v)} |" for k, v in measured.items()]
+    out.append("")
+    if missing:
+        out += ["Not measured: " + ", ".join(missing) + ".", ""]
+    return out
+
+
+def _md_provenance(doc: Mapping[str, Any]) -> list[str]:
+    p = doc["provenance"]
+    libs = ", ".join(f"{k} {v}" for k, v in p["libraries"].items() if v)
+    out = [
+        "## Provenance",
+        "",
+        f"- tunegate {p['tool_version']}, report schema {doc['schema_version']}, created {doc['created_at']}",
+        f"- Data: `{doc['dataset']['path']}` (sha256 `{p['dataset_sha256']}`)",
+        f"- Rules: {', '.join(p['rules_files'])} (sha256 `{p['rules_sha256']}`)",
+    ]
+    if p["threshold_overrides"]:
+        out.append(
+            "- Threshold overrides: " + ", ".join(f"{k}={_v(v)}" for k, v in p["threshold_overrides"].items())
+        )
+    out.append("- Seeds: " + (", ".join(f"{k}={v}" for k, v in p["seeds"].items()) or "none"))
+    if p.get("backend"):
+        out.append(f"- Backend: {p['backend'].get('name')} `{p['backend'].get('model_id')}`")
+    out += [
+        f"- Python {p['python']} on {p['platform']}",
+        f"- Libraries: {libs}",
+        "- Resolved config: in `config.json` and under provenance.config in `decision.json`",
+        "",
+    ]
+    return out
+
+
+def _v(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_v(x) for x in v) + "]"
+    return str(v)
+
+
+# --------------------------------------------------------------------------- console
+
+
+def print_summary(doc: Mapping[str, Any], console: Any = None) -> None:
+    """A verdict panel, the fired rules and what would change, printed with rich to stdout."""
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    console = console or Console(file=sys.stdout)
+    d = doc["decision"]
+    colour = {
+        "prompt": "green",
+        "few_shot": "green",
+        "fine_tune": "magenta",
+        "collect_data": "yellow",
+        "inconclusive": "red",
+    }.get(d["verdict"], "white")
+    body = Text()
+    body.append(f"{d['verdict']}", style=f"bold {colour}")
+    body.append(f"   confidence {d['confidence']:.2f} ({d['confidence_label']})\n")
+    body.append(d["summary"])
+    console.print(Panel(body, title="tunegate verdict", expand=False))
+
+    if d["fired"]:
+        table = Table(title="Fired rules", show_lines=False)
+        for col in ("rule", "role", "evidence"):
+            table.add_column(col)
+        for r in d["fired"]:
+            role = f"vetoes {r['vetoes']}" if r["kind"] == "veto" else f"{r['kind']} {r['verdict']}"
+            ev = r["evidence"]
+            facts = [f"{k}={_v(v)}" for k, v in ev["signals"].items()]
+            facts += [f"{k}={_v(v)}" for k, v in ev["thresholds"].items()]
+            table.add_row(Text(r["id"]), Text(role), Text(", ".join(facts)))
+        console.print(table)
+    if d["what_would_change"]:
+        console.print("[bold]What would change the verdict[/bold]")
+        for c in d["what_would_change"]:
+            console.print(f"  • {c}", markup=False, highlight=False)
+    if d["skipped"]:
+        console.print(
+            f"{len(d['skipped'])} rules skipped (signals not measured); see report.md.",
+            style="dim",
+        )

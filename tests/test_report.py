@@ -1,0 +1,159 @@
+"""The report document: schema validity, Markdown content, atomic writes, console summary."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from advisor import audit as audit_mod
+from advisor import data, report
+from advisor.config import AdviseConfig
+from advisor.decide import decide
+from advisor.rules import load_rules
+
+
+def _data_only_doc(tmp_path: Path, snippets: list[tuple[str, str]], **signal_extra: Any) -> dict[str, Any]:
+    """The document of a data-only run over real Rotten Tomatoes snippets, built step by step."""
+    path = tmp_path / "reviews.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for text, label in snippets:
+            fh.write(json.dumps({"prompt": f"Review: {text}\nSentiment:", "completion": label}) + "\n")
+    loaded = data.load_examples(path)
+    task, labels = data.detect_task(loaded.examples)
+    examples = data.with_labels(loaded.examples, labels)
+    split = audit_mod.make_split(examples, seed=7, eval_size=8, dev_size=4)
+    audit = audit_mod.audit(examples, task, labels)
+    signals: dict[str, Any] = dict(audit_mod.audit_signals(audit, split))
+    signals.update({"task_kind": task.value, "prompting_measured": False, **signal_extra})
+    ruleset = load_rules(overrides={"max_conflict_share": "0.1"})
+    config = AdviseConfig(data=str(path), out=str(tmp_path / "run"), seed=7, backend="none")
+    return report.build_report(
+        config=config,
+        loaded=loaded,
+        task=task,
+        labels=labels,
+        audit=audit,
+        split=split,
+        signals=signals,
+        decision=decide(ruleset, signals),
+        ruleset=ruleset,
+        created_at="2026-01-02T03:04:05+00:00",
+    )
+
+
+@pytest.fixture()
+def doc(tmp_path: Path, rt_snippets: list[tuple[str, str]]) -> dict[str, Any]:
+    return _data_only_doc(tmp_path, rt_snippets)
+
+
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = report.schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def test_document_validates_against_the_shipped_schema(doc: dict[str, Any]) -> None:
+    _validator().validate(doc)
+    assert tuple(doc) == report.TOP_LEVEL_KEYS
+    assert doc["schema_version"] == "1.0"
+    assert doc["decision"]["verdict"] == "collect_data"
+    assert doc["prompting"] is None and doc["training"] is None
+    p = doc["provenance"]
+    assert p["dataset_sha256"] == doc["dataset"]["sha256"] and len(p["rules_sha256"]) == 64
+    assert p["seeds"] == {"split": 7}
+    assert p["config"]["seed"] == 7 and p["config"]["backend"] == "none"
+    assert p["threshold_overrides"] == {"max_conflict_share": 0.1}
+    assert p["thresholds"]["min_examples"] == 500
+    assert p["libraries"]["rich"]
+    json.dumps(doc, allow_nan=False)
+
+
+def test_schema_rejects_a_broken_document(doc: dict[str, Any]) -> None:
+    v = _validator()
+    bad = json.loads(json.dumps(doc))
+    bad["decision"]["verdict"] = "maybe"
+    del bad["provenance"]["rules_sha256"]
+    bad["signals"]["n_examples"] = [1, 2]
+    errors = list(v.iter_errors(bad))
+    assert len(errors) == 3
+
+
+def test_markdown_names_verdict_evidence_sources_and_skipped_rules(doc: dict[str, Any]) -> None:
+    md = report.to_markdown(doc)
+    assert "**Verdict: `collect_data`**" in md
+    assert "**data.min_examples** (stop for collect_data, weight 10)" in md
+    assert "n_examples = 40; threshold min_examples = 500" in md
+    assert "https://platform.openai.com/docs/guides/fine-tuning" in md
+    assert "https://cloud.google.com/vertex-ai/generative-ai/docs/models/gemini-use-supervised-tuning" in md
+    assert "at least 460 more examples (n_examples 40, floor 500)" in md
+    assert "## Skipped rules (signals not measured)" in md
+    assert "| prompting.meets_target | prompt | prompt_meets_target |" in md
+    assert "## Data audit" in md  # the audit owner's section
+    assert doc["provenance"]["rules_sha256"] in md
+
+
+def test_write_report_is_atomic_and_rerender_reproduces_it(tmp_path: Path, doc: dict[str, Any]) -> None:
+    run_dir = tmp_path / "run"
+    json_path, md_path = report.write_report(run_dir, doc)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["decision.json", "report.md"]
+    assert json.loads(json_path.read_text(encoding="utf-8")) == doc
+    first = md_path.read_bytes()
+    md_path.unlink()
+    assert report.rerender(run_dir, formats=("md",)) == [md_path]
+    assert md_path.read_bytes() == first
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "decision.json"
+    report.write_json(target, {"old": True})
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        report.write_json(target, {"new": True})
+    assert json.loads(target.read_text(encoding="utf-8")) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["decision.json"]
+    with pytest.raises(ValueError):
+        report.write_json(tmp_path / "nan.json", {"x": float("nan")})
+    assert [p.name for p in tmp_path.iterdir()] == ["decision.json"]
+
+
+def test_console_summary(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    buf = io.StringIO()
+    report.print_summary(doc, Console(file=buf, width=120, color_system=None))
+    out = buf.getvalue()
+    assert "collect_data" in out and "data.min_examples" in out
+    assert "at least 460 more examples" in out
+
+
+def test_read_report_rejects_other_schema_versions(tmp_path: Path, doc: dict[str, Any]) -> None:
+    from advisor.errors import DataError
+
+    report.write_json(tmp_path / "decision.json", {**doc, "schema_version": "0.9"})
+    with pytest.raises(DataError, match="unsupported schema_version '0.9'"):
+        report.read_report(tmp_path)
+    with pytest.raises(DataError, match="no decision.json"):
+        report.read_report(tmp_path / "nowhere")
+
+
+def test_library_versions_do_not_import_torch() -> None:
+    code = (
+        "import sys, advisor.report as r; v = r.library_versions(); "
+        "print('torch' in sys.modules, 'rich' in sys.modules, v['rich'] is not None)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "True"]
