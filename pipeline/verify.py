@@ -1,0 +1,366 @@
+"""Verification: the fine-tuned model, scored by the advisor's own harness on the same eval items.
+
+Before/after is the best prompting arm (its per-item predictions from `advise`, in predictions/) against
+the fine-tuned model prompted as it was trained (the zero-shot rendering, see `pipeline.train.finetune_arm`).
+The difference is paired over the same items; flips are counted both ways with a few real items shown.
+Fine-tuning is *verified* when the paired 95% interval of (fine-tuned − best prompting arm) lies above 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from advisor.errors import ConfigError
+from advisor.types import Example, TaskKind
+
+if TYPE_CHECKING:
+    from advisor.backends.hf import HFBackend
+    from advisor.evaluate import ArmResult, Comparison, ItemResult
+
+FINETUNED = "fine_tuned"
+N_FLIP_EXAMPLES = 3
+SIGNAL_NAMES = ("finetune_score", "finetune_gain", "finetune_verified")
+
+
+# ---------------------------------------------------------------- pure: section, signals, markdown
+
+
+def _latency_dict(lat: Any) -> dict[str, float] | None:
+    if lat is None:
+        return None
+    return {"n": lat.n, "p50_ms": lat.p50_ms, "p95_ms": lat.p95_ms, "mean_ms": lat.mean_ms}
+
+
+def _flip_examples(
+    lines: Sequence[int], before: Mapping[int, ItemResult], after: Mapping[int, ItemResult]
+) -> list:
+    out = []
+    for line in lines[:N_FLIP_EXAMPLES]:
+        b, a = before[line], after[line]
+        text = a.input if len(a.input) <= 200 else a.input[:197] + "..."
+        out.append(
+            {"line": line, "input": text, "target": a.target, "before": b.prediction, "after": a.prediction}
+        )
+    return out
+
+
+def build_verification(
+    *,
+    baseline_name: str,
+    baseline_items: Sequence[ItemResult],
+    finetuned: ArmResult,
+    comparison: Comparison,
+    metric: str,
+    quality_target: float | None,
+    task: TaskKind,
+    labels: Sequence[str],
+    seed: int,
+    latency: Mapping[str, Any],
+    adapter_dir: str,
+    model_id: str,
+    provenance: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The `verification` section of decision.json (JSON-ready)."""
+    from advisor.evaluate import summarise
+
+    base_scores = summarise(baseline_items, task, labels, seed)
+    before = {it.line: it for it in baseline_items}
+    after = {it.line: it for it in finetuned.items}
+    diff = comparison.diff
+    ft_score = finetuned.scores[metric].value
+    return {
+        "metric": metric,
+        "n_eval": finetuned.n,
+        "quality_target": quality_target,
+        "baseline": {
+            "arm": baseline_name,
+            "scores": {m: e.to_dict() for m, e in base_scores.items()},
+            "mean_prompt_tokens": sum(it.prompt_tokens for it in baseline_items)
+            / max(1, len(baseline_items)),
+            "latency": _latency_dict(latency.get(baseline_name)),
+        },
+        "finetuned": {
+            "arm": FINETUNED,
+            "model_id": model_id,
+            "adapter_dir": adapter_dir,
+            "scores": {m: e.to_dict() for m, e in finetuned.scores.items()},
+            "mean_prompt_tokens": finetuned.mean_prompt_tokens,
+            "latency": _latency_dict(latency.get(FINETUNED)),
+        },
+        "difference": {**diff.to_dict(), "mcnemar_p_value": comparison.mcnemar.p_value},
+        "flips": {
+            "improved": len(comparison.improved_lines),
+            "regressed": len(comparison.regressed_lines),
+            "improved_examples": _flip_examples(comparison.improved_lines, before, after),
+            "regressed_examples": _flip_examples(comparison.regressed_lines, before, after),
+        },
+        "meets_target": None if quality_target is None else ft_score >= quality_target,
+        "finetune_verified": diff.low > 0,
+        "provenance": dict(provenance),
+    }
+
+
+def verification_signals(section: Mapping[str, Any] | None) -> dict[str, float | bool | None]:
+    """finetune_score, finetune_gain (vs the best prompting arm), finetune_verified; None: not measured."""
+    if not section:
+        return {name: None for name in SIGNAL_NAMES}
+    metric = section["metric"]
+    return {
+        "finetune_score": float(section["finetuned"]["scores"][metric]["value"]),
+        "finetune_gain": float(section["difference"]["diff"]),
+        "finetune_verified": bool(section["finetune_verified"]),
+    }
+
+
+def _est(e: Mapping[str, Any]) -> str:
+    return f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
+
+
+def _ms(lat: Mapping[str, Any] | None) -> str:
+    return "–" if not lat else f"{lat['p50_ms']:.0f} / {lat['p95_ms']:.0f}"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_section(section: Mapping[str, Any] | None) -> str:
+    """The report's "Fine-tuning verification" section from the decision.json subtree."""
+    if not section:
+        return "## Fine-tuning verification\n\nNot run: no adapter was trained for this run.\n"
+    metric = section["metric"]
+    base, ft, d, flips = section["baseline"], section["finetuned"], section["difference"], section["flips"]
+    verdict = (
+        "**Fine-tuning verified**: the fine-tuned model beats the best prompting arm; the paired 95% "
+        "interval of the difference lies above zero."
+        if section["finetune_verified"]
+        else "**Fine-tuning not verified**: the paired 95% interval of the difference includes zero or lies "
+        "below it, so this eval set does not show the fine-tuned model beating the best prompting arm."
+    )
+    forced = section.get("provenance", {}).get("forced")
+    lines = [
+        "## Fine-tuning verification",
+        "",
+        f"Same {section['n_eval']} eval items and scoring as the prompting arms; metric: {metric}.",
+        "",
+        f"| Model | {metric} (95% CI) | Prompt tokens / request | Latency p50 / p95 (ms) |",
+        "|---|---:|---:|---:|",
+        f"| best prompting arm `{base['arm']}` | {_est(base['scores'][metric])} | "
+        f"{base['mean_prompt_tokens']:.0f} | {_ms(base['latency'])} |",
+        f"| fine-tuned (LoRA) | {_est(ft['scores'][metric])} | "
+        f"{ft['mean_prompt_tokens']:.0f} | {_ms(ft['latency'])} |",
+        "",
+        f"Paired difference (fine-tuned − `{base['arm']}`): "
+        f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], "
+        f"p = {d['p_value']:.3g} (McNemar p = {d['mcnemar_p_value']:.3g}).",
+        f"Flips: {flips['improved']} items fixed by fine-tuning, {flips['regressed']} broken by it.",
+        "",
+        verdict,
+    ]
+    if forced:
+        lines += ["", "Training was forced against the advisor's verdict (`--force`)."]
+    for title, key in (
+        ("Fixed by fine-tuning", "improved_examples"),
+        ("Broken by fine-tuning", "regressed_examples"),
+    ):
+        if flips[key]:
+            lines += [
+                "",
+                f"{title}:",
+                "",
+                "| line | input | target | before | after |",
+                "|---:|---|---|---|---|",
+            ]
+            for x in flips[key]:
+                cells = [str(x["line"]), x["input"], x["target"], x["before"], x["after"]]
+                lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- edges: models, files
+
+
+def adapter_fingerprint(adapter_dir: str | Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        digest.update((Path(adapter_dir) / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def finetuned_backend(model_dir: str | Path, adapter_dir: str | Path, **kwargs: Any) -> HFBackend:
+    """The advisor's HF backend serving base + adapter, merged in memory (same outputs, no LoRA overhead)."""
+    from peft import PeftModel
+
+    from advisor.backends.hf import HFBackend
+
+    backend = HFBackend(model_dir, **kwargs)
+    merged = PeftModel.from_pretrained(backend.model, str(adapter_dir)).merge_and_unload()
+    backend.model = merged.to(backend.device).eval()
+    backend.model_id = f"{backend.model_id}+lora:{adapter_fingerprint(adapter_dir)}"
+    return backend
+
+
+def _latency(backend: Any, name: str, prompts: Sequence[tuple[Any, ...]], max_tokens: int, n: int) -> Any:
+    from advisor.backends.base import GenRequest
+    from advisor.evidence import measure_latency, summarize_latency
+
+    if n <= 0 or not prompts:
+        return None
+    reqs = [GenRequest(p, max_tokens=max_tokens) for p in prompts[:n]]
+    return summarize_latency(measure_latency(backend, {name: reqs}, n=n)).get(name)
+
+
+def verify_run(
+    run_dir: str | Path,
+    *,
+    latency_samples: int = 10,
+    device: str | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Score the run's adapter on the eval split, compare with the best prompting arm, update decision.json.
+
+    Writes predictions/fine_tuned.jsonl, the `verification` section and the finetune_* signals, and
+    adds the comparison to the adapter's model card. Returns the section.
+    """
+    from advisor import evaluate, prompts
+    from advisor.backends.hf import HFBackend
+    from pipeline.export import update_decision, write_model_card
+    from pipeline.train import finetune_arm
+
+    run_dir = Path(run_dir)
+    doc = json.loads((run_dir / "decision.json").read_text(encoding="utf-8"))
+    prompting, training = doc.get("prompting"), doc.get("training")
+    if not prompting:
+        raise ConfigError(
+            "the run has no prompting measurements to compare with (advise ran without a model)"
+        )
+    if not training:
+        raise ConfigError("the run has no trained adapter: run `tunegate train` first")
+    task, labels = TaskKind(prompting["task"]), tuple(prompting.get("labels") or ())
+    metric, seed = prompting["target_metric"], int(prompting.get("seed", 0))
+    best = prompting["plateau"]["best_arm"]
+
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
+    train_ex, _dev, eval_ex = _split_examples(run_dir, split, task, labels)
+
+    baseline_items = evaluate.read_predictions(run_dir / "predictions" / f"{best}.jsonl")
+    model_dir, adapter_dir = training["base_model"], training["adapter_dir"]
+    ft_backend = finetuned_backend(model_dir, adapter_dir, device=device)
+    arm = finetune_arm(task, labels)
+    stop = evaluate.default_stop(train_ex) if task is TaskKind.GENERATE else ()
+    max_gen = int(config.get("max_gen_tokens") or 64)
+    ft = evaluate.score_arm(
+        ft_backend,
+        FINETUNED,
+        lambda ex: prompts.render_messages(arm, ex),
+        eval_ex,
+        task=task,
+        labels=labels,
+        seed=seed,
+        kind=FINETUNED,
+        max_gen_tokens=max_gen,
+        stop=stop,
+        progress=progress,
+    )
+    evaluate.write_arm_predictions(run_dir, ft)
+    cmp = evaluate.compare(
+        baseline_items,
+        ft.items,
+        metric=metric,
+        seed=seed,
+        labels=labels,
+        before_name=best,
+        after_name=FINETUNED,
+    )
+
+    # Latency per request, both measured now on this machine with the local model: the best arm's own
+    # prompts (demonstrations included) on the base model, the fine-tuned model's short prompts on it.
+    answer_tokens = max(ft_backend.count_tokens(list(labels)), default=1) + 1 if labels else max_gen
+    latency = {
+        FINETUNED: _latency(
+            ft_backend,
+            FINETUNED,
+            [prompts.render_messages(arm, ex) for ex in eval_ex],
+            answer_tokens,
+            latency_samples,
+        )
+    }
+    del ft_backend
+    if latency_samples > 0:
+        base = HFBackend(model_dir, device=device)
+        best_prompts = _best_arm_prompts(base, best, config, task, labels, train_ex, eval_ex, seed)
+        latency[best] = _latency(base, best, best_prompts, answer_tokens, latency_samples)
+
+    section = build_verification(
+        baseline_name=best,
+        baseline_items=baseline_items,
+        finetuned=ft,
+        comparison=cmp,
+        metric=metric,
+        quality_target=prompting.get("quality_target"),
+        task=task,
+        labels=labels,
+        seed=seed,
+        latency=latency,
+        adapter_dir=str(adapter_dir),
+        model_id=f"{Path(model_dir).name}+lora:{adapter_fingerprint(adapter_dir)}",
+        provenance=training.get("provenance", {}),
+    )
+    update_decision(run_dir, {"verification": section}, signals=verification_signals(section))
+    write_model_card(adapter_dir, training, section)
+    return section
+
+
+def _split_examples(
+    run_dir: Path, split: Mapping[str, Any], task: TaskKind, labels: Sequence[str]
+) -> tuple[list[Example], list[Example], list[Example]]:
+    """Train, dev and eval examples (eval is read here, in verification, never in training)."""
+    from advisor.data import load_examples, with_labels
+
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    loaded = load_examples(
+        split.get("data_path") or config["data"],
+        fmt=config.get("fmt"),
+        input_col=config.get("input_col"),
+        output_col=config.get("output_col"),
+    )
+    examples = with_labels(loaded.examples, labels) if task is TaskKind.CLASSIFY else loaded.examples
+    by_line = {ex.line: ex for ex in examples}
+    train, dev, eval_items = ([by_line[i] for i in split[k]] for k in ("train", "dev", "eval"))
+    return train, dev, eval_items
+
+
+def _best_arm_prompts(
+    backend: Any,
+    best: str,
+    config: Mapping[str, Any],
+    task: TaskKind,
+    labels: Sequence[str],
+    train: Sequence[Example],
+    eval_items: Sequence[Example],
+    seed: int,
+) -> list[tuple[Any, ...]]:
+    """The best arm's chat turns for the eval items, rebuilt as `advise` built them."""
+    from advisor import prompts
+
+    arms = prompts.build_arms(
+        backend,
+        task,
+        labels,
+        train,
+        k_ladder=tuple(config.get("k_ladder") or prompts.DEFAULT_K_LADDER),
+        description=config.get("task_description"),
+        system_file=config.get("system_prompt_file"),
+        demo_selection=config.get("demo_selection") or "stratified",
+        seed=seed,
+    )
+    arm = next((a for a in arms if a.name == best), None)
+    if arm is None:
+        return []
+    selector = prompts.DemoSelector(train, seed)
+    return [prompts.render_messages(arm, ex, selector.select(arm, ex)) for ex in eval_items]

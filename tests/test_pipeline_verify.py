@@ -1,0 +1,165 @@
+"""Verification on the tiny model: the adapter scored by the advisor's harness against the best arm."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tiny import rotten_tomatoes_rows, tiny_llama  # noqa: E402
+
+from advisor.types import TaskKind  # noqa: E402
+from pipeline.config import TrainConfig  # noqa: E402
+from pipeline.verify import markdown_section, verification_signals  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return tiny_llama(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _advised_run(tmp_path: Path, model_dir: Path) -> Path:
+    """A run folder as `advise` leaves it: config, split, prompting measured on the tiny model, verdict."""
+    from advisor import evaluate, prompts
+    from advisor.backends.hf import HFBackend
+    from advisor.data import detect_task, load_examples, with_labels
+
+    data = tmp_path / "reviews.csv"
+    with open(data, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for _, text, label in rotten_tomatoes_rows(60, seed=7):
+            w.writerow([text, label])
+    loaded = load_examples(data, input_col="text", output_col="label")
+    task, labels = detect_task(loaded.examples)
+    examples = with_labels(loaded.examples, labels)
+    lines = [e.line for e in examples]
+    split = {
+        "seed": 0,
+        "data_sha256": loaded.sha256,
+        "data_path": str(data),
+        "train": lines[:30],
+        "dev": lines[30:40],
+        "eval": lines[40:],
+    }
+    config = {
+        "data": str(data),
+        "input_col": "text",
+        "output_col": "label",
+        "model": str(model_dir),
+        "seed": 0,
+        "k_ladder": [1, 2],
+        "demo_selection": "stratified",
+        "max_gen_tokens": 8,
+    }
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "split.json").write_text(json.dumps(split))
+    by_line = {e.line: e for e in examples}
+    train, eval_items = [by_line[i] for i in split["train"]], [by_line[i] for i in split["eval"]]
+    backend = HFBackend(model_dir, device="cpu")
+    arms = prompts.build_arms(backend, task, labels, train, k_ladder=(1, 2), seed=0)
+    result = evaluate.evaluate_arms(
+        backend,
+        arms,
+        train,
+        eval_items,
+        task,
+        labels,
+        seed=0,
+        target_metric="accuracy",
+        quality_target=0.8,
+        min_gain=0.05,
+    )
+    evaluate.write_predictions(run, result)
+    doc = {
+        "schema_version": 1,
+        "decision": {"verdict": "fine_tune"},
+        "signals": {"n_eval": 20},
+        "prompting": result.to_dict(),
+        "training": None,
+        "verification": None,
+    }
+    (run / "decision.json").write_text(json.dumps(doc))
+    return run
+
+
+def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) -> None:
+    from advisor.evaluate import read_predictions
+    from pipeline.train import train_run
+    from pipeline.verify import verify_run
+
+    run = _advised_run(tmp_path, model_dir)
+    cfg = TrainConfig(batch_size=4, max_seq_len=96, lr=5e-3, max_steps=4, eval_every=0, save_every=0)
+    train_run(run, cfg, progress=False)
+    section = verify_run(run, latency_samples=2, device="cpu")
+
+    doc = json.loads((run / "decision.json").read_text())
+    best = doc["prompting"]["plateau"]["best_arm"]
+    assert section["baseline"]["arm"] == best and doc["verification"] == json.loads(json.dumps(section))
+    ft_items = read_predictions(run / "predictions" / "fine_tuned.jsonl")
+    base_items = {it.line: it for it in read_predictions(run / "predictions" / f"{best}.jsonl")}
+    assert sorted(it.line for it in ft_items) == sorted(json.loads((run / "split.json").read_text())["eval"])
+    fixed = sum(it.correct and not base_items[it.line].correct for it in ft_items)
+    broken = sum(base_items[it.line].correct and not it.correct for it in ft_items)
+    assert (section["flips"]["improved"], section["flips"]["regressed"]) == (fixed, broken)
+    acc = sum(it.correct for it in ft_items) / len(ft_items)
+    assert section["finetuned"]["scores"]["accuracy"]["value"] == pytest.approx(acc)
+    d = section["difference"]
+    assert d["low"] <= d["diff"] <= d["high"] and section["finetune_verified"] == (d["low"] > 0)
+    zero = next(a for a in doc["prompting"]["arms"] if a["name"] == "zero_shot")
+    assert section["finetuned"]["mean_prompt_tokens"] == zero["mean_prompt_tokens"]  # prompted as trained
+    assert section["finetuned"]["latency"]["n"] == 2 and section["baseline"]["latency"]["n"] == 2
+    assert doc["signals"]["finetune_verified"] == section["finetune_verified"]
+    assert doc["signals"]["finetune_score"] == pytest.approx(acc) and doc["signals"]["n_eval"] == 20
+    card = (run / "train" / "adapter" / "README.md").read_text()
+    assert "## Fine-tuning verification" in card and best in card
+    md = markdown_section(section)
+    assert "Paired difference" in md and best in md and "fine-tuned (LoRA)" in md
+
+
+def test_merged_backend_scores_like_the_unmerged_adapter(model_dir, tmp_path) -> None:
+    from peft import PeftModel
+    from tiny import rotten_tomatoes_examples
+
+    from advisor.backends.base import LoglikRequest
+    from advisor.backends.hf import HFBackend
+    from pipeline.train import train
+    from pipeline.verify import finetuned_backend
+
+    ex = rotten_tomatoes_examples(24, seed=2)
+    cfg = TrainConfig(batch_size=4, max_seq_len=64, lr=2e-2, max_steps=3, eval_every=0, save_every=0)
+    res = train(model_dir, ex[:20], [], tmp_path / "out", cfg, progress=False)
+    merged = finetuned_backend(model_dir, res.adapter_dir, device="cpu")
+    plain = HFBackend(model_dir, device="cpu")
+    plain.model = PeftModel.from_pretrained(plain.model, str(res.adapter_dir)).eval()
+    reqs = [LoglikRequest(e.messages, lab) for e in ex[20:] for lab in ("fresh", "rotten")]
+    a, b = merged.loglikelihood(reqs), plain.loglikelihood(reqs)
+    assert [x.logprob for x in a] == pytest.approx([x.logprob for x in b], abs=1e-4)
+    assert merged.model_id != plain.model_id and "+lora:" in merged.model_id
+    base = HFBackend(model_dir, device="cpu").loglikelihood(reqs)
+    assert [x.logprob for x in a] != pytest.approx([x.logprob for x in base], abs=1e-4)  # the adapter matters
+
+
+def test_signals_and_markdown_when_not_measured() -> None:
+    assert verification_signals(None) == {
+        "finetune_score": None,
+        "finetune_gain": None,
+        "finetune_verified": None,
+    }
+    assert "Not run" in markdown_section(None)
+    assert TaskKind.CLASSIFY == "classify"
