@@ -413,6 +413,13 @@ def print_summary(doc: Mapping[str, Any], console: Any = None) -> None:
     body.append(f"{d['verdict']}", style=f"bold {colour}")
     body.append(f"   confidence {d['confidence']:.2f} ({d['confidence_label']})\n")
     body.append(d["summary"])
+    deciding = [r for r in d["fired"] if r["id"] in d["deciding_rules"]]
+    for r in deciding[:1]:  # the strongest deciding rule: what backs it
+        if r.get("note"):
+            body.append(f"\n{r['note']}", style="dim")
+        for s in r["sources"]:
+            where = s.get("url") or s.get("citation") or ""
+            body.append(f"\nSource: {s['title']} {where}", style="dim")
     console.print(Panel(body, title="tunegate verdict", expand=False))
 
     if d["fired"]:

@@ -138,6 +138,7 @@ def test_console_summary(doc: dict[str, Any]) -> None:
     out = buf.getvalue()
     assert "collect_data" in out and "data.min_examples" in out
     assert "at least 460 more examples" in out
+    assert "https://platform.openai.com/docs/guides/fine-tuning" in out  # the floor's source
 
 
 def test_read_report_rejects_other_schema_versions(tmp_path: Path, doc: dict[str, Any]) -> None:
