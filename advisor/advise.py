@@ -26,8 +26,9 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     report.write_json(run_dir / "config.json", config.to_dict())
 
     # load
-    loaded = data.load_examples(config.data, fmt=config.fmt, input_col=config.input_col,
-                                output_col=config.output_col)
+    loaded = data.load_examples(
+        config.data, fmt=config.fmt, input_col=config.input_col, output_col=config.output_col
+    )
     task, labels = data.detect_task(loaded.examples)
     if config.task is not None:
         task = TaskKind(config.task)
@@ -35,8 +36,9 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     examples = data.with_labels(loaded.examples, labels) if task is TaskKind.CLASSIFY else loaded.examples
 
     # audit and split
-    split = audit_mod.make_split(examples, seed=config.seed, eval_size=config.eval_size,
-                                 dev_size=config.dev_size)
+    split = audit_mod.make_split(
+        examples, seed=config.seed, eval_size=config.eval_size, dev_size=config.dev_size
+    )
     audit_mod.write_split(run_dir, split, loaded.sha256, str(Path(config.data).resolve()))
     backend = _open_backend(config)
     count_tokens = backend.count_tokens if backend is not None else None
@@ -68,8 +70,15 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     # decide and write
     decision = decide.decide(ruleset, signals)
     doc = report.build_report(
-        config=config, loaded=loaded, task=task, labels=labels, audit=audit, split=split,
-        signals=signals, decision=decision, ruleset=ruleset,
+        config=config,
+        loaded=loaded,
+        task=task,
+        labels=labels,
+        audit=audit,
+        split=split,
+        signals=signals,
+        decision=decision,
+        ruleset=ruleset,
         prompting=prompting.to_dict() if prompting is not None else None,
         evidence=evidence.to_dict() if evidence is not None else None,
         backend_info=_backend_info(backend),
@@ -99,18 +108,43 @@ def _backend_info(backend: Any) -> dict[str, Any] | None:
     return info
 
 
-def _benchmark(config: AdviseConfig, backend: Any, task: TaskKind, labels: tuple[str, ...],
-               train: list[Example], eval_items: list[Example], metric: str, run_dir: Path) -> Any:
+def _benchmark(
+    config: AdviseConfig,
+    backend: Any,
+    task: TaskKind,
+    labels: tuple[str, ...],
+    train: list[Example],
+    eval_items: list[Example],
+    metric: str,
+    run_dir: Path,
+) -> Any:
     from advisor import evaluate, prompts
 
-    arms = prompts.build_arms(backend, task, labels, train, k_ladder=config.k_ladder,
-                              description=config.task_description,
-                              system_file=config.system_prompt_file,
-                              demo_selection=config.demo_selection, seed=config.seed)
-    result = evaluate.evaluate_arms(backend, arms, train, eval_items, task, labels, seed=config.seed,
-                                    target_metric=metric, quality_target=config.quality_target,
-                                    min_gain=config.min_gain, max_gen_tokens=config.max_gen_tokens,
-                                    progress=_progress_printer())
+    arms = prompts.build_arms(
+        backend,
+        task,
+        labels,
+        train,
+        k_ladder=config.k_ladder,
+        description=config.task_description,
+        system_file=config.system_prompt_file,
+        demo_selection=config.demo_selection,
+        seed=config.seed,
+    )
+    result = evaluate.evaluate_arms(
+        backend,
+        arms,
+        train,
+        eval_items,
+        task,
+        labels,
+        seed=config.seed,
+        target_metric=metric,
+        quality_target=config.quality_target,
+        min_gain=config.min_gain,
+        max_gen_tokens=config.max_gen_tokens,
+        progress=_progress_printer(),
+    )
     evaluate.write_predictions(run_dir, result)
     return result
 

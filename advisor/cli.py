@@ -27,7 +27,9 @@ EXIT_CODES_HELP = """exit codes:
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="task data: chat/prompt-completion/alpaca JSONL, or CSV/TSV/Parquet/JSONL table")
+    p.add_argument(
+        "data", help="task data: chat/prompt-completion/alpaca JSONL, or CSV/TSV/Parquet/JSONL table"
+    )
     p.add_argument("--format", dest="fmt", help="force the input format instead of detecting it")
     p.add_argument("--input-col", help="table column holding the input text")
     p.add_argument("--output-col", help="table column holding the target text")
@@ -40,39 +42,77 @@ def _add_advise_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--volume", metavar="N/day", help="expected request volume, e.g. 20000/day, 500/hour")
     p.add_argument("--latency-budget-ms", type=float, help="latency budget per request, milliseconds")
     p.add_argument("--domain", help="declared domain language, e.g. legal, medical, code")
-    p.add_argument("--needs-consistent-style", action="store_true", default=None,
-                   help="outputs must keep one consistent tone or style")
-    p.add_argument("--description", dest="task_description", help="one-sentence task description for the system prompt")
-    p.add_argument("--system-prompt", dest="system_prompt_file", metavar="FILE", help="system prompt file for the system arm")
+    p.add_argument(
+        "--needs-consistent-style",
+        action="store_true",
+        default=None,
+        help="outputs must keep one consistent tone or style",
+    )
+    p.add_argument(
+        "--description", dest="task_description", help="one-sentence task description for the system prompt"
+    )
+    p.add_argument(
+        "--system-prompt",
+        dest="system_prompt_file",
+        metavar="FILE",
+        help="system prompt file for the system arm",
+    )
     p.add_argument("--out", help="run folder (default: runs/<data file stem>)")
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-size", type=int, help="held-out eval items (default 200)")
     p.add_argument("--dev-size", type=int, help="dev items for training (default 100)")
     p.add_argument("--backend", choices=("hf", "openai", "none"), help="model backend (default hf)")
-    p.add_argument("--no-model", action="store_const", const="none", dest="backend",
-                   help="data-only advice: audit and data rules, no model calls")
-    p.add_argument("--model", help="local HF model folder, or the server's model name (default: embedded SmolLM2)")
+    p.add_argument(
+        "--no-model",
+        action="store_const",
+        const="none",
+        dest="backend",
+        help="data-only advice: audit and data rules, no model calls",
+    )
+    p.add_argument(
+        "--model", help="local HF model folder, or the server's model name (default: embedded SmolLM2)"
+    )
     p.add_argument("--base-url", help="OpenAI-compatible server URL (or env OPENAI_BASE_URL)")
     p.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
     p.add_argument("--k", dest="k_ladder", metavar="1,2,4,8", help="few-shot ladder")
-    p.add_argument("--demos", dest="demo_selection", choices=("stratified", "nearest"),
-                   help="few-shot demonstrations: stratified random or TF-IDF nearest neighbours")
+    p.add_argument(
+        "--demos",
+        dest="demo_selection",
+        choices=("stratified", "nearest"),
+        help="few-shot demonstrations: stratified random or TF-IDF nearest neighbours",
+    )
     p.add_argument("--max-requests", type=int, help="hard budget on model requests for this run")
     p.add_argument("--max-tokens", type=int, help="hard budget on tokens for this run")
     p.add_argument("--prices", metavar="FILE", help="price file (TOML), see advisor/data/prices.example.toml")
     p.add_argument("--rules", dest="rules_dirs", action="append", metavar="DIR", help="extra rules folder")
-    p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE", help="override a rule threshold")
+    p.add_argument(
+        "--threshold", action="append", default=[], metavar="NAME=VALUE", help="override a rule threshold"
+    )
     p.add_argument("--config", metavar="FILE", help="TOML config file ([advise] and [train] tables)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config setting")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config setting",
+    )
     p.add_argument("--json", action="store_true", help="print decision.json to stdout instead of the summary")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="store_true", help="train even if the verdict is not fine_tune (recorded)")
+    p.add_argument(
+        "--force", action="store_true", help="train even if the verdict is not fine_tune (recorded)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a training setting (r, alpha, max_steps, lr, ...)")
+    p.add_argument(
+        "--train-set",
+        dest="train_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training setting (r, alpha, max_steps, lr, ...)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     rv = rsub.add_parser("validate", help="validate rule files, reporting every problem in every file")
     rv.add_argument("dir", nargs="?", help="folder of *.toml rule files (default: the shipped rules)")
 
-    p = sub.add_parser("demo", help="the main job on bundled real data (Rotten Tomatoes) with the embedded model")
+    p = sub.add_parser(
+        "demo", help="the main job on bundled real data (Rotten Tomatoes) with the embedded model"
+    )
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--no-train", action="store_true", help="advise only")
     return parser
@@ -169,10 +211,30 @@ def _advise_config(args: argparse.Namespace) -> Any:
     flags: dict[str, Any] = {
         key: getattr(args, key, None)
         for key in (
-            "data", "fmt", "input_col", "output_col", "task", "latency_budget_ms", "domain",
-            "needs_consistent_style", "task_description", "system_prompt_file", "out", "seed", "eval_size",
-            "dev_size", "backend", "model", "base_url", "api_key_env", "k_ladder", "demo_selection",
-            "max_requests", "max_tokens", "prices", "rules_dirs",
+            "data",
+            "fmt",
+            "input_col",
+            "output_col",
+            "task",
+            "latency_budget_ms",
+            "domain",
+            "needs_consistent_style",
+            "task_description",
+            "system_prompt_file",
+            "out",
+            "seed",
+            "eval_size",
+            "dev_size",
+            "backend",
+            "model",
+            "base_url",
+            "api_key_env",
+            "k_ladder",
+            "demo_selection",
+            "max_requests",
+            "max_tokens",
+            "prices",
+            "rules_dirs",
         )
     }
     if args.target:
@@ -183,8 +245,13 @@ def _advise_config(args: argparse.Namespace) -> Any:
         flags["volume_per_day"] = parse_volume(args.volume)
     thresholds = cfg.parse_overrides(args.threshold)
     flags_thresholds = {f"thresholds.{k}": v for k, v in thresholds.items()}
-    return cfg.resolve(file_layer, flags, flags_thresholds, cfg.parse_overrides(args.overrides),
-                       source=args.config or "--set")
+    return cfg.resolve(
+        file_layer,
+        flags,
+        flags_thresholds,
+        cfg.parse_overrides(args.overrides),
+        source=args.config or "--set",
+    )
 
 
 def _emit(doc: dict[str, Any], as_json: bool) -> None:
@@ -223,8 +290,13 @@ def _cmd_advise(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from pipeline.run import train_run
 
-    doc = train_run(args.run_dir, force=args.force, resume=args.resume, config_file=args.config,
-                    overrides=args.train_overrides)
+    doc = train_run(
+        args.run_dir,
+        force=args.force,
+        resume=args.resume,
+        config_file=args.config,
+        overrides=args.train_overrides,
+    )
     _emit(doc, args.json)
     return int(ExitCode.OK)
 
@@ -240,8 +312,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return verdict_exit_code(doc["decision"]["verdict"])
     from pipeline.run import train_run
 
-    doc = train_run(config.out, force=args.force, resume=args.resume, config_file=args.config,
-                    overrides=args.train_overrides)
+    doc = train_run(
+        config.out,
+        force=args.force,
+        resume=args.resume,
+        config_file=args.config,
+        overrides=args.train_overrides,
+    )
     _emit(doc, args.json)
     return verdict_exit_code(doc["decision"]["verdict"])
 

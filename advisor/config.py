@@ -175,7 +175,9 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             return str(value)
         if origin is tuple:
             items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(_coerce(name, v.strip() if isinstance(v, str) else v, args[0]) for v in items if v != "")
+            return tuple(
+                _coerce(name, v.strip() if isinstance(v, str) else v, args[0]) for v in items if v != ""
+            )
         if origin is Mapping or origin is dict:
             if not isinstance(value, Mapping):
                 raise ValueError(value)

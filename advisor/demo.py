@@ -64,8 +64,10 @@ def write_demo_data(out: str, n: int = DEMO_SIZE, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "rotten_tomatoes.jsonl"
     lines = [
-        json.dumps({"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": label}]},
-                   ensure_ascii=False)
+        json.dumps(
+            {"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": label}]},
+            ensure_ascii=False,
+        )
         for text, label in sample(read_rotten_tomatoes(), n, seed)
     ]
     tmp = path.with_suffix(".jsonl.tmp")
@@ -78,9 +80,14 @@ def demo_argv(data: Path, out: str, train: bool = True) -> list[str]:
     return [
         "run" if train else "advise",
         str(data),
-        "--out", out,
-        "--target", "accuracy=0.85",
-        "--volume", "20000/day",
-        "--latency-budget-ms", "300",
-        "--description", DESCRIPTION,
+        "--out",
+        out,
+        "--target",
+        "accuracy=0.85",
+        "--volume",
+        "20000/day",
+        "--latency-budget-ms",
+        "300",
+        "--description",
+        DESCRIPTION,
     ]
