@@ -328,15 +328,17 @@ def _md_source(s: Mapping[str, str]) -> str:
 
 def _section(key: str, doc: Mapping[str, Any]) -> str:
     section = doc.get(key)
-    try:
-        if key == "audit":
-            mod = importlib.import_module("advisor.audit")
+    module = "advisor.audit" if key == "audit" else SECTION_RENDERERS.get(key)
+    mod = None
+    if module is not None:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError:
+            mod = None
+    if mod is not None and hasattr(mod, "markdown_section"):
+        if key == "audit":  # the audit renderer also describes the split
             return str(mod.markdown_section(section, doc.get("split"))).rstrip()
-        if key in SECTION_RENDERERS:
-            mod = importlib.import_module(SECTION_RENDERERS[key])
-            return str(mod.markdown_section(section)).rstrip()
-    except (ModuleNotFoundError, AttributeError):
-        pass
+        return str(mod.markdown_section(section)).rstrip()
     title = key.capitalize()
     if section is None:
         return f"## {title}\n\nNot measured."

@@ -320,3 +320,26 @@ def test_print_rules_shows_list_thresholds_as_data() -> None:
     out = buf.getvalue()
     assert "data.min_examples" in out and "300 (overridden)" in out
     assert "[legal, medical, clinical, biomedical, code]" in out
+
+
+def test_inline_conditions_and_a_bom_are_accepted(tmp_path: Path) -> None:
+    text = (
+        "\ufeff[[rule]]\n"
+        'id = "team.inline"\n'
+        'kind = "vote"\n'
+        'verdict = "few_shot"\n'
+        "weight = 1\n"
+        'message = "Inline conditions work too."\n'
+        'when = [{signal = "n_examples", op = "ge", value = 10}, '
+        '{signal = "domain", op = "ne", value = "code"}]\n'
+        'source = {title = "Team policy", citation = "Internal, 2026"}\n'
+    )
+    folder = _write(tmp_path / "inline", {"r.toml": text})
+    rule = load_rules([folder], include_shipped=False).get("team.inline")
+    assert [c.describe() for c in rule.when] == ["n_examples >= 10", "domain != code"]
+    bad = text.replace('"ne", value = "code"', '"ne", value = 3')
+    (folder / "r.toml").write_text(bad, encoding="utf-8")
+    with pytest.raises(RulesError) as info:
+        load_rules([folder], include_shipped=False)
+    (problem,) = info.value.problems
+    assert problem.line == 7 and problem.field == "rule[1].when[2].value"
