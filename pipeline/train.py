@@ -963,3 +963,28 @@ if __name__ == "__main__":  # `torchrun --nproc_per_node 2 -m pipeline.train RUN
         force="--force" in flags,
         resume="--resume" in flags,
     )
+
+
+def markdown_section(section: dict[str, Any] | None) -> str:
+    """The report's "Fine-tuning" section from decision.json's `training` subtree."""
+    if not section:
+        return "## Fine-tuning\n\nNot run.\n"
+    m, c, prov = section.get("metrics", {}), section.get("config", {}), section.get("provenance", {})
+    dev = m.get("best_dev_loss")
+    lines = [
+        "## Fine-tuning",
+        "",
+        f"{str(section.get('method', 'lora')).upper()} on `{section.get('base_model')}`: r={c.get('r')}, "
+        f"alpha={c.get('alpha')}, dropout={c.get('dropout')}, targets {c.get('target_modules')}, "
+        f"lr {c.get('lr')} ({c.get('schedule')}), batch {c.get('batch_size')}×{c.get('grad_accum')}"
+        f"×{m.get('world_size', 1)} process(es), max_seq_len {c.get('max_seq_len')}.",
+        f"{m.get('n_train')} train / {m.get('n_dev')} dev examples; "
+        f"{m.get('steps')} of {m.get('total_steps')} steps"
+        f"{' (stopped early)' if m.get('stopped_early') else ''}; "
+        + (f"best dev loss {dev:.4f} at step {m.get('best_step')}; " if dev is not None else "")
+        + f"{m.get('tokens_per_s', 0):,.0f} tokens/s over {m.get('elapsed_s', 0):.0f} s.",
+        f"Adapter: `{section.get('adapter_dir')}`.",
+    ]
+    if prov.get("forced"):
+        lines += ["", f"**Forced**: the advisor's verdict was `{prov.get('gate_verdict')}`, not `fine_tune`."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,77 @@
+"""Export: merged model equals base + adapter; model card and decision update carry the provenance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tiny import rotten_tomatoes_examples, tiny_llama  # noqa: E402
+
+from pipeline.config import TrainConfig  # noqa: E402
+from pipeline.export import merge_adapter, model_card_markdown, update_decision  # noqa: E402
+from pipeline.train import markdown_section  # noqa: E402
+
+SECTION = {
+    "method": "lora",
+    "base_model": "/models/base",
+    "adapter_dir": "/run/train/adapter",
+    "config": TrainConfig().to_dict(),
+    "metrics": {
+        "steps": 10,
+        "total_steps": 10,
+        "best_step": 8,
+        "best_dev_loss": 0.5,
+        "n_train": 30,
+        "n_dev": 10,
+        "tokens_per_s": 123.0,
+        "elapsed_s": 4.0,
+        "world_size": 1,
+    },
+    "provenance": {"gate_verdict": "prompt", "forced": True, "data_sha256": "deadbeef"},
+}
+
+
+def test_merged_model_gives_the_adapters_logits(tmp_path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.train import train
+
+    torch.set_num_threads(1)
+    model_dir = tiny_llama(tmp_path)
+    ex = rotten_tomatoes_examples(20, seed=4)
+    cfg = TrainConfig(batch_size=4, max_seq_len=48, lr=2e-2, max_steps=3, eval_every=0, save_every=0)
+    res = train(model_dir, ex, [], tmp_path / "out", cfg, progress=False)
+    merged_dir = merge_adapter(model_dir, res.adapter_dir, tmp_path / "merged")
+    assert (merged_dir / "model.safetensors").is_file() and (merged_dir / "tokenizer.json").is_file()
+    probe = torch.tensor([[7, 30, 2, 99, 14]])
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()(input_ids=probe).logits
+        peft = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(model_dir), res.adapter_dir
+        ).eval()
+        assert torch.allclose(merged, peft(input_ids=probe).logits, atol=1e-5)
+
+
+def test_model_card_and_training_section_show_hash_config_metrics_and_force() -> None:
+    card = model_card_markdown(SECTION)
+    assert "deadbeef" in card and "forced against the verdict" in card and "| r | 8 |" in card
+    assert "| best_dev_loss | 0.5 |" in card and "library_name: peft" in card
+    md = markdown_section(SECTION)
+    assert "best dev loss 0.5000 at step 8" in md and "Forced" in md
+    assert "Not run" in markdown_section(None)
+
+
+def test_update_decision_keeps_other_sections(tmp_path: Path) -> None:
+    (tmp_path / "decision.json").write_text(
+        json.dumps({"decision": {"verdict": "fine_tune"}, "signals": {"a": 1}})
+    )
+    update_decision(tmp_path, {"training": SECTION}, signals={"finetune_verified": True})
+    doc = json.loads((tmp_path / "decision.json").read_text())
+    assert doc["decision"] == {"verdict": "fine_tune"} and doc["training"]["provenance"]["forced"] is True
+    assert doc["signals"] == {"a": 1, "finetune_verified": True}
+    assert not list(tmp_path.glob(".*tmp*"))  # the temp file was renamed into place
