@@ -1,0 +1,702 @@
+"""Data intake: read task data in any supported format and normalise it into `Example`s.
+
+Formats (detected per file from the first record that parses as a JSON object; `fmt` forces one):
+
+- ``chat``: OpenAI chat JSONL, ``{"messages": [{"role": ..., "content": ...}, ...]}``. Roles are
+  system/user/assistant; the last turn must be the assistant's and is the target; the earlier turns are
+  the input and must contain a user turn.
+- ``prompt_completion``: ``{"prompt": ..., "completion": ...}``; the prompt becomes the user turn.
+- ``alpaca``: ``{"instruction": ..., "input": ..., "output": ...}``; ``input`` is optional; the user turn
+  is the instruction, followed by a blank line and the input when the input is not empty.
+- ``table``: CSV, TSV, Parquet, or JSONL of flat records. One column is the input (the user turn), one is
+  the target. Without ``input_col``/``output_col`` the first column found among `INPUT_COLUMN_GUESSES`
+  (and `OUTPUT_COLUMN_GUESSES`) is used, by exact name and then case-insensitively. Numbers and booleans
+  in a table cell are turned into text (labels are often 0/1).
+
+The container comes from the file extension: ``.jsonl``, ``.ndjson`` and ``.json`` are JSON Lines,
+``.csv`` and ``.tsv`` are delimited text with a header row (standard double-quote quoting), ``.parquet``
+is Parquet. JSON Lines and delimited text are streamed one line at a time, Parquet one batch at a time,
+so memory stays bounded by the longest record (`MAX_LINE_BYTES`), not the file.
+
+Input rules: a UTF-8 byte-order mark at the start of the file is accepted silently; blank lines are
+skipped; a missing or empty input field is an error, while an empty *target* is accepted and counted by
+the audit (`empty_target_count`), because it is a data-quality finding rather than a malformed record.
+Every problem names the file, the line (JSON Lines; for tables the data row and the line it ends on) and
+the field. `load_examples` reports up to `MAX_PROBLEMS` problems in one `DataError`, then stops reading.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import functools
+import hashlib
+import json
+import math
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import ConfigError, DataError, Problem
+from advisor.types import ROLES, Example, Message, TaskKind
+
+MAX_PROBLEMS = 20
+"""Problems collected before `load_examples` stops reading and raises one `DataError` listing them."""
+
+MAX_LINE_BYTES = 64 * 1024 * 1024
+"""Longest accepted JSON Lines / CSV line; a longer one is reported (and skipped) without reading it whole."""
+
+FORMATS = ("chat", "prompt_completion", "alpaca", "table")
+JSONL_EXTENSIONS = (".jsonl", ".ndjson", ".json")
+TABLE_EXTENSIONS = (".csv", ".tsv", ".parquet")
+
+INPUT_COLUMN_GUESSES = ("text", "input", "prompt", "question", "sentence")
+OUTPUT_COLUMN_GUESSES = ("label", "output", "target", "completion", "answer", "category")
+
+# Task detection: targets form a small closed label set when all of these hold (see `detect_task`).
+MAX_LABELS = 20
+"""At most this many distinct (stripped, non-empty) targets."""
+MAX_LABEL_WORDS = 4
+"""Every distinct target has at most this many whitespace-separated words..."""
+MAX_LABEL_CHARS = 40
+"""...and at most this many characters."""
+MIN_EXAMPLES_PER_LABEL = 5
+"""Targets repeat: the distinct count is at most n / 5 (at least 2 labels are always allowed)."""
+
+_PAD_ROLES = ", ".join(ROLES)
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """A whole data file, validated and normalised."""
+
+    path: str
+    fmt: str
+    examples: tuple[Example, ...]
+    sha256: str
+    n_records: int
+
+
+class _Full(Exception):
+    """Raised inside the readers when the problem list is full, to stop reading."""
+
+
+@dataclass
+class _State:
+    """What a reader learns while it streams: the detected format and how many records it saw."""
+
+    fmt: str | None = None
+    n_records: int = 0
+
+
+def iter_examples(
+    path: str | os.PathLike[str],
+    *,
+    fmt: str | None = None,
+    input_col: str | None = None,
+    output_col: str | None = None,
+    problems: list[Problem] | None = None,
+    max_problems: int = MAX_PROBLEMS,
+) -> Iterator[Example]:
+    """Stream the examples of one data file.
+
+    Without `problems`, the first malformed record raises `DataError`. With a list, each malformed record
+    appends a `Problem` and is skipped; reading stops (the iterator ends) once the list holds
+    `max_problems`. Problems with the file as a whole (missing, a directory, empty, unknown extension,
+    missing table columns) always raise at once.
+    """
+    return _iter(path, _State(), fmt, input_col, output_col, problems, max_problems)
+
+
+def load_examples(
+    path: str | os.PathLike[str],
+    *,
+    fmt: str | None = None,
+    input_col: str | None = None,
+    output_col: str | None = None,
+    max_problems: int = MAX_PROBLEMS,
+) -> LoadedData:
+    """Read and validate a whole file; raise one `DataError` listing up to `max_problems` problems."""
+    problems: list[Problem] = []
+    state = _State()
+    try:
+        examples = tuple(_iter(path, state, fmt, input_col, output_col, problems, max_problems))
+    except DataError as exc:
+        # A whole-file finding after record problems (say, "no data rows" when every row was bad)
+        # is reported after them, so the record problems are not lost.
+        raise DataError(problems=problems + exc.problems) from None
+    if problems:
+        if len(problems) >= max_problems:
+            problems.append(
+                Problem(
+                    f"stopped reading after {max_problems} problems; fix these and run again", file=str(path)
+                )
+            )
+        raise DataError(problems=problems)
+    return LoadedData(
+        path=str(path),
+        fmt=state.fmt or "",
+        examples=examples,
+        sha256=file_sha256(path),
+        n_records=state.n_records,
+    )
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def detect_task(examples: Iterable[Example]) -> tuple[TaskKind, tuple[str, ...]]:
+    """Classification when the stripped targets come from a small closed set, else generation.
+
+    Classification needs all of: at least 2 and at most `MAX_LABELS` (20) distinct non-empty stripped
+    targets; each of them at most `MAX_LABEL_WORDS` (4) words and `MAX_LABEL_CHARS` (40) characters; and
+    repetition, i.e. the distinct count is at most n / `MIN_EXAMPLES_PER_LABEL` (n / 5), but 2 labels are
+    always allowed. Empty targets are ignored here (the audit counts them). Labels come back sorted.
+    The CLI's ``--task`` overrides the result.
+    """
+    counts = LabelCounter()
+    for ex in examples:
+        counts.add(ex.target)
+    return counts.decide()
+
+
+class LabelCounter:
+    """Streaming state for `detect_task`: counts distinct targets until there are too many to be labels."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.n = 0
+        self.overflow = False
+
+    def add(self, target: str) -> None:
+        self.n += 1
+        if self.overflow:
+            return
+        label = target.strip()
+        if not label:
+            return
+        if label not in self.counts and (
+            len(self.counts) >= MAX_LABELS
+            or len(label) > MAX_LABEL_CHARS
+            or len(label.split()) > MAX_LABEL_WORDS
+        ):
+            self.overflow = True
+            self.counts.clear()
+            return
+        self.counts[label] += 1
+
+    def decide(self) -> tuple[TaskKind, tuple[str, ...]]:
+        distinct = len(self.counts)
+        if self.overflow or distinct < 2 or distinct > max(2, self.n // MIN_EXAMPLES_PER_LABEL):
+            return TaskKind.GENERATE, ()
+        return TaskKind.CLASSIFY, tuple(sorted(self.counts))
+
+
+def with_labels(examples: Iterable[Example], labels: Iterable[str]) -> tuple[Example, ...]:
+    """Set `Example.label` to the stripped target when it is one of `labels` (else None)."""
+    allowed = set(labels)
+    out = []
+    for ex in examples:
+        label = ex.target.strip()
+        out.append(replace(ex, label=label if label in allowed else None))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Readers
+
+
+def _iter(
+    path: str | os.PathLike[str],
+    state: _State,
+    fmt: str | None,
+    input_col: str | None,
+    output_col: str | None,
+    problems: list[Problem] | None,
+    max_problems: int,
+) -> Iterator[Example]:
+    name = str(path)
+    if fmt is not None and fmt not in FORMATS:
+        raise ConfigError(f"unknown format '{fmt}'; expected one of {', '.join(FORMATS)}", field="format")
+    p = Path(path)
+    if not p.exists():
+        raise DataError("no such file", file=name)
+    if p.is_dir():
+        raise DataError("is a directory; pass a data file", file=name)
+    ext = p.suffix.lower()
+    if ext not in JSONL_EXTENSIONS + TABLE_EXTENSIONS:
+        shown = f"'{p.suffix}'" if p.suffix else "none"
+        known = ", ".join(JSONL_EXTENSIONS + TABLE_EXTENSIONS)
+        raise DataError(
+            f"unknown file extension ({shown}); expected one of {known}",
+            file=name,
+        )
+    if ext in TABLE_EXTENSIONS and fmt not in (None, "table"):
+        raise ConfigError(f"format '{fmt}' needs a JSON Lines file, not {ext}", field="format")
+
+    def report(problem: Problem) -> None:
+        if problems is None:
+            raise DataError(problems=[problem])
+        problems.append(problem)
+        if len(problems) >= max_problems:
+            raise _Full
+
+    try:
+        if ext in JSONL_EXTENSIONS:
+            yield from _iter_jsonl(p, name, state, fmt, input_col, output_col, report)
+        elif ext == ".parquet":
+            state.fmt = "table"
+            yield from _iter_parquet(p, name, state, input_col, output_col, report)
+        else:
+            state.fmt = "table"
+            yield from _iter_delimited(
+                p, name, state, "\t" if ext == ".tsv" else ",", input_col, output_col, report
+            )
+    except _Full:
+        return
+
+
+def _raw_lines(fh: Any, name: str, report: Callable[[Problem], None]) -> Iterator[tuple[int, str]]:
+    """(line number, decoded text) for every line; undecodable or over-long lines are reported."""
+    lineno = 0
+    while True:
+        raw = fh.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        lineno += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while chunk := fh.readline(1 << 20):
+                if chunk.endswith(b"\n"):
+                    break
+            report(
+                Problem(
+                    f"line longer than {MAX_LINE_BYTES // (1 << 20)} MiB; skipped", file=name, line=lineno
+                )
+            )
+            continue
+        if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            report(
+                Problem(
+                    f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line); "
+                    "save the file as UTF-8",
+                    file=name,
+                    line=lineno,
+                )
+            )
+            continue
+        yield lineno, text
+
+
+def _kind(obj: dict[str, Any]) -> str | None:
+    """The record format a JSON object looks like, or None for a plain flat record (a table row)."""
+    if "messages" in obj:
+        return "chat"
+    if "instruction" in obj:
+        return "alpaca"
+    if "completion" in obj or ("prompt" in obj and not any(k in obj for k in OUTPUT_COLUMN_GUESSES)):
+        return "prompt_completion"
+    return None
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _iter_jsonl(
+    p: Path,
+    name: str,
+    state: _State,
+    fmt: str | None,
+    input_col: str | None,
+    output_col: str | None,
+    report: Callable[[Problem], None],
+) -> Iterator[Example]:
+    if fmt is None and (input_col is not None or output_col is not None):
+        fmt = "table"
+    first_line = 0
+    columns: tuple[str, str] | None = None
+    with p.open("rb") as fh:
+        for lineno, text in _raw_lines(fh, name, report):
+            if text.isspace() or not text:
+                continue
+            state.n_records += 1
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                report(Problem(f"invalid JSON: {exc.msg} (column {exc.colno})", file=name, line=lineno))
+                continue
+            if not isinstance(obj, dict):
+                report(
+                    Problem(
+                        f"wrong type: expected a JSON object, got {_type_name(obj)}", file=name, line=lineno
+                    )
+                )
+                continue
+            kind = _kind(obj)
+            if fmt is None:
+                fmt = kind or "table"
+            if state.fmt is None:
+                state.fmt = fmt
+                first_line = lineno
+            if fmt == "table":
+                if columns is None:
+                    columns = _resolve_columns(list(obj), input_col, output_col, name, lineno)
+                if kind is not None and not all(c in obj for c in columns):
+                    report(_mixed(name, lineno, kind, fmt, first_line))
+                    continue
+                result = _from_row(obj, columns, name, lineno, lineno)
+            elif kind is not None and kind != fmt:
+                report(_mixed(name, lineno, kind, fmt, first_line))
+                continue
+            elif fmt == "chat":
+                result = _from_chat(obj, name, lineno)
+            elif fmt == "prompt_completion":
+                result = _from_prompt_completion(obj, name, lineno)
+            else:
+                result = _from_alpaca(obj, name, lineno)
+            if isinstance(result, Problem):
+                report(result)
+            else:
+                yield result
+    if state.n_records == 0:
+        raise DataError("the file is empty (no records)", file=name)
+
+
+def _mixed(name: str, lineno: int, kind: str | None, fmt: str, first_line: int) -> Problem:
+    return Problem(
+        f"mixed formats: this record looks like {kind or 'a table row'}, but the file's format is {fmt} "
+        f"(from line {first_line}); use one format per file",
+        file=name,
+        line=lineno,
+    )
+
+
+def _text_field(
+    obj: dict[str, Any],
+    key: str,
+    field: str,
+    name: str,
+    line: int,
+    *,
+    allow_empty: bool = False,
+    required: bool = True,
+) -> str | Problem:
+    if key not in obj or (obj[key] is None and not required):
+        if required:
+            return Problem("missing", file=name, line=line, field=field)
+        return ""
+    value = obj[key]
+    if not isinstance(value, str):
+        return Problem(
+            f"wrong type: expected a string, got {_type_name(value)}", file=name, line=line, field=field
+        )
+    if not allow_empty and not value.strip():
+        return Problem("empty", file=name, line=line, field=field)
+    return value
+
+
+_ROLE_SET = frozenset(ROLES)
+
+
+def _from_chat(obj: dict[str, Any], name: str, line: int) -> Example | Problem:
+    """The common case, checked with as little work per turn as possible; anything odd goes to the
+    detailed check, which names the problem."""
+    msgs = obj.get("messages")
+    if type(msgs) is list and len(msgs) >= 2:
+        last = msgs[-1]
+        if type(last) is dict and last.get("role") == "assistant" and type(last.get("content")) is str:
+            turns = []
+            user = False
+            for m in msgs[:-1]:
+                if type(m) is not dict:
+                    break
+                role, content = m.get("role"), m.get("content")
+                if type(role) is not str or role not in _ROLE_SET or type(content) is not str:
+                    break
+                if not content or content.isspace():
+                    break
+                if role == "user":
+                    user = True
+                    turns.append(Message(role, content))
+                else:
+                    turns.append(_shared_message(role, content))
+            else:
+                if user:
+                    return Example(line=line, messages=tuple(turns), target=last["content"])
+    return _check_chat(obj, name, line)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_message(role: str, content: str) -> Message:
+    """System prompts and shared history repeat on every record: build each such turn once."""
+    return Message(role, content)
+
+
+def _check_chat(obj: dict[str, Any], name: str, line: int) -> Example | Problem:
+    msgs = obj.get("messages")
+    if msgs is None:
+        return Problem("missing", file=name, line=line, field="messages")
+    if not isinstance(msgs, list):
+        return Problem(
+            f"wrong type: expected a list of messages, got {_type_name(msgs)}",
+            file=name,
+            line=line,
+            field="messages",
+        )
+    if not msgs:
+        return Problem(
+            "empty: need a user turn and a final assistant turn", file=name, line=line, field="messages"
+        )
+    turns: list[Message] = []
+    last = len(msgs) - 1
+    for i, m in enumerate(msgs):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            return Problem(
+                f"wrong type: expected an object, got {_type_name(m)}", file=name, line=line, field=where
+            )
+        role = _text_field(m, "role", f"{where}.role", name, line)
+        if isinstance(role, Problem):
+            return role
+        if role not in ROLES:
+            return Problem(
+                f"unknown role '{role}'; expected one of {_PAD_ROLES}",
+                file=name,
+                line=line,
+                field=f"{where}.role",
+            )
+        content = _text_field(m, "content", f"{where}.content", name, line, allow_empty=i == last)
+        if isinstance(content, Problem):
+            return content
+        turns.append(Message(role, content))
+    if turns[-1].role != "assistant":
+        return Problem(
+            f"the last turn is '{turns[-1].role}'; it must be the assistant's reply (the target)",
+            file=name,
+            line=line,
+            field=f"messages[{last}].role",
+        )
+    if not any(t.role == "user" for t in turns[:-1]):
+        return Problem("no user turn before the assistant's reply", file=name, line=line, field="messages")
+    return Example(line=line, messages=tuple(turns[:-1]), target=turns[-1].content)
+
+
+def _from_prompt_completion(obj: dict[str, Any], name: str, line: int) -> Example | Problem:
+    prompt = _text_field(obj, "prompt", "prompt", name, line)
+    if isinstance(prompt, Problem):
+        return prompt
+    completion = _text_field(obj, "completion", "completion", name, line, allow_empty=True)
+    if isinstance(completion, Problem):
+        return completion
+    return Example(line=line, messages=(Message("user", prompt),), target=completion)
+
+
+def _from_alpaca(obj: dict[str, Any], name: str, line: int) -> Example | Problem:
+    instruction = _text_field(obj, "instruction", "instruction", name, line)
+    if isinstance(instruction, Problem):
+        return instruction
+    extra = _text_field(obj, "input", "input", name, line, allow_empty=True, required=False)
+    if isinstance(extra, Problem):
+        return extra
+    output = _text_field(obj, "output", "output", name, line, allow_empty=True)
+    if isinstance(output, Problem):
+        return output
+    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    return Example(line=line, messages=(Message("user", user),), target=output)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables
+
+
+def _guess(available: list[str], guesses: tuple[str, ...], exclude: str | None) -> str | None:
+    for g in guesses:
+        if g in available and g != exclude:
+            return g
+    lowered = {a.lower(): a for a in reversed(available)}
+    for g in guesses:
+        if g in lowered and lowered[g] != exclude:
+            return lowered[g]
+    return None
+
+
+def _resolve_columns(
+    available: list[str], input_col: str | None, output_col: str | None, name: str, line: int | None
+) -> tuple[str, str]:
+    listed = ", ".join(available) if available else "(none)"
+    chosen: list[str] = []
+    for given, guesses, what, flag in (
+        (input_col, INPUT_COLUMN_GUESSES, "input", "--input-col"),
+        (output_col, OUTPUT_COLUMN_GUESSES, "output", "--output-col"),
+    ):
+        if given is not None:
+            if given not in available:
+                raise DataError(
+                    f"{what} column '{given}' not found; available columns: {listed}",
+                    file=name,
+                    line=line,
+                    field=given,
+                )
+            chosen.append(given)
+            continue
+        guess = _guess(available, guesses, chosen[0] if chosen else None)
+        if guess is None:
+            raise DataError(
+                f"no {what} column: none of {', '.join(guesses)} found; available columns: {listed}; "
+                f"pass {flag}",
+                file=name,
+                line=line,
+                field=what,
+            )
+        chosen.append(guess)
+    if chosen[0] == chosen[1]:
+        raise DataError(f"input and output are the same column '{chosen[0]}'", file=name, field=chosen[0])
+    return chosen[0], chosen[1]
+
+
+def _cell(value: Any, field: str, name: str, line: int, where: str, *, allow_empty: bool) -> str | Problem:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return Problem(f"{where}missing value", file=name, line=line, field=field)
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    elif isinstance(value, int | float):
+        value = str(value)
+    elif not isinstance(value, str):
+        return Problem(
+            f"{where}wrong type: expected text or a number, got {_type_name(value)}",
+            file=name,
+            line=line,
+            field=field,
+        )
+    if not allow_empty and not value.strip():
+        return Problem(f"{where}empty", file=name, line=line, field=field)
+    return value
+
+
+def _from_row(
+    row: dict[str, Any], columns: tuple[str, str], name: str, line: int, ex_line: int, where: str = ""
+) -> Example | Problem:
+    in_col, out_col = columns
+    for col in columns:
+        if col not in row:
+            return Problem(f"{where}missing", file=name, line=line, field=col)
+    text = _cell(row[in_col], in_col, name, line, where, allow_empty=False)
+    if isinstance(text, Problem):
+        return text
+    target = _cell(row[out_col], out_col, name, line, where, allow_empty=True)
+    if isinstance(target, Problem):
+        return target
+    return Example(line=ex_line, messages=(Message("user", text),), target=target)
+
+
+def _iter_delimited(
+    p: Path,
+    name: str,
+    state: _State,
+    delimiter: str,
+    input_col: str | None,
+    output_col: str | None,
+    report: Callable[[Problem], None],
+) -> Iterator[Example]:
+    # The default limit (128 KiB per field) would reject a long but valid document.
+    csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, MAX_LINE_BYTES)))
+    with p.open("rb") as fh:
+        reader = csv.reader((text for _, text in _raw_lines(fh, name, report)), delimiter=delimiter)
+        header: list[str] | None = None
+        columns: tuple[str, str] | None = None
+        idx: tuple[int, int] = (0, 0)
+        row_no = 0
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                report(Problem(f"row {row_no + 1}: unreadable: {exc}", file=name, line=reader.line_num))
+                continue
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if header is None:
+                header = [h.strip() for h in row]
+                columns = _resolve_columns(header, input_col, output_col, name, reader.line_num)
+                idx = (header.index(columns[0]), header.index(columns[1]))
+                continue
+            row_no += 1
+            state.n_records += 1
+            assert columns is not None
+            if len(row) != len(header):
+                report(
+                    Problem(
+                        f"row {row_no} has {len(row)} fields, the header has {len(header)}",
+                        file=name,
+                        line=reader.line_num,
+                    )
+                )
+                continue
+            result = _from_row(
+                {columns[0]: row[idx[0]], columns[1]: row[idx[1]]},
+                columns,
+                name,
+                reader.line_num,
+                row_no,
+                where=f"row {row_no}: ",
+            )
+            if isinstance(result, Problem):
+                report(result)
+            else:
+                yield result
+    if header is None:
+        raise DataError("the file is empty (no header row)", file=name)
+    if row_no == 0:
+        raise DataError("the file has a header but no data rows", file=name)
+
+
+def _iter_parquet(
+    p: Path,
+    name: str,
+    state: _State,
+    input_col: str | None,
+    output_col: str | None,
+    report: Callable[[Problem], None],
+) -> Iterator[Example]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(p)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"not a readable Parquet file: {exc}", file=name) from None
+    columns = _resolve_columns(list(pf.schema_arrow.names), input_col, output_col, name, None)
+    row_no = 0
+    for batch in pf.iter_batches(batch_size=4096, columns=list(columns)):
+        ins = batch.column(columns[0]).to_pylist()
+        outs = batch.column(columns[1]).to_pylist()
+        for a, b in zip(ins, outs, strict=True):
+            row_no += 1
+            state.n_records += 1
+            result = _from_row(
+                {columns[0]: a, columns[1]: b}, columns, name, row_no, row_no, where=f"row {row_no}: "
+            )
+            if isinstance(result, Problem):
+                report(result)
+            else:
+                yield result
+    if row_no == 0:
+        raise DataError("the file has no data rows", file=name)
