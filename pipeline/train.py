@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from advisor.errors import ConfigError, DataError
+from advisor.errors import ConfigError, DataError, Problem
 from advisor.types import Example, TaskKind
 from pipeline.config import TrainConfig
 from pipeline.gate import GateResult, check_gate
@@ -581,6 +581,7 @@ def train(
     ckpt = latest_checkpoint(ckpt_root) if resume else None
     if ckpt is not None:
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+        _check_resumable(state, cfg, d, ckpt)
         _load_trainable(model, state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -770,6 +771,30 @@ def train(
 
         dist.barrier()
     return result
+
+
+def _check_resumable(state: dict[str, Any], cfg: TrainConfig, d: Dist, ckpt: Path) -> None:
+    """A checkpoint continues only the run that wrote it: same settings, same number of processes."""
+    if state["world_size"] != d.world:
+        raise ConfigError(
+            f"the checkpoint was written by {state['world_size']} process(es); resume with the same number "
+            f"(this run has {d.world})",
+            file=str(ckpt),
+        )
+    now, then = cfg.to_dict(), state["config"]
+    changed = sorted(k for k in now if k != "merge" and now[k] != then.get(k))
+    if changed:
+        raise ConfigError(
+            problems=[
+                Problem(
+                    f"differs from the interrupted run ({then.get(k)!r}); resume with the same settings "
+                    "or start again without --resume",
+                    file=str(ckpt),
+                    field=k,
+                )
+                for k in changed
+            ]
+        )
 
 
 def _gather_objects(obj: Any, d: Dist) -> list[Any]:

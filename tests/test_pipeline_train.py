@@ -393,3 +393,13 @@ def test_forced_run_trains_on_train_split_only_and_records_the_override(model_di
     doc = json.loads((run / "decision.json").read_text())
     assert doc["training"]["provenance"]["forced"] is True
     assert doc["decision"]["verdict"] == "prompt"  # the advisor's verdict itself is untouched
+
+
+def test_resume_with_changed_settings_is_refused(model_dir, examples, tmp_path) -> None:
+    cfg = TrainConfig(**FAST, max_steps=2, eval_every=0, save_every=2)
+    train(model_dir, examples[:16], [], tmp_path / "out", cfg, progress=False)
+    with pytest.raises(ConfigError) as err:
+        train(
+            model_dir, examples[:16], [], tmp_path / "out", cfg.replace(lr=1e-3), resume=True, progress=False
+        )
+    assert [p.field for p in err.value.problems] == ["lr"]

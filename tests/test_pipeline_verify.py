@@ -126,6 +126,10 @@ def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) ->
     assert section["finetuned"]["latency"]["n"] == 2 and section["baseline"]["latency"]["n"] == 2
     assert doc["signals"]["finetune_verified"] == section["finetune_verified"]
     assert doc["signals"]["finetune_score"] == pytest.approx(acc) and doc["signals"]["n_eval"] == 20
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).parents[1] / "advisor/schema/decision.schema.json").read_text())
+    for key in ("training", "verification"):
+        jsonschema.validate(doc[key], schema["properties"][key])
     card = (run / "train" / "adapter" / "README.md").read_text()
     assert "## Fine-tuning verification" in card and best in card
     md = markdown_section(section)
