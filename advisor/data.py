@@ -340,12 +340,16 @@ def _iter_jsonl(
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                report(Problem(f"invalid JSON: {exc.msg} (column {exc.colno})", file=name, line=lineno))
+                hint = _ARRAY_HINT if state.n_records == 1 and text.lstrip().startswith("[") else ""
+                report(Problem(f"invalid JSON: {exc.msg} (column {exc.colno}){hint}", file=name, line=lineno))
                 continue
             if not isinstance(obj, dict):
+                hint = _ARRAY_HINT if state.n_records == 1 and isinstance(obj, list) else ""
                 report(
                     Problem(
-                        f"wrong type: expected a JSON object, got {_type_name(obj)}", file=name, line=lineno
+                        f"wrong type: expected a JSON object, got {_type_name(obj)}{hint}",
+                        file=name,
+                        line=lineno,
                     )
                 )
                 continue
@@ -377,6 +381,9 @@ def _iter_jsonl(
                 yield result
     if state.n_records == 0:
         raise DataError("the file is empty (no records)", file=name)
+
+
+_ARRAY_HINT = "; the file looks like one JSON array, but it must be JSON Lines (one object per line)"
 
 
 def _mixed(name: str, lineno: int, kind: str | None, fmt: str, first_line: int) -> Problem:
@@ -644,7 +651,12 @@ def _iter_delimited(
             if len(row) != len(header):
                 report(
                     Problem(
-                        f"row {row_no} has {len(row)} fields, the header has {len(header)}",
+                        f"row {row_no} has {len(row)} fields, the header has {len(header)}"
+                        + (
+                            "; a quoted field may lack its closing quote"
+                            if any("\n" in f for f in row)
+                            else ""
+                        ),
                         file=name,
                         line=reader.line_num,
                     )

@@ -114,6 +114,12 @@ MALFORMED_CASES: list[tuple[str, str, bytes | None, str]] = [
         GOOD_CHAT + b'{"prompt": "caf\xe9 society", "completion": "x"}\n',
         "bad.jsonl:2: not valid UTF-8",
     ),
+    (
+        "json_array_not_lines",
+        "novels.json",
+        b"[\n" + GOOD_PC.rstrip(b"\n") + b",\n" + GOOD_PC + b"]\n",
+        "novels.json:1: invalid JSON: Expecting value (column 1); the file looks like one JSON array",
+    ),
     # prompt/completion and alpaca JSONL
     (
         "completion_missing",
@@ -174,6 +180,16 @@ MALFORMED_CASES: list[tuple[str, str, bytes | None, str]] = [
         + MELVILLE.encode()
         + b",Moby-Dick,1851\n",
         "bad.csv:3: row 2 has 3 fields, the header has 2",
+    ),
+    (
+        "csv_unclosed_quote",
+        "bad.csv",
+        b'text,label\n"'
+        + MELVILLE.encode()
+        + b",Moby-Dick\n"
+        + DICKENS.encode()
+        + b",A Tale of Two Cities\n",
+        "bad.csv:3: row 1 has 1 fields, the header has 2; a quoted field may lack",
     ),
     (
         "csv_short_row",
