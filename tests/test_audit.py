@@ -265,3 +265,16 @@ def test_signals_section_and_markdown(rt_1000: list[Example]) -> None:
     assert "| fresh |" in md and "| rotten |" in md
     assert "approximation: ceil(characters / 4)" in md
     assert "700 train, 100 dev, 200 eval" in md
+
+
+def test_audit_and_split_sections_match_the_shipped_schema(rt_1000: list[Example], rt_snippets) -> None:
+    import jsonschema
+
+    schema_path = Path(audit_mod.__file__).parent / "schema" / "decision.schema.json"
+    props = json.loads(schema_path.read_text(encoding="utf-8"))["properties"]
+    split = make_split(rt_1000, seed=0)
+    classify = audit(rt_1000, TaskKind.CLASSIFY, ("fresh", "rotten"))
+    generate = audit([ex(1, "Summarise the review.", rt_snippets[0][0]), ex(2, "Summarise it.", "")])
+    for result in (classify, generate):
+        jsonschema.validate(json.loads(json.dumps(result.to_dict())), props["audit"])
+    jsonschema.validate(split_section(split), props["split"])
