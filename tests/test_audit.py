@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import string
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -62,6 +64,17 @@ def test_normalise_casefolds_strips_punctuation_and_collapses_space() -> None:
     assert normalise("  A Gem,  of a FILM!!\n") == "a gem of a film"
     assert normalise("Café — très   BIEN.") == "café très bien"
     assert normalise("Straße") == normalise("STRASSE")
+
+
+def test_the_fast_ascii_normalisation_matches_the_general_rule(rt_snippets) -> None:
+    general = audit_mod._PUNCT
+    rng = random.Random(0)
+    alphabet = string.printable + "\x1c\x1f\x85\xa0é—“”"
+    texts = [t for t, _ in rt_snippets] + [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(3000)
+    ]
+    for text in texts:
+        assert normalise(text) == " ".join(general.sub("", text.casefold()).split()), repr(text)
 
 
 def test_exact_and_normalised_duplicates(rt_snippets) -> None:
