@@ -402,6 +402,8 @@ def compare(
         raise ValueError("compare needs the same eval items (lines) on both sides")
     b = [by_line[it.line] for it in after]
     if metric == "macro_f1":
+        if not labels:
+            raise ValueError("compare on macro_f1 needs the label set")
         diff = stats.paired_bootstrap_macro_f1(
             [it.target for it in after],
             [it.prediction for it in after],
@@ -439,8 +441,12 @@ def _items_needed(a: ArmResult, b: ArmResult, metric: str, min_gain: float, alph
     return stats.items_needed_paired_proportions(min_gain, disc, alpha=alpha)
 
 
-def _check(task: TaskKind, target_metric: str, quality_target: float | None, min_gain: float) -> float:
+def _check(
+    task: TaskKind, labels: Sequence[str], target_metric: str, quality_target: float | None, min_gain: float
+) -> float:
     """Validate the measurement settings; returns the quality target."""
+    if task is TaskKind.CLASSIFY and len(set(labels)) < 2:
+        raise ConfigError(f"classification needs at least two labels, got {list(labels)}", field="labels")
     if quality_target is None:
         raise ConfigError(
             "a quality target is needed to judge prompting (e.g. --target accuracy=0.85)",
@@ -475,7 +481,7 @@ def evaluate_arms(
     progress: Progress | None = None,
 ) -> PromptingResult:
     """Measure every arm, compare each with the next cheaper arm and with zero-shot, judge the plateau."""
-    target = _check(task, target_metric, quality_target, min_gain)
+    target = _check(task, labels, target_metric, quality_target, min_gain)
     if not arms or not eval_items:
         raise ConfigError("prompting needs at least one arm and one eval item", field="eval_size")
     selector = DemoSelector(train, seed)

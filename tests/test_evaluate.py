@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from fakes import FakeBackend, rotten_tomatoes
 
+import advisor
 from advisor.errors import ConfigError
 from advisor.evaluate import (
     SIGNAL_NAMES,
@@ -210,5 +212,46 @@ def test_bad_config(split):
         _run(train, evals[:5], min_gain=0.0)
     with pytest.raises(ConfigError):
         _run(train, evals[:5], quality_target=1.5)
+    with pytest.raises(ConfigError, match="two labels"):
+        _run(train, evals[:5], labels=("positive",))
     with pytest.raises(ConfigError, match="quality target"):
         _run(train, evals[:5], quality_target=None)
+
+
+def test_section_matches_the_schema(classified, split):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(
+        (Path(advisor.__file__).parent / "schema" / "decision.schema.json").read_text("utf-8")
+    )
+    sub = schema["properties"]["prompting"]
+    validator = jsonschema.Draft202012Validator(sub)
+    assert "properties" in sub, "the prompting subtree is still a placeholder"
+    validator.validate(classified[0].to_dict())
+    validator.validate(None)
+    generated, _ = _run(split[0], split[1][:8], task=TaskKind.GENERATE, labels=(), target_metric="token_f1")
+    validator.validate(json.loads(json.dumps(generated.to_dict())))
+
+
+def test_nearest_demos_per_item(split):
+    train, evals = split
+    fake = FakeBackend(KNOWS)
+    arms = build_arms(fake, TaskKind.CLASSIFY, LABELS, train, k_ladder=(2,), demo_selection="nearest")
+    result = evaluate_arms(
+        fake,
+        arms,
+        train,
+        evals[:12],
+        TaskKind.CLASSIFY,
+        LABELS,
+        seed=0,
+        target_metric="macro_f1",
+        quality_target=0.9,
+        min_gain=0.05,
+    )
+    arm = result.arm("few_shot_k2_nearest")
+    assert arm.selection == "nearest"
+    demo_sets = {it.demo_lines for it in arm.items}
+    assert len(demo_sets) > 1  # chosen per item
+    train_lines = {e.line for e in train}
+    assert all(len(d) == 2 and set(d) <= train_lines for d in demo_sets)
+    assert prompting_signals(result)["target_metric"] == "macro_f1"
