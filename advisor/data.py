@@ -697,7 +697,14 @@ def _iter_parquet(
         raise DataError(f"not a readable Parquet file: {exc}", file=name) from None
     columns = _resolve_columns(list(pf.schema_arrow.names), input_col, output_col, name, None)
     row_no = 0
-    for batch in pf.iter_batches(batch_size=4096, columns=list(columns)):
+    batches = pf.iter_batches(batch_size=4096, columns=list(columns))
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"unreadable after row {row_no}: {exc}", file=name) from None
+        if batch is None:
+            break
         ins = batch.column(columns[0]).to_pylist()
         outs = batch.column(columns[1]).to_pylist()
         for a, b in zip(ins, outs, strict=True):

@@ -338,3 +338,20 @@ def test_labels_are_sorted_and_with_labels_leaves_others_unset() -> None:
         None,
         "rotten",
     ]
+
+
+def test_corrupt_parquet_data_is_a_data_error(tmp_path: Path, rt_snippets) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [t for t, _ in rt_snippets] * 250
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"text": texts, "label": ["fresh"] * len(texts)}), path, row_group_size=2000)
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 3
+    raw[middle : middle + 2000] = bytes(2000)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(
+        DataError, match=r"c\.parquet: (unreadable after row \d+|not a readable Parquet file)"
+    ):
+        load_examples(path)
