@@ -46,7 +46,7 @@ class PowerLaw:
         return math.exp(log_n) if log_n < 700 else math.inf
 
 
-def fit_power_law(n: Sequence[float], error: Sequence[float]) -> PowerLaw:
+def fit_power_law(n: Sequence[float] | np.ndarray, error: Sequence[float] | np.ndarray) -> PowerLaw:
     """Least squares of log(error) = log(a) - b·log(n). Errors are clipped away from 0 first."""
     x = np.log(np.asarray(n, dtype=float))
     y = np.log(np.clip(np.asarray(error, dtype=float), 1e-6, None))

@@ -352,7 +352,7 @@ def _evidence(**changes: object) -> Evidence:
         cost=cost,
         learning_curve=curve,
         domain="legal",
-        domain_measure=DomainMeasure("inputs", 40, 30, 30.0, 12.0, 2.5, 1.4, 1.2),
+        domain_measure=DomainMeasure("inputs", 40, 30, 30.0, 12.0, 900.0, 36.0, 25.0, 2.5, 1.4, 1.2),
         needs_consistent_style=True,
         not_measured=(("examples", "why not"),),
     )
@@ -371,9 +371,9 @@ def test_evidence_signals() -> None:
     assert sig["probe_score"] == pytest.approx(0.82)
     assert sig["probe_beats_prompting"] is True
     assert isinstance(sig["examples_needed"], int) and sig["examples_needed"] > 800
-    assert sig["domain"] == "legal" and sig["domain_ppl_ratio"] == 2.5 and sig["domain_shift"] is True
+    assert sig["domain"] == "legal" and sig["domain_ppl_ratio"] == 25.0 and sig["domain_shift"] is True
     assert sig["tokens_per_word"] == 1.4 and sig["needs_consistent_style"] is True
-    assert evidence_signals(ev, domain_shift_ratio=3.0)["domain_shift"] is False
+    assert evidence_signals(ev, domain_shift_ratio=30.0)["domain_shift"] is False
     assert evidence_signals(replace(ev, latency_budget_ms=1500.0))["latency_over_budget"] is False
     assert evidence_signals(replace(ev, latency_budget_ms=None))["latency_over_budget"] is None
 
@@ -381,6 +381,12 @@ def test_evidence_signals() -> None:
         horizon_days = 2.0
 
     assert evidence_signals(ev, Cfg())["break_even_within_horizon"] is False
+
+    class Strict:
+        horizon_days = None
+        thresholds = {"domain_shift_ratio": 50.0}
+
+    assert evidence_signals(ev, Strict())["domain_shift"] is False
 
 
 def test_evidence_signals_not_measured_and_never_pays_back() -> None:
@@ -412,11 +418,16 @@ def test_to_dict_is_json_and_markdown_shows_the_evidence() -> None:
     assert "Break-even after 62,500 requests: 3.1 days" in md and "within the 90-day horizon" in md
     assert "Learning curve" in md and "| 800 | 0.820 |" in md
     assert "Examples needed for 0.9" in md
-    assert "ratio 2.50" in md and "Declared domain: legal." in md
+    assert "ratio 25.00" in md and "Declared domain: legal." in md
     assert "- examples: why not" in md
     assert markdown_section(None).strip().endswith("Not measured.")
     assert json.dumps(Evidence(task_kind="classify", cost=None).to_dict(), allow_nan=False)
-    nan = replace(ev, domain_measure=DomainMeasure("inputs", 1, 1, math.nan, 1.0, math.nan, 1.0, 1.0))
+    nan = replace(
+        ev,
+        domain_measure=DomainMeasure(
+            "inputs", 1, 1, math.nan, 1.0, math.nan, 1.0, math.nan, math.nan, 1.0, 1.0
+        ),
+    )
     assert nan.to_dict()["domain_measure"]["ratio"] is None
 
 
@@ -564,3 +575,19 @@ def test_gather_evidence_reads_the_harness_result() -> None:
     sig = evidence_signals(ev)
     assert sig["volume_per_day"] == 50.0 and sig["monthly_cost_best_arm"] is not None
     assert sig["domain_ppl_ratio"] is not None
+
+
+def _evidence_schema() -> dict:
+    path = Path(__file__).resolve().parents[1] / "advisor" / "schema" / "decision.schema.json"
+    return json.loads(path.read_text(encoding="utf-8"))["properties"]["evidence"]
+
+
+def test_evidence_document_matches_the_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(_evidence_schema())
+    model = fit_latency([LatencySample("a", p, 2, 0.1 + 0.001 * p) for p in (10, 50, 90)])
+    for ev in (_evidence(latency_model=model), _evidence(), Evidence(task_kind="generate")):
+        doc = json.loads(json.dumps(ev.to_dict(), allow_nan=False))
+        errors = sorted(validator.iter_errors(doc), key=str)
+        assert not errors, errors[0].message
+    validator.validate(None)  # not gathered
