@@ -3,7 +3,9 @@
 How each arm renders one eval example (decided here, relied on by evaluation and reports):
 
 - ``zero_shot``: the example's own turns without any dataset system turn (the bare model), the last
-  user turn followed, for classification, by a one-line format hint listing the labels.
+  user turn followed, for classification, by a one-line format hint listing the labels. Log-likelihood
+  scoring already limits the answer to the label set; the hint is there so that a server scored by
+  generate-and-match sees the same conversation and can answer with a label at all.
 - ``system``: ``zero_shot`` plus a system turn: the arm's instruction (a user-supplied file, or one built
   from the label set and an optional task description). A system turn the dataset itself carries is kept,
   appended after the instruction, so context the user wrote is never lost.
@@ -161,6 +163,7 @@ class DemoSelector:
         self.train = tuple(train)
         self.order = stratified_order(self.train, seed)
         self._tfidf: tuple[object, object] | None = None
+        self._normed: list[str] = []
 
     def select(self, arm: Arm, example: Example) -> tuple[Example, ...]:
         if arm.kind is not ArmKind.FEW_SHOT:
@@ -178,13 +181,19 @@ class DemoSelector:
             vec = TfidfVectorizer(lowercase=True, sublinear_tf=True)
             matrix = vec.fit_transform([ex.input_text for ex in self.train])
             self._tfidf = (vec, matrix)
+            self._normed = [_norm(ex.input_text) for ex in self.train]
         vec, matrix = self._tfidf
         query = vec.transform([example.input_text])  # type: ignore[attr-defined]
         sims = np.asarray((matrix @ query.T).toarray()).ravel()  # type: ignore[operator]
         # Stable sort on (-similarity, train position): deterministic ties.
         ranked = np.argsort(-sims, kind="stable")
         q = _norm(example.input_text)
-        picked = [int(i) for i in ranked if _norm(self.train[int(i)].input_text) != q][:k]
+        picked: list[int] = []
+        for i in ranked:
+            if self._normed[i] != q:
+                picked.append(int(i))
+                if len(picked) == k:
+                    break
         return tuple(self.train[i] for i in reversed(picked))
 
 

