@@ -101,7 +101,8 @@ class CostConfig:
         for name in ("prompt_tokens_per_s", "output_tokens_per_s", "train_tokens_per_s"):
             if getattr(self, name) == 0:
                 raise ConfigError("a throughput must be > 0", field=name)
-        if not (isinstance(self.epochs, int | float) and self.epochs > 0):
+        epochs_ok = isinstance(self.epochs, int | float) and not isinstance(self.epochs, bool)
+        if not (epochs_ok and math.isfinite(self.epochs) and self.epochs > 0):
             raise ConfigError(f"must be a number > 0, got {self.epochs!r}", field="epochs")
 
 

@@ -143,7 +143,11 @@ def curve_from_scores(
     def score_at(law_: PowerLaw, factor: float) -> float:
         return 1.0 - law_.error(factor * n_max)
 
-    needed = _needed(law, target, n_max)
+    def needed_count(law_: PowerLaw) -> float | None:
+        n = _needed(law_, target, n_max)
+        return None if n is None else float(math.ceil(n))  # whole examples
+
+    needed = needed_count(law)
     bs = [fl.b for fl in laws]
     return LearningCurve(
         metric=metric,
@@ -154,10 +158,7 @@ def curve_from_scores(
         score_at_2x=interval([score_at(fl, 2) for fl in laws], score_at(law, 2)),
         score_at_4x=interval([score_at(fl, 4) for fl in laws], score_at(law, 4)),
         target=target,
-        examples_needed=interval(
-            [_needed(fl, target, n_max) for fl in laws],
-            None if needed is None else float(math.ceil(needed)),
-        )
+        examples_needed=interval([needed_count(fl) for fl in laws], needed)
         if target is not None
         else Interval(None, None, None),
         n_boot=len(laws),

@@ -188,6 +188,11 @@ def test_cost_config_validation() -> None:
         CostConfig(train_tokens_per_s=0.0)
     with pytest.raises(ConfigError):
         CostConfig(gpu_hour=math.inf)
+    with pytest.raises(ConfigError) as info:
+        CostConfig(epochs=0)
+    assert info.value.problems[0].field == "epochs"
+    with pytest.raises(ConfigError):
+        CostConfig(output_per_million=True)  # type: ignore[arg-type]
 
 
 def test_example_price_file_is_dated_and_marked_as_example() -> None:
