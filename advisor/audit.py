@@ -335,9 +335,10 @@ def make_split(examples: Sequence[Example], *, seed: int, eval_size: int = 200, 
     """
     n = len(examples)
     eval_n, dev_n = held_out_sizes(n, eval_size, dev_size)
+    keys = [input_key(ex) for ex in examples]
     groups: dict[str, list[int]] = {}
-    for i, ex in enumerate(examples):
-        groups.setdefault(input_key(ex), []).append(i)
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
     # Sorted by key before the seeded shuffle, so the split depends on the data and the seed, not on
     # the order of the lines.
     group_list = [groups[k] for k in sorted(groups)]
@@ -370,7 +371,11 @@ def make_split(examples: Sequence[Example], *, seed: int, eval_size: int = 200, 
                 train.extend(lines)
     split = Split(seed=seed, train=tuple(sorted(train)), dev=tuple(sorted(dev)), eval=tuple(sorted(ev)))
     return Split(
-        seed=seed, train=split.train, dev=split.dev, eval=split.eval, leakage_count=leakage(split, examples)
+        seed=seed,
+        train=split.train,
+        dev=split.dev,
+        eval=split.eval,
+        leakage_count=_leakage(split, {ex.line: key for ex, key in zip(examples, keys, strict=True)}),
     )
 
 
@@ -393,7 +398,10 @@ def leakage(split: Split, examples: Iterable[Example]) -> int:
     Counts dev and eval items whose normalised input is also in train, plus eval items whose normalised
     input is also in dev.
     """
-    key_of = {ex.line: input_key(ex) for ex in examples}
+    return _leakage(split, {ex.line: input_key(ex) for ex in examples})
+
+
+def _leakage(split: Split, key_of: dict[int, str]) -> int:
     train = {key_of[i] for i in split.train if i in key_of}
     dev = [key_of[i] for i in split.dev if i in key_of]
     dev_keys = set(dev)
