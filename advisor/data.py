@@ -265,8 +265,11 @@ def _iter(
         return
 
 
-def _raw_lines(fh: Any, name: str, report: Callable[[Problem], None]) -> Iterator[tuple[int, str]]:
-    """(line number, decoded text) for every line; undecodable or over-long lines are reported."""
+def _raw_lines(
+    fh: Any, name: str, state: _State, report: Callable[[Problem], None]
+) -> Iterator[tuple[int, str]]:
+    """(line number, decoded text) for every line; undecodable or over-long lines are reported (and
+    counted as records, so a file of only such lines is not called empty)."""
     lineno = 0
     while True:
         raw = fh.readline(MAX_LINE_BYTES + 1)
@@ -277,17 +280,15 @@ def _raw_lines(fh: Any, name: str, report: Callable[[Problem], None]) -> Iterato
             while chunk := fh.readline(1 << 20):
                 if chunk.endswith(b"\n"):
                     break
-            report(
-                Problem(
-                    f"line longer than {MAX_LINE_BYTES // (1 << 20)} MiB; skipped", file=name, line=lineno
-                )
-            )
+            state.n_records += 1
+            report(Problem(f"line longer than {MAX_LINE_BYTES:,} bytes; skipped", file=name, line=lineno))
             continue
         if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[len(codecs.BOM_UTF8) :]
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
+            state.n_records += 1
             report(
                 Problem(
                     f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line); "
@@ -333,7 +334,7 @@ def _iter_jsonl(
     first_line = 0
     columns: tuple[str, str] | None = None
     with p.open("rb") as fh:
-        for lineno, text in _raw_lines(fh, name, report):
+        for lineno, text in _raw_lines(fh, name, state, report):
             if text.isspace() or not text:
                 continue
             state.n_records += 1
@@ -625,7 +626,7 @@ def _iter_delimited(
     # The default limit (128 KiB per field) would reject a long but valid document.
     csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, MAX_LINE_BYTES)))
     with p.open("rb") as fh:
-        reader = csv.reader((text for _, text in _raw_lines(fh, name, report)), delimiter=delimiter)
+        reader = csv.reader((text for _, text in _raw_lines(fh, name, state, report)), delimiter=delimiter)
         header: list[str] | None = None
         columns: tuple[str, str] | None = None
         idx: tuple[int, int] = (0, 0)
@@ -674,9 +675,9 @@ def _iter_delimited(
                 report(result)
             else:
                 yield result
-    if header is None:
-        raise DataError("the file is empty (no header row)", file=name)
-    if row_no == 0:
+    if state.n_records == 0:
+        if header is None:
+            raise DataError("the file is empty (no header row)", file=name)
         raise DataError("the file has a header but no data rows", file=name)
 
 
