@@ -355,3 +355,13 @@ def test_corrupt_parquet_data_is_a_data_error(tmp_path: Path, rt_snippets) -> No
         DataError, match=r"c\.parquet: (unreadable after row \d+|not a readable Parquet file)"
     ):
         load_examples(path)
+
+
+def test_iter_examples_is_lazy(tmp_path: Path, rt_snippets) -> None:
+    lines = [json.dumps({"prompt": t, "completion": lab}) for t, lab in rt_snippets[:3]] + ["{broken"]
+    path = tmp_path / "lazy.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    stream = iter_examples(path)
+    assert next(stream).input_text == rt_snippets[0][0]  # the bad last line is not read yet
+    with pytest.raises(DataError, match=r"lazy\.jsonl:4: invalid JSON"):
+        list(stream)
