@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         planted = write_data(path, args.rows)
         gen_s = time.perf_counter() - t0
         size_mb = path.stat().st_size / 2**20
+        load_before = os.getloadavg()[0]
         runs = [measure(mode, path) for mode in args.modes.split(",")]
+        load_after = os.getloadavg()[0]
 
     stream = next((r for r in runs if r["mode"] == "stream"), None)
     checks: dict[str, bool] = {}
@@ -166,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"{args.rows:,} rows, {size_mb:.0f} MiB of chat JSONL (written in {gen_s:.1f} s), "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs, load average {load_before:.1f} before and {load_after:.1f} after "
+        "(wall time grows with other load; cpu s does not)"
     )
     print(f"{'mode':<10} {'wall s':>8} {'cpu s':>8} {'peak RSS MB':>12}  result")
     for r in runs:
@@ -185,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "file_mib": round(size_mb, 1),
         "generate_s": round(gen_s, 1),
         "cpus": os.cpu_count(),
+        "load_average": [round(load_before, 2), round(load_after, 2)],
         "python": sys.version.split()[0],
         "runs": runs,
         "planted": planted,
