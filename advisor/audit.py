@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advisor.data import LabelCounter
+from advisor.data import Chunk, LabelCounter, iter_examples, jsonl_chunks
 from advisor.errors import DataError
 from advisor.types import Example, TaskKind
 
@@ -137,14 +137,81 @@ def audit(
     With `task=None` the task kind and labels are detected in the same pass (as `data.detect_task`).
     Label counts use `Example.label` when set, else the stripped target if it is one of `labels`.
     """
-    import numpy as np
+    return _finish(_tally(examples, task, labels, count_tokens), task, labels, count_tokens is not None)
 
+
+def audit_file(
+    path: str | os.PathLike[str],
+    *,
+    fmt: str | None = None,
+    input_col: str | None = None,
+    output_col: str | None = None,
+    workers: int = 2,
+) -> Audit:
+    """`audit(iter_examples(path))` with the task detected, using `workers` processes for JSON Lines.
+
+    The file is cut into ranges of whole lines (`data.jsonl_chunks`); this process reads the first range
+    while the others are read in worker processes, and their tallies are merged before the counts are
+    made, so the result equals the one-process audit. A malformed record raises the `DataError` of the
+    earliest range that has one. Lengths use the chars/4 approximation (no tokenizer in the workers).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Forked workers share this process's str-hash salt, which the per-example hashes rely on.
+    forking = "fork" in multiprocessing.get_all_start_methods()
+    chunks = (
+        jsonl_chunks(path, workers, fmt=fmt, input_col=input_col, output_col=output_col) if forking else []
+    )
+    if len(chunks) < 2:
+        return audit(iter_examples(path, fmt=fmt, input_col=input_col, output_col=output_col))
+    with ProcessPoolExecutor(
+        max_workers=len(chunks) - 1, mp_context=multiprocessing.get_context("fork")
+    ) as pool:
+        futures = [pool.submit(_tally_chunk, str(path), c) for c in chunks[1:]]
+        results = [_tally_chunk(str(path), chunks[0])] + [f.result() for f in futures]
+    for result in results:
+        if isinstance(result, DataError):
+            raise result
+    tallies = [r for r in results if isinstance(r, _Tally)]
+    return _finish(_merge(tallies), None, None, False)
+
+
+def _tally_chunk(path: str, chunk: Chunk) -> _Tally | DataError:
+    # Returned rather than raised: an exception crossing processes would lose its file/line/field.
+    try:
+        return _tally(iter_examples(path, chunk=chunk), None, None, None)
+    except DataError as exc:
+        return DataError(problems=exc.problems)
+
+
+@dataclass
+class _Tally:
+    """What one pass keeps: per-example hashes, lines and lengths, plus label and empty-target counts."""
+
+    detector: LabelCounter | None
+    label_counts: Counter[str] = field(default_factory=Counter)
+    empty: int = 0
+    exact: array[int] = field(default_factory=lambda: array("q"))
+    norm_in: array[int] = field(default_factory=lambda: array("q"))
+    norm_tgt: array[int] = field(default_factory=lambda: array("q"))
+    tgt: array[int] = field(default_factory=lambda: array("q"))
+    lines: array[int] = field(default_factory=lambda: array("q"))
+    in_len: array[int] = field(default_factory=lambda: array("q"))
+    tgt_len: array[int] = field(default_factory=lambda: array("q"))
+
+
+def _tally(
+    examples: Iterable[Example],
+    task: TaskKind | None,
+    labels: Sequence[str] | None,
+    count_tokens: CountTokens | None,
+) -> _Tally:
+    t = _Tally(detector=LabelCounter() if task is None else None)
     label_set = set(labels) if labels is not None else None
-    detector = LabelCounter() if task is None else None
-    label_counts: Counter[str] = Counter()
-    exact, norm_in, norm_tgt, tgt = array("q"), array("q"), array("q"), array("q")
-    lines = array("q")
-    in_len, tgt_len = array("q"), array("q")
+    detector, label_counts = t.detector, t.label_counts
+    exact, norm_in, norm_tgt, tgt, lines = t.exact, t.norm_in, t.norm_tgt, t.tgt, t.lines
+    in_len, tgt_len = t.in_len, t.tgt_len
     pending_in: list[str] = []
     pending_tgt: list[str] = []
     empty = 0
@@ -192,23 +259,43 @@ def audit(
             if len(pending_in) >= TOKEN_BATCH:
                 flush()
     flush()
+    t.empty = empty
+    return t
 
-    if detector is not None:
-        task, detected = detector.decide()
+
+def _merge(tallies: list[_Tally]) -> _Tally:
+    """One tally from several (in file order). Detection needs the merged label counts."""
+    out = _Tally(detector=LabelCounter())
+    assert out.detector is not None
+    for t in tallies:
+        out.label_counts.update(t.label_counts)
+        out.empty += t.empty
+        for name in ("exact", "norm_in", "norm_tgt", "tgt", "lines", "in_len", "tgt_len"):
+            getattr(out, name).extend(getattr(t, name))
+        if t.detector is not None:
+            out.detector.merge(t.detector)
+    return out
+
+
+def _finish(t: _Tally, task: TaskKind | None, labels: Sequence[str] | None, tokenizer: bool) -> Audit:
+    import numpy as np
+
+    label_counts = t.label_counts
+    if t.detector is not None:
+        task, detected = t.detector.decide()
         labels = detected
         if task is TaskKind.CLASSIFY:
-            label_counts = Counter({k: v for k, v in detector.counts.items() if k in set(detected)})
+            label_counts = Counter({k: v for k, v in t.detector.counts.items() if k in set(detected)})
     assert task is not None
     if labels is None:
         labels = sorted(label_counts)
     labels = tuple(labels)
-    n = len(lines)
+    n = len(t.lines)
 
-    e = np.frombuffer(exact, dtype=np.int64) if n else np.zeros(0, np.int64)
-    ni = np.frombuffer(norm_in, dtype=np.int64) if n else np.zeros(0, np.int64)
-    nt = np.frombuffer(norm_tgt, dtype=np.int64) if n else np.zeros(0, np.int64)
-    st = np.frombuffer(tgt, dtype=np.int64) if n else np.zeros(0, np.int64)
-    ln = np.frombuffer(lines, dtype=np.int64) if n else np.zeros(0, np.int64)
+    def col(a: array[int]) -> Any:
+        return np.frombuffer(a, dtype=np.int64) if n else np.zeros(0, np.int64)
+
+    e, ni, nt, st, ln = col(t.exact), col(t.norm_in), col(t.norm_tgt), col(t.tgt), col(t.lines)
     exact_dups = n - len(np.unique(e))
     # Combine the two normalised hashes into one 64-bit key (wrap-around multiply-add).
     pair = ni.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + nt.view(np.uint64)
@@ -234,10 +321,10 @@ def audit(
         conflict_examples=members,
         conflict_share=round(members / n, 6) if n else 0.0,
         conflict_pairs=pairs,
-        empty_targets=empty,
-        input_tokens=_stats(np, in_len),
-        target_tokens=_stats(np, tgt_len),
-        token_method="tokenizer" if count_tokens is not None else "chars/4",
+        empty_targets=t.empty,
+        input_tokens=_stats(np, t.in_len),
+        target_tokens=_stats(np, t.tgt_len),
+        token_method="tokenizer" if tokenizer else "chars/4",
     )
 
 

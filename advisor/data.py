@@ -91,6 +91,21 @@ class _State:
 
     fmt: str | None = None
     n_records: int = 0
+    fmt_line: int = 0  # the line of the record the format was detected from
+    columns: tuple[str, str] | None = None  # tables: (input column, output column)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A byte range of a JSON Lines file that starts on a line boundary, with what the whole file's
+    first record decided (format, columns), so ranges can be read in parallel (`jsonl_chunks`)."""
+
+    start: int
+    end: int
+    first_line: int
+    fmt: str
+    fmt_line: int
+    columns: tuple[str, str] | None
 
 
 def iter_examples(
@@ -101,15 +116,92 @@ def iter_examples(
     output_col: str | None = None,
     problems: list[Problem] | None = None,
     max_problems: int = MAX_PROBLEMS,
+    chunk: Chunk | None = None,
 ) -> Iterator[Example]:
-    """Stream the examples of one data file.
+    """Stream the examples of one data file (or of one `Chunk` of a JSON Lines file).
 
     Without `problems`, the first malformed record raises `DataError`. With a list, each malformed record
     appends a `Problem` and is skipped; reading stops (the iterator ends) once the list holds
     `max_problems`. Problems with the file as a whole (missing, a directory, empty, unknown extension,
     missing table columns) always raise at once.
     """
-    return _iter(path, _State(), fmt, input_col, output_col, problems, max_problems)
+    state = _State()
+    if chunk is not None:
+        state = _State(fmt=chunk.fmt, fmt_line=chunk.fmt_line, columns=chunk.columns)
+    return _iter(path, state, fmt, input_col, output_col, problems, max_problems, chunk)
+
+
+def jsonl_chunks(
+    path: str | os.PathLike[str],
+    parts: int,
+    *,
+    fmt: str | None = None,
+    input_col: str | None = None,
+    output_col: str | None = None,
+) -> list[Chunk]:
+    """Cut a JSON Lines file into about `parts` ranges of whole lines, each knowing its first line number.
+
+    Returns [] when the file is not JSON Lines or holds no JSON object to take the format from; read it
+    whole then (`iter_examples` reports why).
+    """
+    p = Path(path)
+    if p.suffix.lower() not in JSONL_EXTENSIONS or not p.is_file() or parts < 1:
+        return []
+    sniffed = _sniff_jsonl(p, fmt, input_col, output_col)
+    if sniffed is None:
+        return []
+    fmt, fmt_line, columns = sniffed
+    size = p.stat().st_size
+    bounds = [0]
+    with p.open("rb") as fh:
+        for k in range(1, parts):
+            fh.seek(max(bounds[-1], size * k // parts))
+            fh.readline()
+            if fh.tell() < size and fh.tell() > bounds[-1]:
+                bounds.append(fh.tell())
+        bounds.append(size)
+        first_lines = [1]
+        fh.seek(0)
+        for bound in bounds[1:-1]:
+            first_lines.append(first_lines[-1] + _count_newlines(fh, bound - fh.tell()))
+    return [
+        Chunk(start=a, end=b, first_line=first, fmt=fmt, fmt_line=fmt_line, columns=columns)
+        for a, b, first in zip(bounds[:-1], bounds[1:], first_lines, strict=True)
+    ]
+
+
+def _count_newlines(fh: Any, n: int) -> int:
+    count = 0
+    while n > 0:
+        block = fh.read(min(n, 1 << 20))
+        if not block:
+            break
+        count += block.count(b"\n")
+        n -= len(block)
+    return count
+
+
+def _sniff_jsonl(
+    p: Path, fmt: str | None, input_col: str | None, output_col: str | None
+) -> tuple[str, int, tuple[str, str] | None] | None:
+    """(format, its line, table columns) from the first line that is a JSON object, or None."""
+    if fmt is None and (input_col is not None or output_col is not None):
+        fmt = "table"
+    with p.open("rb") as fh:
+        lineno = 0
+        while raw := fh.readline(MAX_LINE_BYTES + 1):
+            lineno += 1
+            try:
+                obj = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(obj, dict):
+                fmt = fmt or _kind(obj) or "table"
+                columns = None
+                if fmt == "table":
+                    columns = _resolve_columns(list(obj), input_col, output_col, str(p), lineno)
+                return fmt, lineno, columns
+    return None
 
 
 def load_examples(
@@ -194,6 +286,15 @@ class LabelCounter:
             return
         self.counts[label] += 1
 
+    def merge(self, other: LabelCounter) -> None:
+        """Add another counter's targets (from another part of the same data)."""
+        self.n += other.n
+        if not self.overflow and not other.overflow:
+            self.counts.update(other.counts)
+        if other.overflow or len(self.counts) > MAX_LABELS:
+            self.overflow = True
+            self.counts.clear()
+
     def decide(self) -> tuple[TaskKind, tuple[str, ...]]:
         distinct = len(self.counts)
         if self.overflow or distinct < 2 or distinct > max(2, self.n // MIN_EXAMPLES_PER_LABEL):
@@ -223,6 +324,7 @@ def _iter(
     output_col: str | None,
     problems: list[Problem] | None,
     max_problems: int,
+    chunk: Chunk | None = None,
 ) -> Iterator[Example]:
     name = str(path)
     if fmt is not None and fmt not in FORMATS:
@@ -252,7 +354,9 @@ def _iter(
 
     try:
         if ext in JSONL_EXTENSIONS:
-            yield from _iter_jsonl(p, name, state, fmt, input_col, output_col, report)
+            yield from _iter_jsonl(p, name, state, fmt, input_col, output_col, report, chunk)
+        elif chunk is not None:
+            raise ConfigError("byte ranges (chunks) are for JSON Lines files only", field="chunk")
         elif ext == ".parquet":
             state.fmt = "table"
             yield from _iter_parquet(p, name, state, input_col, output_col, report)
@@ -266,12 +370,19 @@ def _iter(
 
 
 def _raw_lines(
-    fh: Any, name: str, state: _State, report: Callable[[Problem], None]
+    fh: Any,
+    name: str,
+    state: _State,
+    report: Callable[[Problem], None],
+    lineno: int = 0,
+    end: int | None = None,
 ) -> Iterator[tuple[int, str]]:
-    """(line number, decoded text) for every line; undecodable or over-long lines are reported (and
-    counted as records, so a file of only such lines is not called empty)."""
-    lineno = 0
+    """(line number, decoded text) for every line (up to byte `end`, numbered after `lineno`);
+    undecodable or over-long lines are reported (and counted as records, so a file of only such lines
+    is not called empty)."""
     while True:
+        if end is not None and fh.tell() >= end:
+            return
         raw = fh.readline(MAX_LINE_BYTES + 1)
         if not raw:
             return
@@ -328,13 +439,22 @@ def _iter_jsonl(
     input_col: str | None,
     output_col: str | None,
     report: Callable[[Problem], None],
+    chunk: Chunk | None = None,
 ) -> Iterator[Example]:
     if fmt is None and (input_col is not None or output_col is not None):
         fmt = "table"
-    first_line = 0
-    columns: tuple[str, str] | None = None
+    fmt = state.fmt or fmt
+    first_line = state.fmt_line
+    columns = state.columns
     with p.open("rb") as fh:
-        for lineno, text in _raw_lines(fh, name, state, report):
+        if chunk is not None:
+            fh.seek(chunk.start)
+        lines = (
+            _raw_lines(fh, name, state, report)
+            if chunk is None
+            else _raw_lines(fh, name, state, report, chunk.first_line - 1, chunk.end)
+        )
+        for lineno, text in lines:
             if text.isspace() or not text:
                 continue
             state.n_records += 1
@@ -380,7 +500,7 @@ def _iter_jsonl(
                 report(result)
             else:
                 yield result
-    if state.n_records == 0:
+    if state.n_records == 0 and chunk is None:
         raise DataError("the file is empty (no records)", file=name)
 
 

@@ -10,6 +10,8 @@ child's `ru_maxrss` from `os.wait4`.
 
 Measured:
 - ``stream``: `audit(iter_examples(path))`, the streaming path (the acceptance bar: < 60 s, < 2 GB).
+- ``parallel``: `audit_file(path, workers=2)`, the same audit with the file cut in two ranges of lines,
+  one read in a forked worker; `rss_self_plus_workers_mb` adds the worker's peak to the main one's.
 - ``in_memory``: `load_examples` + `detect_task` + `with_labels` + `audit` + `make_split`, what
   `tunegate advise` does with a file that fits in memory.
 - ``pandas``: `pandas.read_json(lines=True)` and `duplicated()` on the messages (exact duplicates only,
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM = "Decide whether a film critic's review snippet is positive or negative."
@@ -68,7 +71,19 @@ def write_data(path: Path, rows: int) -> dict[str, int]:
 def child(mode: str, path: str) -> None:
     """Run one measurement and print its findings as JSON (the parent measures time and memory)."""
     sys.path.insert(0, str(ROOT))
-    if mode == "stream":
+    if mode == "parallel":
+        from advisor.audit import audit_file
+
+        a = audit_file(path, workers=2)
+        out = {
+            "n": a.n_examples,
+            "task": a.task_kind,
+            "exact_duplicates": a.exact_duplicates,
+            "normalised_duplicates": a.normalised_duplicates,
+            "conflict_groups": a.conflict_groups,
+            "conflict_examples": a.conflict_examples,
+        }
+    elif mode == "stream":
         from advisor.audit import audit
         from advisor.data import iter_examples
 
@@ -103,10 +118,16 @@ def child(mode: str, path: str) -> None:
 
         df = pd.read_json(path, lines=True)
         out = {"n": len(df), "exact_duplicates": int(df["messages"].astype(str).duplicated().sum())}
+    import resource
+
+    # The largest process is what wait4 reports; forked workers add theirs, so record both peaks.
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out["rss_self_plus_workers_mb"] = round((self_kb + children_kb) / 1024, 1)
     print(json.dumps(out))
 
 
-def measure(mode: str, path: Path) -> dict[str, object]:
+def measure(mode: str, path: Path) -> dict[str, Any]:
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", mode, str(path)], stdout=subprocess.PIPE, text=True
@@ -130,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder for audit_scale.json")
-    ap.add_argument("--modes", default="stream,in_memory,pandas")
+    ap.add_argument("--modes", default="stream,parallel,in_memory,pandas")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -147,24 +168,22 @@ def main(argv: list[str] | None = None) -> int:
         runs = [measure(mode, path) for mode in args.modes.split(",")]
         load_after = os.getloadavg()[0]
 
-    stream = next((r for r in runs if r["mode"] == "stream"), None)
+    by_mode: dict[str, dict[str, Any]] = {str(r["mode"]): r for r in runs}
     checks: dict[str, bool] = {}
-    if stream is not None:
-        found = stream["result"]
-        assert isinstance(found, dict)
-        checks = {k: found.get(k) == v for k, v in planted.items()}
-        checks["within_time"] = float(stream["wall_s"]) < TIME_LIMIT_S  # type: ignore[arg-type]
-        checks["within_memory"] = float(stream["peak_rss_mb"]) < RSS_LIMIT_MB  # type: ignore[arg-type]
-    pandas_run = next((r for r in runs if r["mode"] == "pandas"), None)
-    ratios = {}
-    if stream is not None and pandas_run is not None:
-        ratios = {
-            "pandas_over_stream_wall": round(float(pandas_run["wall_s"]) / float(stream["wall_s"]), 2),  # type: ignore[arg-type]
-            "pandas_over_stream_rss": round(
-                float(pandas_run["peak_rss_mb"]) / float(stream["peak_rss_mb"]),
-                2,  # type: ignore[arg-type]
-            ),
-        }
+    ratios: dict[str, float] = {}
+    for mode in ("stream", "parallel"):
+        run = by_mode.get(mode)
+        if run is None:
+            continue
+        found = run["result"]
+        rss = float(found.get("rss_self_plus_workers_mb", run["peak_rss_mb"]))
+        checks.update({f"{mode}.{k}": found.get(k) == v for k, v in planted.items()})
+        checks[f"{mode}.within_time"] = float(run["wall_s"]) < TIME_LIMIT_S
+        checks[f"{mode}.within_memory"] = rss < RSS_LIMIT_MB
+        if "pandas" in by_mode:
+            pandas_run = by_mode["pandas"]
+            ratios[f"pandas_over_{mode}_wall"] = round(float(pandas_run["wall_s"]) / float(run["wall_s"]), 2)
+            ratios[f"pandas_over_{mode}_rss"] = round(float(pandas_run["peak_rss_mb"]) / rss, 2)
 
     print(
         f"{args.rows:,} rows, {size_mb:.0f} MiB of chat JSONL (written in {gen_s:.1f} s), "
@@ -179,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("planted:", json.dumps(planted), "checks:", json.dumps(checks))
     if ratios:
-        print("pandas / stream:", json.dumps(ratios))
+        print("pandas / tunegate:", json.dumps(ratios))
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

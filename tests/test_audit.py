@@ -13,9 +13,11 @@ import pytest
 from tiny import rotten_tomatoes_examples
 
 from advisor import audit as audit_mod
+from advisor import data
 from advisor.audit import (
     Split,
     audit,
+    audit_file,
     audit_signals,
     held_out_sizes,
     input_key,
@@ -291,3 +293,66 @@ def test_audit_and_split_sections_match_the_shipped_schema(rt_1000: list[Example
     for result in (classify, generate):
         jsonschema.validate(json.loads(json.dumps(result.to_dict())), props["audit"])
     jsonschema.validate(split_section(split), props["split"])
+
+
+def _write_reviews(path: Path, rt_snippets, *, bom: bool = False, table: bool = False) -> list[dict]:
+    recs: list[dict] = []
+    for i in range(300):
+        text, label = rt_snippets[i % len(rt_snippets)]
+        if i % 7 == 3:
+            text, label = (
+                recs[-1]["text"],
+                ("rotten" if recs[-1]["label"] == "fresh" else "fresh"),
+            )  # conflict
+        elif i % 5 == 1:
+            text, label = recs[-1]["text"].upper(), recs[-1]["label"]  # normalised duplicate
+        else:
+            text = f"{text} (#{i})"
+        recs.append({"text": text, "label": label})
+    rows = recs if table else [{"prompt": r["text"], "completion": r["label"]} for r in recs]
+    body = "".join(json.dumps(r) + "\n" for r in rows)
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + body.encode("utf-8"))
+    return recs
+
+
+@pytest.mark.parametrize(("workers", "bom", "table"), [(2, False, False), (3, True, False), (4, False, True)])
+def test_parallel_file_audit_equals_the_one_process_audit(
+    tmp_path: Path, rt_snippets, workers: int, bom: bool, table: bool
+) -> None:
+    path = tmp_path / "reviews.jsonl"
+    _write_reviews(path, rt_snippets, bom=bom, table=table)
+    chunks = data.jsonl_chunks(path, workers)
+    assert len(chunks) == workers
+    assert [c.first_line for c in chunks][0] == 1
+    assert [e for c in chunks for e in iter_examples(path, chunk=c)] == list(iter_examples(path))
+    one = audit(iter_examples(path))
+    assert audit_file(path, workers=workers) == one
+    assert one.conflict_groups > 0 and one.normalised_duplicates > one.exact_duplicates
+
+
+def test_parallel_file_audit_reports_the_earliest_problem_with_its_line(tmp_path: Path, rt_snippets) -> None:
+    path = tmp_path / "reviews.jsonl"
+    _write_reviews(path, rt_snippets)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[249] = '{"prompt": 5, "completion": "fresh"}'
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"reviews\.jsonl:250: field 'prompt': wrong type"):
+        audit_file(path, workers=2)
+    lines[9] = "{broken"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"reviews\.jsonl:10: invalid JSON"):
+        audit_file(path, workers=2)
+
+
+def test_file_audit_falls_back_to_one_process(tmp_path: Path, rt_snippets) -> None:
+    csv_path = tmp_path / "r.csv"
+    csv_path.write_text(
+        "text,label\n" + "".join(f'"{t}",{lab}\n' for t, lab in rt_snippets), encoding="utf-8"
+    )
+    assert data.jsonl_chunks(csv_path, 2) == []
+    assert audit_file(csv_path).n_examples == len(rt_snippets)
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("\n\n", encoding="utf-8")
+    assert data.jsonl_chunks(empty, 2) == []
+    with pytest.raises(DataError, match="the file is empty"):
+        audit_file(empty)
