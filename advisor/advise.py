@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from advisor.config import AdviseConfig
 from advisor.types import Example, TaskKind
+
+# The quality target when the user declares none (documented in the README): a demanding bar, since
+# "prompting is enough" should mean enough for production, not merely better than chance.
+DEFAULT_TARGETS = {TaskKind.CLASSIFY: ("accuracy", 0.90), TaskKind.GENERATE: ("chrf", 0.60)}
 
 
 def advise(config: AdviseConfig) -> dict[str, Any]:
@@ -23,7 +28,6 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     ruleset = rules.load_rules([Path(d) for d in config.rules_dirs], overrides=config.thresholds)
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    report.write_json(run_dir / "config.json", config.to_dict())
 
     # load
     loaded = data.load_examples(
@@ -45,9 +49,14 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     audit = audit_mod.audit(examples, task, labels, count_tokens=count_tokens)
     signals: dict[str, Any] = dict(audit_mod.audit_signals(audit, split))
     signals["task_kind"] = task.value
-    metric = config.target_metric or ("accuracy" if task is TaskKind.CLASSIFY else "chrf")
+    metric = config.target_metric or DEFAULT_TARGETS[task][0]
+    quality_target = config.quality_target
+    if quality_target is None:
+        quality_target = DEFAULT_TARGETS[task][1] if metric == DEFAULT_TARGETS[task][0] else None
+    config = replace(config, target_metric=metric, quality_target=quality_target)
+    report.write_json(run_dir / "config.json", config.to_dict())
     signals["target_metric"] = metric
-    signals["quality_target"] = config.quality_target
+    signals["quality_target"] = quality_target
     signals["prompting_measured"] = False
 
     # benchmark
@@ -92,7 +101,14 @@ def _open_backend(config: AdviseConfig) -> Any:
         return None
     from advisor.backends import get_backend
 
-    return get_backend(config)
+    return get_backend(
+        config.backend,
+        model=config.model,
+        base_url=config.base_url,
+        api_key_env=config.api_key_env,
+        max_requests=config.max_requests,
+        max_tokens=config.max_tokens,
+    )
 
 
 def _backend_info(backend: Any) -> dict[str, Any] | None:
@@ -150,8 +166,14 @@ def _benchmark(
 
 
 def _progress_printer() -> Any:
-    def show(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+    """One stderr line per arm as it finishes (and a running count on a terminal)."""
+    tty = sys.stderr.isatty()
+
+    def show(arm: str, done: int, total: int) -> None:
+        if done >= total:
+            print(f"\r  {arm}: {done}/{total} items", file=sys.stderr, flush=True)
+        elif tty:
+            print(f"\r  {arm}: {done}/{total} items", end="", file=sys.stderr, flush=True)
 
     return show
 
