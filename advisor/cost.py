@@ -65,8 +65,10 @@ class CostConfig:
     """Prices and throughputs. Every figure is the user's; `None` means "not given".
 
     `finetuned_*_per_million` default to the base prices (some API vendors charge more for serving a
-    fine-tuned model: set them then). `finetune_cost` is a one-time figure the user already knows; it
-    replaces the estimate ``train tokens × epochs ÷ train_tokens_per_s × gpu_hour / 3600``.
+    fine-tuned model: set them then). The one-time fine-tuning cost is `finetune_cost` when the user
+    knows it, else the estimate ``train tokens × epochs ÷ train_tokens_per_s × gpu_hour / 3600``
+    plus `overhead`, a fixed figure for the work around a training run (running it, checking it,
+    shipping it) that compute prices leave out and that dominates on small datasets.
     """
 
     serving: str = "api"
@@ -79,6 +81,7 @@ class CostConfig:
     output_tokens_per_s: float | None = None
     train_tokens_per_s: float | None = None
     epochs: float = 3.0
+    overhead: float | None = None
     finetune_cost: float | None = None
     currency: str = "USD"
     price_date: str | None = None
@@ -130,7 +133,12 @@ def load_cost_config(path: Path, overrides: Mapping[str, Any] | None = None) -> 
             "prompt_tokens_per_s": "prompt_tokens_per_s",
             "output_tokens_per_s": "output_tokens_per_s",
         },
-        "finetune": {"train_tokens_per_s": "train_tokens_per_s", "epochs": "epochs", "cost": "finetune_cost"},
+        "finetune": {
+            "train_tokens_per_s": "train_tokens_per_s",
+            "epochs": "epochs",
+            "overhead": "overhead",
+            "cost": "finetune_cost",
+        },
     }
     values: dict[str, Any] = {"source": str(path)}
     problems: list[str] = []
@@ -199,13 +207,13 @@ def monthly_cost(per_request: float | None, volume_per_day: float | None) -> flo
 
 
 def finetune_cost(config: CostConfig, train_tokens: float | None) -> float | None:
-    """One-time training cost: the user's figure, else tokens × epochs ÷ throughput × GPU-hour price."""
+    """One-time cost: the user's figure, else tokens × epochs ÷ throughput × GPU-hour price + overhead."""
     if config.finetune_cost is not None:
         return config.finetune_cost
     if train_tokens is None or config.train_tokens_per_s is None or config.gpu_hour is None:
         return None
     hours = train_tokens * config.epochs / config.train_tokens_per_s / 3600.0
-    return hours * config.gpu_hour
+    return hours * config.gpu_hour + (config.overhead or 0.0)
 
 
 @dataclass(frozen=True)

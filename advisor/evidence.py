@@ -866,7 +866,8 @@ def markdown_section(section: dict[str, Any] | None) -> str:
         lo, hi = curve["b_interval"]
         out += [
             "",
-            f"Power law: error ≈ {curve['a']:.3g}·n^−{curve['b']:.3f} (exponent 95% CI {lo:.3f}–{hi:.3f}); "
+            f"Power law: error ≈ {curve['a']:.3g}·n^{-curve['b']:+.3f} (exponent b = {curve['b']:.3f}, "
+            f"95% CI {lo:.3f}–{hi:.3f}); "
             "no floor term, so extrapolations are optimistic.",
         ]
         for key, factor in (("score_at_2x", 2), ("score_at_4x", 4)):

@@ -161,6 +161,7 @@ def test_finetune_cost_estimate_and_user_figure() -> None:
     assert finetune_cost(replace(cfg, finetune_cost=25.0), 1_200_000) == 25.0
     assert finetune_cost(replace(cfg, train_tokens_per_s=None), 1_200_000) is None
     assert finetune_cost(cfg, None) is None
+    assert finetune_cost(replace(cfg, overhead=100.0), 1_200_000) == pytest.approx(102.0)
 
 
 def test_break_even() -> None:
@@ -203,7 +204,7 @@ def test_example_price_file_is_dated_and_marked_as_example() -> None:
     assert cfg.price_date and cfg.price_date[:4].isdigit()
     assert cfg.serving == "api"
     assert cfg.input_per_million is not None and cfg.output_per_million is not None
-    assert cfg.gpu_hour is not None and cfg.train_tokens_per_s is not None
+    assert cfg.gpu_hour is not None and cfg.train_tokens_per_s is not None and cfg.overhead is not None
     assert cfg.source == str(path)
     assert load_cost_config(path, {"input_per_million": 9.0}).input_per_million == 9.0
 
