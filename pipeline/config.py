@@ -44,6 +44,9 @@ class TrainConfig:
     qlora: bool = False
     bf16: str | bool = "auto"
     group_by_length: bool = True
+    activation_checkpointing: bool = (
+        False  # recompute layer activations in backward: less memory, ~25% slower
+    )
     merge: bool = False
 
     def __post_init__(self) -> None:
@@ -193,6 +196,7 @@ def _field_problems(c: TrainConfig) -> list[tuple[str, str]]:
     need(c.bf16 == "auto" or isinstance(c.bf16, bool), "bf16", "must be 'auto', true or false")
     need(isinstance(c.group_by_length, bool), "group_by_length", "must be true or false")
     need(isinstance(c.merge, bool), "merge", "must be true or false")
+    need(isinstance(c.activation_checkpointing, bool), "activation_checkpointing", "must be true or false")
     need(
         c.model is None or (isinstance(c.model, str) and c.model != ""),
         "model",

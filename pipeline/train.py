@@ -409,6 +409,9 @@ def load_model(model_dir: str | Path, cfg: TrainConfig, device: str) -> Any:
     else:
         model.to(device)
     model.config.use_cache = False
+    if cfg.activation_checkpointing:
+        # Non-reentrant checkpointing works with frozen inputs (no enable_input_require_grads needed).
+        model.activation_checkpointing_enable({"use_reentrant": False})
     torch.manual_seed(cfg.seed)  # LoRA A matrices are drawn here: same seed, same start
     return get_peft_model(model, lora_config(cfg))
 

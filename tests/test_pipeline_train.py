@@ -403,3 +403,20 @@ def test_resume_with_changed_settings_is_refused(model_dir, examples, tmp_path) 
             model_dir, examples[:16], [], tmp_path / "out", cfg.replace(lr=1e-3), resume=True, progress=False
         )
     assert [p.field for p in err.value.problems] == ["lr"]
+
+
+def test_activation_checkpointing_trains_the_same_adapter(model_dir, examples, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    cfg = TrainConfig(**FAST, max_steps=3, eval_every=0, save_every=0)
+    a = train(model_dir, examples[:24], [], tmp_path / "a", cfg, progress=False)
+    b = train(
+        model_dir,
+        examples[:24],
+        [],
+        tmp_path / "b",
+        cfg.replace(activation_checkpointing=True),
+        progress=False,
+    )
+    wa, wb = (load_file(r.adapter_dir / "adapter_model.safetensors") for r in (a, b))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
