@@ -156,7 +156,8 @@ def jsonl_chunks(
     with p.open("rb") as fh:
         for k in range(1, parts):
             fh.seek(max(bounds[-1], size * k // parts))
-            fh.readline()
+            while (rest := fh.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass  # to the end of the line, a MiB at a time
             if fh.tell() < size and fh.tell() > bounds[-1]:
                 bounds.append(fh.tell())
         bounds.append(size)
