@@ -34,9 +34,14 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
         config.data, fmt=config.fmt, input_col=config.input_col, output_col=config.output_col
     )
     task, labels = data.detect_task(loaded.examples)
-    if config.task is not None:
+    if config.task is not None and TaskKind(config.task) is not task:
         task = TaskKind(config.task)
-        labels = data.detect_task(loaded.examples)[1] if task is TaskKind.CLASSIFY else ()
+        # Forced classification: every distinct non-empty target is a label.
+        labels = (
+            tuple(sorted({ex.target.strip() for ex in loaded.examples} - {""}))
+            if task is TaskKind.CLASSIFY
+            else ()
+        )
     examples = data.with_labels(loaded.examples, labels) if task is TaskKind.CLASSIFY else loaded.examples
 
     # audit and split

@@ -17,7 +17,8 @@ def test_help_imports_no_heavy_library() -> None:
         "from advisor.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
         "    rc = main(['--help'])\n"
-        "heavy = [m for m in ('torch', 'transformers', 'peft', 'rich', 'pandas', 'sklearn') if m in sys.modules]\n"
+        "names = ('torch', 'transformers', 'peft', 'rich', 'pandas', 'sklearn')\n"
+        "heavy = [m for m in names if m in sys.modules]\n"
         "print(rc, heavy, 'exit codes' in out.getvalue())\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -45,3 +46,16 @@ def test_unknown_setting_names_it(tmp_path, capsys: pytest.CaptureFixture[str]) 
     err = capsys.readouterr().err
     assert rc == ExitCode.USAGE
     assert "eval_sise" in err and "eval_size" in err
+
+
+@pytest.mark.parametrize("case", __import__("malformed_cases").MALFORMED_CASES, ids=lambda c: c[0])
+def test_malformed_input_exits_3_naming_the_place(case, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from malformed_cases import materialise
+
+    path = materialise(case, tmp_path)
+    rc = main(["advise", str(path), "--no-model", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == ExitCode.BAD_INPUT, err
+    assert case[3] in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run" / "decision.json").exists()
