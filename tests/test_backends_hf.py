@@ -146,3 +146,18 @@ def test_embedded_model_prefers_the_right_label() -> None:
     ]
     polar_right = sum(p == gold for p, (_, gold) in zip(predicted[: len(POLAR)], POLAR, strict=True))
     assert polar_right > len(POLAR) / 2, predicted
+
+
+def test_prefix_kept_across_calls_matches_plain(tiny_model_dir: Path) -> None:
+    """Successive calls whose shared prefix grows, shrinks or changes reuse the kept KV correctly."""
+    from advisor.backends.hf import HFBackend
+
+    reqs = _requests()
+    few_shot = [r for r in reqs if len(r.messages) > 2]
+    longer = [r for r in few_shot if r.messages[-1].content.startswith("paired")]
+    calls = [few_shot[:6], longer, few_shot[6:], reqs[:6], longer]
+    shared = HFBackend(tiny_model_dir, device="cpu", batch_size=2)
+    plain = HFBackend(tiny_model_dir, device="cpu", batch_size=4, prefix_reuse=False)
+    for call in calls:
+        for a, b in zip(shared.loglikelihood(call), plain.loglikelihood(call), strict=True):
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-4)

@@ -4,9 +4,10 @@ Scoring many requests that share a prefix is the common case here: every item of
 with the same system prompt and demonstrations, and every label of an item shares that item's prompt.
 With `prefix_reuse` (the default) each batch of distinct prompts is run in three steps:
 
-1. the batch's longest common token prefix, once (its KV cache is kept for the next batch too);
-2. each prompt's remaining tokens, batched, on top of that cache (one row per distinct prompt);
-3. each continuation, batched, on top of its prompt's row (one row per request).
+1. the prompts' longest common token prefix, once (its KV cache is kept for the next call too);
+2. each prompt's remaining tokens, batched, on top of that cache (one row per distinct prompt); the
+   last position gives every continuation's first token, so single-token labels are done here;
+3. continuations of several tokens, batched, on top of their prompt's row (one row per request).
 
 Rows are left-padded and carry explicit position ids, so padding in the middle of a row is masked out
 and the result equals scoring every request on its own (tested to 1e-4).
@@ -132,32 +133,37 @@ class HFBackend:
         by_prompt: dict[tuple[int, ...], list[int]] = {}
         for i in todo:
             by_prompt.setdefault(encoded[i][0], []).append(i)
-        prompts = sorted(by_prompt)  # lexicographic: prompts that share a prefix sit together
+        prompts = sorted(by_prompt, key=len)  # similar lengths together: little padding
+        # The last prompt token goes with the continuation, so the prefix stops before it.
+        n_common = _common_prefix_len([p[:-1] for p in prompts])
         for start in range(0, len(prompts), self.batch_size):
             group = prompts[start : start + self.batch_size]
-            contexts = [p[:-1] for p in group]  # the last prompt token goes with the continuation
-            n_common = _common_prefix_len(contexts)
-            cache, mask = self._prefix_cache(contexts[0][:n_common], len(group))
-            suffixes = [list(c[n_common:]) for c in contexts]
-            if any(suffixes):
-                _, cache, mask = self._forward(suffixes, cache, mask, keep=1)
-            rows_of: list[int] = []  # for each request row: its prompt's row in `cache`
-            reqs: list[int] = []
+            cache, mask = self._prefix_cache(group[0][:n_common], len(group))
+            # Each prompt's remaining tokens; the last position predicts every continuation's first token.
+            logp, cache, mask = self._forward([list(p[n_common:]) for p in group], cache, mask, keep=1)
+            rows_of: list[int] = []  # for each longer continuation: its prompt's row in `cache`
+            longer: list[int] = []
             for g, p in enumerate(group):
                 for i in by_prompt[p]:
-                    rows_of.append(g)
-                    reqs.append(i)
-            step = self.batch_size * 4  # continuation rows are short
-            for s in range(0, len(reqs), step):
-                idx = rows_of[s : s + step]
-                batch = reqs[s : s + step]
-                conts = [encoded[i][1] for i in batch]
-                rows = [[encoded[i][0][-1], *encoded[i][1]] for i in batch]
-                sel = torch.tensor(idx, device=self.device)
-                sub_cache = _select(cache, sel) if cache is not None else None
-                sub_mask = mask[sel] if mask is not None else None
-                logp, _, _ = self._forward(rows, sub_cache, sub_mask, keep=max(map(len, conts)) + 1)
-                self._gather(logp, conts, batch, sums)
+                    c = encoded[i][1]
+                    sums[i] = float(logp[g, -1, c[0]])
+                    if len(c) > 1:
+                        rows_of.append(g)
+                        longer.append(i)
+            # Continuations of several tokens: feed all but the last on top of their prompt's row.
+            step = self.batch_size * 4  # these rows are short
+            for s in range(0, len(longer), step):
+                batch = longer[s : s + step]
+                rest = [encoded[i][1][1:] for i in batch]
+                sel = torch.tensor(rows_of[s : s + step], device=self.device)
+                rows = [list(encoded[i][1][:-1]) for i in batch]
+                logp_rest, _, _ = self._forward(
+                    rows, _select(cache, sel), mask[sel], keep=max(map(len, rest))
+                )
+                for j, (i, r) in enumerate(zip(batch, rest, strict=True)):
+                    start_pos = logp_rest.shape[1] - len(r)
+                    picked = logp_rest[j, start_pos:].gather(-1, torch.tensor(r, device=self.device)[:, None])
+                    sums[i] += float(picked.sum())
 
     def _prefix_cache(self, prefix: tuple[int, ...], batch: int) -> tuple[Any, torch.Tensor | None]:
         """The prefix's KV cache repeated for `batch` rows, and its attention mask (None when empty)."""
@@ -165,10 +171,20 @@ class HFBackend:
 
         if not prefix:
             return None, None
-        if self._prefix_memo is None or self._prefix_memo[0] != prefix:
-            _, cache, _ = self._forward([list(prefix)], None, None, keep=1)
-            self._prefix_memo = (prefix, cache)
-        cache = _select(self._prefix_memo[1], torch.zeros(batch, dtype=torch.long, device=self.device))
+        one = torch.zeros(1, dtype=torch.long, device=self.device)
+        memo = self._prefix_memo
+        if memo is not None and memo[0] == prefix:
+            base = memo[1]
+        elif memo is not None and memo[0] and prefix[: len(memo[0])] == memo[0]:
+            # Extend the kept prefix (e.g. the same demos, then a few more shared tokens) without
+            # replacing it, so the next call, which may share less, still finds it.
+            n = len(memo[0])
+            ones = torch.ones(1, n, dtype=torch.long, device=self.device)
+            _, base, _ = self._forward([list(prefix[n:])], _select(memo[1], one), ones, keep=1)
+        else:
+            _, base, _ = self._forward([list(prefix)], None, None, keep=1)
+            self._prefix_memo = (prefix, base)
+        cache = _select(base, torch.zeros(batch, dtype=torch.long, device=self.device))
         mask = torch.ones(batch, len(prefix), dtype=torch.long, device=self.device)
         return cache, mask
 

@@ -260,20 +260,19 @@ class OpenAIBackend:
             logprobs=1,
         )
         lp = resp.choices[0].logprobs
-        if lp is None or not lp.token_logprobs or lp.text_offset is None:
+        if lp is None or not lp.tokens or not lp.token_logprobs:
             raise _Unsupported("no prompt log-probabilities in the echo response")
-        start, end = len(prompt), len(prompt) + len(r.continuation)
-        total, n = 0.0, 0
-        for offset, logprob in zip(lp.text_offset, lp.token_logprobs, strict=False):
-            if start <= offset < end:
-                if logprob is None:
-                    raise _Unsupported("the echo response has no log-probability for a prompt token")
-                total += logprob
-                n += 1
         prompt_tokens, completion_tokens = _usage(resp)
         if estimate:
             self.budget.settle(estimate, prompt_tokens + completion_tokens or estimate)
-        return LoglikResult(total, n, max(prompt_tokens - n, 0))
+        span = _continuation_span(list(lp.tokens), r.continuation, completion_tokens)
+        if span is None:
+            raise _Unsupported("the continuation's tokens are not separable in the echo response")
+        logprobs = list(lp.token_logprobs)[span[0] : span[1]]
+        if any(x is None for x in logprobs):
+            raise _Unsupported("the echo response has no log-probability for a continuation token")
+        n = span[1] - span[0]
+        return LoglikResult(float(sum(logprobs)), n, max(prompt_tokens - n, 0))
 
     def _chat_logprobs_one(self, item: tuple[tuple[Message, ...], list[str], int, int]) -> list[LoglikResult]:
         messages, continuations, estimate, _ = item
@@ -367,6 +366,23 @@ def _find_key(api_key_env: str | None) -> str | None:
         value = os.environ.get(name)
         if value:
             return value
+    return None
+
+
+def _continuation_span(tokens: list[str], continuation: str, generated: int) -> tuple[int, int] | None:
+    """Where the continuation's tokens sit in an echoed prompt, found from the end.
+
+    Servers render special tokens (the chat template's markers) differently in `text_offset`, so the
+    span is found by text: the tokens just before the generated ones must spell the continuation exactly.
+    """
+    for tail in dict.fromkeys((generated, 1, 0, 2)):
+        end = len(tokens) - tail
+        text, start = "", end
+        while start > 0 and len(text) < len(continuation):
+            start -= 1
+            text = tokens[start] + text
+        if text == continuation and start < end:
+            return start, end
     return None
 
 
