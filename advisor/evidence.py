@@ -610,7 +610,11 @@ def gather_evidence(
     if not arms:
         missing.append(("arms", "prompting was not measured (no backend or no arms)"))
     scored = [a for a in rows if a.score is not None]
-    best = max(scored, key=lambda a: a.score or 0.0).name if scored else None
+    # The harness's own choice when it made one, so report and signals name the same arm; else the
+    # highest score, the cheapest (first) of equals.
+    best = getattr(getattr(prompting, "plateau", None), "best_arm", None)
+    if best not in {a.name for a in scored}:
+        best = max(scored, key=lambda a: a.score or 0.0).name if scored else None
     few = [a for a in scored if a.kind == "few_shot"]
     few_name = max(few, key=lambda a: a.score or 0.0).name if few else None
     zero = next((a for a in rows if a.kind == "zero_shot"), None) or (

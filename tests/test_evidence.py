@@ -571,8 +571,7 @@ def test_gather_evidence_reads_the_harness_result() -> None:
         assert mine.score == theirs.scores["accuracy"].value
         assert mine.prompt_tokens == theirs.mean_prompt_tokens
         assert mine.p95_ms is not None
-    best = max(result.arms, key=lambda a: a.scores["accuracy"].value)
-    assert ev.best_arm == best.name
+    assert ev.best_arm == result.plateau.best_arm
     assert ev.learning_curve is not None and ev.learning_curve.target == 0.9  # from the harness
     assert (
         ev.cost is not None and ev.cost.finetuned_prompt_tokens == result.arm("zero_shot").mean_prompt_tokens
