@@ -122,6 +122,7 @@ class TrainResult:
     trained_tokens: int  # non-padding tokens through the model in training, all ranks
     tokens_per_s: float
     elapsed_s: float
+    cpu_s: float  # CPU time of this process in the loop (robust to other load on a shared machine)
     peak_memory_bytes: int
     world_size: int
     rank: int
@@ -143,6 +144,7 @@ class TrainResult:
             "trained_tokens": self.trained_tokens,
             "tokens_per_s": self.tokens_per_s,
             "elapsed_s": self.elapsed_s,
+            "cpu_s": self.cpu_s,
             "peak_memory_bytes": self.peak_memory_bytes,
             "world_size": self.world_size,
             "resumed_from": self.resumed_from,
@@ -638,6 +640,7 @@ def train(
     stopped_early = False
     last_loss = None
     t0 = time.perf_counter()
+    c0 = time.process_time()
     tokens_run = 0
     loss_mod.train()
     try:
@@ -738,6 +741,7 @@ def train(
 
     # 5. the result adapter: best on dev if measured, else the last weights
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     adapter_dir = out / "adapter"
     if d.main:
         if best_step is not None and (out / "best").is_dir():
@@ -759,6 +763,7 @@ def train(
         trained_tokens=tokens_done,
         tokens_per_s=tokens_run / elapsed if elapsed > 0 else 0.0,
         elapsed_s=elapsed_before + elapsed,
+        cpu_s=cpu,
         peak_memory_bytes=_peak_memory(d.device),
         world_size=d.world,
         rank=d.rank,
