@@ -1,0 +1,885 @@
+"""The report's plots as SVG text: pure functions from document sections to standalone SVG strings.
+
+No plotting library: each plot is a few lines, axes and labels written by hand. Every SVG has a
+viewBox and no fixed size, so it scales to its container and prints without cut-off; every piece of
+text is XML-escaped (arm names and labels come from the user's data and config). The same strings
+are inlined into report.html and written beside report.md as files (`figures`).
+
+A function returns None when its section lacks the numbers it needs; callers say why instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any
+
+WIDTH = 640
+FONT = 11
+CHAR_W = 6.2  # rough width of one character at FONT px, for laying out legends and labels
+# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies and in greyscale print.
+BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY, GREY = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#D55E00",
+    "#CC79A7",
+    "#56B4E9",
+    "#666666",
+)
+MAX_POLYLINE_POINTS = 400  # longer series are thinned (every n-th point, the last kept)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One plot of the report: `name` is the file stem (plots/<name>.svg), `section` the document key."""
+
+    name: str
+    section: str
+    title: str
+    svg: str
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def _esc(text: Any) -> str:
+    return escape(str(text), quote=True)
+
+
+def _num(v: Any) -> float | None:
+    """A finite float, or None (bools, strings and NaN are not numbers to plot)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def _f(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def fmt_count(v: float) -> str:
+    """12, 1.5k, 20k, 1.2M: short labels for counts."""
+    a = abs(v)
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if a >= div:
+            s = f"{v / div:.1f}".rstrip("0").rstrip(".")
+            return f"{s}{suffix}"
+    return f"{v:.0f}" if a >= 10 or v == int(v) else f"{v:.2g}"
+
+
+def fmt_score(v: float) -> str:
+    return f"{v:.3f}".rstrip("0").rstrip(".") if v not in (0, 1) else f"{v:.0f}"
+
+
+def fmt_money(v: float, currency: str = "") -> str:
+    a = abs(v)
+    if a >= 1e6:
+        s = f"{v / 1e6:.2f}M"
+    elif a >= 1e3:
+        s = f"{v / 1e3:.1f}k"
+    elif v == 0:
+        s = "0"
+    elif a >= 1:
+        s = f"{v:.0f}" if a >= 100 else f"{v:.2f}"
+    else:
+        s = f"{v:.2g}"
+    return f"{s} {currency}".strip()
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round tick values covering [lo, hi], about `n` of them."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(1, n)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.ceil(lo / step - 1e-9) * step
+    ticks = []
+    t = start
+    while t <= hi + step * 1e-9:
+        ticks.append(round(t, 12))
+        t += step
+    return ticks
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks between lo and hi (both > 0); only powers of ten when there are many decades."""
+    decades = math.log10(hi) - math.log10(lo)
+    mults = (1,) if decades > 3 else (1, 2, 5)
+    out = []
+    for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+        for m in mults:
+            v = m * 10.0**e
+            if lo <= v <= hi:
+                out.append(v)
+    return out or [lo, hi]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Data range [lo, hi] onto pixel range [a, b] (b < a for a y axis), linear or log10."""
+
+    lo: float
+    hi: float
+    a: float
+    b: float
+    log: bool = False
+
+    def __call__(self, v: float) -> float:
+        if self.log:
+            v = max(v, self.lo * 1e-3)
+            t = (math.log10(v) - math.log10(self.lo)) / (math.log10(self.hi) - math.log10(self.lo))
+        else:
+            t = (v - self.lo) / (self.hi - self.lo)
+        return self.a + t * (self.b - self.a)
+
+
+def _pad_range(
+    lo: float, hi: float, frac: float = 0.08, floor: float | None = None, ceil: float | None = None
+):
+    if hi <= lo:
+        lo, hi = lo - 0.5 * (abs(lo) or 1), hi + 0.5 * (abs(hi) or 1)
+    pad = (hi - lo) * frac
+    lo, hi = lo - pad, hi + pad
+    if floor is not None:
+        lo = max(lo, floor)
+    if ceil is not None:
+        hi = min(hi, ceil)
+    return lo, hi
+
+
+def _thin(
+    points: Sequence[tuple[float, float]], limit: int = MAX_POLYLINE_POINTS
+) -> list[tuple[float, float]]:
+    if len(points) <= limit:
+        return list(points)
+    stride = math.ceil(len(points) / limit)
+    out = list(points[::stride])
+    if out[-1] != points[-1]:
+        out.append(points[-1])
+    return out
+
+
+@dataclass
+class _Chart:
+    """An SVG being drawn: a frame (title, axes, ticks, legend) plus marks appended in data space."""
+
+    title: str
+    x: Scale
+    y: Scale
+    height: int
+    parts: list[str] = field(default_factory=list)
+
+    def line(
+        self, pts: Iterable[tuple[float, float]], colour: str, *, width: float = 2, dash: str = ""
+    ) -> None:
+        px = " ".join(f"{_f(self.x(a))},{_f(self.y(b))}" for a, b in pts)
+        d = f' stroke-dasharray="{dash}"' if dash else ""
+        self.parts.append(
+            f'<polyline points="{px}" fill="none" stroke="{colour}" stroke-width="{width}"{d} '
+            'stroke-linejoin="round" stroke-linecap="round"/>'
+        )
+
+    def hline(self, v: float, colour: str, label: str, *, dash: str = "6 4", anchor: str = "end") -> None:
+        y = self.y(v)
+        x0, x1 = self.x.a, self.x.b
+        self.parts.append(
+            f'<line x1="{_f(x0)}" y1="{_f(y)}" x2="{_f(x1)}" y2="{_f(y)}" stroke="{colour}" '
+            f'stroke-width="1.5" stroke-dasharray="{dash}"/>'
+        )
+        tx = x1 - 4 if anchor == "end" else x0 + 4
+        self.text(tx, y - 4, label, colour=colour, anchor=anchor)
+
+    def vline(
+        self, v: float, colour: str, label: str, *, dash: str = "2 3", bottom_label: bool = False
+    ) -> None:
+        x = self.x(v)
+        top, bottom = self.y.b, self.y.a
+        self.parts.append(
+            f'<line x1="{_f(x)}" y1="{_f(top)}" x2="{_f(x)}" y2="{_f(bottom)}" stroke="{colour}" '
+            f'stroke-width="1.5" stroke-dasharray="{dash}"/>'
+        )
+        anchor = "end" if x > (self.x.a + self.x.b) / 2 else "start"
+        y = bottom - 6 if bottom_label else top + 12
+        self.text(x + (-4 if anchor == "end" else 4), y, label, colour=colour, anchor=anchor)
+
+    def point(self, a: float, b: float, colour: str, *, hollow: bool = False, shape: str = "circle") -> None:
+        x, y = self.x(a), self.y(b)
+        fill = "#ffffff" if hollow else colour
+        if shape == "diamond":
+            r = 6
+            self.parts.append(
+                f'<polygon points="{_f(x)},{_f(y - r)} {_f(x + r)},{_f(y)} {_f(x)},{_f(y + r)} '
+                f'{_f(x - r)},{_f(y)}" fill="{fill}" stroke="{colour}" stroke-width="1.5"/>'
+            )
+        else:
+            self.parts.append(
+                f'<circle cx="{_f(x)}" cy="{_f(y)}" r="4.5" '
+                f'fill="{fill}" stroke="{colour}" stroke-width="1.5"/>'
+            )
+
+    def errorbar(self, a: float, low: float, high: float, colour: str) -> None:
+        x, y0, y1 = self.x(a), self.y(low), self.y(high)
+        self.parts.append(
+            f'<path d="M{_f(x)},{_f(y0)}V{_f(y1)}M{_f(x - 5)},{_f(y0)}H{_f(x + 5)}'
+            f'M{_f(x - 5)},{_f(y1)}H{_f(x + 5)}" stroke="{colour}" stroke-width="1.5" fill="none"/>'
+        )
+
+    def text(
+        self,
+        x: float,
+        y: float,
+        label: str,
+        *,
+        colour: str = "#222222",
+        anchor: str = "middle",
+        size: int = FONT,
+        weight: str = "normal",
+    ) -> None:
+        w = ' font-weight="bold"' if weight != "normal" else ""
+        self.parts.append(
+            f'<text x="{_f(x)}" y="{_f(y)}" fill="{colour}" text-anchor="{anchor}" font-size="{size}"{w}>'
+            f"{_esc(label)}</text>"
+        )
+
+
+def _chart(
+    title: str,
+    *,
+    x: tuple[float, float],
+    y: tuple[float, float],
+    xlabel: str,
+    ylabel: str,
+    xticks: Sequence[float] | None = None,
+    yticks: Sequence[float] | None = None,
+    xfmt: Callable[[float], str] = fmt_count,
+    yfmt: Callable[[float], str] = fmt_score,
+    xlog: bool = False,
+    legend: Sequence[tuple[str, str, str]] = (),
+    height: int = 320,
+    xtick_labels: Sequence[tuple[float, Sequence[str]]] | None = None,
+    left: int = 60,
+) -> _Chart:
+    """The frame: title, legend rows, grid, ticks and axis labels. Legend items: (label, colour, style)."""
+    rows = _legend_rows(legend, WIDTH - left - 16)
+    top = 34 + 16 * len(rows)
+    bottom_lines = max((len(lines) for _, lines in xtick_labels), default=1) if xtick_labels else 1
+    bottom = 30 + 13 * bottom_lines
+    xs = Scale(x[0], x[1], left, WIDTH - 16, log=xlog)
+    ys = Scale(y[0], y[1], height - bottom, top)
+    c = _Chart(title, xs, ys, height)
+    c.text(8, 18, title, anchor="start", size=13, weight="bold")
+    for i, row in enumerate(rows):
+        cx: float = left
+        ly = 34 + 16 * i
+        for label, colour, style in row:
+            if style == "line":
+                c.parts.append(
+                    f'<line x1="{cx}" y1="{ly - 4}" x2="{cx + 18}" '
+                    f'y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>'
+                )
+            elif style == "dash":
+                c.parts.append(
+                    f'<line x1="{cx}" y1="{ly - 4}" x2="{cx + 18}" y2="{ly - 4}" stroke="{colour}" '
+                    'stroke-width="2" stroke-dasharray="5 3"/>'
+                )
+            elif style == "diamond":
+                c.parts.append(
+                    f'<polygon points="{cx + 9},{ly - 10} {cx + 15},{ly - 4} '
+                    f'{cx + 9},{ly + 2} {cx + 3},{ly - 4}" '
+                    f'fill="{colour}" stroke="{colour}"/>'
+                )
+            else:
+                fill = "#ffffff" if style == "hollow" else colour
+                c.parts.append(
+                    f'<circle cx="{cx + 9}" cy="{ly - 4}" r="4" '
+                    f'fill="{fill}" stroke="{colour}" stroke-width="1.5"/>'
+                )
+            c.text(cx + 23, ly, label, anchor="start")
+            cx += 23 + len(label) * CHAR_W + 16
+    # grid and ticks
+    for t in yticks if yticks is not None else nice_ticks(*y):
+        py = ys(t)
+        c.parts.append(f'<line x1="{left}" y1="{_f(py)}" x2="{WIDTH - 16}" y2="{_f(py)}" stroke="#e3e3e3"/>')
+        c.text(left - 6, py + 4, yfmt(t), anchor="end", colour="#444444")
+    if xtick_labels is not None:
+        for t, lines in xtick_labels:
+            px = xs(t)
+            for j, line in enumerate(lines):
+                c.text(px, height - bottom + 16 + 13 * j, line, colour="#444444")
+    else:
+        ticks = xticks if xticks is not None else (log_ticks(*x) if xlog else nice_ticks(*x))
+        for t in ticks:
+            px = xs(t)
+            c.parts.append(
+                f'<line x1="{_f(px)}" y1="{top}" x2="{_f(px)}" y2="{height - bottom}" stroke="#efefef"/>'
+            )
+            c.text(px, height - bottom + 16, xfmt(t), colour="#444444")
+    c.parts.append(f'<path d="M{left},{top}V{height - bottom}H{WIDTH - 16}" stroke="#888888" fill="none"/>')
+    c.text((left + WIDTH - 16) / 2, height - 6, xlabel, colour="#333333")
+    cy = (top + height - bottom) / 2
+    c.parts.append(
+        f'<text x="14" y="{_f(cy)}" fill="#333333" text-anchor="middle" font-size="{FONT}" '
+        f'transform="rotate(-90 14 {_f(cy)})">{_esc(ylabel)}</text>'
+    )
+    return c
+
+
+def _legend_rows(items: Sequence[tuple[str, str, str]], width: float) -> list[list[tuple[str, str, str]]]:
+    rows: list[list[tuple[str, str, str]]] = []
+    used = width + 1
+    for item in items:
+        w = 23 + len(item[0]) * CHAR_W + 16
+        if used + w > width:
+            rows.append([])
+            used = 0
+        rows[-1].append(item)
+        used += w
+    return rows
+
+
+def _render(c: _Chart, desc: str) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {c.height}" role="img" '
+        f'font-family="system-ui, -apple-system, Segoe UI, Roboto, Helvetica, Arial, sans-serif" '
+        f'font-size="{FONT}" preserveAspectRatio="xMidYMid meet">'
+        f"<title>{_esc(c.title)}</title><desc>{_esc(desc)}</desc>"
+        f'<rect x="0" y="0" width="{WIDTH}" height="{c.height}" fill="#ffffff"/>'
+        + "".join(c.parts)
+        + "</svg>"
+    )
+
+
+# ---------------------------------------------------------------- the plots
+
+_KIND_ORDER = {"zero_shot": 0, "system": 1, "few_shot": 2}
+
+
+def arm_label(arm: Mapping[str, Any]) -> list[str]:
+    """Tick label lines for an arm: 'zero-shot', 'system', 'k=8' (+ 'nearest'), else the name."""
+    kind = arm.get("kind")
+    if kind == "zero_shot":
+        first = ["zero-shot"]
+    elif kind == "system":
+        first = ["system"]
+    elif kind == "few_shot":
+        first = [f"k={arm.get('k')}"] + (["nearest"] if arm.get("selection") == "nearest" else [])
+    else:
+        name = str(arm.get("name", "?"))
+        first = [name if len(name) <= 16 else name[:15] + "…"]
+    return first
+
+
+def ordered_arms(arms: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """zero-shot → system → few-shot by k (stratified before nearest) → anything else."""
+    return sorted(
+        arms,
+        key=lambda a: (
+            _KIND_ORDER.get(str(a.get("kind")), 3),
+            a.get("k") or 0,
+            a.get("selection") == "nearest",
+            _num(a.get("mean_prompt_tokens")) or 0.0,
+        ),
+    )
+
+
+def arm_curve_svg(
+    prompting: Mapping[str, Any] | None, finetuned: Mapping[str, Any] | None = None
+) -> str | None:
+    """Target-metric score per arm (zero-shot → system → k-shot) with 95% CIs and the target line.
+
+    `finetuned`: the verification section's `finetuned` entry, drawn as a last, differently coloured point.
+    """
+    if not prompting or not prompting.get("arms"):
+        return None
+    metric = str(prompting.get("target_metric"))
+    rows = []
+    for arm in ordered_arms(prompting["arms"]):
+        est = (arm.get("scores") or {}).get(metric) or {}
+        v, lo, hi = _num(est.get("value")), _num(est.get("low")), _num(est.get("high"))
+        if v is None:
+            continue
+        tokens = _num(arm.get("mean_prompt_tokens"))
+        lines = arm_label(arm) + ([f"{fmt_count(tokens)} tok"] if tokens is not None else [])
+        rows.append((lines, v, lo, hi, BLUE))
+    if finetuned:
+        est = (finetuned.get("scores") or {}).get(metric) or {}
+        v = _num(est.get("value"))
+        if v is not None:
+            tokens = _num(finetuned.get("mean_prompt_tokens"))
+            lines = ["fine-tuned"] + ([f"{fmt_count(tokens)} tok"] if tokens is not None else [])
+            rows.append((lines, v, _num(est.get("low")), _num(est.get("high")), VERMILLION))
+    if not rows:
+        return None
+    target = _num(prompting.get("quality_target"))
+    values = [v for r in rows for v in (r[1], r[2], r[3]) if v is not None]
+    if target is not None:
+        values.append(target)
+    ylo, yhi = _pad_range(min(values), max(values), 0.12, floor=0.0, ceil=1.0)
+    n = len(rows)
+    legend = [("score, 95% CI", BLUE, "point")]
+    if finetuned and rows[-1][4] == VERMILLION:
+        legend.append(("fine-tuned model", VERMILLION, "point"))
+    if target is not None:
+        legend.append((f"target {fmt_score(target)}", GREEN, "dash"))
+    c = _chart(
+        f"Prompting arms: {metric}",
+        x=(-0.5, n - 0.5),
+        y=(ylo, yhi),
+        xlabel="arm (mean prompt tokens)",
+        ylabel=metric,
+        legend=legend,
+        xtick_labels=[(i, r[0]) for i, r in enumerate(rows)],
+    )
+    if target is not None:
+        c.hline(target, GREEN, f"target {fmt_score(target)}", anchor="start")
+    pts = [(i, r[1]) for i, r in enumerate(rows) if r[4] == BLUE]
+    if len(pts) > 1:
+        c.line(pts, BLUE, width=1.2, dash="3 3")
+    for i, (_, v, lo, hi, colour) in enumerate(rows):
+        if lo is not None and hi is not None:
+            c.errorbar(i, lo, hi, colour)
+        c.point(i, v, colour)
+        c.text(c.x(i) + 8, c.y(v) + 4, fmt_score(v), anchor="start", colour=colour)
+    desc = "; ".join(f"{' '.join(r[0])}: {fmt_score(r[1])}" for r in rows)
+    return _render(c, desc)
+
+
+def learning_curve_svg(curve: Mapping[str, Any] | None, prompt_score: float | None = None) -> str | None:
+    """The probe's score against train examples (log x) with CIs, the power-law fit and its extrapolation."""
+    if not curve or not curve.get("points"):
+        return None
+    pts = [
+        (float(p["n"]), float(p["score"]), _num(p.get("ci_low")), _num(p.get("ci_high")))
+        for p in curve["points"]
+        if _num(p.get("n")) and _num(p.get("score")) is not None and p["n"] > 0
+    ]
+    if not pts:
+        return None
+    a, b = _num(curve.get("a")), _num(curve.get("b"))
+    target = _num(curve.get("target"))
+    n_min, n_max = min(p[0] for p in pts), max(p[0] for p in pts)
+    need = _num((curve.get("examples_needed") or {}).get("value"))
+    x_end = 4 * n_max
+    if need is not None and need <= 20 * n_max:
+        x_end = max(x_end, need * 1.15)
+    xlo, xhi = n_min / 1.4, x_end * 1.1
+    extra = []
+    for factor, key in ((2, "score_at_2x"), (4, "score_at_4x")):
+        iv = curve.get(key) or {}
+        v = _num(iv.get("value"))
+        if v is not None:
+            extra.append((factor * n_max, v, _num(iv.get("low")), _num(iv.get("high"))))
+    values = [v for p in pts + extra for v in p[1:] if v is not None]
+    values += [v for v in (target, prompt_score) if v is not None]
+    ylo, yhi = _pad_range(min(values), max(values), 0.1, floor=0.0, ceil=1.0)
+    metric = str(curve.get("metric", "score"))
+    legend = [("probe score, 95% CI", BLUE, "point")]
+    if a is not None and b is not None:
+        legend += [("power-law fit", BLUE, "line"), ("extrapolation, 95% CI", BLUE, "hollow")]
+    if target is not None:
+        legend.append((f"target {fmt_score(target)}", GREEN, "dash"))
+    if prompt_score is not None:
+        legend.append((f"best prompt {fmt_score(prompt_score)}", GREY, "dash"))
+    c = _chart(
+        f"Learning curve (TF-IDF probe): {metric}",
+        x=(xlo, xhi),
+        y=(ylo, yhi),
+        xlabel="train examples (log scale)",
+        ylabel=metric,
+        xlog=True,
+        legend=legend,
+    )
+    if target is not None:
+        c.hline(target, GREEN, f"target {fmt_score(target)}")
+    if prompt_score is not None:
+        c.hline(prompt_score, GREY, f"best prompt {fmt_score(prompt_score)}", anchor="start", dash="8 3 2 3")
+    if a is not None and b is not None:
+
+        def score(n: float) -> float:
+            return min(yhi, max(ylo, 1.0 - a * n ** (-b)))
+
+        def span(lo: float, hi: float, k: int = 40) -> list[tuple[float, float]]:
+            return [(lo * (hi / lo) ** (i / k), score(lo * (hi / lo) ** (i / k))) for i in range(k + 1)]
+
+        c.line(span(n_min, n_max), BLUE, width=1.5)
+        c.line(span(n_max, x_end), BLUE, width=1.5, dash="5 4")
+    if need is not None and xlo <= need <= xhi:
+        c.vline(need, GREEN, f"≈{fmt_count(need)} examples to reach the target", bottom_label=True)
+    for n, v, lo, hi in pts:
+        if lo is not None and hi is not None:
+            c.errorbar(n, lo, hi, BLUE)
+        c.point(n, v, BLUE)
+    for n, v, lo, hi in extra:
+        if lo is not None and hi is not None:
+            c.errorbar(n, lo, hi, BLUE)
+        c.point(n, v, BLUE, hollow=True)
+    desc = "; ".join(f"{fmt_count(n)} examples: {fmt_score(v)}" for n, v, *_ in pts)
+    return _render(c, desc)
+
+
+def cost_svg(evidence: Mapping[str, Any] | None) -> str | None:
+    """Cumulative cost against requests served: the best prompting arm against fine-tuning + serving it.
+
+    The lines cross at the break-even volume; with a declared volume the x ticks also read in days and
+    the horizon is marked.
+    """
+    if not evidence or not evidence.get("cost"):
+        return None
+    cost = evidence["cost"]
+    best = next((a for a in evidence.get("arms") or [] if a.get("name") == evidence.get("best_arm")), None)
+    p = _num(best.get("cost_per_request")) if best else None
+    f = _num(cost.get("finetuned_cost_per_request"))
+    one_time = _num(cost.get("finetune_cost"))
+    if p is None or f is None or one_time is None:
+        return None
+    cur = str(cost.get("currency") or "")
+    volume = _num(evidence.get("volume_per_day"))
+    horizon_days = _num(evidence.get("horizon_days"))
+    be = _num(cost.get("break_even_requests"))
+    horizon = volume * horizon_days if volume and horizon_days else None
+    if be and (horizon is None or horizon > 6 * be):
+        x_max = 2.5 * be  # the break-even is the point of the plot; the horizon is far off to the right
+    elif be or horizon:
+        x_max = max(v for v in ((be or 0) * 1.6, (horizon or 0) * 1.15))
+    else:
+        x_max = one_time / (p - f) * 2 if p > f else 1e6
+    y_max = max(p * x_max, one_time + f * x_max) * 1.08
+    ticks = nice_ticks(0, x_max, 5)
+
+    def tick_lines(t: float) -> list[str]:
+        lines = [fmt_count(t)]
+        if volume:
+            days = t / volume
+            lines.append(f"{days:.0f} d" if days >= 10 or days == 0 else f"{days:.1f} d")
+        return lines
+
+    arm = str(best.get("name")) if best else "best arm"
+    legend = [
+        (f"prompting ({arm}): {fmt_money(p, cur)}/request", BLUE, "line"),
+        (f"fine-tune {fmt_money(one_time, cur)} + {fmt_money(f, cur)}/request", VERMILLION, "line"),
+    ]
+    c = _chart(
+        "Cumulative cost against volume served",
+        x=(0, x_max),
+        y=(0, y_max),
+        xlabel="requests served" + (" (days at the declared volume)" if volume else ""),
+        ylabel=f"cumulative cost ({cur})" if cur else "cumulative cost",
+        yfmt=lambda v: fmt_count(v) if abs(v) >= 1000 else f"{v:g}",
+        legend=legend,
+        xtick_labels=[(t, tick_lines(t)) for t in ticks],
+        left=64,
+    )
+    for t in ticks:
+        c.parts.append(
+            f'<line x1="{_f(c.x(t))}" y1="{_f(c.y.b)}" x2="{_f(c.x(t))}" y2="{_f(c.y.a)}" stroke="#efefef"/>'
+        )
+    if horizon and horizon <= x_max:
+        c.vline(horizon, GREY, f"{horizon_days:g}-day horizon")
+    elif horizon:
+        c.text(
+            WIDTH - 20,
+            c.y.b + 12,
+            f"{horizon_days:g}-day horizon: {fmt_count(horizon)} requests →",
+            anchor="end",
+            colour=GREY,
+        )
+    c.line([(0, 0), (x_max, p * x_max)], BLUE)
+    c.line([(0, one_time), (x_max, one_time + f * x_max)], VERMILLION)
+    if be is not None and be <= x_max:
+        c.point(be, p * be, "#222222")
+        days = f" ≈ {be / volume:.1f} days" if volume else ""
+        label = f"break-even: {fmt_count(be)} requests{days}"
+        anchor = "end" if c.x(be) > WIDTH / 2 else "start"
+        c.text(c.x(be) + (-8 if anchor == "end" else 8), c.y(p * be) - 8, label, anchor=anchor, weight="bold")
+    desc = (
+        f"prompting costs {fmt_money(p, cur)} per request; fine-tuning costs {fmt_money(one_time, cur)} once "
+        f"and {fmt_money(f, cur)} per request; "
+        + (f"break-even after {fmt_count(be)} requests" if be else "no break-even")
+    )
+    return _render(c, desc)
+
+
+def latency_svg(evidence: Mapping[str, Any] | None) -> str | None:
+    """Measured p50/p95 latency per arm against its prompt tokens, the fitted model, the budget line."""
+    if not evidence:
+        return None
+    arms = [
+        a
+        for a in evidence.get("arms") or []
+        if _num(a.get("prompt_tokens")) is not None and _num(a.get("p95_ms")) is not None
+    ]
+    if not arms:
+        return None
+    budget = _num(evidence.get("latency_budget_ms"))
+    model = evidence.get("latency_model") or {}
+    ma, mb, mc = _num(model.get("a")), _num(model.get("b")), _num(model.get("c"))
+    outs = [_num(a.get("completion_tokens")) for a in arms]
+    out_tokens = sum(o for o in outs if o is not None) / max(1, sum(o is not None for o in outs))
+    cost = evidence.get("cost") or {}
+    ft_ms = _num(evidence.get("finetuned_latency_ms"))
+    zero = next((a for a in arms if a.get("kind") == "zero_shot"), None)
+    ft_tokens = _num(cost.get("finetuned_prompt_tokens")) or (
+        _num(zero.get("prompt_tokens")) if zero else None
+    )
+    x_max = max(_num(a["prompt_tokens"]) or 0 for a in arms) * 1.12 + 1
+    ys = [_num(a.get("p95_ms")) or 0 for a in arms] + [_num(a.get("p50_ms")) or 0 for a in arms]
+    ys += [v for v in (budget, ft_ms) if v is not None]
+
+    def model_ms(x: float) -> float:
+        return 1000.0 * ((ma or 0.0) + (mb or 0.0) * x + (mc or 0.0) * out_tokens)
+
+    has_model = ma is not None and mb is not None
+    if has_model:
+        ys.append(model_ms(x_max))
+    y_max = max(ys) * 1.15 or 1.0
+    legend = [("p95", BLUE, "point"), ("p50", BLUE, "hollow")]
+    if has_model:
+        legend.append(("latency model (mean)", GREY, "line"))
+    if ft_ms is not None and ft_tokens is not None:
+        legend.append(("fine-tuned (projected)", VERMILLION, "diamond"))
+    if budget is not None:
+        legend.append((f"budget {budget:g} ms", VERMILLION, "dash"))
+    c = _chart(
+        "Latency against prompt length",
+        x=(0, x_max),
+        y=(0, y_max),
+        xlabel="prompt tokens per request",
+        ylabel="latency (ms)",
+        yfmt=lambda v: f"{v:g}",
+        legend=legend,
+    )
+    if budget is not None:
+        c.hline(budget, VERMILLION, f"budget {budget:g} ms")
+    if has_model:
+        c.line([(0, model_ms(0)), (x_max, model_ms(x_max))], GREY, width=1.5)
+    for i, a in enumerate(sorted(arms, key=lambda a: _num(a["prompt_tokens"]) or 0)):
+        x = _num(a["prompt_tokens"]) or 0.0
+        p95 = _num(a["p95_ms"]) or 0.0
+        p50 = _num(a.get("p50_ms"))
+        if p50 is not None:
+            c.parts.append(
+                f'<line x1="{_f(c.x(x))}" y1="{_f(c.y(p50))}" x2="{_f(c.x(x))}" y2="{_f(c.y(p95))}" '
+                f'stroke="{BLUE}" stroke-width="1.5"/>'
+            )
+            c.point(x, p50, BLUE, hollow=True)
+        c.point(x, p95, BLUE)
+        dy = -9 if i % 2 == 0 else 17
+        label = " ".join(arm_label(a))
+        anchor = "end" if c.x(x) > WIDTH - 90 else "start"
+        c.text(c.x(x) + (-7 if anchor == "end" else 7), c.y(p95) + dy, label, anchor=anchor)
+    if ft_ms is not None and ft_tokens is not None:
+        c.point(ft_tokens, ft_ms, VERMILLION, shape="diamond")
+    desc = "; ".join(
+        f"{a.get('name')}: {fmt_count(_num(a['prompt_tokens']) or 0)} tokens, p95 {_num(a['p95_ms']):.0f} ms"
+        for a in arms
+    )
+    return _render(c, desc)
+
+
+def training_series(curve: Sequence[Mapping[str, Any]] | None) -> dict[str, list[tuple[float, float]]]:
+    """Series by name from the training log records: 'loss' (train), 'dev_loss', and each dev metric."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    skip = {"event", "step", "best_dev_loss", "improved", "lr", "tokens", "tokens_per_s", "elapsed_s"}
+    for rec in curve or []:
+        step = _num(rec.get("step"))
+        if step is None or rec.get("event") not in ("train", "dev"):
+            continue
+        for key, v in rec.items():
+            val = _num(v)
+            if key in skip or val is None:
+                continue
+            name = "loss" if rec["event"] == "train" and key == "loss" else key
+            if rec["event"] == "train" and key != "loss":
+                continue
+            out.setdefault(name, []).append((step, val))
+    return out
+
+
+def training_loss_svg(
+    curve: Sequence[Mapping[str, Any]] | None, best_step: float | None = None
+) -> str | None:
+    """Train loss per optimizer step, dev loss at each evaluation, the best (kept) step."""
+    series = training_series(curve)
+    train, dev = series.get("loss", []), series.get("dev_loss", [])
+    if not train and not dev:
+        return None
+    allpts = train + dev
+    x_max = max(s for s, _ in allpts)
+    x_min = min(s for s, _ in allpts)
+    ylo, yhi = _pad_range(min(v for _, v in allpts), max(v for _, v in allpts), 0.08, floor=0.0)
+    legend = []
+    if train:
+        legend.append(("train loss", BLUE, "line"))
+    if dev:
+        legend.append(("dev loss", ORANGE, "point"))
+    c = _chart(
+        "Training and dev loss",
+        x=(min(0.0, x_min), max(x_max, 1.0)),
+        y=(ylo, yhi),
+        xlabel="optimizer step",
+        ylabel="loss",
+        yfmt=lambda v: f"{v:.3g}",
+        legend=legend,
+    )
+    if best_step is not None:
+        c.vline(best_step, GREEN, f"best dev loss at step {best_step:g}")
+    if train:
+        c.line(_thin(train), BLUE, width=1.3)
+    if dev:
+        c.line(dev, ORANGE, width=1.5)
+        for s, v in _thin(dev, 60):
+            c.point(s, v, ORANGE)
+    return _render(c, f"{len(train)} train steps, {len(dev)} dev evaluations")
+
+
+def training_metric_svg(
+    curve: Sequence[Mapping[str, Any]] | None, target: float | None = None, target_metric: str | None = None
+) -> str | None:
+    """Dev metrics (whatever the training loop's callback recorded) per step; the target when comparable."""
+    series = {k: v for k, v in training_series(curve).items() if k not in ("loss", "dev_loss")}
+    if not series:
+        return None
+    colours = [ORANGE, PURPLE, GREEN, SKY, BLUE]
+    allpts = [p for pts in series.values() for p in pts]
+    comparable = (
+        target is not None
+        and target_metric is not None
+        and any(k in (target_metric, f"dev_{target_metric}") for k in series)
+    )
+    values = [v for _, v in allpts] + ([target] if comparable and target is not None else [])
+    ylo, yhi = _pad_range(min(values), max(values), 0.1)
+    legend = [(k, colours[i % len(colours)], "point") for i, k in enumerate(series)]
+    if comparable and target is not None:
+        legend.append((f"target {fmt_score(target)}", GREEN, "dash"))
+    c = _chart(
+        "Dev metrics during training",
+        x=(min(0.0, min(s for s, _ in allpts)), max(1.0, max(s for s, _ in allpts))),
+        y=(ylo, yhi),
+        xlabel="optimizer step",
+        ylabel="dev metric",
+        yfmt=lambda v: f"{v:.3g}",
+        legend=legend,
+    )
+    if comparable and target is not None:
+        c.hline(target, GREEN, f"target {fmt_score(target)}", anchor="start")
+    for i, pts in enumerate(series.values()):
+        colour = colours[i % len(colours)]
+        c.line(pts, colour, width=1.5)
+        for s, v in _thin(pts, 60):
+            c.point(s, v, colour)
+    return _render(c, ", ".join(f"{k}: last {fmt_score(v[-1][1])}" for k, v in series.items()))
+
+
+def before_after_svg(verification: Mapping[str, Any] | None) -> str | None:
+    """Best prompting arm against the fine-tuned model on the same eval items, 95% CIs, the target."""
+    if not verification:
+        return None
+    metric = str(verification.get("metric"))
+    rows = []
+    for key, colour, label in (("baseline", BLUE, "before"), ("finetuned", VERMILLION, "after")):
+        side = verification.get(key) or {}
+        est = (side.get("scores") or {}).get(metric) or {}
+        v = _num(est.get("value"))
+        if v is None:
+            return None
+        name = "fine-tuned" if key == "finetuned" else str(side.get("arm", "best prompt"))
+        rows.append((f"{label}: {name}", v, _num(est.get("low")), _num(est.get("high")), colour))
+    target = _num(verification.get("quality_target"))
+    values = [v for r in rows for v in r[1:4] if v is not None] + ([target] if target is not None else [])
+    xlo, xhi = _pad_range(min(values), max(values), 0.15, floor=0.0, ceil=1.0)
+    height = 190
+    left = 200
+    legend = [("score, 95% CI", GREY, "point")]
+    if target is not None:
+        legend.append((f"target {fmt_score(target)}", GREEN, "dash"))
+    c = _chart(
+        f"Before and after fine-tuning: {metric}",
+        x=(xlo, xhi),
+        y=(-0.6, len(rows) - 0.4),
+        xlabel=metric,
+        ylabel="",
+        yticks=[],
+        legend=legend,
+        height=height,
+        left=left,
+    )
+    if target is not None:
+        c.vline(target, GREEN, f"target {fmt_score(target)}", dash="6 4")
+    for i, (label, v, lo, hi, colour) in enumerate(rows):
+        y = len(rows) - 1 - i
+        py = c.y(y)
+        short = label if len(label) <= 30 else label[:29] + "…"
+        c.text(left - 8, py + 4, short, anchor="end")
+        if lo is not None and hi is not None:
+            x0, x1 = c.x(lo), c.x(hi)
+            c.parts.append(
+                f'<path d="M{_f(x0)},{_f(py)}H{_f(x1)}M{_f(x0)},{_f(py - 5)}V{_f(py + 5)}'
+                f'M{_f(x1)},{_f(py - 5)}V{_f(py + 5)}" stroke="{colour}" stroke-width="1.5" fill="none"/>'
+            )
+        c.point(v, y, colour)
+        right = c.x(hi) if hi is not None else c.x(v)
+        c.text(right + 8, py + 4, fmt_score(v), colour=colour, anchor="start", weight="bold")
+    return _render(c, "; ".join(f"{r[0]}: {fmt_score(r[1])}" for r in rows))
+
+
+# ---------------------------------------------------------------- all of a document's plots
+
+
+def figures(doc: Mapping[str, Any]) -> list[Figure]:
+    """Every plot the document has the numbers for, in report order."""
+    prompting = doc.get("prompting")
+    evidence = doc.get("evidence")
+    training = doc.get("training")
+    verification = doc.get("verification")
+    out: list[Figure] = []
+
+    def add(name: str, section: str, title: str, svg: str | None) -> None:
+        if svg is not None:
+            out.append(Figure(name, section, title, svg))
+
+    best_prompt = _num(((prompting or {}).get("plateau") or {}).get("best_score"))
+    add(
+        "arms",
+        "prompting",
+        "Score per prompting arm with 95% intervals and the quality target",
+        arm_curve_svg(prompting, (verification or {}).get("finetuned")),
+    )
+    if evidence:
+        add(
+            "learning_curve",
+            "evidence",
+            "Learning curve of the probe with its power-law extrapolation",
+            learning_curve_svg(evidence.get("learning_curve"), best_prompt),
+        )
+        add(
+            "cost",
+            "evidence",
+            "Cumulative cost against volume, with the break-even point",
+            cost_svg(evidence),
+        )
+        add("latency", "evidence", "Latency against prompt tokens, with the budget", latency_svg(evidence))
+    if training:
+        curve = training.get("curve")
+        best_step = _num((training.get("metrics") or {}).get("best_step"))
+        add(
+            "training_loss", "training", "Training and dev loss per step", training_loss_svg(curve, best_step)
+        )
+        add(
+            "training_metrics",
+            "training",
+            "Dev metrics per step",
+            training_metric_svg(
+                curve, _num((prompting or {}).get("quality_target")), (prompting or {}).get("target_metric")
+            ),
+        )
+    add(
+        "before_after",
+        "verification",
+        "Best prompting arm against the fine-tuned model",
+        before_after_svg(verification),
+    )
+    return out
