@@ -1,0 +1,286 @@
+"""The HTML report: self-contained, every section or its reason, escaped dataset text, plots as SVG."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import report_docs
+
+from advisor import html, plots, report
+
+
+@pytest.fixture(scope="session")
+def docs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    base = tmp_path_factory.mktemp("docs")
+    return {
+        "few_shot": report_docs.few_shot_doc(base),
+        "fine_tune": report_docs.fine_tune_doc(base),
+        "collect_data": report_docs.collect_data_doc(base),
+    }
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return report_docs.hostile_doc(tmp_path_factory.mktemp("hostile"))
+
+
+class _Page(HTMLParser):
+    """Tags, attributes and text nodes of a page, as a browser's parser sees them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.open: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(page: str) -> _Page:
+    p = _Page()
+    p.feed(page)
+    p.close()
+    return p
+
+
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(report.schema(), format_checker=jsonschema.FormatChecker())
+
+
+def test_fixture_documents_are_valid_and_decide_as_named(docs: dict[str, dict[str, Any]], hostile) -> None:
+    for verdict, doc in docs.items():
+        _validator().validate(doc)
+        assert doc["decision"]["verdict"] == verdict
+    _validator().validate(hostile)
+
+
+@pytest.mark.parametrize("verdict", ["few_shot", "fine_tune", "collect_data"])
+def test_page_is_self_contained(docs: dict[str, dict[str, Any]], verdict: str) -> None:
+    page = html.to_html(docs[verdict])
+    p = parse(page)
+    tags = [t for t, _ in p.tags]
+    assert "script" not in tags and "iframe" not in tags and "object" not in tags and "img" not in tags
+    for tag, attrs in p.tags:
+        assert "src" not in attrs, tag
+        assert not any(k.startswith("on") for k in attrs), (tag, attrs)
+        href = attrs.get("href")
+        if href is not None:
+            ok = href.startswith("#") or href.startswith(("http://", "https://")) or href == "data:,"
+            assert ok and tag in ("a", "link"), (tag, href)
+            if tag == "link":
+                assert attrs.get("rel") == "icon" and href == "data:,"  # no favicon request
+    assert "@import" not in page and "url(" not in page and "@font-face" not in page
+    csp = next(
+        a["content"] for t, a in p.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"
+    )
+    assert "default-src 'none'" in csp and "script-src" not in csp
+    assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
+
+
+def test_fine_tune_page_has_every_section_plot_rule_and_provenance(docs: dict[str, dict[str, Any]]) -> None:
+    doc = docs["fine_tune"]
+    page = html.to_html(doc)
+    text = " ".join("".join(parse(page).text).split())
+    assert re.search(r'<div class="verdict">fine_tune</div>', page)
+    assert f"Confidence {doc['decision']['confidence']:.2f}" in text
+    for fig in (
+        "arms",
+        "learning_curve",
+        "cost",
+        "latency",
+        "training_loss",
+        "training_metrics",
+        "before_after",
+    ):
+        assert f'id="fig-{fig}"' in page, fig
+    assert page.count("<svg ") == 7
+    for rule in doc["decision"]["fired"]:
+        assert rule["id"] in text and rule["message"] in text
+        for s in rule["sources"]:
+            assert s["title"] in text
+            if s.get("url"):
+                assert f'href="{s["url"]}"' in page
+    for rule in doc["decision"]["skipped"]:
+        assert rule["id"] in text
+    for name in doc["decision"]["not_fired"]:
+        assert name in text
+    prov = doc["provenance"]
+    assert prov["dataset_sha256"] in text and prov["rules_sha256"] in text
+    assert "split=2" in text  # seeds
+    assert prov["libraries"]["numpy"] in text
+    for ex in doc["verification"]["flips"]["improved_examples"]:
+        assert " ".join(ex["input"].split()) in text  # the real items, shown as text
+    cost = doc["evidence"]["cost"]
+    assert f"{cost['break_even_days']:.1f} days" in text
+    # the signals table marks what fired rules cite
+    assert '<tr class="used"><td><code>volume_per_day</code>' in page
+
+
+def test_collect_data_page_says_not_measured_with_reasons(docs: dict[str, dict[str, Any]]) -> None:
+    doc = docs["collect_data"]
+    page = html.to_html(doc)
+    text = " ".join("".join(parse(page).text).split())
+    assert '<div class="verdict">collect_data</div>' in page
+    # Without a model only the probe's learning curve is measured: one plot, no invented arm, cost or latency.
+    assert page.count("<svg ") == 1 and 'id="fig-learning_curve"' in page
+    assert "Not measured: no arm was scored: no model was run in this run (backend none)." in text
+    for m in doc["evidence"]["not_measured"]:
+        assert f"{m['what']}: {m['why']}" in text
+    assert "cost/request" not in text and "Latency model" not in text
+    assert "Not measured: no adapter was trained in this run." in text
+    assert "Not measured: no fine-tuned model was compared" in text
+    assert "data.min_examples" in text and doc["decision"]["summary"] in text
+    assert "prompting_measured" in text
+
+
+def test_hostile_dataset_text_is_shown_as_text(hostile: dict[str, Any]) -> None:
+    page = html.to_html(hostile)
+    p = parse(page)
+    tags = [t for t, _ in p.tags]
+    # The only tables are the page's own: every hostile </table> or <script> is text.
+    assert "script" not in tags and "img" not in tags and "b" not in tags and "i" not in tags
+    assert page.count("<table") == page.count("</table>")
+    assert "<script" not in page.lower() and "alert(1)</script>" not in page
+    text = "".join(p.text)
+    for s in report_docs.HOSTILE_INPUTS:
+        assert s in text, s[:40]
+    for label in report_docs.HOSTILE_LABELS.values():
+        assert label in text
+        assert html.esc(label) in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&quot;double&quot; &amp; &#x27;single&#x27;" in page
+    assert "W" * 20_000 in page  # whole, not truncated; wrapped by CSS:
+    assert "overflow-wrap: anywhere" in html.CSS
+    # the long input sits in a fixed-layout table cell, where "anywhere" keeps the column narrow
+    assert re.search(r'<table class="data flips">.*?<div class=\'text\'>WWWW', page, re.S)
+
+
+def test_source_links_only_for_http(docs: dict[str, dict[str, Any]]) -> None:
+    doc = copy.deepcopy(docs["collect_data"])
+    rule = doc["decision"]["fired"][0]
+    rule["sources"] = [
+        {"title": "evil", "url": "javascript:alert(1)"},
+        {"title": "data", "url": "data:text/html,<script>alert(1)</script>"},
+        {"title": 'quote"break', "url": 'https://example.org/a?b="><script>alert(1)</script>'},
+        {"title": "relative", "url": "/etc/passwd"},
+    ]
+    page = html.to_html(doc)
+    hrefs = [a.get("href") for t, a in parse(page).tags if t == "a"]
+    assert all(h.startswith(("#", "https://", "http://")) for h in hrefs)
+    assert 'https://example.org/a?b="><script>alert(1)</script>' in hrefs  # intact after unescaping
+    assert "javascript:alert" not in " ".join(hrefs) and "<script" not in page
+
+
+def test_svgs_are_standalone_scalable_xml_with_escaped_text(docs: dict[str, dict[str, Any]]) -> None:
+    doc = copy.deepcopy(docs["fine_tune"])
+    for arm in doc["prompting"]["arms"]:
+        if arm["kind"] == "few_shot":
+            arm["kind"] = 'custom</text><script>alert("x")</script>'
+    figs = plots.figures(doc)
+    assert [f.name for f in figs] == [
+        "arms",
+        "learning_curve",
+        "cost",
+        "latency",
+        "training_loss",
+        "training_metrics",
+        "before_after",
+    ]
+    for f in figs:
+        root = ET.fromstring(f.svg)
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
+        assert root.get("viewBox", "").startswith("0 0 ") and root.get("width") is None
+        assert "<script" not in f.svg
+        numbers = re.findall(r'\s(?:x|y|cx|cy|x1|x2|y1|y2)="([^"]+)"', f.svg)
+        assert all(math.isfinite(float(v)) for v in numbers)
+    arms_svg = ET.fromstring(figs[0].svg)
+    texts = [t.text for t in arms_svg.iter("{http://www.w3.org/2000/svg}text")]
+    assert any(t and t.startswith("few_shot_k") for t in texts)  # unknown kinds show their (escaped) name
+
+
+def test_plots_need_their_numbers() -> None:
+    assert plots.arm_curve_svg(None) is None
+    assert plots.learning_curve_svg({"points": []}) is None
+    assert plots.cost_svg({"cost": {"finetune_cost": None}, "arms": []}) is None
+    assert plots.latency_svg({"arms": [{"name": "a", "prompt_tokens": 10, "p95_ms": None}]}) is None
+    assert plots.training_loss_svg([{"event": "start", "step": 0}]) is None
+    assert plots.before_after_svg(None) is None
+    assert plots.nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert plots.log_ticks(80, 5000) == [100, 200, 500, 1000, 2000, 5000]
+
+
+def test_training_without_curve_says_where_it_is(docs: dict[str, dict[str, Any]]) -> None:
+    doc = copy.deepcopy(docs["fine_tune"])
+    del doc["training"]["curve"]
+    page = html.to_html(doc)
+    assert 'id="fig-training_loss"' not in page
+    assert "the per-step loss curve is not in this document (see train/metrics.jsonl" in page
+    assert "0.4691" in page or str(doc["training"]["metrics"]["best_dev_loss"])[:5] in page
+
+
+def test_print_and_laptop_css() -> None:
+    css = html.CSS
+    assert ".wrap { max-width: 980px" in css
+    assert "@page { size: A4" in css
+    print_block = css[css.index("@media print") :]
+    assert "max-width: 100%" in print_block and "break-inside: avoid" in print_block
+
+
+def test_write_report_writes_html_markdown_and_plot_files(tmp_path: Path, docs) -> None:
+    doc = docs["fine_tune"]
+    run = tmp_path / "run"
+    report.write_report(run, doc)
+    names = sorted(p.name for p in run.iterdir())
+    assert names == ["decision.json", "plots", "report.html", "report.md"]
+    svgs = sorted(p.name for p in (run / "plots").iterdir())
+    assert svgs == sorted(f"{f.name}.svg" for f in plots.figures(doc))
+    md = (run / "report.md").read_text(encoding="utf-8")
+    for name in svgs:
+        assert f"](plots/{name})" in md
+        ET.parse(run / "plots" / name)  # well-formed standalone files
+    # the plots sit under their sections: the arm curve after the prompting table, before the signals
+    assert md.index("](plots/arms.svg)") < md.index("## Signals")
+    first = (run / "report.html").read_bytes()
+    (run / "report.html").unlink()
+    assert report.rerender(run, formats=("html",)) == [run / "report.html"]
+    assert (run / "report.html").read_bytes() == first
+    assert first.decode("utf-8") == html.to_html(json.loads((run / "decision.json").read_text("utf-8")))
+
+
+def test_load_training_curve_keeps_steps_and_thins(tmp_path: Path) -> None:
+    log = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"event": "start", "step": 0, "config": {"r": 8}})]
+    for s in range(1, 1201):
+        lines.append(json.dumps({"event": "train", "step": s, "loss": 2.0 / s, "lr": 1e-4, "tokens": 512}))
+        if s % 100 == 0:
+            lines.append(json.dumps({"event": "dev", "step": s, "dev_loss": 1.0 / s, "dev_accuracy": 0.8}))
+    lines.append('{"event": "train", "step": 1201, "loss": NaN}')
+    lines.append('{"event": "end", "step": 1201')  # cut short by a crash
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    curve = html.load_training_curve(log)
+    train = [r for r in curve if r["event"] == "train"]
+    dev = [r for r in curve if r["event"] == "dev"]
+    assert len(dev) == 12 and dev[0] == {"event": "dev", "step": 100, "dev_loss": 0.01, "dev_accuracy": 0.8}
+    assert len(train) <= html.MAX_TRAIN_RECORDS + 1 and train[-1] == {
+        "event": "train",
+        "step": 1201,
+        "loss": None,
+    }
+    assert set(train[0]) == {"event", "step", "loss"}
+    json.dumps(curve, allow_nan=False)
+    assert html.load_training_curve(tmp_path / "missing.jsonl") == []
+    svg = plots.training_loss_svg(curve, best_step=1200)
+    assert svg is not None and "best dev loss at step 1200" in svg
