@@ -26,6 +26,8 @@ from advisor import __version__
 SCHEMA_VERSION = "1.0"
 DECISION_FILE = "decision.json"
 MARKDOWN_FILE = "report.md"
+HTML_FILE = "report.html"
+PLOTS_DIR = "plots"  # the Markdown report's plots, as SVG files beside it
 TOP_LEVEL_KEYS = (
     "schema_version",
     "tool_version",
@@ -204,13 +206,46 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_report(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Path, Path]:
-    """Write decision.json and report.md into `run_dir` atomically; returns both paths."""
+    """Write decision.json, report.md (with its plots/*.svg) and report.html into `run_dir` atomically.
+
+    Returns the decision.json and report.md paths; report.html is `run_dir / HTML_FILE`.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = run_dir / DECISION_FILE, run_dir / MARKDOWN_FILE
+    json_path = run_dir / DECISION_FILE
     write_json(json_path, doc)
-    write_text_atomic(md_path, to_markdown(doc))
+    md_path, _ = rerender_doc(run_dir, doc, ("md", "html"))
     return json_path, md_path
+
+
+def write_plots(run_dir: Path, doc: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """The document's plots as run_dir/plots/<name>.svg; returns section -> [(title, relative path)]."""
+    from advisor.plots import figures
+
+    out: dict[str, list[tuple[str, str]]] = {}
+    for fig in figures(doc):
+        (Path(run_dir) / PLOTS_DIR).mkdir(exist_ok=True)
+        rel = f"{PLOTS_DIR}/{fig.name}.svg"
+        write_text_atomic(Path(run_dir) / rel, fig.svg + "\n")
+        out.setdefault(fig.section, []).append((fig.title, rel))
+    return out
+
+
+def rerender_doc(run_dir: Path, doc: Mapping[str, Any], formats: Sequence[str]) -> list[Path]:
+    """Write the requested renderings ("md": report.md + plots/, "html": report.html) of `doc`."""
+    written = []
+    for fmt in formats:
+        if fmt == "md":
+            path = Path(run_dir) / MARKDOWN_FILE
+            write_text_atomic(path, to_markdown(doc, plots=write_plots(Path(run_dir), doc)))
+            written.append(path)
+        elif fmt == "html":
+            from advisor.html import to_html
+
+            path = Path(run_dir) / HTML_FILE
+            write_text_atomic(path, to_html(doc))
+            written.append(path)
+    return written
 
 
 def read_report(run_dir: Path) -> dict[str, Any]:
@@ -233,30 +268,16 @@ def read_report(run_dir: Path) -> dict[str, Any]:
     return doc
 
 
-def rerender(run_dir: Path, formats: Sequence[str] = ("md",)) -> list[Path]:
-    """Render a run folder's decision.json again. Markdown here; HTML when `advisor.html` exists."""
-    doc = read_report(Path(run_dir))
-    written = []
-    for fmt in formats:
-        if fmt == "md":
-            path = Path(run_dir) / MARKDOWN_FILE
-            write_text_atomic(path, to_markdown(doc))
-            written.append(path)
-        elif fmt == "html":
-            try:
-                html = importlib.import_module("advisor.html")
-            except ModuleNotFoundError:
-                continue  # the HTML renderer lands with the report issue
-            path = Path(run_dir) / "report.html"
-            write_text_atomic(path, html.to_html(doc))
-            written.append(path)
-    return written
+def rerender(run_dir: Path, formats: Sequence[str] = ("md", "html")) -> list[Path]:
+    """Render a run folder's decision.json again: report.md (+ plots/) and/or report.html."""
+    return rerender_doc(Path(run_dir), read_report(Path(run_dir)), formats)
 
 
 # --------------------------------------------------------------------------- Markdown
 
 
-def to_markdown(doc: Mapping[str, Any]) -> str:
+def to_markdown(doc: Mapping[str, Any], plots: Mapping[str, Sequence[tuple[str, str]]] | None = None) -> str:
+    """The Markdown report; `plots` (section -> [(title, relative path)]) embeds images after sections."""
     d = doc["decision"]
     out = [
         "# tunegate report",
@@ -272,6 +293,7 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
     for key in ("prompting", "evidence", "training", "verification"):
         if doc.get(key) is not None or key in SECTION_RENDERERS:
             out += [_section(key, doc), ""]
+            out += [line for title, rel in (plots or {}).get(key, ()) for line in (f"![{title}]({rel})", "")]
     out += _md_signals(doc.get("signals") or {})
     out += _md_provenance(doc)
     return "\n".join(out).rstrip() + "\n"
