@@ -64,6 +64,7 @@ code, pre, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas,
 .text { white-space: pre-wrap; }
 pre { white-space: pre-wrap; background: var(--soft); padding: 8px 10px; border-radius: 6px; margin: 0; }
 .muted { color: var(--muted); }
+.est { white-space: nowrap; }
 .na { color: var(--muted); font-style: italic; }
 .sub { color: var(--muted); margin: 0 0 18px; }
 nav { font-size: 13px; margin: 14px 0 0; }
@@ -166,14 +167,17 @@ def _est(e: Mapping[str, Any] | None) -> str:
     if not e or not isinstance(e.get("value"), int | float):
         return '<span class="na">–</span>'
     return (
-        f"{_score(e['value'])} <span class='muted'>[{_score(e.get('low'))}, {_score(e.get('high'))}]</span>"
+        f"<span class='est'>{_score(e['value'])} "
+        f"<span class='muted'>[{_score(e.get('low'))}, {_score(e.get('high'))}]</span></span>"
     )
 
 
 def _money(v: Any, currency: str) -> str:
     if not isinstance(v, int | float) or isinstance(v, bool):
         return '<span class="na">–</span>'
-    digits = 2 if abs(v) >= 1 else 6
+    a = abs(v)
+    # cents for sums, two significant digits for fractions of a cent per request
+    digits = 2 if a >= 1 or a == 0 else max(2, 1 - math.floor(math.log10(a)))
     return esc(f"{v:,.{digits}f} {currency}".strip())
 
 

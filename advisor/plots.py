@@ -241,7 +241,9 @@ class _Chart:
     ) -> None:
         w = ' font-weight="bold"' if weight != "normal" else ""
         self.parts.append(
-            f'<text x="{_f(x)}" y="{_f(y)}" fill="{colour}" text-anchor="{anchor}" font-size="{size}"{w}>'
+            # a white halo keeps labels legible where they cross a line
+            f'<text x="{_f(x)}" y="{_f(y)}" fill="{colour}" text-anchor="{anchor}" font-size="{size}"{w} '
+            'stroke="#ffffff" stroke-width="3" stroke-linejoin="round" paint-order="stroke">'
             f"{_esc(label)}</text>"
         )
 
@@ -594,7 +596,10 @@ def cost_svg(evidence: Mapping[str, Any] | None) -> str | None:
         days = f" ≈ {be / volume:.1f} days" if volume else ""
         label = f"break-even: {fmt_count(be)} requests{days}"
         anchor = "end" if c.x(be) > WIDTH / 2 else "start"
-        c.text(c.x(be) + (-8 if anchor == "end" else 8), c.y(p * be) - 8, label, anchor=anchor, weight="bold")
+        # below the crossing, right of it, the orange line is above: the corner is empty
+        c.text(
+            c.x(be) + (-8 if anchor == "end" else 10), c.y(p * be) + 20, label, anchor=anchor, weight="bold"
+        )
     desc = (
         f"prompting costs {fmt_money(p, cur)} per request; fine-tuning costs {fmt_money(one_time, cur)} once "
         f"and {fmt_money(f, cur)} per request; "
