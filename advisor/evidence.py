@@ -25,8 +25,7 @@ Conventions the rules rely on:
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -151,13 +150,13 @@ def measure_latency(
     n: int = 20,
     *,
     warmup: int = 1,
-    clock: Callable[[], float] = time.perf_counter,
 ) -> list[LatencySample]:
     """Time up to `n` single requests per arm, one at a time, as a user of the deployment would see them.
 
     Arms take turns (request i of every arm, then request i+1), so a machine that slows down midway
-    slows every arm alike. Give the uncached backend: a response cache would time the cache. The first
-    `warmup` requests (of the first arm) run untimed so one-off start-up costs stay out of the p95.
+    slows every arm alike. Each sample is the backend's own timing of that request (`GenResult.latency_s`),
+    so through the response cache a re-run reuses the first run's measurements and makes no calls. The
+    first `warmup` requests (of the first arm) are not counted, so one-off start-up costs stay out of the p95.
     """
     samples: list[LatencySample] = []
     queues = {arm: list(requests)[:n] for arm, requests in requests_by_arm.items()}
@@ -167,10 +166,10 @@ def measure_latency(
     for i in range(max((len(q) for q in queues.values()), default=0)):
         for arm, queue in queues.items():
             if i < len(queue):
-                start = clock()
                 (result,) = backend.generate([queue[i]])
-                seconds = clock() - start
-                samples.append(LatencySample(arm, result.prompt_tokens, result.completion_tokens, seconds))
+                samples.append(
+                    LatencySample(arm, result.prompt_tokens, result.completion_tokens, result.latency_s)
+                )
     return samples
 
 
@@ -580,7 +579,6 @@ def gather_evidence(
     config: Any = None,
     *,
     latency_backend: Backend | None = None,
-    clock: Callable[[], float] = time.perf_counter,
 ) -> Evidence:
     """Measure what can be measured; everything else stays None with a reason in `not_measured`.
 
@@ -623,16 +621,16 @@ def gather_evidence(
     ft_prompt = zero.prompt_tokens if zero is not None else None
 
     # latency
-    # A response cache would time itself: time the backend it wraps (`.inner`), so a re-run still
-    # makes these few real calls (set latency_samples=0 to skip them).
-    timer = latency_backend or getattr(backend, "inner", backend)
+    # Through the response cache: each sample is the request's own measured time, stored with its
+    # response, so a re-run reports the first run's timings without calling the model again.
+    timer = latency_backend or backend
     latency_model = None
     if timer is not None and arms and s.latency_samples > 0:
         gen_tokens = _gen_tokens(timer, task, labels, eval_items, s.max_gen_tokens)
         requests = {
             a.name: [GenRequest(m, max_tokens=gen_tokens) for m in a.messages] for a in arms if a.messages
         }
-        samples = measure_latency(timer, requests, n=s.latency_samples, clock=clock)
+        samples = measure_latency(timer, requests, n=s.latency_samples)
         summary = summarize_latency(samples)
         rows = [
             replace(r, p50_ms=summary[r.name].p50_ms, p95_ms=summary[r.name].p95_ms)

@@ -81,8 +81,9 @@ class FakeBackend:
         for r in requests:
             self.generated.append(r)
             p = self.count_tokens([self.render(r.messages)])[0]
-            self.clock.now += self.a + self.b * p + self.c * r.max_tokens
-            out.append(GenResult("x " * r.max_tokens, p, r.max_tokens, 0.0))
+            seconds = self.a + self.b * p + self.c * r.max_tokens
+            self.clock.now += seconds
+            out.append(GenResult("x " * r.max_tokens, p, r.max_tokens, seconds))
         return out
 
     def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
@@ -279,7 +280,7 @@ def test_measure_latency_times_single_requests_per_arm() -> None:
         "zero_shot": [GenRequest(m, max_tokens=2) for m in msgs_short],
         "few_shot_k8": [GenRequest(m, max_tokens=2) for m in msgs_long],
     }
-    samples = measure_latency(be, requests, n=3, clock=be.clock)
+    samples = measure_latency(be, requests, n=3)
     assert len(samples) == 6 and len(be.generated) == 7  # one untimed warm-up
     summary = summarize_latency(samples)
     short_s = 0.05 + 0.002 * (10 + 2) + 0.03 * 2  # "user:" and "assistant:" are tokens too
@@ -506,7 +507,7 @@ def test_gather_evidence_end_to_end_with_a_fake_backend(tmp_path: Path) -> None:
     be_clocked = FakeBackend()
     ev = gather_evidence(
         be, arms, train, evals, TaskKind.CLASSIFY, ("fresh", "rotten"), config,
-        latency_backend=be_clocked, clock=be_clocked.clock,
+        latency_backend=be_clocked,
     )  # fmt: skip
     assert ev.best_arm == "few_shot_k4" and ev.few_shot_arm == "few_shot_k4"
     zero, few = ev.arms
