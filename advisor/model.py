@@ -112,7 +112,7 @@ def _convert_embedded(out_dir: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # A GGUF-loaded model refuses save_pretrained; the weights are already dequantised to fp32,
         # so dropping the quantizer marker makes it save (and reload with identical logits).
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(out_dir)

@@ -107,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(len(items))
     ]
     golds = [ex.label for ex in items]
-    runs["b"] = {"seconds": seconds, "accuracy": sum(p == g for p, g in zip(preds["b"], golds)) / len(items)}
+    runs["b"] = {
+        "seconds": seconds,
+        "accuracy": sum(p == g for p, g in zip(preds["b"], golds, strict=True)) / len(items),
+    }
 
     for key in runs:
         runs[key]["items_per_s"] = len(items) / float(runs[key]["seconds"])  # type: ignore[arg-type]

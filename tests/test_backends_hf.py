@@ -161,3 +161,18 @@ def test_prefix_kept_across_calls_matches_plain(tiny_model_dir: Path) -> None:
     for call in calls:
         for a, b in zip(shared.loglikelihood(call), plain.loglikelihood(call), strict=True):
             assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+
+
+def test_get_backend_builds_a_cached_local_backend(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from advisor.backends import get_backend
+    from advisor.errors import ConfigError
+
+    backend = get_backend("hf", model=str(tiny_model_dir), device="cpu", cache_path=tmp_path / "c.sqlite")
+    req = LoglikRequest((Message("user", "zero-shot"),), "positive")
+    first = backend.loglikelihood([req])
+    assert backend.loglikelihood([req]) == first
+    assert backend.stats() == {"hits": 1, "calls": 1}  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="unknown backend"):
+        get_backend("vllm")
+    with pytest.raises(ConfigError, match="not a local Hugging Face model folder"):
+        get_backend("hf", model=str(tmp_path))

@@ -61,7 +61,7 @@ class HFBackend:
                 "so use an instruction-tuned model (or add a chat_template to tokenizer_config.json)"
             )
         self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=getattr(torch, self.dtype))
-        self.model.to(self.device).eval()
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
         self.model_id = f"{self.model_dir.name}:{_fingerprint(self.model_dir)}:{self.dtype}"
@@ -202,11 +202,11 @@ class HFBackend:
                 ids[j, width - len(r) :] = torch.tensor(r)
                 row_mask[j, width - len(r) :] = 1
         ids, row_mask = ids.to(self.device), row_mask.to(self.device)
-        if past_mask is None:
-            mask, offset = row_mask, 0
-        else:
-            mask, offset = torch.cat([past_mask, row_mask], dim=1), past_mask.sum(dim=1, keepdim=True)
-        positions = (offset + row_mask.cumsum(dim=1) - 1).clamp(min=0)
+        positions = (row_mask.cumsum(dim=1) - 1).clamp(min=0)
+        mask = row_mask
+        if past_mask is not None:
+            mask = torch.cat([past_mask, row_mask], dim=1)
+            positions = positions + past_mask.sum(dim=1, keepdim=True)
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -264,7 +264,7 @@ class HFBackend:
                     **kwargs,
                 )
                 new = out[0, len(ids) :].tolist()
-                text = self.tokenizer.decode(new, skip_special_tokens=True)
+                text = str(self.tokenizer.decode(new, skip_special_tokens=True))
                 for s in r.stop:
                     cut = text.find(s)
                     if cut >= 0:
