@@ -409,7 +409,7 @@ def load_model(model_dir: str | Path, cfg: TrainConfig, device: str) -> Any:
     if cfg.qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]  # transformers types .to narrowly
     model.config.use_cache = False
     if cfg.activation_checkpointing:
         # Non-reentrant checkpointing works with frozen inputs (no enable_input_require_grads needed).
