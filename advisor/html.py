@@ -445,8 +445,14 @@ def _prompting(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
         )
         out.append(
             f"<p><strong>{esc(head)}</strong> Best arm <code>{esc(pl.get('best_arm'))}</code> "
-            f"({_score(pl.get('best_score'))}); gain over <code>{esc(pl.get('previous_arm'))}</code> "
-            f"{_score(pl.get('gain'))}, p {_p(pl.get('p_value'))}. {esc(_sentence(pl.get('reason', '')))}</p>"
+            f"({_score(pl.get('best_score'))})"
+            + (
+                f"; gain over <code>{esc(pl['previous_arm'])}</code> {_score(pl.get('gain'))}, "
+                f"p {_p(pl.get('p_value'))}"
+                if pl.get("previous_arm")
+                else ", the cheapest arm"
+            )
+            + f". {esc(_sentence(pl.get('reason', '')))}</p>"
         )
         if pl.get("items_needed") is not None:
             out.append(

@@ -284,3 +284,11 @@ def test_load_training_curve_keeps_steps_and_thins(tmp_path: Path) -> None:
     assert html.load_training_curve(tmp_path / "missing.jsonl") == []
     svg = plots.training_loss_svg(curve, best_step=1200)
     assert svg is not None and "best dev loss at step 1200" in svg
+
+
+def test_plateau_at_the_cheapest_arm_names_no_previous_arm(docs: dict[str, dict[str, Any]]) -> None:
+    doc = copy.deepcopy(docs["few_shot"])
+    doc["prompting"]["plateau"].update(best_arm="zero_shot", previous_arm=None, gain=0.0, p_value=1.0)
+    page = html.to_html(doc)
+    assert "Best arm <code>zero_shot</code> (0.865), the cheapest arm." in page
+    assert "<code>None</code>" not in page
