@@ -288,9 +288,9 @@ def _cmd_advise(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pipeline.run import train_run
+    from pipeline.run import train_and_verify
 
-    doc = train_run(
+    doc = train_and_verify(
         args.run_dir,
         force=args.force,
         resume=args.resume,
@@ -306,13 +306,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = _advise_config(args)
     doc = advise(config)
-    if doc["decision"]["verdict"] != "fine_tune" and not args.force:
+    verdict = doc["decision"]["verdict"]
+    if verdict != "fine_tune" and not args.force:
         _emit(doc, args.json)
-        print(f"tunegate: verdict is {doc['decision']['verdict']}: not training", file=sys.stderr)
-        return verdict_exit_code(doc["decision"]["verdict"])
-    from pipeline.run import train_run
+        print(
+            f"tunegate: verdict is {verdict}: not training (the gate opens only on fine_tune)",
+            file=sys.stderr,
+        )
+        return verdict_exit_code(verdict)
+    from pipeline.run import train_and_verify
 
-    doc = train_run(
+    doc = train_and_verify(
         config.out,
         force=args.force,
         resume=args.resume,
@@ -320,7 +324,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides=args.train_overrides,
     )
     _emit(doc, args.json)
-    return verdict_exit_code(doc["decision"]["verdict"])
+    return verdict_exit_code(verdict)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -76,7 +76,12 @@ def write_demo_data(out: str, n: int = DEMO_SIZE, seed: int = 0) -> Path:
     return path
 
 
+# A short LoRA run that fits the demo's time budget on two CPU cores (about 0.6 epoch of 700 examples).
+DEMO_TRAINING = ("max_steps=50", "eval_every=25", "save_every=25")
+
+
 def demo_argv(data: Path, out: str, train: bool = True) -> list[str]:
+    training = [arg for setting in DEMO_TRAINING for arg in ("--train-set", setting)] if train else []
     return [
         "run" if train else "advise",
         str(data),
@@ -90,4 +95,8 @@ def demo_argv(data: Path, out: str, train: bool = True) -> list[str]:
         "300",
         "--description",
         DESCRIPTION,
+        # The example price file's figures are examples, not vendor prices (see the file).
+        "--prices",
+        str(Path(__file__).parent / "data" / "prices.example.toml"),
+        *training,
     ]

@@ -59,8 +59,10 @@ LIBRARIES = (
 )
 # Which module renders which section of the document (each has `markdown_section(section)`).
 SECTION_RENDERERS = {
-    "prompting": "advisor.evaluate",
-    "evidence": "advisor.evidence",
+    "prompting": "advisor.evaluate:markdown_section",
+    "evidence": "advisor.evidence:markdown_section",
+    "training": "advisor.finetune_report:training_markdown",
+    "verification": "advisor.finetune_report:verification_markdown",
 }
 
 
@@ -350,21 +352,13 @@ def _md_source(s: Mapping[str, str]) -> str:
 
 def _section(key: str, doc: Mapping[str, Any]) -> str:
     section = doc.get(key)
-    module = "advisor.audit" if key == "audit" else SECTION_RENDERERS.get(key)
-    mod = None
-    if module is not None:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError:
-            mod = None
-    if mod is not None and hasattr(mod, "markdown_section"):
-        if key == "audit":  # the audit renderer also describes the split
-            return str(mod.markdown_section(section, doc.get("split"))).rstrip()
-        return str(mod.markdown_section(section)).rstrip()
-    title = key.capitalize()
-    if section is None:
-        return f"## {title}\n\nNot measured."
-    return f"## {title}\n\n```json\n{json.dumps(section, indent=2, ensure_ascii=False)}\n```"
+    if key == "audit":  # the audit renderer also describes the split
+        from advisor.audit import markdown_section
+
+        return str(markdown_section(section, doc.get("split"))).rstrip()
+    module, _, function = SECTION_RENDERERS[key].partition(":")
+    render = getattr(importlib.import_module(module), function)
+    return str(render(section)).rstrip()
 
 
 def _md_signals(signals: Mapping[str, Any]) -> list[str]:

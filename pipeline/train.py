@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import ConfigError, DataError, Problem
+from advisor.finetune_report import training_markdown as markdown_section  # noqa: F401  (re-exported)
 from advisor.types import Example, TaskKind
 from pipeline.config import TrainConfig
 from pipeline.gate import GateResult, check_gate
@@ -978,6 +979,9 @@ def train_run(
             out / "config.json", {"train": cfg.to_dict(), "model": model_dir, "provenance": provenance}
         )
         section = training_section(result, cfg, model_dir, provenance)
+        from advisor.html import load_training_curve
+
+        section["curve"] = load_training_curve(out / "metrics.jsonl")
         if cfg.merge:
             from pipeline.export import merge_adapter
 
@@ -996,28 +1000,3 @@ if __name__ == "__main__":  # `torchrun --nproc_per_node 2 -m pipeline.train RUN
         force="--force" in flags,
         resume="--resume" in flags,
     )
-
-
-def markdown_section(section: dict[str, Any] | None) -> str:
-    """The report's "Fine-tuning" section from decision.json's `training` subtree."""
-    if not section:
-        return "## Fine-tuning\n\nNot run.\n"
-    m, c, prov = section.get("metrics", {}), section.get("config", {}), section.get("provenance", {})
-    dev = m.get("best_dev_loss")
-    lines = [
-        "## Fine-tuning",
-        "",
-        f"{str(section.get('method', 'lora')).upper()} on `{section.get('base_model')}`: r={c.get('r')}, "
-        f"alpha={c.get('alpha')}, dropout={c.get('dropout')}, targets {c.get('target_modules')}, "
-        f"lr {c.get('lr')} ({c.get('schedule')}), batch {c.get('batch_size')}×{c.get('grad_accum')}"
-        f"×{m.get('world_size', 1)} process(es), max_seq_len {c.get('max_seq_len')}.",
-        f"{m.get('n_train')} train / {m.get('n_dev')} dev examples; "
-        f"{m.get('steps')} of {m.get('total_steps')} steps"
-        f"{' (stopped early)' if m.get('stopped_early') else ''}; "
-        + (f"best dev loss {dev:.4f} at step {m.get('best_step')}; " if dev is not None else "")
-        + f"{m.get('tokens_per_s', 0):,.0f} tokens/s over {m.get('elapsed_s', 0):.0f} s.",
-        f"Adapter: `{section.get('adapter_dir')}`.",
-    ]
-    if prov.get("forced"):
-        lines += ["", f"**Forced**: the advisor's verdict was `{prov.get('gate_verdict')}`, not `fine_tune`."]
-    return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import ConfigError
+from advisor.finetune_report import verification_markdown as markdown_section  # noqa: F401  (re-exported)
 from advisor.types import Example, TaskKind
 
 if TYPE_CHECKING:
@@ -114,71 +115,6 @@ def verification_signals(section: Mapping[str, Any] | None) -> dict[str, float |
         "finetune_gain": float(section["difference"]["diff"]),
         "finetune_verified": bool(section["finetune_verified"]),
     }
-
-
-def _est(e: Mapping[str, Any]) -> str:
-    return f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
-
-
-def _ms(lat: Mapping[str, Any] | None) -> str:
-    return "–" if not lat else f"{lat['p50_ms']:.0f} / {lat['p95_ms']:.0f}"
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_section(section: Mapping[str, Any] | None) -> str:
-    """The report's "Fine-tuning verification" section from the decision.json subtree."""
-    if not section:
-        return "## Fine-tuning verification\n\nNot run: no adapter was trained for this run.\n"
-    metric = section["metric"]
-    base, ft, d, flips = section["baseline"], section["finetuned"], section["difference"], section["flips"]
-    verdict = (
-        "**Fine-tuning verified**: the fine-tuned model beats the best prompting arm; the paired 95% "
-        "interval of the difference lies above zero."
-        if section["finetune_verified"]
-        else "**Fine-tuning not verified**: the paired 95% interval of the difference includes zero or lies "
-        "below it, so this eval set does not show the fine-tuned model beating the best prompting arm."
-    )
-    forced = section.get("provenance", {}).get("forced")
-    lines = [
-        "## Fine-tuning verification",
-        "",
-        f"Same {section['n_eval']} eval items and scoring as the prompting arms; metric: {metric}.",
-        "",
-        f"| Model | {metric} (95% CI) | Prompt tokens / request | Latency p50 / p95 (ms) |",
-        "|---|---:|---:|---:|",
-        f"| best prompting arm `{base['arm']}` | {_est(base['scores'][metric])} | "
-        f"{base['mean_prompt_tokens']:.0f} | {_ms(base['latency'])} |",
-        f"| fine-tuned (LoRA) | {_est(ft['scores'][metric])} | "
-        f"{ft['mean_prompt_tokens']:.0f} | {_ms(ft['latency'])} |",
-        "",
-        f"Paired difference (fine-tuned − `{base['arm']}`): "
-        f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], "
-        f"p = {d['p_value']:.3g} (McNemar p = {d['mcnemar_p_value']:.3g}).",
-        f"Flips: {flips['improved']} items fixed by fine-tuning, {flips['regressed']} broken by it.",
-        "",
-        verdict,
-    ]
-    if forced:
-        lines += ["", "Training was forced against the advisor's verdict (`--force`)."]
-    for title, key in (
-        ("Fixed by fine-tuning", "improved_examples"),
-        ("Broken by fine-tuning", "regressed_examples"),
-    ):
-        if flips[key]:
-            lines += [
-                "",
-                f"{title}:",
-                "",
-                "| line | input | target | before | after |",
-                "|---:|---|---|---|---|",
-            ]
-            for x in flips[key]:
-                cells = [str(x["line"]), x["input"], x["target"], x["before"], x["after"]]
-                lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- edges: models, files

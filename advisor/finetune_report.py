@@ -1,0 +1,100 @@
+"""Markdown for the fine-tuning sections of the report (`training`, `verification`).
+
+They live in the advisor, beside the other renderers, because the report is the advisor's: the advisor
+never imports `pipeline`, while `pipeline` fills these sections and re-exports the renderers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def training_markdown(section: Mapping[str, Any] | None) -> str:
+    """The report's "Fine-tuning" section from decision.json's `training` subtree."""
+    if not section:
+        return "## Fine-tuning\n\nNot run.\n"
+    m, c, prov = section.get("metrics", {}), section.get("config", {}), section.get("provenance", {})
+    dev = m.get("best_dev_loss")
+    lines = [
+        "## Fine-tuning",
+        "",
+        f"{str(section.get('method', 'lora')).upper()} on `{section.get('base_model')}`: r={c.get('r')}, "
+        f"alpha={c.get('alpha')}, dropout={c.get('dropout')}, targets {c.get('target_modules')}, "
+        f"lr {c.get('lr')} ({c.get('schedule')}), batch {c.get('batch_size')}×{c.get('grad_accum')}"
+        f"×{m.get('world_size', 1)} process(es), max_seq_len {c.get('max_seq_len')}.",
+        f"{m.get('n_train')} train / {m.get('n_dev')} dev examples; "
+        f"{m.get('steps')} of {m.get('total_steps')} steps"
+        f"{' (stopped early)' if m.get('stopped_early') else ''}; "
+        + (f"best dev loss {dev:.4f} at step {m.get('best_step')}; " if dev is not None else "")
+        + f"{m.get('tokens_per_s', 0):,.0f} tokens/s over {m.get('elapsed_s', 0):.0f} s.",
+        f"Adapter: `{section.get('adapter_dir')}`.",
+    ]
+    if prov.get("forced"):
+        lines += ["", f"**Forced**: the advisor's verdict was `{prov.get('gate_verdict')}`, not `fine_tune`."]
+    return "\n".join(lines) + "\n"
+
+
+def _est(e: Mapping[str, Any]) -> str:
+    return f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
+
+
+def _ms(lat: Mapping[str, Any] | None) -> str:
+    return "–" if not lat else f"{lat['p50_ms']:.0f} / {lat['p95_ms']:.0f}"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def verification_markdown(section: Mapping[str, Any] | None) -> str:
+    """The report's "Fine-tuning verification" section from the decision.json subtree."""
+    if not section:
+        return "## Fine-tuning verification\n\nNot run: no adapter was trained for this run.\n"
+    metric = section["metric"]
+    base, ft, d, flips = section["baseline"], section["finetuned"], section["difference"], section["flips"]
+    verdict = (
+        "**Fine-tuning verified**: the fine-tuned model beats the best prompting arm; the paired 95% "
+        "interval of the difference lies above zero."
+        if section["finetune_verified"]
+        else "**Fine-tuning not verified**: the paired 95% interval of the difference includes zero or lies "
+        "below it, so this eval set does not show the fine-tuned model beating the best prompting arm."
+    )
+    forced = section.get("provenance", {}).get("forced")
+    lines = [
+        "## Fine-tuning verification",
+        "",
+        f"Same {section['n_eval']} eval items and scoring as the prompting arms; metric: {metric}.",
+        "",
+        f"| Model | {metric} (95% CI) | Prompt tokens / request | Latency p50 / p95 (ms) |",
+        "|---|---:|---:|---:|",
+        f"| best prompting arm `{base['arm']}` | {_est(base['scores'][metric])} | "
+        f"{base['mean_prompt_tokens']:.0f} | {_ms(base['latency'])} |",
+        f"| fine-tuned (LoRA) | {_est(ft['scores'][metric])} | "
+        f"{ft['mean_prompt_tokens']:.0f} | {_ms(ft['latency'])} |",
+        "",
+        f"Paired difference (fine-tuned − `{base['arm']}`): "
+        f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], "
+        f"p = {d['p_value']:.3g} (McNemar p = {d['mcnemar_p_value']:.3g}).",
+        f"Flips: {flips['improved']} items fixed by fine-tuning, {flips['regressed']} broken by it.",
+        "",
+        verdict,
+    ]
+    if forced:
+        lines += ["", "Training was forced against the advisor's verdict (`--force`)."]
+    for title, key in (
+        ("Fixed by fine-tuning", "improved_examples"),
+        ("Broken by fine-tuning", "regressed_examples"),
+    ):
+        if flips[key]:
+            lines += [
+                "",
+                f"{title}:",
+                "",
+                "| line | input | target | before | after |",
+                "|---:|---|---|---|---|",
+            ]
+            for x in flips[key]:
+                cells = [str(x["line"]), x["input"], x["target"], x["before"], x["after"]]
+                lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
