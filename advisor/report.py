@@ -418,7 +418,8 @@ def print_summary(doc: Mapping[str, Any], console: Any = None) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    console = console or Console(file=sys.stdout)
+    # Piped output (CI logs) gets a fixed, roomy width instead of rich's 80-column default.
+    console = console or Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120)
     d = doc["decision"]
     colour = {
         "prompt": "green",
@@ -439,6 +440,7 @@ def print_summary(doc: Mapping[str, Any], console: Any = None) -> None:
             where = s.get("url") or s.get("citation") or ""
             body.append(f"\nSource: {s['title']} {where}", style="dim")
     console.print(Panel(body, title="tunegate verdict", expand=False))
+    _print_measurements(doc, console)
 
     if d["fired"]:
         table = Table(title="Fired rules", show_lines=False)
@@ -459,4 +461,82 @@ def print_summary(doc: Mapping[str, Any], console: Any = None) -> None:
         console.print(
             f"{len(d['skipped'])} rules skipped (signals not measured); see report.md.",
             style="dim",
+        )
+
+
+def _print_measurements(doc: Mapping[str, Any], console: Any) -> None:
+    """The measured evidence under the verdict: data, prompting arms, cost/latency, fine-tuning, calls."""
+    from rich.table import Table
+
+    audit = doc.get("audit") or {}
+    if audit:
+        labels = audit.get("label_counts") or {}
+        kinds = f", {len(labels)} labels" if labels else ""
+        console.print(f"Data: {audit.get('n_examples', 0):,} examples ({audit.get('task_kind', '')}{kinds}).")
+    prompting = doc.get("prompting")
+    if prompting:
+        metric = prompting["target_metric"]
+        by_arm = {
+            c["arm"]: c
+            for c in prompting.get("comparisons", [])
+            if c.get("baseline") != "zero_shot" or c["arm"] == "system"
+        }
+        table = Table(
+            title=f"Prompting arms ({prompting['n_eval']} eval items, target {metric} "
+            f">= {prompting['quality_target']:g})"
+        )
+        for col in ("arm", "tokens", f"{metric} [95% CI]", "Δ vs cheaper arm", "p"):
+            table.add_column(col, justify="left" if col == "arm" else "right", no_wrap=True)
+        for arm in prompting["arms"]:
+            e = arm["scores"][metric]
+            c = by_arm.get(arm["name"])
+            delta = f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]" if c else "–"
+            p_value = f"{c['p_value']:.3f}" if c else "–"
+            table.add_row(
+                arm["name"],
+                f"{arm['mean_prompt_tokens']:.0f}",
+                f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]",
+                delta,
+                p_value,
+            )
+        console.print(table)
+        curve = prompting.get("k_curve") or []
+        if curve:
+            points = "  ".join(
+                f"k={pt['k']}: {pt['score']:.3f}" for pt in curve if "k" in pt and "score" in pt
+            )
+            if points:
+                console.print(f"k-curve ({metric}): {points}")
+        plateau = prompting.get("plateau") or {}
+        if plateau.get("reason"):
+            state = "plateaued" if plateau.get("plateaued") else "not plateaued"
+            console.print(f"Prompting {state}: {plateau['reason']}.", markup=False, highlight=False)
+    evidence = doc.get("evidence") or {}
+    cost = evidence.get("cost") or {}
+    best = next((a for a in evidence.get("arms", []) if a["name"] == evidence.get("best_arm")), None)
+    if best:
+        facts = [f"best arm {best['name']}: {best['prompt_tokens']:.0f} prompt tokens"]
+        if best.get("p95_ms") is not None:
+            facts.append(f"p95 {best['p95_ms']:.0f} ms")
+        if best.get("monthly_cost") is not None:
+            facts.append(f"{best['monthly_cost']:,.2f} {cost.get('currency', '')}/month")
+        if cost.get("break_even_days") is not None:
+            facts.append(f"fine-tuning breaks even in {cost['break_even_days']:.1f} days")
+        console.print("Evidence: " + "; ".join(facts) + ".", markup=False, highlight=False)
+    verification = doc.get("verification")
+    if verification:
+        d = verification["difference"]
+        ok = "verified" if verification["finetune_verified"] else "NOT verified"
+        console.print(
+            f"Fine-tuning {ok}: {verification['finetuned']['arm']} vs {verification['baseline']['arm']}: "
+            f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verification['metric']}, paired); "
+            f"flips {verification['flips']['improved']} fixed / {verification['flips']['regressed']} broken.",
+            markup=False,
+            highlight=False,
+        )
+    backend = (doc.get("provenance") or {}).get("backend") or {}
+    if backend.get("cache"):
+        c = backend["cache"]
+        console.print(
+            f"Model calls: {c.get('calls', 0)} made, {c.get('hits', 0)} answered from the cache.", style="dim"
         )
