@@ -34,6 +34,7 @@ from typing import Any
 
 from advisor.data import Chunk, LabelCounter, iter_examples, jsonl_chunks
 from advisor.errors import DataError
+from advisor.files import write_json_atomic
 from advisor.types import Example, TaskKind
 
 CountTokens = Callable[[list[str]], list[int]]
@@ -506,15 +507,7 @@ def write_split(run_dir: str | os.PathLike[str], split: Split, data_sha256: str,
         "dev": list(split.dev),
         "eval": list(split.eval),
     }
-    path = Path(run_dir) / SPLIT_FILE
-    tmp = path.with_name(f".{SPLIT_FILE}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(doc, fh, separators=(",", ":"))
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(Path(run_dir) / SPLIT_FILE, doc, compact=True)
 
 
 def read_split(run_dir: str | os.PathLike[str]) -> Split:

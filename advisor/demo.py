@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 
 from advisor.errors import DataError
+from advisor.files import write_text_atomic
 
 DEMO_SIZE = 1000
 LABELS = {"fresh": "positive", "rotten": "negative"}
@@ -70,10 +71,7 @@ def write_demo_data(out: str, n: int = DEMO_SIZE, seed: int = 0) -> Path:
         )
         for text, label in sample(read_rotten_tomatoes(), n, seed)
     ]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 # A short LoRA run that fits the demo's time budget on two CPU cores (about 0.6 epoch of 700 examples).

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 from advisor import stats
 from advisor.backends.base import Backend, GenRequest, LoglikRequest
 from advisor.errors import ConfigError
+from advisor.files import write_text_atomic
 from advisor.prompts import Arm, ArmKind, DemoSelector, render_messages
 from advisor.stats import Estimate, McNemar, PairedDiff, Plateau
 from advisor.types import Example, Message, TaskKind
@@ -559,25 +558,11 @@ def evaluate_arms(
 # Files
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_arm_predictions(run_dir: str | Path, arm: ArmResult) -> Path:
     """predictions/<arm>.jsonl: one JSON object per eval item, written atomically."""
     path = Path(run_dir) / "predictions" / f"{arm.name}.jsonl"
     lines = [json.dumps(it.to_dict(), ensure_ascii=False) for it in arm.items]
-    _atomic_write_text(path, "".join(line + "\n" for line in lines))
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
     return path
 
 

@@ -12,16 +12,15 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import json
-import os
 import platform
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
 from advisor import __version__
+from advisor.files import write_json_atomic, write_text_atomic
 
 SCHEMA_VERSION = "1.0"
 DECISION_FILE = "decision.json"
@@ -187,24 +186,8 @@ def _jsonable(v: Any) -> Any:
 # --------------------------------------------------------------------------- writing
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, then os.replace: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(path: Path, obj: Any) -> None:
-    write_text_atomic(Path(path), json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    write_json_atomic(path, obj)
 
 
 def write_report(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Path, Path]:

@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from advisor.files import write_text_atomic
+
 if TYPE_CHECKING:
     from pipeline.config import TrainConfig
     from pipeline.train import TrainResult
@@ -126,21 +128,14 @@ def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] |
 def write_model_card(
     adapter_dir: str | Path, training: dict[str, Any], verification: dict[str, Any] | None = None
 ) -> Path:
-    path = Path(adapter_dir) / "README.md"
-    tmp = path.with_name(f".README.md.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(model_card_markdown(training, verification))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(Path(adapter_dir) / "README.md", model_card_markdown(training, verification))
 
 
 def update_decision(
     run_dir: str | Path, updates: dict[str, Any], signals: dict[str, Any] | None = None
 ) -> None:
     """Set top-level sections (and signals) of run_dir/decision.json atomically (missing file: empty)."""
-    from pipeline.train import write_json_atomic
+    from advisor.files import write_json_atomic
 
     path = Path(run_dir) / "decision.json"
     try:
