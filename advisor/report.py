@@ -485,11 +485,8 @@ def _print_measurements(doc: Mapping[str, Any], console: Any) -> None:
         console.print(table)
         curve = prompting.get("k_curve") or []
         if curve:
-            points = "  ".join(
-                f"k={pt['k']}: {pt['score']:.3f}" for pt in curve if "k" in pt and "score" in pt
-            )
-            if points:
-                console.print(f"k-curve ({metric}): {points}")
+            points = "  ".join(f"k={pt['k']}: {pt['value']:.3f}" for pt in curve)
+            console.print(f"k-curve ({metric}; k=0 is the system arm): {points}")
         plateau = prompting.get("plateau") or {}
         if plateau.get("reason"):
             state = "plateaued" if plateau.get("plateaued") else "not plateaued"

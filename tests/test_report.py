@@ -158,3 +158,24 @@ def test_library_versions_do_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "True"]
+
+
+def test_console_summary_shows_the_measured_evidence(tmp_path) -> None:
+    import io
+
+    from report_docs import fine_tune_doc
+    from rich.console import Console
+
+    from advisor.report import print_summary
+
+    doc = fine_tune_doc(tmp_path)
+    out = io.StringIO()
+    print_summary(doc, Console(file=out, width=200))
+    text = out.getvalue()
+    prompting = doc["prompting"]
+    for arm in prompting["arms"]:
+        e = arm["scores"][prompting["target_metric"]]
+        assert f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]" in text
+    assert "k-curve" in text and "fine_tune" in text
+    verified = doc["verification"]["finetune_verified"]
+    assert ("Fine-tuning verified" if verified else "Fine-tuning NOT verified") in text
