@@ -338,7 +338,7 @@ def _section(key: str, doc: Mapping[str, Any]) -> str:
     if key == "audit":  # the audit renderer also describes the split
         from advisor.audit import markdown_section
 
-        return str(markdown_section(section, doc.get("split"))).rstrip()
+        return str(markdown_section(dict(section or {}), doc.get("split"))).rstrip()
     module, _, function = SECTION_RENDERERS[key].partition(":")
     render = getattr(importlib.import_module(module), function)
     return str(render(section)).rstrip()
