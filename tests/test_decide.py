@@ -134,7 +134,7 @@ CASES: list[tuple[str, dict[str, Any], Verdict, str, tuple[str, ...]]] = [
     ),
     (
         "a tie at the top",
-        {**MEASURED, "prompting_plateaued": None, "target_within_ci": True, "volume_per_day": 20.0},
+        {**MEASURED, "prompting_plateaued": None, "target_within_ci": True, "conflict_share": 0.2},
         Verdict.INCONCLUSIVE,
         "tie",
         (),
