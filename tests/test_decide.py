@@ -281,3 +281,20 @@ def test_confidence_grows_with_coverage_and_margin(ruleset) -> None:
     wide = decide(ruleset, {**base, "leakage_count": 2})  # collect_data 6.5 against 3
     assert narrow.verdict is wide.verdict is Verdict.COLLECT_DATA
     assert wide.confidence > narrow.confidence
+
+
+@pytest.mark.parametrize(("volume", "verdict"), [(20000.0, Verdict.FINE_TUNE), (50.0, Verdict.FEW_SHOT)])
+def test_volume_alone_moves_a_plateaued_task(ruleset, volume: float, verdict: Verdict) -> None:
+    # The signals of the Rotten Tomatoes demo: prompting plateaued far below the target, a probe beats
+    # it, the few-shot prompt misses the latency budget. Only the declared volume differs.
+    signals = {
+        **MEASURED,
+        "probe_beats_prompting": True,
+        "latency_over_budget": True,
+        "volume_per_day": volume,
+        "break_even_within_horizon": volume > 1000,
+    }
+    d = decide(ruleset, signals)
+    assert d.verdict is verdict, d.summary
+    fired = {o["id"] for o in d.to_dict()["fired"]}
+    assert ("economics.low_volume_overkill" in fired) == (volume < 100)
