@@ -262,7 +262,7 @@ def print_rules(ruleset: RuleSet, console: Any = None) -> None:
     from rich.table import Table
     from rich.text import Text  # cells as Text: "[legal, code]" is data, not console markup
 
-    console = console or Console(file=sys.stdout)
+    console = console or Console(file=sys.stdout, width=None if sys.stdout.isatty() else 160)
     table = Table(title=f"{len(ruleset.rules)} rules (sha256 {ruleset.sha256[:12]})")
     for col in RULES_TABLE_COLUMNS:
         table.add_column(col, overflow="fold")
