@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=None, help="a local Hugging Face model folder (default: embedded)")
-    ap.add_argument("--out", default=str(REPO / "runs" / "bench" / "eval_throughput.json"))
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "eval_throughput.json"))
     args = ap.parse_args(argv)
 
     if importlib.util.find_spec("lm_eval") is None:
