@@ -324,7 +324,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides=args.train_overrides,
     )
     _emit(doc, args.json)
-    return verdict_exit_code(verdict)
+    # The verdict after verification: a fine-tuned model that did not beat prompting vetoes fine_tune.
+    return verdict_exit_code(doc["decision"]["verdict"]) if doc else verdict_exit_code(verdict)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

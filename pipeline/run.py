@@ -36,6 +36,24 @@ def train_and_verify(
     if result.rank != 0:
         return {}
     verify_run(run_dir)
-    doc = report.read_report(run_dir)
+    doc = redecide(report.read_report(run_dir))
+    report.write_json(run_dir / report.DECISION_FILE, doc)
     report.rerender_doc(run_dir, doc, ("md", "html"))
+    return doc
+
+
+def redecide(doc: dict[str, Any]) -> dict[str, Any]:
+    """The decision again, now with the verification signals, under the rules the advise run used.
+
+    Before training the `verification.*` rules were skipped; now they fire: a verified gain adds its
+    vote for fine_tune, an unverified one vetoes it, and the verdict says so.
+    """
+    from advisor import decide, rules
+
+    config = doc["provenance"]["config"]
+    ruleset = rules.load_rules(
+        [Path(d) for d in config.get("rules_dirs") or ()], overrides=config.get("thresholds")
+    )
+    doc = dict(doc)
+    doc["decision"] = decide.decide(ruleset, doc["signals"]).to_dict()
     return doc
