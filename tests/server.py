@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from needs import unavailable
 
 STARTUP_S = 120
 
@@ -30,7 +31,7 @@ def _free_port() -> int:
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The server's base URL, e.g. http://127.0.0.1:PORT/v1."""
     if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip(
+        unavailable(
             "llama_cpp is not installed: `pip install 'llama-cpp-python[server]'` (make test does it)"
         )
     from advisor.model import embedded_gguf_path

