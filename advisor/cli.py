@@ -287,17 +287,21 @@ def _cmd_advise(args: argparse.Namespace) -> int:
     return verdict_exit_code(doc["decision"]["verdict"])
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, run_dir: str) -> dict[str, Any]:
+    """gate → train → verify → report, with the training flags shared by `train` and `run`."""
     from pipeline.run import train_and_verify
 
-    doc = train_and_verify(
-        args.run_dir,
+    return train_and_verify(
+        run_dir,
         force=args.force,
         resume=args.resume,
         config_file=args.config,
         overrides=args.train_overrides,
     )
-    _emit(doc, args.json)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    _emit(_train(args, args.run_dir), args.json)
     return int(ExitCode.OK)
 
 
@@ -314,15 +318,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return verdict_exit_code(verdict)
-    from pipeline.run import train_and_verify
-
-    doc = train_and_verify(
-        config.out,
-        force=args.force,
-        resume=args.resume,
-        config_file=args.config,
-        overrides=args.train_overrides,
-    )
+    doc = _train(args, config.out)
     _emit(doc, args.json)
     # The verdict after verification: a fine-tuned model that did not beat prompting vetoes fine_tune.
     return verdict_exit_code(doc["decision"]["verdict"]) if doc else verdict_exit_code(verdict)

@@ -59,3 +59,14 @@ def test_malformed_input_exits_3_naming_the_place(case, tmp_path, capsys: pytest
     assert case[3] in err
     assert "Traceback" not in err
     assert not (tmp_path / "run" / "decision.json").exists()
+
+
+def test_train_refuses_without_a_fine_tune_verdict(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "decision.json").write_text('{"decision": {"verdict": "prompt"}}')
+    rc = main(["train", str(run)])
+    err = capsys.readouterr().err
+    assert rc == ExitCode.GATE_REFUSED
+    assert "prompt" in err and "--force" in err and "Traceback" not in err
+    assert not (run / "train").exists()
