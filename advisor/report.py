@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from advisor import __version__
+from advisor.document import SCHEMA_VERSION, Report
 from advisor.files import write_json_atomic, write_text_atomic
+from advisor.rundir import RunDir
 
-SCHEMA_VERSION = "1.0"
 DECISION_FILE = "decision.json"
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
@@ -195,11 +196,10 @@ def write_report(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Path, Path]:
 
     Returns the decision.json and report.md paths; report.html is `run_dir / HTML_FILE`.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    json_path = run_dir / DECISION_FILE
-    write_json(json_path, doc)
-    md_path, _ = rerender_doc(run_dir, doc, ("md", "html"))
+    run = RunDir(run_dir)
+    report = Report.model_validate(doc)
+    json_path = run.write_report(report)
+    md_path, _ = rerender_doc(run.path, report.as_dict(), ("md", "html"))
     return json_path, md_path
 
 
@@ -234,23 +234,8 @@ def rerender_doc(run_dir: Path, doc: Mapping[str, Any], formats: Sequence[str]) 
 
 
 def read_report(run_dir: Path) -> dict[str, Any]:
-    from advisor.errors import DataError
-
-    path = Path(run_dir) / DECISION_FILE
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError("no decision.json here: is this a run folder?", file=str(path)) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"cannot read decision.json: {e}", file=str(path)) from None
-    if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION:
-        raise DataError(
-            f"unsupported schema_version {doc.get('schema_version') if isinstance(doc, dict) else None!r} "
-            f"(this tunegate reads {SCHEMA_VERSION})",
-            file=str(path),
-            field="schema_version",
-        )
-    return doc
+    """decision.json as validated plain data (a damaged or foreign file: DataError, exit 3)."""
+    return RunDir(run_dir).read_report().as_dict()
 
 
 def rerender(run_dir: Path, formats: Sequence[str] = ("md", "html")) -> list[Path]:

@@ -577,3 +577,15 @@ def hostile_doc(tmp_path: Path) -> dict[str, Any]:
         config=config,
         verification=verification,
     )
+
+
+def facts(doc: object, path: str = "") -> dict[str, object]:
+    """Every non-null leaf of a JSON document by its path (an absent key and a null one say the same)."""
+    if isinstance(doc, dict):
+        return {k: v for key, val in doc.items() for k, v in facts(val, f"{path}.{key}").items()}
+    if isinstance(doc, list):
+        out = {f"{path}[]": len(doc)}
+        for i, val in enumerate(doc):
+            out.update(facts(val, f"{path}[{i}]"))
+        return out
+    return {} if doc is None else {path: doc}

@@ -286,7 +286,8 @@ def test_audit_and_split_sections_match_the_shipped_schema(rt_1000: list[Example
     import jsonschema
 
     schema_path = Path(audit_mod.__file__).parent / "schema" / "decision.schema.json"
-    props = json.loads(schema_path.read_text(encoding="utf-8"))["properties"]
+    full = json.loads(schema_path.read_text(encoding="utf-8"))
+    props = {k: {"$defs": full["$defs"], **v} for k, v in full["properties"].items()}
     split = make_split(rt_1000, seed=0)
     classify = audit(rt_1000, TaskKind.CLASSIFY, ("fresh", "rotten"))
     generate = audit([ex(1, "Summarise the review.", rt_snippets[0][0]), ex(2, "Summarise it.", "")])

@@ -585,7 +585,8 @@ def test_gather_evidence_reads_the_harness_result() -> None:
 
 def _evidence_schema() -> dict:
     path = Path(__file__).resolve().parents[1] / "advisor" / "schema" / "decision.schema.json"
-    return json.loads(path.read_text(encoding="utf-8"))["properties"]["evidence"]
+    full = json.loads(path.read_text(encoding="utf-8"))
+    return {"$defs": full["$defs"], **full["properties"]["evidence"]}
 
 
 def test_evidence_document_matches_the_schema() -> None:

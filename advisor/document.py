@@ -1,0 +1,502 @@
+"""The typed report document: what decision.json holds, written from and read back into these models.
+
+One model, many readers: the run folder writes `Report` as decision.json, `tunegate report` and the pipeline
+read it back through `Report.model_validate_json`, and the shipped JSON Schema
+(advisor/schema/decision.schema.json) is generated from it (`python -m advisor.document > FILE`), so the
+schema can never drift from the code. Every model is frozen and forbids unknown keys: a document with a
+typo or a missing section fails at the edge with the field's path, not deep inside a renderer.
+
+A measured number that could not be measured is `None`, never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from advisor.types import TaskKind, Verdict
+
+SCHEMA_VERSION = "1.0"
+
+Metric = Literal["accuracy", "macro_f1", "exact_match", "normalized_exact_match", "token_f1", "chrf"]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+Count = Annotated[int, Field(ge=0)]
+Sha256 = Annotated[str, Field(pattern="^[0-9a-f]{64}$")]
+SignalValue = float | int | bool | str | None
+
+
+class Model(BaseModel):
+    """Frozen, strict about unknown keys; the base of every section."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- data
+
+
+class Dataset(Model):
+    path: str
+    format: str | None = None
+    sha256: Sha256
+    n_records: int | None = None
+    n_examples: Count | None = None
+    task_kind: TaskKind
+    labels: list[str] | None = None
+
+
+class TokenStats(Model):
+    mean: Annotated[float, Field(ge=0.0)]
+    p50: Annotated[float, Field(ge=0.0)]
+    p95: Annotated[float, Field(ge=0.0)]
+    max: Count
+
+
+class Audit(Model):
+    """The data audit: counts, balance, duplicates, conflicts, empty targets, lengths in tokens."""
+
+    n_examples: Count
+    task_kind: TaskKind
+    labels: list[str]
+    label_counts: dict[str, Count]
+    n_labels: Count
+    imbalance_ratio: Annotated[float, Field(ge=1.0)] | None
+    minority_share: Share | None
+    exact_duplicates: Count
+    normalised_duplicates: Count
+    duplicate_share: Share
+    conflict_groups: Count
+    conflict_examples: Count
+    conflict_share: Share
+    conflict_pairs: list[Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]]
+    empty_targets: Count
+    input_tokens: TokenStats
+    target_tokens: TokenStats
+    token_method: Literal["tokenizer", "chars/4"]
+
+
+class Split(Model):
+    """Split sizes; the line numbers themselves are in the run folder's split.json."""
+
+    file: str | None = None
+    seed: int
+    n_train: Count | None = None
+    n_dev: Count | None = None
+    n_eval: Count | None = None
+    leakage_count: Count | None = None
+
+
+# --------------------------------------------------------------------------- prompting
+
+
+class Estimate(Model):
+    """A score with its 95% percentile-bootstrap interval over `n` items."""
+
+    value: float
+    low: float
+    high: float
+    n: Count
+
+
+class ArmScores(Model):
+    name: Annotated[str, Field(min_length=1)]
+    kind: str = Field(description="zero_shot | system | few_shot (another scored model: its own kind)")
+    k: Count
+    selection: Literal["stratified", "nearest"] | None
+    n: Count
+    mean_prompt_tokens: float
+    scores: dict[Metric, Estimate]
+
+
+class Comparison(Model):
+    arm: str
+    baseline: str
+    metric: Metric
+    diff: float
+    low: float
+    high: float
+    n: Count
+    p_value: Share = Field(description="exact McNemar for accuracy, paired bootstrap otherwise")
+    bootstrap_p_value: Share
+    mcnemar_p_value: Share
+    improved: Count
+    regressed: Count
+    improved_lines: list[int]
+    regressed_lines: list[int]
+
+
+class CurvePoint(Model):
+    k: Count
+    arm: str
+    selection: Literal["stratified", "nearest"] | None
+    value: float
+    low: float
+    high: float
+    n: Count
+    mean_prompt_tokens: float
+
+
+class Plateau(Model):
+    plateaued: bool
+    best_arm: str
+    previous_arm: str | None
+    best_score: float
+    gain: float
+    p_value: Share
+    significant: bool
+    below_target: bool
+    items_needed: Annotated[int, Field(ge=1)] | None
+    reason: str
+
+
+class Prompting(Model):
+    """Prompting baselines on the eval split (per-item predictions are in predictions/)."""
+
+    backend: str
+    model_id: str
+    task: TaskKind
+    labels: list[str]
+    target_metric: Metric
+    quality_target: Share
+    min_gain: Annotated[float, Field(gt=0.0, lt=1.0)]
+    alpha: Annotated[float, Field(gt=0.0, lt=1.0)]
+    seed: int
+    n_eval: Annotated[int, Field(ge=1)]
+    arms: Annotated[list[ArmScores], Field(min_length=1)]
+    comparisons: list[Comparison]
+    k_curve: list[CurvePoint]
+    plateau: Plateau
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+class ArmEvidence(Model):
+    name: str
+    kind: str
+    k: Count
+    score: float | None
+    prompt_tokens: float | None
+    completion_tokens: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    cost_per_request: float | None
+    monthly_cost: float | None
+
+
+class LatencyModel(Model):
+    """latency_s = a + b*prompt_tokens + c*output_tokens (least squares on timed requests)."""
+
+    a: float
+    b: float
+    c: float
+    n: int
+    r2: float | None
+    fitted: list[Literal["a", "b", "c"]]
+
+
+class Cost(Model):
+    """Prices are the user's (example file or flags); a month is 30 days."""
+
+    currency: str
+    serving: Literal["api", "self_hosted"]
+    price_date: str | None
+    source: str | None
+    throughput_source: str | None
+    finetune_cost: float | None
+    train_tokens: float | None
+    finetuned_prompt_tokens: float | None
+    finetuned_cost_per_request: float | None
+    finetuned_monthly_cost: float | None
+    saving_per_request: float | None
+    monthly_saving: float | None
+    break_even_requests: float | None
+    break_even_days: float | None
+    reason: str | None
+
+
+class LearningPoint(Model):
+    n: int
+    score: float
+    ci_low: float
+    ci_high: float
+
+
+class Interval(Model):
+    value: float | None
+    low: float | None
+    high: float | None
+
+
+class LearningCurve(Model):
+    """TF-IDF + logistic-regression probe on nested train subsets; error = a*n^-b."""
+
+    metric: str
+    points: list[LearningPoint]
+    a: float
+    b: float
+    b_interval: Annotated[list[float], Field(min_length=2, max_length=2)]
+    score_at_2x: Interval
+    score_at_4x: Interval
+    target: float | None
+    examples_needed: Interval
+    n_boot: int
+    probe_score: float
+
+
+class DomainMeasure(Model):
+    source: Literal["inputs", "targets"]
+    n_texts: int
+    n_reference: int
+    task_ppl: float | None
+    reference_ppl: float | None
+    task_word_ppl: float | None
+    reference_word_ppl: float | None
+    ratio: float | None
+    token_ratio: float | None
+    tokens_per_word: float | None
+    reference_tokens_per_word: float | None
+
+
+class NotMeasured(Model):
+    what: str
+    why: str
+
+
+class Evidence(Model):
+    task_kind: TaskKind
+    arms: list[ArmEvidence] = Field(description="Per arm: mean tokens, latency, cost.")
+    best_arm: str | None
+    few_shot_arm: str | None
+    volume_per_day: float | None
+    latency_budget_ms: float | None
+    latency_model: LatencyModel | None
+    finetuned_latency_ms: float | None
+    cost: Cost | None
+    horizon_days: float
+    learning_curve: LearningCurve | None
+    domain: str | None
+    domain_measure: DomainMeasure | None
+    needs_consistent_style: bool
+    not_measured: list[NotMeasured]
+
+
+# --------------------------------------------------------------------------- training and verification
+
+
+class TrainMetrics(Model):
+    steps: int
+    total_steps: int
+    best_step: int | None
+    best_dev_loss: float | None
+    final_train_loss: float | None = None
+    stopped_early: bool | None = None
+    trained_tokens: int
+    tokens_per_s: float
+    world_size: int
+    n_train: int
+    n_dev: int
+    adapter_dir: str | None = None
+    elapsed_s: float | None = None
+    cpu_s: float | None = None
+    peak_memory_bytes: int | None = None
+    resumed_from: int | None = None
+    n_truncated: int | None = None
+
+
+class GateRecord(Model):
+    gate_verdict: str | None
+    forced: bool
+    gate_checked_at: str | None = None
+    data_sha256: str | None = None
+    split_seed: int | None = None
+
+
+class Training(Model):
+    """LoRA training: what was trained, how, and how it went."""
+
+    method: Literal["lora", "qlora"]
+    base_model: str
+    adapter_dir: str
+    merged_dir: str | None = None
+    config: dict[str, Any]
+    metrics: TrainMetrics
+    provenance: GateRecord
+    curve: list[dict[str, SignalValue]] | None = Field(
+        None, description="per-step training loss and dev records from train/metrics.jsonl (thinned)"
+    )
+
+
+class Latency(Model):
+    n: int
+    p50_ms: float
+    p95_ms: float
+    mean_ms: float
+
+
+class ScoredModel(Model):
+    arm: str
+    model_id: str | None = None
+    adapter_dir: str | None = None
+    scores: dict[str, Estimate]
+    mean_prompt_tokens: float
+    latency: Latency | None
+
+
+class Difference(Model):
+    diff: float
+    low: float
+    high: float
+    p_value: float
+    n: int
+    mcnemar_p_value: float
+
+
+class Flip(Model):
+    line: int
+    input: str
+    target: str
+    before: str
+    after: str
+
+
+class Flips(Model):
+    improved: int
+    regressed: int
+    improved_examples: list[Flip]
+    regressed_examples: list[Flip]
+
+
+class Verification(Model):
+    """The fine-tuned model against the best prompting arm on the same eval items."""
+
+    metric: str
+    n_eval: int
+    quality_target: float | None = None
+    baseline: ScoredModel
+    finetuned: ScoredModel
+    difference: Difference
+    flips: Flips
+    meets_target: bool | None = None
+    finetune_verified: bool
+    provenance: GateRecord
+
+
+# --------------------------------------------------------------------------- decision
+
+
+class RuleSource(Model):
+    title: str
+    url: str | None = None
+    citation: str | None = None
+
+
+class RuleEvidence(Model):
+    signals: dict[str, SignalValue]
+    thresholds: dict[str, Any]
+
+
+class FiredRule(Model):
+    id: str
+    kind: Literal["vote", "stop", "veto"]
+    verdict: Verdict | None
+    vetoes: Verdict | None
+    weight: Annotated[float, Field(ge=0.0)]
+    message: str
+    note: str | None = None
+    conditions: list[str]
+    evidence: RuleEvidence
+    sources: Annotated[list[RuleSource], Field(min_length=1)]
+    file: str | None = None
+
+
+class SkippedRule(Model):
+    id: str
+    kind: Literal["vote", "stop", "veto"]
+    verdict: Verdict
+    missing: Annotated[list[str], Field(min_length=1)]
+    message: str
+
+
+class Vetoed(Model):
+    verdict: Verdict
+    rule_id: str
+    message: str
+
+
+class Decision(Model):
+    verdict: Verdict
+    confidence: Share
+    confidence_label: Literal["low", "medium", "high"]
+    summary: Annotated[str, Field(min_length=1)]
+    decided_by: Literal["stop", "votes", "tie", "no_votes"]
+    deciding_rules: list[str]
+    scores: dict[Verdict, float]
+    fired: list[FiredRule]
+    skipped: list[SkippedRule]
+    not_fired: list[str]
+    vetoed: list[Vetoed]
+    what_would_change: list[str]
+
+
+class Provenance(Model):
+    tool_version: str
+    dataset_sha256: Sha256
+    rules_sha256: Sha256
+    rules_files: Annotated[list[str], Field(min_length=1)]
+    thresholds: dict[str, Any]
+    threshold_overrides: dict[str, Any]
+    config: dict[str, Any]
+    seeds: dict[str, int]
+    backend: dict[str, Any] | None = None
+    python: str
+    platform: str
+    libraries: dict[str, str | None]
+
+
+# --------------------------------------------------------------------------- the document
+
+
+class Report(Model):
+    """decision.json: the verdict, the rules behind it, and every measurement it rests on."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        title="tunegate decision document (decision.json)",
+        json_schema_extra={"$id": "https://tunegate.dev/schema/decision.schema.json"},
+    )
+
+    schema_version: Literal["1.0"]
+    tool_version: str
+    created_at: str
+    dataset: Dataset
+    audit: Audit
+    split: Split | None
+    signals: dict[str, SignalValue]
+    decision: Decision
+    provenance: Provenance
+    prompting: Prompting | None
+    evidence: Evidence | None
+    training: Training | None
+    verification: Verification | None
+
+    def to_json(self) -> str:
+        """The decision.json text (non-finite floats become null, as JSON has none)."""
+        return self.model_dump_json(indent=2) + "\n"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form as plain data (for renderers that still read the document as a mapping)."""
+        data: dict[str, Any] = json.loads(self.to_json())
+        return data
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of decision.json, generated from `Report`."""
+    schema = Report.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+if __name__ == "__main__":  # regenerate the shipped schema: python -m advisor.document > FILE
+    print(json.dumps(json_schema(), indent=2, ensure_ascii=False))

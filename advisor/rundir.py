@@ -1,0 +1,213 @@
+"""The run folder: the only code that reads or writes one.
+
+A run folder holds everything one `advise` (and later `train`) produced:
+
+    decision.json        the typed report (advisor.document.Report)
+    config.json          the resolved advise config
+    split.json           train/dev/eval source lines, the data file's path and sha256
+    predictions/*.jsonl  per-item results of every scored arm
+    report.md, plots/, report.html   renderings of decision.json
+    train/               metrics.jsonl, checkpoints/, adapter/ (, merged/)
+    .lock                held by the process writing the folder
+
+One error policy: a missing, damaged or foreign file is a `DataError` (exit 3) naming the file and,
+for decision.json, the field; a folder another process holds is a `ConfigError` (exit 2) at once,
+never a wait. Paths recorded inside the folder (the adapter, say) are resolved relative to it and must
+stay inside it, so a crafted folder cannot point a reader at other files.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from advisor.document import SCHEMA_VERSION, Report
+from advisor.errors import ConfigError, DataError
+from advisor.files import write_json_atomic, write_text_atomic
+
+DECISION = "decision.json"
+CONFIG = "config.json"
+SPLIT = "split.json"
+PREDICTIONS = "predictions"
+TRAIN = "train"
+LOCK = ".lock"
+
+
+class RunDir:
+    """One run folder. Cheap to create; nothing is read until asked."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def decision_path(self) -> Path:
+        return self.path / DECISION
+
+    @property
+    def train_dir(self) -> Path:
+        return self.path / TRAIN
+
+    def predictions_path(self, arm: str) -> Path:
+        if not arm or "/" in arm or "\\" in arm or arm.startswith("."):
+            raise DataError(f"not an arm name: {arm!r}", file=str(self.path / PREDICTIONS), field="arm")
+        return self.path / PREDICTIONS / f"{arm}.jsonl"
+
+    def inside(self, recorded: str | os.PathLike[str], *, field: str) -> Path:
+        """A path recorded in the folder, resolved against it; DataError when it leads outside."""
+        p = Path(recorded)
+        resolved = (p if p.is_absolute() else self.path / p).resolve()
+        root = self.path.resolve()
+        if resolved != root and root not in resolved.parents:
+            raise DataError(
+                f"points outside the run folder ({recorded}); refusing to follow it",
+                file=str(self.decision_path),
+                field=field,
+            )
+        return resolved
+
+    def relative(self, path: str | os.PathLike[str]) -> str:
+        """How a path inside the folder is recorded: relative to it (the folder can move)."""
+        return str(Path(path).resolve().relative_to(self.path.resolve()))
+
+    # ------------------------------------------------------------------ the lock
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder for this process; a second process fails at once with a clear message."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path / LOCK
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot use the run folder: {exc.strerror}", file=str(self.path)) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise ConfigError(
+                        "another tunegate process is using this run folder; "
+                        "wait for it or choose another --out",
+                        file=str(self.path),
+                    ) from None
+                raise
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    # ------------------------------------------------------------------ decision.json
+
+    def write_report(self, report: Report) -> Path:
+        return write_text_atomic(self.decision_path, report.to_json())
+
+    def read_report(self) -> Report:
+        text = self._read_text(self.decision_path, missing="no decision.json here: is this a run folder?")
+        try:
+            version = json.loads(text).get("schema_version")
+        except (json.JSONDecodeError, AttributeError, RecursionError):
+            version = SCHEMA_VERSION  # let validation name the problem
+        if version != SCHEMA_VERSION:
+            raise DataError(
+                f"unsupported schema_version {version!r} (this tunegate reads {SCHEMA_VERSION})",
+                file=str(self.decision_path),
+                field="schema_version",
+            )
+        try:
+            return Report.model_validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or None
+            more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+            raise DataError(
+                f"damaged or foreign decision.json: {first['msg']}{more}",
+                file=str(self.decision_path),
+                field=where,
+            ) from None
+
+    def update_report(self, **sections: Any) -> Report:
+        """Replace top-level sections of decision.json (validated) and write it back."""
+        current = self.read_report().model_dump(mode="json")
+        current.update(sections)
+        try:
+            report = Report.model_validate(current)
+        except ValidationError as exc:  # our own data failing our own model is a bug, not a user error
+            raise RuntimeError(f"internal error: an updated report does not validate: {exc}") from exc
+        self.write_report(report)
+        return report
+
+    # ------------------------------------------------------------------ config.json and split.json
+
+    def write_config(self, config: dict[str, Any]) -> Path:
+        return write_json_atomic(self.path / CONFIG, config)
+
+    def read_config(self) -> dict[str, Any]:
+        return self._read_object(self.path / CONFIG)
+
+    def write_split(self, split: dict[str, Any]) -> Path:
+        return write_json_atomic(self.path / SPLIT, split)
+
+    def read_split(self) -> dict[str, Any]:
+        return self._read_object(self.path / SPLIT)
+
+    # ------------------------------------------------------------------ predictions
+
+    def write_predictions(self, arm: str, rows: list[dict[str, Any]]) -> Path:
+        lines = [json.dumps(r, ensure_ascii=False, allow_nan=False) for r in rows]
+        return write_text_atomic(self.predictions_path(arm), "".join(line + "\n" for line in lines))
+
+    def read_predictions(self, arm: str) -> list[dict[str, Any]]:
+        path = self.predictions_path(arm)
+        text = self._read_text(path, missing=f"no predictions for arm {arm!r} in this run folder")
+        rows = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise DataError(f"not valid JSON: {exc}", file=str(path), line=i) from None
+            if not isinstance(row, dict):
+                raise DataError("each line must be a JSON object", file=str(path), line=i)
+            rows.append(row)
+        return rows
+
+    # ------------------------------------------------------------------ reading, one policy
+
+    def _read_text(self, path: Path, *, missing: str) -> str:
+        try:
+            if not path.is_file():
+                raise FileNotFoundError
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise DataError(missing, file=str(path)) from None
+        except UnicodeDecodeError as exc:
+            raise DataError(f"not UTF-8 text: {exc.reason}", file=str(path)) from None
+        except OSError as exc:
+            raise DataError(f"cannot read: {exc.strerror}", file=str(path)) from None
+
+    def _read_object(self, path: Path) -> dict[str, Any]:
+        text = self._read_text(path, missing="missing from the run folder (run `tunegate advise` first)")
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"not valid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
+        except RecursionError:
+            raise DataError("nested too deeply", file=str(path)) from None
+        if not isinstance(doc, dict):
+            raise DataError("must be a JSON object", file=str(path))
+        return doc

@@ -1,0 +1,121 @@
+"""The run folder's owner: typed decision.json round trip, one error policy, the lock, confined paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import report_docs
+from report_docs import facts
+
+from advisor.document import Report
+from advisor.errors import ConfigError, DataError
+from advisor.rundir import RunDir
+
+DOCS = ("few_shot_doc", "fine_tune_doc", "collect_data_doc", "hostile_doc")
+
+
+@pytest.mark.parametrize("name", DOCS)
+def test_a_document_survives_the_round_trip(tmp_path: Path, name: str) -> None:
+    doc = getattr(report_docs, name)(tmp_path)
+    run = RunDir(tmp_path / "run")
+    run.write_report(Report.model_validate(doc))
+    back = run.read_report()
+    assert facts(back.as_dict()) == facts(json.loads(json.dumps(doc)))  # every fact kept, none added
+    assert back == Report.model_validate(doc)
+    assert back.decision.verdict == doc["decision"]["verdict"]
+
+
+def test_a_missing_section_is_named(tmp_path: Path) -> None:
+    doc = report_docs.few_shot_doc(tmp_path)
+    del doc["decision"]["summary"]
+    run = RunDir(tmp_path)
+    run.decision_path.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        run.read_report()
+    assert err.value.problems[0].field == "decision.summary"
+    assert err.value.exit_code == 3
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "{", "[1, 2]", '{"schema_version": "0.1"}', "[" * 50000, '{"schema_version": "1.0"}'],
+    ids=["empty", "truncated", "not-an-object", "old-version", "deep", "no-sections"],
+)
+def test_a_damaged_decision_is_a_data_error(tmp_path: Path, text: str) -> None:
+    run = RunDir(tmp_path)
+    run.decision_path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        run.read_report()
+    assert err.value.problems[0].file == str(run.decision_path)
+
+
+def test_no_decision_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="is this a run folder"):
+        RunDir(tmp_path).read_report()
+    with pytest.raises(DataError, match="missing from the run folder"):
+        RunDir(tmp_path).read_config()
+
+
+def test_update_replaces_a_section_and_validates(tmp_path: Path) -> None:
+    doc = report_docs.fine_tune_doc(tmp_path)
+    run = RunDir(tmp_path / "run")
+    run.write_report(Report.model_validate({**doc, "verification": None}))
+    updated = run.update_report(verification=doc["verification"])
+    assert updated.verification is not None
+    assert run.read_report().verification == updated.verification
+
+
+def test_recorded_paths_must_stay_inside(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    (run.path / "train" / "adapter").mkdir(parents=True)
+    assert run.inside("train/adapter", field="training.adapter_dir") == (run.train_dir / "adapter").resolve()
+    for outside in ("/etc", "../elsewhere", "train/../../x"):
+        with pytest.raises(DataError) as err:
+            run.inside(outside, field="training.adapter_dir")
+        assert err.value.problems[0].field == "training.adapter_dir"
+    with pytest.raises(DataError):
+        run.predictions_path("../../decision")
+
+
+def test_predictions_round_trip_and_bad_lines(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    rows = [{"line": 1, "prediction": "a"}, {"line": 2, "prediction": "b"}]
+    run.write_predictions("zero_shot", rows)
+    assert run.read_predictions("zero_shot") == rows
+    run.predictions_path("zero_shot").write_text('{"line": 1}\n[1]\n', encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        run.read_predictions("zero_shot")
+    assert err.value.problems[0].line == 2
+
+
+def test_a_second_process_on_the_same_folder_fails_fast(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    script = tmp_path / "hold.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys, time
+            from advisor.rundir import RunDir
+            with RunDir({str(run.path)!r}).lock():
+                print("held", flush=True)
+                sys.stdin.readline()
+            """
+        ),
+        encoding="utf-8",
+    )
+    child = subprocess.Popen(
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match="another tunegate process"), run.lock():
+            pass
+    finally:
+        child.communicate("\n", timeout=30)
+    with run.lock():  # released when the holder exits
+        assert (run.path / ".lock").read_text().strip().isdigit()
