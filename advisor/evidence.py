@@ -16,8 +16,9 @@ Conventions the rules rely on:
   the reference. Per word, not per token: a text the tokenizer shreds into many small, individually
   predictable pieces (code, jargon) would otherwise look familiar; per-token figures are kept beside it.
   For classification the targets are label names, so the inputs are measured instead (recorded as
-  `source`). `domain_shift` is that ratio above `DEFAULT_DOMAIN_SHIFT_RATIO` (overridden by the run's
-  `thresholds.domain_shift_ratio`); a declared `--domain` is reported beside it, not mixed into it.
+  `source`). Whether that ratio counts as a shift is a rule's call (`domain.language_shift` against the
+  threshold `domain_shift_ratio` in rules/domain.toml); a declared `--domain` is reported beside it, not
+  mixed into it.
 - `examples_needed` is the total number of training examples the probe's power law needs to reach the
   quality target; None when not measured or beyond 100× the current data.
 """
@@ -65,10 +66,6 @@ __all__ = [
     "summarize_latency",
 ]
 
-# Per-word perplexity ratio above which the data's language counts as shifted. Seen with the embedded
-# SmolLM2-135M (32 texts each): Rotten Tomatoes critic snippets 7.0, SMS messages 248, Python source
-# 329. 20 sits well above everyday English in another register and well below a new language.
-DEFAULT_DOMAIN_SHIFT_RATIO = 20.0
 SIGNAL_NAMES = (
     "volume_per_day",
     "latency_budget_ms",
@@ -83,7 +80,6 @@ SIGNAL_NAMES = (
     "examples_needed",
     "domain",
     "domain_ppl_ratio",
-    "domain_shift",
     "tokens_per_word",
     "needs_consistent_style",
 )
@@ -416,22 +412,16 @@ def _jsonable(value: Any) -> Any:
 
 
 def evidence_signals(
-    evidence: Evidence | None,
-    config: Any = None,
-    *,
-    domain_shift_ratio: float = DEFAULT_DOMAIN_SHIFT_RATIO,
+    evidence: Evidence | None, config: Any = None
 ) -> dict[str, float | int | bool | str | None]:
     """The Evidence signals of the shared contract; None where not measured.
 
-    `config` may carry `horizon_days` (else the evidence's own is used) and a `thresholds` mapping whose
-    `domain_shift_ratio` replaces the default.
+    `config` may carry `horizon_days` (else the evidence's own is used).
     """
     out: dict[str, float | int | bool | str | None] = dict.fromkeys(SIGNAL_NAMES)
     if evidence is None:
         return out
     horizon = getattr(config, "horizon_days", None) or evidence.horizon_days
-    overrides = getattr(config, "thresholds", None) or {}
-    domain_shift_ratio = float(overrides.get("domain_shift_ratio", domain_shift_ratio))
     best = evidence.arm(evidence.best_arm)
     few = evidence.arm(evidence.few_shot_arm)
     out["volume_per_day"] = evidence.volume_per_day
@@ -459,7 +449,6 @@ def evidence_signals(
     dm = evidence.domain_measure
     if dm is not None and math.isfinite(dm.ratio):
         out["domain_ppl_ratio"] = dm.ratio
-        out["domain_shift"] = dm.ratio > domain_shift_ratio
         out["tokens_per_word"] = dm.tokens_per_word
     out["needs_consistent_style"] = evidence.needs_consistent_style
     return out

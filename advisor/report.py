@@ -138,7 +138,7 @@ def build_report(
         "training": _jsonable(training) if training is not None else None,
         "verification": _jsonable(verification) if verification is not None else None,
     }
-    return doc
+    return Report.model_validate(doc).as_dict()  # the typed shape: every key present, null when absent
 
 
 def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str | None]:

@@ -107,7 +107,6 @@ CATALOGUE: Mapping[str, SignalSpec] = dict(
         ),
         _spec("domain", "str", "declared domain of the task (e.g. legal, medical, code)"),
         _spec("domain_ppl_ratio", "float", "data perplexity over general-text perplexity"),
-        _spec("domain_shift", "bool", "the data's language is far from what the model knows"),
         _spec("tokens_per_word", "float", "tokenizer tokens per whitespace word"),
         _spec("needs_consistent_style", "bool", "outputs must follow one fixed style or format"),
         # Training and verification

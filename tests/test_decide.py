@@ -212,7 +212,7 @@ def test_never_fine_tune_unless_prompting_measured_and_plateaued(ruleset) -> Non
         "break_even_within_horizon": True,
         "probe_beats_prompting": True,
         "domain": "medical",
-        "domain_shift": True,
+        "domain_ppl_ratio": 250.0,
         "needs_consistent_style": True,
     }
     for measured, plateaued in itertools.product((True, False, None), repeat=2):
@@ -298,3 +298,11 @@ def test_volume_alone_moves_a_plateaued_task(ruleset, volume: float, verdict: Ve
     assert d.verdict is verdict, d.summary
     fired = {o["id"] for o in d.to_dict()["fired"]}
     assert ("economics.low_volume_overkill" in fired) == (volume < 100)
+
+
+def test_domain_shift_is_a_rule_threshold_the_user_can_override() -> None:
+    signals = {**MEASURED, "domain_ppl_ratio": 25.0}
+    fired = {o.rule.id for o in decide(load_rules(), signals).fired}
+    assert "domain.language_shift" in fired
+    stricter = load_rules(overrides={"domain_shift_ratio": "30"})
+    assert "domain.language_shift" not in {o.rule.id for o in decide(stricter, signals).fired}

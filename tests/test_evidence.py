@@ -378,9 +378,8 @@ def test_evidence_signals() -> None:
     assert sig["probe_score"] == pytest.approx(0.82)
     assert sig["probe_beats_prompting"] is True
     assert isinstance(sig["examples_needed"], int) and sig["examples_needed"] > 800
-    assert sig["domain"] == "legal" and sig["domain_ppl_ratio"] == 25.0 and sig["domain_shift"] is True
+    assert sig["domain"] == "legal" and sig["domain_ppl_ratio"] == 25.0
     assert sig["tokens_per_word"] == 1.4 and sig["needs_consistent_style"] is True
-    assert evidence_signals(ev, domain_shift_ratio=30.0)["domain_shift"] is False
     assert evidence_signals(replace(ev, latency_budget_ms=1500.0))["latency_over_budget"] is False
     assert evidence_signals(replace(ev, latency_budget_ms=None))["latency_over_budget"] is None
 
@@ -388,12 +387,6 @@ def test_evidence_signals() -> None:
         horizon_days = 2.0
 
     assert evidence_signals(ev, Cfg())["break_even_within_horizon"] is False
-
-    class Strict:
-        horizon_days = None
-        thresholds = {"domain_shift_ratio": 50.0}
-
-    assert evidence_signals(ev, Strict())["domain_shift"] is False
 
 
 def test_evidence_signals_not_measured_and_never_pays_back() -> None:

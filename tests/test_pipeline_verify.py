@@ -129,7 +129,7 @@ def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) ->
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads((Path(__file__).parents[1] / "advisor/schema/decision.schema.json").read_text())
     for key in ("training", "verification"):
-        jsonschema.validate(doc[key], schema["properties"][key])
+        jsonschema.validate(doc[key], {"$defs": schema["$defs"], **schema["properties"][key]})
     card = (run / "train" / "adapter" / "README.md").read_text()
     assert "## Fine-tuning verification" in card and best in card
     md = markdown_section(section)
