@@ -186,10 +186,6 @@ def _jsonable(v: Any) -> Any:
 # --------------------------------------------------------------------------- writing
 
 
-def write_json(path: Path, obj: Any) -> None:
-    write_json_atomic(path, obj)
-
-
 def write_report(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Path, Path]:
     """Write decision.json, report.md (with its plots/*.svg) and report.html into `run_dir` atomically.
 
@@ -198,7 +194,7 @@ def write_report(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Path, Path]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     json_path = run_dir / DECISION_FILE
-    write_json(json_path, doc)
+    write_json_atomic(json_path, doc)
     md_path, _ = rerender_doc(run_dir, doc, ("md", "html"))
     return json_path, md_path
 
