@@ -404,6 +404,21 @@ def test_gate_refuses_a_prompt_verdict_and_trains_nothing(model_dir, tmp_path) -
     assert (run / "decision.json").read_bytes() == before
 
 
+def test_the_torchrun_entry_gives_one_line_errors_with_exit_codes(model_dir, tmp_path) -> None:
+    run, _ = _run_dir(tmp_path, model_dir, "prompt")
+    entry = [sys.executable, "-m", "pipeline.train"]
+    refused = subprocess.run(
+        [*entry, str(run), "max_steps=2"], env=_env(), cwd=REPO, capture_output=True, text=True
+    )
+    assert refused.returncode == ExitCode.GATE_REFUSED, refused.stderr
+    assert refused.stderr.startswith("tunegate: error:") and "Traceback" not in refused.stderr
+    assert not (run / "train").exists()
+    usage = subprocess.run(
+        [*entry, str(run), "--resum"], env=_env(), cwd=REPO, capture_output=True, text=True
+    )
+    assert usage.returncode == ExitCode.USAGE and "--resum" in usage.stderr
+
+
 def test_forced_run_trains_on_train_split_only_and_records_the_override(model_dir, tmp_path) -> None:
     run, split = _run_dir(tmp_path, model_dir, "prompt")
     res, gate = train_run(
