@@ -6,13 +6,13 @@ touched when a model is used, so a data-only run stays light.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from advisor.config import AdviseConfig
+from advisor.files import write_json_atomic
 from advisor.types import Example, TaskKind
 
 # The quality target when the user declares none (documented in the README): a demanding bar, since
@@ -59,7 +59,7 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     if quality_target is None:
         quality_target = DEFAULT_TARGETS[task][1] if metric == DEFAULT_TARGETS[task][0] else None
     config = replace(config, target_metric=metric, quality_target=quality_target)
-    report.write_json(run_dir / "config.json", config.to_dict())
+    write_json_atomic(run_dir / "config.json", config.to_dict())
     signals["target_metric"] = metric
     signals["quality_target"] = quality_target
     signals["prompting_measured"] = False
@@ -181,10 +181,3 @@ def _progress_printer() -> Any:
             print(f"\r  {arm}: {done}/{total} items", end="", file=sys.stderr, flush=True)
 
     return show
-
-
-def read_document(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "decision.json"
-    with path.open(encoding="utf-8") as fh:
-        doc: dict[str, Any] = json.load(fh)
-    return doc

@@ -287,8 +287,10 @@ def _cmd_advise(args: argparse.Namespace) -> int:
     return verdict_exit_code(doc["decision"]["verdict"])
 
 
-def _train(args: argparse.Namespace, run_dir: str) -> dict[str, Any]:
-    """gate → train → verify → report, with the training flags shared by `train` and `run`."""
+def _train(args: argparse.Namespace, run_dir: str) -> dict[str, Any] | None:
+    """gate → train → verify → report, with the training flags shared by `train` and `run`.
+
+    None on the ranks other than 0 of a torchrun job: they trained their shard, rank 0 reports."""
     from pipeline.run import train_and_verify
 
     return train_and_verify(
@@ -301,7 +303,9 @@ def _train(args: argparse.Namespace, run_dir: str) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    _emit(_train(args, args.run_dir), args.json)
+    doc = _train(args, args.run_dir)
+    if doc is not None:
+        _emit(doc, args.json)
     return int(ExitCode.OK)
 
 
@@ -318,10 +322,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return verdict_exit_code(verdict)
-    doc = _train(args, config.out)
-    _emit(doc, args.json)
+    trained = _train(args, config.out)
+    if trained is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return int(ExitCode.OK)
+    _emit(trained, args.json)
     # The verdict after verification: a fine-tuned model that did not beat prompting vetoes fine_tune.
-    return verdict_exit_code(doc["decision"]["verdict"]) if doc else verdict_exit_code(verdict)
+    return verdict_exit_code(trained["decision"]["verdict"])
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -34,9 +34,6 @@ METRIC_NAMES = {
     "token_f1": "token F1",
     "chrf": "chrF",
 }
-# Training-log records kept in the document: the per-step curve, without start/end bookkeeping.
-CURVE_EVENTS = ("train", "dev")
-MAX_TRAIN_RECORDS = 500
 
 CSS = """
 :root { --ink:#1d1d1f; --muted:#5b5b66; --line:#dcdce3; --bg:#ffffff; --soft:#f5f6f8;
@@ -992,40 +989,3 @@ def to_html(doc: Mapping[str, Any]) -> str:
         f"<title>{esc(title)}</title><style>{CSS}</style></head>"
         f'<body><main class="wrap">{"".join(body)}</main></body></html>\n'
     )
-
-
-# ---------------------------------------------------------------- edge: the training log
-
-
-def load_training_curve(path: str | Path, max_train: int = MAX_TRAIN_RECORDS) -> list[dict[str, Any]]:
-    """The per-step records of a training log (train/metrics.jsonl) for the document's training section.
-
-    Keeps the `train` and `dev` events; `train` records are thinned to at most `max_train` (every n-th,
-    the last kept) so decision.json stays small, and every `dev` record is kept. Missing file: [].
-    """
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash mid-write
-        if isinstance(rec, dict) and rec.get("event") in CURVE_EVENTS:
-            keep = ("event", "step", "loss") if rec["event"] == "train" else tuple(rec)
-            # decision.json is strict JSON: a NaN loss (a diverged step) is recorded as null
-            records.append({k: _finite_or_none(rec[k]) for k in keep if k in rec})
-    train = [r for r in records if r["event"] == "train"]
-    if len(train) > max_train:
-        stride = math.ceil(len(train) / max_train)
-        kept = {id(r) for r in train[::stride]} | {id(train[-1])}
-        records = [r for r in records if r["event"] != "train" or id(r) in kept]
-    return records
-
-
-def _finite_or_none(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v

@@ -21,7 +21,7 @@ from typing import Any
 
 from advisor import __version__
 from advisor.document import SCHEMA_VERSION, Report
-from advisor.files import write_json_atomic, write_text_atomic
+from advisor.files import write_text_atomic
 from advisor.rundir import RunDir
 
 DECISION_FILE = "decision.json"
@@ -185,10 +185,6 @@ def _jsonable(v: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_json_atomic(path, obj)
 
 
 def write_report(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Path, Path]:

@@ -12,13 +12,32 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from advisor.files import write_text_atomic
+from advisor.files import write_json_atomic, write_text_atomic
+from advisor.finetune_report import verification_markdown
+from pipeline.checkpoint import replace_dir
+from pipeline.config import TrainConfig
+from pipeline.loop import TrainResult
+from pipeline.metrics import load_training_curve
 
-if TYPE_CHECKING:
-    from pipeline.config import TrainConfig
-    from pipeline.train import TrainResult
+
+def export_training(
+    run_dir: Path, result: TrainResult, cfg: TrainConfig, model_dir: str, provenance: dict[str, Any]
+) -> dict[str, Any]:
+    """After training (rank 0): train/config.json, the merged model if asked, the model card, and the
+    `training` section of decision.json with the loss curve from the metrics log. Returns the section."""
+    out = run_dir / "train"
+    write_json_atomic(
+        out / "config.json", {"train": cfg.to_dict(), "model": model_dir, "provenance": provenance}
+    )
+    section = training_section(result, cfg, model_dir, provenance)
+    section["curve"] = load_training_curve(out / "metrics.jsonl")
+    if cfg.merge:
+        section["merged_dir"] = str(merge_adapter(model_dir, result.adapter_dir, out / "merged"))
+    write_model_card(result.adapter_dir, section)
+    update_decision(run_dir, {"training": section})
+    return section
 
 
 def training_section(
@@ -40,8 +59,6 @@ def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out_dir: str |
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from pipeline.train import replace_dir
 
     out = Path(out_dir)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -105,9 +122,7 @@ def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] |
     for key, value in training.get("config", {}).items():
         lines.append(f"| {key} | {_fmt(value)} |")
     if verification:
-        from pipeline.verify import markdown_section
-
-        lines += ["", markdown_section(verification)]
+        lines += ["", verification_markdown(verification)]
     lines += [
         "",
         "## Use",
@@ -135,8 +150,6 @@ def update_decision(
     run_dir: str | Path, updates: dict[str, Any], signals: dict[str, Any] | None = None
 ) -> None:
     """Set top-level sections (and signals) of run_dir/decision.json atomically (missing file: empty)."""
-    from advisor.files import write_json_atomic
-
     path = Path(run_dir) / "decision.json"
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))

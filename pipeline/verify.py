@@ -1,7 +1,7 @@
 """Verification: the fine-tuned model, scored by the advisor's own harness on the same eval items.
 
 Before/after is the best prompting arm (its per-item predictions from `advise`, in predictions/) against
-the fine-tuned model prompted as it was trained (the zero-shot rendering, see `pipeline.train.finetune_arm`).
+the fine-tuned model prompted as it was trained (the zero-shot rendering: `pipeline.examples.finetune_arm`).
 The difference is paired over the same items; flips are counted both ways with a few real items shown.
 Fine-tuning is *verified* when the paired 95% interval of (fine-tuned − best prompting arm) lies above 0.
 """
@@ -12,15 +12,18 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from advisor import evaluate, prompts
+from advisor.backends.base import GenRequest
+from advisor.backends.hf import HFBackend
+from advisor.data import load_examples, with_labels
 from advisor.errors import ConfigError
-from advisor.finetune_report import verification_markdown as markdown_section  # noqa: F401  (re-exported)
+from advisor.evaluate import ArmResult, Comparison, ItemResult, summarise
+from advisor.evidence import measure_latency, summarize_latency
 from advisor.types import Example, TaskKind
-
-if TYPE_CHECKING:
-    from advisor.backends.hf import HFBackend
-    from advisor.evaluate import ArmResult, Comparison, ItemResult
+from pipeline.examples import finetune_arm
+from pipeline.export import update_decision, write_model_card
 
 FINETUNED = "fine_tuned"
 N_FLIP_EXAMPLES = 3
@@ -66,8 +69,6 @@ def build_verification(
     provenance: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The `verification` section of decision.json (JSON-ready)."""
-    from advisor.evaluate import summarise
-
     base_scores = summarise(baseline_items, task, labels, seed)
     before = {it.line: it for it in baseline_items}
     after = {it.line: it for it in finetuned.items}
@@ -131,8 +132,6 @@ def finetuned_backend(model_dir: str | Path, adapter_dir: str | Path, **kwargs: 
     """The advisor's HF backend serving base + adapter, merged in memory (same outputs, no LoRA overhead)."""
     from peft import PeftModel
 
-    from advisor.backends.hf import HFBackend
-
     backend = HFBackend(model_dir, **kwargs)
     merged = PeftModel.from_pretrained(backend.model, str(adapter_dir)).merge_and_unload()
     backend.model = merged.to(backend.device).eval()
@@ -141,9 +140,6 @@ def finetuned_backend(model_dir: str | Path, adapter_dir: str | Path, **kwargs: 
 
 
 def _latency(backend: Any, name: str, prompts: Sequence[tuple[Any, ...]], max_tokens: int, n: int) -> Any:
-    from advisor.backends.base import GenRequest
-    from advisor.evidence import measure_latency, summarize_latency
-
     if n <= 0 or not prompts:
         return None
     reqs = [GenRequest(p, max_tokens=max_tokens) for p in prompts[:n]]
@@ -162,20 +158,8 @@ def verify_run(
     Writes predictions/fine_tuned.jsonl, the `verification` section and the finetune_* signals, and
     adds the comparison to the adapter's model card. Returns the section.
     """
-    from advisor import evaluate, prompts
-    from advisor.backends.hf import HFBackend
-    from pipeline.export import update_decision, write_model_card
-    from pipeline.train import finetune_arm
-
     run_dir = Path(run_dir)
-    doc = json.loads((run_dir / "decision.json").read_text(encoding="utf-8"))
-    prompting, training = doc.get("prompting"), doc.get("training")
-    if not prompting:
-        raise ConfigError(
-            "the run has no prompting measurements to compare with (advise ran without a model)"
-        )
-    if not training:
-        raise ConfigError("the run has no trained adapter: run `tunegate train` first")
+    prompting, training = _measured_sections(run_dir)
     task, labels = TaskKind(prompting["task"]), tuple(prompting.get("labels") or ())
     metric, seed = prompting["target_metric"], int(prompting.get("seed", 0))
     best = prompting["plateau"]["best_arm"]
@@ -188,8 +172,8 @@ def verify_run(
     model_dir, adapter_dir = training["base_model"], training["adapter_dir"]
     ft_backend = finetuned_backend(model_dir, adapter_dir, device=device)
     arm = finetune_arm(task, labels)
-    stop = evaluate.default_stop(train_ex) if task is TaskKind.GENERATE else ()
     max_gen = int(config.get("max_gen_tokens") or 64)
+    stop = evaluate.default_stop(train_ex) if task is TaskKind.GENERATE else ()
     ft = evaluate.score_arm(
         ft_backend,
         FINETUNED,
@@ -217,15 +201,8 @@ def verify_run(
     # Latency per request, both measured now on this machine with the local model: the best arm's own
     # prompts (demonstrations included) on the base model, the fine-tuned model's short prompts on it.
     answer_tokens = max(ft_backend.count_tokens(list(labels)), default=1) + 1 if labels else max_gen
-    latency = {
-        FINETUNED: _latency(
-            ft_backend,
-            FINETUNED,
-            [prompts.render_messages(arm, ex) for ex in eval_ex],
-            answer_tokens,
-            latency_samples,
-        )
-    }
+    ft_prompts = [prompts.render_messages(arm, ex) for ex in eval_ex]
+    latency = {FINETUNED: _latency(ft_backend, FINETUNED, ft_prompts, answer_tokens, latency_samples)}
     del ft_backend
     if latency_samples > 0:
         base = HFBackend(model_dir, device=device)
@@ -252,12 +229,23 @@ def verify_run(
     return section
 
 
+def _measured_sections(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `prompting` and `training` sections of the run's decision.json; both must be there."""
+    doc = json.loads((run_dir / "decision.json").read_text(encoding="utf-8"))
+    prompting, training = doc.get("prompting"), doc.get("training")
+    if not prompting:
+        raise ConfigError(
+            "the run has no prompting measurements to compare with (advise ran without a model)"
+        )
+    if not training:
+        raise ConfigError("the run has no trained adapter: run `tunegate train` first")
+    return prompting, training
+
+
 def _split_examples(
     run_dir: Path, split: Mapping[str, Any], task: TaskKind, labels: Sequence[str]
 ) -> tuple[list[Example], list[Example], list[Example]]:
     """Train, dev and eval examples (eval is read here, in verification, never in training)."""
-    from advisor.data import load_examples, with_labels
-
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     loaded = load_examples(
         split.get("data_path") or config["data"],
@@ -282,8 +270,6 @@ def _best_arm_prompts(
     seed: int,
 ) -> list[tuple[Any, ...]]:
     """The best arm's chat turns for the eval items, rebuilt as `advise` built them."""
-    from advisor import prompts
-
     arms = prompts.build_arms(
         backend,
         task,

@@ -260,32 +260,6 @@ def test_write_report_writes_html_markdown_and_plot_files(tmp_path: Path, docs) 
     assert first.decode("utf-8") == html.to_html(json.loads((run / "decision.json").read_text("utf-8")))
 
 
-def test_load_training_curve_keeps_steps_and_thins(tmp_path: Path) -> None:
-    log = tmp_path / "metrics.jsonl"
-    lines = [json.dumps({"event": "start", "step": 0, "config": {"r": 8}})]
-    for s in range(1, 1201):
-        lines.append(json.dumps({"event": "train", "step": s, "loss": 2.0 / s, "lr": 1e-4, "tokens": 512}))
-        if s % 100 == 0:
-            lines.append(json.dumps({"event": "dev", "step": s, "dev_loss": 1.0 / s, "dev_accuracy": 0.8}))
-    lines.append('{"event": "train", "step": 1201, "loss": NaN}')
-    lines.append('{"event": "end", "step": 1201')  # cut short by a crash
-    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    curve = html.load_training_curve(log)
-    train = [r for r in curve if r["event"] == "train"]
-    dev = [r for r in curve if r["event"] == "dev"]
-    assert len(dev) == 12 and dev[0] == {"event": "dev", "step": 100, "dev_loss": 0.01, "dev_accuracy": 0.8}
-    assert len(train) <= html.MAX_TRAIN_RECORDS + 1 and train[-1] == {
-        "event": "train",
-        "step": 1201,
-        "loss": None,
-    }
-    assert set(train[0]) == {"event", "step", "loss"}
-    json.dumps(curve, allow_nan=False)
-    assert html.load_training_curve(tmp_path / "missing.jsonl") == []
-    svg = plots.training_loss_svg(curve, best_step=1200)
-    assert svg is not None and "best dev loss at step 1200" in svg
-
-
 def test_plateau_at_the_cheapest_arm_names_no_previous_arm(docs: dict[str, dict[str, Any]]) -> None:
     doc = copy.deepcopy(docs["few_shot"])
     doc["prompting"]["plateau"].update(best_arm="zero_shot", previous_arm=None, gain=0.0, p_value=1.0)

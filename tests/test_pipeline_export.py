@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 
 from tiny import rotten_tomatoes_examples, tiny_llama  # noqa: E402
 
+from advisor.finetune_report import training_markdown  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
 from pipeline.export import merge_adapter, model_card_markdown, update_decision  # noqa: E402
-from pipeline.train import markdown_section  # noqa: E402
 
 SECTION = {
     "method": "lora",
@@ -39,7 +39,7 @@ def test_merged_model_gives_the_adapters_logits(tmp_path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from pipeline.train import train
+    from pipeline.loop import train
 
     torch.set_num_threads(1)
     model_dir = tiny_llama(tmp_path)
@@ -61,9 +61,9 @@ def test_model_card_and_training_section_show_hash_config_metrics_and_force() ->
     card = model_card_markdown(SECTION)
     assert "deadbeef" in card and "forced against the verdict" in card and "| r | 8 |" in card
     assert "| best_dev_loss | 0.5 |" in card and "library_name: peft" in card
-    md = markdown_section(SECTION)
+    md = training_markdown(SECTION)
     assert "best dev loss 0.5000 at step 8" in md and "Forced" in md
-    assert "Not run" in markdown_section(None)
+    assert "Not run" in training_markdown(None)
 
 
 def test_update_decision_keeps_other_sections(tmp_path: Path) -> None:

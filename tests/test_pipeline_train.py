@@ -17,16 +17,11 @@ torch = pytest.importorskip("torch")
 from tiny import rotten_tomatoes_examples, tiny_llama  # noqa: E402
 
 from advisor.errors import ConfigError, ExitCode, GateError  # noqa: E402
+from pipeline.batches import IGNORE, collate, encode_example, plan_batches  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
-from pipeline.train import (  # noqa: E402
-    IGNORE,
-    _loss_module,
-    encode_example,
-    lr_factor,
-    plan_batches,
-    train,
-    train_run,
-)
+from pipeline.loop import lr_factor, train  # noqa: E402
+from pipeline.lora import completion_loss  # noqa: E402
+from pipeline.run import train_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(batch_size=4, max_seq_len=48, lr=5e-3, dropout=0.1, warmup_ratio=0.2)
@@ -92,13 +87,11 @@ def test_truncation_keeps_the_completion_and_the_generation_prompt(model_dir, ex
 def test_completion_loss_equals_the_models_own_loss(model_dir, examples) -> None:
     from transformers import AutoModelForCausalLM
 
-    from pipeline.train import _collate
-
     tok = _tok(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    batch = _collate([encode_example(tok, e, 64) for e in examples[:4]], tok.pad_token_id, "cpu")
+    batch = collate([encode_example(tok, e, 64) for e in examples[:4]], tok.pad_token_id, "cpu")
     n = int((batch["labels"][:, 1:] != IGNORE).sum())
-    ours = _loss_module(model)(**batch) / n
+    ours = completion_loss(model)(**batch) / n
     theirs = model(**batch).loss
     assert torch.allclose(ours, theirs, atol=1e-5)
 
@@ -208,7 +201,7 @@ import torch
 torch.set_num_threads(1)
 from tiny import rotten_tomatoes_examples
 from pipeline.config import TrainConfig
-from pipeline.train import train
+from pipeline.loop import train
 ex = rotten_tomatoes_examples(60, seed=3)
 cfg = TrainConfig(**json.loads(sys.argv[3]))
 train(sys.argv[1], ex[:40], ex[40:], sys.argv[2], cfg, progress=False, on_step=lambda s: time.sleep(0.4))
@@ -252,8 +245,8 @@ def test_kill_9_then_resume_gives_the_same_adapter(model_dir, examples, tmp_path
     a = load_file(ref.adapter_dir / "adapter_model.safetensors")
     b = load_file(res.adapter_dir / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    last_a = torch.load(tmp_path / "ref" / "checkpoints" / "step-0000012" / "state.pt", weights_only=False)
-    last_b = torch.load(out / "checkpoints" / "step-0000012" / "state.pt", weights_only=False)
+    last_a = torch.load(tmp_path / "ref" / "checkpoints" / "step-0000012" / "state.pt", weights_only=True)
+    last_b = torch.load(out / "checkpoints" / "step-0000012" / "state.pt", weights_only=True)
     assert all(torch.equal(last_a["trainable"][k], last_b["trainable"][k]) for k in last_a["trainable"])
     assert (ref.best_step, ref.best_dev_loss) == (res.best_step, res.best_dev_loss)
 
@@ -270,7 +263,7 @@ import torch
 torch.set_num_threads(1)
 from tiny import rotten_tomatoes_examples
 from pipeline.config import TrainConfig
-from pipeline.train import train
+from pipeline.loop import train
 ex = rotten_tomatoes_examples(60, seed=3)
 cfg = TrainConfig(batch_size=4, max_seq_len=48, max_steps=4, eval_every=2, save_every=2)
 res = train(sys.argv[1], ex[:48], ex[48:], sys.argv[2], cfg, progress=False)
@@ -303,6 +296,39 @@ def test_torchrun_two_processes_on_cpu(model_dir, examples, tmp_path) -> None:
     # rank 0 wrote alone: one record per step, no interleaved duplicates
     steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps.count(3) == 1
+
+
+def test_tunegate_train_under_torchrun_reports_once_from_rank_0(model_dir, tmp_path) -> None:
+    """`tunegate train` launched by torchrun: both ranks train, rank 0 alone verifies, writes and prints."""
+    import csv
+
+    from tiny import rotten_tomatoes_rows
+
+    data, run = tmp_path / "reviews.csv", tmp_path / "run"
+    with open(data, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for _, text, label in rotten_tomatoes_rows(90, seed=11):
+            w.writerow([text, label])
+    env = {**_env(), "TUNEGATE_CACHE_DIR": str(tmp_path / "cache")}
+    cli = [sys.executable, "-m", "advisor.cli"]
+    advise = [*cli, "advise", str(data), "--input-col", "text", "--output-col", "label", "--model"]
+    advise += [str(model_dir), "--eval-size", "20", "--dev-size", "16", "--k", "1", "--out", str(run)]
+    done = subprocess.run(advise, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, 10, 11, 12, 13), done.stderr[-3000:]
+
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+    settings = ["max_steps=2", "batch_size=4", "max_seq_len=64", "eval_every=0", "save_every=0"]
+    train_cmd = [*launch, "advisor.cli", "train", str(run), "--force", "--json"]
+    train_cmd += [arg for s in settings for arg in ("--train-set", s)]
+    proc = subprocess.run(train_cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    doc = json.loads(proc.stdout)  # exactly one document on stdout: rank 1 printed nothing
+    assert doc["training"]["metrics"]["world_size"] == 2 and doc["training"]["metrics"]["steps"] == 2
+    assert doc["verification"]["finetuned"]["arm"] == "fine_tuned"
+    assert json.loads((run / "decision.json").read_text()) == doc
+    assert (run / "report.md").is_file() and (run / "train" / "adapter" / "README.md").is_file()
 
 
 def test_qlora_on_cpu_is_a_clear_config_error(tmp_path, examples) -> None:
@@ -378,6 +404,21 @@ def test_gate_refuses_a_prompt_verdict_and_trains_nothing(model_dir, tmp_path) -
     assert (run / "decision.json").read_bytes() == before
 
 
+def test_the_torchrun_entry_gives_one_line_errors_with_exit_codes(model_dir, tmp_path) -> None:
+    run, _ = _run_dir(tmp_path, model_dir, "prompt")
+    entry = [sys.executable, "-m", "pipeline.train"]
+    refused = subprocess.run(
+        [*entry, str(run), "max_steps=2"], env=_env(), cwd=REPO, capture_output=True, text=True
+    )
+    assert refused.returncode == ExitCode.GATE_REFUSED, refused.stderr
+    assert refused.stderr.startswith("tunegate: error:") and "Traceback" not in refused.stderr
+    assert not (run / "train").exists()
+    usage = subprocess.run(
+        [*entry, str(run), "--resum"], env=_env(), cwd=REPO, capture_output=True, text=True
+    )
+    assert usage.returncode == ExitCode.USAGE and "--resum" in usage.stderr
+
+
 def test_forced_run_trains_on_train_split_only_and_records_the_override(model_dir, tmp_path) -> None:
     run, split = _run_dir(tmp_path, model_dir, "prompt")
     res, gate = train_run(
@@ -420,3 +461,39 @@ def test_activation_checkpointing_trains_the_same_adapter(model_dir, examples, t
     )
     wa, wb = (load_file(r.adapter_dir / "adapter_model.safetensors") for r in (a, b))
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+class _Payload:
+    """Unpickling this runs code (it creates the marker folder): what a planted checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+@pytest.mark.parametrize("planted", ["pickle payload", "garbage bytes", "fields missing"])
+def test_resume_refuses_a_planted_or_damaged_checkpoint(model_dir, tmp_path, capsys, planted) -> None:
+    from advisor.cli import main
+
+    run, _ = _run_dir(tmp_path, model_dir, "fine_tune")
+    marker = tmp_path / "payload-ran"
+    ckpt = run / "train" / "checkpoints" / "step-0000002"
+    ckpt.mkdir(parents=True)
+    if planted == "pickle payload":
+        torch.save({"step": 2, "trainable": _Payload(marker)}, ckpt / "state.pt")
+    elif planted == "garbage bytes":
+        (ckpt / "state.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    else:
+        torch.save({"step": 2, "rng": [torch.zeros(3)]}, ckpt / "state.pt")
+    rc = main(["train", str(run), "--resume", "--train-set", "max_steps=4", "--train-set", "batch_size=4"])
+    err = capsys.readouterr().err
+    assert rc == ExitCode.BAD_INPUT, err
+    messages = [ln for ln in err.splitlines() if ln.startswith("tunegate:")]
+    assert len(messages) == 1 and str(ckpt / "state.pt") in messages[0] and "Traceback" not in err
+    assert not marker.exists()
+    assert not (run / "train" / "adapter").exists()
+    if planted == "pickle payload":  # the planted file is live: the unsafe load it replaced runs it
+        torch.load(ckpt / "state.pt", weights_only=False)
+        assert marker.is_dir()

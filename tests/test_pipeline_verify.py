@@ -12,9 +12,10 @@ torch = pytest.importorskip("torch")
 
 from tiny import rotten_tomatoes_rows, tiny_llama  # noqa: E402
 
+from advisor.finetune_report import verification_markdown  # noqa: E402
 from advisor.types import TaskKind  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
-from pipeline.verify import markdown_section, verification_signals  # noqa: E402
+from pipeline.verify import verification_signals  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def _advised_run(tmp_path: Path, model_dir: Path) -> Path:
 
 def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) -> None:
     from advisor.evaluate import read_predictions
-    from pipeline.train import train_run
+    from pipeline.run import train_run
     from pipeline.verify import verify_run
 
     run = _advised_run(tmp_path, model_dir)
@@ -132,7 +133,7 @@ def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) ->
         jsonschema.validate(doc[key], {"$defs": schema["$defs"], **schema["properties"][key]})
     card = (run / "train" / "adapter" / "README.md").read_text()
     assert "## Fine-tuning verification" in card and best in card
-    md = markdown_section(section)
+    md = verification_markdown(section)
     assert "Paired difference" in md and best in md and "fine-tuned (LoRA)" in md
 
 
@@ -142,7 +143,7 @@ def test_merged_backend_scores_like_the_unmerged_adapter(model_dir, tmp_path) ->
 
     from advisor.backends.base import LoglikRequest
     from advisor.backends.hf import HFBackend
-    from pipeline.train import train
+    from pipeline.loop import train
     from pipeline.verify import finetuned_backend
 
     ex = rotten_tomatoes_examples(24, seed=2)
@@ -165,5 +166,5 @@ def test_signals_and_markdown_when_not_measured() -> None:
         "finetune_gain": None,
         "finetune_verified": None,
     }
-    assert "Not run" in markdown_section(None)
+    assert "Not run" in verification_markdown(None)
     assert TaskKind.CLASSIFY == "classify"

@@ -18,6 +18,7 @@ from advisor import audit as audit_mod
 from advisor import data, report
 from advisor.config import AdviseConfig
 from advisor.decide import decide
+from advisor.files import write_json_atomic
 from advisor.rules import load_rules
 
 
@@ -116,18 +117,18 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "decision.json"
-    report.write_json(target, {"old": True})
+    write_json_atomic(target, {"old": True})
 
     def broken_replace(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError):
-        report.write_json(target, {"new": True})
+        write_json_atomic(target, {"new": True})
     assert json.loads(target.read_text(encoding="utf-8")) == {"old": True}
     assert [p.name for p in tmp_path.iterdir()] == ["decision.json"]
     with pytest.raises(ValueError):
-        report.write_json(tmp_path / "nan.json", {"x": float("nan")})
+        write_json_atomic(tmp_path / "nan.json", {"x": float("nan")})
     assert [p.name for p in tmp_path.iterdir()] == ["decision.json"]
 
 
@@ -145,7 +146,7 @@ def test_console_summary(doc: dict[str, Any]) -> None:
 def test_read_report_rejects_other_schema_versions(tmp_path: Path, doc: dict[str, Any]) -> None:
     from advisor.errors import DataError
 
-    report.write_json(tmp_path / "decision.json", {**doc, "schema_version": "0.9"})
+    write_json_atomic(tmp_path / "decision.json", {**doc, "schema_version": "0.9"})
     with pytest.raises(DataError, match="unsupported schema_version '0.9'"):
         report.read_report(tmp_path)
     with pytest.raises(DataError, match="no decision.json"):

@@ -1,0 +1,98 @@
+"""The examples a run trains on: its train and dev split (never eval), rendered as the fine-tuned model
+is prompted, in training and in verification alike."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from advisor.data import detect_task, load_examples
+from advisor.errors import DataError
+from advisor.prompts import Arm, ArmKind, arm_name, format_hint, render_messages
+from advisor.types import Example, TaskKind
+
+
+@dataclass(frozen=True)
+class TrainingSplit:
+    train: list[Example]  # rendered with the fine-tuning prompt, label set
+    dev: list[Example]
+    task: TaskKind
+    labels: tuple[str, ...]
+    run_info: dict[str, Any]  # config.json and split.json of the advise run, merged
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DataError("missing from the run folder (run `tunegate advise` first)", file=str(path)) from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"not valid JSON: {exc}", file=str(path), line=exc.lineno) from exc
+
+
+def load_split_examples(run_dir: Path) -> tuple[list[Example], list[Example], dict[str, Any]]:
+    """The run's train and dev examples (never eval), from the data file named in config.json."""
+    config = _read_json(run_dir / "config.json")
+    split = _read_json(run_dir / "split.json")
+    data_path = split.get("data_path") or config.get("data")
+    loaded = load_examples(
+        data_path,
+        fmt=config.get("fmt"),
+        input_col=config.get("input_col"),
+        output_col=config.get("output_col"),
+    )
+    by_line = {ex.line: ex for ex in loaded.examples}
+    missing = [ln for ln in list(split["train"]) + list(split["dev"]) if ln not in by_line]
+    if missing:
+        raise DataError(
+            f"{len(missing)} line(s) of the split are not in the data any more (first: {missing[0]}); "
+            "the file changed since `advise`",
+            file=str(data_path),
+        )
+    return [by_line[ln] for ln in split["train"]], [by_line[ln] for ln in split["dev"]], {**config, **split}
+
+
+def finetune_arm(task: TaskKind, labels: Sequence[str]) -> Arm:
+    """How the fine-tuned model is prompted, in training and in verification alike: the zero-shot arm
+    (the example's own turns plus the answer-format hint; no system prompt, no demonstrations), so the
+    adapter is judged on exactly the prompt it learned from, at the cheapest prompt length."""
+    return Arm(arm_name(ArmKind.ZERO_SHOT), ArmKind.ZERO_SHOT, format_hint=format_hint(task, labels))
+
+
+def run_task(run_dir: Path, examples: Sequence[Example]) -> tuple[TaskKind, tuple[str, ...]]:
+    """The task and label order the advisor measured (decision.json), else detected from the examples."""
+    try:
+        doc = json.loads((run_dir / "decision.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        doc = {}
+    prompting = doc.get("prompting") if isinstance(doc, dict) else None
+    if isinstance(prompting, dict) and prompting.get("task"):
+        return TaskKind(prompting["task"]), tuple(prompting.get("labels") or ())
+    return detect_task(examples)
+
+
+def as_finetune_examples(examples: Sequence[Example], task: TaskKind, labels: Sequence[str]) -> list[Example]:
+    """Examples whose messages are the fine-tuning prompt (see `finetune_arm`) and whose label is set."""
+    arm = finetune_arm(task, labels)
+    allowed = set(labels)
+    out = []
+    for ex in examples:
+        label = ex.target.strip() if task is TaskKind.CLASSIFY and ex.target.strip() in allowed else None
+        out.append(Example(ex.line, render_messages(arm, ex), ex.target, label))
+    return out
+
+
+def training_split(run_dir: Path) -> TrainingSplit:
+    """The run's train and dev examples, rendered with the fine-tuning prompt."""
+    train, dev, run_info = load_split_examples(run_dir)
+    task, labels = run_task(run_dir, train + dev)
+    return TrainingSplit(
+        as_finetune_examples(train, task, labels),
+        as_finetune_examples(dev, task, labels),
+        task,
+        labels,
+        run_info,
+    )

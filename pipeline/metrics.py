@@ -1,0 +1,113 @@
+"""What a training run reports as it goes: the metrics log (train/metrics.jsonl), its curve for the report,
+and a progress bar on stderr.
+
+The pipeline owns the log: it writes it here and reads it back here, into the `curve` of decision.json's
+training section, which the advisor's renderers plot from the document.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+CURVE_EVENTS = ("train", "dev")
+MAX_TRAIN_RECORDS = 500  # train records kept in the document's curve (every dev record is kept)
+
+
+class MetricsLog:
+    """Append-only JSONL, flushed per line; on resume, lines past the checkpoint are dropped first."""
+
+    def __init__(self, path: Path, enabled: bool, keep_until_step: int | None) -> None:
+        self.path = path
+        self.enabled = enabled
+        if not enabled:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_until_step is None:
+            path.write_text("", encoding="utf-8")
+        elif path.exists():
+            kept = [
+                ln
+                for ln in path.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= keep_until_step
+            ]
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+            os.replace(tmp, path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
+            fh.flush()
+
+
+def load_training_curve(path: str | Path, max_train: int = MAX_TRAIN_RECORDS) -> list[dict[str, Any]]:
+    """The per-step records of a training log (train/metrics.jsonl) for the document's training section.
+
+    Keeps the `train` and `dev` events; `train` records are thinned to at most `max_train` (every n-th,
+    the last kept) so decision.json stays small, and every `dev` record is kept. Missing file: [].
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash mid-write
+        if isinstance(rec, dict) and rec.get("event") in CURVE_EVENTS:
+            keep = ("event", "step", "loss") if rec["event"] == "train" else tuple(rec)
+            # decision.json is strict JSON: a NaN loss (a diverged step) is recorded as null
+            records.append({k: _finite_or_none(rec[k]) for k in keep if k in rec})
+    train = [r for r in records if r["event"] == "train"]
+    if len(train) > max_train:
+        stride = math.ceil(len(train) / max_train)
+        kept = {id(r) for r in train[::stride]} | {id(train[-1])}
+        records = [r for r in records if r["event"] != "train" or id(r) in kept]
+    return records
+
+
+def _finite_or_none(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+class ProgressBar:
+    """A rich progress bar on stderr (loss, tokens/s, ETA); nothing when disabled."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self.p = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.p = Progress(
+            TextColumn("training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[tps]} tok/s"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self.task = self.p.add_task("train", total=total, completed=done, loss="-", tps="-")
+        self.p.start()
+
+    def update(self, step: int, loss: float, tps: float) -> None:
+        if self.p is not None:
+            self.p.update(self.task, completed=step, loss=f"{loss:.4f}", tps=f"{tps:,.0f}")
+
+    def close(self) -> None:
+        if self.p is not None:
+            self.p.stop()
