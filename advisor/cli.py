@@ -7,6 +7,7 @@ imported inside the commands that need them, so `tunegate --help` answers instan
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import traceback
 from collections.abc import Sequence
@@ -14,6 +15,8 @@ from typing import Any
 
 from advisor import __version__
 from advisor.errors import ExitCode, TunegateError
+from advisor.files import os_error_message
+from advisor.textsafe import term_safe
 
 EXIT_CODES_HELP = """exit codes:
   0   verdict prompt (and success for train/report/rules/demo)
@@ -22,6 +25,8 @@ EXIT_CODES_HELP = """exit codes:
   2   usage or configuration error      3  bad input data (file, line and field are named)
   4   invalid rules files               5  train refused: the run's verdict is not fine_tune
   6   model backend error               7  request/token budget would be exceeded
+  8   a file or folder cannot be written or read (permission denied, disk full, read-only,
+      --out is a file, a broken cache database): the path and the reason are named
   70  internal error (a bug: please report it with the traceback)   130  interrupted
 """
 
@@ -170,13 +175,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     except TunegateError as exc:
         for problem in exc.problems:
-            print(f"tunegate: error: {problem}", file=sys.stderr)
+            _error(str(problem))
         if len(exc.problems) > 1:
             print(f"tunegate: {len(exc.problems)} problems", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("tunegate: interrupted; finished model calls are cached, re-run to resume", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    # The environment and the parsers' own limits, where no edge check caught them first. Anything
+    # else is a bug and reaches `entry`, which prints the traceback and exits 70.
+    except BrokenPipeError:  # stdout closed early (`tunegate ... | head`): nothing left to say
+        return int(ExitCode.FILES)
+    except OSError as exc:
+        _error(os_error_message(exc))
+        return int(ExitCode.FILES)
+    except sqlite3.Error as exc:
+        _error(f"the response cache database cannot be used: {exc}")
+        return int(ExitCode.FILES)
+    except UnicodeError as exc:
+        _error(f"text that is not valid Unicode reached an output: {exc}")
+        return int(ExitCode.BAD_INPUT)
+    except RecursionError:
+        _error("an input is nested too deeply to process")
+        return int(ExitCode.BAD_INPUT)
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+        _error(f"an input holds a number too large to read ({str(exc).split(':')[0]})")
+        return int(ExitCode.BAD_INPUT)
+
+
+def _error(message: str) -> None:
+    """One line on stderr, with control characters from file names and data made visible."""
+    print(f"tunegate: error: {term_safe(message, single_line=True)}", file=sys.stderr)
 
 
 def entry() -> None:

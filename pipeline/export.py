@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.files import write_text_atomic
+from advisor.textsafe import md_code, md_escape, term_safe
 
 if TYPE_CHECKING:
     from pipeline.config import TrainConfig
@@ -58,27 +59,30 @@ def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out_dir: str |
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    return "–" if v is None else str(v)
+    return "–" if v is None else md_escape(v)
 
 
 def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] | None = None) -> str:
     """The adapter folder's README.md: provenance, data hash, config, metrics, before/after comparison."""
     prov = training.get("provenance", {})
     m = training.get("metrics", {})
+    # A JSON string is a valid YAML (front matter) and Python (usage snippet) string literal: the model
+    # name cannot end the line, the front matter or the code block it sits in.
+    base_literal = json.dumps(term_safe(training.get("base_model"), single_line=True))
     lines = [
         "---",
         "library_name: peft",
-        f"base_model: {training.get('base_model')}",
+        f"base_model: {base_literal}",
         "tags: [lora, tunegate]",
         "---",
         "",
         "# LoRA adapter trained by tunegate",
         "",
-        f"- Base model: `{training.get('base_model')}`",
-        f"- Method: {training.get('method')}",
-        f"- Training data SHA-256: `{prov.get('data_sha256')}`",
+        f"- Base model: {md_code(training.get('base_model'))}",
+        f"- Method: {md_escape(training.get('method'))}",
+        f"- Training data SHA-256: {md_code(prov.get('data_sha256'))}",
         "- Trained on the train and dev splits only; the eval split was held out.",
-        f"- Gate: verdict `{prov.get('gate_verdict')}`"
+        f"- Gate: verdict {md_code(prov.get('gate_verdict'))}"
         + (" — **training was forced against the verdict (--force)**" if prov.get("forced") else ""),
         "",
         "## Metrics",
@@ -103,7 +107,7 @@ def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] |
         lines.append(f"| {key} | {_fmt(m.get(key))} |")
     lines += ["", "## Configuration", "", "| option | value |", "|---|---|"]
     for key, value in training.get("config", {}).items():
-        lines.append(f"| {key} | {_fmt(value)} |")
+        lines.append(f"| {md_escape(key)} | {_fmt(value)} |")
     if verification:
         from pipeline.verify import markdown_section
 
@@ -115,7 +119,7 @@ def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] |
         "```python",
         "from peft import PeftModel",
         "from transformers import AutoModelForCausalLM",
-        f'base = AutoModelForCausalLM.from_pretrained("{training.get("base_model")}")',
+        f"base = AutoModelForCausalLM.from_pretrained({base_literal})",
         'model = PeftModel.from_pretrained(base, "<this folder>")',
         "```",
         "",
