@@ -57,7 +57,9 @@ def parse_volume(text: str) -> float:
         )
     value = float(number) * _SUFFIX[suffix.lower()]
     if not value <= MAX_FIGURE:
-        raise ConfigError(f"volume must be at most {MAX_FIGURE:g} per {unit}, got {text[:40]!r}", field="volume")
+        raise ConfigError(
+            f"volume must be at most {MAX_FIGURE:g} per {unit}, got {text[:40]!r}", field="volume"
+        )
     if value <= 0:
         raise ConfigError(f"volume must be positive, got {text!r}", field="volume")
     return value / _UNIT_DAYS[unit]

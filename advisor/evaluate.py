@@ -27,9 +27,9 @@ from advisor import stats
 from advisor.backends.base import Backend, GenRequest, LoglikRequest
 from advisor.errors import ConfigError
 from advisor.files import write_text_atomic
-from advisor.textsafe import md_code, md_escape
 from advisor.prompts import Arm, ArmKind, DemoSelector, render_messages
 from advisor.stats import Estimate, McNemar, PairedDiff, Plateau
+from advisor.textsafe import md_code, md_escape
 from advisor.types import Example, Message, TaskKind
 
 Progress = Callable[[str, int, int], None]  # (arm name, items done, items total)
@@ -687,7 +687,11 @@ def markdown_section(section: Mapping[str, Any] | None) -> str:
     ]
     for a in section["arms"]:
         c = vs_prev.get(a["name"])
-        delta = f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] vs {md_escape(c['baseline'])}" if c else "—"
+        delta = (
+            f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] vs {md_escape(c['baseline'])}"
+            if c
+            else "—"
+        )
         p = _p(c["p_value"]) if c else "—"
         cells = " | ".join(_ci(a["scores"][m]) for m in metrics)
         out.append(f"| {md_escape(a['name'])} | {a['mean_prompt_tokens']:.0f} | {cells} | {delta} | {p} |")
@@ -703,7 +707,10 @@ def markdown_section(section: Mapping[str, Any] | None) -> str:
         if pl["plateaued"]
         else ("**Prompting has not plateaued.**")
     )
-    out += ["", f"{head} Best arm: {md_code(pl['best_arm'])} ({pl['best_score']:.3f}). {md_escape(pl['reason'])}."]
+    out += [
+        "",
+        f"{head} Best arm: {md_code(pl['best_arm'])} ({pl['best_score']:.3f}). {md_escape(pl['reason'])}.",
+    ]
     if pl["items_needed"] is not None:
         out.append(
             f"Detecting a gain of {section['min_gain']:.3f} with 80% power at α={section['alpha']} "

@@ -816,7 +816,8 @@ def markdown_section(section: dict[str, Any] | None) -> str:
         for a in arms:
             mark = " (best)" if a["name"] == section.get("best_arm") else ""
             out.append(
-                f"| {md_escape(a['name'])}{mark} | {_num(a.get('score'), 3)} | {_num(a.get('prompt_tokens'), 1)} "
+                f"| {md_escape(a['name'])}{mark} | {_num(a.get('score'), 3)} "
+                f"| {_num(a.get('prompt_tokens'), 1)} "
                 f"| {_num(a.get('completion_tokens'), 1)} | {_num(a.get('p50_ms'))} "
                 f"| {_num(a.get('p95_ms'))} | {_money(a.get('cost_per_request'), cur)} "
                 f"| {_money(a.get('monthly_cost'), cur)} |"
@@ -912,5 +913,9 @@ def markdown_section(section: dict[str, Any] | None) -> str:
         out += ["A consistent output style was declared as a requirement.", ""]
     missing = section.get("not_measured") or []
     if missing:
-        out += ["Not measured:", ""] + [f"- {md_escape(m['what'])}: {md_escape(m['why'])}" for m in missing] + [""]
+        out += (
+            ["Not measured:", ""]
+            + [f"- {md_escape(m['what'])}: {md_escape(m['why'])}" for m in missing]
+            + [""]
+        )
     return "\n".join(out)

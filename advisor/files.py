@@ -195,7 +195,9 @@ def read_text(path: str | os.PathLike[str], error: type[TunegateError], what: st
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise error(
-            f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); save the {what} as UTF-8", file=str(path), line=line
+            f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); save the {what} as UTF-8",
+            file=str(path),
+            line=line,
         ) from None
 
 
@@ -211,7 +213,9 @@ def parse_toml(text: str, name: str, error: type[TunegateError], what: str = "fi
         raise error(f"invalid TOML: a number is too large ({_first_line(exc)})", file=name) from None
     bad = surrogate_path(doc)
     if bad is not None:
-        raise error("holds a lone UTF-16 surrogate escape (such as \\ud800): not valid text", file=name, field=bad)
+        raise error(
+            "holds a lone UTF-16 surrogate escape (such as \\ud800): not valid text", file=name, field=bad
+        )
     return doc
 
 

@@ -36,7 +36,10 @@ def training_markdown(section: Mapping[str, Any] | None) -> str:
         f"Adapter: {md_code(section.get('adapter_dir'))}.",
     ]
     if prov.get("forced"):
-        lines += ["", f"**Forced**: the advisor's verdict was {md_code(prov.get('gate_verdict'))}, not `fine_tune`."]
+        lines += [
+            "",
+            f"**Forced**: the advisor's verdict was {md_code(prov.get('gate_verdict'))}, not `fine_tune`.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -65,7 +68,8 @@ def verification_markdown(section: Mapping[str, Any] | None) -> str:
     lines = [
         "## Fine-tuning verification",
         "",
-        f"Same {section['n_eval']} eval items and scoring as the prompting arms; metric: {md_escape(metric)}.",
+        f"Same {section['n_eval']} eval items and scoring as the prompting arms; "
+        f"metric: {md_escape(metric)}.",
         "",
         f"| Model | {metric} (95% CI) | Prompt tokens / request | Latency p50 / p95 (ms) |",
         "|---|---:|---:|---:|",

@@ -243,6 +243,10 @@ def read_report(run_dir: Path) -> dict[str, Any]:
         raise DataError("no decision.json here: is this a run folder?", file=str(path)) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"cannot read decision.json: {e}", file=str(path)) from None
+    except (RecursionError, ValueError):  # nested too deeply, or an integer of thousands of digits
+        raise DataError(
+            "cannot read decision.json: beyond the JSON parser's limits", file=str(path)
+        ) from None
     if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION:
         raise DataError(
             f"unsupported schema_version {doc.get('schema_version') if isinstance(doc, dict) else None!r} "
@@ -460,6 +464,7 @@ def print_summary(doc: Mapping[str, Any], console: Any = None) -> None:
 def _print_measurements(doc: Mapping[str, Any], console: Any) -> None:
     """The measured evidence under the verdict: data, prompting arms, cost/latency, fine-tuning, calls."""
     from rich.table import Table
+    from rich.text import Text
 
     audit = doc.get("audit") or {}
     if audit:
@@ -500,7 +505,9 @@ def _print_measurements(doc: Mapping[str, Any], console: Any) -> None:
         plateau = prompting.get("plateau") or {}
         if plateau.get("reason"):
             state = "plateaued" if plateau.get("plateaued") else "not plateaued"
-            console.print(f"Prompting {state}: {term_safe(plateau['reason'])}.", markup=False, highlight=False)
+            console.print(
+                f"Prompting {state}: {term_safe(plateau['reason'])}.", markup=False, highlight=False
+            )
     evidence = doc.get("evidence") or {}
     cost = evidence.get("cost") or {}
     best = next((a for a in evidence.get("arms", []) if a["name"] == evidence.get("best_arm")), None)

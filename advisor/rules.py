@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import ConfigError, Problem, RulesError
-from advisor.textsafe import surrogate_path, term_safe
 from advisor.signals import CATALOGUE, SignalSpec, SignalValue, value_matches
+from advisor.textsafe import surrogate_path, term_safe
 from advisor.types import Verdict
 
 ThresholdValue = float | int | bool | str | tuple[float | int | str, ...]
@@ -572,7 +572,9 @@ def _parse_file(name: str, data: bytes, problems: list[Problem]) -> _ParsedFile 
     bad = surrogate_path(doc)
     if bad is not None:
         problems.append(
-            Problem("holds a lone UTF-16 surrogate escape (such as \\ud800): not valid text", file=name, field=bad)
+            Problem(
+                "holds a lone UTF-16 surrogate escape (such as \\ud800): not valid text", file=name, field=bad
+            )
         )
         return None
 

@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=100_000, help="paired eval items (default 100,000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
+    ap.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS)
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "bootstrap_memory.json"))
     args = ap.parse_args(argv)
@@ -126,18 +128,31 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for variant in args.variants.split(","):
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", variant, "--items", str(args.items), "--seed", str(args.seed)],
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                variant,
+                "--items",
+                str(args.items),
+                "--seed",
+                str(args.seed),
+            ],
             capture_output=True,
             text=True,
             check=False,
         )
         if proc.returncode != 0:
-            print(f"{variant}: failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}", file=sys.stderr)
+            print(
+                f"{variant}: failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}", file=sys.stderr
+            )
             rows.append({"variant": variant, "items": args.items, "failed": proc.returncode})
             continue
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
 
-    header = f"{'variant':<22} {'items':>8} {'seconds':>8} {'peak RSS MB':>12} {'added MB':>9} {'traced MB':>10}"
+    header = (
+        f"{'variant':<22} {'items':>8} {'seconds':>8} {'peak RSS MB':>12} {'added MB':>9} {'traced MB':>10}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -158,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind}: chunked and all-at-once results {'identical' if ok else 'DIFFER'}")
     chunked_peaks = [r["peak_rss_mb"] for v, r in by.items() if v.startswith("chunked")]
     under = bool(chunked_peaks) and max(chunked_peaks) < GOAL_MB
-    print(f"chunked peak RSS {max(chunked_peaks, default=float('nan')):.1f} MB: goal < {GOAL_MB:.0f} MB "
-          f"{'met' if under else 'NOT met'}")
+    print(
+        f"chunked peak RSS {max(chunked_peaks, default=float('nan')):.1f} MB: goal < {GOAL_MB:.0f} MB "
+        f"{'met' if under else 'NOT met'}"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"goal_mb": GOAL_MB, "rows": rows, "identical": same, "goal_met": under}

@@ -68,7 +68,12 @@ def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] |
     m = training.get("metrics", {})
     # A JSON string is a valid YAML (front matter) and Python (usage snippet) string literal: the model
     # name cannot end the line, the front matter or the code block it sits in.
-    base_literal = json.dumps(term_safe(training.get("base_model"), single_line=True))
+    # Markdown and HTML punctuation as \u escapes too: a renderer that shows the front matter as
+    # Markdown sees no HTML, link or image in it.
+    base_literal = "".join(
+        f"\\u{ord(c):04x}" if c in "<>&[]()!`*_|#~" else c
+        for c in json.dumps(term_safe(training.get("base_model"), single_line=True))
+    )
     lines = [
         "---",
         "library_name: peft",
