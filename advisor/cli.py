@@ -359,7 +359,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from advisor.report import rerender
 
     for path in rerender(args.run_dir, formats=tuple(args.format or ("html", "md"))):
-        print(path)
+        print(term_safe(path, single_line=True))
     return int(ExitCode.OK)
 
 
@@ -385,7 +385,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     data = write_demo_data(args.out)
     argv = demo_argv(data, args.out, train=not args.no_train)
-    print("tunegate " + " ".join(argv), file=sys.stderr)
+    print(term_safe("tunegate " + " ".join(argv), single_line=True), file=sys.stderr)
     return _demo_exit(main(argv))
 
 

@@ -125,7 +125,7 @@ def open_regular(path: str | os.PathLike[str], error: type[TunegateError], what:
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise error(f"{what} not found", file=name) from None
+        raise error(f"cannot read {what}: no such file", file=name) from None
     except IsADirectoryError:
         raise error(f"is a directory; pass a {what}", file=name) from None
     except OSError as exc:
@@ -150,7 +150,7 @@ def check_regular(path: str | os.PathLike[str], error: type[TunegateError], what
     try:
         st = os.stat(name)
     except FileNotFoundError:
-        raise error(f"{what} not found", file=name) from None
+        raise error(f"cannot read {what}: no such file", file=name) from None
     except OSError as exc:
         raise error(f"cannot read {what}: {exc.strerror or exc}", file=name) from None
     if stat.S_ISDIR(st.st_mode):

@@ -286,7 +286,7 @@ def to_markdown(doc: Mapping[str, Any], plots: Mapping[str, Sequence[tuple[str, 
             out += [
                 line
                 for title, rel in (plots or {}).get(key, ())
-                for line in (f"![{md_escape(title)}](<{rel}>)", "")
+                for line in (f"![{md_escape(title)}]({rel})", "")
             ]
     out += _md_signals(doc.get("signals") or {})
     out += _md_provenance(doc)
