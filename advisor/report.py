@@ -258,8 +258,27 @@ def read_report(run_dir: Path) -> dict[str, Any]:
 
 
 def rerender(run_dir: Path, formats: Sequence[str] = ("md", "html")) -> list[Path]:
-    """Render a run folder's decision.json again: report.md (+ plots/) and/or report.html."""
-    return rerender_doc(Path(run_dir), read_report(Path(run_dir)), formats)
+    """Render a run folder's decision.json again: report.md (+ plots/) and/or report.html.
+
+    The file on disk may have been edited or cut short: a field the renderers need that is missing or
+    of the wrong type is reported (exit 3) instead of crashing. The renderers themselves are tested on
+    every document `advise` and `train` write, so such a failure here means a malformed file.
+    """
+    from advisor.errors import DataError
+
+    doc = read_report(Path(run_dir))
+    try:
+        return rerender_doc(Path(run_dir), doc, formats)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        what = (
+            f"the field {exc.args[0]!r} is missing"
+            if isinstance(exc, KeyError)
+            else f"a field is malformed ({exc})"
+        )
+        raise DataError(
+            f"cannot render this decision.json: {what}; re-run advise to write a complete one",
+            file=str(Path(run_dir) / DECISION_FILE),
+        ) from None
 
 
 # --------------------------------------------------------------------------- Markdown

@@ -243,6 +243,21 @@ def probes() -> list[Probe]:
         Probe("file kinds", "report on garbage decision.json", lambda d: ["report", _garbage_run(d)], {3}),
         Probe(
             "file kinds",
+            "report: decision.json lacks keys",
+            lambda d: ["report", _partial_run(d, "keys")],
+            {3},
+        ),
+        Probe(
+            "file kinds", "report: decision wrong types", lambda d: ["report", _partial_run(d, "types")], {3}
+        ),
+        Probe(
+            "file kinds",
+            "report: decision.json is a list",
+            lambda d: ["report", _partial_run(d, "list")],
+            {3},
+        ),
+        Probe(
+            "file kinds",
             "rules validate missing folder",
             lambda d: ["rules", "validate", str(d / "none")],
             {4},
@@ -515,6 +530,19 @@ def _garbage_run(d: Path) -> str:
         '{"schema_version": "1.0", "decision": ' + "[" * 5000, encoding="utf-8"
     )
     return str(d / "g")
+
+
+def _partial_run(d: Path, how: str) -> str:
+    run = Path(_good_run(d))
+    doc = json.loads((run / "decision.json").read_text(encoding="utf-8"))
+    if how == "keys":
+        del doc["decision"]["fired"], doc["provenance"]
+    elif how == "types":
+        doc["decision"] = {**doc["decision"], "fired": 3, "confidence": "high"}
+    else:
+        doc = [doc]
+    (run / "decision.json").write_text(json.dumps(doc), encoding="utf-8")
+    return str(run)
 
 
 def _good_run(d: Path) -> str:
