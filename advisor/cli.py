@@ -16,7 +16,7 @@ from typing import Any
 from advisor import __version__
 from advisor.errors import ExitCode, TunegateError
 from advisor.files import os_error_message
-from advisor.textsafe import term_safe
+from advisor.textsafe import json_for_terminal, term_safe
 
 EXIT_CODES_HELP = """exit codes:
   0   verdict prompt (and success for train/report/rules/demo)
@@ -120,8 +120,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse echoes bad values in its usage errors: show their control characters escaped."""
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        super()._print_message(term_safe(message) if message else message, file)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tunegate",
         description="Should we fine-tune a model for this task, or is prompting enough? Measured evidence, "
         "a verdict with the rule behind each reason, and gated LoRA training.",
@@ -205,9 +212,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.BAD_INPUT)
 
 
+MAX_ERROR_CHARS = 2000
+"""An error line quoting data (a role, a column name) is cut here: one line, not megabytes."""
+
+
 def _error(message: str) -> None:
     """One line on stderr, with control characters from file names and data made visible."""
-    print(f"tunegate: error: {term_safe(message, single_line=True)}", file=sys.stderr)
+    line = term_safe(message, single_line=True)
+    if len(line) > MAX_ERROR_CHARS:
+        line = f"{line[:MAX_ERROR_CHARS]}... ({len(line):,} characters)"
+    print(f"tunegate: error: {line}", file=sys.stderr)
 
 
 def entry() -> None:
@@ -289,8 +303,9 @@ def _emit(doc: dict[str, Any], as_json: bool) -> None:
     if as_json:
         import json
 
-        json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        # JSON escapes C0 controls itself; C1 controls and bidi overrides are escaped here, so the
+        # text stays valid JSON and a terminal showing it runs no escape sequence.
+        sys.stdout.write(json_for_terminal(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n")
     else:
         from advisor.report import print_summary
 

@@ -166,3 +166,12 @@ def shorten(value: object, limit: int = 60) -> str:
     about values that may be thousands of characters long)."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text):,} characters)"
+
+
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]")
+
+
+def json_for_terminal(text: str) -> str:
+    """JSON text (from `json.dumps(..., ensure_ascii=False)`) with the characters a terminal could act
+    on written as ``\\uXXXX`` escapes: still the same JSON value, safe to print."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import sqlite3
 import stat
 import subprocess
@@ -450,3 +451,42 @@ def test_learning_probe_caps_text_length() -> None:
     )
     b = probe_learning_curve(capped[:60], labels[:60], capped[60:], labels[60:], target=0.9, n_boot=50)
     assert a == b
+
+
+# --------------------------------------------------------------------------- the terminal
+
+
+def test_usage_errors_show_bad_values_escaped(capsys) -> None:
+    rc = main(["advise", "d.jsonl", "--seed", "\x1b[2J\x1b]8;;https://e.example\x07x"])
+    err = capsys.readouterr().err
+    assert rc == ExitCode.USAGE
+    assert "\x1b" not in err and "\x07" not in err and "\\x1b[2J" in err
+
+
+def test_json_output_is_valid_and_terminal_safe(tmp_path, capsys) -> None:
+    data = tmp_path / "c1.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": f"i {i}", "completion": "a\x9b31m\u202e" if i % 2 else "b"}) + "\n"
+            for i in range(30)
+        ),
+        encoding="utf-8",
+    )
+    rc = main(["advise", str(data), "--no-model", "--json", "--out", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert rc in (0, 10, 11, 12, 13)
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]", out)
+    assert "a\x9b31m\u202e" in json.loads(out)["dataset"]["labels"]
+
+
+def test_an_error_quoting_huge_data_stays_one_short_line(tmp_path, capsys) -> None:
+    data = tmp_path / "role.jsonl"
+    role = "\x1b" + "r" * 1_000_000
+    data.write_text(
+        json.dumps({"messages": [{"role": role, "content": "a"}, {"role": "assistant", "content": "b"}]})
+        + "\n"
+    )
+    rc, err = run(["advise", str(data), "--no-model", "--out", str(tmp_path / "r")], capsys)
+    assert rc == ExitCode.BAD_INPUT
+    line = one_line_error(err)
+    assert len(line) < 2200 and "characters)" in line and "\x1b" not in line
