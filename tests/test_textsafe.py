@@ -282,3 +282,17 @@ def test_rules_list_shows_no_control_characters(tmp_path: Path) -> None:
     out = buf.getvalue()
     assert "evil" in out and "\\x1b[31m" in out
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", out)
+
+
+@pytest.mark.parametrize("name", ["few_shot", "fine_tune", "collect_data"])
+def test_plots_stay_well_formed_svg_without_markup_from_data(docs: dict[str, Any], name: str) -> None:
+    import xml.etree.ElementTree as ET
+
+    from advisor.plots import figures
+
+    svgs = [fig.svg for fig in figures(docs[name])]
+    assert svgs
+    for svg in svgs:
+        root = ET.fromstring(svg)  # control characters from the data would make this raise
+        tags = {el.tag.split("}")[-1] for el in root.iter()}
+        assert not tags & {"script", "img", "image", "a", "foreignObject"}
