@@ -419,35 +419,39 @@ MAX_JSON_DEPTH = 64
 """Deepest nesting of arrays and objects accepted in one JSON Lines record (real records use < 10)."""
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 def parse_json_line(text: str) -> tuple[Any, str | None]:
     """(value, None) for one line of JSON, or (None, why not): invalid, nested deeper than
     `MAX_JSON_DEPTH`, or holding a number too large to read. Never raises for bad input."""
-    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth(text) > MAX_JSON_DEPTH:
-        return None, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
     try:
-        return json.loads(text), None
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, f"invalid JSON: {exc.msg} (column {exc.colno})"
-    except RecursionError:
-        return None, "invalid JSON: nested too deeply"
+    except RecursionError:  # deeper than the parser itself can go
+        return None, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
     except ValueError as exc:  # an integer of thousands of digits (sys.get_int_max_str_digits)
         first = str(exc).split(":")[0]
         return None, f"invalid JSON: a number is too large to read ({first})"
+    # Only a line with many brackets can be deep; counting them is cheap, walking is not.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(value):
+        return None, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+    return value, None
 
 
-def _depth(text: str) -> int:
-    """Deepest bracket nesting outside JSON strings (only called on lines with many brackets)."""
-    depth = deepest = 0
-    for m in re.finditer(r"[\[\]{}]", _JSON_STRING.sub("", text)):
-        if m.group(0) in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+def _too_deep(value: Any) -> bool:
+    """Whether arrays and objects nest deeper than `MAX_JSON_DEPTH`: one level at a time, no recursion."""
+    level = [value]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if type(node) is dict else node)
+            if type(child) is list or type(child) is dict
+        ]
+        if not level:
+            return False
+    return True
 
 
 def _kind(obj: dict[str, Any]) -> str | None:

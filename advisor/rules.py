@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import ConfigError, Problem, RulesError
+from advisor.files import MAX_TOML_BYTES, read_regular
 from advisor.signals import CATALOGUE, SignalSpec, SignalValue, value_matches
 from advisor.textsafe import surrogate_path, term_safe
 from advisor.types import Verdict
@@ -405,9 +406,9 @@ def _read_folder(path: Path, problems: list[Problem]) -> list[tuple[str, bytes]]
     out = []
     for p in files:
         try:
-            out.append((str(p), p.read_bytes()))
-        except OSError as e:
-            problems.append(Problem(f"cannot read: {e.strerror}", file=str(p)))
+            out.append((str(p), read_regular(p, RulesError, "rule file", max_bytes=MAX_TOML_BYTES)))
+        except RulesError as e:
+            problems.extend(e.problems)
     return out
 
 
