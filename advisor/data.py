@@ -502,7 +502,12 @@ def _iter_jsonl(
             state.n_records += 1
             obj, error = parse_json_line(text)
             if error is not None:
-                hint = _ARRAY_HINT if state.n_records == 1 and text.lstrip().startswith("[") else ""
+                limit = error.endswith(" levels") or "too large" in error  # not a syntax slip
+                hint = (
+                    _ARRAY_HINT
+                    if state.n_records == 1 and text.lstrip().startswith("[") and not limit
+                    else ""
+                )
                 report(Problem(f"{error}{hint}", file=name, line=lineno))
                 continue
             bad = surrogate_path(obj) if _SURROGATE_ESCAPE.search(text) else None
