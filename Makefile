@@ -17,3 +17,4 @@ bench:
 	.venv/bin/python bench/audit_scale.py
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/eval_throughput.py
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/train_throughput.py
+	.venv/bin/python bench/bootstrap_memory.py

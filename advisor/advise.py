@@ -24,10 +24,11 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     """Run the advisor and return the report document (also written to `config.out`)."""
     from advisor import audit as audit_mod
     from advisor import data, decide, report, rules
+    from advisor.files import ensure_dir
 
     ruleset = rules.load_rules([Path(d) for d in config.rules_dirs], overrides=config.thresholds)
-    run_dir = Path(config.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_inputs(config)
+    run_dir = ensure_dir(config.out, "run folder (--out)")
 
     # load
     loaded = data.load_examples(
@@ -101,6 +102,28 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     return doc
 
 
+def _check_inputs(config: AdviseConfig) -> None:
+    """Fail before any work on input files that are not regular files, and on a server URL with
+    credentials taken from the environment (the flag and the config file are checked by the config)."""
+    from advisor.errors import ConfigError
+    from advisor.files import check_regular
+
+    if config.system_prompt_file is not None:
+        check_regular(config.system_prompt_file, ConfigError, "system prompt file")
+    if config.prices is not None:
+        check_regular(config.prices, ConfigError, "price file")
+    if config.backend == "openai" and config.base_url is None:
+        import os
+
+        from advisor.config import URL_CREDENTIALS_HELP
+        from advisor.textsafe import has_url_credentials
+
+        # The variable the backend will use: the first one set (see `get_backend`).
+        var = next((v for v in ("TUNEGATE_BASE_URL", "OPENAI_BASE_URL") if os.environ.get(v)), None)
+        if var is not None and has_url_credentials(os.environ[var]):
+            raise ConfigError(URL_CREDENTIALS_HELP, field=f"${var}")
+
+
 def _open_backend(config: AdviseConfig) -> Any:
     if config.backend == "none":
         return None
@@ -119,7 +142,10 @@ def _open_backend(config: AdviseConfig) -> Any:
 def _backend_info(backend: Any) -> dict[str, Any] | None:
     if backend is None:
         return None
-    info: dict[str, Any] = {"name": backend.name, "model_id": backend.model_id}
+    from advisor.textsafe import redact_url
+
+    # The model id of a server backend holds its URL: never record credentials in it.
+    info: dict[str, Any] = {"name": backend.name, "model_id": redact_url(str(backend.model_id))}
     for attr in ("scoring_method",):
         if getattr(backend, attr, None) is not None:
             info[attr] = getattr(backend, attr)

@@ -35,6 +35,7 @@ from typing import Any
 from advisor.data import Chunk, LabelCounter, iter_examples, jsonl_chunks
 from advisor.errors import DataError
 from advisor.files import write_json_atomic
+from advisor.textsafe import md_code, md_escape
 from advisor.types import Example, TaskKind
 
 CountTokens = Callable[[list[str]], list[int]]
@@ -588,7 +589,7 @@ def markdown_section(section: dict[str, Any], split: dict[str, Any] | None = Non
     lines = [
         "## Data audit",
         "",
-        f"{n:,} examples, task: **{section['task_kind']}**"
+        f"{n:,} examples, task: **{md_escape(section['task_kind'])}**"
         + (f" with {section['n_labels']} labels." if section["n_labels"] else "."),
         "",
     ]
@@ -596,7 +597,7 @@ def markdown_section(section: dict[str, Any], split: dict[str, Any] | None = Non
         lines += ["| label | examples | share |", "|---|---:|---:|"]
         total = sum(section["label_counts"].values()) or 1
         for label, count in section["label_counts"].items():
-            lines.append(f"| {_md(label)} | {count:,} | {count / total:.1%} |")
+            lines.append(f"| {md_escape(label)} | {count:,} | {count / total:.1%} |")
         lines += [
             "",
             f"Imbalance (largest / smallest label): {_num(section['imbalance_ratio'])}; "
@@ -630,17 +631,13 @@ def markdown_section(section: dict[str, Any], split: dict[str, Any] | None = Non
     if split is not None:
         leak = split.get("leakage_count")
         lines += [
-            f"Split (seed {split['seed']}, in `{split.get('file', SPLIT_FILE)}`): "
+            f"Split (seed {split['seed']}, in {md_code(split.get('file', SPLIT_FILE))}): "
             f"{split['n_train']:,} train, "
             f"{split['n_dev']:,} dev, {split['n_eval']:,} eval; held-out items whose input is also in an "
             f"earlier split: {'not checked' if leak is None else leak}.",
             "",
         ]
     return "\n".join(lines)
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _num(value: float | None) -> str:

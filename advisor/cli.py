@@ -7,6 +7,7 @@ imported inside the commands that need them, so `tunegate --help` answers instan
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import traceback
 from collections.abc import Sequence
@@ -14,6 +15,8 @@ from typing import Any
 
 from advisor import __version__
 from advisor.errors import ExitCode, TunegateError
+from advisor.files import os_error_message
+from advisor.textsafe import json_for_terminal, term_safe
 
 EXIT_CODES_HELP = """exit codes:
   0   verdict prompt (and success for train/report/rules/demo)
@@ -22,6 +25,8 @@ EXIT_CODES_HELP = """exit codes:
   2   usage or configuration error      3  bad input data (file, line and field are named)
   4   invalid rules files               5  train refused: the run's verdict is not fine_tune
   6   model backend error               7  request/token budget would be exceeded
+  8   a file or folder cannot be written or read (permission denied, disk full, read-only,
+      --out is a file, a broken cache database): the path and the reason are named
   70  internal error (a bug: please report it with the traceback)   130  interrupted
 """
 
@@ -115,8 +120,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse echoes bad values in its usage errors: show their control characters escaped."""
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        super()._print_message(term_safe(message) if message else message, file)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tunegate",
         description="Should we fine-tune a model for this task, or is prompting enough? Measured evidence, "
         "a verdict with the rule behind each reason, and gated LoRA training.",
@@ -170,13 +182,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     except TunegateError as exc:
         for problem in exc.problems:
-            print(f"tunegate: error: {problem}", file=sys.stderr)
+            _error(str(problem))
         if len(exc.problems) > 1:
             print(f"tunegate: {len(exc.problems)} problems", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("tunegate: interrupted; finished model calls are cached, re-run to resume", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    # The environment and the parsers' own limits, where no edge check caught them first. Anything
+    # else is a bug and reaches `entry`, which prints the traceback and exits 70.
+    except BrokenPipeError:  # stdout closed early (`tunegate ... | head`): nothing left to say
+        return int(ExitCode.FILES)
+    except OSError as exc:
+        _error(os_error_message(exc))
+        return int(ExitCode.FILES)
+    except sqlite3.Error as exc:
+        _error(f"the response cache database cannot be used: {exc}")
+        return int(ExitCode.FILES)
+    except UnicodeError as exc:
+        _error(f"text that is not valid Unicode reached an output: {exc}")
+        return int(ExitCode.BAD_INPUT)
+    except RecursionError:
+        _error("an input is nested too deeply to process")
+        return int(ExitCode.BAD_INPUT)
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+        _error(f"an input holds a number too large to read ({str(exc).split(':')[0]})")
+        return int(ExitCode.BAD_INPUT)
+
+
+MAX_ERROR_CHARS = 2000
+"""An error line quoting data (a role, a column name) is cut here: one line, not megabytes."""
+
+
+def _error(message: str) -> None:
+    """One line on stderr, with control characters from file names and data made visible."""
+    line = term_safe(message, single_line=True)
+    if len(line) > MAX_ERROR_CHARS:
+        line = f"{line[:MAX_ERROR_CHARS]}... ({len(line):,} characters)"
+    print(f"tunegate: error: {line}", file=sys.stderr)
 
 
 def entry() -> None:
@@ -258,8 +303,9 @@ def _emit(doc: dict[str, Any], as_json: bool) -> None:
     if as_json:
         import json
 
-        json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        # JSON escapes C0 controls itself; C1 controls and bidi overrides are escaped here, so the
+        # text stays valid JSON and a terminal showing it runs no escape sequence.
+        sys.stdout.write(json_for_terminal(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n")
     else:
         from advisor.report import print_summary
 
@@ -334,7 +380,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from advisor.report import rerender
 
     for path in rerender(args.run_dir, formats=tuple(args.format or ("html", "md"))):
-        print(path)
+        print(term_safe(path, single_line=True))
     return int(ExitCode.OK)
 
 
@@ -360,7 +406,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     data = write_demo_data(args.out)
     argv = demo_argv(data, args.out, train=not args.no_train)
-    print("tunegate " + " ".join(argv), file=sys.stderr)
+    print(term_safe("tunegate " + " ".join(argv), single_line=True), file=sys.stderr)
     return _demo_exit(main(argv))
 
 

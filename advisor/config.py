@@ -7,8 +7,8 @@ Precedence: defaults < config file (`--config FILE`, table `[advise]` or top lev
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-import tomllib
 import types
 import typing
 from collections.abc import Mapping
@@ -17,10 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import ConfigError
+from advisor.files import load_toml
+from advisor.textsafe import has_url_credentials, redact_url, shorten
 
 BACKENDS = ("hf", "openai", "none")
 TASKS = ("classify", "generate")
 METRICS = ("accuracy", "macro_f1", "exact_match", "normalized_exact_match", "token_f1", "chrf")
+MAX_FIGURE = 1e12
+"""Largest number any setting takes (a volume, a latency budget, a horizon, a threshold): larger is a typo,
+and would overflow the cost arithmetic to infinity."""
+MAX_INT = 2**63 - 1
+"""Largest integer setting (seeds and sizes go to numpy and torch, which take 64-bit integers)."""
+URL_CREDENTIALS_HELP = (
+    "a user name or password in the server URL is refused (it would be written to the run's files and "
+    "sent as Basic auth); put the API key in the environment variable named by --api-key-env "
+    "(default OPENAI_API_KEY)"
+)
 
 
 @dataclass(frozen=True)
@@ -73,13 +85,35 @@ class AdviseConfig:
             raise ConfigError(f"must be between 0 and 1, got {self.quality_target}", field="quality_target")
         if any(k < 1 for k in self.k_ladder):
             raise ConfigError(f"every k must be at least 1, got {list(self.k_ladder)}", field="k_ladder")
-        for name in ("volume_per_day", "latency_budget_ms"):
+        for f in dataclasses.fields(self):
+            _check_number(f.name, getattr(self, f.name))
+        for name, value in self.thresholds.items():
+            _check_number(f"thresholds.{name}", value)
+        for name in ("volume_per_day", "latency_budget_ms", "horizon_days"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"must be positive, got {value}", field=name)
+        if self.base_url is not None and has_url_credentials(self.base_url):
+            raise ConfigError(URL_CREDENTIALS_HELP, field="base_url")
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        d = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        if d["base_url"] is not None:  # refused above; redacted again in case a caller bypassed that
+            d["base_url"] = redact_url(d["base_url"])
+        return d
+
+
+def _check_number(name: str, value: Any) -> None:
+    """Every number in the config is finite and of a sane size; NaN would pass every `<= 0` check."""
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"must be a finite number, got {v}", field=name)
+        limit = MAX_INT if isinstance(v, int) else MAX_FIGURE
+        if abs(v) > limit:
+            raise ConfigError(f"must be at most {limit:g} in size, got {float(v):g}", field=name)
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -97,14 +131,7 @@ def _jsonable(value: Any) -> Any:
 
 def read_config_file(path: str) -> dict[str, Any]:
     """Read a TOML config file: the `[advise]` table if present, else the top level."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError("config file not found", file=path)
-    try:
-        with p.open("rb") as fh:
-            doc = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", file=path) from None
+    doc = load_toml(path, ConfigError, "config file")
     table = doc.get("advise", doc)
     if not isinstance(table, dict):
         raise ConfigError("[advise] must be a table", file=path, field="advise")
@@ -182,8 +209,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             if not isinstance(value, Mapping):
                 raise ValueError(value)
             return {str(k): float(v) for k, v in value.items()}
-    except (TypeError, ValueError):
-        raise ConfigError(f"invalid value {value!r}", field=name) from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"invalid value {shorten(value)}", field=name) from None
     return value
 
 
@@ -197,4 +224,6 @@ def parse_target(text: str) -> tuple[str, float]:
         number = float(value)
     except ValueError:
         raise ConfigError(f"not a number: {value!r}", field="--target") from None
+    if not 0.0 <= number <= 1.0:  # also refuses nan
+        raise ConfigError(f"must be between 0 and 1, got {value.strip()!r}", field="--target")
     return metric.strip(), number

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from advisor.config import MAX_FIGURE
 from advisor.errors import ConfigError
+from advisor.files import load_toml
 
 DAYS_PER_MONTH = 30.0
 SERVING_MODES = ("api", "self_hosted")
@@ -55,6 +56,10 @@ def parse_volume(text: str) -> float:
             field="volume",
         )
     value = float(number) * _SUFFIX[suffix.lower()]
+    if not value <= MAX_FIGURE:
+        raise ConfigError(
+            f"volume must be at most {MAX_FIGURE:g} per {unit}, got {text[:40]!r}", field="volume"
+        )
     if value <= 0:
         raise ConfigError(f"volume must be positive, got {text!r}", field="volume")
     return value / _UNIT_DAYS[unit]
@@ -101,11 +106,13 @@ class CostConfig:
                 raise ConfigError(f"must be a number, got {value!r}", field=f.name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"must be a finite number >= 0, got {value!r}", field=f.name)
+            if value > MAX_FIGURE:
+                raise ConfigError(f"must be at most {MAX_FIGURE:g}, got {value:g}", field=f.name)
         for name in ("prompt_tokens_per_s", "output_tokens_per_s", "train_tokens_per_s"):
             if getattr(self, name) == 0:
                 raise ConfigError("a throughput must be > 0", field=name)
         epochs_ok = isinstance(self.epochs, int | float) and not isinstance(self.epochs, bool)
-        if not (epochs_ok and math.isfinite(self.epochs) and self.epochs > 0):
+        if not (epochs_ok and math.isfinite(self.epochs) and 0 < self.epochs <= MAX_FIGURE):
             raise ConfigError(f"must be a number > 0, got {self.epochs!r}", field="epochs")
 
 
@@ -114,12 +121,7 @@ def load_cost_config(path: Path, overrides: Mapping[str, Any] | None = None) -> 
 
     Every unknown key and every bad value is reported in one `ConfigError` naming the file.
     """
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read price file: {exc.strerror or exc}", file=str(path)) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from exc
+    doc = load_toml(path, ConfigError, "price file")
     layout = {
         "meta": {"date": "price_date", "currency": "currency", "serving": "serving"},
         "api": {
@@ -158,7 +160,10 @@ def load_cost_config(path: Path, overrides: Mapping[str, Any] | None = None) -> 
             elif isinstance(value, bool) or not isinstance(value, int | float):
                 problems.append(f"{section}.{key} must be a number, got {value!r}")
             else:
-                values[name] = float(value)
+                try:
+                    values[name] = float(value)
+                except OverflowError:  # an integer too large for a float
+                    problems.append(f"{section}.{key} must be at most {MAX_FIGURE:g}")
     if problems:
         raise ConfigError("; ".join(problems), file=str(path))
     if "serving" not in values:

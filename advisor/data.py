@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import ConfigError, DataError, Problem
+from advisor.files import check_regular, open_regular
+from advisor.textsafe import surrogate_path
 from advisor.types import ROLES, Example, Message, TaskKind
 
 MAX_PROBLEMS = 20
@@ -153,7 +156,7 @@ def jsonl_chunks(
     fmt, fmt_line, columns = sniffed
     size = p.stat().st_size
     bounds = [0]
-    with p.open("rb") as fh:
+    with open_regular(p, DataError, "data file") as fh:
         for k in range(1, parts):
             fh.seek(max(bounds[-1], size * k // parts))
             while (rest := fh.readline(1 << 20)) and not rest.endswith(b"\n"):
@@ -188,13 +191,13 @@ def _sniff_jsonl(
     """(format, its line, table columns) from the first line that is a JSON object, or None."""
     if fmt is None and (input_col is not None or output_col is not None):
         fmt = "table"
-    with p.open("rb") as fh:
+    with open_regular(p, DataError, "data file") as fh:
         lineno = 0
         while raw := fh.readline(MAX_LINE_BYTES + 1):
             lineno += 1
             try:
-                obj = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
+                obj, _ = parse_json_line(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
+            except UnicodeDecodeError:
                 continue
             if isinstance(obj, dict):
                 fmt = fmt or _kind(obj) or "table"
@@ -241,7 +244,7 @@ def load_examples(
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path, DataError, "data file") as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
@@ -333,8 +336,7 @@ def _iter(
     p = Path(path)
     if not p.exists():
         raise DataError("no such file", file=name)
-    if p.is_dir():
-        raise DataError("is a directory; pass a data file", file=name)
+    check_regular(p, DataError, "data file")
     ext = p.suffix.lower()
     if ext not in JSONL_EXTENSIONS + TABLE_EXTENSIONS:
         shown = f"'{p.suffix}'" if p.suffix else "none"
@@ -413,6 +415,45 @@ def _raw_lines(
         yield lineno, text
 
 
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted in one JSON Lines record (real records use < 10)."""
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def parse_json_line(text: str) -> tuple[Any, str | None]:
+    """(value, None) for one line of JSON, or (None, why not): invalid, nested deeper than
+    `MAX_JSON_DEPTH`, or holding a number too large to read. Never raises for bad input."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+    except RecursionError:  # deeper than the parser itself can go
+        return None, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+    except ValueError as exc:  # an integer of thousands of digits (sys.get_int_max_str_digits)
+        first = str(exc).split(":")[0]
+        return None, f"invalid JSON: a number is too large to read ({first})"
+    # Only a line with many brackets can be deep; counting them is cheap, walking is not.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(value):
+        return None, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+    return value, None
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether arrays and objects nest deeper than `MAX_JSON_DEPTH`: one level at a time, no recursion."""
+    level = [value]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if type(node) is dict else node)
+            if type(child) is list or type(child) is dict
+        ]
+        if not level:
+            return False
+    return True
+
+
 def _kind(obj: dict[str, Any]) -> str | None:
     """The record format a JSON object looks like, or None for a plain flat record (a table row)."""
     if "messages" in obj:
@@ -447,7 +488,7 @@ def _iter_jsonl(
     fmt = state.fmt or fmt
     first_line = state.fmt_line
     columns = state.columns
-    with p.open("rb") as fh:
+    with open_regular(p, DataError, "data file") as fh:
         if chunk is not None:
             fh.seek(chunk.start)
         lines = (
@@ -459,11 +500,27 @@ def _iter_jsonl(
             if text.isspace() or not text:
                 continue
             state.n_records += 1
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                hint = _ARRAY_HINT if state.n_records == 1 and text.lstrip().startswith("[") else ""
-                report(Problem(f"invalid JSON: {exc.msg} (column {exc.colno}){hint}", file=name, line=lineno))
+            obj, error = parse_json_line(text)
+            if error is not None:
+                limit = error.endswith(" levels") or "too large" in error  # not a syntax slip
+                hint = (
+                    _ARRAY_HINT
+                    if state.n_records == 1 and text.lstrip().startswith("[") and not limit
+                    else ""
+                )
+                report(Problem(f"{error}{hint}", file=name, line=lineno))
+                continue
+            bad = surrogate_path(obj) if _SURROGATE_ESCAPE.search(text) else None
+            if bad is not None:
+                report(
+                    Problem(
+                        "holds a lone UTF-16 surrogate escape (such as \\ud800), which is not valid "
+                        "Unicode text; fix the escape or re-export the file",
+                        file=name,
+                        line=lineno,
+                        field=bad,
+                    )
+                )
                 continue
             if not isinstance(obj, dict):
                 hint = _ARRAY_HINT if state.n_records == 1 and isinstance(obj, list) else ""
@@ -703,6 +760,8 @@ def _resolve_columns(
 def _cell(value: Any, field: str, name: str, line: int, where: str, *, allow_empty: bool) -> str | Problem:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return Problem(f"{where}missing value", file=name, line=line, field=field)
+    if isinstance(value, float) and math.isinf(value):
+        return Problem(f"{where}not a finite number", file=name, line=line, field=field)
     if isinstance(value, bool):
         value = "true" if value else "false"
     elif isinstance(value, int | float):
@@ -746,7 +805,7 @@ def _iter_delimited(
 ) -> Iterator[Example]:
     # The default limit (128 KiB per field) would reject a long but valid document.
     csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, MAX_LINE_BYTES)))
-    with p.open("rb") as fh:
+    with open_regular(p, DataError, "data file") as fh:
         reader = csv.reader((text for _, text in _raw_lines(fh, name, state, report)), delimiter=delimiter)
         header: list[str] | None = None
         columns: tuple[str, str] | None = None

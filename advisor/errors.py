@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     GATE_REFUSED = 5
     BACKEND = 6
     BUDGET = 7
+    FILES = 8
     FEW_SHOT = 10
     FINE_TUNE = 11
     COLLECT_DATA = 12
@@ -94,3 +95,10 @@ class BackendError(TunegateError):
 
 class BudgetError(TunegateError):
     exit_code = ExitCode.BUDGET
+
+
+class FilesError(TunegateError):
+    """A file or folder cannot be written (or read) because of the environment: permissions, a full
+    disk, a read-only file system, a path that is a file where a folder is needed."""
+
+    exit_code = ExitCode.FILES

@@ -29,6 +29,7 @@ from advisor.errors import ConfigError
 from advisor.files import write_text_atomic
 from advisor.prompts import Arm, ArmKind, DemoSelector, render_messages
 from advisor.stats import Estimate, McNemar, PairedDiff, Plateau
+from advisor.textsafe import md_code, md_escape
 from advisor.types import Example, Message, TaskKind
 
 Progress = Callable[[str, int, int], None]  # (arm name, items done, items total)
@@ -673,7 +674,8 @@ def markdown_section(section: Mapping[str, Any] | None) -> str:
     out = [
         "## Prompting",
         "",
-        f"Model `{section['model_id']}` ({section['backend']} backend), {section['n_eval']} eval items. "
+        f"Model {md_code(section['model_id'])} ({md_escape(section['backend'])} backend), "
+        f"{section['n_eval']} eval items. "
         f"Target: {_METRIC_NAMES.get(metric, metric)} ≥ {section['quality_target']:.3f}. "
         "Intervals are 95% percentile-bootstrap; differences are paired over the same items "
         "(p: exact McNemar for accuracy, paired bootstrap otherwise).",
@@ -685,23 +687,30 @@ def markdown_section(section: Mapping[str, Any] | None) -> str:
     ]
     for a in section["arms"]:
         c = vs_prev.get(a["name"])
-        delta = f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] vs {c['baseline']}" if c else "—"
+        delta = (
+            f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] vs {md_escape(c['baseline'])}"
+            if c
+            else "—"
+        )
         p = _p(c["p_value"]) if c else "—"
         cells = " | ".join(_ci(a["scores"][m]) for m in metrics)
-        out.append(f"| {a['name']} | {a['mean_prompt_tokens']:.0f} | {cells} | {delta} | {p} |")
+        out.append(f"| {md_escape(a['name'])} | {a['mean_prompt_tokens']:.0f} | {cells} | {delta} | {p} |")
     if section["k_curve"]:
         name = _METRIC_NAMES.get(metric, metric)
         out += ["", f"k-curve ({name}; k=0 is the system arm):", "", f"| k | Arm | {name} | Prompt tokens |"]
         out.append("|---:|---|---:|---:|")
         for r in section["k_curve"]:
-            out.append(f"| {r['k']} | {r['arm']} | {_ci(r)} | {r['mean_prompt_tokens']:.0f} |")
+            out.append(f"| {r['k']} | {md_escape(r['arm'])} | {_ci(r)} | {r['mean_prompt_tokens']:.0f} |")
     pl = section["plateau"]
     head = (
         "**Prompting has plateaued below the target.**"
         if pl["plateaued"]
         else ("**Prompting has not plateaued.**")
     )
-    out += ["", f"{head} Best arm: `{pl['best_arm']}` ({pl['best_score']:.3f}). {pl['reason']}."]
+    out += [
+        "",
+        f"{head} Best arm: {md_code(pl['best_arm'])} ({pl['best_score']:.3f}). {md_escape(pl['reason'])}.",
+    ]
     if pl["items_needed"] is not None:
         out.append(
             f"Detecting a gain of {section['min_gain']:.3f} with 80% power at α={section['alpha']} "

@@ -45,6 +45,7 @@ from advisor.cost import (
     parse_volume,
 )
 from advisor.learning import DEFAULT_FRACTIONS, LearningCurve, probe_learning_curve
+from advisor.textsafe import md_escape
 from advisor.types import Example, Message, TaskKind
 
 __all__ = [
@@ -765,14 +766,14 @@ def _num(value: Any, digits: int = 0) -> str:
         return "yes" if value else "no"
     if isinstance(value, int | float):
         return f"{value:,.{digits}f}"
-    return str(value)
+    return md_escape(value)
 
 
 def _money(value: Any, currency: str) -> str:
     if value is None:
         return "–"
     digits = 2 if abs(value) >= 1 else 6
-    return f"{value:,.{digits}f} {currency}"
+    return f"{value:,.{digits}f} {md_escape(currency)}"
 
 
 def markdown_section(section: dict[str, Any] | None) -> str:
@@ -790,8 +791,8 @@ def markdown_section(section: dict[str, Any] | None) -> str:
     ]
     if cost:
         facts.append(
-            f"prices: {cost.get('serving')} from {cost.get('source') or 'flags'}"
-            + (f" (dated {cost['price_date']})" if cost.get("price_date") else "")
+            f"prices: {md_escape(cost.get('serving'))} from {md_escape(cost.get('source') or 'flags')}"
+            + (f" (dated {md_escape(cost['price_date'])})" if cost.get("price_date") else "")
         )
     out += ["; ".join(facts) + ".", ""]
 
@@ -804,7 +805,8 @@ def markdown_section(section: dict[str, Any] | None) -> str:
         for a in arms:
             mark = " (best)" if a["name"] == section.get("best_arm") else ""
             out.append(
-                f"| {a['name']}{mark} | {_num(a.get('score'), 3)} | {_num(a.get('prompt_tokens'), 1)} "
+                f"| {md_escape(a['name'])}{mark} | {_num(a.get('score'), 3)} "
+                f"| {_num(a.get('prompt_tokens'), 1)} "
                 f"| {_num(a.get('completion_tokens'), 1)} | {_num(a.get('p50_ms'))} "
                 f"| {_num(a.get('p95_ms'))} | {_money(a.get('cost_per_request'), cur)} "
                 f"| {_money(a.get('monthly_cost'), cur)} |"
@@ -894,11 +896,15 @@ def markdown_section(section: dict[str, Any] | None) -> str:
                 f"(reference {_num(dm['reference_tokens_per_word'], 2)})."
             )
         if section.get("domain"):
-            out.append(f"Declared domain: {section['domain']}.")
+            out.append(f"Declared domain: {md_escape(section['domain'])}.")
         out.append("")
     if section.get("needs_consistent_style"):
         out += ["A consistent output style was declared as a requirement.", ""]
     missing = section.get("not_measured") or []
     if missing:
-        out += ["Not measured:", ""] + [f"- {m['what']}: {m['why']}" for m in missing] + [""]
+        out += (
+            ["Not measured:", ""]
+            + [f"- {md_escape(m['what'])}: {md_escape(m['why'])}" for m in missing]
+            + [""]
+        )
     return "\n".join(out)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from advisor.textsafe import md_code, md_escape
+
 
 def training_markdown(section: Mapping[str, Any] | None) -> str:
     """The report's "Fine-tuning" section from decision.json's `training` subtree."""
@@ -19,19 +21,25 @@ def training_markdown(section: Mapping[str, Any] | None) -> str:
     lines = [
         "## Fine-tuning",
         "",
-        f"{str(section.get('method', 'lora')).upper()} on `{section.get('base_model')}`: r={c.get('r')}, "
-        f"alpha={c.get('alpha')}, dropout={c.get('dropout')}, targets {c.get('target_modules')}, "
-        f"lr {c.get('lr')} ({c.get('schedule')}), batch {c.get('batch_size')}×{c.get('grad_accum')}"
-        f"×{m.get('world_size', 1)} process(es), max_seq_len {c.get('max_seq_len')}.",
+        f"{md_escape(str(section.get('method', 'lora')).upper())} on {md_code(section.get('base_model'))}: "
+        + md_escape(
+            f"r={c.get('r')}, alpha={c.get('alpha')}, dropout={c.get('dropout')}, "
+            f"targets {c.get('target_modules')}, lr {c.get('lr')} ({c.get('schedule')}), "
+            f"batch {c.get('batch_size')}×{c.get('grad_accum')}×{m.get('world_size', 1)} process(es), "
+            f"max_seq_len {c.get('max_seq_len')}."
+        ),
         f"{m.get('n_train')} train / {m.get('n_dev')} dev examples; "
         f"{m.get('steps')} of {m.get('total_steps')} steps"
         f"{' (stopped early)' if m.get('stopped_early') else ''}; "
         + (f"best dev loss {dev:.4f} at step {m.get('best_step')}; " if dev is not None else "")
         + f"{m.get('tokens_per_s', 0):,.0f} tokens/s over {m.get('elapsed_s', 0):.0f} s.",
-        f"Adapter: `{section.get('adapter_dir')}`.",
+        f"Adapter: {md_code(section.get('adapter_dir'))}.",
     ]
     if prov.get("forced"):
-        lines += ["", f"**Forced**: the advisor's verdict was `{prov.get('gate_verdict')}`, not `fine_tune`."]
+        lines += [
+            "",
+            f"**Forced**: the advisor's verdict was {md_code(prov.get('gate_verdict'))}, not `fine_tune`.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -41,10 +49,6 @@ def _est(e: Mapping[str, Any]) -> str:
 
 def _ms(lat: Mapping[str, Any] | None) -> str:
     return "–" if not lat else f"{lat['p50_ms']:.0f} / {lat['p95_ms']:.0f}"
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def verification_markdown(section: Mapping[str, Any] | None) -> str:
@@ -64,16 +68,17 @@ def verification_markdown(section: Mapping[str, Any] | None) -> str:
     lines = [
         "## Fine-tuning verification",
         "",
-        f"Same {section['n_eval']} eval items and scoring as the prompting arms; metric: {metric}.",
+        f"Same {section['n_eval']} eval items and scoring as the prompting arms; "
+        f"metric: {md_escape(metric)}.",
         "",
         f"| Model | {metric} (95% CI) | Prompt tokens / request | Latency p50 / p95 (ms) |",
         "|---|---:|---:|---:|",
-        f"| best prompting arm `{base['arm']}` | {_est(base['scores'][metric])} | "
+        f"| best prompting arm {md_code(base['arm'])} | {_est(base['scores'][metric])} | "
         f"{base['mean_prompt_tokens']:.0f} | {_ms(base['latency'])} |",
         f"| fine-tuned (LoRA) | {_est(ft['scores'][metric])} | "
         f"{ft['mean_prompt_tokens']:.0f} | {_ms(ft['latency'])} |",
         "",
-        f"Paired difference (fine-tuned − `{base['arm']}`): "
+        f"Paired difference (fine-tuned − {md_code(base['arm'])}): "
         f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], "
         f"p = {d['p_value']:.3g} (McNemar p = {d['mcnemar_p_value']:.3g}).",
         f"Flips: {flips['improved']} items fixed by fine-tuning, {flips['regressed']} broken by it.",
@@ -96,5 +101,5 @@ def verification_markdown(section: Mapping[str, Any] | None) -> str:
             ]
             for x in flips[key]:
                 cells = [str(x["line"]), x["input"], x["target"], x["before"], x["after"]]
-                lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+                lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

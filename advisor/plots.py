@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
+from advisor.textsafe import term_safe
+
 WIDTH = 640
 FONT = 11
 CHAR_W = 6.2  # rough width of one character at FONT px, for laying out legends and labels
@@ -46,7 +48,8 @@ class Figure:
 
 
 def _esc(text: Any) -> str:
-    return escape(str(text), quote=True)
+    # Control characters are not allowed in XML: shown escaped, so the SVG stays well-formed.
+    return escape(term_safe(text, single_line=True), quote=True)
 
 
 def _num(v: Any) -> float | None:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from advisor.backends.base import Backend
 from advisor.errors import ConfigError
+from advisor.files import read_text
 from advisor.types import Example, Message, TaskKind
 
 DEFAULT_K_LADDER = (1, 2, 4, 8, 16, 32)
@@ -275,10 +276,7 @@ def build_arms(
         )
     file_text = None
     if system_file is not None:
-        try:
-            file_text = Path(system_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the system prompt: {exc}", file=str(system_file)) from None
+        file_text = read_text(system_file, ConfigError, "system prompt file")
         if not file_text.strip():
             raise ConfigError("the system prompt file is empty", file=str(system_file))
     hint = format_hint(task, labels)

@@ -21,8 +21,9 @@ from typing import Any
 
 from advisor import __version__
 from advisor.document import SCHEMA_VERSION, Report
-from advisor.files import write_text_atomic
+from advisor.files import ensure_dir, write_text_atomic
 from advisor.rundir import RunDir
+from advisor.textsafe import md_code, md_escape, md_link, term_safe
 
 DECISION_FILE = "decision.json"
 MARKDOWN_FILE = "report.md"
@@ -192,7 +193,7 @@ def write_report(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Path, Path]:
 
     Returns the decision.json and report.md paths; report.html is `run_dir / HTML_FILE`.
     """
-    run = RunDir(run_dir)
+    run = RunDir(ensure_dir(run_dir, "run folder"))
     report = Report.model_validate(doc)
     json_path = run.write_report(report)
     md_path, _ = rerender_doc(run.path, report.as_dict(), ("md", "html"))
@@ -205,7 +206,7 @@ def write_plots(run_dir: Path, doc: Mapping[str, Any]) -> dict[str, list[tuple[s
 
     out: dict[str, list[tuple[str, str]]] = {}
     for fig in figures(doc):
-        (Path(run_dir) / PLOTS_DIR).mkdir(exist_ok=True)
+        ensure_dir(Path(run_dir) / PLOTS_DIR, "plots folder")
         rel = f"{PLOTS_DIR}/{fig.name}.svg"
         write_text_atomic(Path(run_dir) / rel, fig.svg + "\n")
         out.setdefault(fig.section, []).append((fig.title, rel))
@@ -235,8 +236,27 @@ def read_report(run_dir: Path) -> dict[str, Any]:
 
 
 def rerender(run_dir: Path, formats: Sequence[str] = ("md", "html")) -> list[Path]:
-    """Render a run folder's decision.json again: report.md (+ plots/) and/or report.html."""
-    return rerender_doc(Path(run_dir), read_report(Path(run_dir)), formats)
+    """Render a run folder's decision.json again: report.md (+ plots/) and/or report.html.
+
+    The file on disk may have been edited or cut short: a field the renderers need that is missing or
+    of the wrong type is reported (exit 3) instead of crashing. The renderers themselves are tested on
+    every document `advise` and `train` write, so such a failure here means a malformed file.
+    """
+    from advisor.errors import DataError
+
+    doc = read_report(Path(run_dir))
+    try:
+        return rerender_doc(Path(run_dir), doc, formats)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        what = (
+            f"the field {exc.args[0]!r} is missing"
+            if isinstance(exc, KeyError)
+            else f"a field is malformed ({exc})"
+        )
+        raise DataError(
+            f"cannot render this decision.json: {what}; re-run advise to write a complete one",
+            file=str(Path(run_dir) / DECISION_FILE),
+        ) from None
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -248,9 +268,10 @@ def to_markdown(doc: Mapping[str, Any], plots: Mapping[str, Sequence[tuple[str, 
     out = [
         "# tunegate report",
         "",
-        f"**Verdict: `{d['verdict']}`** (confidence {d['confidence']:.2f}, {d['confidence_label']})",
+        f"**Verdict: {md_code(d['verdict'])}** (confidence {d['confidence']:.2f}, "
+        f"{md_escape(d['confidence_label'])})",
         "",
-        d["summary"],
+        md_escape(d["summary"]),
         "",
     ]
     out += _md_decision(d)
@@ -259,7 +280,11 @@ def to_markdown(doc: Mapping[str, Any], plots: Mapping[str, Sequence[tuple[str, 
     for key in ("prompting", "evidence", "training", "verification"):
         if doc.get(key) is not None or key in SECTION_RENDERERS:
             out += [_section(key, doc), ""]
-            out += [line for title, rel in (plots or {}).get(key, ()) for line in (f"![{title}]({rel})", "")]
+            out += [
+                line
+                for title, rel in (plots or {}).get(key, ())
+                for line in (f"![{md_escape(title)}]({rel})", "")
+            ]
     out += _md_signals(doc.get("signals") or {})
     out += _md_provenance(doc)
     return "\n".join(out).rstrip() + "\n"
@@ -272,46 +297,49 @@ def _md_decision(d: Mapping[str, Any]) -> list[str]:
     for r in d["fired"]:
         role = f"vetoes {r['vetoes']}" if r["kind"] == "veto" else f"{r['kind']} for {r['verdict']}"
         weight = f", weight {r['weight']:g}" if r["kind"] != "veto" else ""
-        out.append(f"- **{r['id']}** ({role}{weight}): {r['message']}")
+        out.append(f"- **{md_escape(r['id'])}** ({md_escape(role)}{weight}): {md_escape(r['message'])}")
         ev = r["evidence"]
         facts = [f"{k} = {_v(v)}" for k, v in ev["signals"].items()]
         facts += [f"threshold {k} = {_v(v)}" for k, v in ev["thresholds"].items()]
-        out.append(f"  - Evidence: {'; '.join(facts)} (when {' and '.join(r['conditions'])})")
+        when = " and ".join(r["conditions"])
+        out.append(f"  - Evidence: {md_escape('; '.join(facts))} (when {md_escape(when)})")
         if r.get("note"):
-            out.append(f"  - Note: {r['note']}")
+            out.append(f"  - Note: {md_escape(r['note'])}")
         out.append(f"  - Source: {'; '.join(_md_source(s) for s in r['sources'])}")
     if d["fired"]:
         out.append("")
     if d.get("scores"):
         out += [
-            "Weighted votes: " + ", ".join(f"{v} {s:g}" for v, s in d["scores"].items()) + ".",
+            "Weighted votes: " + ", ".join(f"{md_escape(v)} {s:g}" for v, s in d["scores"].items()) + ".",
             "",
         ]
     if d["vetoed"]:
         out += ["## Ruled out", ""]
-        out += [f"- `{v['verdict']}` by {v['rule_id']}: {v['message']}" for v in d["vetoed"]]
+        out += [
+            f"- {md_code(v['verdict'])} by {md_escape(v['rule_id'])}: {md_escape(v['message'])}"
+            for v in d["vetoed"]
+        ]
         out.append("")
     out += ["## What would change the verdict", ""]
-    out += [f"- {c}" for c in d["what_would_change"]] or ["- Nothing short of different signals."]
+    out += [f"- {md_escape(c)}" for c in d["what_would_change"]] or ["- Nothing short of different signals."]
     out.append("")
     out += ["## Skipped rules (signals not measured)", ""]
     if d["skipped"]:
         out += ["| rule | argues for | missing signals |", "|---|---|---|"]
         for s in d["skipped"]:
             arg = f"not {s['verdict']}" if s["kind"] == "veto" else s["verdict"]
-            out.append(f"| {s['id']} | {arg} | {', '.join(s['missing'])} |")
+            out.append(f"| {md_escape(s['id'])} | {md_escape(arg)} | {md_escape(', '.join(s['missing']))} |")
     else:
         out.append("None: every rule could be checked.")
     out.append("")
     if d["not_fired"]:
-        out += ["Checked and not fired: " + ", ".join(d["not_fired"]) + ".", ""]
+        out += ["Checked and not fired: " + md_escape(", ".join(d["not_fired"])) + ".", ""]
     return out
 
 
 def _md_source(s: Mapping[str, str]) -> str:
-    title = s["title"]
-    text = f"[{title}]({s['url']})" if s.get("url") else title
-    return f"{text} ({s['citation']})" if s.get("citation") else text
+    text = md_link(s["title"], s["url"]) if s.get("url") else md_escape(s["title"])
+    return f"{text} ({md_escape(s['citation'])})" if s.get("citation") else text
 
 
 def _section(key: str, doc: Mapping[str, Any]) -> str:
@@ -329,10 +357,10 @@ def _md_signals(signals: Mapping[str, Any]) -> list[str]:
     measured = {k: v for k, v in signals.items() if v is not None}
     missing = sorted(k for k, v in signals.items() if v is None)
     out = ["## Signals", "", "| signal | value |", "|---|---|"]
-    out += [f"| {k} | {_v(v)} |" for k, v in measured.items()]
+    out += [f"| {md_escape(k)} | {md_escape(_v(v))} |" for k, v in measured.items()]
     out.append("")
     if missing:
-        out += ["Not measured: " + ", ".join(missing) + ".", ""]
+        out += ["Not measured: " + md_escape(", ".join(missing)) + ".", ""]
     return out
 
 
@@ -343,16 +371,18 @@ def _md_provenance(doc: Mapping[str, Any]) -> list[str]:
         "## Provenance",
         "",
         f"- tunegate {p['tool_version']}, report schema {doc['schema_version']}, created {doc['created_at']}",
-        f"- Data: `{doc['dataset']['path']}` (sha256 `{p['dataset_sha256']}`)",
-        f"- Rules: {', '.join(p['rules_files'])} (sha256 `{p['rules_sha256']}`)",
+        f"- Data: {md_code(doc['dataset']['path'])} (sha256 {md_code(p['dataset_sha256'])})",
+        f"- Rules: {', '.join(md_code(f) for f in p['rules_files'])} (sha256 {md_code(p['rules_sha256'])})",
     ]
     if p["threshold_overrides"]:
         out.append(
-            "- Threshold overrides: " + ", ".join(f"{k}={_v(v)}" for k, v in p["threshold_overrides"].items())
+            "- Threshold overrides: "
+            + md_escape(", ".join(f"{k}={_v(v)}" for k, v in p["threshold_overrides"].items()))
         )
-    out.append("- Seeds: " + (", ".join(f"{k}={v}" for k, v in p["seeds"].items()) or "none"))
+    out.append("- Seeds: " + (md_escape(", ".join(f"{k}={v}" for k, v in p["seeds"].items())) or "none"))
     if p.get("backend"):
-        out.append(f"- Backend: {p['backend'].get('name')} `{p['backend'].get('model_id')}`")
+        backend = p["backend"]
+        out.append(f"- Backend: {md_escape(backend.get('name'))} {md_code(backend.get('model_id'))}")
     out += [
         f"- Python {p['python']} on {p['platform']}",
         f"- Libraries: {libs}",
@@ -394,15 +424,15 @@ def print_summary(doc: Mapping[str, Any], console: Any = None) -> None:
     }.get(d["verdict"], "white")
     body = Text()
     body.append(f"{d['verdict']}", style=f"bold {colour}")
-    body.append(f"   confidence {d['confidence']:.2f} ({d['confidence_label']})\n")
-    body.append(d["summary"])
+    body.append(f"   confidence {d['confidence']:.2f} ({term_safe(d['confidence_label'])})\n")
+    body.append(term_safe(d["summary"]))
     deciding = [r for r in d["fired"] if r["id"] in d["deciding_rules"]]
     for r in deciding[:1]:  # the strongest deciding rule: what backs it
         if r.get("note"):
-            body.append(f"\n{r['note']}", style="dim")
+            body.append(f"\n{term_safe(r['note'])}", style="dim")
         for s in r["sources"]:
             where = s.get("url") or s.get("citation") or ""
-            body.append(f"\nSource: {s['title']} {where}", style="dim")
+            body.append(f"\nSource: {term_safe(s['title'])} {term_safe(where)}", style="dim")
     console.print(Panel(body, title="tunegate verdict", expand=False))
     _print_measurements(doc, console)
 
@@ -415,12 +445,12 @@ def print_summary(doc: Mapping[str, Any], console: Any = None) -> None:
             ev = r["evidence"]
             facts = [f"{k}={_v(v)}" for k, v in ev["signals"].items()]
             facts += [f"{k}={_v(v)}" for k, v in ev["thresholds"].items()]
-            table.add_row(Text(r["id"]), Text(role), Text(", ".join(facts)))
+            table.add_row(Text(term_safe(r["id"])), Text(term_safe(role)), Text(term_safe(", ".join(facts))))
         console.print(table)
     if d["what_would_change"]:
         console.print("[bold]What would change the verdict[/bold]")
         for c in d["what_would_change"]:
-            console.print(f"  • {c}", markup=False, highlight=False)
+            console.print(f"  • {term_safe(c)}", markup=False, highlight=False)
     if d["skipped"]:
         console.print(
             f"{len(d['skipped'])} rules skipped (signals not measured); see report.md.",
@@ -431,6 +461,7 @@ def print_summary(doc: Mapping[str, Any], console: Any = None) -> None:
 def _print_measurements(doc: Mapping[str, Any], console: Any) -> None:
     """The measured evidence under the verdict: data, prompting arms, cost/latency, fine-tuning, calls."""
     from rich.table import Table
+    from rich.text import Text
 
     audit = doc.get("audit") or {}
     if audit:
@@ -457,7 +488,7 @@ def _print_measurements(doc: Mapping[str, Any], console: Any) -> None:
             delta = f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]" if c else "–"
             p_value = f"{c['p_value']:.3f}" if c else "–"
             table.add_row(
-                arm["name"],
+                Text(term_safe(arm["name"])),
                 f"{arm['mean_prompt_tokens']:.0f}",
                 f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]",
                 delta,
@@ -471,7 +502,9 @@ def _print_measurements(doc: Mapping[str, Any], console: Any) -> None:
         plateau = prompting.get("plateau") or {}
         if plateau.get("reason"):
             state = "plateaued" if plateau.get("plateaued") else "not plateaued"
-            console.print(f"Prompting {state}: {plateau['reason']}.", markup=False, highlight=False)
+            console.print(
+                f"Prompting {state}: {term_safe(plateau['reason'])}.", markup=False, highlight=False
+            )
     evidence = doc.get("evidence") or {}
     cost = evidence.get("cost") or {}
     best = next((a for a in evidence.get("arms", []) if a["name"] == evidence.get("best_arm")), None)
@@ -483,13 +516,14 @@ def _print_measurements(doc: Mapping[str, Any], console: Any) -> None:
             facts.append(f"{best['monthly_cost']:,.2f} {cost.get('currency', '')}/month")
         if cost.get("break_even_days") is not None:
             facts.append(f"fine-tuning breaks even in {cost['break_even_days']:.1f} days")
-        console.print("Evidence: " + "; ".join(facts) + ".", markup=False, highlight=False)
+        console.print(term_safe("Evidence: " + "; ".join(facts) + "."), markup=False, highlight=False)
     verification = doc.get("verification")
     if verification:
         d = verification["difference"]
         ok = "verified" if verification["finetune_verified"] else "NOT verified"
         console.print(
-            f"Fine-tuning {ok}: {verification['finetuned']['arm']} vs {verification['baseline']['arm']}: "
+            f"Fine-tuning {ok}: {term_safe(verification['finetuned']['arm'])} vs "
+            f"{term_safe(verification['baseline']['arm'])}: "
             f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verification['metric']}, paired); "
             f"flips {verification['flips']['improved']} fixed / {verification['flips']['regressed']} broken.",
             markup=False,

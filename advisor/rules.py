@@ -27,10 +27,35 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import ConfigError, Problem, RulesError
+from advisor.files import MAX_TOML_BYTES, read_regular
 from advisor.signals import CATALOGUE, SignalSpec, SignalValue, value_matches
+from advisor.textsafe import surrogate_path, term_safe
 from advisor.types import Verdict
 
 ThresholdValue = float | int | bool | str | tuple[float | int | str, ...]
+
+MAX_WEIGHT = 1000.0
+"""Largest rule weight. Shipped weights are 0.5-20; a bound keeps sums of weights finite."""
+MAX_NUMBER = 1e15
+"""Largest magnitude of a number in a condition or threshold: beyond any signal tunegate measures,
+and far from float overflow, so comparisons and the report's arithmetic stay finite."""
+
+
+def number_problem(v: Any) -> str | None:
+    """Why a rule number (value, threshold, list item) is not usable: NaN, infinite or absurdly large."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return f"must be a number of magnitude at most {MAX_NUMBER:g}"
+    if f != f:
+        return "must be a number, not NaN"
+    if f in (float("inf"), float("-inf")):
+        return "must be a finite number"
+    if abs(f) > MAX_NUMBER:
+        return f"must be a number of magnitude at most {MAX_NUMBER:g}, got {f:g}"
+    return None
 
 
 class Op(StrEnum):
@@ -267,14 +292,14 @@ def print_rules(ruleset: RuleSet, console: Any = None) -> None:
     for col in RULES_TABLE_COLUMNS:
         table.add_column(col, overflow="fold")
     for row in format_rules_table(ruleset):
-        table.add_row(*(Text(row[c]) for c in RULES_TABLE_COLUMNS))
+        table.add_row(*(Text(term_safe(row[c])) for c in RULES_TABLE_COLUMNS))
     console.print(table)
     thresholds = Table(title="Thresholds (override with --threshold NAME=VALUE)")
     thresholds.add_column("name")
     thresholds.add_column("value")
     for name, value in ruleset.thresholds.items():
         mark = " (overridden)" if name in ruleset.overrides else ""
-        thresholds.add_row(name, Text(_fmt(value) + mark))
+        thresholds.add_row(Text(term_safe(name)), Text(term_safe(_fmt(value)) + mark))
     console.print(thresholds)
 
 
@@ -381,9 +406,9 @@ def _read_folder(path: Path, problems: list[Problem]) -> list[tuple[str, bytes]]
     out = []
     for p in files:
         try:
-            out.append((str(p), p.read_bytes()))
-        except OSError as e:
-            problems.append(Problem(f"cannot read: {e.strerror}", file=str(p)))
+            out.append((str(p), read_regular(p, RulesError, "rule file", max_bytes=MAX_TOML_BYTES)))
+        except RulesError as e:
+            problems.extend(e.problems)
     return out
 
 
@@ -422,16 +447,21 @@ def _coerce_like(current: ThresholdValue, raw: float | int | str) -> ThresholdVa
             number = float(raw)
         except ValueError:
             raise ValueError(f"expected a number ({want}), got {raw!r}") from None
-        if number != number or number in (float("inf"), float("-inf")):
-            raise ValueError(f"expected a finite number, got {raw!r}")
+        error = number_problem(number)
+        if error:
+            raise ValueError(f"{error} (got {raw!r})")
         return int(number) if isinstance(current, int) and number.is_integer() else number
     if isinstance(current, tuple):
         items = [s.strip() for s in raw.split(",")] if isinstance(raw, str) else [raw]
         if current and all(isinstance(x, int | float) for x in current):
             try:
-                return tuple(float(x) for x in items)
+                numbers = tuple(float(x) for x in items)
             except ValueError:
                 raise ValueError(f"expected comma-separated numbers, got {raw!r}") from None
+            errors = [e for e in map(number_problem, numbers) if e]
+            if errors:
+                raise ValueError(f"{errors[0]} (got {raw!r})")
+            return numbers
         return tuple(str(x) for x in items if str(x))
     return str(raw)
 
@@ -525,6 +555,9 @@ def _parse_file(name: str, data: bytes, problems: list[Problem]) -> _ParsedFile 
         return None
     try:
         doc = tomllib.loads(text)
+    except RecursionError:
+        problems.append(Problem("TOML syntax error: nested too deeply", file=name))
+        return None
     except tomllib.TOMLDecodeError as e:
         line = getattr(e, "lineno", None)
         msg = getattr(e, "msg", str(e))
@@ -533,6 +566,17 @@ def _parse_file(name: str, data: bytes, problems: list[Problem]) -> _ParsedFile 
             line = int(m.group(1))
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg) if m else msg
         problems.append(Problem(f"TOML syntax error: {msg}", file=name, line=line))
+        return None
+    except ValueError as e:  # an integer of thousands of digits (sys.get_int_max_str_digits)
+        problems.append(Problem(f"a number is too large to read ({str(e).split(':')[0]})", file=name))
+        return None
+    bad = surrogate_path(doc)
+    if bad is not None:
+        problems.append(
+            Problem(
+                "holds a lone UTF-16 surrogate escape (such as \\ud800): not valid text", file=name, field=bad
+            )
+        )
         return None
 
     loc = _Locator(text)
@@ -579,16 +623,18 @@ def _threshold_value(v: Any) -> tuple[ThresholdValue, str | None]:
     if isinstance(v, bool | str):
         return v, None
     if isinstance(v, int | float):
-        if v != v or v in (float("inf"), float("-inf")):
-            return 0, "threshold must be a finite number"
+        error = number_problem(v)
+        if error:
+            return 0, f"threshold {error}"
         return v, None
     if isinstance(v, list):
         if not v:
             return (), "threshold list must not be empty"
-        if all(isinstance(x, str) for x in v) or all(
-            isinstance(x, int | float) and not isinstance(x, bool) for x in v
-        ):
+        if all(isinstance(x, str) for x in v):
             return tuple(v), None
+        if all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
+            errors = [e for e in map(number_problem, v) if e]
+            return (tuple(v), f"threshold list item {errors[0]}") if errors else (tuple(v), None)
         return (), "threshold list must hold only strings or only numbers"
     return 0, f"threshold must be a number, true/false, a string or a list, not {type(v).__name__}"
 
@@ -650,6 +696,8 @@ def _parse_rule(
             problem("'weight' is required for vote and stop rules", "weight")
         elif isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
             problem(f"'weight' must be a positive number, got {weight!r}", "weight")
+        elif not weight <= MAX_WEIGHT:
+            problem(f"'weight' must be at most {MAX_WEIGHT:g}, got {weight!r}", "weight")
 
     message = raw.get("message")
     if not isinstance(message, str) or not message.strip():
@@ -815,7 +863,12 @@ def check_operand(spec: SignalSpec, op: Op, operand: Any) -> str | None:
             return f"'{op}' compares numbers but signal '{spec.name}' is {spec.type}"
         if isinstance(operand, bool) or not isinstance(operand, int | float):
             return f"'{op}' needs a number to compare '{spec.name}' with, got {_show(operand)}"
-        return None
+        error = number_problem(operand)
+        return f"the number to compare '{spec.name}' with {error}" if error else None
+    numbers = operand if isinstance(operand, tuple) else (operand,)
+    errors = [e for e in map(number_problem, numbers) if e]
+    if errors:
+        return f"the value for '{spec.name}' {errors[0]}"
     if op is Op.IN:
         if not isinstance(operand, tuple) or not operand:
             return f"'in' needs a non-empty list, got {_show(operand)}"

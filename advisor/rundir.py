@@ -119,7 +119,7 @@ class RunDir:
         text = self._read_text(self.decision_path, missing="no decision.json here: is this a run folder?")
         try:
             version = json.loads(text).get("schema_version")
-        except (json.JSONDecodeError, AttributeError, RecursionError):
+        except (ValueError, AttributeError, RecursionError):  # ValueError: JSON errors, huge integers
             version = SCHEMA_VERSION  # let validation name the problem
         if version != SCHEMA_VERSION:
             raise DataError(
@@ -206,8 +206,8 @@ class RunDir:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"not valid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
-        except RecursionError:
-            raise DataError("nested too deeply", file=str(path)) from None
+        except (RecursionError, ValueError):  # nested too deeply, or an integer of thousands of digits
+            raise DataError("beyond the JSON parser's limits", file=str(path)) from None
         if not isinstance(doc, dict):
             raise DataError("must be a JSON object", file=str(path))
         return doc

@@ -10,7 +10,7 @@ import math
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -141,8 +141,25 @@ class PairedDiff:
         return {"diff": self.diff, "low": self.low, "high": self.high, "p_value": self.p_value, "n": self.n}
 
 
-def _indices(n: int, seed: int, n_resamples: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+CHUNK_ELEMENTS = 1 << 22
+"""Resample indices drawn at once (4M int64 = 32 MB): memory stays bounded at any number of items."""
+
+
+def _index_chunks(n: int, seed: int, n_resamples: int) -> Iterator[np.ndarray]:
+    """The `n_resamples` x `n` bootstrap index matrix, a block of whole rows at a time.
+
+    One generator draws the blocks in order, so the rows are the very rows one
+    ``integers(0, n, size=(n_resamples, n))`` call would give for the seed (numpy draws the same
+    stream whatever the block shape): chunking changes the memory, not the results.
+    """
+    rng = np.random.default_rng(seed)
+    rows = max(1, CHUNK_ELEMENTS // max(n, 1))
+    for start in range(0, n_resamples, rows):
+        yield rng.integers(0, n, size=(min(rows, n_resamples - start), n))
+
+
+def _resampled_means(v: np.ndarray, seed: int, n_resamples: int) -> np.ndarray:
+    return np.concatenate([v[idx].mean(axis=1) for idx in _index_chunks(v.size, seed, n_resamples)])
 
 
 def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -163,7 +180,7 @@ def bootstrap_statistic(
     if n == 0:
         return Estimate(math.nan, math.nan, math.nan, 0)
     point = statistic(np.arange(n))
-    samples = np.array([statistic(idx) for idx in _indices(n, seed, n_resamples)])
+    samples = np.array([statistic(idx) for block in _index_chunks(n, seed, n_resamples) for idx in block])
     lo, hi = _percentiles(samples, confidence)
     return Estimate(float(point), lo, hi, n)
 
@@ -179,7 +196,7 @@ def bootstrap_mean(
     v = np.asarray(values, dtype=float)
     if v.size == 0:
         return Estimate(math.nan, math.nan, math.nan, 0)
-    samples = v[_indices(v.size, seed, n_resamples)].mean(axis=1)
+    samples = _resampled_means(v, seed, n_resamples)
     lo, hi = _percentiles(samples, confidence)
     return Estimate(float(v.mean()), lo, hi, int(v.size))
 
@@ -242,7 +259,9 @@ def paired_bootstrap(
         return PairedDiff(math.nan, math.nan, math.nan, math.nan, 0)
     all_idx = np.arange(n)
     point = statistic_a(all_idx) - statistic_b(all_idx)
-    samples = np.array([statistic_a(i) - statistic_b(i) for i in _indices(n, seed, n_resamples)])
+    samples = np.array(
+        [statistic_a(i) - statistic_b(i) for block in _index_chunks(n, seed, n_resamples) for i in block]
+    )
     lo, hi = _percentiles(samples, confidence)
     return PairedDiff(float(point), lo, hi, _paired_p(samples), n)
 
@@ -259,7 +278,7 @@ def paired_bootstrap_mean(
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     if d.size == 0:
         return PairedDiff(math.nan, math.nan, math.nan, math.nan, 0)
-    samples = d[_indices(d.size, seed, n_resamples)].mean(axis=1)
+    samples = _resampled_means(d, seed, n_resamples)
     lo, hi = _percentiles(samples, confidence)
     return PairedDiff(float(d.mean()), lo, hi, _paired_p(samples), int(d.size))
 

@@ -7,13 +7,15 @@ linear layers, lr 2e-4 with a short warm-up and cosine decay, sequences cut at 2
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from advisor.config import MAX_FIGURE, MAX_INT
 from advisor.errors import ConfigError, Problem
+from advisor.files import load_toml
+from advisor.textsafe import shorten
 
 SCHEDULES = ("cosine", "linear")
 
@@ -69,10 +71,7 @@ class TrainConfig:
         values: dict[str, Any] = {}
         if path is not None:
             p = Path(path)
-            try:
-                doc = tomllib.loads(p.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"cannot read training config: {exc}", file=str(p)) from exc
+            doc = load_toml(p, ConfigError, "training config")
             table = doc.get("train", doc)
             if not isinstance(table, dict):
                 raise ConfigError("[train] must be a table", file=str(p), field="train")
@@ -135,7 +134,7 @@ def _coerce(key: str, raw: str) -> Any:
                 return False
             raise ValueError(raw)
         if kind == "int":
-            return int(raw)
+            return int(raw)  # more than 4,300 digits is a ValueError (sys.get_int_max_str_digits)
         if kind == "float":
             return float(raw)
     except ValueError as exc:
@@ -148,13 +147,13 @@ def _field_problems(c: TrainConfig) -> list[tuple[str, str]]:
 
     def need(ok: bool, name: str, msg: str) -> None:
         if not ok:
-            out.append((name, f"{msg} (got {getattr(c, name)!r})"))
+            out.append((name, f"{msg} (got {shorten(getattr(c, name))})"))
 
     def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
+        return isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_INT
 
-    def is_num(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool)
+    def is_num(v: Any) -> bool:  # finite and of a sane size: NaN passes every comparison check
+        return isinstance(v, int | float) and not isinstance(v, bool) and abs(v) <= MAX_FIGURE
 
     need(is_int(c.r) and c.r >= 1, "r", "must be an integer >= 1")
     need(is_num(c.alpha) and c.alpha > 0, "alpha", "must be a number > 0")

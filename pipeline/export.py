@@ -16,6 +16,7 @@ from typing import Any
 
 from advisor.files import write_json_atomic, write_text_atomic
 from advisor.finetune_report import verification_markdown
+from advisor.textsafe import md_code, md_escape, term_safe
 from pipeline.checkpoint import replace_dir
 from pipeline.config import TrainConfig
 from pipeline.loop import TrainResult
@@ -75,27 +76,35 @@ def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out_dir: str |
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    return "–" if v is None else str(v)
+    return "–" if v is None else md_escape(v)
 
 
 def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] | None = None) -> str:
     """The adapter folder's README.md: provenance, data hash, config, metrics, before/after comparison."""
     prov = training.get("provenance", {})
     m = training.get("metrics", {})
+    # A JSON string is a valid YAML (front matter) and Python (usage snippet) string literal: the model
+    # name cannot end the line, the front matter or the code block it sits in.
+    # Markdown and HTML punctuation as \u escapes too: a renderer that shows the front matter as
+    # Markdown sees no HTML, link or image in it.
+    base_literal = "".join(
+        f"\\u{ord(c):04x}" if c in "<>&[]()!`*_|#~" else c
+        for c in json.dumps(term_safe(training.get("base_model"), single_line=True))
+    )
     lines = [
         "---",
         "library_name: peft",
-        f"base_model: {training.get('base_model')}",
+        f"base_model: {base_literal}",
         "tags: [lora, tunegate]",
         "---",
         "",
         "# LoRA adapter trained by tunegate",
         "",
-        f"- Base model: `{training.get('base_model')}`",
-        f"- Method: {training.get('method')}",
-        f"- Training data SHA-256: `{prov.get('data_sha256')}`",
+        f"- Base model: {md_code(training.get('base_model'))}",
+        f"- Method: {md_escape(training.get('method'))}",
+        f"- Training data SHA-256: {md_code(prov.get('data_sha256'))}",
         "- Trained on the train and dev splits only; the eval split was held out.",
-        f"- Gate: verdict `{prov.get('gate_verdict')}`"
+        f"- Gate: verdict {md_code(prov.get('gate_verdict'))}"
         + (" — **training was forced against the verdict (--force)**" if prov.get("forced") else ""),
         "",
         "## Metrics",
@@ -120,7 +129,7 @@ def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] |
         lines.append(f"| {key} | {_fmt(m.get(key))} |")
     lines += ["", "## Configuration", "", "| option | value |", "|---|---|"]
     for key, value in training.get("config", {}).items():
-        lines.append(f"| {key} | {_fmt(value)} |")
+        lines.append(f"| {md_escape(key)} | {_fmt(value)} |")
     if verification:
         lines += ["", verification_markdown(verification)]
     lines += [
@@ -130,7 +139,7 @@ def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] |
         "```python",
         "from peft import PeftModel",
         "from transformers import AutoModelForCausalLM",
-        f'base = AutoModelForCausalLM.from_pretrained("{training.get("base_model")}")',
+        f"base = AutoModelForCausalLM.from_pretrained({base_literal})",
         'model = PeftModel.from_pretrained(base, "<this folder>")',
         "```",
         "",

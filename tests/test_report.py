@@ -18,6 +18,7 @@ from advisor import audit as audit_mod
 from advisor import data, report
 from advisor.config import AdviseConfig
 from advisor.decide import decide
+from advisor.errors import FilesError
 from advisor.files import write_json_atomic
 from advisor.rules import load_rules
 
@@ -123,7 +124,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(FilesError, match="the disk is full"):  # exit 8 with the path and the reason
         write_json_atomic(target, {"new": True})
     assert json.loads(target.read_text(encoding="utf-8")) == {"old": True}
     assert [p.name for p in tmp_path.iterdir()] == ["decision.json"]

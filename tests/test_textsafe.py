@@ -1,0 +1,298 @@
+"""Hostile text through every renderer: report.md (and its sections), the model card, the console.
+
+Untrusted strings (labels, inputs, file names, rule text, flags, server names) are poisoned with raw
+HTML, links, images, backticks, table pipes and terminal escape sequences. The Markdown is then parsed
+by a real CommonMark parser (markdown-it-py, with raw HTML *enabled*, the way GitHub-like renderers
+treat it): no element, link or image may come from the data. The console renderers must emit no
+control character from the data.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+import report_docs
+from markdown_it import MarkdownIt
+
+from advisor import audit, evaluate, evidence, finetune_report, report, rules
+from advisor.textsafe import has_url_credentials, md_code, md_escape, md_link, redact_url, term_safe
+from pipeline.export import model_card_markdown
+
+PAYLOAD = (
+    " <img src=x onerror=alert(1)><script>alert(2)</script> [click](javascript:alert(3))"
+    " ![pixel](https://evil.example/p.png) <https://evil.example/auto> www.evil.example"
+    " `tick`` a|b *em* _u_ # h \x1b[2J\x1b]8;;https://evil.example\x07osc\x1b]8;;\x07 \r\x9b31m\u202e"
+)
+FREE_TEXT_KEYS = {
+    "path",
+    "message",
+    "note",
+    "title",
+    "citation",
+    "summary",
+    "reason",
+    "what",
+    "why",
+    "domain",
+    "currency",
+    "source",
+    "price_date",
+    "base_model",
+    "adapter_dir",
+    "model_id",
+    "input",
+    "target",
+    "before",
+    "after",
+    "method",
+}
+
+
+def poison(node: Any) -> Any:
+    """A copy of a report document with the payload appended to every free-text field and label."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if isinstance(v, str) and k in FREE_TEXT_KEYS:
+                out[k] = v + PAYLOAD
+            elif k == "label_counts" and isinstance(v, dict):
+                out = {**out, k: {lab + PAYLOAD: n for lab, n in v.items()}}
+            elif k in ("what_would_change", "rules_files") and isinstance(v, list):
+                out[k] = [x + PAYLOAD for x in v]
+            else:
+                out[k] = poison(v)
+        return out
+    if isinstance(node, list):
+        return [poison(x) for x in node]
+    return node
+
+
+class _Html(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+ALLOWED_TAGS = {
+    "h1", "h2", "h3", "p", "strong", "em", "code", "ul", "ol", "li", "table", "thead", "tbody", "tr",
+    "th", "td", "a", "img", "pre", "hr", "blockquote", "br",
+}  # fmt: skip
+
+
+def assert_safe_markdown(md: str) -> None:
+    """Render like a GitHub-style renderer (raw HTML on) and check nothing came from the payload."""
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]", md), "a control character reached report.md"
+    html = MarkdownIt("commonmark", {"html": True}).enable("table").render(md)
+    page = _Html()
+    page.feed(html)
+    for tag, attrs in page.tags:
+        assert tag in ALLOWED_TAGS, f"raw <{tag}> from the data reached the rendered report"
+        if tag == "a":
+            assert (attrs.get("href") or "").startswith("https://"), attrs
+            assert "evil.example" not in (attrs.get("href") or "")
+        if tag == "img":
+            assert (attrs.get("src") or "").startswith("plots/"), attrs
+        assert not any(k.startswith("on") for k in attrs), attrs
+    assert "<script" not in html and "<img src=x" not in html
+    # The payload is shown as text, not dropped: the escaped forms are in the rendered page.
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html
+    assert "\\x1b" in html
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    base = tmp_path_factory.mktemp("docs")
+    return {
+        "few_shot": poison(report_docs.few_shot_doc(base)),
+        "fine_tune": poison(report_docs.fine_tune_doc(base)),
+        "collect_data": poison(report_docs.collect_data_doc(base)),
+    }
+
+
+# --------------------------------------------------------------------------- the helpers themselves
+
+
+@pytest.mark.parametrize(
+    "text", ["plain", "a`b", "``x``", "`", "ends with `", " spaced ", "|pipe|", "<b>x</b>", "run`s/x`y.jsonl"]
+)
+def test_md_code_holds_any_text_exactly(text: str) -> None:
+    html = MarkdownIt("commonmark", {"html": True}).renderInline(md_code(text))
+    assert html.startswith("<code>") and html.endswith("</code>") and html.count("<code>") == 1
+    from html import unescape
+
+    assert unescape(html[len("<code>") : -len("</code>")]) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<script>alert(1)</script>",
+        "[x](javascript:alert(1))",
+        "![i](https://evil.example/i.png)",
+        "<https://evil.example>",
+        "see https://evil.example/a and www.evil.example",
+        "*bold* _it_ ~~s~~ `c`",
+        "- list",
+        "1. ordered",
+        "> quote",
+        "# heading",
+        "&lt;script&gt;",
+        "a\nb\r\nc",
+    ],
+)
+def test_md_escape_renders_as_the_literal_text(text: str) -> None:
+    html = MarkdownIt("commonmark", {"html": True}).render(md_escape(text))
+    page = _Html()
+    page.feed(html)
+    assert {t for t, _ in page.tags} <= {"p", "code"}
+    from html import unescape
+
+    shown = re.sub(r"</?(p|code)>", "", html).strip()
+    assert unescape(shown) == " ".join(text.replace("\r\n", "\n").split("\n"))
+
+
+def test_md_link_only_for_http_urls() -> None:
+    assert md_link("Paper", "https://example.org/a(b)") == "[Paper](<https://example.org/a%28b%29>)"
+    assert "](" not in md_link("x", "javascript:alert(1)")
+
+
+@pytest.mark.parametrize(
+    "text,shown",
+    [
+        ("\x1b[2J", "\\x1b[2J"),
+        ("\x1b]8;;http://e\x07link", "\\x1b]8;;http://e\\x07link"),
+        ("a\rb", "a\\rb"),
+        ("\x9b31m", "\\x9b31m"),
+        ("\u202eevil", "\\u202eevil"),
+        ("tab\tand\nnewline", "tab\tand\nnewline"),
+        ("lone \ud800", "lone \\ud800"),
+    ],
+)
+def test_term_safe_makes_controls_visible(text: str, shown: str) -> None:
+    assert term_safe(text) == shown
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", term_safe(text, single_line=True))
+
+
+def test_url_credentials_found_and_redacted() -> None:
+    assert has_url_credentials("http://user:pass@host:8000/v1")
+    assert has_url_credentials("https://token@host/v1")
+    assert not has_url_credentials("http://host:8000/v1?email=a@b")
+    assert redact_url("http://user:pass@host/v1") == "http://***@host/v1"
+
+
+# --------------------------------------------------------------------------- every renderer
+
+
+@pytest.mark.parametrize("name", ["few_shot", "fine_tune", "collect_data"])
+def test_report_markdown_is_safe_with_hostile_text_everywhere(docs: dict[str, Any], name: str) -> None:
+    assert_safe_markdown(
+        report.to_markdown(docs[name], plots={"prompting": [("k-curve" + PAYLOAD, "plots/k.svg")]})
+    )
+
+
+@pytest.mark.parametrize(
+    "render,section",
+    [
+        (lambda d: audit.markdown_section(d["audit"], d["split"]), "audit"),
+        (lambda d: evaluate.markdown_section(d["prompting"]), "prompting"),
+        (lambda d: evidence.markdown_section(d["evidence"]), "evidence"),
+        (lambda d: finetune_report.training_markdown(d["training"]), "training"),
+        (lambda d: finetune_report.verification_markdown(d["verification"]), "verification"),
+        (lambda d: model_card_markdown(d["training"], d["verification"]), "model card"),
+    ],
+)
+def test_each_section_renderer_is_safe(docs: dict[str, Any], render: Any, section: str) -> None:
+    doc = copy.deepcopy(docs["fine_tune"])
+    doc["audit"]["label_counts"] = {"<script>alert(2)</script>\x1b[2J": 3}
+    if doc.get("split"):
+        doc["split"]["file"] = "split`<script>alert(2)</script>\x1b.json"
+    for key in ("prompting", "training"):
+        for field in ("model_id", "base_model"):
+            if doc.get(key) and field in doc[key]:
+                doc[key][field] += "<script>alert(2)</script>\x1b[2J"
+    if doc.get("evidence"):
+        doc["evidence"]["domain"] = "<script>alert(2)</script> \x1b[2J"
+    md = render(doc)
+    assert_safe_markdown(md)
+
+
+def test_model_card_front_matter_and_code_cannot_be_broken(docs: dict[str, Any]) -> None:
+    training = copy.deepcopy(docs["fine_tune"]["training"])
+    training["base_model"] = 'evil"\n---\nlicense: x\n```\nimport os <b>[l](https://e.example)'
+    lines = model_card_markdown(training, None).splitlines()
+    assert lines[0] == "---"
+    front = lines[1 : lines.index("---", 1)]
+    assert [ln.split(":")[0] for ln in front] == ["library_name", "base_model", "tags"]
+    literal = front[1][len("base_model: ") :]
+    assert json.loads(literal) == term_safe(training["base_model"], single_line=True)  # YAML reads it so too
+    assert not re.search(r"[<>\[\]()`]", literal)
+    assert "license: x" not in lines and "import os" not in lines
+    assert sum(ln.startswith("```") for ln in lines) == 2  # the usage block opens and closes, nothing else
+
+
+def test_file_name_with_a_backtick_stays_in_its_code_span(docs: dict[str, Any]) -> None:
+    doc = copy.deepcopy(docs["few_shot"])
+    doc["dataset"]["path"] = "data/a`b``<img src=x onerror=alert(1)>.jsonl"
+    md = report.to_markdown(doc)
+    html = MarkdownIt("commonmark", {"html": True}).render(md)
+    assert "<code>data/a`b``&lt;img src=x onerror=alert(1)&gt;.jsonl</code>" in html
+
+
+def _console() -> tuple[Any, io.StringIO]:
+    from rich.console import Console
+
+    buf = io.StringIO()
+    return Console(file=buf, width=200, color_system=None, force_terminal=False), buf
+
+
+@pytest.mark.parametrize("name", ["few_shot", "fine_tune", "collect_data"])
+def test_console_summary_shows_no_control_characters(docs: dict[str, Any], name: str) -> None:
+    doc = copy.deepcopy(docs[name])
+    if doc.get("prompting"):
+        doc["prompting"]["plateau"]["reason"] += PAYLOAD
+    console, buf = _console()
+    report.print_summary(doc, console=console)
+    out = buf.getvalue()
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]", out)
+    assert "\\x1b" in out  # shown, not dropped
+
+
+def test_rules_list_shows_no_control_characters(tmp_path: Path) -> None:
+    (tmp_path / "evil.toml").write_text(
+        "[[rule]]\n"
+        'id = "evil"\nkind = "vote"\nverdict = "prompt"\nweight = 1\n'
+        'message = "hi \\u001b[2J \\u001b]8;;https://evil.example\\u0007x\\u001b]8;;\\u0007 \\r"\n'
+        '[rule.source]\ntitle = "T \\u001b[31m"\nurl = "https://example.org"\n'
+        '[[rule.when]]\nsignal = "n_examples"\nop = "gt"\nvalue = 0\n',
+        encoding="utf-8",
+    )
+    ruleset = rules.load_rules([tmp_path])
+    console, buf = _console()
+    rules.print_rules(ruleset, console=console)
+    out = buf.getvalue()
+    assert "evil" in out and "\\x1b[31m" in out
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", out)
+
+
+@pytest.mark.parametrize("name", ["few_shot", "fine_tune", "collect_data"])
+def test_plots_stay_well_formed_svg_without_markup_from_data(docs: dict[str, Any], name: str) -> None:
+    import xml.etree.ElementTree as ET
+
+    from advisor.plots import figures
+
+    svgs = [fig.svg for fig in figures(docs[name])]
+    assert svgs
+    for svg in svgs:
+        root = ET.fromstring(svg)  # control characters from the data would make this raise
+        tags = {el.tag.split("}")[-1] for el in root.iter()}
+        assert not tags & {"script", "img", "image", "a", "foreignObject"}
