@@ -3,7 +3,6 @@ is prompted, in training and in verification alike."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 from advisor.data import detect_task, load_examples
 from advisor.errors import DataError
 from advisor.prompts import Arm, ArmKind, arm_name, format_hint, render_messages
+from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 
 
@@ -24,19 +24,10 @@ class TrainingSplit:
     run_info: dict[str, Any]  # config.json and split.json of the advise run, merged
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise DataError("missing from the run folder (run `tunegate advise` first)", file=str(path)) from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON: {exc}", file=str(path), line=exc.lineno) from exc
-
-
 def load_split_examples(run_dir: Path) -> tuple[list[Example], list[Example], dict[str, Any]]:
     """The run's train and dev examples (never eval), from the data file named in config.json."""
-    config = _read_json(run_dir / "config.json")
-    split = _read_json(run_dir / "split.json")
+    run = RunDir(run_dir)
+    config, split = run.read_config(), run.read_split()
     data_path = split.get("data_path") or config.get("data")
     loaded = load_examples(
         data_path,
@@ -44,6 +35,12 @@ def load_split_examples(run_dir: Path) -> tuple[list[Example], list[Example], di
         input_col=config.get("input_col"),
         output_col=config.get("output_col"),
     )
+    if split.get("data_sha256") and loaded.sha256 != split["data_sha256"]:
+        raise DataError(
+            "the data file changed since `advise` (its sha256 differs from split.json's); "
+            "run `tunegate advise` again",
+            file=str(data_path),
+        )
     by_line = {ex.line: ex for ex in loaded.examples}
     missing = [ln for ln in list(split["train"]) + list(split["dev"]) if ln not in by_line]
     if missing:
@@ -64,13 +61,10 @@ def finetune_arm(task: TaskKind, labels: Sequence[str]) -> Arm:
 
 def run_task(run_dir: Path, examples: Sequence[Example]) -> tuple[TaskKind, tuple[str, ...]]:
     """The task and label order the advisor measured (decision.json), else detected from the examples."""
-    try:
-        doc = json.loads((run_dir / "decision.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        doc = {}
-    prompting = doc.get("prompting") if isinstance(doc, dict) else None
-    if isinstance(prompting, dict) and prompting.get("task"):
-        return TaskKind(prompting["task"]), tuple(prompting.get("labels") or ())
+    run = RunDir(run_dir)
+    prompting = run.read_report().prompting if run.decision_path.exists() else None
+    if prompting is not None:
+        return TaskKind(prompting.task), tuple(prompting.labels)
     return detect_task(examples)
 
 

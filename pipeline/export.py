@@ -16,6 +16,7 @@ from typing import Any
 
 from advisor.files import write_json_atomic, write_text_atomic
 from advisor.finetune_report import verification_markdown
+from advisor.rundir import RunDir
 from advisor.textsafe import md_code, md_escape, term_safe
 from pipeline.checkpoint import replace_dir
 from pipeline.config import TrainConfig
@@ -158,13 +159,8 @@ def write_model_card(
 def update_decision(
     run_dir: str | Path, updates: dict[str, Any], signals: dict[str, Any] | None = None
 ) -> None:
-    """Set top-level sections (and signals) of run_dir/decision.json atomically (missing file: empty)."""
-    path = Path(run_dir) / "decision.json"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        doc = {}
-    doc.update(updates)
+    """Set top-level sections (and signals) of the run's decision.json, validated, atomically."""
+    run = RunDir(run_dir)
     if signals:
-        doc["signals"] = {**(doc.get("signals") or {}), **signals}
-    write_json_atomic(path, doc)
+        updates = {**updates, "signals": {**run.read_report().signals, **signals}}
+    run.update_report(**updates)

@@ -6,13 +6,13 @@ forced adapter can never pass for a recommended one.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from advisor.errors import GateError
+from advisor.rundir import RunDir
 from advisor.types import Verdict
 
 
@@ -33,33 +33,21 @@ class GateResult:
         }
 
 
-def read_verdict(decision_path: Path) -> str:
-    """The verdict in a decision.json; GateError when the file or field is missing or unreadable."""
-    try:
-        doc = json.loads(decision_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise GateError(
-            "no decision.json in the run folder: run `tunegate advise` first", file=str(decision_path)
-        ) from exc
-    except (OSError, json.JSONDecodeError) as exc:
-        raise GateError(f"cannot read the decision: {exc}", file=str(decision_path)) from exc
-    decision = doc.get("decision") if isinstance(doc, dict) else None
-    verdict = decision.get("verdict") if isinstance(decision, dict) else None
-    if not isinstance(verdict, str):
-        raise GateError("the decision has no verdict", file=str(decision_path), field="decision.verdict")
-    return verdict
+def read_verdict(run: RunDir) -> str | None:
+    """The run's verdict; None when the folder has no decision.json (a damaged one: DataError, exit 3)."""
+    if not run.decision_path.exists():
+        return None
+    return str(run.read_report().decision.verdict)
 
 
 def check_gate(run_dir: str | Path, force: bool = False) -> GateResult:
     """Allow training when the verdict is `fine_tune`, or when forced; raise GateError otherwise."""
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
+    run_dir = run.path
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    try:
-        verdict: str | None = read_verdict(run_dir / "decision.json")
-    except GateError:
-        if not force:
-            raise
-        verdict = None
+    verdict = read_verdict(run)
+    if verdict is None and not force:
+        raise GateError("no decision.json in the run folder: run `tunegate advise` first", file=str(run.path))
     if verdict == Verdict.FINE_TUNE:
         return GateResult(run_dir, verdict, False, now)
     if force:
@@ -67,6 +55,6 @@ def check_gate(run_dir: str | Path, force: bool = False) -> GateResult:
     raise GateError(
         f"the verdict for this run is '{verdict}', not 'fine_tune': training refused "
         "(pass --force to train anyway; the override is recorded)",
-        file=str(run_dir / "decision.json"),
+        file=str(run.decision_path),
         field="decision.verdict",
     )

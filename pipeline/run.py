@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from advisor import decide, report, rules
-from advisor.files import write_json_atomic
 from advisor.model import resolve_model_dir as advisor_model_dir
 from pipeline.config import TrainConfig
 from pipeline.distributed import launched_rank, shutdown
@@ -46,10 +45,8 @@ def train_and_verify(
     if result.rank != 0:
         return None
     verify_run(run_dir)
-    doc = redecide(report.read_report(run_dir))
-    write_json_atomic(run_dir / report.DECISION_FILE, doc)
-    report.rerender_doc(run_dir, doc, ("md", "html"))
-    return doc
+    report.write_report(run_dir, redecide(report.read_report(run_dir)))
+    return report.read_report(run_dir)  # what is on disk is what the caller prints
 
 
 def train_run(

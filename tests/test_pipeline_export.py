@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import report_docs  # noqa: E402
 from tiny import rotten_tomatoes_examples, tiny_llama  # noqa: E402
 
 from advisor.finetune_report import training_markdown  # noqa: E402
@@ -27,6 +28,7 @@ SECTION = {
         "best_dev_loss": 0.5,
         "n_train": 30,
         "n_dev": 10,
+        "trained_tokens": 492,
         "tokens_per_s": 123.0,
         "elapsed_s": 4.0,
         "world_size": 1,
@@ -67,11 +69,11 @@ def test_model_card_and_training_section_show_hash_config_metrics_and_force() ->
 
 
 def test_update_decision_keeps_other_sections(tmp_path: Path) -> None:
-    (tmp_path / "decision.json").write_text(
-        json.dumps({"decision": {"verdict": "fine_tune"}, "signals": {"a": 1}})
-    )
+    before = report_docs.few_shot_doc(tmp_path)
+    (tmp_path / "decision.json").write_text(json.dumps(before))
     update_decision(tmp_path, {"training": SECTION}, signals={"finetune_verified": True})
     doc = json.loads((tmp_path / "decision.json").read_text())
-    assert doc["decision"] == {"verdict": "fine_tune"} and doc["training"]["provenance"]["forced"] is True
-    assert doc["signals"] == {"a": 1, "finetune_verified": True}
+    assert report_docs.facts(doc["decision"]) == report_docs.facts(before["decision"])
+    assert doc["training"]["provenance"]["forced"] is True
+    assert doc["signals"] == {**before["signals"], "finetune_verified": True}
     assert not list(tmp_path.glob(".*tmp*"))  # the temp file was renamed into place

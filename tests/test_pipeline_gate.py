@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
+import report_docs
 
-from advisor.errors import ExitCode, GateError
+from advisor.errors import DataError, ExitCode, GateError
 from pipeline.gate import check_gate
 
 
 def _run(tmp_path, verdict: str | None):
-    doc = {"schema_version": 1, "decision": {} if verdict is None else {"verdict": verdict}}
+    """A real run's decision.json with the verdict replaced (None: the verdict is missing)."""
+    doc = report_docs.few_shot_doc(tmp_path)
+    doc["decision"].pop("verdict")
+    if verdict is not None:
+        doc["decision"]["verdict"] = verdict
     (tmp_path / "decision.json").write_text(json.dumps(doc))
     return tmp_path
 
@@ -40,6 +45,6 @@ def test_missing_or_broken_decision_is_refused(tmp_path) -> None:
     with pytest.raises(GateError):
         check_gate(tmp_path)
     _run(tmp_path, None)
-    with pytest.raises(GateError) as err:
+    with pytest.raises(DataError) as damaged:  # the run folder's one policy: a damaged file is exit 3
         check_gate(tmp_path)
-    assert err.value.problems[0].field == "decision.verdict"
+    assert damaged.value.problems[0].field == "decision.verdict"
