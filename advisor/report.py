@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor import __version__
+from advisor.decide import confidence_sentence
 from advisor.files import write_json_atomic, write_text_atomic
 
 SCHEMA_VERSION = "1.0"
@@ -267,7 +268,7 @@ def to_markdown(doc: Mapping[str, Any], plots: Mapping[str, Sequence[tuple[str, 
     out = [
         "# tunegate report",
         "",
-        f"**Verdict: `{d['verdict']}`** (confidence {d['confidence']:.2f}, {d['confidence_label']})",
+        f"**Verdict: `{d['verdict']}`**, {confidence_sentence(d)}",
         "",
         d["summary"],
         "",
@@ -303,7 +304,9 @@ def _md_decision(d: Mapping[str, Any]) -> list[str]:
         out.append("")
     if d.get("scores"):
         out += [
-            "Weighted votes: " + ", ".join(f"{v} {s:g}" for v, s in d["scores"].items()) + ".",
+            "Weighted votes: "
+            + ", ".join(f"{v} {s:g}" for v, s in d["scores"].items())
+            + f" (vote margin {d['vote_margin']:.2f}: the rules' own strength figure, not a probability).",
             "",
         ]
     if d["vetoed"]:
@@ -413,7 +416,7 @@ def print_summary(doc: Mapping[str, Any], console: Any = None) -> None:
     }.get(d["verdict"], "white")
     body = Text()
     body.append(f"{d['verdict']}", style=f"bold {colour}")
-    body.append(f"   confidence {d['confidence']:.2f} ({d['confidence_label']})\n")
+    body.append(f"   {confidence_sentence(d)}\n")
     body.append(d["summary"])
     deciding = [r for r in d["fired"] if r["id"] in d["deciding_rules"]]
     for r in deciding[:1]:  # the strongest deciding rule: what backs it

@@ -6,6 +6,7 @@ seed, so a report is reproducible to the last digit.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -141,8 +142,13 @@ class PairedDiff:
         return {"diff": self.diff, "low": self.low, "high": self.high, "p_value": self.p_value, "n": self.n}
 
 
+@functools.lru_cache(maxsize=2)
 def _indices(n: int, seed: int, n_resamples: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    # Every interval of a run draws the same indices (same n, seed and size); P(verdict) asks for them
+    # thousands of times. Cached read-only, at most two matrices.
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    idx.flags.writeable = False
+    return idx
 
 
 def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -202,22 +208,31 @@ def bootstrap_macro_f1(
     confidence: float = CONFIDENCE,
 ) -> Estimate:
     t, p = _encode(y_true, y_pred, labels)
+    if t.size == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
     n_labels = len(labels)
-
-    def stat(idx: np.ndarray) -> float:
-        return _macro_f1_codes_over(t[idx], p[idx], n_labels)
-
-    return bootstrap_statistic(len(t), stat, seed=seed, n_resamples=n_resamples, confidence=confidence)
+    samples = _macro_f1_rows(t, p, _indices(t.size, seed, n_resamples), n_labels)
+    lo, hi = _percentiles(samples, confidence)
+    return Estimate(_macro_f1_codes_over(t, p, n_labels), lo, hi, int(t.size))
 
 
 def _macro_f1_codes_over(t: np.ndarray, p: np.ndarray, n_labels: int) -> float:
-    # The extra "outside the label set" code takes part in counting but not in the average.
-    tp = np.bincount(t[t == p], minlength=n_labels + 1)[:n_labels].astype(float)
-    true_n = np.bincount(t, minlength=n_labels + 1)[:n_labels].astype(float)
-    pred_n = np.bincount(p, minlength=n_labels + 1)[:n_labels].astype(float)
-    denom = true_n + pred_n
-    f1 = np.divide(2 * tp, denom, out=np.zeros(n_labels), where=denom > 0)
-    return float(f1.mean())
+    return float(_macro_f1_rows(t, p, np.arange(t.size)[None, :], n_labels)[0])
+
+
+def _macro_f1_rows(t: np.ndarray, p: np.ndarray, idx: np.ndarray, n_labels: int) -> np.ndarray:
+    """Macro-F1 of the items at each row of `idx` (one resample per row), all rows at once.
+
+    The extra "outside the label set" code takes part in counting but not in the average.
+    """
+    tt, pp = t[idx], p[idx]
+    f1 = np.zeros((idx.shape[0], n_labels))
+    for lab in range(n_labels):
+        is_t, is_p = tt == lab, pp == lab
+        tp = np.sum(is_t & is_p, axis=1).astype(float)
+        denom = np.sum(is_t, axis=1) + np.sum(is_p, axis=1)
+        f1[:, lab] = np.divide(2 * tp, denom, out=np.zeros(idx.shape[0]), where=denom > 0)
+    return f1.mean(axis=1) if n_labels else np.zeros(idx.shape[0])
 
 
 def _paired_p(samples: np.ndarray) -> float:
@@ -276,15 +291,14 @@ def paired_bootstrap_macro_f1(
 ) -> PairedDiff:
     t, pa = _encode(y_true, pred_a, labels)
     _, pb = _encode(y_true, pred_b, labels)
+    if t.size == 0:
+        return PairedDiff(math.nan, math.nan, math.nan, math.nan, 0)
     n_labels = len(labels)
-    return paired_bootstrap(
-        len(t),
-        lambda idx: _macro_f1_codes_over(t[idx], pa[idx], n_labels),
-        lambda idx: _macro_f1_codes_over(t[idx], pb[idx], n_labels),
-        seed=seed,
-        n_resamples=n_resamples,
-        confidence=confidence,
-    )
+    idx = _indices(t.size, seed, n_resamples)
+    samples = _macro_f1_rows(t, pa, idx, n_labels) - _macro_f1_rows(t, pb, idx, n_labels)
+    lo, hi = _percentiles(samples, confidence)
+    point = _macro_f1_codes_over(t, pa, n_labels) - _macro_f1_codes_over(t, pb, n_labels)
+    return PairedDiff(float(point), lo, hi, _paired_p(samples), int(t.size))
 
 
 @dataclass(frozen=True)
