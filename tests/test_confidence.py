@@ -210,3 +210,64 @@ def test_a_sure_verdict_or_a_spent_budget_keeps_the_split(tmp_path, monkeypatch)
     )
     growth = doc["split"]["eval_growth"]
     assert growth["rounds"] == 0 and len(split["eval"]) == 40 and "budget" in growth["stopped"]
+
+
+# ---------------------------------------------------------------- after verification
+
+
+def _verified_run(tmp_path, ft_correct: np.ndarray):
+    from advisor.evaluate import compare, prompting_signals, write_arm_predictions, write_predictions
+    from pipeline.verify import FINETUNED, build_verification, verification_signals
+
+    n = len(ft_correct)
+    result = _result(np.arange(n) < n // 2, np.arange(n) < n // 2 + 10, target=0.9)
+    write_predictions(tmp_path, result)
+    ft = _arm(FINETUNED, FINETUNED, 0, ft_correct, 10)
+    write_arm_predictions(tmp_path, ft)
+    best = result.arm(result.plateau.best_arm)
+    cmp = compare(best.items, ft.items, metric="accuracy", seed=0, labels=LABELS)
+    section = build_verification(
+        baseline_name=best.name,
+        baseline_items=best.items,
+        finetuned=ft,
+        comparison=cmp,
+        metric="accuracy",
+        quality_target=0.9,
+        task=TaskKind.CLASSIFY,
+        labels=LABELS,
+        seed=0,
+        latency={},
+        adapter_dir="adapter",
+        model_id="synthetic+lora",
+        provenance={},
+    )
+    signals = {
+        "n_examples": 5000,
+        "prompting_measured": True,
+        **prompting_signals(result),
+        **verification_signals(section),
+    }
+    return {
+        "provenance": {"config": {}},
+        "signals": signals,
+        "prompting": result.to_dict(),
+        "verification": section,
+    }
+
+
+def test_redecide_measures_p_verdict_on_the_verified_items(tmp_path) -> None:
+    from pipeline.run import redecide
+
+    doc = _verified_run(tmp_path, np.arange(200) < 190)  # fine-tuned 0.95 against 0.55
+    assert doc["signals"]["finetune_verified"] is True
+    without = redecide(doc)["decision"]
+    assert without["confidence"] is None
+    d = redecide(doc, tmp_path)["decision"]
+    assert d["verdict"] == without["verdict"]
+    detail = d["confidence_detail"]
+    assert detail["n_items"] == 200 and detail["n_resamples"] >= 500
+    assert sum(detail["shares"].values()) == pytest.approx(1.0)
+    assert d["confidence"] == detail["shares"][d["verdict"]] >= 0.9  # a 40-point gain is no accident
+
+    (tmp_path / "predictions" / "fine_tuned.jsonl").unlink()
+    assert redecide(doc, tmp_path)["decision"]["confidence"] is None  # nothing to resample
