@@ -144,7 +144,7 @@ class _Growth:
     probabilities: list[float | None]
     added_lines: list[int] = field(default_factory=list)
     rounds: int = 0
-    stopped: str = ""
+    stopped: str = "no model was run: P(verdict) not measured"
 
     def add(self, chunk: tuple[int, ...], probability: float | None) -> None:
         self.rounds += 1
