@@ -89,7 +89,9 @@ def resample_arm(
 ) -> ArmResult:
     """The arm on the drawn items, rescored. Lines become draw positions (an item drawn twice counts
     twice, and compare() pairs by line); the arm's cost (mean prompt tokens) is a property of the arm
-    and keeps its measured value, so the cost order of the arms does not change."""
+    and keeps its measured value, so the cost order of the arms does not change. Any other per-arm
+    figure derived from the items must be derived here again too (or in `analyse`), or a resample would
+    carry the full eval set's value."""
     items = tuple(_renumbered(arm.items[int(i)], j) for j, i in enumerate(idx))
     return replace(arm, items=items, scores=summarise(items, task, labels, seed, n_resamples), prompts=())
 
