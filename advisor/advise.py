@@ -6,8 +6,10 @@ touched when a model is used, so a data-only run stays light.
 
 from __future__ import annotations
 
+import math
 import sys
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ DEFAULT_TARGETS = {TaskKind.CLASSIFY: ("accuracy", 0.90), TaskKind.GENERATE: ("c
 def advise(config: AdviseConfig) -> dict[str, Any]:
     """Run the advisor and return the report document (also written to `config.out`)."""
     from advisor import audit as audit_mod
-    from advisor import data, decide, report, rules
+    from advisor import data, report, rules
+    from advisor.evaluate import prompting_signals
     from advisor.files import ensure_dir
 
     ruleset = rules.load_rules([Path(d) for d in config.rules_dirs], overrides=config.thresholds)
@@ -72,8 +75,6 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     eval_items = [by_line[i] for i in split.eval]
     if backend is not None:
         prompting = _benchmark(config, backend, task, labels, train, eval_items, metric, run_dir)
-        from advisor.evaluate import prompting_signals
-
         signals.update(prompting_signals(prompting))
 
     # measure
@@ -82,15 +83,33 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     evidence = gather_evidence(backend, prompting, train, eval_items, task, labels, config)
     signals.update(evidence_signals(evidence, config))
 
-    # decide and write
-    decision = decide.decide(ruleset, signals)
+    # decide, and measure P(verdict); while it is low, grow the eval split and measure again
+    decision = _decide(ruleset, signals, prompting)
+    growth = _Growth(initial_eval=len(split.eval), probabilities=[_probability(decision)])
+    while prompting is not None:
+        chunk = _next_eval_chunk(ruleset, config, backend, decision, prompting, examples, split, growth)
+        if not chunk:
+            break
+        moved = set(chunk)
+        split = replace(split, train=tuple(i for i in split.train if i not in moved), eval=split.eval + chunk)
+        audit_mod.write_split(run_dir, split, loaded.sha256, str(Path(config.data).resolve()))
+        # The demonstrations still come from the original training rows, so the items measured before
+        # keep their prompts (answered from the response cache); only the new items cost model calls.
+        eval_items = [by_line[i] for i in split.eval]
+        prompting = _benchmark(config, backend, task, labels, train, eval_items, metric, run_dir)
+        signals.update(prompting_signals(prompting))
+        signals["n_eval"], signals["n_train"] = len(split.eval), len(split.train)
+        decision = _decide(ruleset, signals, prompting)
+        growth.add(chunk, _probability(decision))
+
+    # write
     doc = report.build_report(
         config=config,
         loaded=loaded,
         task=task,
         labels=labels,
         audit=audit,
-        split=split,
+        split={**audit_mod.split_section(split), "eval_growth": growth.to_dict(len(split.eval))},
         signals=signals,
         decision=decision,
         ruleset=ruleset,
@@ -122,6 +141,117 @@ def _check_inputs(config: AdviseConfig) -> None:
         var = next((v for v in ("TUNEGATE_BASE_URL", "OPENAI_BASE_URL") if os.environ.get(v)), None)
         if var is not None and has_url_credentials(os.environ[var]):
             raise ConfigError(URL_CREDENTIALS_HELP, field=f"${var}")
+
+
+def _decide(ruleset: Any, signals: dict[str, Any], prompting: Any) -> Any:
+    """The verdict, with P(verdict) when per-item measurements exist to resample."""
+    from advisor import confidence, decide
+
+    decision = decide.decide(ruleset, signals)
+    if prompting is None:
+        return decision
+    return decide.with_confidence(
+        decision, confidence.of_prompting(ruleset, signals, decision.verdict, prompting)
+    )
+
+
+def _probability(decision: Any) -> float | None:
+    return None if decision.confidence is None else decision.confidence.probability
+
+
+@dataclass
+class _Growth:
+    """What growing the eval split did, for decision.json's split section."""
+
+    initial_eval: int
+    probabilities: list[float | None]
+    added_lines: list[int] = field(default_factory=list)
+    rounds: int = 0
+    stopped: str = "no model was run: P(verdict) not measured"
+
+    def add(self, chunk: tuple[int, ...], probability: float | None) -> None:
+        self.rounds += 1
+        self.added_lines.extend(chunk)
+        self.probabilities.append(probability)
+
+    def to_dict(self, final_eval: int) -> dict[str, Any]:
+        return {
+            "initial_eval": self.initial_eval,
+            "final_eval": final_eval,
+            "rounds": self.rounds,
+            "added_lines": list(self.added_lines),
+            "probabilities": [p for p in self.probabilities if p is not None],
+            "stopped": self.stopped,
+        }
+
+
+def _next_eval_chunk(
+    ruleset: Any,
+    config: AdviseConfig,
+    backend: Any,
+    decision: Any,
+    prompting: Any,
+    examples: Sequence[Example],
+    split: Any,
+    growth: _Growth,
+) -> tuple[int, ...]:
+    """The lines of the next eval chunk, or () with `growth.stopped` saying why the split stays as it is.
+
+    Grows only while P(verdict) is below `min_verdict_probability`, for at most `max_eval_growth_rounds`
+    rounds, from training rows no prompt used as a demonstration (stratified, seeded, duplicates kept
+    together: `make_split` on those rows), while the held-out share stays within the audit's cap and the
+    new items' model calls fit what is left of --max-requests/--max-tokens.
+    """
+    from advisor import audit as audit_mod
+
+    th = ruleset.thresholds
+    p = _probability(decision)
+    floor = float(th["min_verdict_probability"])
+    if p is None or p >= floor:
+        growth.stopped = f"P(verdict) {p:.2f} is at least {floor:.2f}" if p is not None else "not measured"
+        return ()
+    if growth.rounds >= int(th["max_eval_growth_rounds"]):
+        growth.stopped = f"P(verdict) {p:.2f} after {growth.rounds} growth rounds (the most allowed)"
+        return ()
+    held_out_room = (
+        math.floor(len(examples) * audit_mod.MAX_HELD_OUT_SHARE) - len(split.eval) - len(split.dev)
+    )
+    size = min(math.ceil(config.eval_size * float(th["eval_growth_chunk_share"])), held_out_room)
+    demos = {line for arm in prompting.arms for it in arm.items for line in it.demo_lines}
+    train = set(split.train)
+    unused = [ex for ex in examples if ex.line in train and ex.line not in demos]
+    chunk = audit_mod.make_split(
+        unused, seed=config.seed + growth.rounds + 1, eval_size=size, dev_size=0
+    ).eval
+    if size <= 0 or not chunk:
+        growth.stopped = f"P(verdict) {p:.2f}, and no unused labeled rows are left to hold out"
+        return ()
+    requests, tokens = _eval_cost(prompting, len(chunk), config.max_gen_tokens)
+    # What the run has spent: the backend's own count where it keeps one (the openai backend), else the
+    # estimate for the eval items measured so far.
+    budget = getattr(getattr(backend, "inner", backend), "budget", None)
+    spent = (
+        (budget.requests, budget.tokens)
+        if budget is not None
+        else _eval_cost(prompting, prompting.arms[0].n, config.max_gen_tokens)
+    )
+    if (config.max_requests is not None and spent[0] + requests > config.max_requests) or (
+        config.max_tokens is not None and spent[1] + tokens > config.max_tokens
+    ):
+        growth.stopped = (
+            f"P(verdict) {p:.2f}; {len(chunk)} more eval items would pass the request or token budget"
+        )
+        return ()
+    return tuple(chunk)
+
+
+def _eval_cost(prompting: Any, n_items: int, max_gen_tokens: int) -> tuple[int, int]:
+    """Model requests and tokens (estimated from the measured arms) that `n_items` more eval items cost."""
+    per_item = max(1, len(prompting.labels))
+    requests = n_items * per_item * len(prompting.arms)
+    answer = 0 if prompting.labels else max_gen_tokens
+    tokens = sum(math.ceil(n_items * per_item * (a.mean_prompt_tokens + answer)) for a in prompting.arms)
+    return requests, tokens
 
 
 def _open_backend(config: AdviseConfig) -> Any:

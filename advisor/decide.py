@@ -12,7 +12,13 @@ How the verdict is reached:
 4. Otherwise weighted votes: each fired vote rule adds its weight to its verdict; vetoed verdicts
    are dropped. No votes, or a tie at the top, gives `inconclusive`.
 
-Confidence (0-1), documented so a reader can recompute it from decision.json:
+Confidence is a measured probability, not computed here: `advisor.confidence` resamples the eval
+items, recomputes the signals and runs `decide` on each resample; the share of resamples that give the
+verdict is P(verdict) (`Confidence`, attached with `with_confidence`). Without per-item measurements
+there is nothing to resample and the confidence is `None` ("not measured").
+
+The vote margin (0-1) is the rules' own strength figure, kept for transparency, documented so a reader
+can recompute it from decision.json:
     coverage = 1 - skipped / counted                    share of the counted rules that could be checked;
                                                         counted = the stop rules when a stop decided
                                                         (another stop could have overridden it),
@@ -21,15 +27,15 @@ Confidence (0-1), documented so a reader can recompute it from decision.json:
              = 0.4 + 0.5 * (top - runner_up) / total    decided by votes (total = all non-vetoed votes)
              = 0.4                                      tie at the top
              = 0.0                                      no votes at all
-    confidence = base * (0.5 + 0.5 * coverage)
-Labels: high >= 0.75, medium >= 0.5, low otherwise.
+    vote_margin = base * (0.5 + 0.5 * coverage)
+Confidence labels (of P(verdict)): high >= 0.75, medium >= 0.5, low otherwise.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from advisor.rules import (
@@ -73,10 +79,38 @@ class Veto:
 
 
 @dataclass(frozen=True)
+class Confidence:
+    """P(verdict): the share of bootstrap resamples of the eval items on which `decide` gives the verdict.
+
+    `shares` holds every verdict seen, most frequent first; the runner-up is the most frequent other one.
+    """
+
+    probability: float
+    runner_up: Verdict | None
+    runner_up_share: float
+    shares: tuple[tuple[Verdict, float], ...]
+    n_resamples: int
+    n_items: int
+    seed: int
+    method: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "probability": self.probability,
+            "runner_up": None if self.runner_up is None else str(self.runner_up),
+            "runner_up_share": self.runner_up_share,
+            "shares": {str(v): s for v, s in self.shares},
+            "n_resamples": self.n_resamples,
+            "n_items": self.n_items,
+            "seed": self.seed,
+            "method": self.method,
+        }
+
+
+@dataclass(frozen=True)
 class Decision:
     verdict: Verdict
-    confidence: float
-    confidence_label: str  # low | medium | high
+    vote_margin: float  # the rules' weight-based strength (see the module doc), not a probability
     summary: str
     decided_by: str  # "stop" | "votes" | "tie" | "no_votes"
     deciding_rules: tuple[str, ...]
@@ -86,6 +120,11 @@ class Decision:
     not_fired: tuple[str, ...]
     vetoes: tuple[Veto, ...]
     what_would_change: tuple[str, ...]
+    confidence: Confidence | None = None  # None: not measured (no per-item results to resample)
+
+    @property
+    def confidence_label(self) -> str:
+        return "not measured" if self.confidence is None else confidence_label(self.confidence.probability)
 
     @property
     def vetoed(self) -> tuple[Verdict, ...]:
@@ -95,8 +134,10 @@ class Decision:
         """The JSON form stored under `decision` in decision.json."""
         return {
             "verdict": str(self.verdict),
-            "confidence": self.confidence,
+            "confidence": None if self.confidence is None else self.confidence.probability,
             "confidence_label": self.confidence_label,
+            "confidence_detail": None if self.confidence is None else self.confidence.to_dict(),
+            "vote_margin": self.vote_margin,
             "summary": self.summary,
             "decided_by": self.decided_by,
             "deciding_rules": list(self.deciding_rules),
@@ -123,6 +164,26 @@ class Decision:
 def prompting_exhausted(signals: Mapping[str, SignalValue]) -> bool:
     """The precondition for ever recommending fine-tuning."""
     return signals.get("prompting_measured") is True and signals.get("prompting_plateaued") is True
+
+
+def with_confidence(decision: Decision, confidence: Confidence | None) -> Decision:
+    return replace(decision, confidence=confidence)
+
+
+def confidence_sentence(d: Mapping[str, Any]) -> str:
+    """One line on P(verdict) from decision.json's `decision` section, for every renderer."""
+    detail = d.get("confidence_detail")
+    if not detail:
+        return "confidence not measured (no per-item results to resample)"
+    runner = (
+        f"; runner-up {detail['runner_up']} {detail['runner_up_share']:.2f}"
+        if detail.get("runner_up")
+        else ""
+    )
+    return (
+        f"P(verdict) {detail['probability']:.2f} ({d['confidence_label']}{runner}; "
+        f"{detail['n_resamples']} bootstrap resamples of {detail['n_items']} eval items)"
+    )
 
 
 def confidence_label(confidence: float) -> str:
@@ -213,7 +274,7 @@ def decide(ruleset: RuleSet, signals: Mapping[str, SignalValue]) -> Decision:
 
     counted = stop_rules if decided_by == "stop" else arguing
     coverage = 1.0 - sum(o.status is Status.SKIPPED for o in counted) / len(counted) if counted else 0.0
-    confidence = round(base * (0.5 + 0.5 * coverage), 3)
+    vote_margin = round(base * (0.5 + 0.5 * coverage), 3)
     changes = _what_would_change(
         verdict,  # type: ignore[arg-type]
         decided_by,
@@ -226,8 +287,7 @@ def decide(ruleset: RuleSet, signals: Mapping[str, SignalValue]) -> Decision:
     )
     return Decision(
         verdict=verdict,  # type: ignore[arg-type]
-        confidence=confidence,
-        confidence_label=confidence_label(confidence),
+        vote_margin=vote_margin,
         summary=summary,
         decided_by=decided_by,
         deciding_rules=deciding,

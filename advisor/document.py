@@ -76,6 +76,17 @@ class Audit(Model):
     token_method: Literal["tokenizer", "chars/4"]
 
 
+class EvalGrowth(Model):
+    """How advise grew the eval split while P(verdict) was low (split.json holds the final lines)."""
+
+    initial_eval: Count
+    final_eval: Count
+    rounds: Count
+    added_lines: list[int]
+    probabilities: list[float] = []
+    stopped: str
+
+
 class Split(Model):
     """Split sizes; the line numbers themselves are in the run folder's split.json."""
 
@@ -85,6 +96,7 @@ class Split(Model):
     n_dev: Count | None = None
     n_eval: Count | None = None
     leakage_count: Count | None = None
+    eval_growth: EvalGrowth | None = None
 
 
 # --------------------------------------------------------------------------- prompting
@@ -425,10 +437,30 @@ class Vetoed(Model):
     message: str
 
 
+class ConfidenceDetail(Model):
+    """P(verdict) from a paired bootstrap over the eval items, `decide()` run on every resample."""
+
+    probability: Share
+    runner_up: Verdict | None
+    runner_up_share: Share
+    shares: dict[Verdict, Share]
+    n_resamples: Annotated[int, Field(ge=1)]
+    n_items: Annotated[int, Field(ge=1)]
+    seed: int
+    method: str
+
+
 class Decision(Model):
     verdict: Verdict
-    confidence: Share
-    confidence_label: Literal["low", "medium", "high"]
+    confidence: Share | None = Field(
+        description="P(verdict): the share of bootstrap resamples of the eval items whose signals give "
+        "this verdict; null when nothing was measured per item."
+    )
+    confidence_label: Literal["low", "medium", "high", "not measured"]
+    confidence_detail: ConfidenceDetail | None
+    vote_margin: Share = Field(
+        description="the rules' weight-based strength of the verdict; not a probability"
+    )
     summary: Annotated[str, Field(min_length=1)]
     decided_by: Literal["stop", "votes", "tie", "no_votes"]
     deciding_rules: list[str]

@@ -287,17 +287,25 @@ def _score_items(
 
 
 def summarise(
-    items: Sequence[ItemResult], task: TaskKind, labels: Sequence[str], seed: int
+    items: Sequence[ItemResult],
+    task: TaskKind,
+    labels: Sequence[str],
+    seed: int,
+    n_resamples: int = stats.N_RESAMPLES,
 ) -> dict[str, Estimate]:
     """Every metric of the task with its bootstrap interval."""
+    r = n_resamples
     if task is TaskKind.CLASSIFY:
         return {
-            "accuracy": stats.bootstrap_mean([float(it.correct) for it in items], seed=seed),
+            "accuracy": stats.bootstrap_mean([float(it.correct) for it in items], seed=seed, n_resamples=r),
             "macro_f1": stats.bootstrap_macro_f1(
-                [it.target for it in items], [it.prediction for it in items], labels, seed=seed
+                [it.target for it in items], [it.prediction for it in items], labels, seed=seed, n_resamples=r
             ),
         }
-    return {m: stats.bootstrap_mean([it.metrics[m] for it in items], seed=seed) for m in metrics_for(task)}
+    return {
+        m: stats.bootstrap_mean([it.metrics[m] for it in items], seed=seed, n_resamples=r)
+        for m in metrics_for(task)
+    }
 
 
 def _arm_result(
@@ -392,6 +400,7 @@ def compare(
     labels: Sequence[str] = (),
     before_name: str = "before",
     after_name: str = "after",
+    n_resamples: int = stats.N_RESAMPLES,
 ) -> Comparison:
     """`after` minus `before` on the same items (matched by line), with flips in both directions.
 
@@ -410,10 +419,14 @@ def compare(
             [it.prediction for it in b],
             labels,
             seed=seed,
+            n_resamples=n_resamples,
         )
     else:
         diff = stats.paired_bootstrap_mean(
-            [it.metrics[metric] for it in after], [it.metrics[metric] for it in b], seed=seed
+            [it.metrics[metric] for it in after],
+            [it.metrics[metric] for it in b],
+            seed=seed,
+            n_resamples=n_resamples,
         )
     return Comparison(
         arm=after_name,
@@ -501,6 +514,39 @@ def evaluate_arms(
         )
         for arm in arms
     ]
+    return analyse(
+        results,
+        backend=backend.name,
+        model_id=backend.model_id,
+        task=task,
+        labels=labels,
+        seed=seed,
+        target_metric=target_metric,
+        quality_target=target,
+        min_gain=min_gain,
+        alpha=alpha,
+    )
+
+
+def analyse(
+    results: Sequence[ArmResult],
+    *,
+    backend: str,
+    model_id: str,
+    task: TaskKind,
+    labels: Sequence[str],
+    seed: int,
+    target_metric: str,
+    quality_target: float,
+    min_gain: float,
+    alpha: float = stats.ALPHA,
+    n_resamples: int = stats.N_RESAMPLES,
+) -> PromptingResult:
+    """Compare each scored arm with the next cheaper arm and with zero-shot, and judge the plateau.
+
+    Pure over the arms' per-item results, so the same analysis runs on a bootstrap resample of the
+    eval items (advisor.confidence); `n_resamples` sets the inner tests' bootstrap size.
+    """
     ordered = sorted(results, key=lambda r: r.mean_prompt_tokens)  # stable: ties keep arm order
 
     def cmp(arm: ArmResult, base: ArmResult) -> Comparison:
@@ -512,6 +558,7 @@ def evaluate_arms(
             labels=labels,
             before_name=base.name,
             after_name=arm.name,
+            n_resamples=n_resamples,
         )
 
     comparisons: list[Comparison] = []
@@ -534,18 +581,18 @@ def evaluate_arms(
     plateau = stats.detect_plateau(
         points,
         vs_previous,
-        quality_target=target,
+        quality_target=quality_target,
         min_gain=min_gain,
         alpha=alpha,
         items_needed=needed,
     )
     return PromptingResult(
-        backend=backend.name,
-        model_id=backend.model_id,
+        backend=backend,
+        model_id=model_id,
         task=task,
         labels=tuple(labels),
         target_metric=target_metric,
-        quality_target=target,
+        quality_target=quality_target,
         min_gain=min_gain,
         alpha=alpha,
         seed=seed,

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from advisor import plots
+from advisor.decide import confidence_sentence
 
 VERDICT_TEXT = {
     "prompt": "Prompt the model: a zero-shot or system prompt is enough",
@@ -260,7 +261,7 @@ def _banner(doc: Mapping[str, Any]) -> str:
         f'<div class="headline">{esc(VERDICT_TEXT.get(verdict, verdict))}</div>'
         f"<div>Confidence <strong>{fmt(conf, 2)}</strong>"
         f'<span class="meter" aria-hidden="true"><span style="width:{pct:.0f}%"></span></span>'
-        f"{esc(d.get('confidence_label', ''))}; decided by {esc(d.get('decided_by', '?'))}"
+        f"{esc(confidence_sentence(d))}; decided by {esc(d.get('decided_by', '?'))}"
         + (f" ({', '.join(f'<code>{esc(r)}</code>' for r in deciding)})" if deciding else "")
         + "</div>"
         f"<p>{esc(d.get('summary', ''))}</p>"
@@ -848,7 +849,11 @@ def _rules(doc: Mapping[str, Any]) -> str:
     scores = d.get("scores") or {}
     if scores:
         out.append(
-            "<p>Weighted votes: " + ", ".join(f"{esc(k)} {fmt(v, 3)}" for k, v in scores.items()) + ".</p>"
+            "<p>Weighted votes: "
+            + ", ".join(f"{esc(k)} {fmt(v, 3)}" for k, v in scores.items())
+            + f" (vote margin {fmt(d.get('vote_margin'), 2)}: "
+            "the rules' own strength figure, not a probability)."
+            "</p>"
         )
     vetoed = d.get("vetoed") or []
     if vetoed:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor import __version__
+from advisor.decide import confidence_sentence
 from advisor.document import SCHEMA_VERSION, Report
 from advisor.files import ensure_dir, write_text_atomic
 from advisor.rundir import RunDir
@@ -268,8 +269,7 @@ def to_markdown(doc: Mapping[str, Any], plots: Mapping[str, Sequence[tuple[str, 
     out = [
         "# tunegate report",
         "",
-        f"**Verdict: {md_code(d['verdict'])}** (confidence {d['confidence']:.2f}, "
-        f"{md_escape(d['confidence_label'])})",
+        f"**Verdict: {md_code(d['verdict'])}**, {md_escape(confidence_sentence(d))}",
         "",
         md_escape(d["summary"]),
         "",
@@ -310,7 +310,9 @@ def _md_decision(d: Mapping[str, Any]) -> list[str]:
         out.append("")
     if d.get("scores"):
         out += [
-            "Weighted votes: " + ", ".join(f"{md_escape(v)} {s:g}" for v, s in d["scores"].items()) + ".",
+            "Weighted votes: "
+            + ", ".join(f"{md_escape(v)} {s:g}" for v, s in d["scores"].items())
+            + f" (vote margin {d['vote_margin']:.2f}: the rules' own strength figure, not a probability).",
             "",
         ]
     if d["vetoed"]:
@@ -424,7 +426,7 @@ def print_summary(doc: Mapping[str, Any], console: Any = None) -> None:
     }.get(d["verdict"], "white")
     body = Text()
     body.append(f"{d['verdict']}", style=f"bold {colour}")
-    body.append(f"   confidence {d['confidence']:.2f} ({term_safe(d['confidence_label'])})\n")
+    body.append(f"   {term_safe(confidence_sentence(d))}\n")
     body.append(term_safe(d["summary"]))
     deciding = [r for r in d["fired"] if r["id"] in d["deciding_rules"]]
     for r in deciding[:1]:  # the strongest deciding rule: what backs it

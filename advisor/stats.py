@@ -6,11 +6,12 @@ seed, so a report is reproducible to the last digit.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -158,8 +159,24 @@ def _index_chunks(n: int, seed: int, n_resamples: int) -> Iterator[np.ndarray]:
         yield rng.integers(0, n, size=(min(rows, n_resamples - start), n))
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_blocks(n: int, seed: int, n_resamples: int) -> tuple[np.ndarray, ...]:
+    blocks = tuple(_index_chunks(n, seed, n_resamples))
+    for b in blocks:
+        b.flags.writeable = False
+    return blocks
+
+
+def _blocks(n: int, seed: int, n_resamples: int) -> Iterable[np.ndarray]:
+    """The index blocks; small matrices (one block) are cached, since every interval of a run and every
+    P(verdict) resample asks for the same ones thousands of times. Large ones are drawn as they are used."""
+    if n * n_resamples <= CHUNK_ELEMENTS:
+        return _cached_blocks(n, seed, n_resamples)
+    return _index_chunks(n, seed, n_resamples)
+
+
 def _resampled_means(v: np.ndarray, seed: int, n_resamples: int) -> np.ndarray:
-    return np.concatenate([v[idx].mean(axis=1) for idx in _index_chunks(v.size, seed, n_resamples)])
+    return np.concatenate([v[idx].mean(axis=1) for idx in _blocks(v.size, seed, n_resamples)])
 
 
 def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -180,7 +197,7 @@ def bootstrap_statistic(
     if n == 0:
         return Estimate(math.nan, math.nan, math.nan, 0)
     point = statistic(np.arange(n))
-    samples = np.array([statistic(idx) for block in _index_chunks(n, seed, n_resamples) for idx in block])
+    samples = np.array([statistic(idx) for block in _blocks(n, seed, n_resamples) for idx in block])
     lo, hi = _percentiles(samples, confidence)
     return Estimate(float(point), lo, hi, n)
 
@@ -219,22 +236,33 @@ def bootstrap_macro_f1(
     confidence: float = CONFIDENCE,
 ) -> Estimate:
     t, p = _encode(y_true, y_pred, labels)
+    if t.size == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
     n_labels = len(labels)
-
-    def stat(idx: np.ndarray) -> float:
-        return _macro_f1_codes_over(t[idx], p[idx], n_labels)
-
-    return bootstrap_statistic(len(t), stat, seed=seed, n_resamples=n_resamples, confidence=confidence)
+    samples = np.concatenate(
+        [_macro_f1_rows(t, p, idx, n_labels) for idx in _blocks(t.size, seed, n_resamples)]
+    )
+    lo, hi = _percentiles(samples, confidence)
+    return Estimate(_macro_f1_codes_over(t, p, n_labels), lo, hi, int(t.size))
 
 
 def _macro_f1_codes_over(t: np.ndarray, p: np.ndarray, n_labels: int) -> float:
-    # The extra "outside the label set" code takes part in counting but not in the average.
-    tp = np.bincount(t[t == p], minlength=n_labels + 1)[:n_labels].astype(float)
-    true_n = np.bincount(t, minlength=n_labels + 1)[:n_labels].astype(float)
-    pred_n = np.bincount(p, minlength=n_labels + 1)[:n_labels].astype(float)
-    denom = true_n + pred_n
-    f1 = np.divide(2 * tp, denom, out=np.zeros(n_labels), where=denom > 0)
-    return float(f1.mean())
+    return float(_macro_f1_rows(t, p, np.arange(t.size)[None, :], n_labels)[0])
+
+
+def _macro_f1_rows(t: np.ndarray, p: np.ndarray, idx: np.ndarray, n_labels: int) -> np.ndarray:
+    """Macro-F1 of the items at each row of `idx` (one resample per row), all rows at once.
+
+    The extra "outside the label set" code takes part in counting but not in the average.
+    """
+    tt, pp = t[idx], p[idx]
+    f1 = np.zeros((idx.shape[0], n_labels))
+    for lab in range(n_labels):
+        is_t, is_p = tt == lab, pp == lab
+        tp = np.sum(is_t & is_p, axis=1).astype(float)
+        denom = np.sum(is_t, axis=1) + np.sum(is_p, axis=1)
+        f1[:, lab] = np.divide(2 * tp, denom, out=np.zeros(idx.shape[0]), where=denom > 0)
+    return f1.mean(axis=1) if n_labels else np.zeros(idx.shape[0])
 
 
 def _paired_p(samples: np.ndarray) -> float:
@@ -260,7 +288,7 @@ def paired_bootstrap(
     all_idx = np.arange(n)
     point = statistic_a(all_idx) - statistic_b(all_idx)
     samples = np.array(
-        [statistic_a(i) - statistic_b(i) for block in _index_chunks(n, seed, n_resamples) for i in block]
+        [statistic_a(i) - statistic_b(i) for block in _blocks(n, seed, n_resamples) for i in block]
     )
     lo, hi = _percentiles(samples, confidence)
     return PairedDiff(float(point), lo, hi, _paired_p(samples), n)
@@ -295,15 +323,18 @@ def paired_bootstrap_macro_f1(
 ) -> PairedDiff:
     t, pa = _encode(y_true, pred_a, labels)
     _, pb = _encode(y_true, pred_b, labels)
+    if t.size == 0:
+        return PairedDiff(math.nan, math.nan, math.nan, math.nan, 0)
     n_labels = len(labels)
-    return paired_bootstrap(
-        len(t),
-        lambda idx: _macro_f1_codes_over(t[idx], pa[idx], n_labels),
-        lambda idx: _macro_f1_codes_over(t[idx], pb[idx], n_labels),
-        seed=seed,
-        n_resamples=n_resamples,
-        confidence=confidence,
+    samples = np.concatenate(
+        [
+            _macro_f1_rows(t, pa, idx, n_labels) - _macro_f1_rows(t, pb, idx, n_labels)
+            for idx in _blocks(t.size, seed, n_resamples)
+        ]
     )
+    lo, hi = _percentiles(samples, confidence)
+    point = _macro_f1_codes_over(t, pa, n_labels) - _macro_f1_codes_over(t, pb, n_labels)
+    return PairedDiff(float(point), lo, hi, _paired_p(samples), int(t.size))
 
 
 @dataclass(frozen=True)

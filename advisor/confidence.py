@@ -1,0 +1,159 @@
+"""Confidence as a measured probability: P(verdict) under resampling of the eval items.
+
+The eval items are one sample; another sample of the same size could have given other scores, another
+plateau judgement and so another verdict. A paired bootstrap draws the eval items with replacement,
+jointly for every arm (draw j is the same item in every arm, so comparisons stay paired), rebuilds the
+prompting analysis on the drawn items with the functions a full run uses (`evaluate.analyse`, then
+`evaluate.prompting_signals`), merges the signals that do not depend on the eval items (data audit,
+evidence, usage), and runs the pure `decide` on each resample. P(verdict) is the share of resamples that
+give the reported verdict; the runner-up is the most frequent other verdict.
+
+Pure: arrays and frozen results in, a `Confidence` out. The resamples are drawn in chunks, so memory
+stays bounded however large the eval split.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from advisor.decide import Confidence, decide
+from advisor.evaluate import ArmResult, ItemResult, PromptingResult, analyse, prompting_signals, summarise
+from advisor.rules import RuleSet
+from advisor.signals import SignalValue
+from advisor.types import TaskKind, Verdict
+
+# Outer resamples: the share's standard error is at most sqrt(0.25 / 500) = 0.022.
+N_RESAMPLES = 500
+# The bootstrap size of the tests inside each resample (score intervals, paired p-values): small
+# enough that 500 resamples take seconds, large enough to resolve p = 0.01.
+INNER_RESAMPLES = 200
+CHUNK_CELLS = 500_000  # item indices drawn at once (resamples x items), so memory stays bounded
+METHOD = "paired bootstrap over the eval items, all arms resampled jointly; decide() on each resample"
+
+Resampler = Callable[[np.ndarray], Mapping[str, SignalValue]]
+
+
+def measure(
+    ruleset: RuleSet,
+    signals: Mapping[str, SignalValue],
+    verdict: Verdict,
+    resampler: Resampler,
+    n_items: int,
+    *,
+    seed: int,
+    n_resamples: int = N_RESAMPLES,
+) -> Confidence:
+    """P(`verdict`): `signals` with `resampler(idx)` merged over them, decided once per resample.
+
+    `idx` holds `n_items` item positions drawn with replacement; `resampler` returns the signals that
+    the drawn items give (only those keys replace the measured ones).
+    """
+    if n_items < 1 or n_resamples < 1:
+        raise ValueError("measuring confidence needs at least one item and one resample")
+    rng = np.random.default_rng(seed)
+    counts: Counter[Verdict] = Counter()
+    rows = max(1, CHUNK_CELLS // n_items)
+    done = 0
+    while done < n_resamples:
+        chunk = rng.integers(0, n_items, size=(min(rows, n_resamples - done), n_items))
+        for idx in chunk:
+            counts[decide(ruleset, {**signals, **resampler(idx)}).verdict] += 1
+        done += len(chunk)
+    shares = tuple(
+        sorted(((v, c / n_resamples) for v, c in counts.items()), key=lambda vs: (-vs[1], str(vs[0])))
+    )
+    runner_up = next(((v, s) for v, s in shares if v is not verdict), (None, 0.0))
+    return Confidence(
+        probability=counts[verdict] / n_resamples,
+        runner_up=runner_up[0],
+        runner_up_share=runner_up[1],
+        shares=shares,
+        n_resamples=n_resamples,
+        n_items=n_items,
+        seed=seed,
+        method=METHOD,
+    )
+
+
+def resample_arm(
+    arm: ArmResult,
+    idx: np.ndarray,
+    task: TaskKind,
+    labels: Sequence[str],
+    seed: int,
+    n_resamples: int = INNER_RESAMPLES,
+) -> ArmResult:
+    """The arm on the drawn items, rescored. Lines become draw positions (an item drawn twice counts
+    twice, and compare() pairs by line); the arm's cost (mean prompt tokens) is a property of the arm
+    and keeps its measured value, so the cost order of the arms does not change. Any other per-arm
+    figure derived from the items must be derived here again too (or in `analyse`), or a resample would
+    carry the full eval set's value."""
+    items = tuple(_renumbered(arm.items[int(i)], j) for j, i in enumerate(idx))
+    return replace(arm, items=items, scores=summarise(items, task, labels, seed, n_resamples), prompts=())
+
+
+def _renumbered(item: ItemResult, line: int) -> ItemResult:
+    # A field-for-field copy with another line: dataclasses.replace re-runs __init__ and costs ten times
+    # as much, and this runs items x arms x resamples times.
+    new = object.__new__(ItemResult)
+    new.__dict__.update(item.__dict__, line=line)
+    return new
+
+
+def resample_prompting(
+    result: PromptingResult, idx: np.ndarray, n_resamples: int = INNER_RESAMPLES
+) -> PromptingResult:
+    """The whole prompting analysis (comparisons, plateau) again on the drawn eval items."""
+    arms = [resample_arm(a, idx, result.task, result.labels, result.seed, n_resamples) for a in result.arms]
+    return analyse(
+        arms,
+        backend=result.backend,
+        model_id=result.model_id,
+        task=result.task,
+        labels=result.labels,
+        seed=result.seed,
+        target_metric=result.target_metric,
+        quality_target=result.quality_target,
+        min_gain=result.min_gain,
+        alpha=result.alpha,
+        n_resamples=n_resamples,
+    )
+
+
+def prompting_resampler(result: PromptingResult, n_resamples: int = INNER_RESAMPLES) -> Resampler:
+    """The prompting signals of a resample, from the one signal function a full run uses."""
+
+    def signals(idx: np.ndarray) -> Mapping[str, SignalValue]:
+        return prompting_signals(resample_prompting(result, idx, n_resamples))
+
+    return signals
+
+
+def of_prompting(
+    ruleset: RuleSet,
+    signals: Mapping[str, SignalValue],
+    verdict: Verdict,
+    result: PromptingResult,
+    *,
+    n_resamples: int = N_RESAMPLES,
+) -> Confidence:
+    """P(verdict) for an advise run whose prompting arms were measured on the eval items."""
+    n_items = result.arms[0].n
+    if any(
+        a.n != n_items or [it.line for it in a.items] != [it.line for it in result.arms[0].items]
+        for a in result.arms
+    ):
+        raise ValueError("every arm must be scored on the same eval items, in the same order")
+    return measure(
+        ruleset,
+        signals,
+        verdict,
+        prompting_resampler(result),
+        n_items,
+        seed=result.seed,
+        n_resamples=n_resamples,
+    )

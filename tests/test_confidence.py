@@ -1,0 +1,273 @@
+"""P(verdict) by resampling the eval items: synthetic arms with a known answer, then advise end to end."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import jsonschema
+import numpy as np
+import pytest
+
+from advisor import confidence
+from advisor.evaluate import ArmResult, ItemResult, PromptingResult, analyse, summarise
+from advisor.rules import load_rules
+from advisor.types import TaskKind, Verdict
+
+LABELS = ("negative", "positive")
+
+RULES = """
+[[rule]]
+id = "t.meets"
+kind = "vote"
+verdict = "prompt"
+weight = 2
+message = "the cheap arm meets the target"
+[[rule.when]]
+signal = "prompt_meets_target"
+op = "eq"
+value = true
+[[rule.source]]
+title = "test"
+citation = "a synthetic rule for this test"
+
+[[rule]]
+id = "t.misses"
+kind = "vote"
+verdict = "few_shot"
+weight = 1
+message = "the cheap arm misses the target"
+[[rule.when]]
+signal = "prompt_meets_target"
+op = "eq"
+value = false
+[[rule.source]]
+title = "test"
+citation = "a synthetic rule for this test"
+"""
+
+
+@pytest.fixture
+def ruleset(tmp_path):
+    (tmp_path / "r.toml").write_text(RULES)
+    return load_rules([tmp_path], include_shipped=False)
+
+
+def _arm(name: str, kind: str, k: int, correct: np.ndarray, tokens: int) -> ArmResult:
+    items = tuple(
+        ItemResult(
+            line=i + 1,
+            input=f"item {i}",
+            target="positive",
+            prediction="positive" if ok else "negative",
+            correct=bool(ok),
+            metrics={"accuracy": float(ok)},
+            prompt_tokens=tokens,
+        )
+        for i, ok in enumerate(correct)
+    )
+    scores = summarise(items, TaskKind.CLASSIFY, LABELS, seed=0)
+    return ArmResult(name, kind, k, None, items, scores, float(tokens))
+
+
+def _result(zero_correct: np.ndarray, few_correct: np.ndarray, target: float) -> PromptingResult:
+    arms = [
+        _arm("zero_shot", "zero_shot", 0, zero_correct, 20),
+        _arm("few_shot_k4", "few_shot", 4, few_correct, 90),
+    ]
+    return analyse(
+        arms,
+        backend="synthetic",
+        model_id="none",
+        task=TaskKind.CLASSIFY,
+        labels=LABELS,
+        seed=0,
+        target_metric="accuracy",
+        quality_target=target,
+        min_gain=0.02,
+    )
+
+
+def _p(ruleset, result: PromptingResult) -> tuple[Verdict, object]:
+    from advisor.decide import decide
+    from advisor.evaluate import prompting_signals
+
+    signals = prompting_signals(result)
+    verdict = decide(ruleset, signals).verdict
+    return verdict, confidence.of_prompting(ruleset, signals, verdict, result)
+
+
+def test_a_score_sitting_on_the_target_gives_two_equally_likely_verdicts(ruleset) -> None:
+    rng = np.random.default_rng(1)
+    zero = rng.permutation(np.arange(400) < 200)  # accuracy exactly 0.500, the target
+    verdict, conf = _p(ruleset, _result(zero, zero, target=0.5))
+    assert verdict is Verdict.PROMPT  # 0.500 >= 0.500 on the measured items
+    assert 0.4 <= conf.probability <= 0.6
+    assert conf.runner_up is Verdict.FEW_SHOT
+    assert conf.probability + conf.runner_up_share == pytest.approx(1.0)
+    assert conf.n_resamples >= 500 and conf.n_items == 400
+
+
+def test_a_score_far_above_the_target_is_a_near_certain_verdict(ruleset) -> None:
+    zero = np.arange(400) < 360  # accuracy 0.90 against a target of 0.70
+    verdict, conf = _p(ruleset, _result(zero, zero, target=0.7))
+    assert verdict is Verdict.PROMPT
+    assert conf.probability >= 0.95
+    assert conf.runner_up is None or conf.runner_up_share <= 0.05
+
+
+def test_the_measurement_is_seeded_and_chunked_without_changing_the_answer(ruleset, monkeypatch) -> None:
+    zero = np.random.default_rng(2).permutation(np.arange(300) < 160)
+    result = _result(zero, zero, target=0.52)
+    _, first = _p(ruleset, result)
+    monkeypatch.setattr(confidence, "CHUNK_CELLS", 300 * 7)  # 7 resamples per chunk instead of all at once
+    _, again = _p(ruleset, result)
+    assert first == again
+
+
+def test_arms_scored_on_different_items_are_refused(ruleset) -> None:
+    result = _result(np.arange(50) < 25, np.arange(50) < 30, target=0.5)
+    shifted = result.arms[1].items[1:] + result.arms[1].items[:1]
+    broken = replace(result, arms=(result.arms[0], replace(result.arms[1], items=shifted)))
+    with pytest.raises(ValueError, match="same eval items"):
+        _p(ruleset, broken)
+
+
+def test_decision_json_carries_the_probability_and_the_vote_margin(ruleset) -> None:
+    from advisor.decide import decide, with_confidence
+    from advisor.evaluate import prompting_signals
+
+    result = _result(np.arange(200) < 180, np.arange(200) < 180, target=0.7)
+    signals = prompting_signals(result)
+    d = decide(ruleset, signals)
+    assert d.to_dict()["confidence"] is None and d.to_dict()["confidence_label"] == "not measured"
+    doc = with_confidence(d, confidence.of_prompting(ruleset, signals, d.verdict, result)).to_dict()
+    assert doc["confidence"] == doc["confidence_detail"]["probability"] >= 0.95
+    assert doc["confidence_label"] == "high"
+    assert 0.0 <= doc["vote_margin"] <= 1.0
+    json.dumps(doc)
+
+
+# ---------------------------------------------------------------- advise: growing the eval split
+
+
+def _advise_with_fake(tmp_path, monkeypatch, **settings):
+    from fakes import FakeBackend
+
+    from advisor import advise as advise_mod
+    from advisor.config import AdviseConfig
+    from advisor.demo import write_demo_data
+
+    fake = FakeBackend({"positive": {"good", "great", "fun"}, "negative": {"bad", "dull", "boring"}})
+    monkeypatch.setattr(advise_mod, "_open_backend", lambda config: fake)
+    data = write_demo_data(str(tmp_path / "data"), n=600)
+    config = AdviseConfig(
+        data=str(data),
+        out=str(tmp_path / "run"),
+        eval_size=40,
+        dev_size=20,
+        k_ladder=(1, 2),
+        latency_samples=2,
+        **settings,
+    )
+    doc = advise_mod.advise(config)
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    return doc, split, fake
+
+
+def test_a_low_probability_grows_the_eval_split_in_seeded_chunks(tmp_path, monkeypatch) -> None:
+    doc, split, _ = _advise_with_fake(tmp_path, monkeypatch, thresholds={"min_verdict_probability": 1.01})
+    growth = doc["split"]["eval_growth"]
+    assert growth["rounds"] == 2 and growth["initial_eval"] == 40 and growth["final_eval"] == 80
+    assert "2 growth rounds" in growth["stopped"] and len(growth["probabilities"]) == 3
+    added = set(growth["added_lines"])
+    assert len(added) == 40 and added <= set(split["eval"]) and not added & set(split["train"])
+    assert len(split["eval"]) == 80
+    assert doc["prompting"]["n_eval"] == 80 and doc["signals"]["n_eval"] == 80
+    assert doc["decision"]["confidence_detail"]["n_items"] == 80
+    # no added item was a demonstration in any prompt, and the first 40 items kept their place
+    demos = {
+        line
+        for path in (tmp_path / "run" / "predictions").glob("*.jsonl")
+        for row in map(json.loads, path.read_text().splitlines())
+        for line in row.get("demo_lines", [])
+    }
+    assert not demos & added
+    from advisor.report import schema
+
+    jsonschema.validate(doc, schema())
+
+
+def test_a_sure_verdict_or_a_spent_budget_keeps_the_split(tmp_path, monkeypatch) -> None:
+    doc, split, _ = _advise_with_fake(tmp_path, monkeypatch, thresholds={"min_verdict_probability": 0.0})
+    growth = doc["split"]["eval_growth"]
+    assert growth["rounds"] == 0 and len(split["eval"]) == 40 and "at least" in growth["stopped"]
+    assert 0.0 <= doc["decision"]["confidence"] <= 1.0
+
+    # 40 items x 2 labels x 4 arms = 320 requests measured; 20 more items would need 160 more
+    doc, split, _ = _advise_with_fake(
+        tmp_path, monkeypatch, thresholds={"min_verdict_probability": 1.01}, max_requests=400
+    )
+    growth = doc["split"]["eval_growth"]
+    assert growth["rounds"] == 0 and len(split["eval"]) == 40 and "budget" in growth["stopped"]
+
+
+# ---------------------------------------------------------------- after verification
+
+
+def _verified_run(tmp_path, ft_correct: np.ndarray):
+    from advisor.evaluate import compare, prompting_signals, write_arm_predictions, write_predictions
+    from pipeline.verify import FINETUNED, build_verification, verification_signals
+
+    n = len(ft_correct)
+    result = _result(np.arange(n) < n // 2, np.arange(n) < n // 2 + 10, target=0.9)
+    write_predictions(tmp_path, result)
+    ft = _arm(FINETUNED, FINETUNED, 0, ft_correct, 10)
+    write_arm_predictions(tmp_path, ft)
+    best = result.arm(result.plateau.best_arm)
+    cmp = compare(best.items, ft.items, metric="accuracy", seed=0, labels=LABELS)
+    section = build_verification(
+        baseline_name=best.name,
+        baseline_items=best.items,
+        finetuned=ft,
+        comparison=cmp,
+        metric="accuracy",
+        quality_target=0.9,
+        task=TaskKind.CLASSIFY,
+        labels=LABELS,
+        seed=0,
+        latency={},
+        adapter_dir="adapter",
+        model_id="synthetic+lora",
+        provenance={},
+    )
+    signals = {
+        "n_examples": 5000,
+        "prompting_measured": True,
+        **prompting_signals(result),
+        **verification_signals(section),
+    }
+    return {
+        "provenance": {"config": {}},
+        "signals": signals,
+        "prompting": result.to_dict(),
+        "verification": section,
+    }
+
+
+def test_redecide_measures_p_verdict_on_the_verified_items(tmp_path) -> None:
+    from pipeline.run import redecide
+
+    doc = _verified_run(tmp_path, np.arange(200) < 190)  # fine-tuned 0.95 against 0.55
+    assert doc["signals"]["finetune_verified"] is True
+    without = redecide(doc)["decision"]
+    assert without["confidence"] is None
+    d = redecide(doc, tmp_path)["decision"]
+    assert d["verdict"] == without["verdict"]
+    detail = d["confidence_detail"]
+    assert detail["n_items"] == 200 and detail["n_resamples"] >= 500
+    assert sum(detail["shares"].values()) == pytest.approx(1.0)
+    assert d["confidence"] == detail["shares"][d["verdict"]] >= 0.9  # a 40-point gain is no accident
+
+    (tmp_path / "predictions" / "fine_tuned.jsonl").unlink()
+    assert redecide(doc, tmp_path)["decision"]["confidence"] is None  # nothing to resample
