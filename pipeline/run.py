@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from advisor import confidence, decide, report, rules
+from advisor import confidence, decide, evaluate, report, rules
 from advisor.model import resolve_model_dir as advisor_model_dir
 from advisor.types import TaskKind
 from pipeline.config import TrainConfig
@@ -22,7 +22,7 @@ from pipeline.examples import training_split
 from pipeline.export import export_training
 from pipeline.gate import GateResult, check_gate
 from pipeline.loop import TrainResult, train
-from pipeline.verify import verify_run
+from pipeline.verify import FINETUNED, build_verification, verification_signals, verify_run
 
 STALE_OUTPUTS = ("checkpoints", "best", "adapter", "metrics.jsonl")  # of an earlier run, unless resuming
 
@@ -125,9 +125,6 @@ def _verification_resampler(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Any,
 
     None when the run lacks a per-item file (an arm's or the fine-tuned model's): nothing to resample.
     """
-    from advisor import confidence, evaluate
-    from pipeline.verify import FINETUNED, build_verification, verification_signals
-
     section = doc.get("prompting")
     folder = run_dir / "predictions"
     if not section or not doc.get("verification"):
