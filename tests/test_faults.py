@@ -7,11 +7,9 @@ in a fallback recorded in the report, or in a retry that waits as long as the se
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,6 @@ from advisor.backends.base import GenRequest, LoglikRequest
 from advisor.errors import BackendError, BudgetError
 from advisor.types import Message
 
-REPO = Path(__file__).resolve().parents[1]
 GEN = GenRequest((Message("user", "Say hi"),), max_tokens=4)
 LABELS = [LoglikRequest((Message("user", "A dull film."),), lab) for lab in ("positive", "negative")]
 
@@ -178,75 +175,88 @@ def test_the_probe_answer_is_reused_not_asked_twice(fault_server: tuple[str, Fau
 
 
 # ------------------------------------------------------------------------------ the command line
-def _data(tmp_path: Path, n: int = 40) -> Path:
+def _data(tmp_path: Path, n: int = 80) -> Path:
     path = tmp_path / "reviews.jsonl"
     rows = rotten_tomatoes_rows(n, seed=1)
     path.write_text("".join(json.dumps({"prompt": t, "completion": lab}) + "\n" for _, t, lab in rows))
     return path
 
 
-def advise(url: str, data: Path, out: Path, cache: Path, *extra: str, timeout: float = 120) -> Any:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TUNEGATE_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
-    env.pop("OPENAI_API_KEY", None)
-    cmd = [sys.executable, "-m", "advisor.cli", "advise", str(data), "--backend", "openai", "--base-url", url,
-           "--out", str(out), "--eval-size", "12", "--k", "1,2", "--set", "latency_samples=3",
-           "--set", "max_retries=1", *extra]  # fmt: skip
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+def advise_argv(url: str, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["advise", str(data), "--backend", "openai", "--base-url", url, "--out", str(out),
+            "--eval-size", "16", "--dev-size", "4", "--k", "1,2", "--set", "latency_samples=3",
+            *extra]  # fmt: skip
 
 
-def _one_clean_line(proc: Any, code: int) -> str:
-    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("tunegate: error:")]
-    assert len(errors) == 1, proc.stderr[-2000:]
+@pytest.fixture
+def run_advise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str]]:
+    """`tunegate advise` in this process against a server: (exit code, stderr)."""
+    from advisor.cli import main
+
+    monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    data = _data(tmp_path)
+
+    def run(url: str, *extra: str) -> tuple[int, str]:
+        code = main(advise_argv(url, data, tmp_path / "run", "--set", "max_retries=1", *extra))
+        return code, capsys.readouterr().err
+
+    return run
+
+
+def _one_line(err: str) -> str:
+    errors = [ln for ln in err.splitlines() if ln.startswith("tunegate: error:")]
+    assert len(errors) == 1, err[-2000:]
     return errors[0]
 
 
 @pytest.mark.parametrize(
-    ("mode", "code", "says"),
+    ("mode", "says"),
     [
-        ("hang", 6, "no answer within 1 s"),
-        ("bad_json", 6, "not valid JSON"),
-        ("truncated", 6, "broke off"),
-        ("wrong_shape", 6, "malformed answer"),
-        ("500", 6, "gave up after 2 tries"),
+        ("hang", "no answer within 1 s (2 tries)"),
+        ("bad_json", "not valid JSON"),
+        ("truncated", "broke off"),
+        ("wrong_shape", "malformed answer"),
+        ("500", "gave up after 2 tries"),
     ],
 )
-def test_advise_under_a_fault_exits_with_one_line(
-    fault_server: tuple[str, FaultState], tmp_path: Path, mode: str, code: int, says: str
+def test_advise_under_a_fault_exits_6_with_one_line(
+    fault_server: tuple[str, FaultState], run_advise: Callable[..., tuple[int, str]], mode: str, says: str
 ) -> None:
     url, state = fault_server
     state.mode, state.hang_s = mode, 10.0
     state.wrong_shape = WRONG_LOGPROBS["logprob is text"]
-    proc = advise(url, _data(tmp_path), tmp_path / "run", tmp_path / "cache", "--timeout", "1")
-    assert says in _one_clean_line(proc, code)
+    code, err = run_advise(url, "--timeout", "1")
+    assert code == 6 and says in _one_line(err)
 
 
-def test_advise_budget_counts_retries(fault_server: tuple[str, FaultState], tmp_path: Path) -> None:
+def test_advise_budget_counts_retries(
+    fault_server: tuple[str, FaultState], run_advise: Callable[..., tuple[int, str]]
+) -> None:
     url, state = fault_server
     state.mode, state.retry_after = "429", "0.01"
-    proc = advise(url, _data(tmp_path), tmp_path / "run", tmp_path / "cache", "--max-requests", "5",
-                  "--set", "max_retries=10")  # fmt: skip
-    assert "request budget exhausted" in _one_clean_line(proc, 7)
-    assert len(state.received) <= 5
+    code, err = run_advise(url, "--max-requests", "5", "--set", "max_retries=10")
+    assert code == 7 and "request budget exhausted" in _one_line(err)
+    assert len(state.received) == 4  # and GET /v1/models: five HTTP requests in all
 
 
 def test_advise_without_logprobs_records_the_fallback_and_reruns_free(
-    fault_server: tuple[str, FaultState], tmp_path: Path
+    fault_server: tuple[str, FaultState], run_advise: Callable[..., tuple[int, str]], tmp_path: Path
 ) -> None:
     url, state = fault_server
     state.mode = "no_logprobs"
-    data, out, cache = _data(tmp_path), tmp_path / "run", tmp_path / "cache"
-    first = advise(url, data, out, cache)
-    assert first.returncode in (0, 10, 11, 12, 13), first.stderr[-3000:]
-    doc = json.loads((out / "decision.json").read_text())
+    first, err = run_advise(url)
+    assert first in (0, 10, 11, 12, 13), err[-3000:]
+    doc = json.loads((tmp_path / "run" / "decision.json").read_text())
     backend = doc["provenance"]["backend"]
     assert backend["scoring_method"] == "generate" and "no log-probabilities" in backend["scoring_note"]
-    missing = {m["what"] if isinstance(m, dict) else m[0]: m for m in doc["evidence"]["not_measured"]}
-    assert "domain perplexity" in missing
+    assert "domain perplexity" in json.dumps(doc["evidence"]["not_measured"])
     sent = len(state.received)
-    second = advise(url, data, out, cache)
-    assert second.returncode == first.returncode, second.stderr[-3000:]
+    second, err = run_advise(url)
+    assert second == first, err[-3000:]
     assert len(state.received) == sent  # everything answered from the cache
-    again = json.loads((out / "decision.json").read_text())["provenance"]["backend"]
+    again = json.loads((tmp_path / "run" / "decision.json").read_text())["provenance"]["backend"]
     assert again["scoring_method"] == "generate" and again["cache"]["calls"] == 0
+    assert again["scoring_note"] == backend["scoring_note"]
