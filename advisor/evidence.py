@@ -293,9 +293,9 @@ def inexact_scoring(backend: Backend) -> str | None:
         return None
     note = getattr(backend, "scoring_note", None)
     return (
-        f"the backend scores by {method}"
-        + (f" ({note})" if note else "")
-        + ", not whole-text log-probabilities"
+        f"scored by {method}"
+        + (f": {note}" if note else "")
+        + "; perplexity needs whole-text log-probabilities"
     )
 
 
@@ -331,7 +331,8 @@ def measure_domain(
     if len(texts) > max_texts:
         rng = np.random.default_rng(seed)
         texts = [texts[i] for i in sorted(rng.choice(len(texts), max_texts, replace=False))]
-    if hasattr(backend, "scoring_method") and backend.scoring_method is None:  # one text decides
+    if backend.name == "openai" and getattr(backend, "scoring_method", None) is None:
+        # A server's scoring method is found by its first scoring call: one text (cached) decides.
         backend.loglikelihood([LoglikRequest(DOMAIN_CONTEXT, continuation=texts[0])])
     if inexact_scoring(backend) is not None:
         return None

@@ -47,6 +47,7 @@ class FaultState:
     wrong_shape: dict[str, Any] | None = None  # the body answered in mode wrong_shape
     answered: list[Answered] = field(default_factory=list)
     received: list[tuple[float, str, str]] = field(default_factory=list)  # (time, path, mode)
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # every POST's body, in order
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -65,7 +66,7 @@ class FaultState:
 
     def reset(self) -> None:
         with self.lock:
-            self.mode, self.plan, self.answered, self.received = "ok", [], [], []
+            self.mode, self.plan, self.answered, self.received, self.bodies = "ok", [], [], [], []
             self.delay_s, self.retry_after, self.wrong_shape = 0.0, "2", None
 
 
@@ -171,6 +172,7 @@ def make_handler(state: FaultState) -> type[BaseHTTPRequestHandler]:
             mode = state.next_mode()
             with state.lock:
                 state.received.append((time.monotonic(), self.path, mode))
+                state.bodies.append(body)
             if state.delay_s:
                 time.sleep(state.delay_s)
             if not self._fault(mode, body, key):

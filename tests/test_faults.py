@@ -19,6 +19,7 @@ from tiny import rotten_tomatoes_rows
 
 from advisor.backends.base import GenRequest, LoglikRequest
 from advisor.errors import BackendError, BudgetError
+from advisor.evidence import DOMAIN_CONTEXT
 from advisor.types import Message
 
 GEN = GenRequest((Message("user", "Say hi"),), max_tokens=4)
@@ -260,3 +261,16 @@ def test_advise_without_logprobs_records_the_fallback_and_reruns_free(
     again = json.loads((tmp_path / "run" / "decision.json").read_text())["provenance"]["backend"]
     assert again["scoring_method"] == "generate" and again["cache"]["calls"] == 0
     assert again["scoring_note"] == backend["scoring_note"]
+
+
+def test_advise_generation_without_logprobs_skips_perplexity_after_one_probe(
+    fault_server: tuple[str, FaultState], run_advise: Callable[..., tuple[int, str]], tmp_path: Path
+) -> None:
+    url, state = fault_server
+    state.mode = "no_logprobs"
+    code, err = run_advise(url, "--task", "generate")
+    assert code in (0, 10, 11, 12, 13), err[-3000:]
+    doc = json.loads((tmp_path / "run" / "decision.json").read_text())
+    assert "perplexity needs whole-text log-probabilities" in json.dumps(doc["evidence"]["not_measured"])
+    domain = [b for b in state.bodies if b["messages"][0]["content"] == DOMAIN_CONTEXT[0].content]
+    assert len(domain) == 2  # the chat-logprobs probe and one generate-and-match, not one per text

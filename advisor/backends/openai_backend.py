@@ -288,7 +288,7 @@ class OpenAIBackend:
         with self._detect_lock:
             if self.scoring_method is not None:
                 return
-            why = "no tokenizer folder to render prompts for echo scoring"
+            why = "echo: no tokenizer folder given to render prompts"
             if self._tokenizer is not None:
                 self.budget.reserve(1, self._estimate(sample.messages) + 8)
                 try:
@@ -296,20 +296,21 @@ class OpenAIBackend:
                     self.scoring_method, self.scoring_note = "echo", "prompt-token log-probabilities"
                     return
                 except _Unsupported as e:
-                    why = f"echo unavailable: {e}"
+                    why = f"echo: {e}"
             self.budget.reserve(1, self._estimate(sample.messages) + 1)
             try:
                 self._answer(
                     self._chat_logprobs_one, (sample.messages, [sample.continuation], 0, 1), probing=True
                 )
-                self.scoring_method, self.scoring_note = "chat_logprobs", why
+                self.scoring_method, self.scoring_note = "chat_logprobs", f"first-token top_logprobs ({why})"
                 return
             except _Unsupported as e:
-                why += f"; chat log-probabilities unavailable: {e}"
+                why += f"; chat: {e}"
             self._probed.clear()
             self.scoring_method = "generate"
             self.scoring_note = (
-                f"the server gave no log-probabilities ({why}); labels scored by greedy generation"
+                f"the server gave no log-probabilities ({why}); a label scores 0 when the greedy reply "
+                "starts with it"
             )
 
     def _echo_one(self, item: tuple[LoglikRequest, int]) -> LoglikResult:
