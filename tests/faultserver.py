@@ -6,7 +6,10 @@ request body always gets the same answer. `plan` sets the fault of each coming P
 runs out, `mode` answers. Every answered POST is counted per distinct (path, body), with the time its
 answer was fully written, so a test can tell a repeated call from a new one.
 
-Modes: ok, 429 (with Retry-After), 500, hang, bad_json, html, truncated, wrong_shape, no_logprobs, huge.
+Modes: ok, 429 (with Retry-After), 500, hang, bad_json, html, truncated, wrong_shape, no_logprobs, huge,
+and for probes: raw (any status, headers and bytes), stall_body (half an answer, then silence),
+chunked_huge (an endless chunked body with no length), trickle (a byte every 0.2 s), close (the
+connection closed unanswered).
 The real llama.cpp server (tests/server.py) stays the feature test; this one is for faults.
 """
 
@@ -25,7 +28,22 @@ import pytest
 
 MODEL = "fault-model"
 VOCAB = ("positive", "negative", "pos", "neg", "yes", "no", "spam", "ham", "The", "A", "I", " ")
-MODES = ("ok", "429", "500", "hang", "bad_json", "html", "truncated", "wrong_shape", "no_logprobs", "huge")
+MODES = (
+    "ok",
+    "429",
+    "500",
+    "hang",
+    "bad_json",
+    "html",
+    "truncated",
+    "wrong_shape",
+    "no_logprobs",
+    "huge",
+    "raw",
+    "stall_body",
+    "chunked_huge",
+    "close",
+)
 
 
 @dataclass
@@ -44,7 +62,8 @@ class FaultState:
     delay_s: float = 0.0  # added before every answer (makes a run last long enough to be killed)
     huge_bytes: int = 64 * 1024 * 1024
     hang_s: float = 30.0
-    wrong_shape: dict[str, Any] | None = None  # the body answered in mode wrong_shape
+    wrong_shape: Any = None  # the JSON answered in mode wrong_shape
+    raw: tuple[int, dict[str, str], bytes] = (200, {}, b"")  # status, headers, body in mode raw
     answered: list[Answered] = field(default_factory=list)
     received: list[tuple[float, str, str]] = field(default_factory=list)  # (time, path, mode)
     bodies: list[dict[str, Any]] = field(default_factory=list)  # every POST's body, in order
@@ -222,6 +241,56 @@ def make_handler(state: FaultState) -> type[BaseHTTPRequestHandler]:
                 doc = chat_answer(body, key, logprobs=False)
                 doc["choices"][0]["message"]["content"] = text
                 self._send(200, json.dumps(doc).encode())
+            elif mode == "raw":
+                status, headers, raw = state.raw
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                if "Content-Length" not in headers:
+                    self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+                self.wfile.flush()
+            elif mode == "stall_body":
+                full = json.dumps(chat_answer(body, key, logprobs=True)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(full)))
+                self.end_headers()
+                self.wfile.write(full[: len(full) // 2])
+                self.wfile.flush()
+                state.stop.wait(state.hang_s)
+                self.close_connection = True
+            elif mode == "chunked_huge":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                piece = b'{"choices": [{"message": {"content": "' + b"x" * 65536
+                try:
+                    for _ in range(state.huge_bytes // len(piece) + 1):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                        piece = b"x" * 65536
+                except OSError:
+                    pass  # the client hung up: expected
+                self.close_connection = True
+            elif mode == "trickle":
+                full = json.dumps(chat_answer(body, key, logprobs=True)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(full)))
+                self.end_headers()
+                try:
+                    for byte in full:
+                        if state.stop.wait(0.2):
+                            break
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                except OSError:
+                    pass
+                self.close_connection = True
+            elif mode == "close":
+                self.close_connection = True
             else:
                 raise AssertionError(f"unknown mode {mode}")
             return False

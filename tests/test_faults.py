@@ -69,11 +69,15 @@ def test_request_budget_stops_retries_at_the_cap(fault_server: tuple[str, FaultS
     assert len(state.received) == 4
 
 
-def test_hanging_server_fails_fast_with_the_timeout(fault_server: tuple[str, FaultState]) -> None:
+@pytest.mark.parametrize("mode", ["hang", "stall_body", "trickle"])
+def test_a_silent_or_trickling_server_fails_fast_with_the_timeout(
+    fault_server: tuple[str, FaultState], mode: str
+) -> None:
     url, state = fault_server
-    state.mode = "hang"
+    state.mode = mode
     t0 = time.monotonic()
-    with pytest.raises(BackendError, match=r"no answer within 1 s \(2 tries\)"):
+    tries = "2 tries" if mode == "hang" else "1 try"  # the client retries only a wait for the headers
+    with pytest.raises(BackendError, match=rf"no answer within 1 s \({tries}\)"):
         _backend(url, timeout=1.0, max_retries=1).generate([GEN])
     assert time.monotonic() - t0 < 6
 

@@ -481,7 +481,7 @@ class OpenAIBackend:
                     f"request budget exhausted: {self.budget.max_requests} requests used (retries included) "
                     f"while {self._where()} answered HTTP {e.status_code}; raise --max-requests"
                 ) from None
-            tries = f"gave up after {taken + 1} tries: " if retryable else ""
+            tries = f"gave up after {_tries(taken + 1)}: " if retryable else ""
             raise BackendError(self._scrub(f"{self._where()}: {tries}{_say(e)}")) from None
         except openai.APITimeoutError as e:
             taken = _retries_taken(e, retries)
@@ -489,13 +489,14 @@ class OpenAIBackend:
         except openai.APIConnectionError as e:
             taken = _retries_taken(e, retries)
             raise BackendError(
-                self._scrub(f"{self._where()}: gave up after {taken + 1} tries: {_say(e)}")
+                self._scrub(f"{self._where()}: gave up after {_tries(taken + 1)}: {_say(e)}")
             ) from None
         finally:
             self.budget.give_back(retries - taken)
 
     def _read(self, resp: Any, taken: int) -> bytes:
-        """The body, refused past `MAX_RESPONSE_BYTES` (by its declared length, else while it arrives)."""
+        """The body, refused past `MAX_RESPONSE_BYTES` (by its declared length, else as it arrives) or when it
+        takes longer than the timeout to arrive."""
         too_big = self._scrub(
             f"{self._where()}: refused an answer larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB "
             "(nothing of it is cached)"
@@ -504,11 +505,14 @@ class OpenAIBackend:
         if length.isdigit() and int(length) > MAX_RESPONSE_BYTES:
             raise BackendError(too_big)
         chunks, size = [], 0
+        deadline = time.monotonic() + self.timeout  # a body trickling in byte by byte never times out a read
         try:
             for chunk in resp.iter_bytes():
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:
                     raise BackendError(too_big)
+                if time.monotonic() > deadline:
+                    raise BackendError(self._timed_out(taken))
                 chunks.append(chunk)
         except BackendError:
             raise
@@ -522,7 +526,7 @@ class OpenAIBackend:
 
     def _timed_out(self, taken: int) -> str:
         return self._scrub(
-            f"{self._where()}: no answer within {self.timeout:g} s ({taken + 1} tries); "
+            f"{self._where()}: no answer within {self.timeout:g} s ({_tries(taken + 1)}); "
             "check the server or raise --timeout"
         )
 
@@ -667,6 +671,10 @@ def _retries_taken(e: Exception, default: int) -> int:
         return int(request.headers["x-stainless-retry-count"])  # type: ignore[union-attr]
     except (AttributeError, KeyError, TypeError, ValueError):
         return default
+
+
+def _tries(n: int) -> str:
+    return "1 try" if n == 1 else f"{n} tries"
 
 
 def _short(e: Exception) -> str:
