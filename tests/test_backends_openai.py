@@ -243,7 +243,8 @@ def test_both_backends_rank_labels_alike(llama_server: str, model_dir: Path) -> 
     texts = {t for t, _ in items}
     reqs = [r for r in _label_requests() if r.messages[-1].content in texts]
     local = HFBackend(model_dir, device="cpu").loglikelihood(reqs)
-    remote = _backend(llama_server, tokenizer=model_dir).loglikelihood(reqs)
+    # Echo requests queue behind each other on the CPU server: a generous timeout, no retries piling up.
+    remote = _backend(llama_server, tokenizer=model_dir, timeout=900, max_retries=0).loglikelihood(reqs)
 
     def ranking(res: list[Any]) -> list[bool]:
         return [res[2 * i].logprob > res[2 * i + 1].logprob for i in range(len(items))]
