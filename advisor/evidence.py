@@ -727,9 +727,9 @@ def gather_evidence(
         domain_measure = measure_domain(
             backend, texts, "inputs" if is_classify else "targets", max_texts=s.domain_texts, seed=s.seed
         )
-        why = inexact_scoring(backend)
-        if domain_measure is None and why is not None:
-            missing.append(("domain perplexity", why))
+        inexact = inexact_scoring(backend)
+        if domain_measure is None and inexact is not None:
+            missing.append(("domain perplexity", inexact))
     else:
         missing.append(("domain perplexity", "no model backend"))
 
