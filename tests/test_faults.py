@@ -147,6 +147,23 @@ def test_a_huge_answer_is_not_cached(fault_server: tuple[str, FaultState], tmp_p
     assert sum(p.stat().st_size for p in tmp_path.iterdir()) < 1024 * 1024
 
 
+def test_answers_in_flight_when_another_fails_are_kept(
+    fault_server: tuple[str, FaultState], tmp_path: Path
+) -> None:
+    from advisor.backends.cache import CachedBackend
+
+    url, state = fault_server
+    state.plan, state.delay_s = ["bad_json"], 0.3  # all four are in flight when the first answer breaks
+    cached = CachedBackend(_backend(url, max_retries=0, concurrency=4), tmp_path / "c.sqlite")
+    reqs = [GenRequest((Message("user", f"question {i}"),), max_tokens=4) for i in range(4)]
+    with pytest.raises(BackendError, match="not valid JSON"):
+        cached.generate(reqs)
+    assert cached.stats()["calls"] == 3  # the three good answers were stored
+    state.delay_s = 0.0
+    assert len(cached.generate(reqs)) == 4
+    assert len(state.received) == 5  # only the broken one was asked again
+
+
 def test_a_server_without_logprobs_degrades_to_generation(fault_server: tuple[str, FaultState]) -> None:
     url, state = fault_server
     state.mode = "no_logprobs"

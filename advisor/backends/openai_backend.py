@@ -407,7 +407,8 @@ class OpenAIBackend:
                     on_done(i, results[i])
             return results
         error: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
             futures: dict[Future[_R], int] = {
                 pool.submit(self._answer, fn, x): i for i, x in enumerate(items)
             }
@@ -422,8 +423,10 @@ class OpenAIBackend:
                         for other in futures:
                             other.cancel()
                     continue
-                if on_done is not None and error is None:
+                if on_done is not None:
                     on_done(futures[fut], results[futures[fut]])
+        finally:  # on Ctrl-C too: nothing queued is sent
+            pool.shutdown(wait=True, cancel_futures=True)
         if error is not None:
             raise error
         return results
