@@ -112,7 +112,7 @@ def test_sigkill_at_random_points_repeats_no_finished_call(
             out, cache = tmp_path / f"run{caches}", tmp_path / f"cache{caches}"
             argv = advise_argv(url, data, out)
             for _ in range(KILLS_PER_CACHE):
-                target = len(state.answered) + rng.randint(1, 40)
+                target = len(state.answered) + rng.randint(1, 20)
                 pid = launcher.start(argv, cache)
                 while launcher.running(pid) and len(state.answered) < target:
                     time.sleep(0.001)
