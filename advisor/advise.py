@@ -266,6 +266,8 @@ def _open_backend(config: AdviseConfig) -> Any:
         api_key_env=config.api_key_env,
         max_requests=config.max_requests,
         max_tokens=config.max_tokens,
+        timeout=config.timeout,
+        max_retries=config.max_retries,
     )
 
 
@@ -276,7 +278,7 @@ def _backend_info(backend: Any) -> dict[str, Any] | None:
 
     # The model id of a server backend holds its URL: never record credentials in it.
     info: dict[str, Any] = {"name": backend.name, "model_id": redact_url(str(backend.model_id))}
-    for attr in ("scoring_method",):
+    for attr in ("scoring_method", "scoring_note"):
         if getattr(backend, attr, None) is not None:
             info[attr] = getattr(backend, attr)
     stats = getattr(backend, "stats", None)

@@ -86,8 +86,15 @@ def _add_advise_args(p: argparse.ArgumentParser) -> None:
         choices=("stratified", "nearest"),
         help="few-shot demonstrations: stratified random or TF-IDF nearest neighbours",
     )
-    p.add_argument("--max-requests", type=int, help="hard budget on model requests for this run")
+    p.add_argument(
+        "--max-requests",
+        type=int,
+        help="hard budget on model requests for this run (HTTP attempts, retries included)",
+    )
     p.add_argument("--max-tokens", type=int, help="hard budget on tokens for this run")
+    p.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="limit for each model server request (default 60)"
+    )
     p.add_argument("--prices", metavar="FILE", help="price file (TOML), see advisor/data/prices.example.toml")
     p.add_argument("--rules", dest="rules_dirs", action="append", metavar="DIR", help="extra rules folder")
     p.add_argument(
@@ -278,6 +285,7 @@ def _advise_config(args: argparse.Namespace) -> Any:
             "demo_selection",
             "max_requests",
             "max_tokens",
+            "timeout",
             "prices",
             "rules_dirs",
         )

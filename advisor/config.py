@@ -64,6 +64,8 @@ class AdviseConfig:
     max_gen_tokens: int = 64
     max_requests: int | None = None
     max_tokens: int | None = None
+    timeout: float = 60.0  # seconds for each request to the model server (each attempt)
+    max_retries: int = 5  # retries of a failed request (429, 5xx, timeouts), each counted in max_requests
     latency_samples: int = 20
     horizon_days: float = 90.0
     prices: str | None = None
@@ -85,6 +87,10 @@ class AdviseConfig:
             raise ConfigError(f"must be between 0 and 1, got {self.quality_target}", field="quality_target")
         if any(k < 1 for k in self.k_ladder):
             raise ConfigError(f"every k must be at least 1, got {list(self.k_ladder)}", field="k_ladder")
+        if not (self.timeout > 0 and self.timeout < float("inf")):
+            raise ConfigError(f"must be a positive number of seconds, got {self.timeout}", field="timeout")
+        if self.max_retries < 0:
+            raise ConfigError(f"must be 0 or more, got {self.max_retries}", field="max_retries")
         for f in dataclasses.fields(self):
             _check_number(f.name, getattr(self, f.name))
         for name, value in self.thresholds.items():

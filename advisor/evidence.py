@@ -279,13 +279,30 @@ def reference_chunks(sentences: Sequence[str], words_per_text: float) -> list[st
 DOMAIN_CONTEXT = (Message("user", "Write a few sentences."),)
 
 
+def inexact_scoring(backend: Backend) -> str | None:
+    """Why the backend's scores are not whole-text log-probabilities (so perplexity means nothing), or None.
+
+    A server scored with `chat_logprobs` gives only the first token's log-probability, one scored with
+    `generate` only whether the greedy reply matched.
+    """
+    method = getattr(backend, "scoring_method", None)
+    if method not in ("chat_logprobs", "generate"):
+        return None
+    note = getattr(backend, "scoring_note", None)
+    return (
+        f"scored by {method}"
+        + (f": {note}" if note else "")
+        + "; perplexity needs whole-text log-probabilities"
+    )
+
+
 def perplexity(backend: Backend, texts: Sequence[str]) -> tuple[float, float]:
     """Perplexity of `texts` per token and per whitespace word (each the reply to `DOMAIN_CONTEXT`)."""
     results = backend.loglikelihood([LoglikRequest(DOMAIN_CONTEXT, continuation=t) for t in texts])
     total_lp = sum(r.logprob for r in results)
     total_n = sum(r.n_tokens for r in results)
     total_words = sum(len(t.split()) for t in texts)
-    per_token = math.exp(-total_lp / total_n) if total_n else math.nan
+    per_token = math.exp(min(700.0, -total_lp / total_n)) if total_n else math.nan
     per_word = math.exp(min(700.0, -total_lp / total_words)) if total_words else math.nan
     return per_token, per_word
 
@@ -311,6 +328,11 @@ def measure_domain(
     if len(texts) > max_texts:
         rng = np.random.default_rng(seed)
         texts = [texts[i] for i in sorted(rng.choice(len(texts), max_texts, replace=False))]
+    if backend.name == "openai" and getattr(backend, "scoring_method", None) is None:
+        # A server's scoring method is found by its first scoring call: one text (cached) decides.
+        backend.loglikelihood([LoglikRequest(DOMAIN_CONTEXT, continuation=texts[0])])
+    if inexact_scoring(backend) is not None:
+        return None
     sentences = list(reference) if reference is not None else load_reference_sentences()
     median_words = float(np.median([len(t.split()) for t in texts]))
     ref = reference_chunks(sentences, median_words)
@@ -695,6 +717,9 @@ def gather_evidence(
         domain_measure = measure_domain(
             backend, texts, "inputs" if is_classify else "targets", max_texts=s.domain_texts, seed=s.seed
         )
+        inexact = inexact_scoring(backend)
+        if domain_measure is None and inexact is not None:
+            missing.append(("domain perplexity", inexact))
     else:
         missing.append(("domain perplexity", "no model backend"))
 

@@ -12,4 +12,5 @@ def rt_snippets() -> list[tuple[str, str]]:
     return [(" ".join(text.split()), label) for _, text, label in rotten_tomatoes_rows(40, seed=0)]
 
 
+from faultserver import fault_server  # noqa: E402, F401  (a fault-injecting server, tests/faultserver.py)
 from server import llama_server  # noqa: E402, F401  (a real llama.cpp server, tests/server.py)

@@ -12,6 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult
 from advisor.backends.cache import CachedBackend
 from advisor.types import Message
@@ -30,11 +32,11 @@ class CountingBackend:
         self.loglik_calls = 0
         self.gen_calls = 0
 
-    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
+    def loglikelihood(self, requests: Sequence[LoglikRequest], on_done: object = None) -> list[LoglikResult]:
         self.loglik_calls += len(requests)
         return [LoglikResult(-float(len(r.continuation)), len(r.continuation), 7) for r in requests]
 
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+    def generate(self, requests: Sequence[GenRequest], on_done: object = None) -> list[GenResult]:
         self.gen_calls += len(requests)
         return [GenResult(r.messages[-1].content.upper()[: r.max_tokens], 3, 2, 0.5) for r in requests]
 
@@ -105,12 +107,14 @@ CHILD = textwrap.dedent(
     class Slow:
         name = "slow"
         model_id = "m"
-        def loglikelihood(self, requests):
+        def loglikelihood(self, requests, on_done=None):
             with open({log!r}, "a") as fh:
-                for r in requests:
+                for i, r in enumerate(requests):
                     time.sleep(0.02)
                     fh.write(r.messages[0].content + "\\n")
                     fh.flush()
+                    if on_done is not None and {each!r}:
+                        on_done([i], [LoglikResult(-1.0, 1, 1)])
             return [LoglikResult(-1.0, 1, 1) for _ in requests]
 
     reqs = [LoglikRequest((Message("user", f"item {{i}}"),), "x") for i in range(200)]
@@ -119,10 +123,13 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_sigkill_midway_then_resume_repeats_no_finished_call(tmp_path: Path) -> None:
+@pytest.mark.parametrize("each", [False, True], ids=["per-chunk", "per-answer"])
+def test_sigkill_midway_then_resume_repeats_no_finished_call(tmp_path: Path, each: bool) -> None:
+    """A backend that reports answers as they finish loses at most the one in flight; one that does not,
+    at most the chunk in flight."""
     db, log = tmp_path / "cache.sqlite", tmp_path / "calls.log"
     script = tmp_path / "child.py"
-    script.write_text(CHILD.format(repo=str(REPO), log=str(log), db=str(db)))
+    script.write_text(CHILD.format(repo=str(REPO), log=str(log), db=str(db), each=each))
 
     child = subprocess.Popen([sys.executable, str(script)])
     deadline = time.monotonic() + 60
@@ -134,9 +141,13 @@ def test_sigkill_midway_then_resume_repeats_no_finished_call(tmp_path: Path) -> 
 
     with sqlite3.connect(db) as con:
         finished = con.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-    assert 40 <= finished < 200 and finished % 10 == 0  # whole chunks were committed
-
     before = len(log.read_text().splitlines())
+    assert 40 <= finished < 200
+    if each:
+        assert before - finished <= 1  # only an answer not yet reported can be lost
+    else:
+        assert finished % 10 == 0  # whole chunks were committed
+
     subprocess.run([sys.executable, str(script)], check=True, timeout=120)
     after = log.read_text().splitlines()
     resumed = after[before:]
@@ -152,3 +163,100 @@ def test_database_is_in_wal_mode(tmp_path: Path) -> None:
     CachedBackend(CountingBackend(), db).close()
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# ---------------------------------------------------------------------------------- the file itself
+def test_keys_of_unchanged_requests_stay_stable(tmp_path: Path) -> None:
+    """Existing caches stay warm: these keys were computed by the release before per-answer commits."""
+
+    class Server(CountingBackend):
+        name = "openai"
+        cache_params = {"scoring": "auto", "tokenizer": None}
+
+    cached = CachedBackend(Server("smollm2@http://127.0.0.1:8080/v1"), tmp_path / "c.sqlite")
+    msgs = (Message("system", "Classify."), Message("user", "A dull film."))
+    assert cached._key("loglikelihood", LoglikRequest(msgs, "negative")) == (
+        "ac4b46ea953c8f4b38990faa7c67be7b2622e3cd3e6d2ec6d9d7f0c86bdae4b4"
+    )
+    assert cached._key("generate", GenRequest((Message("user", "Say hi"),), 8, ("\n",))) == (
+        "d268b7e872e36aa7339ac6bdb6fe44494c8e17f071d7b7016562fe61a0ef2ada"
+    )
+
+
+def test_cache_folder_and_file_are_private(tmp_path: Path) -> None:
+    db = tmp_path / "new" / "cache" / "responses.sqlite"
+    cached = CachedBackend(CountingBackend(), db)
+    cached.loglikelihood(_reqs(2))
+    cached.close()
+    assert db.parent.stat().st_mode & 0o777 == 0o700
+    for part in db.parent.iterdir():
+        assert part.stat().st_mode & 0o077 == 0, part  # the -wal and -shm files too
+    old = tmp_path / "old.sqlite"
+    old.touch(mode=0o644)
+    CachedBackend(CountingBackend(), old).close()
+    assert old.stat().st_mode & 0o777 == 0o600
+
+
+def _filled(db: Path, n: int = 300) -> list[LoglikResult]:
+    cached = CachedBackend(CountingBackend(), db)
+    out = cached.loglikelihood(_reqs(n))
+    cached.close()
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return out
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "zeroed pages"])
+def test_a_damaged_cache_is_moved_aside_with_a_warning(
+    tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "responses.sqlite"
+    expected = _filled(db)
+    raw = db.read_bytes()
+    if damage == "garbage":
+        db.write_bytes(b"this is not a database at all\x00\xff" * 100)
+    elif damage == "truncated":
+        db.write_bytes(raw[: len(raw) // 3])
+    else:
+        db.write_bytes(raw[:4096] + b"\x00" * (len(raw) - 4096))
+    inner = CountingBackend()
+    cached = CachedBackend(inner, db)
+    assert cached.loglikelihood(_reqs(300)) == expected  # asked again, same answers
+    cached.close()
+    assert inner.loglik_calls > 0
+    err = capsys.readouterr().err
+    assert "tunegate: warning: the response cache" in err and "moved it to" in err
+    assert "Traceback" not in err
+    assert [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    again = CountingBackend()
+    CachedBackend(again, db).loglikelihood(_reqs(300))
+    assert again.loglik_calls == 0  # the new cache works
+
+
+def test_unreadable_rows_are_dropped_and_asked_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "c.sqlite"
+    expected = _filled(db, 3)
+    with sqlite3.connect(db) as con:
+        keys = [k for (k,) in con.execute("SELECT key FROM responses ORDER BY key")]
+        con.execute("UPDATE responses SET value = 'not json {' WHERE key = ?", (keys[0],))
+        con.execute("UPDATE responses SET value = '[1, 2]' WHERE key = ?", (keys[1],))
+        con.execute(
+            """UPDATE responses SET value = '{"result": {"logprob": "x"}}' WHERE key = ?""", (keys[2],)
+        )
+    inner = CountingBackend()
+    assert CachedBackend(inner, db).loglikelihood(_reqs(3)) == expected
+    assert inner.loglik_calls == 3
+    assert "2 unreadable entries" in capsys.readouterr().err
+
+
+def test_an_unusable_cache_path_is_a_one_line_config_error(tmp_path: Path) -> None:
+    from advisor.errors import ConfigError
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    for path in (blocker / "c.sqlite", tmp_path):  # under a file; a folder itself
+        with pytest.raises(ConfigError, match="cannot use the response cache") as err:
+            CachedBackend(CountingBackend(), path)
+        assert "TUNEGATE_CACHE_DIR" in str(err.value) and "\n" not in str(err.value)

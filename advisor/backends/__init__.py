@@ -28,6 +28,8 @@ def get_backend(
     concurrency: int = 4,
     max_requests: int | None = None,
     max_tokens: int | None = None,
+    timeout: float = 60.0,
+    max_retries: int = 5,
     cache: bool = True,
     cache_path: str | Path | None = None,
 ) -> Backend:
@@ -37,7 +39,8 @@ def get_backend(
     openai: `base_url` (else $TUNEGATE_BASE_URL, $OPENAI_BASE_URL, else OpenAI's), `model` (else
     $TUNEGATE_MODEL, else the server's only model), the key from $`api_key_env` (else $TUNEGATE_API_KEY,
     $OPENAI_API_KEY); `tokenizer` (a local folder with the served model's tokenizer) enables exact echo
-    scoring; `max_requests`/`max_tokens` cap the run.
+    scoring; `max_requests` (every HTTP attempt, retries included) and `max_tokens` cap the run; each
+    attempt may take `timeout` seconds, and the client retries up to `max_retries` times.
     """
     backend: Backend
     if kind == "hf":
@@ -58,6 +61,8 @@ def get_backend(
             tokenizer=tokenizer,
             scoring_method=scoring_method,
             concurrency=concurrency,
+            max_retries=max_retries,
+            timeout=timeout,
             budget=RequestBudget(max_requests=max_requests, max_tokens=max_tokens),
         )
     else:

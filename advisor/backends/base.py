@@ -1,14 +1,16 @@
 """The one small protocol every model backend implements: batch in, batch out.
 
 Requests carry chat messages; the backend applies its chat template (with the generation prompt)
-itself, so a local model and a server score exactly the same conversation.
+itself, so a local model and a server score exactly the same conversation. A backend calls `on_done`
+with each finished part of a batch as soon as it has it (the response cache stores it at once, so a
+killed run repeats no finished call); a backend that finishes a batch at once calls it once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from advisor.types import Message
 
@@ -45,15 +47,24 @@ class GenResult:
     latency_s: float
 
 
+_Res = TypeVar("_Res", LoglikResult, GenResult)
+# on_done(indexes into the batch, their results), called in the caller's thread.
+OnDone = Callable[[Sequence[int], Sequence[_Res]], None]
+
+
 class Backend(Protocol):
     """What the evaluation harness needs from a model."""
 
     name: str  # "hf" or "openai"
     model_id: str  # what the cache keys on, e.g. a model folder's hash or a server's model name
 
-    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]: ...
+    def loglikelihood(
+        self, requests: Sequence[LoglikRequest], on_done: OnDone[LoglikResult] | None = None
+    ) -> list[LoglikResult]: ...
 
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]: ...
+    def generate(
+        self, requests: Sequence[GenRequest], on_done: OnDone[GenResult] | None = None
+    ) -> list[GenResult]: ...
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
 

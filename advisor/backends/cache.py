@@ -1,27 +1,38 @@
 """A persistent response cache in front of any backend (SQLite in the user cache folder).
 
 Each request is keyed by the sha256 of (backend name, model id, operation, the backend's decoding
-parameters, the full request). Misses go to the inner backend in chunks, and each chunk is committed
-before the next is sent, so a run killed midway resumes without repeating a finished chunk, and a
-re-run makes zero model calls.
+parameters, the full request). Misses go to the inner backend in chunks (a prompt's continuations stay
+in one chunk: a server scores them in one call), and each answer is committed as soon as the backend
+reports it finished (`on_done`), so a run killed at any moment resumes without repeating a finished call,
+and a re-run makes zero model calls.
+
+The cache holds prompts and data: its folder is created 0700 and its file 0600. A file that is not a
+SQLite database, or is damaged, is moved aside (`responses.sqlite.corrupt-<time>`) with a warning and a
+fresh one is started; a row that cannot be read is dropped and asked for again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import os
 import sqlite3
+import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from advisor.backends.base import Backend, GenRequest, GenResult, LoglikRequest, LoglikResult
+from advisor.backends.base import Backend, GenRequest, GenResult, LoglikRequest, LoglikResult, OnDone
+from advisor.errors import ConfigError
 from advisor.model import user_cache_dir
 from advisor.types import Message
 
 Req = TypeVar("Req", LoglikRequest, GenRequest)
 Res = TypeVar("Res", LoglikResult, GenResult)
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
 def default_cache_path() -> Path:
@@ -36,29 +47,96 @@ class CachedBackend:
         self.name = inner.name
         self.model_id = inner.model_id
         self.path = Path(path) if path is not None else default_cache_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.chunk_size = chunk_size
         self._hits = 0
         self._calls = 0
         self._recorded_method: str | None = None
-        self._db = sqlite3.connect(self.path, timeout=30.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "PRAGMA synchronous=NORMAL"
-        )  # WAL + NORMAL: a committed row survives a killed process
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS responses"
-            " (key TEXT PRIMARY KEY, op TEXT NOT NULL, value TEXT NOT NULL)"
-        )
-        self._db.commit()
+        self._recorded_note: str | None = None
+        self._db = self._open()
 
     def __repr__(self) -> str:
         return f"CachedBackend({self.inner!r}, path={str(self.path)!r})"
 
+    # ------------------------------------------------------------------------------------ the file
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Created private before SQLite opens it; SQLite gives its -wal and -shm files the same mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            if self.path.stat().st_mode & 0o077:
+                os.chmod(self.path, 0o600)  # a cache written by an older version
+        except OSError as e:
+            raise self._unusable(e) from None
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as e:
+            if getattr(e, "sqlite_errorname", None) not in _DAMAGED:
+                raise self._unusable(e) from None
+            self._move_aside(e)
+            try:
+                return self._connect()
+            except sqlite3.Error as e2:
+                raise self._unusable(e2) from None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30.0)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed row survives a killed process
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS responses"
+                " (key TEXT PRIMARY KEY, op TEXT NOT NULL, value TEXT NOT NULL)"
+            )
+            db.commit()
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self, error: Exception) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                part = Path(str(self.path) + suffix)
+                if part.exists():
+                    part.replace(Path(str(aside) + suffix))
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as e:
+            raise self._unusable(e) from None
+        print(
+            f"tunegate: warning: the response cache {self.path} was damaged ({error}); moved it to "
+            f"{aside.name} and started a new one (earlier answers will be asked for again)",
+            file=sys.stderr,
+        )
+
+    def _unusable(self, error: BaseException) -> ConfigError:
+        return ConfigError(
+            f"cannot use the response cache: {error}; point TUNEGATE_CACHE_DIR at a writable folder",
+            file=str(self.path),
+        )
+
+    def _recover(self, error: sqlite3.Error) -> None:
+        """The database broke during the run: start a fresh one, or stop with a clear message."""
+        if getattr(error, "sqlite_errorname", None) not in _DAMAGED:
+            raise self._unusable(error) from None
+        self._db.close()
+        self._move_aside(error)
+        try:
+            self._db = self._connect()
+        except sqlite3.Error as e:
+            raise self._unusable(e) from None
+
+    # ----------------------------------------------------------------------------------- the backend
     @property
     def scoring_method(self) -> str | None:
         """How classification was scored: the inner backend's, or the one recorded with cached answers."""
         return getattr(self.inner, "scoring_method", None) or self._recorded_method
+
+    @property
+    def scoring_note(self) -> str | None:
+        """Why that scoring method (e.g. the server gave no log-probabilities)."""
+        return getattr(self.inner, "scoring_note", None) or self._recorded_note
 
     def stats(self) -> dict[str, int]:
         return {"hits": self._hits, "calls": self._calls}
@@ -75,17 +153,23 @@ class CachedBackend:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.inner.count_tokens(texts)
 
-    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
-        return self._through("loglikelihood", requests, self.inner.loglikelihood, LoglikResult)
+    def loglikelihood(
+        self, requests: Sequence[LoglikRequest], on_done: OnDone[LoglikResult] | None = None
+    ) -> list[LoglikResult]:
+        return _report(
+            self._through("loglikelihood", requests, self.inner.loglikelihood, LoglikResult), on_done
+        )
 
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
-        return self._through("generate", requests, self.inner.generate, GenResult)
+    def generate(
+        self, requests: Sequence[GenRequest], on_done: OnDone[GenResult] | None = None
+    ) -> list[GenResult]:
+        return _report(self._through("generate", requests, self.inner.generate, GenResult), on_done)
 
     def _through(
         self,
         op: str,
         requests: Sequence[Req],
-        call: Callable[[Sequence[Req]], list[Res]],
+        call: Callable[..., list[Res]],
         result_type: type[Res],
     ) -> list[Res]:
         keys = [self._key(op, r) for r in requests]
@@ -93,34 +177,79 @@ class CachedBackend:
         out: list[Res | None] = [None] * len(requests)
         missing: dict[str, list[int]] = {}  # duplicates in one batch are sent once
         for i, k in enumerate(keys):
-            if k in found:
-                value = found[k]
-                out[i] = result_type(**value["result"])
+            value = found.get(k, {})
+            result = _result(result_type, value)
+            if result is not None:
+                out[i] = result
                 self._recorded_method = value.get("scoring_method") or self._recorded_method
+                self._recorded_note = value.get("scoring_note") or self._recorded_note
                 self._hits += 1
             else:
                 missing.setdefault(k, []).append(i)
-        todo = list(missing)
-        size = (
-            self.chunk_size if op == "loglikelihood" else max(1, self.chunk_size // 8)
-        )  # generation is slow
-        for start in range(0, len(todo), size):
-            chunk = todo[start : start + size]
-            results = call([requests[missing[k][0]] for k in chunk])
-            self._calls += len(chunk)
-            method = getattr(self.inner, "scoring_method", None) if op == "loglikelihood" else None
-            rows = []
-            for k, res in zip(chunk, results, strict=True):
-                for i in missing[k]:
-                    out[i] = res
-                value = {"result": dataclasses.asdict(res), "scoring_method": method}
-                rows.append((k, op, json.dumps(value)))
-            self._db.executemany("INSERT OR REPLACE INTO responses (key, op, value) VALUES (?, ?, ?)", rows)
-            self._db.commit()
+        for chunk in self._chunks(op, requests, missing):
+            store = functools.partial(self._store, op, chunk, missing, out)
+            returned = call([requests[missing[k][0]] for k in chunk], on_done=store)
+            left = [j for j, k in enumerate(chunk) if out[missing[k][0]] is None]
+            if left:  # what the backend did not report as it went
+                store(left, [returned[j] for j in left])
         return [r for r in out if r is not None]
 
+    def _chunks(self, op: str, requests: Sequence[Req], missing: dict[str, list[int]]) -> list[list[str]]:
+        # Generation is slow: smaller chunks.
+        size = self.chunk_size if op == "loglikelihood" else max(1, self.chunk_size // 8)
+        groups: dict[Any, list[str]] = {}
+        for k, idx in missing.items():
+            # A prompt's continuations together: a server scores them in one request.
+            group = requests[idx[0]].messages if op == "loglikelihood" else k
+            groups.setdefault(group, []).append(k)
+        chunks: list[list[str]] = []
+        for keys in groups.values():
+            if not chunks or len(chunks[-1]) + len(keys) > size:
+                chunks.append([])
+            chunks[-1].extend(keys)
+        return chunks
+
+    def _store(
+        self,
+        op: str,
+        chunk: list[str],
+        missing: dict[str, list[int]],
+        out: list[Any],
+        done: Sequence[int],
+        results: Sequence[LoglikResult | GenResult],
+    ) -> None:
+        """Commit the finished answers (`done` indexes `chunk`) at once: a killed run repeats none of them."""
+        keys = [chunk[j] for j in done]
+        method = getattr(self.inner, "scoring_method", None) if op == "loglikelihood" else None
+        note = getattr(self.inner, "scoring_note", None) if op == "loglikelihood" else None
+        rows = []
+        for k, res in zip(keys, results, strict=True):
+            for i in missing[k]:
+                out[i] = res
+            value = {"result": dataclasses.asdict(res), "scoring_method": method}
+            if note:
+                value["scoring_note"] = note
+            rows.append((k, op, json.dumps(value)))
+        self._calls += len(rows)
+        sql = "INSERT OR REPLACE INTO responses (key, op, value) VALUES (?, ?, ?)"
+        try:
+            self._db.executemany(sql, rows)
+            self._db.commit()
+        except sqlite3.Error as e:
+            self._recover(e)
+            self._db.executemany(sql, rows)
+            self._db.commit()
+
     def _lookup(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        try:
+            return self._select(keys)
+        except sqlite3.Error as e:
+            self._recover(e)
+            return {}
+
+    def _select(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
+        bad: list[str] = []
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), 500):  # stay under SQLite's bound-parameter limit
             part = unique[start : start + 500]
@@ -128,7 +257,22 @@ class CachedBackend:
             for key, value in self._db.execute(
                 f"SELECT key, value FROM responses WHERE key IN ({marks})", part
             ):
-                found[key] = json.loads(value)
+                try:
+                    doc = json.loads(value)
+                except (TypeError, ValueError, RecursionError):
+                    doc = None
+                if isinstance(doc, dict):
+                    found[key] = doc
+                else:
+                    bad.append(key)
+        if bad:
+            print(
+                f"tunegate: warning: {len(bad)} unreadable entries in the response cache {self.path}; "
+                "dropped, they will be asked for again",
+                file=sys.stderr,
+            )
+            self._db.executemany("DELETE FROM responses WHERE key = ?", [(k,) for k in bad])
+            self._db.commit()
         return found
 
     def _key(self, op: str, request: LoglikRequest | GenRequest) -> str:
@@ -139,4 +283,28 @@ class CachedBackend:
             "params": getattr(self.inner, "cache_params", {}),
             "request": dataclasses.asdict(request),
         }
-        return hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        text = json.dumps(doc, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"float": (int, float), "int": (int,), "str": (str,)}
+
+
+def _result(result_type: type[Res], value: dict[str, Any]) -> Res | None:
+    """The cached result, or None when the entry does not hold one (it is then asked for again)."""
+    fields = value.get("result")
+    if not isinstance(fields, dict):
+        return None
+    expected = {f.name: _TYPES[str(f.type)] for f in dataclasses.fields(result_type)}
+    if set(fields) != set(expected) or any(
+        isinstance(fields[name], bool) or not isinstance(fields[name], types)
+        for name, types in expected.items()
+    ):
+        return None
+    return result_type(**fields)
+
+
+def _report(results: list[Res], on_done: OnDone[Res] | None) -> list[Res]:
+    if on_done is not None:
+        on_done(range(len(results)), results)
+    return results

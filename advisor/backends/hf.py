@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult
+from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult, OnDone
 from advisor.errors import BackendError
 from advisor.types import Message
 
@@ -88,7 +88,9 @@ class HFBackend:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # ------------------------------------------------------------------------------ log-likelihood
-    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
+    def loglikelihood(
+        self, requests: Sequence[LoglikRequest], on_done: OnDone[LoglikResult] | None = None
+    ) -> list[LoglikResult]:
         prompt_ids: dict[tuple[Message, ...], tuple[int, ...]] = {}
         encoded: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
         for r in requests:
@@ -108,10 +110,13 @@ class HFBackend:
                 self._score_shared(encoded, todo, sums)
             else:
                 self._score_plain(encoded, todo, sums)
-        return [
+        results = [
             LoglikResult(logprob=sums[i], n_tokens=len(c), prompt_tokens=len(p))
             for i, (p, c) in enumerate(encoded)
         ]
+        if on_done is not None:
+            on_done(range(len(results)), results)
+        return results
 
     def _score_plain(
         self, encoded: list[tuple[tuple[int, ...], tuple[int, ...]]], todo: list[int], sums: list[float]
@@ -234,7 +239,9 @@ class HFBackend:
             sums[i] = float(picked.sum())
 
     # ---------------------------------------------------------------------------------- generation
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+    def generate(
+        self, requests: Sequence[GenRequest], on_done: OnDone[GenResult] | None = None
+    ) -> list[GenResult]:
         """Greedy decoding, one request at a time (so latency is per request, as a user would see it)."""
         import torch
 
@@ -277,6 +284,8 @@ class HFBackend:
                         latency_s=time.perf_counter() - t0,
                     )
                 )
+                if on_done is not None:
+                    on_done([len(results) - 1], results[-1:])
         return results
 
 

@@ -1,7 +1,8 @@
 """The OpenAI-compatible backend (OpenAI, vLLM, Ollama, llama.cpp's server) through the `openai` client.
 
 Classification needs log-probabilities of each label as the reply. Servers differ in what they offer, so
-the first scoring call probes, in this order, and records the method in `scoring_method`:
+the first scoring call probes, in this order, and records the method in `scoring_method` and why in
+`scoring_note`:
 
 - "echo": `/v1/completions` with `echo=True` and `logprobs` returns the log-probability of every prompt
   token, so the continuation is scored exactly like the local backend does. It needs the prompt text
@@ -9,44 +10,57 @@ the first scoring call probes, in this order, and records the method in `scoring
 - "chat_logprobs": `/v1/chat/completions` with `logprobs` and `top_logprobs`; a label scores the
   log-probability of the longest listed first token that starts it (labels sharing a first token tie).
 - "generate": greedy chat generation; the label the reply starts with scores 0, the others
-  `NO_MATCH_LOGPROB`.
+  `NO_MATCH_LOGPROB`. Not a log-probability: measurements that need one (domain perplexity) are skipped.
 
-Every request is counted against a hard `RequestBudget`, reserved before it is sent. The API key is held
-only by the client object: it never appears in a repr, a log line or an error message.
+Faults: the `openai` client retries 408/409/429/5xx, timeouts and dropped connections itself
+(`max_retries`), honouring `Retry-After`. Every attempt, retries included, counts against the hard
+`RequestBudget`: a batch's first attempts are reserved before it is sent, each retry takes one more.
+Each attempt may take `timeout` seconds. An answer larger than `MAX_RESPONSE_BYTES` is refused while it
+is read; an answer that is not JSON or lacks what was asked for stops the run with a `BackendError`.
+The API key is held only by the client object: it never appears in a repr, a log line or an error message.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult
+from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult, OnDone
 from advisor.errors import BackendError, BudgetError, ConfigError
 from advisor.types import Message
 
 SCORING_METHODS = ("echo", "chat_logprobs", "generate")
 NO_MATCH_LOGPROB = -1e9  # a label the server never produced; finite so reports stay plain JSON
 KEY_ENVS = ("TUNEGATE_API_KEY", "OPENAI_API_KEY")
+# The largest answer accepted. The biggest legitimate one is an echo of a full 8k-token context with a
+# log-probability per token, about 1.5 MB; a 64-token generation is a few KB. Anything beyond is a
+# misbehaving server, and it must not reach memory whole or the response cache.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _TOP_LOGPROBS = 20  # OpenAI's maximum
+_RETRYABLE_STATUS = (408, 409, 429)  # and every 5xx: what the openai client retries
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
 class _Unsupported(Exception):
-    """The server rejected a request shape (so a scoring method is not available)."""
+    """The server rejected a request shape or left out what it asked for: a scoring method is unavailable."""
+
+
+class _Malformed(Exception):
+    """The server's answer is not what the API promises."""
 
 
 @dataclass
 class RequestBudget:
-    """A hard cap on requests and tokens for one run; `None` means no cap."""
+    """A hard cap on HTTP requests (every attempt, retries included) and tokens for a run; `None`: no cap."""
 
     max_requests: int | None = None
     max_tokens: int | None = None
@@ -55,12 +69,13 @@ class RequestBudget:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def reserve(self, requests: int, tokens: int) -> None:
-        """Count a batch before sending it; refuse (sending nothing) when it would pass a cap."""
+        """Count a batch's first attempts before it is sent; refuse (sending nothing) past a cap."""
         with self._lock:
             if self.max_requests is not None and self.requests + requests > self.max_requests:
                 raise BudgetError(
-                    f"request budget exhausted: {self.requests} of {self.max_requests} requests used, "
-                    f"the next batch needs {requests}; raise the budget or use fewer eval items"
+                    f"request budget exhausted: {self.requests} of {self.max_requests} requests used "
+                    f"(retries included), the next batch needs {requests}; raise --max-requests or use "
+                    "fewer eval items"
                 )
             if self.max_tokens is not None and self.tokens + tokens > self.max_tokens:
                 raise BudgetError(
@@ -69,6 +84,21 @@ class RequestBudget:
                 )
             self.requests += requests
             self.tokens += tokens
+
+    def take_retries(self, wanted: int) -> int:
+        """Count up to `wanted` retries of one request now (fewer near the cap); `give_back` the unused."""
+        with self._lock:
+            n = (
+                wanted
+                if self.max_requests is None
+                else max(0, min(wanted, self.max_requests - self.requests))
+            )
+            self.requests += n
+            return n
+
+    def give_back(self, requests: int) -> None:
+        with self._lock:
+            self.requests -= requests
 
     def settle(self, estimated: int, actual: int) -> None:
         """Replace a reservation's token estimate by what the server reported."""
@@ -90,7 +120,6 @@ class OpenAIBackend:
         concurrency: int = 4,
         max_retries: int = 5,
         timeout: float = 60.0,
-        backoff_s: float = 0.5,
         budget: RequestBudget | None = None,
     ) -> None:
         if scoring_method is not None and scoring_method not in SCORING_METHODS:
@@ -104,21 +133,29 @@ class OpenAIBackend:
             )
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}", field="concurrency")
+        if max_retries < 0:
+            raise ConfigError(f"must be 0 or more, got {max_retries}", field="max_retries")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigError(f"must be a positive number of seconds, got {timeout}", field="timeout")
         import openai
 
         self.base_url = base_url
         self.concurrency = concurrency
         self.max_retries = max_retries
-        self.backoff_s = backoff_s
+        self.timeout = timeout
         self.budget = budget if budget is not None else RequestBudget()
         self.scoring_method: str | None = scoring_method
+        self.scoring_note: str | None = "set by configuration" if scoring_method else None
         self._forced = scoring_method is not None
         key = _find_key(api_key_env)
         self._secret = key  # only for scrubbing error text; never formatted anywhere
         # A local server needs no key, but the client insists on one.
         self._client = openai.OpenAI(
-            base_url=base_url, api_key=key or "no-key", timeout=timeout, max_retries=0
+            base_url=base_url, api_key=key or "no-key", timeout=timeout, max_retries=max_retries
         )
+        # The same client with fewer retries, for when the request budget is nearly spent.
+        self._clients = {max_retries: self._client}
+        self._probed: dict[str, dict[str, Any]] = {}  # the probe's answer, reused by the identical request
         self.model = model or self._only_served_model()
         self.model_id = f"{self.model}@{base_url or 'https://api.openai.com/v1'}"
         self._tokenizer: Any = None
@@ -143,7 +180,16 @@ class OpenAIBackend:
     def _only_served_model(self) -> str:
         """The model name when the server offers exactly one (a local server usually does)."""
         self.model = "(listing models)"  # for error messages from _call
-        names = [m.id for m in self._call(self._client.models.list)]
+        self.budget.reserve(1, 0)
+        doc = self._call("models")
+        data = doc.get("data")
+        if not isinstance(data, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("id"), str) for m in data
+        ):
+            raise BackendError(
+                self._scrub(f"{self._where()}: malformed answer: the model list has no 'data' ids")
+            )
+        names = [m["id"] for m in data]
         if len(names) != 1:
             shown = ", ".join(names[:10]) or "none"
             raise ConfigError(f"the server offers {len(names)} models ({shown}); name one", field="model")
@@ -171,16 +217,19 @@ class OpenAIBackend:
         return sum(self.count_tokens([m.content])[0] + 4 for m in messages) + 3
 
     # ---------------------------------------------------------------------------------- generation
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+    def generate(
+        self, requests: Sequence[GenRequest], on_done: OnDone[GenResult] | None = None
+    ) -> list[GenResult]:
         estimates = [self._estimate(r.messages) + r.max_tokens for r in requests]
         self.budget.reserve(len(requests), sum(estimates))
-        return self._map(self._generate_one, list(zip(requests, estimates, strict=True)))
+        done = None if on_done is None else (lambda i, res: on_done([i], [res]))
+        return self._map(self._generate_one, list(zip(requests, estimates, strict=True)), done)
 
     def _generate_one(self, item: tuple[GenRequest, int]) -> GenResult:
         r, estimate = item
         t0 = time.perf_counter()
-        resp = self._call(
-            self._client.chat.completions.create,
+        doc = self._call(
+            "chat",
             model=self.model,
             messages=_chat(r.messages),
             max_tokens=r.max_tokens,
@@ -188,17 +237,19 @@ class OpenAIBackend:
             stop=list(r.stop) or None,
         )
         latency = time.perf_counter() - t0
-        text = resp.choices[0].message.content or ""
+        text = _chat_text(_choice(doc))
         for s in r.stop:  # some servers leave the stop sequence in
             cut = text.find(s)
             if cut >= 0:
                 text = text[:cut]
-        prompt_tokens, completion_tokens = _usage(resp)
+        prompt_tokens, completion_tokens = _usage(doc)
         self.budget.settle(estimate, prompt_tokens + completion_tokens or estimate)
         return GenResult(text, prompt_tokens, completion_tokens, latency)
 
     # ------------------------------------------------------------------------------ log-likelihood
-    def loglikelihood(self, requests: Sequence[LoglikRequest]) -> list[LoglikResult]:
+    def loglikelihood(
+        self, requests: Sequence[LoglikRequest], on_done: OnDone[LoglikResult] | None = None
+    ) -> list[LoglikResult]:
         if not requests:
             return []
         self._ensure_method(requests[0])
@@ -207,7 +258,8 @@ class OpenAIBackend:
                 self._estimate(r.messages) + self.count_tokens([r.continuation])[0] + 1 for r in requests
             ]
             self.budget.reserve(len(requests), sum(estimates))
-            return self._map(self._echo_one, list(zip(requests, estimates, strict=True)))
+            done = None if on_done is None else (lambda i, res: on_done([i], [res]))
+            return self._map(self._echo_one, list(zip(requests, estimates, strict=True)), done)
         # One request per distinct prompt scores all its labels.
         by_prompt: dict[tuple[Message, ...], list[int]] = {}
         for i, r in enumerate(requests):
@@ -217,10 +269,18 @@ class OpenAIBackend:
         estimates = [self._estimate(m) + reply for m, _ in groups]
         self.budget.reserve(len(groups), sum(estimates))
         one = self._chat_logprobs_one if self.scoring_method == "chat_logprobs" else self._generate_match_one
-        scored = self._map(one, [(m, c, e, reply) for (m, c), e in zip(groups, estimates, strict=True)])
+        index = list(by_prompt.values())
+
+        def group_done(g: int, results: list[LoglikResult]) -> None:
+            if on_done is not None:
+                on_done(index[g], results)
+
+        scored = self._map(
+            one, [(m, c, e, reply) for (m, c), e in zip(groups, estimates, strict=True)], group_done
+        )
         out: list[LoglikResult | None] = [None] * len(requests)
-        for (msgs, _), results in zip(groups, scored, strict=True):
-            for i, res in zip(by_prompt[msgs], results, strict=True):
+        for idx, results in zip(index, scored, strict=True):
+            for i, res in zip(idx, results, strict=True):
                 out[i] = res
         return [r for r in out if r is not None]
 
@@ -228,29 +288,36 @@ class OpenAIBackend:
         with self._detect_lock:
             if self.scoring_method is not None:
                 return
+            why = "echo: no tokenizer folder given to render prompts"
             if self._tokenizer is not None:
                 self.budget.reserve(1, self._estimate(sample.messages) + 8)
                 try:
-                    if self._echo_one((sample, 0)).n_tokens > 0:
-                        self.scoring_method = "echo"
-                        return
-                except _Unsupported:
-                    pass
+                    self._answer(self._echo_one, (sample, 0), probing=True)
+                    self.scoring_method, self.scoring_note = "echo", "prompt-token log-probabilities"
+                    return
+                except _Unsupported as e:
+                    why = f"echo: {e}"
             self.budget.reserve(1, self._estimate(sample.messages) + 1)
             try:
-                res = self._chat_logprobs_one((sample.messages, [sample.continuation], 0, 1))
-                if res and res[0].n_tokens > 0:
-                    self.scoring_method = "chat_logprobs"
-                    return
-            except _Unsupported:
-                pass
+                self._answer(
+                    self._chat_logprobs_one, (sample.messages, [sample.continuation], 0, 1), probing=True
+                )
+                self.scoring_method, self.scoring_note = "chat_logprobs", f"first-token top_logprobs ({why})"
+                return
+            except _Unsupported as e:
+                why += f"; chat: {e}"
+            self._probed.clear()
             self.scoring_method = "generate"
+            self.scoring_note = (
+                f"the server gave no log-probabilities ({why}); a label scores 0 when the greedy reply "
+                "starts with it"
+            )
 
     def _echo_one(self, item: tuple[LoglikRequest, int]) -> LoglikResult:
         r, estimate = item
         prompt = self.render(r.messages)
-        resp = self._call(
-            self._client.completions.create,
+        doc = self._call(
+            "completions",
             probing=not self._forced and self.scoring_method is None,
             model=self.model,
             prompt=prompt + r.continuation,
@@ -259,25 +326,26 @@ class OpenAIBackend:
             echo=True,
             logprobs=1,
         )
-        lp = resp.choices[0].logprobs
-        if lp is None or not lp.tokens or not lp.token_logprobs:
+        echoed = _echo_logprobs(_choice(doc))
+        if echoed is None:
             raise _Unsupported("no prompt log-probabilities in the echo response")
-        prompt_tokens, completion_tokens = _usage(resp)
+        tokens, token_logprobs = echoed
+        prompt_tokens, completion_tokens = _usage(doc)
         if estimate:
             self.budget.settle(estimate, prompt_tokens + completion_tokens or estimate)
-        span = _continuation_span(list(lp.tokens), r.continuation, completion_tokens)
+        span = _continuation_span(tokens, r.continuation, completion_tokens)
         if span is None:
             raise _Unsupported("the continuation's tokens are not separable in the echo response")
-        logprobs = list(lp.token_logprobs)[span[0] : span[1]]
+        logprobs = token_logprobs[span[0] : span[1]]
         if any(x is None for x in logprobs):
             raise _Unsupported("the echo response has no log-probability for a continuation token")
         n = span[1] - span[0]
-        return LoglikResult(float(sum(logprobs)), n, max(prompt_tokens - n, 0))
+        return LoglikResult(float(sum(x for x in logprobs if x is not None)), n, max(prompt_tokens - n, 0))
 
     def _chat_logprobs_one(self, item: tuple[tuple[Message, ...], list[str], int, int]) -> list[LoglikResult]:
         messages, continuations, estimate, _ = item
-        resp = self._call(
-            self._client.chat.completions.create,
+        doc = self._call(
+            "chat",
             probing=not self._forced and self.scoring_method is None,
             model=self.model,
             messages=_chat(messages),
@@ -286,13 +354,11 @@ class OpenAIBackend:
             logprobs=True,
             top_logprobs=_TOP_LOGPROBS,
         )
-        lp = resp.choices[0].logprobs
-        content = lp.content if lp is not None else None
-        if not content or not content[0].top_logprobs:
+        top = _top_logprobs(_choice(doc))
+        if not top:
             raise _Unsupported("no top_logprobs in the chat response")
-        top = [(t.token, t.logprob) for t in content[0].top_logprobs]
         floor = min(p for _, p in top) - 1.0  # below every listed token: not listed means less likely
-        prompt_tokens, completion_tokens = _usage(resp)
+        prompt_tokens, completion_tokens = _usage(doc)
         if estimate:
             self.budget.settle(estimate, prompt_tokens + completion_tokens or estimate)
         results = []
@@ -306,15 +372,15 @@ class OpenAIBackend:
         self, item: tuple[tuple[Message, ...], list[str], int, int]
     ) -> list[LoglikResult]:
         messages, continuations, estimate, reply = item
-        resp = self._call(
-            self._client.chat.completions.create,
+        doc = self._call(
+            "chat",
             model=self.model,
             messages=_chat(messages),
             max_tokens=reply,
             temperature=0.0,
         )
-        text = _norm(resp.choices[0].message.content or "")
-        prompt_tokens, completion_tokens = _usage(resp)
+        text = _norm(_chat_text(_choice(doc)))
+        prompt_tokens, completion_tokens = _usage(doc)
         self.budget.settle(estimate, prompt_tokens + completion_tokens or estimate)
         produced = [c for c in continuations if _norm(c) and text.startswith(_norm(c))]
         best = max(produced, key=lambda c: len(_norm(c))) if produced else None
@@ -325,33 +391,147 @@ class OpenAIBackend:
         return min(longest + 2, 32)
 
     # ------------------------------------------------------------------------------------ plumbing
-    def _map(self, fn: Callable[[_T], _R], items: list[_T]) -> list[_R]:
-        if self.concurrency == 1 or len(items) <= 1:
-            return [fn(x) for x in items]
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(fn, items))
+    def _map(
+        self, fn: Callable[[_T], _R], items: list[_T], on_done: Callable[[int, _R], None] | None = None
+    ) -> list[_R]:
+        """`fn` over `items`, `concurrency` at a time; `on_done(i, result)` in this thread as each finishes.
 
-    def _call(self, fn: Callable[..., Any], *, probing: bool = False, **kwargs: Any) -> Any:
-        """One API call with retries on 429, 5xx, timeouts and dropped connections (exponential backoff)."""
+        On a failure nothing new is started, the calls in flight are awaited (and reported to `on_done`
+        when they succeed, so their answers are not lost), and the first error is raised.
+        """
+        results: list[Any] = [None] * len(items)
+        if self.concurrency == 1 or len(items) <= 1:
+            for i, x in enumerate(items):
+                results[i] = self._answer(fn, x)
+                if on_done is not None:
+                    on_done(i, results[i])
+            return results
+        error: BaseException | None = None
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
+            futures: dict[Future[_R], int] = {
+                pool.submit(self._answer, fn, x): i for i, x in enumerate(items)
+            }
+            for fut in as_completed(futures):
+                if fut.cancelled():
+                    continue
+                try:
+                    results[futures[fut]] = fut.result()
+                except Exception as e:  # noqa: BLE001 (re-raised below, after the calls in flight)
+                    if error is None:
+                        error = e
+                        for other in futures:
+                            other.cancel()
+                    continue
+                if on_done is not None:
+                    on_done(futures[fut], results[futures[fut]])
+        finally:  # on Ctrl-C too: nothing queued is sent
+            pool.shutdown(wait=True, cancel_futures=True)
+        if error is not None:
+            raise error
+        return results
+
+    def _answer(self, fn: Callable[[_T], _R], item: _T, *, probing: bool = False) -> _R:
+        """`fn(item)`; a malformed answer (or, past the probe, a missing one) becomes a `BackendError`."""
+        try:
+            return fn(item)
+        except _Malformed as e:
+            raise BackendError(self._scrub(f"{self._where()}: malformed answer: {e}")) from None
+        except _Unsupported as e:
+            if probing:
+                raise
+            raise BackendError(
+                self._scrub(f"{self._where()}: the server stopped answering as it did when probed: {e}")
+            ) from None
+
+    def _call(self, endpoint: str, *, probing: bool = False, **body: Any) -> dict[str, Any]:
+        """One API call, as its parsed JSON object; the probe's answer is kept for the identical request."""
+        memo = endpoint + json.dumps(body, sort_keys=True)
+        if memo in self._probed:
+            self.budget.give_back(1)  # reserved for a request that is not sent
+            return self._probed.pop(memo)
+        doc = _json_object(self._send(endpoint, probing, body))
+        if probing:
+            self._probed[memo] = doc
+        return doc
+
+    def _send(self, endpoint: str, probing: bool, body: dict[str, Any]) -> bytes:
+        """The answer's bytes. The client retries (honouring Retry-After); each retry is budgeted."""
         import openai
 
-        # APIConnectionError covers timeouts; InternalServerError is every 5xx.
-        retryable = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)
-        for attempt in range(self.max_retries + 1):
-            try:
-                return fn(**kwargs)
-            except retryable as e:
-                if attempt == self.max_retries:
-                    raise BackendError(
-                        self._scrub(f"{self._where()}: gave up after {attempt + 1} tries: {_say(e)}")
-                    ) from None
-                delay = self.backoff_s * 2**attempt
-                time.sleep(delay * (0.5 + random.random() / 2))  # jitter spreads the threads' retries
-            except openai.APIStatusError as e:
-                if probing and e.status_code in (400, 404, 405, 422):
-                    raise _Unsupported(self._scrub(_say(e))) from None
-                raise BackendError(self._scrub(f"{self._where()}: {_say(e)}")) from None
-        raise AssertionError("unreachable")
+        retries = self.budget.take_retries(self.max_retries)
+        client = self._clients.get(retries)
+        if client is None:
+            client = self._clients[retries] = self._client.with_options(max_retries=retries)
+        taken = retries
+        try:
+            if endpoint == "models":
+                ctx = client.models.with_streaming_response.list()
+            elif endpoint == "chat":
+                ctx = client.chat.completions.with_streaming_response.create(**body)
+            else:
+                ctx = client.completions.with_streaming_response.create(**body)
+            with ctx as resp:
+                taken = int(getattr(resp, "retries_taken", retries))
+                return self._read(resp, taken)
+        except openai.APIStatusError as e:
+            taken = _retries_taken(e, retries)
+            if probing and e.status_code in (400, 404, 405, 422):
+                raise _Unsupported(self._scrub(_say(e))) from None
+            retryable = e.status_code in _RETRYABLE_STATUS or e.status_code >= 500
+            if retryable and taken == retries < self.max_retries:  # the budget, not the server, ended it
+                raise BudgetError(
+                    f"request budget exhausted: {self.budget.max_requests} requests used (retries included) "
+                    f"while {self._where()} answered HTTP {e.status_code}; raise --max-requests"
+                ) from None
+            tries = f"gave up after {_tries(taken + 1)}: " if retryable else ""
+            raise BackendError(self._scrub(f"{self._where()}: {tries}{_say(e)}")) from None
+        except openai.APITimeoutError as e:
+            taken = _retries_taken(e, retries)
+            raise BackendError(self._timed_out(taken)) from None
+        except openai.APIConnectionError as e:
+            taken = _retries_taken(e, retries)
+            raise BackendError(
+                self._scrub(f"{self._where()}: gave up after {_tries(taken + 1)}: {_say(e)}")
+            ) from None
+        finally:
+            self.budget.give_back(retries - taken)
+
+    def _read(self, resp: Any, taken: int) -> bytes:
+        """The body, refused past `MAX_RESPONSE_BYTES` (by its declared length, else as it arrives) or when it
+        takes longer than the timeout to arrive."""
+        too_big = self._scrub(
+            f"{self._where()}: refused an answer larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB "
+            "(nothing of it is cached)"
+        )
+        length = str(resp.headers.get("content-length") or "")
+        if length.isdigit() and int(length) > MAX_RESPONSE_BYTES:
+            raise BackendError(too_big)
+        chunks, size = [], 0
+        deadline = time.monotonic() + self.timeout  # a body trickling in byte by byte never times out a read
+        try:
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise BackendError(too_big)
+                if time.monotonic() > deadline:
+                    raise BackendError(self._timed_out(taken))
+                chunks.append(chunk)
+        except BackendError:
+            raise
+        except Exception as e:  # noqa: BLE001 (the HTTP library's own errors, whichever library the client uses)
+            if "timeout" in type(e).__name__.lower():
+                raise BackendError(self._timed_out(taken)) from None
+            raise BackendError(
+                self._scrub(f"{self._where()}: the answer broke off after {size} bytes ({type(e).__name__})")
+            ) from None
+        return b"".join(chunks)
+
+    def _timed_out(self, taken: int) -> str:
+        return self._scrub(
+            f"{self._where()}: no answer within {self.timeout:g} s ({_tries(taken + 1)}); "
+            "check the server or raise --timeout"
+        )
 
     def _where(self) -> str:
         return f"{self.base_url or 'OpenAI'} (model {self.model})"
@@ -390,11 +570,119 @@ def _chat(messages: Sequence[Message]) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.content} for m in messages]
 
 
-def _usage(resp: Any) -> tuple[int, int]:
-    u = getattr(resp, "usage", None)
+def _usage(doc: dict[str, Any]) -> tuple[int, int]:
+    u = doc.get("usage")
     if u is None:
         return 0, 0
-    return int(u.prompt_tokens or 0), int(u.completion_tokens or 0)
+    if not isinstance(u, dict):
+        raise _Malformed("'usage' is not an object")
+    counts = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        v = u.get(name)
+        if v is None:
+            v = 0
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 10**9:
+            raise _Malformed(f"'usage.{name}' is not a token count")
+        counts.append(v)
+    return counts[0], counts[1]
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _Malformed(f"not valid JSON ({_short(e)})") from None
+    if not isinstance(doc, dict):
+        raise _Malformed("not a JSON object")
+    return doc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _choice(doc: dict[str, Any]) -> dict[str, Any]:
+    choices = doc.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise _Malformed("no 'choices' list")
+    return choices[0]
+
+
+def _chat_text(choice: dict[str, Any]) -> str:
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise _Malformed("the choice has no 'message' object")
+    content = message.get("content")
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise _Malformed("'message.content' is not text")
+    return content
+
+
+def _is_logprob(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x <= 1e-6
+
+
+def _top_logprobs(choice: dict[str, Any]) -> list[tuple[str, float]] | None:
+    """The first generated token's listed alternatives, or None when the answer has none."""
+    lp = choice.get("logprobs")
+    if lp is None:
+        return None
+    if not isinstance(lp, dict):
+        raise _Malformed("'logprobs' is not an object")
+    content = lp.get("content")
+    if not content:
+        return None
+    if not isinstance(content, list) or not isinstance(content[0], dict):
+        raise _Malformed("'logprobs.content' is not a list of tokens")
+    top = content[0].get("top_logprobs")
+    if not top:
+        return None
+    if not isinstance(top, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("token"), str) and _is_logprob(t.get("logprob")) for t in top
+    ):
+        raise _Malformed("a 'top_logprobs' entry lacks a token or a log-probability")
+    return [(t["token"], float(t["logprob"])) for t in top]
+
+
+def _echo_logprobs(choice: dict[str, Any]) -> tuple[list[str], list[float | None]] | None:
+    """The echoed prompt's tokens and their log-probabilities, or None when the answer has none."""
+    lp = choice.get("logprobs")
+    if lp is None:
+        return None
+    if not isinstance(lp, dict):
+        raise _Malformed("'logprobs' is not an object")
+    tokens, logprobs = lp.get("tokens"), lp.get("token_logprobs")
+    if not tokens or not logprobs:
+        return None
+    if (
+        not isinstance(tokens, list)
+        or not isinstance(logprobs, list)
+        or len(tokens) != len(logprobs)
+        or not all(isinstance(t, str) for t in tokens)
+        or not all(x is None or _is_logprob(x) for x in logprobs)
+    ):
+        raise _Malformed("'logprobs.tokens' and 'logprobs.token_logprobs' do not match")
+    return tokens, [None if x is None else float(x) for x in logprobs]
+
+
+def _retries_taken(e: Exception, default: int) -> int:
+    """The retry count the client sent with its last attempt (its `x-stainless-retry-count` header)."""
+    request = getattr(e, "request", None)
+    try:
+        return int(request.headers["x-stainless-retry-count"])  # type: ignore[union-attr]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return default
+
+
+def _tries(n: int) -> str:
+    return "1 try" if n == 1 else f"{n} tries"
+
+
+def _short(e: Exception) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text[:200]
 
 
 def _norm(text: str) -> str:
@@ -403,4 +691,4 @@ def _norm(text: str) -> str:
 
 def _say(e: Exception) -> str:
     status = getattr(e, "status_code", None)
-    return f"{type(e).__name__}" + (f" (HTTP {status})" if status else "") + f": {e}"
+    return f"{type(e).__name__}" + (f" (HTTP {status})" if status else "") + f": {_short(e)}"
