@@ -334,9 +334,11 @@ def verdict_exit_code(verdict: str) -> int:
 
 def _cmd_advise(args: argparse.Namespace) -> int:
     from advisor.advise import advise
+    from advisor.rundir import RunDir
 
     config = _advise_config(args)
-    doc = advise(config)
+    with RunDir(config.out).lock():
+        doc = advise(config)
     _emit(doc, args.json)
     return verdict_exit_code(doc["decision"]["verdict"])
 
@@ -364,9 +366,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from advisor.advise import advise
+    from advisor.rundir import RunDir
 
     config = _advise_config(args)
+    with RunDir(config.out).lock():  # one lock through advise and train
+        return _advise_then_train(args, config)
+
+
+def _advise_then_train(args: argparse.Namespace, config: Any) -> int:
+    from advisor.advise import advise
+
     doc = advise(config)
     verdict = doc["decision"]["verdict"]
     if verdict != "fine_tune" and not args.force:

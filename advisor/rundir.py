@@ -39,6 +39,7 @@ SPLIT = "split.json"
 PREDICTIONS = "predictions"
 TRAIN = "train"
 LOCK = ".lock"
+_HELD: set[Path] = set()  # folders this process holds: `run` = advise then train, one lock
 
 
 class RunDir:
@@ -86,7 +87,14 @@ class RunDir:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the folder for this process; a second process fails at once with a clear message."""
+        """Hold the folder for this process; a second process fails at once with a clear message.
+
+        Re-entrant within one process, so `tunegate run` holds one lock through advise and train.
+        """
+        key = self.path.resolve()
+        if key in _HELD:
+            yield
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         lock_path = self.path / LOCK
         try:
@@ -106,7 +114,11 @@ class RunDir:
                 raise
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
-            yield
+            _HELD.add(key)
+            try:
+                yield
+            finally:
+                _HELD.discard(key)
         finally:
             os.close(fd)  # closing releases the lock
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from advisor import confidence, decide, evaluate, report, rules
 from advisor.model import resolve_model_dir as advisor_model_dir
+from advisor.rundir import RunDir
 from advisor.types import TaskKind
 from pipeline.config import TrainConfig
 from pipeline.distributed import launched_rank, shutdown
@@ -42,6 +44,12 @@ def train_and_verify(
     """
     run_dir = Path(run_dir)
     cfg = TrainConfig.from_toml(config_file, list(overrides))
+    # Rank 0 holds the run folder; the other ranks of a torchrun job only train their shard.
+    with RunDir(run_dir).lock() if launched_rank() == 0 else nullcontext():
+        return _train_and_verify(run_dir, cfg, force=force, resume=resume)
+
+
+def _train_and_verify(run_dir: Path, cfg: TrainConfig, *, force: bool, resume: bool) -> dict[str, Any] | None:
     result, _gate = train_run(run_dir, cfg, force=force, resume=resume)
     if result.rank != 0:
         return None

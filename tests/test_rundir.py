@@ -12,6 +12,7 @@ import pytest
 import report_docs
 from report_docs import facts
 
+from advisor.cli import main
 from advisor.document import Report
 from advisor.errors import ConfigError, DataError
 from advisor.rundir import RunDir
@@ -93,8 +94,8 @@ def test_predictions_round_trip_and_bad_lines(tmp_path: Path) -> None:
     assert err.value.problems[0].line == 2
 
 
-def test_a_second_process_on_the_same_folder_fails_fast(tmp_path: Path) -> None:
-    run = RunDir(tmp_path / "run")
+def _holder(tmp_path: Path, run: RunDir) -> subprocess.Popen[str]:
+    """Another process holding the run folder until it reads a line on stdin."""
     script = tmp_path / "hold.py"
     script.write_text(
         textwrap.dedent(
@@ -111,11 +112,35 @@ def test_a_second_process_on_the_same_folder_fails_fast(tmp_path: Path) -> None:
     child = subprocess.Popen(
         [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
+    assert child.stdout is not None and child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_a_second_process_on_the_same_folder_fails_fast(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    child = _holder(tmp_path, run)
     try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "held"
         with pytest.raises(ConfigError, match="another tunegate process"), run.lock():
             pass
     finally:
         child.communicate("\n", timeout=30)
     with run.lock():  # released when the holder exits
         assert (run.path / ".lock").read_text().strip().isdigit()
+
+
+def test_advise_on_a_folder_another_run_holds_changes_nothing(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data.jsonl"
+    rows = [
+        {"prompt": f"Review {i}: {'good' if i % 2 else 'bad'} film", "completion": "x"} for i in range(30)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    run = RunDir(tmp_path / "run")
+    child = _holder(tmp_path, run)
+    try:
+        rc = main(["advise", str(data), "--no-model", "--out", str(run.path)])
+    finally:
+        child.communicate("\n", timeout=30)
+    assert rc == 2 and "another tunegate process" in capsys.readouterr().err
+    assert sorted(p.name for p in run.path.iterdir()) == [".lock"]  # nothing of the second run written
+    assert main(["advise", str(data), "--no-model", "--out", str(run.path)]) in (0, 10, 11, 12, 13)
+    assert run.decision_path.is_file()
