@@ -205,3 +205,45 @@ def test_majority_items_are_a_constant_predictor():
     const = majority_items(result.arm("zero_shot").items, "ham")
     assert {it.prediction for it in const} == {"ham"}
     assert [it.correct for it in const] == [it.target == "ham" for it in const]
+
+
+def test_a_degenerate_fine_tuned_model_is_never_verified():
+    """The 3-label case from the field: prompting answers mostly a minority label, the fine-tuned model
+    the majority label 189 of 200 times. A big gain over prompting, no gain over the constant."""
+    from advisor.evaluate import ArmResult, ItemResult, compare, summarise
+    from pipeline.verify import build_verification, verification_signals
+
+    labels = ("a", "b", "c")
+    targets = ["a"] * 130 + ["b"] * 40 + ["c"] * 30
+
+    def items(preds):
+        return tuple(
+            ItemResult(i, "x", t, p, t == p, {"accuracy": float(t == p)}, 5)
+            for i, (t, p) in enumerate(zip(targets, preds, strict=True), 1)
+        )
+
+    prompt = items(["b"] * 150 + ["c"] * 50)
+    ft_preds = ["a"] * 189 + ["b"] * 11
+    ft_items = items(ft_preds)
+    ft = ArmResult(
+        "fine_tuned", "fine_tuned", 0, None, ft_items, summarise(ft_items, TaskKind.CLASSIFY, labels, 0), 5.0
+    )
+    cmp = compare(prompt, ft_items, metric="accuracy", seed=0, labels=labels)
+    const = majority_items(ft_items, "a")
+    vs_majority = compare(const, ft_items, metric="accuracy", seed=0, labels=labels)
+    degeneracy = judge_degenerate(
+        ft_preds, compute_baselines(targets, labels).label_shares, diff=vs_majority.diff.diff,
+        low=vs_majority.diff.low, high=vs_majority.diff.high, p_value=vs_majority.p_value, metric="accuracy",
+        alpha=0.05, thresholds=THRESHOLDS,
+    )  # fmt: skip
+    section = build_verification(
+        baseline_name="few_shot_k8", baseline_items=prompt, finetuned=ft, comparison=cmp, metric="accuracy",
+        quality_target=0.9, task=TaskKind.CLASSIFY, labels=labels, seed=0, latency={}, adapter_dir="x",
+        model_id="m", provenance={}, vs_majority=vs_majority, degeneracy=degeneracy, majority_label="a",
+    )  # fmt: skip
+    assert cmp.diff.low > 0.2  # the naive comparison calls this a large gain
+    assert section["degeneracy"]["degenerate"] and not section["majority"]["beats"]
+    assert section["finetune_verified"] is False
+    sig = verification_signals(section)
+    assert sig["finetune_degenerate"] is True and sig["finetune_verified"] is False
+    assert sig["finetune_beats_majority"] is False
