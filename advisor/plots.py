@@ -398,8 +398,8 @@ def arm_curve_svg(
     if not prompting or not prompting.get("arms"):
         return None
     metric = str(prompting.get("target_metric"))
-    rows = []
-    trend = ((prompting.get("plateau") or {}).get("trend")) or None
+    rows: list[tuple[list[str], float, float | None, float | None, str]] = []
+    trend: Mapping[str, Any] = (prompting.get("plateau") or {}).get("trend") or {}
     fitted: list[tuple[int, float]] = []  # (row index, fitted score) for the ladder's arms
     for arm in ordered_arms(prompting["arms"]):
         est = (arm.get("scores") or {}).get(metric) or {}
