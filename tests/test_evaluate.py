@@ -350,3 +350,6 @@ def test_rising_last_rung_extends_the_ladder(k_max):
     assert top.selection == max(top.tried, key=lambda t: t.dev_score).selection
     md = markdown_section(result.to_dict())
     assert "Variants tried on the dev split" in md and "few_shot_k16" in md
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(advisor.__file__).parent / "schema" / "decision.schema.json").read_text())
+    jsonschema.validate(json.loads(json.dumps(result.to_dict())), schema["properties"]["prompting"])
