@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import math
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from advisor.baselines import choose_metric
 from advisor.config import AdviseConfig
 from advisor.files import write_json_atomic
 from advisor.types import Example, TaskKind
-
-# The quality target when the user declares none (documented in the README): a demanding bar, since
-# "prompting is enough" should mean enough for production, not merely better than chance.
-DEFAULT_TARGETS = {TaskKind.CLASSIFY: ("accuracy", 0.90), TaskKind.GENERATE: ("chrf", 0.60)}
 
 
 def advise(config: AdviseConfig) -> dict[str, Any]:
@@ -58,10 +56,14 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     audit = audit_mod.audit(examples, task, labels, count_tokens=count_tokens)
     signals: dict[str, Any] = dict(audit_mod.audit_signals(audit, split))
     signals["task_kind"] = task.value
-    metric = config.target_metric or DEFAULT_TARGETS[task][0]
-    quality_target = config.quality_target
-    if quality_target is None:
-        quality_target = DEFAULT_TARGETS[task][1] if metric == DEFAULT_TARGETS[task][0] else None
+    choice = choose_metric(
+        task,
+        Counter(ex.label for ex in examples if ex.label is not None),
+        metric=config.target_metric,
+        quality_target=config.quality_target,
+        thresholds={k: float(v) for k, v in ruleset.thresholds.items() if isinstance(v, int | float)},
+    )
+    metric, quality_target = choice.metric, choice.quality_target
     config = replace(config, target_metric=metric, quality_target=quality_target)
     write_json_atomic(run_dir / "config.json", config.to_dict())
     signals["target_metric"] = metric
@@ -72,9 +74,19 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     prompting = None
     by_line = {ex.line: ex for ex in examples}
     train = [by_line[i] for i in split.train]
+    dev = [by_line[i] for i in split.dev]
     eval_items = [by_line[i] for i in split.eval]
     if backend is not None:
-        prompting = _benchmark(config, backend, task, labels, train, eval_items, metric, run_dir)
+        prompting = _benchmark(
+            config,
+            backend,
+            task,
+            labels,
+            (train, dev, eval_items),
+            choice.reason,
+            ruleset.thresholds,
+            run_dir,
+        )
         signals.update(prompting_signals(prompting))
 
     # measure
@@ -96,7 +108,16 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
         # The demonstrations still come from the original training rows, so the items measured before
         # keep their prompts (answered from the response cache); only the new items cost model calls.
         eval_items = [by_line[i] for i in split.eval]
-        prompting = _benchmark(config, backend, task, labels, train, eval_items, metric, run_dir)
+        prompting = _benchmark(
+            config,
+            backend,
+            task,
+            labels,
+            (train, dev, eval_items),
+            choice.reason,
+            ruleset.thresholds,
+            run_dir,
+        )
         signals.update(prompting_signals(prompting))
         signals["n_eval"], signals["n_train"] = len(split.eval), len(split.train)
         decision = _decide(ruleset, signals, prompting)
@@ -292,14 +313,15 @@ def _benchmark(
     backend: Any,
     task: TaskKind,
     labels: tuple[str, ...],
-    train: list[Example],
-    eval_items: list[Example],
-    metric: str,
+    splits: tuple[list[Example], list[Example], list[Example]],
+    metric_reason: str,
+    thresholds: Any,
     run_dir: Path,
 ) -> Any:
     from advisor import evaluate, prompts
 
-    arms = prompts.build_arms(
+    train, dev, eval_items = splits
+    ladder = prompts.build_ladder(
         backend,
         task,
         labels,
@@ -312,17 +334,21 @@ def _benchmark(
     )
     result = evaluate.evaluate_arms(
         backend,
-        arms,
+        ladder.arms,
         train,
         eval_items,
         task,
         labels,
         seed=config.seed,
-        target_metric=metric,
+        target_metric=str(config.target_metric),
         quality_target=config.quality_target,
         min_gain=config.min_gain,
         max_gen_tokens=config.max_gen_tokens,
         progress=_progress_printer(),
+        dev_items=dev,
+        k_max=ladder.k_max,
+        thresholds=thresholds,
+        metric_reason=metric_reason,
     )
     evaluate.write_predictions(run_dir, result)
     return result

@@ -111,6 +111,39 @@ class Estimate(Model):
     n: Count
 
 
+Variant = Literal["raw", "contextual", "batch"]
+Selection = Literal["stratified", "nearest"] | None
+
+
+class Tried(Model):
+    """One variant of an arm scored on the dev split (the best dev score is then scored on eval)."""
+
+    variant: Variant
+    selection: Selection
+    dev_score: float
+    n_dev: Count
+
+
+class PairedGap(Model):
+    diff: float
+    low: float
+    high: float
+    p_value: Share
+
+
+class Degeneracy(Model):
+    """Whether predictions collapse onto one label, or do no better than always answering the majority."""
+
+    top_label: str
+    top_share: Share
+    top_true_share: Share
+    collapsed: bool
+    vs_majority: PairedGap
+    beats_majority: bool
+    degenerate: bool
+    reason: str | None
+
+
 class ArmScores(Model):
     name: Annotated[str, Field(min_length=1)]
     kind: str = Field(description="zero_shot | system | few_shot (another scored model: its own kind)")
@@ -119,6 +152,12 @@ class ArmScores(Model):
     n: Count
     mean_prompt_tokens: float
     scores: dict[Metric, Estimate]
+    variant: Variant = "raw"
+    calibration: dict[str, float] | None = Field(
+        None, description="log-prior per label subtracted before the argmax"
+    )
+    tried: list[Tried] = []
+    degeneracy: Degeneracy | None = None
 
 
 class Comparison(Model):
@@ -149,17 +188,64 @@ class CurvePoint(Model):
     mean_prompt_tokens: float
 
 
+class Trend(Model):
+    """Score against log2(k + 1) over the ladder, with a paired-bootstrap interval on the slope."""
+
+    ks: list[int]
+    slope: float
+    low: float
+    high: float
+    intercept: float
+    n: Count
+
+
+class CostlierArm(Model):
+    arm: str
+    diff: float
+    low: float
+    high: float
+    p_value: Share
+    n: Count
+
+
 class Plateau(Model):
     plateaued: bool
-    best_arm: str
+    best_arm: str | None  # None: every arm is degenerate
     previous_arm: str | None
-    best_score: float
+    best_score: float | None
     gain: float
     p_value: Share
     significant: bool
     below_target: bool
     items_needed: Annotated[int, Field(ge=1)] | None
     reason: str
+    case: Literal[
+        "single_arm",
+        "costlier_not_better",
+        "costlier_better",
+        "ladder_exhausted",
+        "flat_trend",
+        "still_improving",
+    ]
+    extend: bool
+    ladder_exhausted: bool
+    trend: Trend | None
+    costlier: list[CostlierArm]
+
+
+class MetricPair(Model):
+    accuracy: float
+    macro_f1: float
+
+
+class Baselines(Model):
+    """What a model that ignores the input scores on the same eval items."""
+
+    majority_label: str
+    majority_share: Share
+    label_shares: dict[str, Share]
+    majority: MetricPair
+    uniform: MetricPair
 
 
 class Prompting(Model):
@@ -179,6 +265,9 @@ class Prompting(Model):
     comparisons: list[Comparison]
     k_curve: list[CurvePoint]
     plateau: Plateau
+    metric_reason: str
+    k_max: int | None
+    baselines: Baselines | None
 
 
 # --------------------------------------------------------------------------- evidence
@@ -362,7 +451,7 @@ class Difference(Model):
     high: float
     p_value: float
     n: int
-    mcnemar_p_value: float
+    mcnemar_p_value: float | None = None
 
 
 class Flip(Model):
@@ -380,6 +469,12 @@ class Flips(Model):
     regressed_examples: list[Flip]
 
 
+class MajorityGap(Model):
+    label: str | None
+    difference: Difference
+    beats: bool
+
+
 class Verification(Model):
     """The fine-tuned model against the best prompting arm on the same eval items."""
 
@@ -393,6 +488,8 @@ class Verification(Model):
     meets_target: bool | None = None
     finetune_verified: bool
     provenance: GateRecord
+    majority: MajorityGap | None = None
+    degeneracy: Degeneracy | None = None
 
 
 # --------------------------------------------------------------------------- decision

@@ -17,17 +17,19 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from advisor import stats
+from advisor import calibration, stats
 from advisor.backends.base import Backend, GenRequest, LoglikRequest
-from advisor.errors import ConfigError
+from advisor.baselines import Baselines, Degeneracy, compute_baselines, judge_degenerate
+from advisor.calibration import Variant
+from advisor.errors import BudgetError, ConfigError
 from advisor.files import write_text_atomic
-from advisor.prompts import Arm, ArmKind, DemoSelector, render_messages
+from advisor.prompts import SELECTIONS, Arm, ArmKind, DemoSelector, few_shot_arm, render_messages
 from advisor.stats import Estimate, McNemar, PairedDiff, Plateau
 from advisor.textsafe import md_code, md_escape
 from advisor.types import Example, Message, TaskKind
@@ -93,6 +95,9 @@ class ArmResult:
     mean_prompt_tokens: float
     # the chat turns sent for each item (same order as `items`), for latency and cost measurements
     prompts: tuple[tuple[Message, ...], ...] = ()
+    variant: str = Variant.RAW  # the label-bias correction applied to the predictions (chosen on dev)
+    offsets: Mapping[str, float] | None = None  # its log-prior per label, subtracted before the argmax
+    tried: tuple[Tried, ...] = ()  # every variant scored on the dev split, the chosen one included
 
     @property
     def n(self) -> int:
@@ -107,6 +112,28 @@ class ArmResult:
             "n": self.n,
             "mean_prompt_tokens": self.mean_prompt_tokens,
             "scores": {m: e.to_dict() for m, e in self.scores.items()},
+            "variant": str(self.variant),
+            "calibration": None if self.offsets is None else dict(self.offsets),
+            "tried": [t.to_dict() for t in self.tried],
+        }
+
+
+@dataclass(frozen=True)
+class Tried:
+    """One variant of an arm scored on the dev split: its label-bias correction and demo selection."""
+
+    variant: str
+    selection: str | None
+    dev_score: float
+    n_dev: int
+    offsets: Mapping[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "variant": str(self.variant),
+            "selection": self.selection,
+            "dev_score": self.dev_score,
+            "n_dev": self.n_dev,
         }
 
 
@@ -160,6 +187,13 @@ class PromptingResult:
     arms: tuple[ArmResult, ...]  # cheapest first (mean prompt tokens)
     comparisons: tuple[Comparison, ...]
     plateau: Plateau
+    baselines: Baselines | None = None  # classification only
+    degeneracy: Mapping[str, Degeneracy] = field(default_factory=dict)  # per arm (classification)
+    metric_reason: str = ""
+    k_max: int | None = None  # the largest k the prompt budget and the train split allow
+    # What the analysis was judged with, so a resample of the eval items is judged alike (not reported).
+    thresholds: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    budget_spent: bool = False
 
     def arm(self, name: str) -> ArmResult:
         for a in self.arms:
@@ -186,12 +220,21 @@ class PromptingResult:
             "task": str(self.task),
             "labels": list(self.labels),
             "target_metric": self.target_metric,
+            "metric_reason": self.metric_reason,
             "quality_target": self.quality_target,
             "min_gain": self.min_gain,
             "alpha": self.alpha,
             "seed": self.seed,
             "n_eval": self.arms[0].n if self.arms else 0,
-            "arms": [a.to_dict() for a in self.arms],
+            "k_max": self.k_max,
+            "baselines": None if self.baselines is None else self.baselines.to_dict(),
+            "arms": [
+                {
+                    **a.to_dict(),
+                    "degeneracy": d.to_dict() if (d := self.degeneracy.get(a.name)) is not None else None,
+                }
+                for a in self.arms
+            ],
             "comparisons": [c.to_dict() for c in self.comparisons],
             "k_curve": sorted(curve, key=lambda r: (r["k"], r["mean_prompt_tokens"])),
             "plateau": self.plateau.to_dict(),
@@ -492,40 +535,204 @@ def evaluate_arms(
     max_gen_tokens: int = 64,
     alpha: float = stats.ALPHA,
     progress: Progress | None = None,
+    dev_items: Sequence[Example] = (),
+    k_max: int | None = None,
+    thresholds: Mapping[str, Any] | None = None,
+    metric_reason: str = "",
 ) -> PromptingResult:
-    """Measure every arm, compare each with the next cheaper arm and with zero-shot, judge the plateau."""
+    """Measure every arm, compare arms, name the degenerate ones, judge the plateau on the whole curve.
+
+    Each arm's variants (label-bias corrections; nearest demonstrations at the top rung) are scored on
+    `dev_items` and only the variant chosen there is scored on the eval items. While the best arm is the
+    last rung and the ladder's slope interval lies above zero, the ladder grows (k doubles) up to `k_max`
+    (default: the train split's size) before the plateau is judged.
+    """
     target = _check(task, labels, target_metric, quality_target, min_gain)
     if not arms or not eval_items:
         raise ConfigError("prompting needs at least one arm and one eval item", field="eval_size")
-    selector = DemoSelector(train, seed)
-    stop = default_stop(train) if task is TaskKind.GENERATE else ()
-    results = [
-        evaluate_arm(
-            backend,
-            arm,
-            eval_items,
-            selector,
+    if thresholds is None:
+        from advisor.rules import load_rules
+
+        thresholds = load_rules([]).thresholds
+    limit = len(train) if k_max is None else min(k_max, len(train))
+    m = _Measurer(
+        backend, train, eval_items, dev_items, task, labels, seed, target_metric, max_gen_tokens, progress
+    )
+    top_k = max((a.k for a in arms if a.kind is ArmKind.FEW_SHOT), default=0)
+    results = [m.measure(arm, top=arm.kind is ArmKind.FEW_SHOT and arm.k == top_k) for arm in arms]
+    budget_spent = False
+    while True:
+        result = analyse(
+            results,
+            backend=backend.name,
+            model_id=backend.model_id,
             task=task,
             labels=labels,
             seed=seed,
-            max_gen_tokens=max_gen_tokens,
-            stop=stop,
+            target_metric=target_metric,
+            target=target,
+            min_gain=min_gain,
+            alpha=alpha,
+            thresholds=thresholds,
+            metric_reason=metric_reason,
+            limit=limit,
+            budget_spent=budget_spent,
+        )
+        if not result.plateau.extend:
+            return result
+        last = max((r for r in results if r.kind == ArmKind.FEW_SHOT), key=lambda r: r.k)
+        template = next(a for a in arms if a.kind is not ArmKind.ZERO_SHOT)
+        try:
+            results.append(m.measure(few_shot_arm(template, 2 * last.k, _base_selection(arms)), top=True))
+        except BudgetError:
+            budget_spent = True  # the run's token or request budget is spent: the ladder ends here
+
+
+def _base_selection(arms: Sequence[Arm]) -> str:
+    return next((a.selection for a in arms if a.kind is ArmKind.FEW_SHOT), "stratified")
+
+
+class _Measurer:
+    """Scores one arm: its variants on dev, the chosen variant on eval."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        train: Sequence[Example],
+        eval_items: Sequence[Example],
+        dev_items: Sequence[Example],
+        task: TaskKind,
+        labels: Sequence[str],
+        seed: int,
+        metric: str,
+        max_gen_tokens: int,
+        progress: Progress | None,
+    ) -> None:
+        self.backend, self.eval_items, self.dev_items = backend, eval_items, dev_items
+        self.task, self.labels, self.seed, self.metric = task, labels, seed, metric
+        self.selector = DemoSelector(train, seed)
+        self.stop = default_stop(train) if task is TaskKind.GENERATE else ()
+        self.max_gen_tokens, self.progress = max_gen_tokens, progress
+
+    def _run(self, arm: Arm, items: Sequence[Example], label: str = "") -> ArmResult:
+        progress = self.progress
+        if progress is not None and label:
+            outer = progress
+
+            def progress(name: str, done: int, total: int) -> None:
+                outer(f"{name} ({label})", done, total)
+
+        return evaluate_arm(
+            self.backend,
+            arm,
+            items,
+            self.selector,
+            task=self.task,
+            labels=self.labels,
+            seed=self.seed,
+            max_gen_tokens=self.max_gen_tokens,
+            stop=self.stop,
             progress=progress,
         )
-        for arm in arms
-    ]
-    return analyse(
-        results,
-        backend=backend.name,
-        model_id=backend.model_id,
-        task=task,
-        labels=labels,
-        seed=seed,
-        target_metric=target_metric,
-        quality_target=target,
-        min_gain=min_gain,
-        alpha=alpha,
+
+    def _dev_score(self, items: Sequence[ItemResult]) -> float:
+        if self.metric == "macro_f1":
+            return stats.macro_f1([it.target for it in items], [it.prediction for it in items], self.labels)
+        return float(np.mean([it.metrics[self.metric] for it in items]))
+
+    def _content_free_prior(self, arm: Arm) -> dict[str, float]:
+        rows = []
+        for text in calibration.CONTENT_FREE:
+            ex = Example(0, (Message("user", text),), "")
+            msgs = render_messages(arm, ex, self.selector.select(arm, ex))
+            res = self.backend.loglikelihood([LoglikRequest(msgs, lab) for lab in self.labels])
+            rows.append({lab: r.logprob for lab, r in zip(self.labels, res, strict=True)})
+        return calibration.prior(rows, self.labels)
+
+    def measure(self, arm: Arm, *, top: bool) -> ArmResult:
+        """Variants on dev (when there is a dev split), then the best of them on eval."""
+        selections = [arm.selection]
+        if top and arm.kind is ArmKind.FEW_SHOT:
+            selections += [s for s in SELECTIONS if s != arm.selection]
+        tried: list[tuple[Arm, Tried]] = []
+        for sel in selections if self.dev_items else ():
+            variant_arm = arm if sel == arm.selection else few_shot_arm(arm, arm.k, sel)
+            dev = self._run(variant_arm, self.dev_items, "dev")
+            selection = sel if arm.kind is ArmKind.FEW_SHOT else None
+            n_dev = len(dev.items)
+            tried.append((variant_arm, Tried(Variant.RAW, selection, self._dev_score(dev.items), n_dev)))
+            if self.task is not TaskKind.CLASSIFY:
+                continue
+            priors = {
+                Variant.BATCH: calibration.prior([it.label_logprobs or {} for it in dev.items], self.labels)
+            }
+            if sel == "stratified" or arm.kind is not ArmKind.FEW_SHOT:  # content-free needs one fixed prompt
+                priors[Variant.CONTEXTUAL] = self._content_free_prior(variant_arm)
+            for variant in (Variant.CONTEXTUAL, Variant.BATCH):
+                if variant in priors:
+                    fixed = _recalibrated(dev.items, priors[variant], self.labels)
+                    tried.append(
+                        (
+                            variant_arm,
+                            Tried(variant, selection, self._dev_score(fixed), n_dev, priors[variant]),
+                        )
+                    )
+        # The best dev score; max keeps the first of equals (raw first, the configured selection first).
+        chosen_arm, chosen = max(tried, key=lambda t: t[1].dev_score) if tried else (arm, None)
+        result = self._run(chosen_arm, self.eval_items)
+        if chosen is None:
+            return result
+        if chosen.offsets is not None:
+            items = _recalibrated(result.items, chosen.offsets, self.labels)
+            result = replace(result, items=items, scores=summarise(items, self.task, self.labels, self.seed))
+        return replace(
+            result, variant=chosen.variant, offsets=chosen.offsets, tried=tuple(t for _, t in tried)
+        )
+
+
+def _recalibrated(
+    items: Sequence[ItemResult], offsets: Mapping[str, float], labels: Sequence[str]
+) -> tuple[ItemResult, ...]:
+    out = []
+    for it in items:
+        pred = calibration.predict(it.label_logprobs or {}, offsets, labels)
+        ok = pred == it.target
+        out.append(replace(it, prediction=pred, correct=ok, metrics={**it.metrics, "accuracy": float(ok)}))
+    return tuple(out)
+
+
+def majority_items(items: Sequence[ItemResult], label: str) -> tuple[ItemResult, ...]:
+    """The constant predictor answering `label`, on the same items (the majority baseline)."""
+    return tuple(
+        replace(
+            it,
+            prediction=label,
+            correct=it.target == label,
+            metrics={"accuracy": float(it.target == label)},
+            label_logprobs=None,
+            demo_lines=(),
+        )
+        for it in items
     )
+
+
+def _rung_statistic(arm: ArmResult, metric: str, labels: Sequence[str]) -> Callable[[np.ndarray], float]:
+    """The arm's score on the items at `idx` (for the ladder's bootstrap)."""
+    if metric != "macro_f1":
+        v = np.array([it.metrics[metric] for it in arm.items], dtype=float)
+        return lambda idx: float(v[idx].mean())
+    index = {lab: i for i, lab in enumerate(labels)}
+    t = np.array([index.get(it.target, len(labels)) for it in arm.items])
+    p = np.array([index.get(it.prediction, len(labels)) for it in arm.items])
+    k = len(labels)
+
+    def f1(idx: np.ndarray) -> float:
+        ti, pi = t[idx], p[idx]
+        tp = np.bincount(ti[ti == pi], minlength=k + 1)[:k]
+        denom = np.bincount(ti, minlength=k + 1)[:k] + np.bincount(pi, minlength=k + 1)[:k]
+        return float(np.mean(np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)))
+
+    return f1
 
 
 def analyse(
@@ -537,15 +744,19 @@ def analyse(
     labels: Sequence[str],
     seed: int,
     target_metric: str,
-    quality_target: float,
+    target: float,
     min_gain: float,
-    alpha: float = stats.ALPHA,
+    alpha: float,
+    thresholds: Mapping[str, Any],
+    metric_reason: str,
+    limit: int,
+    budget_spent: bool,
     n_resamples: int = stats.N_RESAMPLES,
 ) -> PromptingResult:
-    """Compare each scored arm with the next cheaper arm and with zero-shot, and judge the plateau.
+    """Baselines, degeneracy, paired comparisons, the ladder's trend and the plateau of the arms measured.
 
-    Pure over the arms' per-item results, so the same analysis runs on a bootstrap resample of the
-    eval items (advisor.confidence); `n_resamples` sets the inner tests' bootstrap size.
+    Pure over the arms' per-item results, so the same analysis runs on a bootstrap resample of the eval
+    items (advisor.confidence); `n_resamples` sets the inner tests' bootstrap size.
     """
     ordered = sorted(results, key=lambda r: r.mean_prompt_tokens)  # stable: ties keep arm order
 
@@ -561,6 +772,34 @@ def analyse(
             n_resamples=n_resamples,
         )
 
+    baselines = None
+    degeneracy: dict[str, Degeneracy] = {}
+    if task is TaskKind.CLASSIFY:
+        baselines = compute_baselines([it.target for it in ordered[0].items], labels)
+        constant = ArmResult(
+            "majority",
+            "baseline",
+            0,
+            None,
+            majority_items(ordered[0].items, baselines.majority_label),
+            {},
+            0.0,
+        )
+        for r in ordered:
+            c = cmp(r, constant)
+            degeneracy[r.name] = judge_degenerate(
+                [it.prediction for it in r.items],
+                baselines.label_shares,
+                diff=c.diff.diff,
+                low=c.diff.low,
+                high=c.diff.high,
+                p_value=c.p_value,
+                metric=target_metric,
+                alpha=alpha,
+                thresholds={k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)},
+            )
+    honest = {r.name: not (d.degenerate if (d := degeneracy.get(r.name)) else False) for r in ordered}
+
     comparisons: list[Comparison] = []
     vs_previous: dict[str, PairedDiff] = {}
     zero = next((r for r in ordered if r.kind == ArmKind.ZERO_SHOT), None)
@@ -572,19 +811,40 @@ def analyse(
             comparisons.append(cmp(ordered[i], zero))
 
     points = [stats.CurvePoint(r.name, r.mean_prompt_tokens, r.scores[target_metric].value) for r in ordered]
+    fair = [p for p in points if honest[p.arm]]
+    best = stats.best_point(fair) if fair else None
+    vs_best: dict[str, PairedDiff] = {}
     needed = None
-    if len(ordered) > 1:
-        best = stats.best_point(points)
+    if best is not None:
         pos = [r.name for r in ordered].index(best.arm)
-        a, b = (ordered[pos], ordered[pos - 1]) if pos > 0 else (ordered[1], ordered[0])
-        needed = _items_needed(a, b, target_metric, min_gain, alpha)
+        for r in ordered[pos + 1 :]:
+            c = cmp(r, ordered[pos])
+            vs_best[r.name] = replace(c.diff, p_value=c.p_value)
+        if len(ordered) > 1:
+            a, b = (ordered[pos], ordered[pos - 1]) if pos > 0 else (ordered[1], ordered[0])
+            needed = _items_needed(a, b, target_metric, min_gain, alpha)
+
+    ladder = sorted((r for r in ordered if r.kind in (ArmKind.SYSTEM, ArmKind.FEW_SHOT)), key=lambda r: r.k)
+    trend = stats.ladder_trend(
+        [r.k for r in ladder],
+        [_rung_statistic(r, target_metric, labels) for r in ladder],
+        len(ordered[0].items),
+        seed=seed,
+        n_resamples=n_resamples,
+    )
+    few = [r.k for r in ladder if r.kind == ArmKind.FEW_SHOT]
     plateau = stats.detect_plateau(
         points,
         vs_previous,
-        quality_target=quality_target,
+        quality_target=target,
         min_gain=min_gain,
         alpha=alpha,
         items_needed=needed,
+        honest=honest,
+        vs_best=vs_best,
+        ladder=[r.name for r in ladder],
+        trend=trend,
+        next_rung_fits=bool(few) and 2 * few[-1] <= limit and not budget_spent,
     )
     return PromptingResult(
         backend=backend,
@@ -592,13 +852,19 @@ def analyse(
         task=task,
         labels=tuple(labels),
         target_metric=target_metric,
-        quality_target=quality_target,
+        quality_target=target,
         min_gain=min_gain,
         alpha=alpha,
         seed=seed,
         arms=tuple(ordered),
         comparisons=tuple(comparisons),
         plateau=plateau,
+        baselines=baselines,
+        degeneracy=degeneracy,
+        metric_reason=metric_reason,
+        k_max=limit,
+        thresholds=thresholds,
+        budget_spent=budget_spent,
     )
 
 
@@ -643,13 +909,22 @@ SIGNAL_NAMES = (
     "plateau_gain",
     "plateau_p_value",
     "eval_items_needed",
+    "majority_baseline_score",
+    "n_degenerate_arms",
+    "prompting_beats_majority",
+    "ladder_exhausted",
+    "ladder_slope_low",
 )
 
 
 def prompting_signals(
     section: PromptingResult | Mapping[str, Any] | None,
 ) -> dict[str, float | int | bool | str | None]:
-    """The Prompting signals from a result or its decision.json section (None: not measured)."""
+    """The Prompting signals from a result or its decision.json section (None: not measured).
+
+    Degenerate arms (see advisor.baselines) count for nothing here: they are never the best arm and
+    never meet the target.
+    """
     if section is None:
         unmeasured: dict[str, float | int | bool | str | None] = dict.fromkeys(SIGNAL_NAMES)
         unmeasured["prompting_measured"] = False
@@ -660,33 +935,44 @@ def prompting_signals(
     def score(a: Mapping[str, Any]) -> float:
         return float(a["scores"][metric]["value"])
 
+    def honest(a: Mapping[str, Any]) -> bool:
+        return not (a.get("degeneracy") or {}).get("degenerate", False)
+
     arms = list(s["arms"])  # cheapest first
-    zero = next((score(a) for a in arms if a["kind"] == ArmKind.ZERO_SHOT), None)
-    system = next((score(a) for a in arms if a["kind"] == ArmKind.SYSTEM), None)
-    few = [a for a in arms if a["kind"] == ArmKind.FEW_SHOT]
+    fair = [a for a in arms if honest(a)]
+    zero = next((a for a in arms if a["kind"] == ArmKind.ZERO_SHOT), None)
+    system = next((a for a in arms if a["kind"] == ArmKind.SYSTEM), None)
+    few = [a for a in fair if a["kind"] == ArmKind.FEW_SHOT]
     best_few = max(few, key=score, default=None)  # max keeps the first (cheapest) of equals
     plateau = s["plateau"]
-    best = next(a for a in arms if a["name"] == plateau["best_arm"])
-    cheap = [x for x in (zero, system) if x is not None]
+    best = next((a for a in arms if a["name"] == plateau["best_arm"]), None)
+    cheap = [score(a) for a in (zero, system) if a is not None and honest(a)]
     prompt_meets = bool(cheap) and max(cheap) >= target
-    ci = best["scores"][metric]
+    ci = best["scores"][metric] if best is not None else None
+    base = s.get("baselines")
+    trend = plateau.get("trend")
     return {
         "prompting_measured": True,
         "target_metric": metric,
         "quality_target": target,
-        "zero_shot_score": zero,
-        "system_score": system,
+        "zero_shot_score": None if zero is None else score(zero),
+        "system_score": None if system is None else score(system),
         "best_few_shot_score": None if best_few is None else score(best_few),
         "best_few_shot_k": None if best_few is None else int(best_few["k"]),
-        "best_prompt_score": score(best),
-        "best_arm": best["name"],
+        "best_prompt_score": None if best is None else score(best),
+        "best_arm": None if best is None else best["name"],
         "prompt_meets_target": prompt_meets,
         "few_shot_meets_target": (not prompt_meets) and best_few is not None and score(best_few) >= target,
-        "target_within_ci": float(ci["low"]) <= target <= float(ci["high"]),
+        "target_within_ci": None if ci is None else float(ci["low"]) <= target <= float(ci["high"]),
         "prompting_plateaued": bool(plateau["plateaued"]),
         "plateau_gain": float(plateau["gain"]),
         "plateau_p_value": float(plateau["p_value"]),
         "eval_items_needed": plateau["items_needed"],
+        "majority_baseline_score": None if base is None else float(base["majority"][metric]),
+        "n_degenerate_arms": len(arms) - len(fair),
+        "prompting_beats_majority": None if base is None else bool(fair),
+        "ladder_exhausted": bool(plateau.get("ladder_exhausted", False)),
+        "ladder_slope_low": None if not trend else float(trend["low"]),
     }
 
 
@@ -708,12 +994,53 @@ def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _top(a: Mapping[str, Any]) -> str:
+    d = a.get("degeneracy")
+    return "—" if not d else f"{d['top_share']:.0%} {d['top_label']}"
+
+
+def _status(a: Mapping[str, Any]) -> str:
+    d = a.get("degeneracy")
+    return "—" if not d else ("**degenerate**" if d["degenerate"] else "ok")
+
+
+def baseline_sentence(section: Mapping[str, Any]) -> str | None:
+    """One line: the majority baseline and the uniform-random expectation on the target metric."""
+    b = section.get("baselines")
+    if not b:
+        return None
+    metric = section["target_metric"]
+    name = _METRIC_NAMES.get(metric, metric)
+    return (
+        f"Baselines on the same eval items: always answering the majority label `{b['majority_label']}` "
+        f"({b['majority_share']:.1%} of items) scores {name} {b['majority'][metric]:.3f} "
+        f"(accuracy {b['majority']['accuracy']:.3f}, macro-F1 {b['majority']['macro_f1']:.3f}); "
+        f"guessing uniformly at random is expected to score {b['uniform'][metric]:.3f}."
+    )
+
+
+def plateau_sentence(section: Mapping[str, Any]) -> str:
+    """Why prompting did or did not plateau, in one sentence."""
+    pl = section["plateau"]
+    if not pl.get("below_target", True):
+        head = "Prompting meets the target"
+    else:
+        head = "Prompting has plateaued" if pl["plateaued"] else "Prompting has not plateaued"
+    best = (
+        f"at `{pl['best_arm']}` ({pl['best_score']:.3f})"
+        if pl.get("best_arm")
+        else "with no honest arm (every arm is degenerate)"
+    )
+    return f"{head} {best}: {pl['reason']}."
+
+
 def markdown_section(section: Mapping[str, Any] | None) -> str:
     """The report's "Prompting" section from the decision.json subtree."""
     if section is None:
         return "## Prompting\n\nNot measured: no model was run, so no arm scores exist.\n"
     metric = section["target_metric"]
     metrics = list(section["arms"][0]["scores"]) if section["arms"] else [metric]
+    classify = section.get("baselines") is not None
     # The first comparison listed for an arm is the one with its next cheaper arm.
     vs_prev: dict[str, Mapping[str, Any]] = {}
     for c in section["comparisons"]:
@@ -726,11 +1053,19 @@ def markdown_section(section: Mapping[str, Any] | None) -> str:
         f"Target: {_METRIC_NAMES.get(metric, metric)} ≥ {section['quality_target']:.3f}. "
         "Intervals are 95% percentile-bootstrap; differences are paired over the same items "
         "(p: exact McNemar for accuracy, paired bootstrap otherwise).",
+    ]
+    if section.get("metric_reason"):
+        out += ["", f"Metric: {md_escape(section['metric_reason'])}."]
+    line = baseline_sentence(section)
+    if line:
+        out += ["", md_escape(line)]
+    extra = " | Top label | Variant | Status" if classify else ""
+    out += [
         "",
         "| Arm | Prompt tokens | "
         + " | ".join(_METRIC_NAMES.get(m, m) for m in metrics)
-        + " | Δ vs cheaper arm | p |",
-        "|---|---:|" + "---:|" * len(metrics) + "---:|---:|",
+        + f" | Δ vs cheaper arm | p{extra} |",
+        "|---|---:|" + "---:|" * len(metrics) + "---:|---:|" + ("---:|---|---|" if classify else ""),
     ]
     for a in section["arms"]:
         c = vs_prev.get(a["name"])
@@ -741,7 +1076,34 @@ def markdown_section(section: Mapping[str, Any] | None) -> str:
         )
         p = _p(c["p_value"]) if c else "—"
         cells = " | ".join(_ci(a["scores"][m]) for m in metrics)
-        out.append(f"| {md_escape(a['name'])} | {a['mean_prompt_tokens']:.0f} | {cells} | {delta} | {p} |")
+        tail = f" | {md_escape(_top(a))} | {a.get('variant', 'raw')} | {_status(a)}" if classify else ""
+        out.append(
+            f"| {md_escape(a['name'])} | {a['mean_prompt_tokens']:.0f} | {cells} | {delta} | {p}{tail} |"
+        )
+    degenerate = [a for a in section["arms"] if (a.get("degeneracy") or {}).get("degenerate")]
+    if degenerate:
+        out += [
+            "",
+            "Degenerate arms (never the best arm, never meeting the target, never anchoring a plateau):",
+            "",
+        ]
+        out += [f"- {md_code(a['name'])}: {md_escape(a['degeneracy']['reason'])}" for a in degenerate]
+    tried = [(a["name"], t) for a in section["arms"] for t in a.get("tried") or []]
+    if tried:
+        out += [
+            "",
+            "Variants tried on the dev split (the best dev score per arm was then scored on eval):",
+            "",
+            f"| Arm | Variant | Selection | Dev {_METRIC_NAMES.get(metric, metric)} | Dev items |",
+            "|---|---|---|---:|---:|",
+        ]
+        for name, t in tried:
+            out.append(
+                f"| {md_escape(name)} | {t['variant']} | {t['selection'] or '—'} "
+                f"| {t['dev_score']:.3f} | {t['n_dev']} |"
+            )
+    elif section["arms"]:
+        out += ["", "No dev split: each arm was scored as prompted, without variants."]
     if section["k_curve"]:
         name = _METRIC_NAMES.get(metric, metric)
         out += ["", f"k-curve ({name}; k=0 is the system arm):", "", f"| k | Arm | {name} | Prompt tokens |"]
@@ -749,15 +1111,7 @@ def markdown_section(section: Mapping[str, Any] | None) -> str:
         for r in section["k_curve"]:
             out.append(f"| {r['k']} | {md_escape(r['arm'])} | {_ci(r)} | {r['mean_prompt_tokens']:.0f} |")
     pl = section["plateau"]
-    head = (
-        "**Prompting has plateaued below the target.**"
-        if pl["plateaued"]
-        else ("**Prompting has not plateaued.**")
-    )
-    out += [
-        "",
-        f"{head} Best arm: {md_code(pl['best_arm'])} ({pl['best_score']:.3f}). {md_escape(pl['reason'])}.",
-    ]
+    out += ["", f"**{md_escape(plateau_sentence(section))}**"]
     if pl["items_needed"] is not None:
         out.append(
             f"Detecting a gain of {section['min_gain']:.3f} with 80% power at α={section['alpha']} "

@@ -620,12 +620,16 @@ def gather_evidence(
     if not arms:
         missing.append(("arms", "prompting was not measured (no backend or no arms)"))
     scored = [a for a in rows if a.score is not None]
-    # The harness's own choice when it made one, so report and signals name the same arm; else the
-    # highest score, the cheapest (first) of equals.
-    best = getattr(getattr(prompting, "plateau", None), "best_arm", None)
-    if best not in {a.name for a in scored}:
+    # The harness's own choice when it made one, so report and signals name the same arm (None when every
+    # arm is degenerate: no arm to cost); else the highest score, the cheapest (first) of equals.
+    plateau = getattr(prompting, "plateau", None)
+    best = getattr(plateau, "best_arm", None)
+    if plateau is None and best not in {a.name for a in scored}:
         best = max(scored, key=lambda a: a.score or 0.0).name if scored else None
-    few = [a for a in scored if a.kind == "few_shot"]
+    degeneracy = getattr(prompting, "degeneracy", None) or {}
+    few = [
+        a for a in scored if a.kind == "few_shot" and not getattr(degeneracy.get(a.name), "degenerate", False)
+    ]
     few_name = max(few, key=lambda a: a.score or 0.0).name if few else None
     zero = next((a for a in rows if a.kind == "zero_shot"), None) or (
         min(rows, key=lambda a: a.prompt_tokens or math.inf) if rows else None

@@ -57,12 +57,16 @@ def verification_markdown(section: Mapping[str, Any] | None) -> str:
         return "## Fine-tuning verification\n\nNot run: no adapter was trained for this run.\n"
     metric = section["metric"]
     base, ft, d, flips = section["baseline"], section["finetuned"], section["difference"], section["flips"]
+    degeneracy, majority = section.get("degeneracy") or {}, section.get("majority") or {}
     verdict = (
-        "**Fine-tuning verified**: the fine-tuned model beats the best prompting arm; the paired 95% "
-        "interval of the difference lies above zero."
+        "**Fine-tuning verified**: the fine-tuned model beats the best honest prompting arm and the "
+        "majority baseline; both paired 95% intervals lie above zero."
         if section["finetune_verified"]
-        else "**Fine-tuning not verified**: the paired 95% interval of the difference includes zero or lies "
-        "below it, so this eval set does not show the fine-tuned model beating the best prompting arm."
+        else f"**Fine-tuning not verified**: the fine-tuned model is degenerate ({degeneracy['reason']})."
+        if degeneracy.get("degenerate")
+        else "**Fine-tuning not verified**: a paired 95% interval of the difference includes zero or lies "
+        "below it, so this eval set does not show the fine-tuned model beating both the best honest "
+        "prompting arm and the majority baseline."
     )
     forced = section.get("provenance", {}).get("forced")
     lines = [
@@ -82,6 +86,15 @@ def verification_markdown(section: Mapping[str, Any] | None) -> str:
         f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], "
         f"p = {d['p_value']:.3g} (McNemar p = {d['mcnemar_p_value']:.3g}).",
         f"Flips: {flips['improved']} items fixed by fine-tuning, {flips['regressed']} broken by it.",
+        *(
+            [
+                f"Against always answering `{majority['label']}` (the majority baseline): "
+                f"{majority['difference']['diff']:+.3f} [{majority['difference']['low']:+.3f}, "
+                f"{majority['difference']['high']:+.3f}], p = {majority['difference']['p_value']:.3g}."
+            ]
+            if majority
+            else []
+        ),
         "",
         verdict,
     ]

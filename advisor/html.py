@@ -408,12 +408,26 @@ def _prompting(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
             + (" The fine-tuned model, when trained, is the last point." if doc.get("verification") else ""),
         )
     )
+    if s.get("metric_reason"):
+        out.append(f"<p>Metric: {esc(_sentence(s['metric_reason']))}</p>")
+    base = s.get("baselines")
+    if base:
+        from advisor.evaluate import baseline_sentence
+
+        out.append(f"<p>{esc(str(baseline_sentence(s)).replace('`', ''))}</p>")
     arms = plots.ordered_arms(s.get("arms") or [])
     metrics = list((arms[0].get("scores") or {}) if arms else [metric])
     vs_prev: dict[str, Mapping[str, Any]] = {}
     for c in s.get("comparisons") or []:
         vs_prev.setdefault(str(c.get("arm")), c)
     rows = []
+    if base:
+        maj = base.get("majority") or {}
+        rows.append(
+            [f"majority baseline <code>{esc(base.get('majority_label'))}</code>", "–"]
+            + [_score(maj.get(m)) for m in metrics]
+            + ["–", f"{_pct(base.get('majority_share'))} {esc(base.get('majority_label'))}", "–", "baseline"]
+        )
     for a in arms:
         c = vs_prev.get(str(a.get("name")))
         delta = (
@@ -422,36 +436,48 @@ def _prompting(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
             if c
             else "–"
         )
-        rows.append(
-            [f"<code>{esc(a.get('name'))}</code>", _n(a.get("mean_prompt_tokens"))]
-            + [_est((a.get("scores") or {}).get(m)) for m in metrics]
-            + [delta]
-        )
-    out.append(
-        _table(
-            ["arm", "prompt tokens", *[esc(METRIC_NAMES.get(m, m)) for m in metrics], "Δ vs cheaper arm"],
-            rows,
-            numeric=(1,),
-        )
-    )
-    pl = s.get("plateau") or {}
-    if pl:
-        head = (
-            "Prompting has plateaued below the target."
-            if pl.get("plateaued")
-            else "Prompting has not plateaued."
+        row = [f"<code>{esc(a.get('name'))}</code>", _n(a.get("mean_prompt_tokens"))]
+        row += [_est((a.get("scores") or {}).get(m)) for m in metrics] + [delta]
+        if base:
+            d = a.get("degeneracy") or {}
+            status = (
+                f'<span class="tag">degenerate</span> {esc(d.get("reason"))}' if d.get("degenerate") else "ok"
+            )
+            row += [
+                f"{_pct(d.get('top_share'))} {esc(d.get('top_label'))}",
+                esc(a.get("variant", "raw")),
+                status,
+            ]
+        rows.append(row)
+    heads = ["arm", "prompt tokens", *[esc(METRIC_NAMES.get(m, m)) for m in metrics], "Δ vs cheaper arm"]
+    heads += ["top label", "variant", "status"] if base else []
+    out.append(_table(heads, rows, numeric=(1,)))
+    tried = [(a.get("name"), t) for a in arms for t in a.get("tried") or []]
+    if tried:
+        out.append(
+            "<p>Variants tried on the dev split; the best dev score per arm was then scored on eval:</p>"
         )
         out.append(
-            f"<p><strong>{esc(head)}</strong> Best arm <code>{esc(pl.get('best_arm'))}</code> "
-            f"({_score(pl.get('best_score'))})"
-            + (
-                f"; gain over <code>{esc(pl['previous_arm'])}</code> {_score(pl.get('gain'))}, "
-                f"p {_p(pl.get('p_value'))}"
-                if pl.get("previous_arm")
-                else ", the cheapest arm"
+            _table(
+                ["arm", "variant", "selection", f"dev {esc(mname)}", "dev items"],
+                [
+                    [
+                        f"<code>{esc(n)}</code>",
+                        esc(t.get("variant")),
+                        esc(t.get("selection") or "–"),
+                        _score(t.get("dev_score")),
+                        fmt(t.get("n_dev")),
+                    ]
+                    for n, t in tried
+                ],
+                numeric=(3, 4),
             )
-            + f". {esc(_sentence(pl.get('reason', '')))}</p>"
         )
+    pl = s.get("plateau") or {}
+    if pl:
+        from advisor.evaluate import plateau_sentence
+
+        out.append(f"<p><strong>{esc(plateau_sentence(s).replace('`', ''))}</strong></p>")
         if pl.get("items_needed") is not None:
             out.append(
                 f"<p>Detecting a gain of {_score(s.get('min_gain'))} "
@@ -460,6 +486,10 @@ def _prompting(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
                 f"items (this run has {fmt(s.get('n_eval'))}).</p>"
             )
     return "".join(out)
+
+
+def _pct(x: Any) -> str:
+    return f"{x:.0%}" if isinstance(x, int | float) else "–"
 
 
 def _sentence(text: Any) -> str:
@@ -767,14 +797,25 @@ def _verification(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> s
             f"(McNemar p {_p(d.get('mcnemar_p_value'))}). Flips: {fmt(flips.get('improved'))} items fixed, "
             f"{fmt(flips.get('regressed'))} broken.</p>"
         )
+    maj = v.get("majority") or {}
+    if maj.get("difference"):
+        m = maj["difference"]
+        out.append(
+            f"<p>Against always answering <code>{esc(maj.get('label'))}</code> (the majority baseline): "
+            f"{m['diff']:+.3f} [{_score(m.get('low'))}, {_score(m.get('high'))}], "
+            f"p {_p(m.get('p_value'))}.</p>"
+        )
+    deg = v.get("degeneracy") or {}
+    if deg.get("degenerate"):
+        out.append(f"<p><strong>The fine-tuned model is degenerate</strong>: {esc(deg.get('reason'))}.</p>")
     verified = v.get("finetune_verified")
     out.append(
         "<p><strong>Fine-tuning verified</strong>: the paired "
-        "95% interval of the difference lies above zero.</p>"
+        "95% intervals against the best honest prompting arm and the majority baseline lie above zero.</p>"
         if verified
-        else "<p><strong>Fine-tuning not verified</strong>: the "
+        else "<p><strong>Fine-tuning not verified</strong>: a "
         "paired 95% interval includes zero or lies below "
-        "it.</p>"
+        "it, or the model is degenerate.</p>"
     )
     if (v.get("provenance") or {}).get("forced"):
         out.append("<p>Training was forced against the advisor's verdict (--force).</p>")

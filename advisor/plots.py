@@ -401,7 +401,9 @@ def arm_curve_svg(
     if not prompting or not prompting.get("arms"):
         return None
     metric = str(prompting.get("target_metric"))
-    rows = []
+    rows: list[tuple[list[str], float, float | None, float | None, str]] = []
+    trend: Mapping[str, Any] = (prompting.get("plateau") or {}).get("trend") or {}
+    fitted: list[tuple[int, float]] = []  # (row index, fitted score) for the ladder's arms
     for arm in ordered_arms(prompting["arms"]):
         est = (arm.get("scores") or {}).get(metric) or {}
         v, lo, hi = _num(est.get("value")), _num(est.get("low")), _num(est.get("high"))
@@ -409,6 +411,11 @@ def arm_curve_svg(
             continue
         tokens = _num(arm.get("mean_prompt_tokens"))
         lines = arm_label(arm) + ([f"{fmt_count(tokens)} tok"] if tokens is not None else [])
+        if (arm.get("degeneracy") or {}).get("degenerate"):
+            lines.append("degenerate")
+        if trend and arm.get("kind") in ("system", "few_shot"):
+            k = int(arm.get("k") or 0)
+            fitted.append((len(rows), trend["intercept"] + trend["slope"] * math.log2(k + 1)))
         rows.append((lines, v, lo, hi, BLUE))
     if finetuned:
         est = (finetuned.get("scores") or {}).get(metric) or {}
@@ -420,12 +427,16 @@ def arm_curve_svg(
     if not rows:
         return None
     target = _num(prompting.get("quality_target"))
+    majority = _num(((prompting.get("baselines") or {}).get("majority") or {}).get(metric))
     values = [v for r in rows for v in (r[1], r[2], r[3]) if v is not None]
-    if target is not None:
-        values.append(target)
+    values += [y for _, y in fitted] + [x for x in (target, majority) if x is not None]
     ylo, yhi = _pad_range(min(values), max(values), 0.12, floor=0.0, ceil=1.0)
     n = len(rows)
     legend = [("score, 95% CI", BLUE, "point")]
+    if len(fitted) > 1:
+        legend.append((f"trend over k: {trend['slope']:+.3f} per doubling of k+1", ORANGE, "line"))
+    if majority is not None:
+        legend.append((f"majority baseline {fmt_score(majority)}", GREY, "dash"))
     if finetuned and rows[-1][4] == VERMILLION:
         legend.append(("fine-tuned model", VERMILLION, "point"))
     if target is not None:
@@ -441,6 +452,10 @@ def arm_curve_svg(
     )
     if target is not None:
         c.hline(target, GREEN, f"target {fmt_score(target)}", anchor="start")
+    if majority is not None:
+        c.hline(majority, GREY, f"majority {fmt_score(majority)}", anchor="end")
+    if len(fitted) > 1:
+        c.line(fitted, ORANGE, width=1.6)
     pts = [(i, r[1]) for i, r in enumerate(rows) if r[4] == BLUE]
     if len(pts) > 1:
         c.line(pts, BLUE, width=1.2, dash="3 3")

@@ -66,10 +66,21 @@ class Arm:
             raise ValueError(f"Arm {self.name!r}: system and few-shot arms need an instruction")
 
 
-def format_hint(task: TaskKind, labels: Sequence[str]) -> str:
+def label_order(labels: Sequence[str], seed: int | None) -> list[str]:
+    """The labels as prompts list them: a seeded shuffle, so no label is favoured by always coming first.
+
+    `seed` None keeps the given order (the fine-tuned model's prompt, fixed at training time).
+    """
+    out = list(labels)
+    if seed is not None:
+        random.Random(f"labels:{seed}").shuffle(out)
+    return out
+
+
+def format_hint(task: TaskKind, labels: Sequence[str], seed: int | None = None) -> str:
     """The one-line answer-format hint; only classification has one."""
     if task is TaskKind.CLASSIFY:
-        return "Answer with exactly one of: " + ", ".join(labels) + "."
+        return "Answer with exactly one of: " + ", ".join(label_order(labels, seed)) + "."
     return ""
 
 
@@ -78,18 +89,27 @@ def system_instruction(
     labels: Sequence[str],
     description: str | None = None,
     system_file_text: str | None = None,
+    seed: int | None = None,
 ) -> str:
-    """The system-arm instruction: the user's file verbatim when given, else built from the labels."""
+    """The system-arm instruction: the user's file verbatim when given, else built from the labels.
+
+    For classification it says more than the zero-shot hint (which only lists the labels): a role, the
+    task, and that every label is a real possibility, so the system arm measures an instruction rather
+    than the same request with a system turn added.
+    """
     if system_file_text is not None and system_file_text.strip():
         return system_file_text.strip()
     parts = []
     if description and description.strip():
         parts.append(description.strip())
     if task is TaskKind.CLASSIFY:
+        names = label_order(labels, seed)
         parts.append(
-            "Classify the user's message into exactly one of these labels: "
-            + ", ".join(labels)
-            + ". Reply with the label only, without explanation."
+            "You are a careful annotator. Read the user's message and decide which of these "
+            f"{len(names)} labels describes it best: "
+            + ", ".join(names)
+            + ". Every label occurs in this task, so do not default to any one of them; weigh what the "
+            "message actually says. Reply with the label only, without explanation."
         )
     else:
         parts.append("Reply to the user's message with the expected output only, without extra commentary.")
@@ -231,7 +251,7 @@ def max_demos(
     t0, t1 = count_tokens(
         [
             render(render_messages(system_arm, query)),
-            render(render_messages(_as_few_shot(system_arm, 1), query, (demo,))),
+            render(render_messages(few_shot_arm(system_arm, 1), query, (demo,))),
         ]
     )
     per_demo = max(1, t1 - t0)
@@ -239,7 +259,8 @@ def max_demos(
     return max(0, room // per_demo)
 
 
-def _as_few_shot(system_arm: Arm, k: int, selection: str = "stratified") -> Arm:
+def few_shot_arm(system_arm: Arm, k: int, selection: str = "stratified") -> Arm:
+    """The k-shot arm built on `system_arm`'s instruction and hint (any arm with an instruction will do)."""
     return Arm(
         name=arm_name(ArmKind.FEW_SHOT, k, selection),
         kind=ArmKind.FEW_SHOT,
@@ -250,7 +271,15 @@ def _as_few_shot(system_arm: Arm, k: int, selection: str = "stratified") -> Arm:
     )
 
 
-def build_arms(
+@dataclass(frozen=True)
+class Ladder:
+    """The arms to measure, cheapest first, and the largest k that fits the prompt budget and train split."""
+
+    arms: tuple[Arm, ...]
+    k_max: int
+
+
+def build_ladder(
     backend: Backend,
     task: TaskKind,
     labels: Sequence[str],
@@ -263,12 +292,13 @@ def build_arms(
     seed: int = 0,
     max_context_tokens: int = DEFAULT_MAX_CONTEXT_TOKENS,
     max_gen_tokens: int = 64,
-) -> tuple[Arm, ...]:
+) -> Ladder:
     """Zero-shot, system and the few-shot ladder, cheapest first; k bounded by the context and n_train.
 
     The system instruction is `system_file`'s text when given, else built from the labels and the
     optional task `description`. `demo_selection` ("stratified" or "nearest") picks the
-    demonstrations of every few-shot arm. Token counts use the backend's tokenizer and chat template.
+    demonstrations of every few-shot arm. Labels are listed in a seeded shuffled order. Token counts
+    use the backend's tokenizer and chat template.
     """
     if demo_selection not in SELECTIONS:
         raise ConfigError(
@@ -279,8 +309,8 @@ def build_arms(
         file_text = read_text(system_file, ConfigError, "system prompt file")
         if not file_text.strip():
             raise ConfigError("the system prompt file is empty", file=str(system_file))
-    hint = format_hint(task, labels)
-    text = system_instruction(task, labels, description, file_text)
+    hint = format_hint(task, labels, seed)
+    text = system_instruction(task, labels, description, file_text, seed)
     zero = Arm(arm_name(ArmKind.ZERO_SHOT), ArmKind.ZERO_SHOT, format_hint=hint)
     system = Arm(arm_name(ArmKind.SYSTEM), ArmKind.SYSTEM, instruction=text, format_hint=hint)
     # Room left for the answer: the longest label (plus end of turn), or the generation limit.
@@ -293,5 +323,12 @@ def build_arms(
     arms = [zero, system]
     for k in sorted(set(k_ladder)):
         if 0 < k <= k_max:
-            arms.append(_as_few_shot(system, k, demo_selection))
-    return tuple(arms)
+            arms.append(few_shot_arm(system, k, demo_selection))
+    return Ladder(tuple(arms), k_max)
+
+
+def build_arms(
+    backend: Backend, task: TaskKind, labels: Sequence[str], train: Sequence[Example], **kw: object
+) -> tuple[Arm, ...]:
+    """The arms of `build_ladder` (same arguments)."""
+    return build_ladder(backend, task, labels, train, **kw).arms  # type: ignore[arg-type]

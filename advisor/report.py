@@ -463,7 +463,6 @@ def print_summary(doc: Mapping[str, Any], console: Any = None) -> None:
 def _print_measurements(doc: Mapping[str, Any], console: Any) -> None:
     """The measured evidence under the verdict: data, prompting arms, cost/latency, fine-tuning, calls."""
     from rich.table import Table
-    from rich.text import Text
 
     audit = doc.get("audit") or {}
     if audit:
@@ -478,34 +477,65 @@ def _print_measurements(doc: Mapping[str, Any], console: Any) -> None:
             for c in prompting.get("comparisons", [])
             if c.get("baseline") != "zero_shot" or c["arm"] == "system"
         }
+        from advisor.evaluate import baseline_sentence, plateau_sentence
+
         table = Table(
             title=f"Prompting arms ({prompting['n_eval']} eval items, target {metric} "
             f">= {prompting['quality_target']:g})"
         )
-        for col in ("arm", "tokens", f"{metric} [95% CI]", "Δ vs cheaper arm", "p"):
-            table.add_column(col, justify="left" if col == "arm" else "right", no_wrap=True)
+        classify = prompting.get("baselines") is not None
+        columns = ["arm", "tokens", f"{metric} [95% CI]", "Δ vs cheaper arm", "p"]
+        columns += ["macro-F1", "top label", "variant", "status"] if classify else []
+        for col in columns:
+            table.add_column(col, justify="left" if col in ("arm", "status") else "right", no_wrap=True)
+        if classify:
+            b = prompting["baselines"]
+            table.add_row(
+                f"majority ({b['majority_label']})",
+                "–",
+                f"{b['majority'][metric]:.3f}",
+                "–",
+                "–",
+                f"{b['majority']['macro_f1']:.3f}",
+                f"{b['majority_share']:.0%} {b['majority_label']}",
+                "–",
+                "baseline",
+                style="dim",
+            )
         for arm in prompting["arms"]:
             e = arm["scores"][metric]
             c = by_arm.get(arm["name"])
             delta = f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]" if c else "–"
             p_value = f"{c['p_value']:.3f}" if c else "–"
-            table.add_row(
-                Text(term_safe(arm["name"])),
+            cells = [
+                term_safe(arm["name"]),
                 f"{arm['mean_prompt_tokens']:.0f}",
                 f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]",
                 delta,
                 p_value,
-            )
+            ]
+            d = arm.get("degeneracy")
+            if classify:
+                cells += [
+                    f"{arm['scores']['macro_f1']['value']:.3f}",
+                    term_safe(f"{d['top_share']:.0%} {d['top_label']}") if d else "–",
+                    str(arm.get("variant", "raw")),
+                    "DEGENERATE" if d and d["degenerate"] else "ok",
+                ]
+            table.add_row(*cells)
         console.print(table)
+        if prompting.get("metric_reason"):
+            console.print(f"Metric: {term_safe(prompting['metric_reason'])}.", markup=False, highlight=False)
+        line = baseline_sentence(prompting)
+        if line:
+            console.print(term_safe(line.replace("`", "")), markup=False, highlight=False)
         curve = prompting.get("k_curve") or []
         if curve:
             points = "  ".join(f"k={pt['k']}: {pt['value']:.3f}" for pt in curve)
             console.print(f"k-curve ({metric}; k=0 is the system arm): {points}")
-        plateau = prompting.get("plateau") or {}
-        if plateau.get("reason"):
-            state = "plateaued" if plateau.get("plateaued") else "not plateaued"
+        if (prompting.get("plateau") or {}).get("reason"):
             console.print(
-                f"Prompting {state}: {term_safe(plateau['reason'])}.", markup=False, highlight=False
+                term_safe(plateau_sentence(prompting).replace("`", "")), markup=False, highlight=False
             )
     evidence = doc.get("evidence") or {}
     cost = evidence.get("cost") or {}
@@ -522,7 +552,9 @@ def _print_measurements(doc: Mapping[str, Any], console: Any) -> None:
     verification = doc.get("verification")
     if verification:
         d = verification["difference"]
+        degenerate = (verification.get("degeneracy") or {}).get("degenerate")
         ok = "verified" if verification["finetune_verified"] else "NOT verified"
+        ok += " (the fine-tuned model is degenerate)" if degenerate else ""
         console.print(
             f"Fine-tuning {ok}: {term_safe(verification['finetuned']['arm'])} vs "
             f"{term_safe(verification['baseline']['arm'])}: "

@@ -88,6 +88,21 @@ CATALOGUE: Mapping[str, SignalSpec] = dict(
         _spec("plateau_gain", "float", "score gain of the last step on the shots curve"),
         _spec("plateau_p_value", "float", "p-value of the paired test on the last step of the curve"),
         _spec("eval_items_needed", "int", "eval items needed to detect the minimum gain", "eval items"),
+        _spec("majority_baseline_score", "float", "score of always answering the commonest eval label"),
+        _spec(
+            "n_degenerate_arms",
+            "int",
+            "prompting arms that collapse onto one label or fail to beat the majority",
+        ),
+        _spec(
+            "prompting_beats_majority",
+            "bool",
+            "at least one prompting arm beats the majority baseline significantly",
+        ),
+        _spec("ladder_exhausted", "bool", "the best arm is the last rung and the next rung does not fit"),
+        _spec(
+            "ladder_slope_low", "float", "lower 95% bound of the k-ladder's slope (score per doubling of k+1)"
+        ),
         # Evidence: usage, latency, cost, probe, domain
         _spec("volume_per_day", "float", "expected requests per day", "requests per day"),
         _spec("latency_budget_ms", "float", "p95 latency budget in milliseconds", "ms"),
@@ -113,6 +128,16 @@ CATALOGUE: Mapping[str, SignalSpec] = dict(
         _spec("finetune_score", "float", "fine-tuned model's score on the eval split"),
         _spec("finetune_gain", "float", "fine-tuned score minus the best prompting score"),
         _spec("finetune_verified", "bool", "the fine-tuned model's gain passed verification"),
+        _spec(
+            "finetune_degenerate",
+            "bool",
+            "the fine-tuned model collapses onto one label or fails to beat the majority",
+        ),
+        _spec(
+            "finetune_beats_majority",
+            "bool",
+            "the fine-tuned model beats the majority baseline significantly",
+        ),
     ]
 )
 

@@ -13,6 +13,7 @@ import string
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from statistics import NormalDist
 
 import numpy as np
@@ -419,17 +420,100 @@ class CurvePoint:
 
 
 @dataclass(frozen=True)
+class Trend:
+    """Least-squares fit of score against log2(k + 1) over the k-ladder (k = 0: the system arm).
+
+    `low`/`high`: a paired-bootstrap interval on the slope, every rung resampled with the same items.
+    """
+
+    ks: tuple[int, ...]
+    slope: float
+    low: float
+    high: float
+    intercept: float
+    n: int
+
+    @property
+    def rising(self) -> bool:
+        """The whole slope interval lies above zero: more demonstrations still help."""
+        return self.low > 0
+
+    def at(self, k: int) -> float:
+        return self.intercept + self.slope * math.log2(k + 1)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ks": list(self.ks),
+            "slope": self.slope,
+            "low": self.low,
+            "high": self.high,
+            "intercept": self.intercept,
+            "n": self.n,
+        }
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    xc = x - x.mean()
+    slope = float(np.dot(xc, y - y.mean()) / np.dot(xc, xc))
+    return slope, float(y.mean() - slope * x.mean())
+
+
+def ladder_trend(
+    ks: Sequence[int],
+    statistics: Sequence[Callable[[np.ndarray], float]],
+    n: int,
+    *,
+    seed: int,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> Trend | None:
+    """Slope of score vs log2(k + 1); `statistics[i](idx)` scores rung `ks[i]` on the items at `idx`.
+
+    The items are resampled jointly across rungs (the rungs were measured on the same items), one
+    resample at a time so memory stays at one index vector. None with fewer than two distinct k.
+    """
+    if len(set(ks)) < 2 or n == 0 or len(ks) != len(statistics):
+        return None
+    x = np.log2(np.asarray(ks, dtype=float) + 1)
+    all_idx = np.arange(n)
+    slope, intercept = _fit(x, np.array([s(all_idx) for s in statistics]))
+    rng = np.random.default_rng(seed)
+    samples = np.empty(n_resamples)
+    for b in range(n_resamples):
+        idx = rng.integers(0, n, size=n)
+        samples[b] = _fit(x, np.array([s(idx) for s in statistics]))[0]
+    lo, hi = _percentiles(samples, confidence)
+    return Trend(tuple(int(k) for k in ks), slope, lo, hi, intercept, n)
+
+
+class PlateauCase(StrEnum):
+    """Why the curve was judged as it was (one sentence each in `Plateau.reason`)."""
+
+    SINGLE_ARM = "single_arm"
+    COSTLIER_NOT_BETTER = "costlier_not_better"  # costlier arms exist, none beats the best significantly
+    COSTLIER_BETTER = "costlier_better"  # a costlier arm beats the best significantly
+    LADDER_EXHAUSTED = "ladder_exhausted"  # the best is the last rung and the next one does not fit
+    FLAT_TREND = "flat_trend"  # the best is the last rung, the slope interval reaches zero
+    STILL_IMPROVING = "still_improving"  # the best is the last rung, the slope interval is above zero
+
+
+@dataclass(frozen=True)
 class Plateau:
     plateaued: bool
-    best_arm: str
+    best_arm: str | None  # the best honest (non-degenerate) arm; None when every arm is degenerate
     previous_arm: str | None  # the next cheaper arm the best is compared with
-    best_score: float
+    best_score: float | None
     gain: float  # best - previous (0 when the best is the cheapest arm)
     p_value: float
     significant: bool  # gain >= min_gain and p < alpha
     below_target: bool
     items_needed: int | None
     reason: str
+    case: PlateauCase = PlateauCase.SINGLE_ARM
+    extend: bool = False  # still improving and the next rung fits: measure it before deciding
+    ladder_exhausted: bool = False
+    trend: Trend | None = None
+    costlier: tuple[tuple[str, PairedDiff], ...] = ()  # each costlier arm minus the best
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -443,6 +527,11 @@ class Plateau:
             "below_target": self.below_target,
             "items_needed": self.items_needed,
             "reason": self.reason,
+            "case": str(self.case),
+            "extend": self.extend,
+            "ladder_exhausted": self.ladder_exhausted,
+            "trend": None if self.trend is None else self.trend.to_dict(),
+            "costlier": [{"arm": a, **d.to_dict()} for a, d in self.costlier],
         }
 
 
@@ -465,62 +554,93 @@ def detect_plateau(
     min_gain: float,
     alpha: float = ALPHA,
     items_needed: int | None = None,
+    honest: Mapping[str, bool] | None = None,
+    vs_best: Mapping[str, PairedDiff] | None = None,
+    ladder: Sequence[str] = (),
+    trend: Trend | None = None,
+    next_rung_fits: bool = False,
 ) -> Plateau:
-    """Has prompting plateaued below the target?
+    """Has prompting plateaued below the target? Judged on the whole cost curve.
 
-    The arms, ordered by cost, form a curve. Plateaued when the best arm's gain over the next cheaper
-    arm is not significant (p >= alpha) or smaller than `min_gain`, and the best arm is still below
-    `quality_target`. `vs_previous[arm]` is the paired difference of `arm` minus its next cheaper arm.
-    When the best arm is the cheapest, no costlier arm improved on it: that is a plateau too. With
-    fewer than two arms there is no curve and no plateau can be claimed.
+    The best arm is the highest-scoring honest arm (`honest[arm]` False marks a degenerate arm, which
+    can neither be the best nor anchor a plateau). `vs_previous[arm]`: `arm` minus its next cheaper arm
+    (reported as the best arm's gain); `vs_best[arm]`: a costlier arm minus the best. `ladder`: the
+    k-ladder's arms in k order, `trend` the fit of score against log2(k+1) over them, and
+    `next_rung_fits` whether one more rung fits the prompt budget and the train split.
+
+    - costlier arms than the best exist and none beats it significantly (gain >= min_gain, p < alpha):
+      plateaued at the best;
+    - the best (or, with no honest arm, nothing) sits at the last rung and the next rung does not fit:
+      the ladder is exhausted, a plateau at the best;
+    - the best is the last rung: the slope interval above zero means still improving (`extend`: measure
+      the next rung before deciding); an interval that reaches zero is a flat trend, a plateau.
+    Plateaued is only claimed below the quality target; one arm alone is no curve.
     """
     if not points:
         raise ValueError("detect_plateau needs at least one arm")
     ordered = order_by_cost(points)
-    best = best_point(ordered)
-    below = best.score < quality_target
-    pos = ordered.index(best)
-    if len(ordered) < 2:
-        return Plateau(
-            False,
-            best.arm,
-            None,
-            best.score,
-            0.0,
-            1.0,
-            False,
-            below,
-            items_needed,
-            "only one arm was measured: no curve to judge",
-        )
-    if pos == 0:
-        gain, p, previous = 0.0, 1.0, None
-        significant = False
-        why = f"no costlier arm scored above the cheapest ({best.arm})"
-    else:
-        previous = ordered[pos - 1].arm
-        d = vs_previous[best.arm]
-        gain, p = d.diff, d.p_value
-        significant = gain >= min_gain and p < alpha
-        if significant:
-            why = f"{best.arm} gains {gain:+.3f} over {previous} (p={p:.3g}): still improving"
-        elif gain < min_gain:
-            why = f"{best.arm} gains only {gain:+.3f} over {previous} (< min gain {min_gain:.3f})"
+    ok = honest or {}
+    fair = [p for p in ordered if ok.get(p.arm, True)]
+    best = best_point(fair) if fair else None
+    below = best is None or best.score < quality_target
+    gain, p, previous, significant = 0.0, 1.0, None, False
+    if best is not None and ordered.index(best) > 0:
+        previous = ordered[ordered.index(best) - 1].arm
+        d = vs_previous.get(best.arm)
+        if d is not None:
+            gain, p = d.diff, d.p_value
+            significant = gain >= min_gain and p < alpha
+    name = best.arm if best is not None else "no honest arm"
+
+    def result(case: PlateauCase, plateau: bool, why: str, **extra: object) -> Plateau:
+        if best is None:
+            why += "; no arm is significantly better than the majority baseline"
+        elif below:
+            why += f"; best score {best.score:.3f} is below the target {quality_target:.3f}"
         else:
-            why = f"{best.arm} gains {gain:+.3f} over {previous}, not significant (p={p:.3g} >= {alpha})"
-    if not below:
-        why += f"; best score {best.score:.3f} meets the target {quality_target:.3f}"
-    else:
-        why += f"; best score {best.score:.3f} is below the target {quality_target:.3f}"
-    return Plateau(
-        plateaued=below and not significant,
-        best_arm=best.arm,
-        previous_arm=previous,
-        best_score=best.score,
-        gain=gain,
-        p_value=p,
-        significant=significant,
-        below_target=below,
-        items_needed=items_needed,
-        reason=why,
+            why += f"; best score {best.score:.3f} meets the target {quality_target:.3f}"
+        return Plateau(
+            plateaued=below and plateau,
+            best_arm=None if best is None else best.arm,
+            previous_arm=previous,
+            best_score=None if best is None else best.score,
+            gain=gain,
+            p_value=p,
+            significant=significant,
+            below_target=below,
+            items_needed=items_needed,
+            reason=why,
+            case=case,
+            trend=trend,
+            costlier=costlier,
+            **extra,  # type: ignore[arg-type]
+        )
+
+    at = ordered.index(best) if best is not None else -1
+    costlier = tuple((q.arm, (vs_best or {})[q.arm]) for q in ordered[at + 1 :] if q.arm in (vs_best or {}))
+    if len(ordered) < 2:
+        return result(PlateauCase.SINGLE_ARM, False, "only one arm was measured: no curve to judge")
+    last = ladder[-1] if ladder else None
+    if best is not None and best.arm != last and at < len(ordered) - 1:
+        winners = [a for a, d in costlier if d.diff >= min_gain and d.p_value < alpha and d.low > 0]
+        if winners:
+            why = f"{winners[0]} costs more and beats {name} significantly: still improving"
+            return result(PlateauCase.COSTLIER_BETTER, False, why)
+        n_more = len(ordered) - 1 - at
+        arms = f"{n_more} costlier arms exist" if n_more > 1 else "1 costlier arm exists"
+        why = f"{arms} and none beats {name} significantly"
+        return result(PlateauCase.COSTLIER_NOT_BETTER, True, why)
+    slope = (
+        f"slope {trend.slope:+.3f} per doubling of k+1 [{trend.low:+.3f}, {trend.high:+.3f}]"
+        if trend is not None
+        else "no trend (fewer than two rungs)"
     )
+    where = f"{name} is the last rung ({last})" if best is not None else f"the last rung is {last}"
+    if not next_rung_fits:
+        why = f"{where} and the next rung does not fit: the ladder is exhausted ({slope})"
+        return result(PlateauCase.LADDER_EXHAUSTED, True, why, ladder_exhausted=True)
+    if trend is not None and trend.rising:
+        why = f"{where} and the {slope} lies above zero: still improving"
+        return result(PlateauCase.STILL_IMPROVING, False, why, extend=below)
+    why = f"{where} but the {slope} reaches zero: the trend is flat"
+    return result(PlateauCase.FLAT_TREND, True, why)

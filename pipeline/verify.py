@@ -3,13 +3,17 @@
 Before/after is the best prompting arm (its per-item predictions from `advise`, in predictions/) against
 the fine-tuned model prompted as it was trained (the zero-shot rendering: `pipeline.examples.finetune_arm`).
 The difference is paired over the same items; flips are counted both ways with a few real items shown.
-Fine-tuning is *verified* when the paired 95% interval of (fine-tuned − best prompting arm) lies above 0.
+Fine-tuning is *verified* when the fine-tuned model is honest and better on the run's target metric than
+both the best honest (non-degenerate) prompting arm and the majority baseline: the paired 95% intervals of
+(fine-tuned − best honest arm) and (fine-tuned − always the commonest label) lie above 0. A fine-tuned model
+that collapses onto one label or does not beat the majority baseline is reported as degenerate, never as
+verified (the same test as for the prompting arms, advisor.baselines). With no honest prompting arm the
+majority baseline is the "before".
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,17 +21,26 @@ from typing import Any
 from advisor import evaluate, prompts
 from advisor.backends.base import GenRequest
 from advisor.backends.hf import HFBackend
+from advisor.baselines import judge_degenerate
 from advisor.data import load_examples, with_labels
-from advisor.errors import ConfigError
+from advisor.errors import ConfigError, DataError
 from advisor.evaluate import ArmResult, Comparison, ItemResult, summarise
 from advisor.evidence import measure_latency, summarize_latency
+from advisor.rules import load_rules
+from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 from pipeline.examples import finetune_arm
 from pipeline.export import update_decision, write_model_card
 
 FINETUNED = "fine_tuned"
 N_FLIP_EXAMPLES = 3
-SIGNAL_NAMES = ("finetune_score", "finetune_gain", "finetune_verified")
+SIGNAL_NAMES = (
+    "finetune_score",
+    "finetune_gain",
+    "finetune_verified",
+    "finetune_degenerate",
+    "finetune_beats_majority",
+)
 
 
 # ---------------------------------------------------------------- pure: section, signals, markdown
@@ -67,8 +80,15 @@ def build_verification(
     adapter_dir: str,
     model_id: str,
     provenance: Mapping[str, Any],
+    vs_majority: Comparison | None = None,
+    degeneracy: Any = None,
+    majority_label: str | None = None,
 ) -> dict[str, Any]:
-    """The `verification` section of decision.json (JSON-ready)."""
+    """The `verification` section of decision.json (JSON-ready).
+
+    `vs_majority` (fine-tuned − majority baseline) and `degeneracy` (advisor.baselines.Degeneracy) are
+    given for classification; without them only the gain over the baseline arm counts.
+    """
     base_scores = summarise(baseline_items, task, labels, seed)
     before = {it.line: it for it in baseline_items}
     after = {it.line: it for it in finetuned.items}
@@ -100,8 +120,18 @@ def build_verification(
             "improved_examples": _flip_examples(comparison.improved_lines, before, after),
             "regressed_examples": _flip_examples(comparison.regressed_lines, before, after),
         },
+        "majority": None
+        if vs_majority is None
+        else {
+            "label": majority_label,
+            "difference": {**vs_majority.diff.to_dict(), "p_value": vs_majority.p_value},
+            "beats": vs_majority.diff.low > 0,
+        },
+        "degeneracy": None if degeneracy is None else degeneracy.to_dict(),
         "meets_target": None if quality_target is None else ft_score >= quality_target,
-        "finetune_verified": diff.low > 0,
+        "finetune_verified": diff.low > 0
+        and (vs_majority is None or vs_majority.diff.low > 0)
+        and not (degeneracy is not None and degeneracy.degenerate),
         "provenance": dict(provenance),
     }
 
@@ -111,10 +141,13 @@ def verification_signals(section: Mapping[str, Any] | None) -> dict[str, float |
     if not section:
         return {name: None for name in SIGNAL_NAMES}
     metric = section["metric"]
+    majority, degeneracy = section.get("majority"), section.get("degeneracy")
     return {
         "finetune_score": float(section["finetuned"]["scores"][metric]["value"]),
         "finetune_gain": float(section["difference"]["diff"]),
         "finetune_verified": bool(section["finetune_verified"]),
+        "finetune_degenerate": None if degeneracy is None else bool(degeneracy["degenerate"]),
+        "finetune_beats_majority": None if majority is None else bool(majority["beats"]),
     }
 
 
@@ -158,18 +191,28 @@ def verify_run(
     Writes predictions/fine_tuned.jsonl, the `verification` section and the finetune_* signals, and
     adds the comparison to the adapter's model card. Returns the section.
     """
-    run_dir = Path(run_dir)
-    prompting, training = _measured_sections(run_dir)
+    run = RunDir(run_dir)
+    run_dir = run.path
+    doc = run.read_report().as_dict()
+    prompting, training = _measured_sections(doc)
     task, labels = TaskKind(prompting["task"]), tuple(prompting.get("labels") or ())
     metric, seed = prompting["target_metric"], int(prompting.get("seed", 0))
-    best = prompting["plateau"]["best_arm"]
+    best = prompting["plateau"]["best_arm"]  # the best honest arm; None when every arm is degenerate
 
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
-    train_ex, _dev, eval_ex = _split_examples(run_dir, split, task, labels)
+    config, split = run.read_config(), run.read_split()
+    train_ex, _dev, eval_ex = _split_examples(config, split, task, labels)
 
-    baseline_items = evaluate.read_predictions(run_dir / "predictions" / f"{best}.jsonl")
-    model_dir, adapter_dir = training["base_model"], training["adapter_dir"]
+    any_arm = prompting["arms"][0]["name"]
+    recorded = evaluate.read_predictions(run.predictions_path(best or any_arm))
+    base_info = prompting.get("baselines")
+    majority_label = base_info["majority_label"] if base_info else None
+    if best is None:  # no honest prompting arm: the constant predictor is the "before"
+        best = "majority"
+        baseline_items = evaluate.majority_items(recorded, str(majority_label))
+    else:
+        baseline_items = recorded
+    model_dir = training["base_model"]
+    adapter_dir = run.inside(training["adapter_dir"], field="training.adapter_dir")
     ft_backend = finetuned_backend(model_dir, adapter_dir, device=device)
     arm = finetune_arm(task, labels)
     max_gen = int(config.get("max_gen_tokens") or 64)
@@ -197,6 +240,18 @@ def verify_run(
         before_name=best,
         after_name=FINETUNED,
     )
+    vs_majority = degeneracy = None
+    if majority_label is not None:
+        vs_majority = evaluate.compare(
+            evaluate.majority_items(ft.items, majority_label),
+            ft.items,
+            metric=metric,
+            seed=seed,
+            labels=labels,
+            before_name="majority",
+            after_name=FINETUNED,
+        )
+        degeneracy = _degeneracy(ft, vs_majority, base_info, prompting, doc)
 
     # Latency per request, both measured now on this machine with the local model: the best arm's own
     # prompts (demonstrations included) on the base model, the fine-tuned model's short prompts on it.
@@ -204,9 +259,12 @@ def verify_run(
     ft_prompts = [prompts.render_messages(arm, ex) for ex in eval_ex]
     latency = {FINETUNED: _latency(ft_backend, FINETUNED, ft_prompts, answer_tokens, latency_samples)}
     del ft_backend
-    if latency_samples > 0:
+    arm_entry = next((a for a in prompting["arms"] if a["name"] == best), None)
+    if latency_samples > 0 and arm_entry is not None:
         base = HFBackend(model_dir, device=device)
-        best_prompts = _best_arm_prompts(base, best, config, task, labels, train_ex, eval_ex, seed)
+        best_prompts = _best_arm_prompts(
+            arm_entry, baseline_items, config, task, labels, train_ex, eval_ex, seed
+        )
         latency[best] = _latency(base, best, best_prompts, answer_tokens, latency_samples)
 
     section = build_verification(
@@ -223,15 +281,17 @@ def verify_run(
         adapter_dir=str(adapter_dir),
         model_id=f"{Path(model_dir).name}+lora:{adapter_fingerprint(adapter_dir)}",
         provenance=training.get("provenance", {}),
+        vs_majority=vs_majority,
+        degeneracy=degeneracy,
+        majority_label=majority_label,
     )
     update_decision(run_dir, {"verification": section}, signals=verification_signals(section))
     write_model_card(adapter_dir, training, section)
     return section
 
 
-def _measured_sections(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _measured_sections(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The `prompting` and `training` sections of the run's decision.json; both must be there."""
-    doc = json.loads((run_dir / "decision.json").read_text(encoding="utf-8"))
     prompting, training = doc.get("prompting"), doc.get("training")
     if not prompting:
         raise ConfigError(
@@ -243,25 +303,55 @@ def _measured_sections(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _split_examples(
-    run_dir: Path, split: Mapping[str, Any], task: TaskKind, labels: Sequence[str]
+    config: Mapping[str, Any], split: Mapping[str, Any], task: TaskKind, labels: Sequence[str]
 ) -> tuple[list[Example], list[Example], list[Example]]:
     """Train, dev and eval examples (eval is read here, in verification, never in training)."""
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    data_path = split.get("data_path") or config["data"]
     loaded = load_examples(
-        split.get("data_path") or config["data"],
+        data_path,
         fmt=config.get("fmt"),
         input_col=config.get("input_col"),
         output_col=config.get("output_col"),
     )
+    if split.get("data_sha256") and loaded.sha256 != split["data_sha256"]:
+        raise DataError(
+            "the data file changed since `advise` (its sha256 differs from split.json's); "
+            "run `tunegate advise` again",
+            file=str(data_path),
+        )
     examples = with_labels(loaded.examples, labels) if task is TaskKind.CLASSIFY else loaded.examples
     by_line = {ex.line: ex for ex in examples}
     train, dev, eval_items = ([by_line[i] for i in split[k]] for k in ("train", "dev", "eval"))
     return train, dev, eval_items
 
 
+def _degeneracy(
+    ft: ArmResult,
+    vs_majority: Comparison,
+    base_info: Mapping[str, Any],
+    prompting: Mapping[str, Any],
+    doc: Any,
+) -> Any:
+    """The prompting arms' degeneracy test, with the run's own thresholds, applied to the fine-tuned model."""
+    thresholds = (doc.get("provenance") or {}).get("thresholds") or {}
+    if "degenerate_top_share" not in thresholds:  # a run folder written before these thresholds existed
+        thresholds = load_rules([]).thresholds
+    return judge_degenerate(
+        [it.prediction for it in ft.items],
+        base_info["label_shares"],
+        diff=vs_majority.diff.diff,
+        low=vs_majority.diff.low,
+        high=vs_majority.diff.high,
+        p_value=vs_majority.p_value,
+        metric=prompting["target_metric"],
+        alpha=float(prompting.get("alpha", 0.05)),
+        thresholds={k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)},
+    )
+
+
 def _best_arm_prompts(
-    backend: Any,
-    best: str,
+    arm_entry: Mapping[str, Any],
+    recorded: Sequence[ItemResult],
     config: Mapping[str, Any],
     task: TaskKind,
     labels: Sequence[str],
@@ -269,20 +359,20 @@ def _best_arm_prompts(
     eval_items: Sequence[Example],
     seed: int,
 ) -> list[tuple[Any, ...]]:
-    """The best arm's chat turns for the eval items, rebuilt as `advise` built them."""
-    arms = prompts.build_arms(
-        backend,
-        task,
-        labels,
-        train,
-        k_ladder=tuple(config.get("k_ladder") or prompts.DEFAULT_K_LADDER),
-        description=config.get("task_description"),
-        system_file=config.get("system_prompt_file"),
-        demo_selection=config.get("demo_selection") or "stratified",
-        seed=seed,
-    )
-    arm = next((a for a in arms if a.name == best), None)
-    if arm is None:
-        return []
-    selector = prompts.DemoSelector(train, seed)
-    return [prompts.render_messages(arm, ex, selector.select(arm, ex)) for ex in eval_items]
+    """The best arm's chat turns for the eval items: its recorded kind, k and selection, and the
+    demonstrations `advise` recorded per item (predictions/<arm>.jsonl), never re-selected."""
+    file_text = None
+    if config.get("system_prompt_file"):
+        file_text = Path(config["system_prompt_file"]).read_text(encoding="utf-8")
+    hint = prompts.format_hint(task, labels, seed)
+    text = prompts.system_instruction(task, labels, config.get("task_description"), file_text, seed)
+    kind = prompts.ArmKind(arm_entry["kind"])
+    if kind is prompts.ArmKind.ZERO_SHOT:
+        arm = prompts.Arm(arm_entry["name"], kind, format_hint=hint)
+    else:
+        system = prompts.Arm("system", prompts.ArmKind.SYSTEM, instruction=text, format_hint=hint)
+        k = int(arm_entry["k"])
+        arm = prompts.few_shot_arm(system, k, arm_entry.get("selection") or "stratified") if k else system
+    train_by_line = {ex.line: ex for ex in train}
+    demos = {it.line: tuple(train_by_line[d] for d in it.demo_lines) for it in recorded}
+    return [prompts.render_messages(arm, ex, demos.get(ex.line, ())) for ex in eval_items]

@@ -80,6 +80,32 @@ def _prompting(
                     METRIC: _est(value, n_eval, half),
                     "macro_f1": _est(value - 0.01, n_eval, half + 0.005),
                 },
+                "variant": "batch" if kind == "zero_shot" else "raw",
+                "calibration": {"fresh": -0.3, "rotten": -1.35} if kind == "zero_shot" else None,
+                "tried": [
+                    {
+                        "variant": v,
+                        "selection": "stratified" if kind == "few_shot" else None,
+                        "dev_score": value - d,
+                        "n_dev": 100,
+                    }
+                    for v, d in (("raw", 0.0), ("contextual", 0.01), ("batch", 0.02))
+                ],  # fmt: skip
+                "degeneracy": {
+                    "top_label": "fresh",
+                    "top_share": 0.62,
+                    "top_true_share": 0.58,
+                    "collapsed": False,
+                    "vs_majority": {
+                        "diff": value - 0.58,
+                        "low": value - 0.62,
+                        "high": value - 0.54,
+                        "p_value": 0.001,
+                    },  # fmt: skip
+                    "beats_majority": True,
+                    "degenerate": False,
+                    "reason": None,
+                },
             }
         )
     names = list(scores)
@@ -121,15 +147,38 @@ def _prompting(
         "task": "classify",
         "labels": ["fresh", "rotten"],
         "target_metric": METRIC,
+        "metric_reason": "accuracy, because the labels are balanced enough (rarest 'rotten': 42.0% ≥ 25.0%)",
         "quality_target": target,
         "min_gain": 0.02,
         "alpha": 0.05,
         "seed": 0,
         "n_eval": n_eval,
+        "k_max": 24,
+        "baselines": {
+            "majority_label": "fresh",
+            "majority_share": 0.58,
+            "label_shares": {"fresh": 0.58, "rotten": 0.42},
+            "majority": {"accuracy": 0.58, "macro_f1": 0.367},
+            "uniform": {"accuracy": 0.5, "macro_f1": 0.496},
+        },
         "arms": arms,
         "comparisons": comparisons,
         "k_curve": curve,
-        "plateau": plateau,
+        "plateau": {
+            "case": "costlier_not_better" if plateau["plateaued"] else "still_improving",
+            "extend": False,
+            "ladder_exhausted": False,
+            "trend": {
+                "ks": [0, 1, 2, 4],
+                "slope": 0.012,
+                "low": 0.002,
+                "high": 0.022,
+                "intercept": 0.8,
+                "n": n_eval,
+            },  # fmt: skip
+            "costlier": [],
+        }
+        | plateau,
     }
 
 

@@ -265,5 +265,5 @@ def test_plateau_at_the_cheapest_arm_names_no_previous_arm(docs: dict[str, dict[
     doc = copy.deepcopy(docs["few_shot"])
     doc["prompting"]["plateau"].update(best_arm="zero_shot", previous_arm=None, gain=0.0, p_value=1.0)
     page = html.to_html(doc)
-    assert "Best arm <code>zero_shot</code> (0.865), the cheapest arm." in page
+    assert "Prompting meets the target at zero_shot (0.865)" in page
     assert "<code>None</code>" not in page

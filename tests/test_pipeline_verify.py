@@ -100,7 +100,7 @@ def _advised_run(tmp_path: Path, model_dir: Path) -> Path:
 
 
 def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) -> None:
-    from advisor.evaluate import read_predictions
+    from advisor.evaluate import majority_items, read_predictions
     from pipeline.run import train_run
     from pipeline.verify import verify_run
 
@@ -110,10 +110,15 @@ def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) ->
     section = verify_run(run, latency_samples=2, device="cpu")
 
     doc = json.loads((run / "decision.json").read_text())
-    best = doc["prompting"]["plateau"]["best_arm"]
+    # the best honest arm; with every arm degenerate (a random tiny model) the majority baseline
+    best = doc["prompting"]["plateau"]["best_arm"] or "majority"
     assert section["baseline"]["arm"] == best and doc["verification"] == json.loads(json.dumps(section))
     ft_items = read_predictions(run / "predictions" / "fine_tuned.jsonl")
-    base_items = {it.line: it for it in read_predictions(run / "predictions" / f"{best}.jsonl")}
+    if best == "majority":
+        label = doc["prompting"]["baselines"]["majority_label"]
+        base_items = {it.line: it for it in majority_items(ft_items, label)}
+    else:
+        base_items = {it.line: it for it in read_predictions(run / "predictions" / f"{best}.jsonl")}
     assert sorted(it.line for it in ft_items) == sorted(json.loads((run / "split.json").read_text())["eval"])
     fixed = sum(it.correct and not base_items[it.line].correct for it in ft_items)
     broken = sum(base_items[it.line].correct and not it.correct for it in ft_items)
@@ -121,10 +126,20 @@ def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) ->
     acc = sum(it.correct for it in ft_items) / len(ft_items)
     assert section["finetuned"]["scores"]["accuracy"]["value"] == pytest.approx(acc)
     d = section["difference"]
-    assert d["low"] <= d["diff"] <= d["high"] and section["finetune_verified"] == (d["low"] > 0)
+    honest = not section["degeneracy"]["degenerate"]
+    assert section["majority"]["beats"] == (section["majority"]["difference"]["low"] > 0)
+    verified = d["low"] > 0 and section["majority"]["beats"] and honest
+    assert d["low"] <= d["diff"] <= d["high"] and section["finetune_verified"] == verified
+    assert doc["signals"]["finetune_degenerate"] == (not honest)
     zero = next(a for a in doc["prompting"]["arms"] if a["name"] == "zero_shot")
     assert section["finetuned"]["mean_prompt_tokens"] == zero["mean_prompt_tokens"]  # prompted as trained
-    assert section["finetuned"]["latency"]["n"] == 2 and section["baseline"]["latency"]["n"] == 2
+    assert section["finetuned"]["latency"]["n"] == 2
+    # a constant predictor has no prompt to time
+    assert (
+        section["baseline"]["latency"] is None
+        if best == "majority"
+        else section["baseline"]["latency"]["n"] == 2
+    )
     assert doc["signals"]["finetune_verified"] == section["finetune_verified"]
     assert doc["signals"]["finetune_score"] == pytest.approx(acc) and doc["signals"]["n_eval"] == 20
     jsonschema = pytest.importorskip("jsonschema")
@@ -165,6 +180,8 @@ def test_signals_and_markdown_when_not_measured() -> None:
         "finetune_score": None,
         "finetune_gain": None,
         "finetune_verified": None,
+        "finetune_degenerate": None,
+        "finetune_beats_majority": None,
     }
     assert "Not run" in verification_markdown(None)
     assert TaskKind.CLASSIFY == "classify"

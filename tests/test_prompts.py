@@ -81,7 +81,7 @@ def test_render_zero_system_few(data):
     ex = Example(7, (Message("system", "Be terse."), Message("user", "A gem.")), "positive", "positive")
     zero, system, k2 = _arms(train, k_ladder=(2,))
     z = render_messages(zero, ex)
-    assert z == (Message("user", "A gem.\n\n" + format_hint(TaskKind.CLASSIFY, LABELS)),)
+    assert z == (Message("user", "A gem.\n\n" + format_hint(TaskKind.CLASSIFY, LABELS, 0)),)
     s = render_messages(system, ex)
     assert s[0].role == "system" and s[0].content.startswith(system.instruction or "")
     assert s[0].content.endswith("Be terse.")  # the dataset's own system turn is kept after the instruction
@@ -92,7 +92,7 @@ def test_render_zero_system_few(data):
     assert [m.role for m in f] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert [f[2].content, f[4].content] == [d.target for d in demos]
     assert f[1].content.startswith(demos[0].input_text) and f[1].content.endswith(
-        format_hint(TaskKind.CLASSIFY, LABELS)
+        format_hint(TaskKind.CLASSIFY, LABELS, 0)
     )
 
 

@@ -126,38 +126,82 @@ def _diff(d: float, p: float) -> PairedDiff:
 
 def test_plateau_cases():
     pts = _curve(0.70, 0.74, 0.75)
-    # best (arm2) gains 0.01 over arm1, not significant, below the target: plateaued
+    ladder = ["arm0", "arm1", "arm2"]
+    prev = {"arm1": _diff(0.04, 0.01), "arm2": _diff(0.01, 0.4)}
+    flat = stats.Trend((0, 1, 3), 0.02, -0.01, 0.05, 0.7, 200)
+    rising = stats.Trend((0, 1, 3), 0.03, 0.01, 0.05, 0.7, 200)
+    args = {"quality_target": 0.9, "min_gain": 0.02, "ladder": ladder}
+    # best is the last rung, the slope interval reaches zero: a flat trend, plateaued
+    pl = stats.detect_plateau(pts, prev, trend=flat, next_rung_fits=True, **args)
+    assert pl.plateaued and pl.case is stats.PlateauCase.FLAT_TREND and not pl.extend
+    assert pl.best_arm == "arm2" and pl.previous_arm == "arm1" and pl.gain == 0.01 and pl.p_value == 0.4
+    # best is the last rung and the slope interval lies above zero: still improving, extend the ladder
+    pl = stats.detect_plateau(pts, prev, trend=rising, next_rung_fits=True, **args)
+    assert not pl.plateaued and pl.case is stats.PlateauCase.STILL_IMPROVING and pl.extend
+    assert "above zero" in pl.reason
+    # ... but the next rung does not fit: the ladder is exhausted, a plateau at the best
+    pl = stats.detect_plateau(pts, prev, trend=rising, next_rung_fits=False, **args)
+    assert pl.plateaued and pl.ladder_exhausted and pl.case is stats.PlateauCase.LADDER_EXHAUSTED
+    assert not pl.extend and pl.best_arm == "arm2"
+    # rising but the target is met: nothing to extend, no plateau below target
     pl = stats.detect_plateau(
-        pts, {"arm1": _diff(0.04, 0.01), "arm2": _diff(0.01, 0.4)}, quality_target=0.9, min_gain=0.02
+        pts, prev, trend=rising, next_rung_fits=True, **(args | {"quality_target": 0.7})
     )
-    assert pl.plateaued and pl.best_arm == "arm2" and pl.previous_arm == "arm1"
-    assert pl.gain == 0.01 and pl.p_value == 0.4 and not pl.significant
-    # the same curve, but the last step is significant and large enough: still improving
-    pl = stats.detect_plateau(
-        pts, {"arm1": _diff(0.04, 0.01), "arm2": _diff(0.03, 0.001)}, quality_target=0.9, min_gain=0.02
-    )
-    assert not pl.plateaued and pl.significant
-    # significant but smaller than the minimum gain: plateaued
-    pl = stats.detect_plateau(
-        pts, {"arm1": _diff(0.04, 0.01), "arm2": _diff(0.01, 0.001)}, quality_target=0.9, min_gain=0.02
-    )
-    assert pl.plateaued
-    # flat, but the target is met: not a plateau below target
-    pl = stats.detect_plateau(
-        pts, {"arm1": _diff(0.04, 0.01), "arm2": _diff(0.01, 0.4)}, quality_target=0.7, min_gain=0.02
-    )
-    assert not pl.plateaued and not pl.below_target
-    # the cheapest arm is the best: nothing costlier helped
-    pl = stats.detect_plateau(
-        _curve(0.8, 0.7, 0.75),
-        {"arm1": _diff(-0.1, 0.01), "arm2": _diff(0.05, 0.2)},
-        quality_target=0.9,
-        min_gain=0.02,
-    )
-    assert pl.plateaued and pl.best_arm == "arm0" and pl.previous_arm is None and pl.gain == 0.0
+    assert not pl.plateaued and not pl.below_target and not pl.extend
     # one arm: no curve, no plateau claim
     pl = stats.detect_plateau(_curve(0.5), {}, quality_target=0.9, min_gain=0.02)
-    assert not pl.plateaued
+    assert not pl.plateaued and pl.case is stats.PlateauCase.SINGLE_ARM
+
+
+def test_plateau_sms_case_costlier_arms_not_better_and_degenerate_arms_excluded():
+    # zero_shot 0.86 by always answering the majority (degenerate); k1 honest at 0.70; costlier k2..k8 worse
+    pts = _curve(0.86, 0.60, 0.70, 0.55, 0.50, 0.40)
+    names = [p.arm for p in pts]
+    honest = dict.fromkeys(names, True) | {"arm0": False}
+    vs_best = {"arm3": _diff(-0.15, 0.001), "arm4": _diff(-0.2, 0.001), "arm5": _diff(-0.3, 0.001)}
+    pl = stats.detect_plateau(
+        pts, {"arm2": _diff(0.10, 0.01)}, quality_target=0.9, min_gain=0.02, honest=honest, vs_best=vs_best,
+        ladder=names[1:], trend=stats.Trend((0, 1, 2, 4, 8), -0.05, -0.08, -0.02, 0.6, 200),
+        next_rung_fits=True,
+    )  # fmt: skip
+    assert pl.best_arm == "arm2" and pl.best_score == 0.70  # the degenerate 0.86 is not the best
+    assert pl.plateaued and pl.case is stats.PlateauCase.COSTLIER_NOT_BETTER
+    assert [a for a, _ in pl.costlier] == ["arm3", "arm4", "arm5"] and "none beats arm2" in pl.reason
+    # a costlier arm that beats the best significantly means still improving
+    pl = stats.detect_plateau(
+        pts, {}, quality_target=0.9, min_gain=0.02, honest=honest,
+        vs_best=vs_best | {"arm4": PairedDiff(0.05, 0.02, 0.08, 0.001, 200)}, ladder=names[1:],
+    )  # fmt: skip
+    assert not pl.plateaued and pl.case is stats.PlateauCase.COSTLIER_BETTER
+    # every arm degenerate: no best arm; judged on the ladder's trend alone
+    pl = stats.detect_plateau(
+        pts, {}, quality_target=0.9, min_gain=0.02, honest=dict.fromkeys(names, False), ladder=names[1:],
+        trend=stats.Trend((0, 1, 2, 4, 8), 0.0, -0.02, 0.02, 0.5, 200), next_rung_fits=False,
+    )  # fmt: skip
+    assert pl.best_arm is None and pl.best_score is None and pl.plateaued and pl.ladder_exhausted
+
+
+def test_ladder_trend_slope_and_paired_interval():
+    rng = np.random.default_rng(0)
+    n = 300
+    ks = (0, 1, 2, 4, 8)
+    # per-item correctness rising with log2(k+1): p = 0.5 + 0.05 * log2(k+1)
+    rungs = [(rng.random(n) < 0.5 + 0.05 * np.log2(k + 1)).astype(float) for k in ks]
+    t = stats.ladder_trend(
+        ks, [lambda idx, v=v: float(v[idx].mean()) for v in rungs], n, seed=0, n_resamples=500
+    )
+    assert t is not None and t.ks == ks and t.low <= t.slope <= t.high
+    assert 0.02 < t.slope < 0.08 and t.rising
+    assert t.at(0) == pytest.approx(t.intercept)
+    flat = [(rng.random(n) < 0.6).astype(float) for _ in ks]
+    f = stats.ladder_trend(
+        ks, [lambda idx, v=v: float(v[idx].mean()) for v in flat], n, seed=0, n_resamples=500
+    )
+    assert f is not None and f.low < 0 < f.high and not f.rising
+    assert stats.ladder_trend((4,), [lambda idx: 0.5], n, seed=0) is None  # one rung: no slope
+
+
+def test_best_point_ties():
     # ties go to the cheaper arm; order is by cost, not by list order
     pts = [CurvePoint("b", 20.0, 0.8), CurvePoint("a", 10.0, 0.8)]
     assert stats.best_point(pts).arm == "a"
