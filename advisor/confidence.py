@@ -120,6 +120,10 @@ def resample_prompting(
         quality_target=result.quality_target,
         min_gain=result.min_gain,
         alpha=result.alpha,
+        thresholds=result.thresholds,
+        metric_reason=result.metric_reason,
+        limit=result.k_max,
+        budget_spent=result.budget_spent,
         n_resamples=n_resamples,
     )
 

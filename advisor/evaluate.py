@@ -30,6 +30,7 @@ from advisor.calibration import Variant
 from advisor.errors import BudgetError, ConfigError
 from advisor.files import write_text_atomic
 from advisor.prompts import SELECTIONS, Arm, ArmKind, DemoSelector, few_shot_arm, render_messages
+from advisor.rules import load_rules
 from advisor.stats import Estimate, McNemar, PairedDiff, Plateau
 from advisor.textsafe import md_code, md_escape
 from advisor.types import Example, Message, TaskKind
@@ -551,8 +552,6 @@ def evaluate_arms(
     if not arms or not eval_items:
         raise ConfigError("prompting needs at least one arm and one eval item", field="eval_size")
     if thresholds is None:
-        from advisor.rules import load_rules
-
         thresholds = load_rules([]).thresholds
     limit = len(train) if k_max is None else min(k_max, len(train))
     m = _Measurer(
@@ -570,7 +569,7 @@ def evaluate_arms(
             labels=labels,
             seed=seed,
             target_metric=target_metric,
-            target=target,
+            quality_target=target,
             min_gain=min_gain,
             alpha=alpha,
             thresholds=thresholds,
@@ -744,13 +743,13 @@ def analyse(
     labels: Sequence[str],
     seed: int,
     target_metric: str,
-    target: float,
+    quality_target: float,
     min_gain: float,
-    alpha: float,
     thresholds: Mapping[str, Any],
-    metric_reason: str,
-    limit: int,
-    budget_spent: bool,
+    alpha: float = stats.ALPHA,
+    metric_reason: str = "",
+    limit: int | None = None,
+    budget_spent: bool = False,
     n_resamples: int = stats.N_RESAMPLES,
 ) -> PromptingResult:
     """Baselines, degeneracy, paired comparisons, the ladder's trend and the plateau of the arms measured.
@@ -836,7 +835,7 @@ def analyse(
     plateau = stats.detect_plateau(
         points,
         vs_previous,
-        quality_target=target,
+        quality_target=quality_target,
         min_gain=min_gain,
         alpha=alpha,
         items_needed=needed,
@@ -844,7 +843,7 @@ def analyse(
         vs_best=vs_best,
         ladder=[r.name for r in ladder],
         trend=trend,
-        next_rung_fits=bool(few) and 2 * few[-1] <= limit and not budget_spent,
+        next_rung_fits=bool(few) and limit is not None and 2 * few[-1] <= limit and not budget_spent,
     )
     return PromptingResult(
         backend=backend,
@@ -852,7 +851,7 @@ def analyse(
         task=task,
         labels=tuple(labels),
         target_metric=target_metric,
-        quality_target=target,
+        quality_target=quality_target,
         min_gain=min_gain,
         alpha=alpha,
         seed=seed,
@@ -1004,34 +1003,45 @@ def _status(a: Mapping[str, Any]) -> str:
     return "—" if not d else ("**degenerate**" if d["degenerate"] else "ok")
 
 
-def baseline_sentence(section: Mapping[str, Any]) -> str | None:
-    """One line: the majority baseline and the uniform-random expectation on the target metric."""
+def _backticks(text: object) -> str:
+    return f"`{text}`"
+
+
+def baseline_sentence(section: Mapping[str, Any], code: Callable[[object], str] = _backticks) -> str | None:
+    """One line: the majority baseline and the uniform-random expectation on the target metric.
+
+    `code` formats the label as code (Markdown passes its escaping form)."""
     b = section.get("baselines")
     if not b:
         return None
     metric = section["target_metric"]
     name = _METRIC_NAMES.get(metric, metric)
     return (
-        f"Baselines on the same eval items: always answering the majority label `{b['majority_label']}` "
+        f"Baselines on the same eval items: always answering the majority label {code(b['majority_label'])} "
         f"({b['majority_share']:.1%} of items) scores {name} {b['majority'][metric]:.3f} "
         f"(accuracy {b['majority']['accuracy']:.3f}, macro-F1 {b['majority']['macro_f1']:.3f}); "
         f"guessing uniformly at random is expected to score {b['uniform'][metric]:.3f}."
     )
 
 
-def plateau_sentence(section: Mapping[str, Any]) -> str:
-    """Why prompting did or did not plateau, in one sentence."""
+def plateau_sentence(
+    section: Mapping[str, Any],
+    code: Callable[[object], str] = _backticks,
+    text: Callable[[object], str] = str,
+) -> str:
+    """Why prompting did or did not plateau, in one sentence (`code` formats the arm's name, `text` the
+    reason: Markdown passes its escaping forms)."""
     pl = section["plateau"]
     if not pl.get("below_target", True):
         head = "Prompting meets the target"
     else:
         head = "Prompting has plateaued" if pl["plateaued"] else "Prompting has not plateaued"
     best = (
-        f"at `{pl['best_arm']}` ({pl['best_score']:.3f})"
+        f"at {code(pl['best_arm'])} ({pl['best_score']:.3f})"
         if pl.get("best_arm")
         else "with no honest arm (every arm is degenerate)"
     )
-    return f"{head} {best}: {pl['reason']}."
+    return f"{head} {best}: {text(pl['reason'])}."
 
 
 def markdown_section(section: Mapping[str, Any] | None) -> str:
@@ -1056,9 +1066,9 @@ def markdown_section(section: Mapping[str, Any] | None) -> str:
     ]
     if section.get("metric_reason"):
         out += ["", f"Metric: {md_escape(section['metric_reason'])}."]
-    line = baseline_sentence(section)
+    line = baseline_sentence(section, code=md_code)
     if line:
-        out += ["", md_escape(line)]
+        out += ["", line]
     extra = " | Top label | Variant | Status" if classify else ""
     out += [
         "",
@@ -1111,7 +1121,7 @@ def markdown_section(section: Mapping[str, Any] | None) -> str:
         for r in section["k_curve"]:
             out.append(f"| {r['k']} | {md_escape(r['arm'])} | {_ci(r)} | {r['mean_prompt_tokens']:.0f} |")
     pl = section["plateau"]
-    out += ["", f"**{md_escape(plateau_sentence(section))}**"]
+    out += ["", f"**{plateau_sentence(section, code=md_code, text=md_escape)}**"]
     if pl["items_needed"] is not None:
         out.append(
             f"Detecting a gain of {section['min_gain']:.3f} with 80% power at α={section['alpha']} "

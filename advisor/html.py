@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from advisor import plots
 from advisor.decide import confidence_sentence
+from advisor.evaluate import baseline_sentence, plateau_sentence
 
 VERDICT_TEXT = {
     "prompt": "Prompt the model: a zero-shot or system prompt is enough",
@@ -412,8 +413,6 @@ def _prompting(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
         out.append(f"<p>Metric: {esc(_sentence(s['metric_reason']))}</p>")
     base = s.get("baselines")
     if base:
-        from advisor.evaluate import baseline_sentence
-
         out.append(f"<p>{esc(str(baseline_sentence(s)).replace('`', ''))}</p>")
     arms = plots.ordered_arms(s.get("arms") or [])
     metrics = list((arms[0].get("scores") or {}) if arms else [metric])
@@ -475,8 +474,6 @@ def _prompting(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
         )
     pl = s.get("plateau") or {}
     if pl:
-        from advisor.evaluate import plateau_sentence
-
         out.append(f"<p><strong>{esc(plateau_sentence(s).replace('`', ''))}</strong></p>")
         if pl.get("items_needed") is not None:
             out.append(

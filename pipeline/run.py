@@ -24,7 +24,7 @@ from pipeline.examples import training_split
 from pipeline.export import export_training
 from pipeline.gate import GateResult, check_gate
 from pipeline.loop import TrainResult, train
-from pipeline.verify import FINETUNED, build_verification, verification_signals, verify_run
+from pipeline.verify import FINETUNED, judge_finetuned, run_thresholds, verification_signals, verify_run
 
 STALE_OUTPUTS = ("checkpoints", "best", "adapter", "metrics.jsonl")  # of an earlier run, unless resuming
 
@@ -164,6 +164,7 @@ def _verification_resampler(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Any,
         evaluate.summarise(ft_items, task, labels, seed),
         sum(it.prompt_tokens for it in ft_items) / max(1, len(ft_items)),
     )
+    thresholds = run_thresholds(doc)
     prompting = evaluate.analyse(
         arms,
         backend=section["backend"],
@@ -175,37 +176,33 @@ def _verification_resampler(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Any,
         quality_target=float(section["quality_target"]),
         min_gain=float(section["min_gain"]),
         alpha=float(section["alpha"]),
+        thresholds=thresholds,
+        metric_reason=section.get("metric_reason") or "",
+        limit=section.get("k_max"),
     )
     verification = doc["verification"]
 
     def signals(idx: Any) -> dict[str, Any]:
         p = confidence.resample_prompting(prompting, idx)
         ft = confidence.resample_arm(finetuned, idx, task, labels, seed, confidence.INNER_RESAMPLES)
-        best = p.arm(p.plateau.best_arm)
-        cmp = evaluate.compare(
-            best.items,
-            ft.items,
-            metric=metric,
-            seed=seed,
-            labels=labels,
-            before_name=best.name,
-            after_name=FINETUNED,
-            n_resamples=confidence.INNER_RESAMPLES,
-        )
-        resampled = build_verification(
-            baseline_name=best.name,
-            baseline_items=best.items,
-            finetuned=ft,
-            comparison=cmp,
-            metric=metric,
-            quality_target=verification.get("quality_target"),
-            task=task,
-            labels=labels,
-            seed=seed,
+        baselines = p.baselines
+        if p.plateau.best_arm is not None:
+            best_name, best_items = p.plateau.best_arm, p.arm(p.plateau.best_arm).items
+        elif baselines is not None:  # no honest arm in this resample: the majority baseline is "before"
+            best_name, best_items = "majority", evaluate.majority_items(ft.items, baselines.majority_label)
+        else:
+            return evaluate.prompting_signals(p)
+        resampled = judge_finetuned(
+            p.to_dict(),
+            best_name,
+            best_items,
+            ft,
+            thresholds=thresholds,
             latency={},
             adapter_dir=verification["finetuned"]["adapter_dir"],
             model_id=verification["finetuned"]["model_id"],
             provenance=verification.get("provenance") or {},
+            n_resamples=confidence.INNER_RESAMPLES,
         )
         return {**evaluate.prompting_signals(p), **verification_signals(resampled)}
 

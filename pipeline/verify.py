@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from advisor import evaluate, prompts
+from advisor import evaluate, prompts, stats
 from advisor.backends.base import GenRequest
 from advisor.backends.hf import HFBackend
 from advisor.baselines import judge_degenerate
@@ -196,7 +196,7 @@ def verify_run(
     doc = run.read_report().as_dict()
     prompting, training = _measured_sections(doc)
     task, labels = TaskKind(prompting["task"]), tuple(prompting.get("labels") or ())
-    metric, seed = prompting["target_metric"], int(prompting.get("seed", 0))
+    seed = int(prompting.get("seed", 0))
     best = prompting["plateau"]["best_arm"]  # the best honest arm; None when every arm is degenerate
 
     config, split = run.read_config(), run.read_split()
@@ -231,27 +231,6 @@ def verify_run(
         progress=progress,
     )
     evaluate.write_arm_predictions(run_dir, ft)
-    cmp = evaluate.compare(
-        baseline_items,
-        ft.items,
-        metric=metric,
-        seed=seed,
-        labels=labels,
-        before_name=best,
-        after_name=FINETUNED,
-    )
-    vs_majority = degeneracy = None
-    if majority_label is not None:
-        vs_majority = evaluate.compare(
-            evaluate.majority_items(ft.items, majority_label),
-            ft.items,
-            metric=metric,
-            seed=seed,
-            labels=labels,
-            before_name="majority",
-            after_name=FINETUNED,
-        )
-        degeneracy = _degeneracy(ft, vs_majority, base_info, prompting, doc)
 
     # Latency per request, both measured now on this machine with the local model: the best arm's own
     # prompts (demonstrations included) on the base model, the fine-tuned model's short prompts on it.
@@ -267,23 +246,16 @@ def verify_run(
         )
         latency[best] = _latency(base, best, best_prompts, answer_tokens, latency_samples)
 
-    section = build_verification(
-        baseline_name=best,
-        baseline_items=baseline_items,
-        finetuned=ft,
-        comparison=cmp,
-        metric=metric,
-        quality_target=prompting.get("quality_target"),
-        task=task,
-        labels=labels,
-        seed=seed,
+    section = judge_finetuned(
+        prompting,
+        best,
+        baseline_items,
+        ft,
+        thresholds=run_thresholds(doc),
         latency=latency,
         adapter_dir=str(adapter_dir),
         model_id=f"{Path(model_dir).name}+lora:{adapter_fingerprint(adapter_dir)}",
         provenance=training.get("provenance", {}),
-        vs_majority=vs_majority,
-        degeneracy=degeneracy,
-        majority_label=majority_label,
     )
     update_decision(run_dir, {"verification": section}, signals=verification_signals(section))
     write_model_card(adapter_dir, training, section)
@@ -325,27 +297,82 @@ def _split_examples(
     return train, dev, eval_items
 
 
-def _degeneracy(
-    ft: ArmResult,
-    vs_majority: Comparison,
-    base_info: Mapping[str, Any],
+def run_thresholds(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The thresholds the advise run decided with (a run folder older than a threshold: the shipped one)."""
+    recorded = (doc.get("provenance") or {}).get("thresholds") or {}
+    return {**load_rules([]).thresholds, **recorded}
+
+
+def judge_finetuned(
     prompting: Mapping[str, Any],
-    doc: Any,
-) -> Any:
-    """The prompting arms' degeneracy test, with the run's own thresholds, applied to the fine-tuned model."""
-    thresholds = (doc.get("provenance") or {}).get("thresholds") or {}
-    if "degenerate_top_share" not in thresholds:  # a run folder written before these thresholds existed
-        thresholds = load_rules([]).thresholds
-    return judge_degenerate(
-        [it.prediction for it in ft.items],
-        base_info["label_shares"],
-        diff=vs_majority.diff.diff,
-        low=vs_majority.diff.low,
-        high=vs_majority.diff.high,
-        p_value=vs_majority.p_value,
-        metric=prompting["target_metric"],
-        alpha=float(prompting.get("alpha", 0.05)),
-        thresholds={k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)},
+    baseline_name: str,
+    baseline_items: Sequence[ItemResult],
+    ft: ArmResult,
+    *,
+    thresholds: Mapping[str, Any],
+    latency: Mapping[str, Any],
+    adapter_dir: str,
+    model_id: str,
+    provenance: Mapping[str, Any],
+    n_resamples: int = stats.N_RESAMPLES,
+) -> dict[str, Any]:
+    """The verification section: the fine-tuned model against the baseline arm and, for classification,
+    against the majority baseline, with the prompting arms' degeneracy test. One judgment, used by
+    `verify_run` on the eval items and by P(verdict) on each resample of them."""
+    task, labels = TaskKind(prompting["task"]), tuple(prompting.get("labels") or ())
+    metric, seed = prompting["target_metric"], int(prompting.get("seed", 0))
+    cmp = evaluate.compare(
+        baseline_items,
+        ft.items,
+        metric=metric,
+        seed=seed,
+        labels=labels,
+        before_name=baseline_name,
+        after_name=FINETUNED,
+        n_resamples=n_resamples,
+    )
+    base_info = prompting.get("baselines")
+    majority_label = base_info["majority_label"] if base_info else None
+    vs_majority = degeneracy = None
+    if base_info:
+        vs_majority = evaluate.compare(
+            evaluate.majority_items(ft.items, majority_label),
+            ft.items,
+            metric=metric,
+            seed=seed,
+            labels=labels,
+            before_name="majority",
+            after_name=FINETUNED,
+            n_resamples=n_resamples,
+        )
+        degeneracy = judge_degenerate(
+            [it.prediction for it in ft.items],
+            base_info["label_shares"],
+            diff=vs_majority.diff.diff,
+            low=vs_majority.diff.low,
+            high=vs_majority.diff.high,
+            p_value=vs_majority.p_value,
+            metric=metric,
+            alpha=float(prompting.get("alpha", 0.05)),
+            thresholds={k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)},
+        )
+    return build_verification(
+        baseline_name=baseline_name,
+        baseline_items=baseline_items,
+        finetuned=ft,
+        comparison=cmp,
+        metric=metric,
+        quality_target=prompting.get("quality_target"),
+        task=task,
+        labels=labels,
+        seed=seed,
+        latency=latency,
+        adapter_dir=adapter_dir,
+        model_id=model_id,
+        provenance=provenance,
+        vs_majority=vs_majority,
+        degeneracy=degeneracy,
+        majority_label=majority_label,
     )
 
 

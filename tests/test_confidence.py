@@ -54,12 +54,14 @@ def ruleset(tmp_path):
 
 
 def _arm(name: str, kind: str, k: int, correct: np.ndarray, tokens: int) -> ArmResult:
+    """Balanced items (targets alternate): the majority baseline scores 0.5, arms above it are honest."""
+    gold = [LABELS[i % 2] for i in range(len(correct))]
     items = tuple(
         ItemResult(
             line=i + 1,
             input=f"item {i}",
-            target="positive",
-            prediction="positive" if ok else "negative",
+            target=gold[i],
+            prediction=gold[i] if ok else LABELS[1 - i % 2],
             correct=bool(ok),
             metrics={"accuracy": float(ok)},
             prompt_tokens=tokens,
@@ -85,6 +87,7 @@ def _result(zero_correct: np.ndarray, few_correct: np.ndarray, target: float) ->
         target_metric="accuracy",
         quality_target=target,
         min_gain=0.02,
+        thresholds=load_rules([]).thresholds,
     )
 
 
@@ -99,9 +102,9 @@ def _p(ruleset, result: PromptingResult) -> tuple[Verdict, object]:
 
 def test_a_score_sitting_on_the_target_gives_two_equally_likely_verdicts(ruleset) -> None:
     rng = np.random.default_rng(1)
-    zero = rng.permutation(np.arange(400) < 200)  # accuracy exactly 0.500, the target
-    verdict, conf = _p(ruleset, _result(zero, zero, target=0.5))
-    assert verdict is Verdict.PROMPT  # 0.500 >= 0.500 on the measured items
+    zero = rng.permutation(np.arange(400) < 320)  # accuracy exactly 0.800, the target
+    verdict, conf = _p(ruleset, _result(zero, zero, target=0.8))
+    assert verdict is Verdict.PROMPT  # 0.800 >= 0.800 on the measured items
     assert 0.4 <= conf.probability <= 0.6
     assert conf.runner_up is Verdict.FEW_SHOT
     assert conf.probability + conf.runner_up_share == pytest.approx(1.0)
@@ -220,7 +223,7 @@ def _verified_run(tmp_path, ft_correct: np.ndarray):
     from pipeline.verify import FINETUNED, build_verification, verification_signals
 
     n = len(ft_correct)
-    result = _result(np.arange(n) < n // 2, np.arange(n) < n // 2 + 10, target=0.9)
+    result = _result(np.arange(n) < 7 * n // 10, np.arange(n) < 3 * n // 4, target=0.9)  # honest arms
     write_predictions(tmp_path, result)
     ft = _arm(FINETUNED, FINETUNED, 0, ft_correct, 10)
     write_arm_predictions(tmp_path, ft)
@@ -258,7 +261,7 @@ def _verified_run(tmp_path, ft_correct: np.ndarray):
 def test_redecide_measures_p_verdict_on_the_verified_items(tmp_path) -> None:
     from pipeline.run import redecide
 
-    doc = _verified_run(tmp_path, np.arange(200) < 190)  # fine-tuned 0.95 against 0.55
+    doc = _verified_run(tmp_path, np.arange(200) < 190)  # fine-tuned 0.95 against 0.75
     assert doc["signals"]["finetune_verified"] is True
     without = redecide(doc)["decision"]
     assert without["confidence"] is None

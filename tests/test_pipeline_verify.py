@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import report_docs
 
 torch = pytest.importorskip("torch")
 
@@ -87,14 +88,11 @@ def _advised_run(tmp_path: Path, model_dir: Path) -> Path:
         min_gain=0.05,
     )
     evaluate.write_predictions(run, result)
-    doc = {
-        "schema_version": 1,
-        "decision": {"verdict": "fine_tune"},
-        "signals": {"n_eval": 20},
-        "prompting": result.to_dict(),
-        "training": None,
-        "verification": None,
-    }
+    # A real run's document, with this run's prompting section and a fine_tune verdict.
+    doc = report_docs.few_shot_doc(tmp_path)
+    doc["decision"]["verdict"] = "fine_tune"
+    doc["signals"]["n_eval"] = 20
+    doc.update(prompting=result.to_dict(), training=None, verification=None)
     (run / "decision.json").write_text(json.dumps(doc))
     return run
 
@@ -112,7 +110,8 @@ def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) ->
     doc = json.loads((run / "decision.json").read_text())
     # the best honest arm; with every arm degenerate (a random tiny model) the majority baseline
     best = doc["prompting"]["plateau"]["best_arm"] or "majority"
-    assert section["baseline"]["arm"] == best and doc["verification"] == json.loads(json.dumps(section))
+    assert section["baseline"]["arm"] == best
+    assert report_docs.facts(doc["verification"]) == report_docs.facts(json.loads(json.dumps(section)))
     ft_items = read_predictions(run / "predictions" / "fine_tuned.jsonl")
     if best == "majority":
         label = doc["prompting"]["baselines"]["majority_label"]
