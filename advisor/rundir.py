@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from advisor.document import SCHEMA_VERSION, Report
 from advisor.errors import ConfigError, DataError
-from advisor.files import write_json_atomic, write_text_atomic
+from advisor.files import ensure_dir, write_json_atomic, write_text_atomic
 
 DECISION = "decision.json"
 CONFIG = "config.json"
@@ -95,7 +95,7 @@ class RunDir:
         if key in _HELD:
             yield
             return
-        self.path.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.path, "run folder (--out)")
         lock_path = self.path / LOCK
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)

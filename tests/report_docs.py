@@ -638,3 +638,13 @@ def facts(doc: object, path: str = "") -> dict[str, object]:
             out.update(facts(val, f"{path}[{i}]"))
         return out
     return {} if doc is None else {path: doc}
+
+
+def run_decision(tmp_path: Path, verdict: str) -> dict[str, Any]:
+    """A real run's decision.json with `verdict` and no model measurements (prompting: null)."""
+    folder = tmp_path / "doc-source"
+    folder.mkdir(exist_ok=True)
+    doc = few_shot_doc(folder)
+    doc["decision"]["verdict"] = verdict
+    doc.update(prompting=None, evidence=None, training=None, verification=None)
+    return doc

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
+import report_docs
 
 from advisor.cli import main
 from advisor.errors import ExitCode
@@ -64,7 +66,7 @@ def test_malformed_input_exits_3_naming_the_place(case, tmp_path, capsys: pytest
 def test_train_refuses_without_a_fine_tune_verdict(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    (run / "decision.json").write_text('{"decision": {"verdict": "prompt"}}')
+    (run / "decision.json").write_text(json.dumps(report_docs.run_decision(tmp_path, "prompt")))
     rc = main(["train", str(run)])
     err = capsys.readouterr().err
     assert rc == ExitCode.GATE_REFUSED

@@ -351,4 +351,7 @@ def test_rising_last_rung_extends_the_ladder(k_max):
     assert "Variants tried on the dev split" in md and "few_shot_k16" in md
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads((Path(advisor.__file__).parent / "schema" / "decision.schema.json").read_text())
-    jsonschema.validate(json.loads(json.dumps(result.to_dict())), schema["properties"]["prompting"])
+    jsonschema.validate(
+        json.loads(json.dumps(result.to_dict())),
+        {"$defs": schema["$defs"], **schema["properties"]["prompting"]},
+    )

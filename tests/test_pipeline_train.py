@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import report_docs
 
 torch = pytest.importorskip("torch")
 
@@ -371,10 +372,11 @@ def _run_dir(tmp_path: Path, model_dir: Path, verdict: str) -> tuple[Path, dict]
         w.writerow(["text", "label"])
         for _, text, label in rotten_tomatoes_rows(50, seed=5):
             w.writerow([text, label])
-    lines = [e.line for e in load_examples(data, input_col="text", output_col="label").examples]
+    loaded = load_examples(data, input_col="text", output_col="label")
+    lines = [e.line for e in loaded.examples]
     split = {
         "seed": 0,
-        "data_sha256": "abc123",
+        "data_sha256": loaded.sha256,
         "data_path": str(data),
         "train": lines[:30],
         "dev": lines[30:40],
@@ -386,11 +388,7 @@ def _run_dir(tmp_path: Path, model_dir: Path, verdict: str) -> tuple[Path, dict]
         json.dumps({"data": str(data), "input_col": "text", "output_col": "label", "model": str(model_dir)})
     )
     (run / "split.json").write_text(json.dumps(split))
-    (run / "decision.json").write_text(
-        json.dumps(
-            {"schema_version": 1, "decision": {"verdict": verdict}, "training": None, "verification": None}
-        )
-    )
+    (run / "decision.json").write_text(json.dumps(report_docs.run_decision(tmp_path, verdict)))
     return run, split
 
 
@@ -428,9 +426,11 @@ def test_forced_run_trains_on_train_split_only_and_records_the_override(model_di
     assert set(res.seen_lines) <= set(split["train"]) and not set(res.seen_lines) & set(split["eval"])
     assert res.n_train == 30 and res.n_dev == 10
     start = json.loads((run / "train" / "metrics.jsonl").read_text().splitlines()[0])
-    assert start["provenance"]["forced"] is True and start["provenance"]["data_sha256"] == "abc123"
+    assert (
+        start["provenance"]["forced"] is True and start["provenance"]["data_sha256"] == split["data_sha256"]
+    )
     card = (run / "train" / "adapter" / "README.md").read_text()
-    assert "forced against the verdict" in card and "abc123" in card
+    assert "forced against the verdict" in card and split["data_sha256"] in card
     doc = json.loads((run / "decision.json").read_text())
     assert doc["training"]["provenance"]["forced"] is True
     assert doc["decision"]["verdict"] == "prompt"  # the advisor's verdict itself is untouched
