@@ -33,7 +33,7 @@ EXIT_CODES_HELP = """exit codes:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "data", help="task data: chat/prompt-completion/alpaca JSONL, or CSV/TSV/Parquet/JSONL table"
+        "data", help="task data: chat/ShareGPT/prompt-completion/alpaca JSONL, or CSV/TSV/Parquet/JSONL table"
     )
     p.add_argument("--format", dest="fmt", help="force the input format instead of detecting it")
     p.add_argument("--input-col", help="table column holding the input text")
