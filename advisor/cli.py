@@ -17,6 +17,7 @@ from advisor import __version__
 from advisor.errors import ExitCode, TunegateError
 from advisor.files import os_error_message
 from advisor.textsafe import json_for_terminal, term_safe
+from advisor.types import Verdict
 
 EXIT_CODES_HELP = """exit codes:
   0   verdict prompt (and success for train/report/rules/demo)
@@ -28,12 +29,13 @@ EXIT_CODES_HELP = """exit codes:
   8   a file or folder cannot be written or read (permission denied, disk full, read-only,
       --out is a file, a broken cache database): the path and the reason are named
   70  internal error (a bug: please report it with the traceback)   130  interrupted
+  with --fail-on V1,V2 (advise, run): 0 unless the verdict is listed, then its code above
 """
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "data", help="task data: chat/prompt-completion/alpaca JSONL, or CSV/TSV/Parquet/JSONL table"
+        "data", help="task data: chat/ShareGPT/prompt-completion/alpaca JSONL, or CSV/TSV/Parquet/JSONL table"
     )
     p.add_argument("--format", dest="fmt", help="force the input format instead of detecting it")
     p.add_argument("--input-col", help="table column holding the input text")
@@ -110,6 +112,25 @@ def _add_advise_args(p: argparse.ArgumentParser) -> None:
         help="override any config setting",
     )
     p.add_argument("--json", action="store_true", help="print decision.json to stdout instead of the summary")
+    p.add_argument(
+        "--fail-on",
+        type=_verdict_list,
+        metavar="VERDICT[,VERDICT...]",
+        help="CI gating: exit 0 unless the verdict is one of these (then its own code); "
+        "default: every verdict exits with its own code",
+    )
+
+
+def _verdict_list(text: str) -> frozenset[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = [v.value for v in Verdict if v is not Verdict.PROMPT]
+    if "prompt" in names:
+        raise argparse.ArgumentTypeError("'prompt' exits 0 in any case; list only " + ", ".join(known))
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        shown = ", ".join(f"'{name}'" for name in unknown) or "nothing"
+        raise argparse.ArgumentTypeError(f"unknown verdict {shown}; expected some of {', '.join(known)}")
+    return frozenset(names)
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -340,7 +361,14 @@ def _cmd_advise(args: argparse.Namespace) -> int:
     with RunDir(config.out).lock():
         doc = advise(config)
     _emit(doc, args.json)
-    return verdict_exit_code(doc["decision"]["verdict"])
+    return _gated_exit_code(doc["decision"]["verdict"], args.fail_on)
+
+
+def _gated_exit_code(verdict: str, fail_on: frozenset[str] | None) -> int:
+    """The verdict's own code, or with --fail-on: 0 unless the verdict is listed."""
+    if fail_on is not None and verdict not in fail_on:
+        return int(ExitCode.OK)
+    return verdict_exit_code(verdict)
 
 
 def _train(args: argparse.Namespace, run_dir: str) -> dict[str, Any] | None:
@@ -384,13 +412,13 @@ def _advise_then_train(args: argparse.Namespace, config: Any) -> int:
             f"tunegate: verdict is {verdict}: not training (the gate opens only on fine_tune)",
             file=sys.stderr,
         )
-        return verdict_exit_code(verdict)
+        return _gated_exit_code(verdict, args.fail_on)
     trained = _train(args, config.out)
     if trained is None:  # a rank other than 0 under torchrun: rank 0 reports
         return int(ExitCode.OK)
     _emit(trained, args.json)
     # The verdict after verification: a fine-tuned model that did not beat prompting vetoes fine_tune.
-    return verdict_exit_code(trained["decision"]["verdict"])
+    return _gated_exit_code(trained["decision"]["verdict"], args.fail_on)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

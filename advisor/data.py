@@ -3,9 +3,21 @@
 Formats (detected per file from the first record that parses as a JSON object; `fmt` forces one):
 
 - ``chat``: OpenAI chat JSONL, ``{"messages": [{"role": ..., "content": ...}, ...]}``. Roles are
-  system/user/assistant; the last turn must be the assistant's and is the target; the earlier turns are
-  the input and must contain a user turn.
-- ``prompt_completion``: ``{"prompt": ..., "completion": ...}``; the prompt becomes the user turn.
+  system/user/assistant, plus OpenAI's ``developer`` (read as system) and ``tool``; the last turn must be
+  the assistant's and is the target; the earlier turns are the input and must contain a user turn.
+  ``content`` is a string or OpenAI's list of parts, ``[{"type": "text", "text": ...}, ...]``, whose
+  texts are joined with no separator; a part of any other type (an image, audio, a file) is an error
+  naming it, because tunegate benchmarks text.
+- ``sharegpt``: ``{"conversations": [{"from": ..., "value": ...}, ...]}`` with ``from`` one of
+  system, human/user, gpt/assistant or tool; read exactly as ``chat``.
+- ``prompt_completion``: ``{"prompt": ..., "completion": ...}``; a text prompt becomes the user turn.
+  TRL's conversational form, where both are lists of chat messages, is read too: the prompt's turns are
+  the input, and the completion must hold one assistant turn, the target.
+
+Tool turns (the rule for every conversational format): tunegate benchmarks text prompting, so ``tool``
+turns, and assistant turns that only call tools (``tool_calls`` with no text content), are dropped from
+the input. A task whose answers depend on tool results will therefore look harder for prompting than it
+is; put the results into the user turn if they matter.
 - ``alpaca``: ``{"instruction": ..., "input": ..., "output": ...}``; ``input`` is optional; the user turn
   is the instruction, followed by a blank line and the input when the input is not empty.
 - ``table``: CSV, TSV, Parquet, or JSONL of flat records. One column is the input (the user turn), one is
@@ -53,7 +65,7 @@ MAX_PROBLEMS = 20
 MAX_LINE_BYTES = 64 * 1024 * 1024
 """Longest accepted JSON Lines / CSV line; a longer one is reported (and skipped) without reading it whole."""
 
-FORMATS = ("chat", "prompt_completion", "alpaca", "table")
+FORMATS = ("chat", "sharegpt", "prompt_completion", "alpaca", "table")
 JSONL_EXTENSIONS = (".jsonl", ".ndjson", ".json")
 TABLE_EXTENSIONS = (".csv", ".tsv", ".parquet")
 
@@ -69,8 +81,6 @@ MAX_LABEL_CHARS = 40
 """...and at most this many characters."""
 MIN_EXAMPLES_PER_LABEL = 5
 """Targets repeat: the distinct count is at most n / 5 (at least 2 labels are always allowed)."""
-
-_PAD_ROLES = ", ".join(ROLES)
 
 
 @dataclass(frozen=True)
@@ -458,6 +468,8 @@ def _kind(obj: dict[str, Any]) -> str | None:
     """The record format a JSON object looks like, or None for a plain flat record (a table row)."""
     if "messages" in obj:
         return "chat"
+    if "conversations" in obj:
+        return "sharegpt"
     if "instruction" in obj:
         return "alpaca"
     if "completion" in obj or ("prompt" in obj and not any(k in obj for k in OUTPUT_COLUMN_GUESSES)):
@@ -550,6 +562,8 @@ def _iter_jsonl(
                 continue
             elif fmt == "chat":
                 result = _from_chat(obj, name, lineno)
+            elif fmt == "sharegpt":
+                result = _from_conversation(obj, "conversations", _SHAREGPT, name, lineno)
             elif fmt == "prompt_completion":
                 result = _from_prompt_completion(obj, name, lineno)
             else:
@@ -635,56 +649,150 @@ def _shared_message(role: str, content: str) -> Message:
     return Message(role, content)
 
 
+@dataclass(frozen=True)
+class _Dialect:
+    """How one conversational format spells a turn: its keys and its role names (mapped to ours)."""
+
+    role_key: str
+    content_key: str
+    roles: dict[str, str]  # the format's role name -> system/user/assistant, or "tool" (dropped)
+
+
+_TOOL = "tool"
+_OPENAI = _Dialect(
+    "role",
+    "content",
+    {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": _TOOL},
+)
+_SHAREGPT = _Dialect(
+    "from",
+    "value",
+    {
+        "system": "system",
+        "human": "user",
+        "user": "user",
+        "gpt": "assistant",
+        "assistant": "assistant",
+        "tool": _TOOL,
+    },
+)
+
+
 def _check_chat(obj: dict[str, Any], name: str, line: int) -> Example | Problem:
-    msgs = obj.get("messages")
+    return _from_conversation(obj, "messages", _OPENAI, name, line)
+
+
+def _from_conversation(
+    obj: dict[str, Any], key: str, dialect: _Dialect, name: str, line: int
+) -> Example | Problem:
+    """A record holding one conversation: its last turn (the assistant's) is the target."""
+    msgs = obj.get(key)
     if msgs is None:
-        return Problem("missing", file=name, line=line, field="messages")
+        return Problem("missing", file=name, line=line, field=key)
+    turns = _turns(msgs, key, dialect, name, line, target_last=True)
+    if isinstance(turns, Problem):
+        return turns
+    if not any(t.role == "user" for t in turns[:-1]):
+        return Problem("no user turn before the assistant's reply", file=name, line=line, field=key)
+    return Example(line=line, messages=tuple(turns[:-1]), target=turns[-1].content)
+
+
+def _turns(
+    msgs: Any, field: str, dialect: _Dialect, name: str, line: int, *, target_last: bool
+) -> list[Message] | Problem:
+    """The text turns of a list of messages, tool turns dropped (see the module docstring).
+
+    With `target_last`, the last item must be the assistant's reply, kept even when empty."""
     if not isinstance(msgs, list):
         return Problem(
             f"wrong type: expected a list of messages, got {_type_name(msgs)}",
             file=name,
             line=line,
-            field="messages",
+            field=field,
         )
     if not msgs:
-        return Problem(
-            "empty: need a user turn and a final assistant turn", file=name, line=line, field="messages"
-        )
+        need = "a user turn and a final assistant turn" if target_last else "at least one turn"
+        return Problem(f"empty: need {need}", file=name, line=line, field=field)
     turns: list[Message] = []
     last = len(msgs) - 1
     for i, m in enumerate(msgs):
-        where = f"messages[{i}]"
+        where = f"{field}[{i}]"
         if not isinstance(m, dict):
             return Problem(
                 f"wrong type: expected an object, got {_type_name(m)}", file=name, line=line, field=where
             )
-        role = _text_field(m, "role", f"{where}.role", name, line)
-        if isinstance(role, Problem):
-            return role
-        if role not in ROLES:
+        role_field = f"{where}.{dialect.role_key}"
+        given = _text_field(m, dialect.role_key, role_field, name, line)
+        if isinstance(given, Problem):
+            return given
+        role = dialect.roles.get(given)
+        if role is None:
             return Problem(
-                f"unknown role '{role}'; expected one of {_PAD_ROLES}",
+                f"unknown role '{given}'; expected one of {', '.join(dialect.roles)}",
                 file=name,
                 line=line,
-                field=f"{where}.role",
+                field=role_field,
             )
-        content = _text_field(m, "content", f"{where}.content", name, line, allow_empty=i == last)
+        is_target = target_last and i == last
+        if is_target and role != "assistant":
+            return Problem(
+                f"the last turn is '{given}'; it must be the assistant's reply (the target)",
+                file=name,
+                line=line,
+                field=role_field,
+            )
+        if role == _TOOL:
+            continue
+        raw = m.get(dialect.content_key)
+        if role == "assistant" and not is_target and m.get("tool_calls") and (raw is None or raw == ""):
+            continue  # a turn that only calls tools
+        content = _content(m, dialect.content_key, f"{where}.{dialect.content_key}", name, line, is_target)
         if isinstance(content, Problem):
             return content
         turns.append(Message(role, content))
-    if turns[-1].role != "assistant":
-        return Problem(
-            f"the last turn is '{turns[-1].role}'; it must be the assistant's reply (the target)",
-            file=name,
-            line=line,
-            field=f"messages[{last}].role",
-        )
-    if not any(t.role == "user" for t in turns[:-1]):
-        return Problem("no user turn before the assistant's reply", file=name, line=line, field="messages")
-    return Example(line=line, messages=tuple(turns[:-1]), target=turns[-1].content)
+    return turns
+
+
+def _content(
+    m: dict[str, Any], key: str, field: str, name: str, line: int, allow_empty: bool
+) -> str | Problem:
+    """A turn's text: a string, or OpenAI's list of text parts joined with no separator."""
+    parts = m.get(key)
+    if not isinstance(parts, list):
+        return _text_field(m, key, field, name, line, allow_empty=allow_empty)
+    texts = []
+    for j, part in enumerate(parts):
+        where = f"{field}[{j}]"
+        if not isinstance(part, dict):
+            return Problem(
+                f"wrong type: expected a content part object, got {_type_name(part)}",
+                file=name,
+                line=line,
+                field=where,
+            )
+        kind = part.get("type")
+        if kind != "text":
+            shown = f"'{kind}'" if isinstance(kind, str) else _type_name(kind)
+            return Problem(
+                f"content part of type {shown} is not text; tunegate benchmarks text only, so remove "
+                "the part or describe it in a text part",
+                file=name,
+                line=line,
+                field=f"{where}.type",
+            )
+        text = _text_field(part, "text", f"{where}.text", name, line, allow_empty=True)
+        if isinstance(text, Problem):
+            return text
+        texts.append(text)
+    joined = "".join(texts)
+    if not allow_empty and not joined.strip():
+        return Problem("empty", file=name, line=line, field=field)
+    return joined
 
 
 def _from_prompt_completion(obj: dict[str, Any], name: str, line: int) -> Example | Problem:
+    if isinstance(obj.get("prompt"), list):
+        return _from_conversational_pc(obj, name, line)
     prompt = _text_field(obj, "prompt", "prompt", name, line)
     if isinstance(prompt, Problem):
         return prompt
@@ -692,6 +800,36 @@ def _from_prompt_completion(obj: dict[str, Any], name: str, line: int) -> Exampl
     if isinstance(completion, Problem):
         return completion
     return Example(line=line, messages=(Message("user", prompt),), target=completion)
+
+
+def _from_conversational_pc(obj: dict[str, Any], name: str, line: int) -> Example | Problem:
+    """TRL's conversational prompt/completion: both fields are lists of chat messages."""
+    prompt = _turns(obj["prompt"], "prompt", _OPENAI, name, line, target_last=False)
+    if isinstance(prompt, Problem):
+        return prompt
+    if not any(t.role == "user" for t in prompt):
+        return Problem("no user turn in the prompt", file=name, line=line, field="prompt")
+    if "completion" not in obj:
+        return Problem("missing", file=name, line=line, field="completion")
+    if not isinstance(obj["completion"], list):
+        return Problem(
+            f"wrong type: the prompt is a list of messages, so the completion must be one too, got "
+            f"{_type_name(obj['completion'])}",
+            file=name,
+            line=line,
+            field="completion",
+        )
+    completion = _turns(obj["completion"], "completion", _OPENAI, name, line, target_last=True)
+    if isinstance(completion, Problem):
+        return completion
+    if len(completion) != 1:
+        return Problem(
+            f"expected one assistant turn (the target) besides tool turns, got {len(completion)} text turns",
+            file=name,
+            line=line,
+            field="completion",
+        )
+    return Example(line=line, messages=tuple(prompt), target=completion[0].content)
 
 
 def _from_alpaca(obj: dict[str, Any], name: str, line: int) -> Example | Problem:

@@ -36,6 +36,24 @@ GOOD_ALPACA = _j(
     {"instruction": "Name the novel that opens with this line.", "input": TOLSTOY, "output": "Anna Karenina"}
 )
 GOOD_ROW = _j({"text": AUSTEN, "label": "Pride and Prejudice"})
+GOOD_SHAREGPT = _j(
+    {"conversations": [{"from": "human", "value": MELVILLE}, {"from": "gpt", "value": "Moby-Dick"}]}
+)
+GOOD_TRL = _j(
+    {"prompt": [{"role": "user", "content": DICKENS}], "completion": [{"role": "assistant", "content": "x"}]}
+)
+
+
+def _sharegpt(*turns: tuple[str, object]) -> bytes:
+    return _j({"conversations": [{"from": f, "value": v} for f, v in turns]})
+
+
+def _trl(prompt: object, completion: object) -> bytes:
+    return _j({"prompt": prompt, "completion": completion})
+
+
+USER = {"role": "user", "content": TOLSTOY}
+ANSWER = {"role": "assistant", "content": "Anna Karenina"}
 
 MALFORMED_CASES: list[tuple[str, str, bytes | None, str]] = [
     # chat JSONL
@@ -120,6 +138,115 @@ MALFORMED_CASES: list[tuple[str, str, bytes | None, str]] = [
         b"[\n" + GOOD_PC.rstrip(b"\n") + b",\n" + GOOD_PC + b"]\n",
         "novels.json:1: invalid JSON: Expecting value (column 1); the file looks like one JSON array",
     ),
+    # OpenAI chat: developer and tool roles, list-of-parts content
+    (
+        "content_part_not_text",
+        "bad.jsonl",
+        GOOD_CHAT
+        + _chat(
+            ("user", [{"type": "image_url", "image_url": {"url": "https://x/1.png"}}]), ("assistant", "x")
+        ),
+        "bad.jsonl:2: field 'messages[0].content[0].type': content part of type 'image_url' is not text",
+    ),
+    (
+        "content_part_not_object",
+        "bad.jsonl",
+        GOOD_CHAT + _chat(("user", [TOLSTOY]), ("assistant", "Anna Karenina")),
+        "bad.jsonl:2: field 'messages[0].content[0]': wrong type: expected a content part object, got string",
+    ),
+    (
+        "content_part_text_wrong_type",
+        "bad.jsonl",
+        GOOD_CHAT + _chat(("user", [{"type": "text", "text": 1877}]), ("assistant", "Anna Karenina")),
+        "bad.jsonl:2: field 'messages[0].content[0].text': wrong type: expected a string, got number",
+    ),
+    (
+        "content_parts_empty",
+        "bad.jsonl",
+        GOOD_CHAT + _chat(("user", []), ("assistant", "Anna Karenina")),
+        "bad.jsonl:2: field 'messages[0].content': empty",
+    ),
+    (
+        "last_turn_tool",
+        "bad.jsonl",
+        GOOD_CHAT + _chat(("user", TOLSTOY), ("tool", "Anna Karenina")),
+        "bad.jsonl:2: field 'messages[1].role': the last turn is 'tool'",
+    ),
+    (
+        "developer_without_user",
+        "bad.jsonl",
+        GOOD_CHAT
+        + _chat(("developer", "Name the novel."), ("tool", TOLSTOY), ("assistant", "Anna Karenina")),
+        "bad.jsonl:2: field 'messages': no user turn",
+    ),
+    # ShareGPT
+    (
+        "sharegpt_not_list",
+        "bad.jsonl",
+        GOOD_SHAREGPT + _j({"conversations": {"from": "human", "value": TOLSTOY}}),
+        "bad.jsonl:2: field 'conversations': wrong type: expected a list of messages, got object",
+    ),
+    (
+        "sharegpt_from_unknown",
+        "bad.jsonl",
+        GOOD_SHAREGPT + _sharegpt(("human", TOLSTOY), ("bot", "Anna Karenina")),
+        "bad.jsonl:2: field 'conversations[1].from': unknown role 'bot'; expected one of system, human",
+    ),
+    (
+        "sharegpt_value_missing",
+        "bad.jsonl",
+        GOOD_SHAREGPT + _j({"conversations": [{"from": "human"}, {"from": "gpt", "value": "Anna Karenina"}]}),
+        "bad.jsonl:2: field 'conversations[0].value': missing",
+    ),
+    (
+        "sharegpt_last_turn_human",
+        "bad.jsonl",
+        GOOD_SHAREGPT + _sharegpt(("gpt", "Which novel?"), ("human", TOLSTOY)),
+        "bad.jsonl:2: field 'conversations[1].from': the last turn is 'human'",
+    ),
+    (
+        "sharegpt_no_human_turn",
+        "bad.jsonl",
+        GOOD_SHAREGPT + _sharegpt(("system", "Name the novel."), ("gpt", "Emma")),
+        "bad.jsonl:2: field 'conversations': no user turn",
+    ),
+    # TRL conversational prompt/completion
+    (
+        "trl_prompt_turn_not_object",
+        "bad.jsonl",
+        GOOD_TRL + _trl([AUSTEN], [ANSWER]),
+        "bad.jsonl:2: field 'prompt[0]': wrong type: expected an object, got string",
+    ),
+    (
+        "trl_completion_not_list",
+        "bad.jsonl",
+        GOOD_TRL + _trl([USER], "Anna Karenina"),
+        "bad.jsonl:2: field 'completion': wrong type: the prompt is a list of messages, so the completion",
+    ),
+    (
+        "trl_completion_two_turns",
+        "bad.jsonl",
+        GOOD_TRL + _trl([USER], [ANSWER, ANSWER]),
+        "bad.jsonl:2: field 'completion': expected one assistant turn (the target)",
+    ),
+    (
+        "trl_completion_user_turn",
+        "bad.jsonl",
+        GOOD_TRL + _trl([USER], [USER]),
+        "bad.jsonl:2: field 'completion[0].role': the last turn is 'user'",
+    ),
+    (
+        "trl_prompt_no_user",
+        "bad.jsonl",
+        GOOD_TRL + _trl([{"role": "system", "content": "Name the novel."}], [ANSWER]),
+        "bad.jsonl:2: field 'prompt': no user turn in the prompt",
+    ),
+    (
+        "trl_prompt_role_missing",
+        "bad.jsonl",
+        GOOD_TRL + _trl([{"content": TOLSTOY}], [ANSWER]),
+        "bad.jsonl:2: field 'prompt[0].role': missing",
+    ),
     # prompt/completion and alpaca JSONL
     (
         "completion_missing",
@@ -136,8 +263,8 @@ MALFORMED_CASES: list[tuple[str, str, bytes | None, str]] = [
     (
         "prompt_wrong_type",
         "bad.jsonl",
-        GOOD_PC + _j({"prompt": [AUSTEN], "completion": "Emma"}),
-        "bad.jsonl:2: field 'prompt': wrong type: expected a string, got list",
+        GOOD_PC + _j({"prompt": {"text": AUSTEN}, "completion": "Emma"}),
+        "bad.jsonl:2: field 'prompt': wrong type: expected a string, got object",
     ),
     (
         "alpaca_output_missing",

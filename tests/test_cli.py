@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import report_docs
@@ -72,3 +75,108 @@ def test_train_refuses_without_a_fine_tune_verdict(tmp_path, capsys: pytest.Capt
     assert rc == ExitCode.GATE_REFUSED
     assert "prompt" in err and "--force" in err and "Traceback" not in err
     assert not (run / "train").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# CI gating: --fail-on, and the example GitHub Actions workflow
+
+WORKFLOW = Path(__file__).resolve().parent.parent / "examples" / "github-actions.yml"
+
+
+@pytest.fixture(scope="module")
+def gate_data(tmp_path_factory) -> dict[str, Path]:
+    """Real Rotten Tomatoes snippets: 40 give collect_data, 600 give few_shot, both without a model."""
+    from tiny import rotten_tomatoes_rows
+
+    folder = tmp_path_factory.mktemp("gate")
+    paths = {}
+    for name, n in (("collect_data", 40), ("few_shot", 600)):
+        rows = rotten_tomatoes_rows(n, seed=0)
+        path = folder / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"prompt": t, "completion": lab}) + "\n" for _, t, lab in rows))
+        paths[name] = path
+    return paths
+
+
+def _advise(command: str, data: Path, out: Path, *extra: str) -> tuple[int, str]:
+    rc = main([command, str(data), "--no-model", "--out", str(out), *extra])
+    return rc, json.loads((out / "decision.json").read_text())["decision"]["verdict"]
+
+
+@pytest.mark.parametrize("command", ["advise", "run"])
+def test_fail_on_exits_0_unless_the_verdict_is_listed(command, gate_data, tmp_path) -> None:
+    few, collect = gate_data["few_shot"], gate_data["collect_data"]
+    assert _advise(command, few, tmp_path / "a") == (ExitCode.FEW_SHOT, "few_shot")  # default: verdict code
+    gate = ("--fail-on", "collect_data,inconclusive")
+    assert _advise(command, few, tmp_path / "b", *gate) == (ExitCode.OK, "few_shot")
+    assert _advise(command, collect, tmp_path / "c", *gate) == (ExitCode.COLLECT_DATA, "collect_data")
+    assert _advise(command, few, tmp_path / "d", "--fail-on", "few_shot") == (ExitCode.FEW_SHOT, "few_shot")
+
+
+@pytest.mark.parametrize(
+    "value, says",
+    [("collect_data,bogus", "unknown verdict 'bogus'"), ("prompt", "'prompt' exits 0"), (",", "nothing")],
+)
+def test_fail_on_rejects_what_is_not_a_failing_verdict(value, says, tmp_path, capsys) -> None:
+    rc = main(["advise", str(tmp_path / "d.jsonl"), "--no-model", "--fail-on", value])
+    err = capsys.readouterr().err
+    assert rc == ExitCode.USAGE
+    assert says in err and "few_shot, fine_tune, collect_data, inconclusive" in err
+
+
+def _workflow_commands() -> list[list[str]]:
+    """Every `tunegate ...` command in the workflow's `run:` scripts, split as a shell would."""
+    import yaml  # PyYAML: a dependency of transformers and huggingface_hub, so always installed
+
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    scripts = [step["run"] for job in doc["jobs"].values() for step in job["steps"] if "run" in step]
+    commands = []
+    for script in scripts:
+        for line in script.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:1] == ["tunegate"]:
+                commands.append(words[1:])
+    return commands
+
+
+def test_workflow_example_gates_training_caches_and_uploads_the_report() -> None:
+    import yaml
+
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    assert set(doc["jobs"]) == {"advise", "train"}
+    advise, train = doc["jobs"]["advise"], doc["jobs"]["train"]
+    assert train["needs"] == "advise" and "== 'fine_tune'" in train["if"]
+    assert advise["outputs"]["verdict"] == "${{ steps.verdict.outputs.verdict }}"
+    read = next(s for s in advise["steps"] if s.get("id") == "verdict")["run"]
+    assert "['decision']['verdict']" in read and "$GITHUB_OUTPUT" in read
+    uses = {s["uses"].split("@")[0]: s for s in advise["steps"] if "uses" in s}
+    assert uses["actions/cache"]["with"]["path"] == "~/.cache/tunegate"
+    report = next(s for s in advise["steps"] if "report.html" in str(s.get("with", {}).get("path", "")))
+    assert report["if"] == "always()"  # the report is uploaded even when the gate fails
+    assert [c[0] for c in _workflow_commands()] == ["advise", "train"]
+
+
+def test_every_tunegate_flag_in_the_workflow_exists() -> None:
+    from advisor.cli import build_parser
+
+    subcommands = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices
+    seen = []
+    for command in _workflow_commands():
+        known = subcommands[command[0]]._option_string_actions
+        flags = [w.split("=")[0] for w in command[1:] if w.startswith("-")]
+        assert [f for f in flags if f not in known] == [], command
+        seen += flags
+    assert {"--out", "--fail-on"} <= set(seen)
+
+
+def test_the_workflow_advise_command_passes_a_few_shot_verdict(gate_data, tmp_path, monkeypatch) -> None:
+    """The workflow's own advise line, data-only: a few_shot verdict passes the gate, collect_data fails."""
+    (advise,) = [c for c in _workflow_commands() if c[0] == "advise"]
+    monkeypatch.chdir(tmp_path)
+    for verdict, code in (("few_shot", ExitCode.OK), ("collect_data", ExitCode.COLLECT_DATA)):
+        argv = [gate_data[verdict] if w == "$DATA" else w for w in advise]
+        rc = main([str(w) for w in argv] + ["--no-model", "--out", f"runs/{verdict}"])
+        assert rc == code
+        assert json.loads(Path(f"runs/{verdict}/decision.json").read_text())["decision"]["verdict"] == verdict

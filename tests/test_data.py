@@ -109,8 +109,8 @@ def test_table_column_given_but_missing_names_it_and_lists_the_columns(tmp_path:
 
 def test_unknown_format_is_a_usage_error(tmp_path: Path, rt_snippets) -> None:
     path = _write_jsonl(tmp_path / "d.jsonl", [{"prompt": rt_snippets[0][0], "completion": "fresh"}])
-    with pytest.raises(ConfigError, match="unknown format 'sharegpt'") as err:
-        load_examples(path, fmt="sharegpt")
+    with pytest.raises(ConfigError, match="unknown format 'vicuna'") as err:
+        load_examples(path, fmt="vicuna")
     assert err.value.exit_code == ExitCode.USAGE
 
 
@@ -191,6 +191,91 @@ def test_alpaca_with_and_without_input(tmp_path: Path, rt_snippets) -> None:
     assert loaded.examples[0].input_text == f"Is this review positive or negative?\n\n{rt_snippets[0][0]}"
     assert loaded.examples[1].input_text == recs[1]["instruction"]
     assert loaded.examples[2].input_text == recs[2]["instruction"]
+
+
+def test_sharegpt_with_both_role_spellings_and_labels(tmp_path: Path, rt_snippets) -> None:
+    system = "Decide whether the critic liked the film."
+    human, gpt = ("human", "gpt"), ("user", "assistant")
+    recs = [
+        {
+            "conversations": [
+                {"from": "system", "value": system},
+                {"from": names[0], "value": t},
+                {"from": names[1], "value": lab},
+            ]
+        }
+        for i, (t, lab) in enumerate(rt_snippets[:10])
+        for names in [human if i % 2 else gpt]
+    ]
+    loaded = load_examples(_write_jsonl(tmp_path / "sharegpt.jsonl", recs))
+    assert loaded.fmt == "sharegpt"
+    assert loaded.examples[1] == Example(
+        line=2,
+        messages=(Message("system", system), Message("user", rt_snippets[1][0])),
+        target=rt_snippets[1][1],
+    )
+    assert [ex.target for ex in loaded.examples] == [lab for _, lab in rt_snippets[:10]]
+    kind, labels = detect_task(loaded.examples)
+    assert kind == TaskKind.CLASSIFY and labels == tuple(sorted({lab for _, lab in rt_snippets[:10]}))
+    assert [ex.label for ex in with_labels(loaded.examples, labels)] == [lab for _, lab in rt_snippets[:10]]
+
+
+def test_openai_developer_role_text_parts_and_dropped_tool_turns(tmp_path: Path, rt_snippets) -> None:
+    (t0, l0), (t1, l1) = rt_snippets[:2]
+    half = len(t0) // 2
+    recs = [
+        {
+            "messages": [
+                {"role": "developer", "content": "Answer fresh or rotten."},
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": t0[:half]}, {"type": "text", "text": t0[half:]}],
+                },
+                {"role": "assistant", "content": [{"type": "text", "text": l0}]},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": t1},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]},
+                {"role": "tool", "tool_call_id": "c1", "content": '{"critic": "unknown"}'},
+                {"role": "assistant", "content": l1},
+            ]
+        },
+    ]
+    loaded = load_examples(_write_jsonl(tmp_path / "openai.jsonl", recs))
+    assert loaded.fmt == "chat"
+    assert loaded.examples[0] == Example(
+        line=1, messages=(Message("system", "Answer fresh or rotten."), Message("user", t0)), target=l0
+    )
+    # the tool call and the tool's result are dropped: the input is the user's text only
+    assert loaded.examples[1] == Example(line=2, messages=(Message("user", t1),), target=l1)
+
+
+def test_trl_conversational_prompt_completion(tmp_path: Path, rt_snippets) -> None:
+    system = {"role": "system", "content": "Decide whether the critic liked the film."}
+    recs = [
+        {
+            "prompt": [system, {"role": "user", "content": t}],
+            "completion": [{"role": "assistant", "content": lab}],
+        }
+        for t, lab in rt_snippets[:10]
+    ]
+    loaded = load_examples(_write_jsonl(tmp_path / "trl.jsonl", recs))
+    assert loaded.fmt == "prompt_completion"
+    assert loaded.examples[3].messages == (
+        Message("system", system["content"]),
+        Message("user", rt_snippets[3][0]),
+    )
+    assert [ex.target for ex in loaded.examples] == [lab for _, lab in rt_snippets[:10]]
+    assert detect_task(loaded.examples)[0] == TaskKind.CLASSIFY
+
+
+def test_integer_labels_in_a_jsonl_table_stay_as_given(tmp_path: Path, rt_snippets) -> None:
+    recs = [{"text": t, "label": int(lab == "fresh")} for t, lab in rt_snippets[:10]]
+    loaded = load_examples(_write_jsonl(tmp_path / "ints.jsonl", recs))
+    assert [ex.target for ex in loaded.examples] == [str(r["label"]) for r in recs]
+    assert detect_task(loaded.examples) == (TaskKind.CLASSIFY, ("0", "1"))
 
 
 def test_empty_target_is_accepted_for_the_audit(tmp_path: Path, rt_snippets) -> None:

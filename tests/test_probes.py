@@ -122,6 +122,21 @@ def probes() -> list[Probe]:
             '{"messages": [{"role": "\\u001b[2J", "content": "a"}, {"role": "assistant", "content": "b"}]}\n',
         ),
         ("messages not a list", '{"messages": "hi"}\n'),
+        ("sharegpt from is ESC", '{"conversations": [{"from": "\\u001b[2J", "value": "a"}]}\n'),
+        (
+            "sharegpt surrogate",
+            '{"conversations": [{"from": "human", "value": "\\ud800"}, {"from": "gpt"}]}\n',
+        ),
+        (
+            "content part type is ESC",
+            '{"messages": [{"role": "user", "content": [{"type": "\\u001b[2J"}]}, '
+            '{"role": "assistant", "content": "b"}]}\n',
+        ),
+        ("content part type is a list", '{"messages": [{"role": "user", "content": [{"type": []}]}]}\n'),
+        (
+            "trl completion deep",
+            '{"prompt": [{"role": "user", "content": "a"}], "completion": ' + "[" * 80 + "]" * 80 + "}\n",
+        ),
         ("only whitespace lines", "\n   \n\t\n"),
         ("ESC in key names", '{"\\u001b]8;;x\\u0007t": "a", "label": "b"}\n'),
     ]:
