@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
+from advisor.fmt import short_count as fmt_count
+from advisor.fmt import short_money as fmt_money
+from advisor.fmt import short_score as fmt_score
 from advisor.textsafe import term_safe
 
 WIDTH = 640
@@ -61,35 +64,6 @@ def _num(v: Any) -> float | None:
 
 def _f(x: float) -> str:
     return f"{x:.1f}"
-
-
-def fmt_count(v: float) -> str:
-    """12, 1.5k, 20k, 1.2M: short labels for counts."""
-    a = abs(v)
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if a >= div:
-            s = f"{v / div:.1f}".rstrip("0").rstrip(".")
-            return f"{s}{suffix}"
-    return f"{v:.0f}" if a >= 10 or v == int(v) else f"{v:.2g}"
-
-
-def fmt_score(v: float) -> str:
-    return f"{v:.3f}".rstrip("0").rstrip(".") if v not in (0, 1) else f"{v:.0f}"
-
-
-def fmt_money(v: float, currency: str = "") -> str:
-    a = abs(v)
-    if a >= 1e6:
-        s = f"{v / 1e6:.2f}M"
-    elif a >= 1e3:
-        s = f"{v / 1e3:.1f}k"
-    elif v == 0:
-        s = "0"
-    elif a >= 1:
-        s = f"{v:.0f}" if a >= 100 else f"{v:.2f}"
-    else:
-        s = f"{v:.2g}"
-    return f"{s} {currency}".strip()
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -580,7 +554,11 @@ def cost_svg(evidence: Mapping[str, Any] | None) -> str | None:
     arm = str(best.get("name")) if best else "best arm"
     legend = [
         (f"prompting ({arm}): {fmt_money(p, cur)}/request", BLUE, "line"),
-        (f"fine-tune {fmt_money(one_time, cur)} + {fmt_money(f, cur)}/request", VERMILLION, "line"),
+        (
+            f"fine-tune {fmt_money(one_time, cur)} + {fmt_money(f, cur)}/request",
+            VERMILLION,
+            "line",
+        ),
     ]
     c = _chart(
         "Cumulative cost against volume served",

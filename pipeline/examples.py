@@ -3,12 +3,12 @@ is prompted, in training and in verification alike."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from advisor.data import detect_task, load_examples
+from advisor.data import LoadedData, detect_task, load_examples
 from advisor.errors import DataError
 from advisor.prompts import Arm, ArmKind, arm_name, format_hint, render_messages
 from advisor.rundir import RunDir
@@ -24,10 +24,8 @@ class TrainingSplit:
     run_info: dict[str, Any]  # config.json and split.json of the advise run, merged
 
 
-def load_split_examples(run_dir: Path) -> tuple[list[Example], list[Example], dict[str, Any]]:
-    """The run's train and dev examples (never eval), from the data file named in config.json."""
-    run = RunDir(run_dir)
-    config, split = run.read_config(), run.read_split()
+def load_run_data(config: Mapping[str, Any], split: Mapping[str, Any]) -> LoadedData:
+    """The advise run's data file, as advise read it; DataError when it changed since (sha256)."""
     data_path = split.get("data_path") or config.get("data")
     loaded = load_examples(
         data_path,
@@ -41,6 +39,15 @@ def load_split_examples(run_dir: Path) -> tuple[list[Example], list[Example], di
             "run `tunegate advise` again",
             file=str(data_path),
         )
+    return loaded
+
+
+def load_split_examples(run_dir: Path) -> tuple[list[Example], list[Example], dict[str, Any]]:
+    """The run's train and dev examples (never eval), from the data file named in config.json."""
+    run = RunDir(run_dir)
+    config, split = run.read_config(), run.read_split()
+    data_path = split.get("data_path") or config.get("data")
+    loaded = load_run_data(config, split)
     by_line = {ex.line: ex for ex in loaded.examples}
     missing = [ln for ln in list(split["train"]) + list(split["dev"]) if ln not in by_line]
     if missing:

@@ -22,14 +22,14 @@ from advisor import evaluate, prompts, stats
 from advisor.backends.base import GenRequest
 from advisor.backends.hf import HFBackend
 from advisor.baselines import judge_degenerate
-from advisor.data import load_examples, with_labels
-from advisor.errors import ConfigError, DataError
+from advisor.data import with_labels
+from advisor.errors import ConfigError
 from advisor.evaluate import ArmResult, Comparison, ItemResult, summarise
 from advisor.evidence import measure_latency, summarize_latency
 from advisor.rules import load_rules
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
-from pipeline.examples import finetune_arm
+from pipeline.examples import finetune_arm, load_run_data
 from pipeline.export import update_decision, write_model_card
 
 FINETUNED = "fine_tuned"
@@ -278,19 +278,7 @@ def _split_examples(
     config: Mapping[str, Any], split: Mapping[str, Any], task: TaskKind, labels: Sequence[str]
 ) -> tuple[list[Example], list[Example], list[Example]]:
     """Train, dev and eval examples (eval is read here, in verification, never in training)."""
-    data_path = split.get("data_path") or config["data"]
-    loaded = load_examples(
-        data_path,
-        fmt=config.get("fmt"),
-        input_col=config.get("input_col"),
-        output_col=config.get("output_col"),
-    )
-    if split.get("data_sha256") and loaded.sha256 != split["data_sha256"]:
-        raise DataError(
-            "the data file changed since `advise` (its sha256 differs from split.json's); "
-            "run `tunegate advise` again",
-            file=str(data_path),
-        )
+    loaded = load_run_data(config, split)
     examples = with_labels(loaded.examples, labels) if task is TaskKind.CLASSIFY else loaded.examples
     by_line = {ex.line: ex for ex in examples}
     train, dev, eval_items = ([by_line[i] for i in split[k]] for k in ("train", "dev", "eval"))
