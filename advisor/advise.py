@@ -76,8 +76,9 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     train = [by_line[i] for i in split.train]
     dev = [by_line[i] for i in split.dev]
     eval_items = [by_line[i] for i in split.eval]
-    if backend is not None:
-        prompting = _benchmark(
+
+    def benchmark(eval_items: list[Example]) -> Any:  # the arms on these eval items, same settings every time
+        return _benchmark(
             config,
             backend,
             task,
@@ -87,6 +88,9 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
             ruleset.thresholds,
             run_dir,
         )
+
+    if backend is not None:
+        prompting = benchmark(eval_items)
         signals.update(prompting_signals(prompting))
 
     # measure
@@ -108,16 +112,7 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
         # The demonstrations still come from the original training rows, so the items measured before
         # keep their prompts (answered from the response cache); only the new items cost model calls.
         eval_items = [by_line[i] for i in split.eval]
-        prompting = _benchmark(
-            config,
-            backend,
-            task,
-            labels,
-            (train, dev, eval_items),
-            choice.reason,
-            ruleset.thresholds,
-            run_dir,
-        )
+        prompting = benchmark(eval_items)
         signals.update(prompting_signals(prompting))
         signals["n_eval"], signals["n_train"] = len(split.eval), len(split.train)
         decision = _decide(ruleset, signals, prompting)
