@@ -14,18 +14,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from advisor.baselines import choose_metric
 from advisor.config import AdviseConfig
 from advisor.files import write_json_atomic
+from advisor.measure.baselines import choose_metric
 from advisor.types import Example, TaskKind
 
 
 def advise(config: AdviseConfig) -> dict[str, Any]:
     """Run the advisor and return the report document (also written to `config.out`)."""
-    from advisor import audit as audit_mod
-    from advisor import data, report, rules
-    from advisor.evaluate import prompting_signals
+    from advisor.audit import checks as audit_mod
+    from advisor.decide import rules
     from advisor.files import ensure_dir
+    from advisor.intake import data
+    from advisor.measure.evaluate import prompting_signals
+    from advisor.report import render as report
 
     ruleset = rules.load_rules([Path(d) for d in config.rules_dirs], overrides=config.thresholds)
     _check_inputs(config)
@@ -94,7 +96,7 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
         signals.update(prompting_signals(prompting))
 
     # measure
-    from advisor.evidence import evidence_signals, gather_evidence
+    from advisor.measure.evidence import evidence_signals, gather_evidence
 
     evidence = gather_evidence(backend, prompting, train, eval_items, task, labels, config)
     signals.update(evidence_signals(evidence, config))
@@ -151,7 +153,7 @@ def _check_inputs(config: AdviseConfig) -> None:
         import os
 
         from advisor.config import URL_CREDENTIALS_HELP
-        from advisor.textsafe import has_url_credentials
+        from advisor.report.textsafe import has_url_credentials
 
         # The variable the backend will use: the first one set (see `get_backend`).
         var = next((v for v in ("TUNEGATE_BASE_URL", "OPENAI_BASE_URL") if os.environ.get(v)), None)
@@ -161,7 +163,8 @@ def _check_inputs(config: AdviseConfig) -> None:
 
 def _decide(ruleset: Any, signals: dict[str, Any], prompting: Any) -> Any:
     """The verdict, with P(verdict) when per-item measurements exist to resample."""
-    from advisor import confidence, decide
+    from advisor.decide import confidence
+    from advisor.decide import verdict as decide
 
     decision = decide.decide(ruleset, signals)
     if prompting is None:
@@ -218,7 +221,7 @@ def _next_eval_chunk(
     together: `make_split` on those rows), while the held-out share stays within the audit's cap and the
     new items' model calls fit what is left of --max-requests/--max-tokens.
     """
-    from advisor import audit as audit_mod
+    from advisor.audit import checks as audit_mod
 
     th = ruleset.thresholds
     p = _probability(decision)
@@ -290,7 +293,7 @@ def _open_backend(config: AdviseConfig) -> Any:
 def _backend_info(backend: Any) -> dict[str, Any] | None:
     if backend is None:
         return None
-    from advisor.textsafe import redact_url
+    from advisor.report.textsafe import redact_url
 
     # The model id of a server backend holds its URL: never record credentials in it.
     info: dict[str, Any] = {"name": backend.name, "model_id": redact_url(str(backend.model_id))}
@@ -313,7 +316,7 @@ def _benchmark(
     thresholds: Any,
     run_dir: Path,
 ) -> Any:
-    from advisor import evaluate, prompts
+    from advisor.measure import evaluate, prompts
 
     train, dev, eval_items = splits
     ladder = prompts.build_ladder(

@@ -16,7 +16,7 @@ from typing import Any
 from advisor import __version__
 from advisor.errors import ExitCode, TunegateError
 from advisor.files import os_error_message
-from advisor.textsafe import json_for_terminal, term_safe
+from advisor.report.textsafe import json_for_terminal, term_safe
 from advisor.types import Verdict
 
 EXIT_CODES_HELP = """exit codes:
@@ -314,7 +314,7 @@ def _advise_config(args: argparse.Namespace) -> Any:
     if args.target:
         flags["target_metric"], flags["quality_target"] = cfg.parse_target(args.target)
     if args.volume:
-        from advisor.evidence import parse_volume
+        from advisor.measure.evidence import parse_volume
 
         flags["volume_per_day"] = parse_volume(args.volume)
     thresholds = cfg.parse_overrides(args.threshold)
@@ -336,7 +336,7 @@ def _emit(doc: dict[str, Any], as_json: bool) -> None:
         # text stays valid JSON and a terminal showing it runs no escape sequence.
         sys.stdout.write(json_for_terminal(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n")
     else:
-        from advisor.report import print_summary
+        from advisor.report.render import print_summary
 
         print_summary(doc)
 
@@ -422,7 +422,7 @@ def _advise_then_train(args: argparse.Namespace, config: Any) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from advisor.report import rerender
+    from advisor.report.render import rerender
 
     for path in rerender(args.run_dir, formats=tuple(args.format or ("html", "md"))):
         print(term_safe(path, single_line=True))
@@ -432,7 +432,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_rules(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from advisor import rules
+    from advisor.decide import rules
 
     if args.rules_command == "validate":
         if args.dir:

@@ -18,7 +18,7 @@ from typing import Any
 
 from advisor.errors import ConfigError
 from advisor.files import load_toml
-from advisor.textsafe import has_url_credentials, redact_url, shorten
+from advisor.report.textsafe import has_url_credentials, redact_url, shorten
 
 BACKENDS = ("hf", "openai", "none")
 TASKS = ("classify", "generate")

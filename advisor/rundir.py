@@ -2,7 +2,7 @@
 
 A run folder holds everything one `advise` (and later `train`) produced:
 
-    decision.json        the typed report (advisor.document.Report)
+    decision.json        the typed report (advisor.report.document.Report)
     config.json          the resolved advise config
     split.json           train/dev/eval source lines, the data file's path and sha256
     predictions/*.jsonl  per-item results of every scored arm
@@ -29,9 +29,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from advisor.document import SCHEMA_VERSION, Report
 from advisor.errors import ConfigError, DataError
 from advisor.files import ensure_dir, write_json_atomic, write_text_atomic
+from advisor.report.document import SCHEMA_VERSION, Report
 
 DECISION = "decision.json"
 CONFIG = "config.json"

@@ -72,7 +72,7 @@ def child(mode: str, path: str) -> None:
     """Run one measurement and print its findings as JSON (the parent measures time and memory)."""
     sys.path.insert(0, str(ROOT))
     if mode == "parallel":
-        from advisor.audit import audit_file
+        from advisor.audit.checks import audit_file
 
         a = audit_file(path, workers=2)
         out = {
@@ -84,8 +84,8 @@ def child(mode: str, path: str) -> None:
             "conflict_examples": a.conflict_examples,
         }
     elif mode == "stream":
-        from advisor.audit import audit
-        from advisor.data import iter_examples
+        from advisor.audit.checks import audit
+        from advisor.intake.data import iter_examples
 
         a = audit(iter_examples(path))
         out = {
@@ -98,8 +98,8 @@ def child(mode: str, path: str) -> None:
             "conflict_examples": a.conflict_examples,
         }
     elif mode == "in_memory":
-        from advisor.audit import audit, make_split
-        from advisor.data import detect_task, load_examples, with_labels
+        from advisor.audit.checks import audit, make_split
+        from advisor.intake.data import detect_task, load_examples, with_labels
 
         loaded = load_examples(path)
         task, labels = detect_task(loaded.examples)

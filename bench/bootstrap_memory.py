@@ -1,6 +1,6 @@
 """Peak memory of the paired bootstrap at 100,000 eval items: chunked (tunegate now) against all-at-once.
 
-Until this change `advisor.stats` drew the whole ``n_resamples x n`` index matrix at once: at 100,000
+Until this change `advisor.measure.stats` drew the whole ``n_resamples x n`` index matrix at once: at 100,000
 items and 2,000 resamples that is 1.6 GB of int64 indices, plus as much again for the gathered values.
 It now draws the matrix a block of rows at a time (`stats.CHUNK_ELEMENTS` indices per block) from the
 same generator, which gives the same rows, so the intervals and p-values are identical.
@@ -42,10 +42,10 @@ def _peak_rss_mb() -> float:
 
 
 def _old_paired_mean(a, b, seed, n_resamples):  # type: ignore[no-untyped-def]
-    """What advisor.stats.paired_bootstrap_mean did before: the whole index matrix at once."""
+    """What advisor.measure.stats.paired_bootstrap_mean did before: the whole index matrix at once."""
     import numpy as np
 
-    from advisor import stats
+    from advisor.measure import stats
 
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     idx = np.random.default_rng(seed).integers(0, d.size, size=(n_resamples, d.size))
@@ -57,7 +57,7 @@ def _old_paired_mean(a, b, seed, n_resamples):  # type: ignore[no-untyped-def]
 def _old_paired_macro_f1(t, pa, pb, n_labels, seed, n_resamples):  # type: ignore[no-untyped-def]
     import numpy as np
 
-    from advisor import stats
+    from advisor.measure import stats
 
     idx_all = np.random.default_rng(seed).integers(0, t.size, size=(n_resamples, t.size))
     f = stats._macro_f1_codes_over
@@ -71,7 +71,7 @@ def child(variant: str, items: int, seed: int) -> dict[str, object]:
     """Run one variant in this process and measure it."""
     import numpy as np
 
-    from advisor import stats
+    from advisor.measure import stats
 
     rng = np.random.default_rng(seed)
     labels = ["a", "b", "c"]

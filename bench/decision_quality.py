@@ -219,7 +219,7 @@ def _cli(args: list[str], log: Path) -> tuple[int, float]:
 
 def _majority(run: Path, data: Path, metric: str) -> float | None:
     """The score of always answering the eval split's most common label (None for generation)."""
-    from advisor.stats import macro_f1
+    from advisor.measure.stats import macro_f1
 
     split = json.loads((run / "split.json").read_text(encoding="utf-8"))
     targets = [json.loads(line)["completion"] for line in data.read_text(encoding="utf-8").splitlines()]

@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
 
-    from advisor import evaluate, prompts
     from advisor.backends.base import LoglikRequest
     from advisor.backends.hf import HFBackend
-    from advisor.model import resolve_model_dir
+    from advisor.backends.model import resolve_model_dir
+    from advisor.measure import evaluate, prompts
 
     model_dir = resolve_model_dir(args.model)
     train, items = _rotten_tomatoes(args.items, args.seed)

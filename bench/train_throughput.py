@@ -139,7 +139,7 @@ def _model_dir(a: argparse.Namespace) -> str:
         from tiny import tiny_llama
 
         return str(tiny_llama(Path(tempfile.mkdtemp(prefix="tunegate-bench-"))))
-    from advisor.model import default_model_dir
+    from advisor.backends.model import default_model_dir
 
     return str(default_model_dir())
 

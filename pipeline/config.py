@@ -15,7 +15,7 @@ from typing import Any
 from advisor.config import MAX_FIGURE, MAX_INT
 from advisor.errors import ConfigError, Problem
 from advisor.files import load_toml
-from advisor.textsafe import shorten
+from advisor.report.textsafe import shorten
 
 SCHEDULES = ("cosine", "linear")
 

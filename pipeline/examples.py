@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from advisor.data import LoadedData, detect_task, load_examples
 from advisor.errors import DataError
-from advisor.prompts import Arm, ArmKind, arm_name, format_hint, render_messages
+from advisor.intake.data import LoadedData, detect_task, load_examples
+from advisor.measure.prompts import Arm, ArmKind, arm_name, format_hint, render_messages
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 

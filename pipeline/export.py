@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from advisor.files import write_json_atomic, write_text_atomic
-from advisor.finetune_report import verification_markdown
+from advisor.report.finetune import verification_markdown
+from advisor.report.textsafe import md_code, md_escape, term_safe
 from advisor.rundir import RunDir
-from advisor.textsafe import md_code, md_escape, term_safe
 from pipeline.checkpoint import replace_dir
 from pipeline.config import TrainConfig
 from pipeline.loop import TrainResult

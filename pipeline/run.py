@@ -14,8 +14,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from advisor import confidence, decide, evaluate, report, rules
-from advisor.model import resolve_model_dir as advisor_model_dir
+from advisor.backends.model import resolve_model_dir as advisor_model_dir
+from advisor.decide import confidence, rules
+from advisor.decide import verdict as decide
+from advisor.measure import evaluate
+from advisor.report import render as report
 from advisor.rundir import RunDir
 from advisor.types import TaskKind
 from pipeline.config import TrainConfig

@@ -7,8 +7,8 @@ Fine-tuning is *verified* when the fine-tuned model is honest and better on the 
 both the best honest (non-degenerate) prompting arm and the majority baseline: the paired 95% intervals of
 (fine-tuned − best honest arm) and (fine-tuned − always the commonest label) lie above 0. A fine-tuned model
 that collapses onto one label or does not beat the majority baseline is reported as degenerate, never as
-verified (the same test as for the prompting arms, advisor.baselines). With no honest prompting arm the
-majority baseline is the "before".
+verified (the same test as for the prompting arms, advisor.measure.baselines). With no honest prompting arm
+the majority baseline is the "before".
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from advisor import evaluate, prompts, stats
 from advisor.backends.base import GenRequest
 from advisor.backends.hf import HFBackend
-from advisor.baselines import judge_degenerate
-from advisor.data import with_labels
+from advisor.decide.rules import load_rules
 from advisor.errors import ConfigError
-from advisor.evaluate import ArmResult, Comparison, ItemResult, summarise
-from advisor.evidence import measure_latency, summarize_latency
-from advisor.rules import load_rules
+from advisor.intake.data import with_labels
+from advisor.measure import evaluate, prompts, stats
+from advisor.measure.baselines import judge_degenerate
+from advisor.measure.evaluate import ArmResult, Comparison, ItemResult, summarise
+from advisor.measure.evidence import measure_latency, summarize_latency
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 from pipeline.examples import finetune_arm, load_run_data
@@ -86,7 +86,7 @@ def build_verification(
 ) -> dict[str, Any]:
     """The `verification` section of decision.json (JSON-ready).
 
-    `vs_majority` (fine-tuned − majority baseline) and `degeneracy` (advisor.baselines.Degeneracy) are
+    `vs_majority` (fine-tuned − majority baseline) and `degeneracy` (advisor.measure.baselines.Degeneracy) are
     given for classification; without them only the gain over the baseline arm counts.
     """
     base_scores = summarise(baseline_items, task, labels, seed)

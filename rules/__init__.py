@@ -1,1 +1,1 @@
-"""Shipped rule files (TOML). Rules are data; advisor.rules loads and validates them."""
+"""Shipped rule files (TOML). Rules are data; advisor.decide.rules loads and validates them."""

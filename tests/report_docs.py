@@ -17,13 +17,14 @@ from typing import Any
 
 from tiny import rotten_tomatoes_rows
 
-from advisor import audit as audit_mod
-from advisor import data, report
+from advisor.audit import checks as audit_mod
 from advisor.config import AdviseConfig
-from advisor.cost import CostConfig
-from advisor.decide import decide
-from advisor.evaluate import prompting_signals
-from advisor.evidence import (
+from advisor.decide.rules import load_rules
+from advisor.decide.verdict import decide
+from advisor.intake import data
+from advisor.measure.cost import CostConfig
+from advisor.measure.evaluate import prompting_signals
+from advisor.measure.evidence import (
     ArmEvidence,
     Evidence,
     LatencyModel,
@@ -31,8 +32,8 @@ from advisor.evidence import (
     gather_evidence,
     price_arms,
 )
-from advisor.learning import probe_learning_curve
-from advisor.rules import load_rules
+from advisor.measure.learning import probe_learning_curve
+from advisor.report import render as report
 
 METRIC = "accuracy"
 

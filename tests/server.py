@@ -34,7 +34,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         unavailable(
             "llama_cpp is not installed: `pip install 'llama-cpp-python[server]'` (make test does it)"
         )
-    from advisor.model import embedded_gguf_path
+    from advisor.backends.model import embedded_gguf_path
 
     gguf = embedded_gguf_path()
     port = _free_port()

@@ -10,7 +10,7 @@ import pytest
 from advisor.cli import main
 from advisor.demo import write_demo_data
 from advisor.errors import ExitCode
-from advisor.report import schema
+from advisor.report.render import schema
 
 
 def _advise(tmp_path, n: int, capsys, *extra: str) -> tuple[int, dict]:

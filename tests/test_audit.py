@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from tiny import rotten_tomatoes_examples
 
-from advisor import audit as audit_mod
-from advisor import data
-from advisor.audit import (
+from advisor.audit import checks as audit_mod
+from advisor.audit.checks import (
     Split,
     audit,
     audit_file,
@@ -29,8 +28,9 @@ from advisor.audit import (
     split_section,
     write_split,
 )
-from advisor.data import iter_examples, load_examples
 from advisor.errors import DataError
+from advisor.intake import data
+from advisor.intake.data import iter_examples, load_examples
 from advisor.types import Example, Message, TaskKind
 
 SIGNALS = {
@@ -285,7 +285,7 @@ def test_signals_section_and_markdown(rt_1000: list[Example]) -> None:
 def test_audit_and_split_sections_match_the_shipped_schema(rt_1000: list[Example], rt_snippets) -> None:
     import jsonschema
 
-    schema_path = Path(audit_mod.__file__).parent / "schema" / "decision.schema.json"
+    schema_path = Path(audit_mod.__file__).parents[1] / "schema" / "decision.schema.json"
     full = json.loads(schema_path.read_text(encoding="utf-8"))
     props = {k: {"$defs": full["$defs"], **v} for k, v in full["properties"].items()}
     split = make_split(rt_1000, seed=0)

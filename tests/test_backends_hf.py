@@ -128,7 +128,7 @@ POLAR = [
 @pytest.mark.realmodel
 def test_embedded_model_prefers_the_right_label() -> None:
     from advisor.backends.hf import HFBackend
-    from advisor.model import default_model_dir
+    from advisor.backends.model import default_model_dir
 
     backend = HFBackend(default_model_dir(), device="cpu")
     system = Message("system", "Classify the sentiment of the movie review. Answer positive or negative.")

@@ -211,7 +211,7 @@ def _label_requests() -> list[LoglikRequest]:
 
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
-    from advisor.model import default_model_dir
+    from advisor.backends.model import default_model_dir
 
     return default_model_dir()
 

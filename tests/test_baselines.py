@@ -9,11 +9,11 @@ import random
 import pytest
 from fakes import FakeBackend
 
-from advisor import calibration
-from advisor.baselines import choose_metric, compute_baselines, judge_degenerate
-from advisor.evaluate import evaluate_arms, majority_items, markdown_section, prompting_signals
-from advisor.prompts import build_ladder, format_hint, render_messages, system_instruction
-from advisor.rules import load_rules
+from advisor.decide.rules import load_rules
+from advisor.measure import calibration
+from advisor.measure.baselines import choose_metric, compute_baselines, judge_degenerate
+from advisor.measure.evaluate import evaluate_arms, majority_items, markdown_section, prompting_signals
+from advisor.measure.prompts import build_ladder, format_hint, render_messages, system_instruction
 from advisor.types import Example, Message, TaskKind
 
 LABELS = ("ham", "spam")
@@ -210,7 +210,7 @@ def test_majority_items_are_a_constant_predictor():
 def test_a_degenerate_fine_tuned_model_is_never_verified():
     """The 3-label case from the field: prompting answers mostly a minority label, the fine-tuned model
     the majority label 189 of 200 times. A big gain over prompting, no gain over the constant."""
-    from advisor.evaluate import ArmResult, ItemResult, compare, summarise
+    from advisor.measure.evaluate import ArmResult, ItemResult, compare, summarise
     from pipeline.verify import build_verification, verification_signals
 
     labels = ("a", "b", "c")

@@ -18,7 +18,7 @@ import pytest
 import report_docs
 from needs import unavailable
 
-from advisor import report
+from advisor.report import render as report
 
 pytestmark = pytest.mark.browser
 

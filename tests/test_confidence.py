@@ -9,9 +9,9 @@ import jsonschema
 import numpy as np
 import pytest
 
-from advisor import confidence
-from advisor.evaluate import ArmResult, ItemResult, PromptingResult, analyse, summarise
-from advisor.rules import load_rules
+from advisor.decide import confidence
+from advisor.decide.rules import load_rules
+from advisor.measure.evaluate import ArmResult, ItemResult, PromptingResult, analyse, summarise
 from advisor.types import TaskKind, Verdict
 
 LABELS = ("negative", "positive")
@@ -92,8 +92,8 @@ def _result(zero_correct: np.ndarray, few_correct: np.ndarray, target: float) ->
 
 
 def _p(ruleset, result: PromptingResult) -> tuple[Verdict, object]:
-    from advisor.decide import decide
-    from advisor.evaluate import prompting_signals
+    from advisor.decide.verdict import decide
+    from advisor.measure.evaluate import prompting_signals
 
     signals = prompting_signals(result)
     verdict = decide(ruleset, signals).verdict
@@ -137,8 +137,8 @@ def test_arms_scored_on_different_items_are_refused(ruleset) -> None:
 
 
 def test_decision_json_carries_the_probability_and_the_vote_margin(ruleset) -> None:
-    from advisor.decide import decide, with_confidence
-    from advisor.evaluate import prompting_signals
+    from advisor.decide.verdict import decide, with_confidence
+    from advisor.measure.evaluate import prompting_signals
 
     result = _result(np.arange(200) < 180, np.arange(200) < 180, target=0.7)
     signals = prompting_signals(result)
@@ -196,7 +196,7 @@ def test_a_low_probability_grows_the_eval_split_in_seeded_chunks(tmp_path, monke
         for line in row.get("demo_lines", [])
     }
     assert not demos & added
-    from advisor.report import schema
+    from advisor.report.render import schema
 
     jsonschema.validate(doc, schema())
 
@@ -219,7 +219,7 @@ def test_a_sure_verdict_or_a_spent_budget_keeps_the_split(tmp_path, monkeypatch)
 
 
 def _verified_run(tmp_path, ft_correct: np.ndarray):
-    from advisor.evaluate import compare, prompting_signals, write_arm_predictions, write_predictions
+    from advisor.measure.evaluate import compare, prompting_signals, write_arm_predictions, write_predictions
     from pipeline.verify import FINETUNED, build_verification, verification_signals
 
     n = len(ft_correct)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from malformed_cases import MALFORMED_CASES, materialise
 
-from advisor import data
-from advisor.data import detect_task, iter_examples, load_examples, with_labels
 from advisor.errors import ConfigError, DataError, ExitCode, Problem
+from advisor.intake import data
+from advisor.intake.data import detect_task, iter_examples, load_examples, with_labels
 from advisor.types import Example, Message, TaskKind
 
 

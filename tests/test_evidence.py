@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult
-from advisor.cost import (
+from advisor.errors import ConfigError
+from advisor.measure.cost import (
     CostConfig,
     break_even,
     cost_per_request,
@@ -22,8 +23,7 @@ from advisor.cost import (
     monthly_cost,
     parse_volume,
 )
-from advisor.errors import ConfigError
-from advisor.evidence import (
+from advisor.measure.evidence import (
     SIGNAL_NAMES,
     ArmEvidence,
     ArmInput,
@@ -345,7 +345,7 @@ def _evidence(**changes: object) -> Evidence:
         "USD", "api", "2026-11-28", "prices.toml", None, 10.0, 1e6, 40.0, 0.00004, 24.0,
         0.00016, 96.0, 62_500.0, 3.125, None,
     )  # fmt: skip
-    from advisor.learning import curve_from_scores
+    from advisor.measure.learning import curve_from_scores
 
     scores = np.array([0.6, 0.7, 0.76, 0.82])
     curve = curve_from_scores([80, 200, 400, 800], scores, scores + np.zeros((10, 4)), "accuracy", 0.9)
@@ -546,8 +546,8 @@ def test_gather_evidence_reads_the_harness_result() -> None:
     from fakes import FakeBackend as HarnessFake
     from fakes import rotten_tomatoes
 
-    from advisor.evaluate import evaluate_arms
-    from advisor.prompts import build_arms
+    from advisor.measure.evaluate import evaluate_arms
+    from advisor.measure.prompts import build_arms
 
     rows = rotten_tomatoes(140, seed=5)
     train, evals = rows[:100], rows[100:]

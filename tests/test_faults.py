@@ -19,7 +19,7 @@ from tiny import rotten_tomatoes_rows
 
 from advisor.backends.base import GenRequest, LoglikRequest
 from advisor.errors import BackendError, BudgetError
-from advisor.evidence import DOMAIN_CONTEXT
+from advisor.measure.evidence import DOMAIN_CONTEXT
 from advisor.types import Message
 
 GEN = GenRequest((Message("user", "Say hi"),), max_tokens=4)

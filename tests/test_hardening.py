@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from advisor import files, stats
+from advisor import files
 from advisor.cli import main
 from advisor.config import AdviseConfig
 from advisor.errors import ConfigError, ExitCode
+from advisor.measure import stats
 from pipeline.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -438,7 +439,7 @@ def test_chunked_bootstrap_gives_the_all_at_once_result(n: int, monkeypatch) -> 
 
 
 def test_learning_probe_caps_text_length() -> None:
-    from advisor.learning import MAX_PROBE_CHARS, probe_learning_curve
+    from advisor.measure.learning import MAX_PROBE_CHARS, probe_learning_curve
 
     rng = np.random.default_rng(0)
     words = np.array(["good", "bad", "fine", "poor", "great", "awful", "film", "plot"])

@@ -15,7 +15,8 @@ import jsonschema
 import pytest
 import report_docs
 
-from advisor import html, plots, report
+from advisor.report import html, plots
+from advisor.report import render as report
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from needs import unavailable
 
-from advisor.learning import (
+from advisor.measure.learning import (
     PowerLaw,
     _score,
     curve_from_scores,

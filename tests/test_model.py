@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from advisor.backends.model import embedded_gguf_path, ensure_built, resolve_model_dir, user_cache_dir
 from advisor.errors import ConfigError
-from advisor.model import embedded_gguf_path, ensure_built, resolve_model_dir, user_cache_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ BUILDER = textwrap.dedent(
     import os, sys, time
     sys.path.insert(0, {repo!r})
     from pathlib import Path
-    from advisor.model import ensure_built
+    from advisor.backends.model import ensure_built
 
     def build(tmp: Path) -> None:
         with open({log!r}, "a") as fh:

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 import report_docs  # noqa: E402
 from tiny import rotten_tomatoes_examples, tiny_llama  # noqa: E402
 
-from advisor.finetune_report import training_markdown  # noqa: E402
+from advisor.report.finetune import training_markdown  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
 from pipeline.export import merge_adapter, model_card_markdown, update_decision  # noqa: E402
 

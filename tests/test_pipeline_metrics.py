@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from advisor import plots
+from advisor.report import plots
 from pipeline.metrics import MAX_TRAIN_RECORDS, MetricsLog, load_training_curve
 
 

@@ -362,7 +362,7 @@ def test_preflight_refuses_when_memory_clearly_does_not_fit(
 def _run_dir(tmp_path: Path, model_dir: Path, verdict: str) -> tuple[Path, dict]:
     from tiny import rotten_tomatoes_rows
 
-    from advisor.data import load_examples
+    from advisor.intake.data import load_examples
 
     data = tmp_path / "reviews.csv"
     import csv

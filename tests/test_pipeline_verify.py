@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from tiny import rotten_tomatoes_rows, tiny_llama  # noqa: E402
 
-from advisor.finetune_report import verification_markdown  # noqa: E402
+from advisor.report.finetune import verification_markdown  # noqa: E402
 from advisor.types import TaskKind  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
 from pipeline.verify import verification_signals  # noqa: E402
@@ -35,9 +35,9 @@ def _offline(monkeypatch):
 
 def _advised_run(tmp_path: Path, model_dir: Path) -> Path:
     """A run folder as `advise` leaves it: config, split, prompting measured on the tiny model, verdict."""
-    from advisor import evaluate, prompts
     from advisor.backends.hf import HFBackend
-    from advisor.data import detect_task, load_examples, with_labels
+    from advisor.intake.data import detect_task, load_examples, with_labels
+    from advisor.measure import evaluate, prompts
 
     data = tmp_path / "reviews.csv"
     with open(data, "w", newline="", encoding="utf-8") as fh:
@@ -98,7 +98,7 @@ def _advised_run(tmp_path: Path, model_dir: Path) -> Path:
 
 
 def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) -> None:
-    from advisor.evaluate import majority_items, read_predictions
+    from advisor.measure.evaluate import majority_items, read_predictions
     from pipeline.run import train_run
     from pipeline.verify import verify_run
 

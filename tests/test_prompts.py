@@ -8,7 +8,7 @@ import pytest
 from fakes import FakeBackend, rotten_tomatoes
 
 from advisor.errors import ConfigError
-from advisor.prompts import (
+from advisor.measure.prompts import (
     Arm,
     ArmKind,
     DemoSelector,

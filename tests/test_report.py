@@ -14,13 +14,14 @@ import jsonschema
 import pytest
 from report_docs import facts
 
-from advisor import audit as audit_mod
-from advisor import data, report
+from advisor.audit import checks as audit_mod
 from advisor.config import AdviseConfig
-from advisor.decide import decide
+from advisor.decide.rules import load_rules
+from advisor.decide.verdict import decide
 from advisor.errors import FilesError
 from advisor.files import write_json_atomic
-from advisor.rules import load_rules
+from advisor.intake import data
+from advisor.report import render as report
 
 
 def _data_only_doc(tmp_path: Path, snippets: list[tuple[str, str]], **signal_extra: Any) -> dict[str, Any]:
@@ -156,7 +157,7 @@ def test_read_report_rejects_other_schema_versions(tmp_path: Path, doc: dict[str
 
 def test_library_versions_do_not_import_torch() -> None:
     code = (
-        "import sys, advisor.report as r; v = r.library_versions(); "
+        "import sys, advisor.report.render as r; v = r.library_versions(); "
         "print('torch' in sys.modules, 'rich' in sys.modules, v['rich'] is not None)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -169,7 +170,7 @@ def test_console_summary_shows_the_measured_evidence(tmp_path) -> None:
     from report_docs import fine_tune_doc
     from rich.console import Console
 
-    from advisor.report import print_summary
+    from advisor.report.render import print_summary
 
     doc = fine_tune_doc(tmp_path)
     out = io.StringIO()

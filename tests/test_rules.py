@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from advisor.errors import ConfigError, ExitCode, RulesError
-from advisor.rules import (
+from advisor.decide.rules import (
     RULES_TABLE_COLUMNS,
     RuleKind,
     Status,
@@ -15,7 +14,8 @@ from advisor.rules import (
     format_rules_table,
     load_rules,
 )
-from advisor.signals import CATALOGUE
+from advisor.decide.signals import CATALOGUE
+from advisor.errors import ConfigError, ExitCode, RulesError
 from advisor.types import Verdict
 
 VALID_USER_RULE = """
@@ -313,7 +313,7 @@ def test_print_rules_shows_list_thresholds_as_data() -> None:
 
     from rich.console import Console
 
-    from advisor.rules import print_rules
+    from advisor.decide.rules import print_rules
 
     buf = io.StringIO()
     print_rules(load_rules(overrides={"min_examples": 300}), Console(file=buf, width=220, color_system=None))

@@ -13,8 +13,8 @@ import report_docs
 from report_docs import facts
 
 from advisor.cli import main
-from advisor.document import Report
 from advisor.errors import ConfigError, DataError
+from advisor.report.document import Report
 from advisor.rundir import RunDir
 
 DOCS = ("few_shot_doc", "fine_tune_doc", "collect_data_doc", "hostile_doc")

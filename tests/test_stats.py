@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from advisor import stats
-from advisor.stats import CurvePoint, PairedDiff
+from advisor.measure import stats
+from advisor.measure.stats import CurvePoint, PairedDiff
 
 
 def test_chrf_hand_computed():

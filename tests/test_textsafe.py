@@ -21,8 +21,12 @@ import pytest
 import report_docs
 from markdown_it import MarkdownIt
 
-from advisor import audit, evaluate, evidence, finetune_report, report, rules
-from advisor.textsafe import has_url_credentials, md_code, md_escape, md_link, redact_url, term_safe
+from advisor.audit import checks as audit
+from advisor.decide import rules
+from advisor.measure import evaluate, evidence
+from advisor.report import finetune as finetune_report
+from advisor.report import render as report
+from advisor.report.textsafe import has_url_credentials, md_code, md_escape, md_link, redact_url, term_safe
 from pipeline.export import model_card_markdown
 
 PAYLOAD = (
@@ -288,7 +292,7 @@ def test_rules_list_shows_no_control_characters(tmp_path: Path) -> None:
 def test_plots_stay_well_formed_svg_without_markup_from_data(docs: dict[str, Any], name: str) -> None:
     import xml.etree.ElementTree as ET
 
-    from advisor.plots import figures
+    from advisor.report.plots import figures
 
     svgs = [fig.svg for fig in figures(docs[name])]
     assert svgs

@@ -45,7 +45,7 @@ def get_backend(
     backend: Backend
     if kind == "hf":
         from advisor.backends.hf import HFBackend
-        from advisor.model import resolve_model_dir
+        from advisor.backends.model import resolve_model_dir
 
         backend = HFBackend(resolve_model_dir(model), device=device, dtype=dtype)
     elif kind == "openai":

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from advisor.backends.base import Backend, GenRequest, GenResult, LoglikRequest, LoglikResult, OnDone
+from advisor.backends.model import user_cache_dir
 from advisor.errors import ConfigError
-from advisor.model import user_cache_dir
 from advisor.types import Message
 
 Req = TypeVar("Req", LoglikRequest, GenRequest)

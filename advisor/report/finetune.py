@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from advisor.textsafe import md_code, md_escape
+from advisor.report.textsafe import md_code, md_escape
 
 
 def training_markdown(section: Mapping[str, Any] | None) -> str:

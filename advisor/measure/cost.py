@@ -178,7 +178,7 @@ def load_cost_config(path: Path, overrides: Mapping[str, Any] | None = None) -> 
 
 def example_prices_path() -> Path:
     """The shipped example price file (figures are examples, not vendor facts)."""
-    return Path(__file__).parent / "data" / "prices.example.toml"
+    return Path(__file__).parents[1] / "data" / "prices.example.toml"
 
 
 def cost_per_request(

@@ -1,7 +1,7 @@
 """The verdict: pure functions from (rules, signals) to a `Decision`.
 
 How the verdict is reached:
-1. Every rule is evaluated (`advisor.rules.evaluate`); rules whose signals were not measured are
+1. Every rule is evaluated (`advisor.decide.rules.evaluate`); rules whose signals were not measured are
    skipped and listed, never guessed.
 2. Vetoes: a fired veto rule forbids its verdict. Independently of the rule files, `fine_tune` is
    always forbidden unless `prompting_measured` and `prompting_plateaued` are both True (the
@@ -12,7 +12,7 @@ How the verdict is reached:
 4. Otherwise weighted votes: each fired vote rule adds its weight to its verdict; vetoed verdicts
    are dropped. No votes, or a tie at the top, gives `inconclusive`.
 
-Confidence is a measured probability, not computed here: `advisor.confidence` resamples the eval
+Confidence is a measured probability, not computed here: `advisor.decide.confidence` resamples the eval
 items, recomputes the signals and runs `decide` on each resample; the share of resamples that give the
 verdict is P(verdict) (`Confidence`, attached with `with_confidence`). Without per-item measurements
 there is nothing to resample and the confidence is `None` ("not measured").
@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from advisor.rules import (
+from advisor.decide.rules import (
     NUMERIC_OPS,
     Condition,
     Op,
@@ -50,7 +50,7 @@ from advisor.rules import (
     _fmt,
     evaluate,
 )
-from advisor.signals import CATALOGUE, SignalValue
+from advisor.decide.signals import CATALOGUE, SignalValue
 from advisor.types import Verdict
 
 GUARD_ID = "guard.prompting_exhausted"

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from advisor import __version__
-from advisor.decide import confidence_sentence
-from advisor.document import SCHEMA_VERSION, Report
+from advisor.decide.verdict import confidence_sentence
 from advisor.files import ensure_dir, write_text_atomic
+from advisor.report.document import SCHEMA_VERSION, Report
+from advisor.report.textsafe import md_code, md_escape, md_link, term_safe
 from advisor.rundir import RunDir
-from advisor.textsafe import md_code, md_escape, md_link, term_safe
 
 DECISION_FILE = "decision.json"
 MARKDOWN_FILE = "report.md"
@@ -61,10 +61,10 @@ LIBRARIES = (
 )
 # Which module renders which section of the document (each has `markdown_section(section)`).
 SECTION_RENDERERS = {
-    "prompting": "advisor.evaluate:markdown_section",
-    "evidence": "advisor.evidence:markdown_section",
-    "training": "advisor.finetune_report:training_markdown",
-    "verification": "advisor.finetune_report:verification_markdown",
+    "prompting": "advisor.measure.evaluate:markdown_section",
+    "evidence": "advisor.measure.evidence:markdown_section",
+    "training": "advisor.report.finetune:training_markdown",
+    "verification": "advisor.report.finetune:verification_markdown",
 }
 
 
@@ -93,7 +93,7 @@ def build_report(
     """Assemble the decision.json document.
 
     `config`, `audit`, `split` and `decision` may be the objects (with `to_dict()`; a `Split` goes
-    through `advisor.audit.split_section`) or their dict forms. `loaded` is the loaded data
+    through `advisor.audit.checks.split_section`) or their dict forms. `loaded` is the loaded data
     (path, fmt, sha256, n_records). `seeds` defaults to {"split": config seed}.
     """
     config_d = _as_dict(config)
@@ -169,7 +169,7 @@ def _as_dict(obj: Any) -> Any:
 def _split_dict(split: Any) -> dict[str, Any] | None:
     if split is None or isinstance(split, Mapping):
         return dict(split) if split is not None else None
-    from advisor.audit import split_section
+    from advisor.audit.checks import split_section
 
     return split_section(split)
 
@@ -203,7 +203,7 @@ def write_report(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Path, Path]:
 
 def write_plots(run_dir: Path, doc: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]]:
     """The document's plots as run_dir/plots/<name>.svg; returns section -> [(title, relative path)]."""
-    from advisor.plots import figures
+    from advisor.report.plots import figures
 
     out: dict[str, list[tuple[str, str]]] = {}
     for fig in figures(doc):
@@ -223,7 +223,7 @@ def rerender_doc(run_dir: Path, doc: Mapping[str, Any], formats: Sequence[str]) 
             write_text_atomic(path, to_markdown(doc, plots=write_plots(Path(run_dir), doc)))
             written.append(path)
         elif fmt == "html":
-            from advisor.html import to_html
+            from advisor.report.html import to_html
 
             path = Path(run_dir) / HTML_FILE
             write_text_atomic(path, to_html(doc))
@@ -347,7 +347,7 @@ def _md_source(s: Mapping[str, str]) -> str:
 def _section(key: str, doc: Mapping[str, Any]) -> str:
     section = doc.get(key)
     if key == "audit":  # the audit renderer also describes the split
-        from advisor.audit import markdown_section
+        from advisor.audit.checks import markdown_section
 
         return str(markdown_section(dict(section or {}), doc.get("split"))).rstrip()
     module, _, function = SECTION_RENDERERS[key].partition(":")
@@ -477,7 +477,7 @@ def _print_measurements(doc: Mapping[str, Any], console: Any) -> None:
             for c in prompting.get("comparisons", [])
             if c.get("baseline") != "zero_shot" or c["arm"] == "system"
         }
-        from advisor.evaluate import baseline_sentence, plateau_sentence
+        from advisor.measure.evaluate import baseline_sentence, plateau_sentence
 
         table = Table(
             title=f"Prompting arms ({prompting['n_eval']} eval items, target {metric} "

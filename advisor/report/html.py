@@ -1,7 +1,7 @@
 """The planning-review report as one self-contained HTML page, rendered from the document dict.
 
 The page makes no network request: no scripts, no web fonts, inline CSS, plots inline as SVG
-(`advisor.plots`), and a Content-Security-Policy that would block anything else. Every string from
+(`advisor.report.plots`), and a Content-Security-Policy that would block anything else. Every string from
 the document is HTML-escaped (dataset items, labels, arm names, paths, rule text); links to rule
 sources are emitted only for http(s) URLs. A section that was not measured says so, with its reason,
 and shows no numbers.
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from advisor import plots
-from advisor.decide import confidence_sentence
-from advisor.evaluate import baseline_sentence, plateau_sentence
+from advisor.decide.verdict import confidence_sentence
+from advisor.measure.evaluate import baseline_sentence, plateau_sentence
+from advisor.report import plots
 
 VERDICT_TEXT = {
     "prompt": "Prompt the model: a zero-shot or system prompt is enough",

@@ -56,7 +56,7 @@ from typing import Any
 
 from advisor.errors import ConfigError, DataError, Problem
 from advisor.files import check_regular, open_regular
-from advisor.textsafe import surrogate_path
+from advisor.report.textsafe import surrogate_path
 from advisor.types import ROLES, Example, Message, TaskKind
 
 MAX_PROBLEMS = 20

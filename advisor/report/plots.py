@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
-from advisor.fmt import short_count as fmt_count
-from advisor.fmt import short_money as fmt_money
-from advisor.fmt import short_score as fmt_score
-from advisor.textsafe import term_safe
+from advisor.report.fmt import short_count as fmt_count
+from advisor.report.fmt import short_money as fmt_money
+from advisor.report.fmt import short_score as fmt_score
+from advisor.report.textsafe import term_safe
 
 WIDTH = 640
 FONT = 11

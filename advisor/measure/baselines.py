@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from advisor.stats import macro_f1
+from advisor.measure.stats import macro_f1
 from advisor.types import TaskKind
 
 # Threshold names in rules/prompting.toml (overridable with --threshold NAME=VALUE).

@@ -20,10 +20,17 @@ from dataclasses import replace
 
 import numpy as np
 
-from advisor.decide import Confidence, decide
-from advisor.evaluate import ArmResult, ItemResult, PromptingResult, analyse, prompting_signals, summarise
-from advisor.rules import RuleSet
-from advisor.signals import SignalValue
+from advisor.decide.rules import RuleSet
+from advisor.decide.signals import SignalValue
+from advisor.decide.verdict import Confidence, decide
+from advisor.measure.evaluate import (
+    ArmResult,
+    ItemResult,
+    PromptingResult,
+    analyse,
+    prompting_signals,
+    summarise,
+)
 from advisor.types import TaskKind, Verdict
 
 # Outer resamples: the share's standard error is at most sqrt(0.25 / 500) = 0.022.

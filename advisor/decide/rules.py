@@ -26,10 +26,10 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from advisor.decide.signals import CATALOGUE, SignalSpec, SignalValue, value_matches
 from advisor.errors import ConfigError, Problem, RulesError
 from advisor.files import MAX_TOML_BYTES, read_regular
-from advisor.signals import CATALOGUE, SignalSpec, SignalValue, value_matches
-from advisor.textsafe import surrogate_path, term_safe
+from advisor.report.textsafe import surrogate_path, term_safe
 from advisor.types import Verdict
 
 ThresholdValue = float | int | bool | str | tuple[float | int | str, ...]

@@ -4,8 +4,8 @@ The recipe (`gather_evidence`) measures what it can with the backend it is given
 `None` with a reason: tokens per request for every arm → single-request latency per arm and a fitted
 latency model → cost per request, per month and the fine-tuning break-even → the supervised probe's
 learning curve (classification) → the model's perplexity on the task's texts against a shipped
-general-English reference. The arithmetic lives in pure functions (here, `advisor.cost` and
-`advisor.learning`); `evidence_signals` flattens the result into the rules' signals and
+general-English reference. The arithmetic lives in pure functions (here, `advisor.measure.cost` and
+`advisor.measure.learning`); `evidence_signals` flattens the result into the rules' signals and
 `markdown_section` renders the "evidence" section of the report document.
 
 Conventions the rules rely on:
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from advisor.backends.base import Backend, GenRequest, LoglikRequest
-from advisor.cost import (
+from advisor.measure.cost import (
     CostConfig,
     break_even,
     cost_per_request,
@@ -44,8 +44,8 @@ from advisor.cost import (
     monthly_cost,
     parse_volume,
 )
-from advisor.learning import DEFAULT_FRACTIONS, LearningCurve, probe_learning_curve
-from advisor.textsafe import md_escape
+from advisor.measure.learning import DEFAULT_FRACTIONS, LearningCurve, probe_learning_curve
+from advisor.report.textsafe import md_escape
 from advisor.types import Example, Message, TaskKind
 
 __all__ = [
@@ -85,7 +85,7 @@ SIGNAL_NAMES = (
     "needs_consistent_style",
 )
 DEFAULT_HORIZON_DAYS = 90.0
-REFERENCE_PATH = Path(__file__).parent / "data" / "reference_english.txt"
+REFERENCE_PATH = Path(__file__).parents[1] / "data" / "reference_english.txt"
 
 
 # ---------------------------------------------------------------- arms and tokens

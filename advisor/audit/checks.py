@@ -32,10 +32,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advisor.data import Chunk, LabelCounter, iter_examples, jsonl_chunks
 from advisor.errors import DataError
 from advisor.files import write_json_atomic
-from advisor.textsafe import md_code, md_escape
+from advisor.intake.data import Chunk, LabelCounter, iter_examples, jsonl_chunks
+from advisor.report.textsafe import md_code, md_escape
 from advisor.types import Example, TaskKind
 
 CountTokens = Callable[[list[str]], list[int]]

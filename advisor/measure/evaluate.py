@@ -23,16 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from advisor import calibration, stats
 from advisor.backends.base import Backend, GenRequest, LoglikRequest
-from advisor.baselines import Baselines, Degeneracy, compute_baselines, judge_degenerate
-from advisor.calibration import Variant
+from advisor.decide.rules import load_rules
 from advisor.errors import BudgetError, ConfigError
 from advisor.files import write_text_atomic
-from advisor.prompts import SELECTIONS, Arm, ArmKind, DemoSelector, few_shot_arm, render_messages
-from advisor.rules import load_rules
-from advisor.stats import Estimate, McNemar, PairedDiff, Plateau
-from advisor.textsafe import md_code, md_escape
+from advisor.measure import calibration, stats
+from advisor.measure.baselines import Baselines, Degeneracy, compute_baselines, judge_degenerate
+from advisor.measure.calibration import Variant
+from advisor.measure.prompts import SELECTIONS, Arm, ArmKind, DemoSelector, few_shot_arm, render_messages
+from advisor.measure.stats import Estimate, McNemar, PairedDiff, Plateau
+from advisor.report.textsafe import md_code, md_escape
 from advisor.types import Example, Message, TaskKind
 
 Progress = Callable[[str, int, int], None]  # (arm name, items done, items total)
@@ -484,7 +484,7 @@ def compare(
 
 
 def _items_needed(a: ArmResult, b: ArmResult, metric: str, min_gain: float, alpha: float) -> int:
-    """Eval items needed to detect `min_gain` between two arms (see advisor.stats for formulas).
+    """Eval items needed to detect `min_gain` between two arms (see advisor.measure.stats for formulas).
 
     Binary per-item metrics (accuracy, exact matches) and macro-F1 use the McNemar formula with the
     observed discordant rate of `correct`; token F1 and chrF use the spread of per-item differences.
@@ -755,7 +755,7 @@ def analyse(
     """Baselines, degeneracy, paired comparisons, the ladder's trend and the plateau of the arms measured.
 
     Pure over the arms' per-item results, so the same analysis runs on a bootstrap resample of the eval
-    items (advisor.confidence); `n_resamples` sets the inner tests' bootstrap size.
+    items (advisor.decide.confidence); `n_resamples` sets the inner tests' bootstrap size.
     """
     ordered = sorted(results, key=lambda r: r.mean_prompt_tokens)  # stable: ties keep arm order
 
@@ -921,7 +921,7 @@ def prompting_signals(
 ) -> dict[str, float | int | bool | str | None]:
     """The Prompting signals from a result or its decision.json section (None: not measured).
 
-    Degenerate arms (see advisor.baselines) count for nothing here: they are never the best arm and
+    Degenerate arms (see advisor.measure.baselines) count for nothing here: they are never the best arm and
     never meet the target.
     """
     if section is None:

@@ -1,0 +1,1 @@
+"""decide: see the modules inside."""

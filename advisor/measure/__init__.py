@@ -1,0 +1,1 @@
+"""measure: see the modules inside."""
