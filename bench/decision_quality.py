@@ -233,11 +233,11 @@ def _majority(run: Path, data: Path, metric: str) -> float | None:
 
 
 def _best_honest_arm(prompting: dict[str, Any]) -> tuple[str, float]:
-    """The best prompting arm that is not flagged degenerate (all arms count when none is flagged)."""
+    """The best prompting arm not flagged degenerate; when every arm is, the best of them, named so."""
     metric = prompting["target_metric"]
-    arms = [a for a in prompting["arms"] if not a.get("degenerate")] or prompting["arms"]
-    best = max(arms, key=lambda a: a["scores"][metric]["value"])
-    return best["name"], float(best["scores"][metric]["value"])
+    honest = [a for a in prompting["arms"] if not (a.get("degeneracy") or {}).get("degenerate")]
+    best = max(honest or prompting["arms"], key=lambda a: a["scores"][metric]["value"])
+    return best["name"] + ("" if honest else " (degenerate)"), float(best["scores"][metric]["value"])
 
 
 def agreement(verdict: str, verified: bool | None) -> bool | None:
