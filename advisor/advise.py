@@ -21,6 +21,7 @@ from advisor import api
 from advisor.baselines import choose_metric
 from advisor.config import AdviseConfig
 from advisor.files import write_json_atomic
+from advisor.model import ModelSource, resolve_model
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 
@@ -82,6 +83,8 @@ def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
 
     ruleset = rules.load_rules([Path(d) for d in config.rules_dirs], overrides=config.thresholds)
     _check_inputs(config)
+    # The local model is found (not loaded) first: a wrong --model fails before the run folder is touched.
+    model = resolve_model(config.model) if backend is None and config.backend == "hf" else None
     run_dir = ensure_dir(config.out, "run folder (--out)")
 
     # load
@@ -109,7 +112,7 @@ def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
     )
     audit_mod.write_split(run_dir, split, loaded.sha256, _data_location(config.data))
     if backend is None:
-        backend = _open_backend(config)
+        backend = _open_backend(config, model)
     count_tokens = backend.count_tokens if backend is not None else None
     audit = audit_mod.audit(examples, task, labels, count_tokens=count_tokens)
     signals: dict[str, Any] = dict(audit_mod.audit_signals(audit, split))
@@ -329,14 +332,15 @@ def _eval_cost(prompting: Any, n_items: int, max_gen_tokens: int) -> tuple[int, 
     return requests, tokens
 
 
-def _open_backend(config: AdviseConfig) -> Any:
+def _open_backend(config: AdviseConfig, model: ModelSource | None) -> Any:
+    """The backend `config` names (None: data-only); `model` is the local model already resolved."""
     if config.backend == "none":
         return None
     from advisor.backends import get_backend
 
     return get_backend(
         config.backend,
-        model=config.model,
+        model=model or config.model,
         base_url=config.base_url,
         api_key_env=config.api_key_env,
         max_requests=config.max_requests,
