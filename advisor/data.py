@@ -236,7 +236,9 @@ def load_examples(
     up to `max_problems` problems."""
     if hfdata.is_dataset(str(path)):
         if fmt not in (None, "table"):
-            raise ConfigError(f"format '{fmt}' does not apply to a `datasets` dataset", field="format")
+            raise ConfigError(
+                f"format '{fmt}' does not apply to a `datasets` dataset", file=str(path), field="format"
+            )
         return _load_dataset(str(path), split, input_col, output_col, max_problems)
     if split is not None:
         raise ConfigError(

@@ -131,17 +131,15 @@ def _load_saved(path: Path, source: str) -> Any:
 
 
 def _load_hub(source: str) -> Any:
-    from datasets import load_dataset
+    from datasets import config, load_dataset
     from datasets.exceptions import DatasetNotFoundError
-    from huggingface_hub import constants
 
     try:
         return load_dataset(source)
     except (DatasetNotFoundError, FileNotFoundError, ConnectionError) as exc:
-        offline = "HF_HUB_OFFLINE is set, " if constants.HF_HUB_OFFLINE else ""
+        where = " in the datasets cache (HF_HUB_OFFLINE is set)" if config.HF_HUB_OFFLINE else ""
         raise DataError(
-            f"no such file or folder, and no Hugging Face dataset found by that id ({offline}"
-            f"{_first_line(exc)})",
+            f"no such file or folder, and no Hugging Face dataset by that id{where}: {_first_line(exc)}",
             file=source,
         ) from None
 
