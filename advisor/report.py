@@ -40,6 +40,7 @@ TOP_LEVEL_KEYS = (
     "signals",
     "decision",
     "provenance",
+    "model",
     "prompting",
     "evidence",
     "training",
