@@ -217,3 +217,27 @@ def test_the_embedded_model_under_its_hub_id_loads_and_is_recorded(
         "revision": None,
         "path": str(snapshot),
     }
+
+
+def test_training_resolves_its_model_the_same_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tunegate train`: --train-set model=..., else the advise run's --model, through the one resolver,
+    and the Hub id goes into the training section (base_model is the folder trained on)."""
+    from pipeline.config import TrainConfig
+    from pipeline.export import training_section
+    from pipeline.loop import TrainResult
+    from pipeline.run import training_model
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    snapshot = hf_cache_with(tmp_path, monkeypatch, folder)
+    from_run = training_model(TrainConfig(), {"model": HUB_ID})
+    assert (from_run.kind, from_run.path, from_run.hub_id) == ("hub", snapshot, HUB_ID)
+    overridden = training_model(TrainConfig(model=str(folder)), {"model": HUB_ID})
+    assert (overridden.kind, overridden.path, overridden.hub_id) == ("folder", folder, None)
+    with pytest.raises(ConfigError, match="no/such-model"):
+        training_model(TrainConfig(model="no/such-model"), {})
+    fields = {f: None for f in TrainResult.__dataclass_fields__}
+    result = TrainResult(**{**fields, "adapter_dir": tmp_path / "adapter"})
+    section = training_section(result, TrainConfig(), str(from_run.path), {}, from_run.hub_id)
+    assert section["base_model"] == str(snapshot) and section["base_model_id"] == HUB_ID
