@@ -1,27 +1,81 @@
 """`tunegate advise`: load → audit → benchmark → measure → decide → write.
 
-This module is the recipe; each step lives in its own module. The backend, torch and rich are only
-touched when a model is used, so a data-only run stays light.
+This module is the recipe; each step lives in its own module. It is also the Python API: calling the
+module (`from advisor import advise; advise("data.jsonl")`) runs `advise_data` (see advisor/api.py).
+The backend, torch and rich are only touched when a model is used, so a data-only run stays light.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
+import types
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from advisor import api
+from advisor.backends.model import ModelSource, resolve_model
 from advisor.config import AdviseConfig
 from advisor.files import write_json_atomic
 from advisor.measure.baselines import choose_metric
+from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 
 
-def advise(config: AdviseConfig) -> dict[str, Any]:
-    """Run the advisor and return the report document (also written to `config.out`)."""
+def advise_data(
+    data: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    backend: Any = None,
+    **settings: Any,
+) -> api.AdviseResult:
+    """Audit `data`, benchmark prompting on it, and return the verdict with its evidence.
+
+    The same as `from advisor import advise; advise(data, ...)`. Returns an `AdviseResult`: `.report`
+    (the typed decision.json), `.arms` and `.predictions` (pandas DataFrames), `.verdict`.
+
+    `data`: a data file (JSONL chat/ShareGPT/prompt-completion/alpaca, CSV/TSV/Parquet/JSONL table), a
+    `datasets` save_to_disk folder, or a Hub dataset id. `out`: a run folder to keep decision.json, the
+    reports, split.json and predictions/ in (default: a temporary folder, deleted before returning).
+    `backend`: "hf" (default), "openai", "none" (data-only advice), or a model backend object (the
+    `advisor.backends.base.Backend` protocol, e.g. a test's fake) to use as it is. `settings`: any other
+    `AdviseConfig` field, e.g. `model=`, `eval_size=`, `target_metric=`, `quality_target=`,
+    `thresholds={...}`.
+
+    Raises `advisor.errors.TunegateError` (its `.exit_code` is the CLI's) for input the user can fix:
+    bad data, an unknown setting, a model that cannot be found.
+    """
+    if isinstance(backend, str):
+        settings["backend"], backend = backend, None
+    config = api.make_config(data, settings)
+    with api.run_folder(out) as folder, RunDir(folder).lock():
+        doc = advise(replace(config, out=str(folder)), backend=backend)
+        return api.result(doc, folder, out)
+
+
+class _CallableModule(types.ModuleType):
+    """`from advisor import advise` finds this module (a package's submodule wins over any attribute of
+    the same name), so calling the module runs the Python API."""
+
+    def __call__(
+        self, data: str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None, **settings: Any
+    ) -> api.AdviseResult:
+        return advise_data(data, out=out, **settings)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+
+def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
+    """Run the advisor and return the report document (also written to `config.out`).
+
+    `backend` (a `advisor.backends.base.Backend`) replaces the one `config` names; the Python API
+    (advisor/api.py) passes its caller's.
+    """
     from advisor.audit import checks as audit_mod
     from advisor.decide import rules
     from advisor.files import ensure_dir
@@ -31,11 +85,17 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
 
     ruleset = rules.load_rules([Path(d) for d in config.rules_dirs], overrides=config.thresholds)
     _check_inputs(config)
+    # The local model is found (not loaded) first: a wrong --model fails before the run folder is touched.
+    model = resolve_model(config.model) if backend is None and config.backend == "hf" else None
     run_dir = ensure_dir(config.out, "run folder (--out)")
 
     # load
     loaded = data.load_examples(
-        config.data, fmt=config.fmt, input_col=config.input_col, output_col=config.output_col
+        config.data,
+        fmt=config.fmt,
+        input_col=config.input_col,
+        output_col=config.output_col,
+        split=config.dataset_split,
     )
     task, labels = data.detect_task(loaded.examples)
     if config.task is not None and TaskKind(config.task) is not task:
@@ -52,8 +112,9 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     split = audit_mod.make_split(
         examples, seed=config.seed, eval_size=config.eval_size, dev_size=config.dev_size
     )
-    audit_mod.write_split(run_dir, split, loaded.sha256, str(Path(config.data).resolve()))
-    backend = _open_backend(config)
+    audit_mod.write_split(run_dir, split, loaded.sha256, _data_location(config.data))
+    if backend is None:
+        backend = _open_backend(config, model)
     count_tokens = backend.count_tokens if backend is not None else None
     audit = audit_mod.audit(examples, task, labels, count_tokens=count_tokens)
     signals: dict[str, Any] = dict(audit_mod.audit_signals(audit, split))
@@ -110,7 +171,7 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
             break
         moved = set(chunk)
         split = replace(split, train=tuple(i for i in split.train if i not in moved), eval=split.eval + chunk)
-        audit_mod.write_split(run_dir, split, loaded.sha256, str(Path(config.data).resolve()))
+        audit_mod.write_split(run_dir, split, loaded.sha256, _data_location(config.data))
         # The demonstrations still come from the original training rows, so the items measured before
         # keep their prompts (answered from the response cache); only the new items cost model calls.
         eval_items = [by_line[i] for i in split.eval]
@@ -134,6 +195,7 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
         prompting=prompting.to_dict() if prompting is not None else None,
         evidence=evidence.to_dict() if evidence is not None else None,
         backend_info=_backend_info(backend),
+        model=_model_section(backend),
     )
     report.write_report(run_dir, doc)
     return doc
@@ -273,14 +335,15 @@ def _eval_cost(prompting: Any, n_items: int, max_gen_tokens: int) -> tuple[int, 
     return requests, tokens
 
 
-def _open_backend(config: AdviseConfig) -> Any:
+def _open_backend(config: AdviseConfig, model: ModelSource | None) -> Any:
+    """The backend `config` names (None: data-only); `model` is the local model already resolved."""
     if config.backend == "none":
         return None
     from advisor.backends import get_backend
 
     return get_backend(
         config.backend,
-        model=config.model,
+        model=model or config.model,
         base_url=config.base_url,
         api_key_env=config.api_key_env,
         max_requests=config.max_requests,
@@ -288,6 +351,19 @@ def _open_backend(config: AdviseConfig) -> Any:
         timeout=config.timeout,
         max_retries=config.max_retries,
     )
+
+
+def _data_location(data: str) -> str:
+    """Where the data is, for split.json: a local file or folder as an absolute path, a Hub dataset id as
+    it is."""
+    path = Path(data).expanduser()
+    return str(path.resolve()) if path.exists() else data
+
+
+def _model_section(backend: Any) -> dict[str, Any] | None:
+    """decision.json's `model` section: where the local model came from (see advisor.backends.model)."""
+    source = getattr(getattr(backend, "inner", backend), "source", None)
+    return source.to_dict() if source is not None else None
 
 
 def _backend_info(backend: Any) -> dict[str, Any] | None:

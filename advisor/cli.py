@@ -13,11 +13,11 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from advisor import __version__
 from advisor.errors import ExitCode, TunegateError
 from advisor.files import os_error_message
 from advisor.report.textsafe import json_for_terminal, term_safe
 from advisor.types import Verdict
+from advisor.version import __version__
 
 EXIT_CODES_HELP = """exit codes:
   0   verdict prompt (and success for train/report/rules/demo)
@@ -35,11 +35,16 @@ EXIT_CODES_HELP = """exit codes:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "data", help="task data: chat/ShareGPT/prompt-completion/alpaca JSONL, or CSV/TSV/Parquet/JSONL table"
+        "data",
+        help="task data: chat/ShareGPT/prompt-completion/alpaca JSONL, a CSV/TSV/Parquet/JSONL table, or a "
+        "Hugging Face `datasets` dataset (a save_to_disk folder or a Hub dataset id)",
     )
     p.add_argument("--format", dest="fmt", help="force the input format instead of detecting it")
-    p.add_argument("--input-col", help="table column holding the input text")
-    p.add_argument("--output-col", help="table column holding the target text")
+    p.add_argument("--input-col", help="table or dataset column holding the input text")
+    p.add_argument("--output-col", help="table or dataset column holding the target text")
+    p.add_argument(
+        "--split", dest="dataset_split", help="the `datasets` split to read (default: train, or the only one)"
+    )
     p.add_argument("--task", choices=("classify", "generate"), help="override the detected task kind")
 
 
@@ -77,7 +82,9 @@ def _add_advise_args(p: argparse.ArgumentParser) -> None:
         help="data-only advice: audit and data rules, no model calls",
     )
     p.add_argument(
-        "--model", help="local HF model folder, or the server's model name (default: embedded SmolLM2)"
+        "--model",
+        help="a Hugging Face Hub id[@revision], a local HF model folder or a .gguf file; with "
+        "--backend openai the server's model name (default: the embedded SmolLM2-135M-Instruct)",
     )
     p.add_argument("--base-url", help="OpenAI-compatible server URL (or env OPENAI_BASE_URL)")
     p.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
@@ -288,6 +295,7 @@ def _advise_config(args: argparse.Namespace) -> Any:
             "fmt",
             "input_col",
             "output_col",
+            "dataset_split",
             "task",
             "latency_budget_ms",
             "domain",

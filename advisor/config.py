@@ -41,6 +41,7 @@ class AdviseConfig:
     fmt: str | None = None
     input_col: str | None = None
     output_col: str | None = None
+    dataset_split: str | None = None  # a `datasets` dataset's split (None: train, else its only split)
     task: str | None = None  # None: detected from the data
     target_metric: str | None = None  # None: accuracy for classification, chrf for generation
     quality_target: float | None = None

@@ -32,6 +32,7 @@ def load_run_data(config: Mapping[str, Any], split: Mapping[str, Any]) -> Loaded
         fmt=config.get("fmt"),
         input_col=config.get("input_col"),
         output_col=config.get("output_col"),
+        split=config.get("dataset_split"),
     )
     if split.get("data_sha256") and loaded.sha256 != split["data_sha256"]:
         raise DataError(

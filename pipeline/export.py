@@ -25,15 +25,22 @@ from pipeline.metrics import load_training_curve
 
 
 def export_training(
-    run_dir: Path, result: TrainResult, cfg: TrainConfig, model_dir: str, provenance: dict[str, Any]
+    run_dir: Path,
+    result: TrainResult,
+    cfg: TrainConfig,
+    model_dir: str,
+    provenance: dict[str, Any],
+    base_model_id: str | None = None,
 ) -> dict[str, Any]:
     """After training (rank 0): train/config.json, the merged model if asked, the model card, and the
-    `training` section of decision.json with the loss curve from the metrics log. Returns the section."""
+    `training` section of decision.json with the loss curve from the metrics log. Returns the section.
+
+    `model_dir` is the local folder trained on; `base_model_id` the Hub id its weights are, when known."""
     out = run_dir / "train"
     write_json_atomic(
         out / "config.json", {"train": cfg.to_dict(), "model": model_dir, "provenance": provenance}
     )
-    section = training_section(result, cfg, model_dir, provenance)
+    section = training_section(result, cfg, model_dir, provenance, base_model_id)
     section["curve"] = load_training_curve(out / "metrics.jsonl")
     if cfg.merge:
         section["merged_dir"] = str(merge_adapter(model_dir, result.adapter_dir, out / "merged"))
@@ -43,12 +50,17 @@ def export_training(
 
 
 def training_section(
-    result: TrainResult, cfg: TrainConfig, model_dir: str, provenance: dict[str, Any]
+    result: TrainResult,
+    cfg: TrainConfig,
+    model_dir: str,
+    provenance: dict[str, Any],
+    base_model_id: str | None = None,
 ) -> dict[str, Any]:
     """The `training` section of decision.json: what was trained, how, and how it went."""
     return {
         "method": "qlora" if cfg.qlora else "lora",
         "base_model": str(model_dir),
+        "base_model_id": base_model_id,
         "adapter_dir": str(result.adapter_dir),
         "config": cfg.to_dict(),
         "metrics": result.as_dict(),

@@ -14,7 +14,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from advisor.backends.model import resolve_model_dir as advisor_model_dir
+from advisor.backends.model import ModelSource, resolve_model
 from advisor.decide import confidence, rules
 from advisor.decide import verdict as decide
 from advisor.measure import evaluate
@@ -73,7 +73,8 @@ def train_run(
     run_dir = Path(run_dir)
     gate = check_gate(run_dir, force=force)
     split = training_split(run_dir)
-    model_dir = resolve_model_dir(cfg, split.run_info)
+    source = training_model(cfg, split.run_info)
+    model_dir = str(source.path)
     provenance = {
         **gate.provenance,
         "data_sha256": split.run_info.get("data_sha256"),
@@ -87,14 +88,14 @@ def train_run(
     )
     shutdown()
     if result.rank == 0:
-        export_training(run_dir, result, cfg, model_dir, provenance)
+        export_training(run_dir, result, cfg, model_dir, provenance, base_model_id=source.hub_id)
     return result, gate
 
 
-def resolve_model_dir(cfg: TrainConfig, run_config: dict[str, Any]) -> str:
-    """The training config's model, else the advise run's, else the advisor's default model."""
-    model = cfg.model or run_config.get("model")
-    return str(model) if model else str(advisor_model_dir(None))
+def training_model(cfg: TrainConfig, run_config: dict[str, Any]) -> ModelSource:
+    """The training config's model, else the advise run's, else the embedded model, resolved the way
+    advise resolves it (a folder, a .gguf file or a Hub id[@revision])."""
+    return resolve_model(cfg.model or run_config.get("model") or None)
 
 
 def _remove_stale_outputs(out: Path) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from advisor.backends.base import GenRequest
 from advisor.backends.hf import HFBackend
+from advisor.backends.model import resolve_model
 from advisor.decide.rules import load_rules
 from advisor.errors import ConfigError
 from advisor.intake.data import with_labels
@@ -211,7 +212,9 @@ def verify_run(
         baseline_items = evaluate.majority_items(recorded, str(majority_label))
     else:
         baseline_items = recorded
-    model_dir = training["base_model"]
+    # The folder trained on, through the resolver every stage uses (a run trained before the resolver
+    # existed may record a Hub id here).
+    model_dir = resolve_model(training["base_model"]).path
     adapter_dir = run.inside(training["adapter_dir"], field="training.adapter_dir")
     ft_backend = finetuned_backend(model_dir, adapter_dir, device=device)
     arm = finetune_arm(task, labels)
@@ -254,7 +257,7 @@ def verify_run(
         thresholds=run_thresholds(doc),
         latency=latency,
         adapter_dir=str(adapter_dir),
-        model_id=f"{Path(model_dir).name}+lora:{adapter_fingerprint(adapter_dir)}",
+        model_id=f"{training.get('base_model_id') or model_dir.name}+lora:{adapter_fingerprint(adapter_dir)}",
         provenance=training.get("provenance", {}),
     )
     update_decision(run_dir, {"verification": section}, signals=verification_signals(section))

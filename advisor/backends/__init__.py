@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from advisor.backends.base import Backend
+from advisor.backends.model import ModelSource, resolve_model
 from advisor.errors import ConfigError
 
 BACKENDS = ("hf", "openai")
@@ -18,7 +19,7 @@ BACKENDS = ("hf", "openai")
 def get_backend(
     kind: str,
     *,
-    model: str | None = None,
+    model: str | ModelSource | None = None,
     base_url: str | None = None,
     api_key_env: str | None = None,
     tokenizer: str | Path | None = None,
@@ -35,7 +36,8 @@ def get_backend(
 ) -> Backend:
     """A backend of `kind`.
 
-    hf: `model` is a local Hugging Face folder, or None for the embedded SmolLM2-135M-Instruct.
+    hf: `model` is a local Hugging Face folder, a .gguf file, a Hub id[@revision] (see
+    `advisor.backends.model.resolve_model`), already resolved, or None for the embedded SmolLM2-135M-Instruct.
     openai: `base_url` (else $TUNEGATE_BASE_URL, $OPENAI_BASE_URL, else OpenAI's), `model` (else
     $TUNEGATE_MODEL, else the server's only model), the key from $`api_key_env` (else $TUNEGATE_API_KEY,
     $OPENAI_API_KEY); `tokenizer` (a local folder with the served model's tokenizer) enables exact echo
@@ -45,18 +47,20 @@ def get_backend(
     backend: Backend
     if kind == "hf":
         from advisor.backends.hf import HFBackend
-        from advisor.backends.model import resolve_model_dir
 
-        backend = HFBackend(resolve_model_dir(model), device=device, dtype=dtype)
+        source = model if isinstance(model, ModelSource) else resolve_model(model)
+        backend = HFBackend(source.path, device=device, dtype=dtype, source=source)
     elif kind == "openai":
         from advisor.backends.openai_backend import OpenAIBackend, RequestBudget
 
         env = os.environ
         base_url = base_url or env.get("TUNEGATE_BASE_URL") or env.get("OPENAI_BASE_URL") or None
-        model = model or os.environ.get("TUNEGATE_MODEL") or None
+        if isinstance(model, ModelSource):
+            raise ConfigError("a resolved local model is for the hf backend, not a server", field="model")
+        served = model or env.get("TUNEGATE_MODEL") or None
         backend = OpenAIBackend(
             base_url,
-            model,
+            served,
             api_key_env=api_key_env,
             tokenizer=tokenizer,
             scoring_method=scoring_method,

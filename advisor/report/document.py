@@ -418,7 +418,10 @@ class Training(Model):
     """LoRA training: what was trained, how, and how it went."""
 
     method: Literal["lora", "qlora"]
-    base_model: str
+    base_model: str = Field(description="the local model folder trained on")
+    base_model_id: str | None = Field(
+        None, description="the Hugging Face Hub id of the base model's weights, when known"
+    )
     adapter_dir: str
     merged_dir: str | None = None
     config: dict[str, Any]
@@ -584,6 +587,19 @@ class Provenance(Model):
     libraries: dict[str, str | None]
 
 
+class ModelSection(Model):
+    """The local model advise measured: what the user named, the folder loaded, and its Hub origin."""
+
+    source: Literal["embedded", "folder", "gguf", "hub"] = Field(
+        description="embedded: the bundled SmolLM2-135M-Instruct (a Q4_1 GGUF, dequantised); folder: a "
+        "local Hugging Face folder; gguf: a converted .gguf file; hub: a Hugging Face Hub id"
+    )
+    name: str | None = Field(description="the model as the user named it (--model); null: the default")
+    hub_id: str | None = Field(description="the Hugging Face Hub id the weights are from, when known")
+    revision: str | None = Field(description="the Hub revision asked for (id@revision), if any")
+    path: str = Field(description="the local folder transformers loaded")
+
+
 # --------------------------------------------------------------------------- the document
 
 
@@ -606,6 +622,9 @@ class Report(Model):
     signals: dict[str, SignalValue]
     decision: Decision
     provenance: Provenance
+    model: ModelSection | None = Field(
+        None, description="the local model measured (hf backend); null for a server or a data-only run"
+    )
     prompting: Prompting | None
     evidence: Evidence | None
     training: Training | None

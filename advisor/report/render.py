@@ -19,12 +19,12 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from advisor import __version__
 from advisor.decide.verdict import confidence_sentence
 from advisor.files import ensure_dir, write_text_atomic
 from advisor.report.document import SCHEMA_VERSION, Report
 from advisor.report.textsafe import md_code, md_escape, md_link, term_safe
 from advisor.rundir import RunDir
+from advisor.version import __version__
 
 DECISION_FILE = "decision.json"
 MARKDOWN_FILE = "report.md"
@@ -40,6 +40,7 @@ TOP_LEVEL_KEYS = (
     "signals",
     "decision",
     "provenance",
+    "model",
     "prompting",
     "evidence",
     "training",
@@ -87,6 +88,7 @@ def build_report(
     training: Mapping[str, Any] | None = None,
     verification: Mapping[str, Any] | None = None,
     backend_info: Mapping[str, Any] | None = None,
+    model: Mapping[str, Any] | None = None,
     seeds: Mapping[str, int] | None = None,
     created_at: str | None = None,
 ) -> dict[str, Any]:
@@ -94,7 +96,8 @@ def build_report(
 
     `config`, `audit`, `split` and `decision` may be the objects (with `to_dict()`; a `Split` goes
     through `advisor.audit.checks.split_section`) or their dict forms. `loaded` is the loaded data
-    (path, fmt, sha256, n_records). `seeds` defaults to {"split": config seed}.
+    (path, fmt, sha256, n_records). `model` is the local model's `ModelSource.to_dict()` (None: no local
+    model). `seeds` defaults to {"split": config seed}.
     """
     config_d = _as_dict(config)
     audit_d = _as_dict(audit)
@@ -135,6 +138,7 @@ def build_report(
         "signals": {k: _jsonable(v) for k, v in signals.items()},
         "decision": decision_d,
         "provenance": provenance,
+        "model": dict(model) if model is not None else None,
         "prompting": _jsonable(prompting) if prompting is not None else None,
         "evidence": _jsonable(evidence) if evidence is not None else None,
         "training": _jsonable(training) if training is not None else None,

@@ -1,0 +1,142 @@
+"""The Python API's result and its tables: `from advisor import advise` (the recipe module, callable).
+
+    from advisor import advise
+
+    result = advise("reviews.jsonl", eval_size=100)
+    result.verdict                  # "prompt" | "few_shot" | "fine_tune" | "collect_data" | "inconclusive"
+    result.report.decision.summary  # the typed report (advisor.report.document.Report), as in decision.json
+    result.arms                     # one row per prompting arm: scores with their 95% intervals
+    result.predictions              # one row per (arm, eval item): input, target, prediction, correct
+
+It runs the recipe `tunegate advise` runs (advisor/advise.py, `advise_data`), with the same settings
+(the fields of `advisor.config.AdviseConfig`) and the same validation. It writes nothing into the
+current directory: without `out` the run folder is a temporary one, read back and deleted before
+`advise` returns.
+
+Why a callable module: `advisor/advise.py` is the recipe module, so `from advisor import advise` always
+finds that module (Python binds a package's imported submodule to the package attribute of its name).
+Calling the module runs `advise_data`; `advise.advise(config)` is still the recipe itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from advisor.config import AdviseConfig
+from advisor.errors import ConfigError
+from advisor.report.document import Report
+from advisor.rundir import RunDir
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class AdviseResult:
+    """What `advise` measured and decided.
+
+    `report`: the typed decision document (what decision.json holds). `arms`: a DataFrame with one row
+    per prompting arm (empty for a data-only run). `predictions`: a DataFrame with one row per arm and
+    eval item. `run_dir`: the run folder, or None when a temporary one was used (and deleted).
+    """
+
+    report: Report
+    arms: pd.DataFrame
+    predictions: pd.DataFrame
+    run_dir: Path | None
+
+    @property
+    def verdict(self) -> str:
+        """The verdict's name, e.g. "few_shot"."""
+        return str(self.report.decision.verdict)
+
+
+def make_config(data: str | os.PathLike[str], settings: dict[str, Any]) -> AdviseConfig:
+    """The run's config from the API's keywords (an unknown one is a ConfigError, as on the CLI)."""
+    try:
+        return AdviseConfig(data=str(data), **settings)
+    except TypeError as exc:  # an unknown keyword
+        raise ConfigError(f"{exc}; the settings are AdviseConfig's fields", field="settings") from None
+
+
+def result(doc: dict[str, Any], folder: Path, out: str | os.PathLike[str] | None) -> AdviseResult:
+    """The API's result from the run's document and folder (read before a temporary folder goes)."""
+    report = Report.model_validate(doc)
+    return AdviseResult(
+        report=report,
+        arms=arms_frame(report),
+        predictions=predictions_frame(folder, report),
+        run_dir=Path(out) if out is not None else None,
+    )
+
+
+@contextmanager
+def run_folder(out: str | os.PathLike[str] | None) -> Iterator[Path]:
+    """`out`, else a temporary folder deleted on exit: the API never writes into the current directory."""
+    if out is not None:
+        yield Path(out)
+        return
+    with tempfile.TemporaryDirectory(prefix="tunegate-") as tmp:
+        yield Path(tmp) / "run"
+
+
+def arms_frame(report: Report) -> pd.DataFrame:
+    """One row per prompting arm: name, kind, k, selection, variant, n, mean_prompt_tokens, degenerate,
+    best (the best honest arm), and each metric with its interval (`accuracy`, `accuracy_low`, ...)."""
+    import pandas as pd
+
+    prompting = report.prompting
+    if prompting is None:
+        return pd.DataFrame(columns=["name", "kind", "k", "n"])
+    rows = []
+    for arm in prompting.arms:
+        row: dict[str, Any] = {
+            "name": arm.name,
+            "kind": arm.kind,
+            "k": arm.k,
+            "selection": arm.selection,
+            "variant": arm.variant,
+            "n": arm.n,
+            "mean_prompt_tokens": arm.mean_prompt_tokens,
+            "degenerate": arm.degeneracy.degenerate if arm.degeneracy is not None else None,
+            "best": arm.name == prompting.plateau.best_arm,
+        }
+        for metric, est in arm.scores.items():
+            row.update({metric: est.value, f"{metric}_low": est.low, f"{metric}_high": est.high})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def predictions_frame(run_dir: str | os.PathLike[str], report: Report) -> pd.DataFrame:
+    """One row per (arm, eval item) from the run folder's predictions/: arm, line, input, target,
+    prediction, correct, prompt_tokens, each per-item metric, and label_logprobs (classification)."""
+    import pandas as pd
+
+    prompting = report.prompting
+    if prompting is None:
+        return pd.DataFrame(columns=["arm", "line", "input", "target", "prediction", "correct"])
+    run = RunDir(run_dir)
+    rows = []
+    for arm in prompting.arms:
+        for item in run.read_predictions(arm.name):
+            metrics = item.get("metrics") or {}
+            rows.append(
+                {
+                    "arm": arm.name,
+                    "line": item["line"],
+                    "input": item["input"],
+                    "target": item["target"],
+                    "prediction": item["prediction"],
+                    "correct": item["correct"],
+                    "prompt_tokens": item["prompt_tokens"],
+                    **metrics,
+                    "label_logprobs": item.get("label_logprobs"),
+                }
+            )
+    return pd.DataFrame(rows)

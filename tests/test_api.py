@@ -1,0 +1,130 @@
+"""The Python API (`from advisor import advise`): the CLI's recipe, a typed report, DataFrames, and no
+files in the current directory unless a run folder is given."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import FakeBackend
+
+from advisor.demo import write_demo_data
+from advisor.errors import ConfigError, DataError, ExitCode
+from advisor.report.document import Report
+
+REPO = Path(__file__).resolve().parents[1]
+KEYWORDS = {"positive": {"good", "great", "fun"}, "negative": {"bad", "dull", "boring"}}
+SMALL = {"eval_size": 40, "dev_size": 20, "k_ladder": (1, 2), "latency_samples": 2}
+
+
+@pytest.fixture()
+def empty_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / "cache"))
+    return cwd
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[Path]]:
+    """One API run with the fake model (the recipe's confidence resampling takes most of a minute),
+    from an empty current directory; returns the result and what that directory held afterwards."""
+    from advisor import advise
+
+    tmp = tmp_path_factory.mktemp("api")
+    data = write_demo_data(str(tmp / "data"), n=600)
+    (tmp / "cwd").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp / "cwd")
+        mp.setenv("TUNEGATE_CACHE_DIR", str(tmp / "cache"))
+        result = advise(data, backend=FakeBackend(KEYWORDS), **SMALL)
+        return result, list((tmp / "cwd").iterdir())
+
+
+def test_advise_returns_the_report_arms_and_predictions_and_writes_nothing_here(measured) -> None:
+    result, left_in_cwd = measured
+    assert isinstance(result.report, Report)
+    assert result.verdict == result.report.decision.verdict.value
+    assert result.run_dir is None
+    assert left_in_cwd == []  # a temporary run folder, deleted
+    prompting = result.report.prompting
+    assert prompting is not None
+    arms = result.arms.set_index("name")
+    assert list(arms.index) == [a.name for a in prompting.arms]
+    for arm in prompting.arms:
+        assert arms.loc[arm.name, "accuracy"] == pytest.approx(arm.scores["accuracy"].value)
+        assert arms.loc[arm.name, "accuracy_low"] <= arms.loc[arm.name, "accuracy_high"]
+    assert arms["best"].sum() == (prompting.plateau.best_arm is not None)
+    # One prediction per arm and eval item, and each arm's accuracy is the mean of its `correct` column.
+    preds = result.predictions
+    assert len(preds) == len(prompting.arms) * prompting.n_eval
+    by_arm = preds.groupby("arm")["correct"].mean()
+    for arm in prompting.arms:
+        if arm.variant == "raw":
+            assert by_arm[arm.name] == pytest.approx(arm.scores["accuracy"].value)
+    assert set(preds["target"]) == {"positive", "negative"}
+
+
+def test_with_a_run_folder_the_api_writes_what_the_cli_writes(
+    tmp_path: Path, empty_cwd: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from advisor import advise
+    from advisor.cli import main
+
+    data = write_demo_data(str(tmp_path / "data"), n=1000)
+    out = tmp_path / "run"
+    result = advise(data, out=out, backend="none", volume_per_day=20000.0)
+    assert result.run_dir == out
+    on_disk = Report.model_validate_json((out / "decision.json").read_text())
+    assert on_disk == result.report
+    assert {p.name for p in out.iterdir()} >= {"decision.json", "split.json", "config.json", "report.md"}
+    assert list(empty_cwd.iterdir()) == []
+    # The CLI with the same settings decides the same way, on the same split.
+    main(
+        ["advise", str(data), "--no-model", "--volume", "20000/day", "--json", "--out", str(tmp_path / "cli")]
+    )
+    cli = json.loads(capsys.readouterr().out)
+    assert cli["decision"] == result.report.decision.model_dump(mode="json")
+    split = json.loads((out / "split.json").read_text())
+    assert json.loads((tmp_path / "cli" / "split.json").read_text())["eval"] == split["eval"]
+
+
+def test_data_only_advice_and_setting_errors(tmp_path: Path, empty_cwd: Path) -> None:
+    from advisor import advise
+
+    data = write_demo_data(str(tmp_path / "data"), n=300)
+    result = advise(data, backend="none")
+    assert result.verdict == "collect_data"  # 300 rows is under the data floor
+    assert result.report.prompting is None and result.arms.empty and result.predictions.empty
+    with pytest.raises(ConfigError, match="eval_sise") as info:
+        advise(data, backend="none", eval_sise=10)
+    assert info.value.exit_code == ExitCode.USAGE
+    with pytest.raises(DataError, match="no such file"):
+        advise(tmp_path / "missing.jsonl", backend="none")
+    assert list(empty_cwd.iterdir()) == []
+
+
+def test_the_recipe_module_is_still_the_recipe() -> None:
+    """`from advisor import advise` is the recipe module made callable; its functions stay reachable."""
+    import advisor.advise as module
+    from advisor import advise
+
+    assert advise is module and callable(advise) and callable(module.advise)
+
+
+def test_the_notebook_example_runs(
+    tmp_path: Path, empty_cwd: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeBackend(KEYWORDS)
+    namespace = runpy.run_path(str(REPO / "examples" / "python_api.py"), init_globals={"BACKEND": fake})
+    result = namespace["result"]
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"{result.verdict} - ")
+    assert all(rule.id in printed for rule in result.report.decision.fired)
+    assert fake.loglik_requests  # the example ran the model it was given
+    assert list(empty_cwd.iterdir()) == []
+    json.dumps(result.report.as_dict())  # the report is plain JSON data
