@@ -26,24 +26,27 @@ def renderings(doc: dict[str, Any]) -> dict[str, str]:
     """Every rendering of one document, by file name."""
     from rich.console import Console
 
-    from advisor.report import render
+    from advisor.report.console import print_summary
+    from advisor.report.document import Report
+    from advisor.report.finetune import model_card_markdown
     from advisor.report.html import to_html
+    from advisor.report.markdown import to_markdown
     from advisor.report.plots import figures
-    from pipeline.export import model_card_markdown
 
+    report = Report.model_validate(doc)
     out: dict[str, str] = {}
     plots: dict[str, list[tuple[str, str]]] = {}
-    for fig in figures(doc):
+    for fig in figures(report):
         rel = f"plots/{fig.name}.svg"
         out[rel] = fig.svg + "\n"
         plots.setdefault(fig.section, []).append((fig.title, rel))
-    out["report.md"] = render.to_markdown(doc, plots=plots)
-    out["report.html"] = to_html(doc)
+    out["report.md"] = to_markdown(report, plots=plots)
+    out["report.html"] = to_html(report)
     buf = io.StringIO()
-    render.print_summary(doc, console=Console(file=buf, width=140, color_system=None, force_terminal=False))
+    print_summary(report, console=Console(file=buf, width=140, color_system=None, force_terminal=False))
     out["console.txt"] = buf.getvalue()
-    if doc.get("training"):
-        out["model_card.md"] = model_card_markdown(doc["training"], doc.get("verification"))
+    if report.training is not None:
+        out["model_card.md"] = model_card_markdown(report.training, report.verification)
     return out
 
 

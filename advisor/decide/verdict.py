@@ -170,22 +170,6 @@ def with_confidence(decision: Decision, confidence: Confidence | None) -> Decisi
     return replace(decision, confidence=confidence)
 
 
-def confidence_sentence(d: Mapping[str, Any]) -> str:
-    """One line on P(verdict) from decision.json's `decision` section, for every renderer."""
-    detail = d.get("confidence_detail")
-    if not detail:
-        return "confidence not measured (no per-item results to resample)"
-    runner = (
-        f"; runner-up {detail['runner_up']} {detail['runner_up_share']:.2f}"
-        if detail.get("runner_up")
-        else ""
-    )
-    return (
-        f"P(verdict) {detail['probability']:.2f} ({d['confidence_label']}{runner}; "
-        f"{detail['n_resamples']} bootstrap resamples of {detail['n_items']} eval items)"
-    )
-
-
 def confidence_label(confidence: float) -> str:
     if confidence >= 0.75:
         return "high"
