@@ -5,8 +5,8 @@ The recipe (`gather_evidence`) measures what it can with the backend it is given
 latency model → cost per request, per month and the fine-tuning break-even → the supervised probe's
 learning curve (classification) → the model's perplexity on the task's texts against a shipped
 general-English reference. The arithmetic lives in pure functions (here, `advisor.measure.cost` and
-`advisor.measure.learning`); `evidence_signals` flattens the result into the rules' signals and
-`markdown_section` renders the "evidence" section of the report document.
+`advisor.measure.learning`); `evidence_signals` flattens the result into the rules' signals; the
+renderings of the "evidence" section are in `advisor.report`.
 
 Conventions the rules rely on:
 
