@@ -108,8 +108,8 @@ def build_report(
         "dataset_sha256": dataset["sha256"],
         "rules_sha256": ruleset.sha256,
         "rules_files": list(ruleset.files),
-        "thresholds": {k: _jsonable(v) for k, v in ruleset.thresholds.items()},
-        "threshold_overrides": {k: _jsonable(v) for k, v in ruleset.overrides.items()},
+        "thresholds": dict(ruleset.thresholds),
+        "threshold_overrides": dict(ruleset.overrides),
         "config": config_d,
         "seeds": dict(seeds),
         "backend": dict(backend_info) if backend_info is not None else None,
@@ -124,15 +124,16 @@ def build_report(
         "dataset": dataset,
         "audit": audit_d,
         "split": split_d,
-        "signals": {k: _jsonable(v) for k, v in signals.items()},
+        "signals": dict(signals),
         "decision": decision_d,
         "provenance": provenance,
-        "prompting": _jsonable(prompting) if prompting is not None else None,
-        "evidence": _jsonable(evidence) if evidence is not None else None,
-        "training": _jsonable(training) if training is not None else None,
-        "verification": _jsonable(verification) if verification is not None else None,
+        "prompting": prompting,
+        "evidence": evidence,
+        "training": training,
+        "verification": verification,
     }
-    return Report.model_validate(doc).as_dict()  # the typed shape: every key present, null when absent
+    # The typed shape (every key present, null when absent) as JSON data: tuples become lists.
+    return Report.model_validate(doc).as_dict()
 
 
 def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str | None]:
@@ -168,14 +169,6 @@ def _split_dict(split: Any) -> dict[str, Any] | None:
 
 def _get(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    return v
 
 
 # --------------------------------------------------------------------------- writing
