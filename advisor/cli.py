@@ -344,9 +344,10 @@ def _emit(doc: dict[str, Any], as_json: bool) -> None:
         # text stays valid JSON and a terminal showing it runs no escape sequence.
         sys.stdout.write(json_for_terminal(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n")
     else:
-        from advisor.report.render import print_summary
+        from advisor.report.console import print_summary
+        from advisor.report.document import Report
 
-        print_summary(doc)
+        print_summary(Report.model_validate(doc))
 
 
 def verdict_exit_code(verdict: str) -> int:

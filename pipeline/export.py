@@ -8,15 +8,14 @@ which is what vLLM's LoRA loader expects, and no `modules_to_save` are used.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from advisor.files import write_json_atomic, write_text_atomic
-from advisor.report.finetune import verification_markdown
-from advisor.report.textsafe import md_code, md_escape, term_safe
+from advisor.report.document import Training, Verification
+from advisor.report.finetune import model_card_markdown
 from advisor.rundir import RunDir
 from pipeline.checkpoint import replace_dir
 from pipeline.config import TrainConfig
@@ -86,86 +85,15 @@ def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out_dir: str |
     return out
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "–" if v is None else md_escape(v)
-
-
-def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] | None = None) -> str:
-    """The adapter folder's README.md: provenance, data hash, config, metrics, before/after comparison."""
-    prov = training.get("provenance", {})
-    m = training.get("metrics", {})
-    # A JSON string is a valid YAML (front matter) and Python (usage snippet) string literal: the model
-    # name cannot end the line, the front matter or the code block it sits in.
-    # Markdown and HTML punctuation as \u escapes too: a renderer that shows the front matter as
-    # Markdown sees no HTML, link or image in it.
-    base_literal = "".join(
-        f"\\u{ord(c):04x}" if c in "<>&[]()!`*_|#~" else c
-        for c in json.dumps(term_safe(training.get("base_model"), single_line=True))
-    )
-    lines = [
-        "---",
-        "library_name: peft",
-        f"base_model: {base_literal}",
-        "tags: [lora, tunegate]",
-        "---",
-        "",
-        "# LoRA adapter trained by tunegate",
-        "",
-        f"- Base model: {md_code(training.get('base_model'))}",
-        f"- Method: {md_escape(training.get('method'))}",
-        f"- Training data SHA-256: {md_code(prov.get('data_sha256'))}",
-        "- Trained on the train and dev splits only; the eval split was held out.",
-        f"- Gate: verdict {md_code(prov.get('gate_verdict'))}"
-        + (" — **training was forced against the verdict (--force)**" if prov.get("forced") else ""),
-        "",
-        "## Metrics",
-        "",
-        "| metric | value |",
-        "|---|---|",
-    ]
-    for key in (
-        "steps",
-        "total_steps",
-        "best_step",
-        "best_dev_loss",
-        "final_train_loss",
-        "stopped_early",
-        "n_train",
-        "n_dev",
-        "trained_tokens",
-        "tokens_per_s",
-        "elapsed_s",
-        "world_size",
-    ):
-        lines.append(f"| {key} | {_fmt(m.get(key))} |")
-    lines += ["", "## Configuration", "", "| option | value |", "|---|---|"]
-    for key, value in training.get("config", {}).items():
-        lines.append(f"| {md_escape(key)} | {_fmt(value)} |")
-    if verification:
-        lines += ["", verification_markdown(verification)]
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```python",
-        "from peft import PeftModel",
-        "from transformers import AutoModelForCausalLM",
-        f"base = AutoModelForCausalLM.from_pretrained({base_literal})",
-        'model = PeftModel.from_pretrained(base, "<this folder>")',
-        "```",
-        "",
-        "vLLM: `vllm serve <base model> --enable-lora --lora-modules tuned=<this folder>`.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def write_model_card(
     adapter_dir: str | Path, training: dict[str, Any], verification: dict[str, Any] | None = None
 ) -> Path:
-    return write_text_atomic(Path(adapter_dir) / "README.md", model_card_markdown(training, verification))
+    """The model card (adapter_dir/README.md) from the sections as decision.json will hold them."""
+    card = model_card_markdown(
+        Training.model_validate(training),
+        None if verification is None else Verification.model_validate(verification),
+    )
+    return write_text_atomic(Path(adapter_dir) / "README.md", card)
 
 
 def update_decision(

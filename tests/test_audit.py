@@ -22,7 +22,6 @@ from advisor.audit.checks import (
     input_key,
     leakage,
     make_split,
-    markdown_section,
     normalise,
     read_split,
     split_section,
@@ -31,6 +30,9 @@ from advisor.audit.checks import (
 from advisor.errors import DataError
 from advisor.intake import data
 from advisor.intake.data import iter_examples, load_examples
+from advisor.report.document import Audit
+from advisor.report.document import Split as SplitSection
+from advisor.report.markdown import audit_section
 from advisor.types import Example, Message, TaskKind
 
 SIGNALS = {
@@ -275,7 +277,7 @@ def test_signals_section_and_markdown(rt_1000: list[Example]) -> None:
     assert signals["leakage_count"] == 0
     assert all(v is None or isinstance(v, int | float | str | bool) for v in signals.values())
     doc = json.loads(json.dumps(result.to_dict()))
-    md = markdown_section(doc, split_section(split))
+    md = audit_section(Audit.model_validate(doc), SplitSection.model_validate(split_section(split)))
     assert "## Data audit" in md
     assert "| fresh |" in md and "| rotten |" in md
     assert "approximation: ceil(characters / 4)" in md

@@ -12,8 +12,10 @@ from fakes import FakeBackend
 from advisor.decide.rules import load_rules
 from advisor.measure import calibration
 from advisor.measure.baselines import choose_metric, compute_baselines, judge_degenerate
-from advisor.measure.evaluate import evaluate_arms, majority_items, markdown_section, prompting_signals
+from advisor.measure.evaluate import evaluate_arms, majority_items, prompting_signals
 from advisor.measure.prompts import build_ladder, format_hint, render_messages, system_instruction
+from advisor.report.document import Prompting
+from advisor.report.markdown import prompting_section
 from advisor.types import Example, Message, TaskKind
 
 LABELS = ("ham", "spam")
@@ -196,7 +198,7 @@ def test_degenerate_arms_are_named_and_never_best():
     # a degenerate arm never meets the target, however low the target is
     low = prompting_signals(doc | {"quality_target": 0.1})
     assert not low["prompt_meets_target"] and not low["few_shot_meets_target"]
-    md = markdown_section(doc)
+    md = prompting_section(Prompting.model_validate(doc))
     assert "majority label `ham`" in md and "**degenerate**" in md and "every arm is degenerate" in md
 
 

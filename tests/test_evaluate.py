@@ -19,13 +19,14 @@ from advisor.measure.evaluate import (
     PromptingResult,
     compare,
     evaluate_arms,
-    markdown_section,
     prompting_signals,
     read_predictions,
     score_arm,
     write_predictions,
 )
 from advisor.measure.prompts import build_arms, render_messages
+from advisor.report.document import Prompting
+from advisor.report.markdown import prompting_section
 from advisor.types import Example, Message, TaskKind
 
 LABELS = ("negative", "positive")
@@ -114,11 +115,11 @@ def test_to_dict_markdown_and_signals(classified):
     doc = json.loads(json.dumps(result.to_dict()))  # JSON-serialisable as is
     assert doc["n_eval"] == 60 and doc["target_metric"] == "accuracy"
     assert [r["k"] for r in doc["k_curve"]] == [0, 1, 2, 4, 8]
-    md = markdown_section(doc)
+    md = prompting_section(Prompting.model_validate(doc))
     for a in result.arms:
         assert f"| {a.name} |" in md
     assert "k-curve" in md and "eval items" in md
-    assert markdown_section(None).startswith("## Prompting")
+    assert prompting_section(None).startswith("## Prompting")
 
     sig = prompting_signals(doc)
     assert tuple(sig) == SIGNAL_NAMES
@@ -347,7 +348,7 @@ def test_rising_last_rung_extends_the_ladder(k_max):
     top = result.arm(next(a.name for a in result.arms if a.k == 8))
     assert {t.selection for t in top.tried} == {"stratified", "nearest"}
     assert top.selection == max(top.tried, key=lambda t: t.dev_score).selection
-    md = markdown_section(result.to_dict())
+    md = prompting_section(Prompting.model_validate(result.to_dict()))
     assert "Variants tried on the dev split" in md and "few_shot_k16" in md
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads((Path(advisor.__file__).parent / "schema" / "decision.schema.json").read_text())

@@ -35,13 +35,14 @@ from advisor.measure.evidence import (
     fit_latency,
     gather_evidence,
     load_reference_sentences,
-    markdown_section,
     measure_domain,
     measure_latency,
     price_arms,
     reference_chunks,
     summarize_latency,
 )
+from advisor.report.document import Evidence as EvidenceSection
+from advisor.report.markdown import evidence_section
 from advisor.types import Example, Message, TaskKind
 
 # ---------------------------------------------------------------- a small fake backend
@@ -412,7 +413,7 @@ def test_to_dict_is_json_and_markdown_shows_the_evidence() -> None:
     text = json.dumps(doc, allow_nan=False)
     assert json.loads(text)["learning_curve"]["probe_score"] == pytest.approx(0.82)
     assert doc["not_measured"] == [{"what": "examples", "why": "why not"}]
-    md = markdown_section(json.loads(text))
+    md = evidence_section(EvidenceSection.model_validate_json(text))
     assert "| few_shot_k8 (best) | 0.800 | 400.0 |" in md
     assert "1,200" in md  # p95
     assert "Break-even after 62,500 requests: 3.1 days" in md and "within the 90-day horizon" in md
@@ -420,7 +421,7 @@ def test_to_dict_is_json_and_markdown_shows_the_evidence() -> None:
     assert "Examples needed for 0.9" in md
     assert "ratio 25.00" in md and "Declared domain: legal." in md
     assert "- examples: why not" in md
-    assert markdown_section(None).strip().endswith("Not measured.")
+    assert evidence_section(None).strip().endswith("Not measured.")
     assert json.dumps(Evidence(task_kind="classify", cost=None).to_dict(), allow_nan=False)
     nan = replace(
         ev,
@@ -522,7 +523,7 @@ def test_gather_evidence_end_to_end_with_a_fake_backend(tmp_path: Path) -> None:
     assert sig["latency_over_budget"] is (few.p95_ms > 500.0)
     assert sig["domain"] == "film" and isinstance(sig["domain_ppl_ratio"], float)
     assert json.dumps(ev.to_dict(), allow_nan=False)
-    assert "few_shot_k4 (best)" in markdown_section(ev.to_dict())
+    assert "few_shot_k4 (best)" in evidence_section(EvidenceSection.model_validate(ev.to_dict()))
 
 
 def test_gather_evidence_without_a_backend_leaves_the_rest_unmeasured() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -17,6 +16,7 @@ import report_docs
 
 from advisor.report import html, plots
 from advisor.report import render as report
+from advisor.report.document import Report
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +70,7 @@ def test_fixture_documents_are_valid_and_decide_as_named(docs: dict[str, dict[st
 
 @pytest.mark.parametrize("verdict", ["few_shot", "fine_tune", "collect_data"])
 def test_page_is_self_contained(docs: dict[str, dict[str, Any]], verdict: str) -> None:
-    page = html.to_html(docs[verdict])
+    page = html.to_html(Report.model_validate(docs[verdict]))
     p = parse(page)
     tags = [t for t, _ in p.tags]
     assert "script" not in tags and "iframe" not in tags and "object" not in tags and "img" not in tags
@@ -93,7 +93,7 @@ def test_page_is_self_contained(docs: dict[str, dict[str, Any]], verdict: str) -
 
 def test_fine_tune_page_has_every_section_plot_rule_and_provenance(docs: dict[str, dict[str, Any]]) -> None:
     doc = docs["fine_tune"]
-    page = html.to_html(doc)
+    page = html.to_html(Report.model_validate(doc))
     text = " ".join("".join(parse(page).text).split())
     assert re.search(r'<div class="verdict">fine_tune</div>', page)
     conf = doc["decision"]["confidence"]
@@ -133,7 +133,7 @@ def test_fine_tune_page_has_every_section_plot_rule_and_provenance(docs: dict[st
 
 def test_collect_data_page_says_not_measured_with_reasons(docs: dict[str, dict[str, Any]]) -> None:
     doc = docs["collect_data"]
-    page = html.to_html(doc)
+    page = html.to_html(Report.model_validate(doc))
     text = " ".join("".join(parse(page).text).split())
     assert '<div class="verdict">collect_data</div>' in page
     # Without a model only the probe's learning curve is measured: one plot, no invented arm, cost or latency.
@@ -149,7 +149,7 @@ def test_collect_data_page_says_not_measured_with_reasons(docs: dict[str, dict[s
 
 
 def test_hostile_dataset_text_is_shown_as_text(hostile: dict[str, Any]) -> None:
-    page = html.to_html(hostile)
+    page = html.to_html(Report.model_validate(hostile))
     p = parse(page)
     tags = [t for t, _ in p.tags]
     # The only tables are the page's own: every hostile </table> or <script> is text.
@@ -179,7 +179,7 @@ def test_source_links_only_for_http(docs: dict[str, dict[str, Any]]) -> None:
         {"title": 'quote"break', "url": 'https://example.org/a?b="><script>alert(1)</script>'},
         {"title": "relative", "url": "/etc/passwd"},
     ]
-    page = html.to_html(doc)
+    page = html.to_html(Report.model_validate(doc))
     hrefs = [a.get("href") for t, a in parse(page).tags if t == "a"]
     assert all(h.startswith(("#", "https://", "http://")) for h in hrefs)
     assert 'https://example.org/a?b="><script>alert(1)</script>' in hrefs  # intact after unescaping
@@ -191,7 +191,7 @@ def test_svgs_are_standalone_scalable_xml_with_escaped_text(docs: dict[str, dict
     for arm in doc["prompting"]["arms"]:
         if arm["kind"] == "few_shot":
             arm["kind"] = 'custom</text><script>alert("x")</script>'
-    figs = plots.figures(doc)
+    figs = plots.figures(Report.model_validate(doc))
     assert [f.name for f in figs] == [
         "arms",
         "learning_curve",
@@ -213,11 +213,15 @@ def test_svgs_are_standalone_scalable_xml_with_escaped_text(docs: dict[str, dict
     assert any(t and t.startswith("few_shot_k") for t in texts)  # unknown kinds show their (escaped) name
 
 
-def test_plots_need_their_numbers() -> None:
+def test_plots_need_their_numbers(docs: dict[str, dict[str, Any]]) -> None:
+    evidence = Report.model_validate(docs["fine_tune"]).evidence
+    assert evidence is not None and evidence.learning_curve is not None and evidence.cost is not None
     assert plots.arm_curve_svg(None) is None
-    assert plots.learning_curve_svg({"points": []}) is None
-    assert plots.cost_svg({"cost": {"finetune_cost": None}, "arms": []}) is None
-    assert plots.latency_svg({"arms": [{"name": "a", "prompt_tokens": 10, "p95_ms": None}]}) is None
+    assert plots.learning_curve_svg(evidence.learning_curve.model_copy(update={"points": []})) is None
+    no_cost = evidence.cost.model_copy(update={"finetune_cost": None})
+    assert plots.cost_svg(evidence.model_copy(update={"cost": no_cost})) is None
+    arm = evidence.arms[0].model_copy(update={"p95_ms": None})
+    assert plots.latency_svg(evidence.model_copy(update={"arms": [arm]})) is None
     assert plots.training_loss_svg([{"event": "start", "step": 0}]) is None
     assert plots.before_after_svg(None) is None
     assert plots.nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -227,7 +231,7 @@ def test_plots_need_their_numbers() -> None:
 def test_training_without_curve_says_where_it_is(docs: dict[str, dict[str, Any]]) -> None:
     doc = copy.deepcopy(docs["fine_tune"])
     del doc["training"]["curve"]
-    page = html.to_html(doc)
+    page = html.to_html(Report.model_validate(doc))
     assert 'id="fig-training_loss"' not in page
     assert "the per-step loss curve is not in this document (see train/metrics.jsonl" in page
     assert "0.4691" in page or str(doc["training"]["metrics"]["best_dev_loss"])[:5] in page
@@ -248,7 +252,7 @@ def test_write_report_writes_html_markdown_and_plot_files(tmp_path: Path, docs) 
     names = sorted(p.name for p in run.iterdir())
     assert names == ["decision.json", "plots", "report.html", "report.md"]
     svgs = sorted(p.name for p in (run / "plots").iterdir())
-    assert svgs == sorted(f"{f.name}.svg" for f in plots.figures(doc))
+    assert svgs == sorted(f"{f.name}.svg" for f in plots.figures(Report.model_validate(doc)))
     md = (run / "report.md").read_text(encoding="utf-8")
     for name in svgs:
         assert f"](plots/{name})" in md
@@ -259,12 +263,14 @@ def test_write_report_writes_html_markdown_and_plot_files(tmp_path: Path, docs) 
     (run / "report.html").unlink()
     assert report.rerender(run, formats=("html",)) == [run / "report.html"]
     assert (run / "report.html").read_bytes() == first
-    assert first.decode("utf-8") == html.to_html(json.loads((run / "decision.json").read_text("utf-8")))
+    assert first.decode("utf-8") == html.to_html(
+        Report.model_validate_json((run / "decision.json").read_text("utf-8"))
+    )
 
 
 def test_plateau_at_the_cheapest_arm_names_no_previous_arm(docs: dict[str, dict[str, Any]]) -> None:
     doc = copy.deepcopy(docs["few_shot"])
     doc["prompting"]["plateau"].update(best_arm="zero_shot", previous_arm=None, gain=0.0, p_value=1.0)
-    page = html.to_html(doc)
+    page = html.to_html(Report.model_validate(doc))
     assert "Prompting meets the target at zero_shot (0.865)" in page
     assert "<code>None</code>" not in page

@@ -12,9 +12,10 @@ torch = pytest.importorskip("torch")
 import report_docs  # noqa: E402
 from tiny import rotten_tomatoes_examples, tiny_llama  # noqa: E402
 
-from advisor.report.finetune import training_markdown  # noqa: E402
+from advisor.report.document import Training  # noqa: E402
+from advisor.report.finetune import model_card_markdown, training_markdown  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
-from pipeline.export import merge_adapter, model_card_markdown, update_decision  # noqa: E402
+from pipeline.export import merge_adapter, update_decision  # noqa: E402
 
 SECTION = {
     "method": "lora",
@@ -60,10 +61,10 @@ def test_merged_model_gives_the_adapters_logits(tmp_path) -> None:
 
 
 def test_model_card_and_training_section_show_hash_config_metrics_and_force() -> None:
-    card = model_card_markdown(SECTION)
+    card = model_card_markdown(Training.model_validate(SECTION))
     assert "deadbeef" in card and "forced against the verdict" in card and "| r | 8 |" in card
     assert "| best_dev_loss | 0.5 |" in card and "library_name: peft" in card
-    md = training_markdown(SECTION)
+    md = training_markdown(Training.model_validate(SECTION))
     assert "best dev loss 0.5000 at step 8" in md and "Forced" in md
     assert "Not run" in training_markdown(None)
 

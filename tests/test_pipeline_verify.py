@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from tiny import rotten_tomatoes_rows, tiny_llama  # noqa: E402
 
+from advisor.report.document import Verification  # noqa: E402
 from advisor.report.finetune import verification_markdown  # noqa: E402
 from advisor.types import TaskKind  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
@@ -147,7 +148,7 @@ def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) ->
         jsonschema.validate(doc[key], {"$defs": schema["$defs"], **schema["properties"][key]})
     card = (run / "train" / "adapter" / "README.md").read_text()
     assert "## Fine-tuning verification" in card and best in card
-    md = verification_markdown(section)
+    md = verification_markdown(Verification.model_validate(section))
     assert "Paired difference" in md and best in md and "fine-tuned (LoRA)" in md
 
 

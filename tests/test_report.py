@@ -22,6 +22,9 @@ from advisor.errors import FilesError
 from advisor.files import write_json_atomic
 from advisor.intake import data
 from advisor.report import render as report
+from advisor.report.console import print_summary
+from advisor.report.document import Report
+from advisor.report.markdown import to_markdown
 
 
 def _data_only_doc(tmp_path: Path, snippets: list[tuple[str, str]], **signal_extra: Any) -> dict[str, Any]:
@@ -91,7 +94,7 @@ def test_schema_rejects_a_broken_document(doc: dict[str, Any]) -> None:
 
 
 def test_markdown_names_verdict_evidence_sources_and_skipped_rules(doc: dict[str, Any]) -> None:
-    md = report.to_markdown(doc)
+    md = to_markdown(Report.model_validate(doc))
     assert "**Verdict: `collect_data`**" in md
     assert "**data.min_examples** (stop for collect_data, weight 10)" in md
     assert "n_examples = 40; threshold min_examples = 500" in md
@@ -138,7 +141,7 @@ def test_console_summary(doc: dict[str, Any]) -> None:
     from rich.console import Console
 
     buf = io.StringIO()
-    report.print_summary(doc, Console(file=buf, width=120, color_system=None))
+    print_summary(Report.model_validate(doc), Console(file=buf, width=120, color_system=None))
     out = buf.getvalue()
     assert "collect_data" in out and "data.min_examples" in out
     assert "at least 460 more examples" in out
@@ -170,11 +173,9 @@ def test_console_summary_shows_the_measured_evidence(tmp_path) -> None:
     from report_docs import fine_tune_doc
     from rich.console import Console
 
-    from advisor.report.render import print_summary
-
     doc = fine_tune_doc(tmp_path)
     out = io.StringIO()
-    print_summary(doc, Console(file=out, width=200))
+    print_summary(Report.model_validate(doc), Console(file=out, width=200))
     text = out.getvalue()
     prompting = doc["prompting"]
     for arm in prompting["arms"]:

@@ -21,13 +21,12 @@ import pytest
 import report_docs
 from markdown_it import MarkdownIt
 
-from advisor.audit import checks as audit
 from advisor.decide import rules
-from advisor.measure import evaluate, evidence
 from advisor.report import finetune as finetune_report
-from advisor.report import render as report
+from advisor.report import markdown
+from advisor.report.console import print_summary
+from advisor.report.document import Report, Training
 from advisor.report.textsafe import has_url_credentials, md_code, md_escape, md_link, redact_url, term_safe
-from pipeline.export import model_card_markdown
 
 PAYLOAD = (
     " <img src=x onerror=alert(1)><script>alert(2)</script> [click](javascript:alert(3))"
@@ -59,12 +58,17 @@ FREE_TEXT_KEYS = {
 }
 
 
+# Fields with a closed set of values (Literal in advisor/report/document.py): a document with anything else
+# there is refused at the edge (Report.model_validate), so hostile text never reaches a renderer through them.
+CLOSED_VALUES = {("method", "lora"), ("method", "qlora"), ("source", "inputs"), ("source", "targets")}
+
+
 def poison(node: Any) -> Any:
     """A copy of a report document with the payload appended to every free-text field and label."""
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            if isinstance(v, str) and k in FREE_TEXT_KEYS:
+            if isinstance(v, str) and k in FREE_TEXT_KEYS and (k, v) not in CLOSED_VALUES:
                 out[k] = v + PAYLOAD
             elif k == "label_counts" and isinstance(v, dict):
                 out = {**out, k: {lab + PAYLOAD: n for lab, n in v.items()}}
@@ -200,19 +204,21 @@ def test_url_credentials_found_and_redacted() -> None:
 @pytest.mark.parametrize("name", ["few_shot", "fine_tune", "collect_data"])
 def test_report_markdown_is_safe_with_hostile_text_everywhere(docs: dict[str, Any], name: str) -> None:
     assert_safe_markdown(
-        report.to_markdown(docs[name], plots={"prompting": [("k-curve" + PAYLOAD, "plots/k.svg")]})
+        markdown.to_markdown(
+            Report.model_validate(docs[name]), plots={"prompting": [("k-curve" + PAYLOAD, "plots/k.svg")]}
+        )
     )
 
 
 @pytest.mark.parametrize(
     "render,section",
     [
-        (lambda d: audit.markdown_section(d["audit"], d["split"]), "audit"),
-        (lambda d: evaluate.markdown_section(d["prompting"]), "prompting"),
-        (lambda d: evidence.markdown_section(d["evidence"]), "evidence"),
-        (lambda d: finetune_report.training_markdown(d["training"]), "training"),
-        (lambda d: finetune_report.verification_markdown(d["verification"]), "verification"),
-        (lambda d: model_card_markdown(d["training"], d["verification"]), "model card"),
+        (lambda r: markdown.audit_section(r.audit, r.split), "audit"),
+        (lambda r: markdown.prompting_section(r.prompting), "prompting"),
+        (lambda r: markdown.evidence_section(r.evidence), "evidence"),
+        (lambda r: finetune_report.training_markdown(r.training), "training"),
+        (lambda r: finetune_report.verification_markdown(r.verification), "verification"),
+        (lambda r: finetune_report.model_card_markdown(r.training, r.verification), "model card"),
     ],
 )
 def test_each_section_renderer_is_safe(docs: dict[str, Any], render: Any, section: str) -> None:
@@ -226,14 +232,14 @@ def test_each_section_renderer_is_safe(docs: dict[str, Any], render: Any, sectio
                 doc[key][field] += "<script>alert(2)</script>\x1b[2J"
     if doc.get("evidence"):
         doc["evidence"]["domain"] = "<script>alert(2)</script> \x1b[2J"
-    md = render(doc)
+    md = render(Report.model_validate(doc))
     assert_safe_markdown(md)
 
 
 def test_model_card_front_matter_and_code_cannot_be_broken(docs: dict[str, Any]) -> None:
     training = copy.deepcopy(docs["fine_tune"]["training"])
     training["base_model"] = 'evil"\n---\nlicense: x\n```\nimport os <b>[l](https://e.example)'
-    lines = model_card_markdown(training, None).splitlines()
+    lines = finetune_report.model_card_markdown(Training.model_validate(training), None).splitlines()
     assert lines[0] == "---"
     front = lines[1 : lines.index("---", 1)]
     assert [ln.split(":")[0] for ln in front] == ["library_name", "base_model", "tags"]
@@ -247,7 +253,7 @@ def test_model_card_front_matter_and_code_cannot_be_broken(docs: dict[str, Any])
 def test_file_name_with_a_backtick_stays_in_its_code_span(docs: dict[str, Any]) -> None:
     doc = copy.deepcopy(docs["few_shot"])
     doc["dataset"]["path"] = "data/a`b``<img src=x onerror=alert(1)>.jsonl"
-    md = report.to_markdown(doc)
+    md = markdown.to_markdown(Report.model_validate(doc))
     html = MarkdownIt("commonmark", {"html": True}).render(md)
     assert "<code>data/a`b``&lt;img src=x onerror=alert(1)&gt;.jsonl</code>" in html
 
@@ -265,7 +271,7 @@ def test_console_summary_shows_no_control_characters(docs: dict[str, Any], name:
     if doc.get("prompting"):
         doc["prompting"]["plateau"]["reason"] += PAYLOAD
     console, buf = _console()
-    report.print_summary(doc, console=console)
+    print_summary(Report.model_validate(doc), console=console)
     out = buf.getvalue()
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]", out)
     assert "\\x1b" in out  # shown, not dropped
@@ -294,7 +300,7 @@ def test_plots_stay_well_formed_svg_without_markup_from_data(docs: dict[str, Any
 
     from advisor.report.plots import figures
 
-    svgs = [fig.svg for fig in figures(docs[name])]
+    svgs = [fig.svg for fig in figures(Report.model_validate(docs[name]))]
     assert svgs
     for svg in svgs:
         root = ET.fromstring(svg)  # control characters from the data would make this raise

@@ -35,7 +35,6 @@ from typing import Any
 from advisor.errors import DataError
 from advisor.files import write_json_atomic
 from advisor.intake.data import Chunk, LabelCounter, iter_examples, jsonl_chunks
-from advisor.report.textsafe import md_code, md_escape
 from advisor.types import Example, TaskKind
 
 CountTokens = Callable[[list[str]], list[int]]
@@ -578,75 +577,3 @@ def split_section(split: Split) -> dict[str, Any]:
         "n_eval": len(split.eval),
         "leakage_count": split.leakage_count,
     }
-
-
-def markdown_section(section: dict[str, Any], split: dict[str, Any] | None = None) -> str:
-    """Markdown for the ``audit`` section of the report document (and the ``split`` section, if given)."""
-    n = section["n_examples"]
-    method = (
-        "model tokenizer" if section["token_method"] == "tokenizer" else "approximation: ceil(characters / 4)"
-    )
-    lines = [
-        "## Data audit",
-        "",
-        f"{n:,} examples, task: **{md_escape(section['task_kind'])}**"
-        + (f" with {section['n_labels']} labels." if section["n_labels"] else "."),
-        "",
-    ]
-    if section["label_counts"]:
-        lines += ["| label | examples | share |", "|---|---:|---:|"]
-        total = sum(section["label_counts"].values()) or 1
-        for label, count in section["label_counts"].items():
-            lines.append(f"| {md_escape(label)} | {count:,} | {count / total:.1%} |")
-        lines += [
-            "",
-            f"Imbalance (largest / smallest label): {_num(section['imbalance_ratio'])}; "
-            f"minority share: {_pct(section['minority_share'])}.",
-            "",
-        ]
-    lines += [
-        "| check | count | share |",
-        "|---|---:|---:|",
-        f"| exact duplicates | {section['exact_duplicates']:,} | {_share(section['exact_duplicates'], n)} |",
-        f"| normalised duplicates | {section['normalised_duplicates']:,} "
-        f"| {_pct(section['duplicate_share'])} |",
-        f"| conflicting duplicates (same input, different target) | {section['conflict_examples']:,} "
-        f"in {section['conflict_groups']:,} groups | {_pct(section['conflict_share'])} |",
-        f"| empty targets | {section['empty_targets']:,} | {_share(section['empty_targets'], n)} |",
-        "",
-    ]
-    if section["conflict_pairs"]:
-        shown = ", ".join(f"lines {a} and {b}" for a, b in section["conflict_pairs"])
-        lines += [f"Conflicting examples, for instance: {shown}.", ""]
-    i, t = section["input_tokens"], section["target_tokens"]
-    lines += [
-        f"Lengths in tokens ({method}):",
-        "",
-        "| | mean | p50 | p95 | max |",
-        "|---|---:|---:|---:|---:|",
-        f"| input | {i['mean']:.1f} | {i['p50']:.0f} | {i['p95']:.0f} | {i['max']:,} |",
-        f"| target | {t['mean']:.1f} | {t['p50']:.0f} | {t['p95']:.0f} | {t['max']:,} |",
-        "",
-    ]
-    if split is not None:
-        leak = split.get("leakage_count")
-        lines += [
-            f"Split (seed {split['seed']}, in {md_code(split.get('file', SPLIT_FILE))}): "
-            f"{split['n_train']:,} train, "
-            f"{split['n_dev']:,} dev, {split['n_eval']:,} eval; held-out items whose input is also in an "
-            f"earlier split: {'not checked' if leak is None else leak}.",
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
-def _share(count: int, n: int) -> str:
-    return f"{count / n:.1%}" if n else "n/a"

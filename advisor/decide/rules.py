@@ -29,6 +29,7 @@ from typing import Any
 from advisor.decide.signals import CATALOGUE, SignalSpec, SignalValue, value_matches
 from advisor.errors import ConfigError, Problem, RulesError
 from advisor.files import MAX_TOML_BYTES, read_regular
+from advisor.report import fmt
 from advisor.report.textsafe import surrogate_path, term_safe
 from advisor.types import Verdict
 
@@ -147,11 +148,11 @@ class Condition:
         if self.threshold is not None:
             rhs = self.threshold
             if thresholds is not None and self.threshold in thresholds:
-                rhs += f" ({_fmt(thresholds[self.threshold])})"
+                rhs += f" ({fmt.value(thresholds[self.threshold])})"
         elif self.than_signal is not None:
             rhs = self.than_signal
         else:
-            rhs = _fmt(self.value)
+            rhs = fmt.value(self.value)
         return f"{self.signal} {OP_SYMBOLS[self.op]} {rhs}"
 
 
@@ -270,7 +271,7 @@ def format_rules_table(ruleset: RuleSet) -> list[dict[str, str]]:
                 "id": r.id,
                 "kind": str(r.kind),
                 "verdict": f"not {r.vetoes}" if r.kind is RuleKind.VETO else str(r.verdict),
-                "weight": "" if r.kind is RuleKind.VETO else _fmt(r.weight),
+                "weight": "" if r.kind is RuleKind.VETO else fmt.value(r.weight),
                 "when": " and ".join(c.describe(ruleset.thresholds) for c in r.when),
                 "source": "; ".join(s.title for s in r.sources),
                 "file": r.file,
@@ -299,7 +300,7 @@ def print_rules(ruleset: RuleSet, console: Any = None) -> None:
     thresholds.add_column("value")
     for name, value in ruleset.thresholds.items():
         mark = " (overridden)" if name in ruleset.overrides else ""
-        thresholds.add_row(Text(term_safe(name)), Text(term_safe(_fmt(value)) + mark))
+        thresholds.add_row(Text(term_safe(name)), Text(term_safe(fmt.value(value)) + mark))
     console.print(thresholds)
 
 
@@ -917,16 +918,6 @@ def _suggest(name: str, known: Iterable[str]) -> str:
 
 def _where(file: str, line: int | None) -> str:
     return f"{file}:{line}" if line is not None else file
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return str(int(v)) if v.is_integer() else f"{v:.4g}"
-    if isinstance(v, tuple):
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    return str(v)
 
 
 def _jsonable(v: ThresholdValue) -> Any:

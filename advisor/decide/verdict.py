@@ -47,10 +47,10 @@ from advisor.decide.rules import (
     RuleSet,
     Status,
     ThresholdValue,
-    _fmt,
     evaluate,
 )
 from advisor.decide.signals import CATALOGUE, SignalValue
+from advisor.report import fmt
 from advisor.types import Verdict
 
 GUARD_ID = "guard.prompting_exhausted"
@@ -170,22 +170,6 @@ def with_confidence(decision: Decision, confidence: Confidence | None) -> Decisi
     return replace(decision, confidence=confidence)
 
 
-def confidence_sentence(d: Mapping[str, Any]) -> str:
-    """One line on P(verdict) from decision.json's `decision` section, for every renderer."""
-    detail = d.get("confidence_detail")
-    if not detail:
-        return "confidence not measured (no per-item results to resample)"
-    runner = (
-        f"; runner-up {detail['runner_up']} {detail['runner_up_share']:.2f}"
-        if detail.get("runner_up")
-        else ""
-    )
-    return (
-        f"P(verdict) {detail['probability']:.2f} ({d['confidence_label']}{runner}; "
-        f"{detail['n_resamples']} bootstrap resamples of {detail['n_items']} eval items)"
-    )
-
-
 def confidence_label(confidence: float) -> str:
     if confidence >= 0.75:
         return "high"
@@ -250,7 +234,7 @@ def decide(ruleset: RuleSet, signals: Mapping[str, SignalValue]) -> Decision:
         deciding = ()
         base = VOTE_BASE
         summary = (
-            f"{HEADLINES[verdict]}: {ranked[0][0]} and {ranked[1][0]} tie at {_fmt(ranked[0][1])} "
+            f"{HEADLINES[verdict]}: {ranked[0][0]} and {ranked[1][0]} tie at {fmt.value(ranked[0][1])} "
             "in weighted votes."
         )
     else:
@@ -265,7 +249,7 @@ def decide(ruleset: RuleSet, signals: Mapping[str, SignalValue]) -> Decision:
         deciding = tuple(o.rule.id for o in voters)
         base = VOTE_BASE + VOTE_MARGIN_GAIN * (top - runner_up) / total
         summary = (
-            f"{HEADLINES[verdict]} (weighted votes {_fmt(top)} against {_fmt(runner_up)}): "  # type: ignore[index]
+            f"{HEADLINES[verdict]} (weighted votes {fmt.value(top)} against {fmt.value(runner_up)}): "  # type: ignore[index]
             f"{voters[0].rule.message}"
         )
 
@@ -405,8 +389,8 @@ def change_text(
     name = cond.signal
 
     if cond.op is Op.IN:
-        options = ", ".join(_fmt(x) for x in right)  # type: ignore[union-attr]
-        return f"{name} one of {options} (now {_fmt(left)})" if to_fire else f"{name} outside {options}"
+        options = ", ".join(fmt.value(x) for x in right)  # type: ignore[union-attr]
+        return f"{name} one of {options} (now {fmt.value(left)})" if to_fire else f"{name} outside {options}"
     if op in NUMERIC_OPS:
         raise_ = op in (Op.GE, Op.GT)
         if spec.direction == ("down" if raise_ else "up"):
@@ -423,15 +407,17 @@ def change_text(
                 word = "fewer"
             if need <= 0:
                 return None
-            return f"at least {need} {word} {spec.noun} ({name} {_fmt(left)}, {bound} {_fmt(right)})"
+            return (
+                f"at least {need} {word} {spec.noun} ({name} {fmt.value(left)}, {bound} {fmt.value(right)})"
+            )
         rel = {Op.GE: "at least", Op.GT: "above", Op.LE: "at most", Op.LT: "below"}[op]  # type: ignore[index]
-        return f"{name} {rel} {_fmt(right)} (now {_fmt(left)})"
+        return f"{name} {rel} {fmt.value(right)} (now {fmt.value(left)})"
     if op is Op.EQ:
-        return f"{name} {_fmt(right)} (now {_fmt(left)})"
+        return f"{name} {fmt.value(right)} (now {fmt.value(left)})"
     if op is Op.NE:
         if isinstance(right, bool):
-            return f"{name} {_fmt(not right)} (now {_fmt(left)})"
-        return f"{name} other than {_fmt(right)}"
+            return f"{name} {fmt.value(not right)} (now {fmt.value(left)})"
+        return f"{name} other than {fmt.value(right)}"
     return None
 
 
@@ -443,11 +429,11 @@ def _than_text(cond: Condition, left: Any, right: Any, op: Op) -> str:
         need = left - right + (1 if op is Op.LT else 0)
         if need > 0:
             return (
-                f"at least {_fmt(need)} more {other.noun} "
-                f"({cond.than_signal} {_fmt(right)}, {cond.signal} {_fmt(left)})"
+                f"at least {fmt.value(need)} more {other.noun} "
+                f"({cond.than_signal} {fmt.value(right)}, {cond.signal} {fmt.value(left)})"
             )
     sym = {Op.LT: "<", Op.LE: "<=", Op.GT: ">", Op.GE: ">="}[op]
-    return f"{cond.signal} {sym} {cond.than_signal} (now {_fmt(left)} vs {_fmt(right)})"
+    return f"{cond.signal} {sym} {cond.than_signal} (now {fmt.value(left)} vs {fmt.value(right)})"
 
 
 def _outcome_dict(o: RuleOutcome) -> dict[str, Any]:

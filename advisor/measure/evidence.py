@@ -5,8 +5,8 @@ The recipe (`gather_evidence`) measures what it can with the backend it is given
 latency model → cost per request, per month and the fine-tuning break-even → the supervised probe's
 learning curve (classification) → the model's perplexity on the task's texts against a shipped
 general-English reference. The arithmetic lives in pure functions (here, `advisor.measure.cost` and
-`advisor.measure.learning`); `evidence_signals` flattens the result into the rules' signals and
-`markdown_section` renders the "evidence" section of the report document.
+`advisor.measure.learning`); `evidence_signals` flattens the result into the rules' signals; the
+renderings of the "evidence" section are in `advisor.report.render`.
 
 Conventions the rules rely on:
 
@@ -45,7 +45,6 @@ from advisor.measure.cost import (
     parse_volume,
 )
 from advisor.measure.learning import DEFAULT_FRACTIONS, LearningCurve, probe_learning_curve
-from advisor.report.textsafe import md_escape
 from advisor.types import Example, Message, TaskKind
 
 __all__ = [
@@ -60,7 +59,6 @@ __all__ = [
     "example_prices_path",
     "fit_latency",
     "gather_evidence",
-    "markdown_section",
     "measure_domain",
     "measure_latency",
     "parse_volume",
@@ -783,157 +781,3 @@ def arm_inputs(prompting: Any, metric: str | None = None) -> list[ArmInput]:
             )
         )
     return out
-
-
-# ---------------------------------------------------------------- Markdown
-
-
-def _num(value: Any, digits: int = 0) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int | float):
-        return f"{value:,.{digits}f}"
-    return md_escape(value)
-
-
-def _money(value: Any, currency: str) -> str:
-    if value is None:
-        return "–"
-    digits = 2 if abs(value) >= 1 else 6
-    return f"{value:,.{digits}f} {md_escape(currency)}"
-
-
-def markdown_section(section: dict[str, Any] | None) -> str:
-    """The report's "Evidence beyond accuracy" section from the evidence document (`Evidence.to_dict()`)."""
-    out = ["## Evidence beyond accuracy", ""]
-    if not section:
-        return "\n".join([*out, "Not measured.", ""])
-    cost = section.get("cost") or {}
-    cur = cost.get("currency", "")
-    volume = section.get("volume_per_day")
-    budget = section.get("latency_budget_ms")
-    facts = [
-        f"Volume: {_num(volume)} requests/day" if volume is not None else "Volume: not declared",
-        f"latency budget: {_num(budget)} ms" if budget is not None else "latency budget: none",
-    ]
-    if cost:
-        facts.append(
-            f"prices: {md_escape(cost.get('serving'))} from {md_escape(cost.get('source') or 'flags')}"
-            + (f" (dated {md_escape(cost['price_date'])})" if cost.get("price_date") else "")
-        )
-    out += ["; ".join(facts) + ".", ""]
-
-    arms = section.get("arms") or []
-    if arms:
-        out += [
-            "| Arm | Score | Prompt tokens | Output tokens | p50 ms | p95 ms | Cost/request | Cost/month |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for a in arms:
-            mark = " (best)" if a["name"] == section.get("best_arm") else ""
-            out.append(
-                f"| {md_escape(a['name'])}{mark} | {_num(a.get('score'), 3)} "
-                f"| {_num(a.get('prompt_tokens'), 1)} "
-                f"| {_num(a.get('completion_tokens'), 1)} | {_num(a.get('p50_ms'))} "
-                f"| {_num(a.get('p95_ms'))} | {_money(a.get('cost_per_request'), cur)} "
-                f"| {_money(a.get('monthly_cost'), cur)} |"
-            )
-        out.append("")
-    model = section.get("latency_model")
-    if model:
-        r2 = f", R² {model['r2']:.2f}" if model.get("r2") is not None else ""
-        out.append(
-            f"Latency model (n={model['n']}{r2}): {model['a'] * 1000:.1f} ms "
-            f"+ {model['b'] * 1000:.3f} ms per prompt token + {model['c'] * 1000:.2f} ms per output token."
-        )
-    if section.get("finetuned_latency_ms") is not None:
-        out.append(
-            f"A fine-tuned model with a zero-shot-length prompt is projected at "
-            f"{_num(section['finetuned_latency_ms'])} ms per request."
-        )
-    if cost:
-        out.append(
-            f"Fine-tuned model: {_money(cost.get('finetuned_cost_per_request'), cur)} per request, "
-            f"{_money(cost.get('finetuned_monthly_cost'), cur)} per month; one-time fine-tuning cost "
-            f"{_money(cost.get('finetune_cost'), cur)}; "
-            f"saving {_money(cost.get('monthly_saving'), cur)} per month."
-        )
-        if cost.get("break_even_days") is not None:
-            horizon = section.get("horizon_days")
-            within = "within" if cost["break_even_days"] <= (horizon or math.inf) else "beyond"
-            out.append(
-                f"Break-even after {_num(cost.get('break_even_requests'))} requests: "
-                f"{_num(cost['break_even_days'], 1)} days at the declared volume ({within} the "
-                f"{_num(horizon)}-day horizon)."
-            )
-        elif cost.get("reason"):
-            out.append(f"Break-even: none ({cost['reason']}).")
-        if cost.get("throughput_source") == "measured single-request":
-            out.append("Self-hosted throughput taken from single-request timings: an upper bound on cost.")
-    out.append("")
-
-    curve = section.get("learning_curve")
-    if curve:
-        out += [
-            "### Learning curve (TF-IDF + logistic-regression probe)",
-            "",
-            f"| Train examples | {curve['metric']} | 95% CI |",
-            "|---:|---:|---|",
-        ]
-        for p in curve["points"]:
-            out.append(f"| {p['n']:,} | {p['score']:.3f} | {p['ci_low']:.3f}–{p['ci_high']:.3f} |")
-        n_max = curve["points"][-1]["n"]
-        lo, hi = curve["b_interval"]
-        out += [
-            "",
-            f"Power law: error ≈ {curve['a']:.3g}·n^{-curve['b']:+.3f} (exponent b = {curve['b']:.3f}, "
-            f"95% CI {lo:.3f}–{hi:.3f}); "
-            "no floor term, so extrapolations are optimistic.",
-        ]
-        for key, factor in (("score_at_2x", 2), ("score_at_4x", 4)):
-            iv = curve[key]
-            out.append(
-                f"- Predicted at {factor}× the data ({factor * n_max:,} examples): {_num(iv['value'], 3)} "
-                f"(95% CI {_num(iv['low'], 3)}–{_num(iv['high'], 3)})"
-            )
-        need = curve["examples_needed"]
-        if curve.get("target") is None:
-            out.append("- Examples needed: no quality target given.")
-        elif need["value"] is None:
-            out.append(f"- Examples needed for {curve['target']}: not reached within 100× the current data.")
-        else:
-            more = max(0, int(need["value"]) - n_max)
-            high = "unbounded" if need["high"] is None else _num(need["high"])
-            out.append(
-                f"- Examples needed for {curve['target']}: {_num(need['value'])} ({more:,} more than now; "
-                f"95% CI {_num(need['low'])}–{high})"
-            )
-        out.append("")
-
-    dm = section.get("domain_measure")
-    if dm or section.get("domain"):
-        out += ["### Domain language", ""]
-        if dm:
-            out.append(
-                f"Perplexity per word on the task's {dm['source']}: {_num(dm['task_word_ppl'], 1)}; on the "
-                f"general-English reference: {_num(dm['reference_word_ppl'], 1)}; "
-                f"ratio {_num(dm['ratio'], 2)} "
-                f"(per token: {_num(dm['task_ppl'], 1)} vs {_num(dm['reference_ppl'], 1)}, ratio "
-                f"{_num(dm['token_ratio'], 2)}). Tokens per word: {_num(dm['tokens_per_word'], 2)} "
-                f"(reference {_num(dm['reference_tokens_per_word'], 2)})."
-            )
-        if section.get("domain"):
-            out.append(f"Declared domain: {md_escape(section['domain'])}.")
-        out.append("")
-    if section.get("needs_consistent_style"):
-        out += ["A consistent output style was declared as a requirement.", ""]
-    missing = section.get("not_measured") or []
-    if missing:
-        out += (
-            ["Not measured:", ""]
-            + [f"- {md_escape(m['what'])}: {md_escape(m['why'])}" for m in missing]
-            + [""]
-        )
-    return "\n".join(out)

@@ -1,110 +1,116 @@
-"""Markdown for the fine-tuning sections of the report (`training`, `verification`).
+"""Markdown for the fine-tuning sections of the report (`training`, `verification`) and the adapter's model
+card, from the typed report.
 
 They live in the advisor, beside the other renderers, because the report is the advisor's: the advisor
-never imports `pipeline`, while `pipeline` fills these sections and re-exports the renderers.
+never imports `pipeline`, while `pipeline` fills these sections and writes the model card.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import json
 
-from advisor.report.textsafe import md_code, md_escape
+from advisor.report import fmt
+from advisor.report.document import Estimate, Latency, Training, Verification
+from advisor.report.textsafe import md_code, md_escape, term_safe
 
 
-def training_markdown(section: Mapping[str, Any] | None) -> str:
-    """The report's "Fine-tuning" section from decision.json's `training` subtree."""
-    if not section:
+def training_markdown(t: Training | None) -> str:
+    """The report's "Fine-tuning" section."""
+    if t is None:
         return "## Fine-tuning\n\nNot run.\n"
-    m, c, prov = section.get("metrics", {}), section.get("config", {}), section.get("provenance", {})
-    dev = m.get("best_dev_loss")
+    m, c = t.metrics, t.config
     lines = [
         "## Fine-tuning",
         "",
-        f"{md_escape(str(section.get('method', 'lora')).upper())} on {md_code(section.get('base_model'))}: "
+        f"{md_escape(t.method.upper())} on {md_code(t.base_model)}: "
         + md_escape(
             f"r={c.get('r')}, alpha={c.get('alpha')}, dropout={c.get('dropout')}, "
             f"targets {c.get('target_modules')}, lr {c.get('lr')} ({c.get('schedule')}), "
-            f"batch {c.get('batch_size')}×{c.get('grad_accum')}×{m.get('world_size', 1)} process(es), "
+            f"batch {c.get('batch_size')}×{c.get('grad_accum')}×{m.world_size} process(es), "
             f"max_seq_len {c.get('max_seq_len')}."
         ),
-        f"{m.get('n_train')} train / {m.get('n_dev')} dev examples; "
-        f"{m.get('steps')} of {m.get('total_steps')} steps"
-        f"{' (stopped early)' if m.get('stopped_early') else ''}; "
-        + (f"best dev loss {dev:.4f} at step {m.get('best_step')}; " if dev is not None else "")
-        + f"{m.get('tokens_per_s', 0):,.0f} tokens/s over {m.get('elapsed_s', 0):.0f} s.",
-        f"Adapter: {md_code(section.get('adapter_dir'))}.",
+        f"{m.n_train} train / {m.n_dev} dev examples; {m.steps} of {m.total_steps} steps"
+        f"{' (stopped early)' if m.stopped_early else ''}; "
+        + (
+            f"best dev loss {m.best_dev_loss:.4f} at step {m.best_step}; "
+            if m.best_dev_loss is not None
+            else ""
+        )
+        + f"{m.tokens_per_s:,.0f} tokens/s over {m.elapsed_s or 0:.0f} s.",
+        f"Adapter: {md_code(t.adapter_dir)}.",
     ]
-    if prov.get("forced"):
+    if t.provenance.forced:
         lines += [
             "",
-            f"**Forced**: the advisor's verdict was {md_code(prov.get('gate_verdict'))}, not `fine_tune`.",
+            f"**Forced**: the advisor's verdict was {md_code(t.provenance.gate_verdict)}, not `fine_tune`.",
         ]
     return "\n".join(lines) + "\n"
 
 
-def _est(e: Mapping[str, Any]) -> str:
-    return f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
+def _est(e: Estimate) -> str:
+    return fmt.estimate(e.value, e.low, e.high)
 
 
-def _ms(lat: Mapping[str, Any] | None) -> str:
-    return "–" if not lat else f"{lat['p50_ms']:.0f} / {lat['p95_ms']:.0f}"
+def _ms(lat: Latency | None) -> str:
+    return fmt.DASH if lat is None else f"{lat.p50_ms:.0f} / {lat.p95_ms:.0f}"
 
 
-def verification_markdown(section: Mapping[str, Any] | None) -> str:
-    """The report's "Fine-tuning verification" section from the decision.json subtree."""
-    if not section:
+def _g3(v: float | None) -> str:
+    return fmt.DASH if v is None else f"{v:.3g}"
+
+
+def verification_markdown(v: Verification | None) -> str:
+    """The report's "Fine-tuning verification" section."""
+    if v is None:
         return "## Fine-tuning verification\n\nNot run: no adapter was trained for this run.\n"
-    metric = section["metric"]
-    base, ft, d, flips = section["baseline"], section["finetuned"], section["difference"], section["flips"]
-    degeneracy, majority = section.get("degeneracy") or {}, section.get("majority") or {}
-    verdict = (
-        "**Fine-tuning verified**: the fine-tuned model beats the best honest prompting arm and the "
-        "majority baseline; both paired 95% intervals lie above zero."
-        if section["finetune_verified"]
-        else f"**Fine-tuning not verified**: the fine-tuned model is degenerate ({degeneracy['reason']})."
-        if degeneracy.get("degenerate")
-        else "**Fine-tuning not verified**: a paired 95% interval of the difference includes zero or lies "
-        "below it, so this eval set does not show the fine-tuned model beating both the best honest "
-        "prompting arm and the majority baseline."
-    )
-    forced = section.get("provenance", {}).get("forced")
+    metric = v.metric
+    base, ft, d, flips = v.baseline, v.finetuned, v.difference, v.flips
+    if v.finetune_verified:
+        verdict = (
+            "**Fine-tuning verified**: the fine-tuned model beats the best honest prompting arm and the "
+            "majority baseline; both paired 95% intervals lie above zero."
+        )
+    elif v.degeneracy is not None and v.degeneracy.degenerate:
+        verdict = f"**Fine-tuning not verified**: the fine-tuned model is degenerate ({v.degeneracy.reason})."
+    else:
+        verdict = (
+            "**Fine-tuning not verified**: a paired 95% interval of the difference includes zero or lies "
+            "below it, so this eval set does not show the fine-tuned model beating both the best honest "
+            "prompting arm and the majority baseline."
+        )
+    majority = []
+    if v.majority is not None:
+        md = v.majority.difference
+        majority = [
+            f"Against always answering `{v.majority.label}` (the majority baseline): "
+            f"{fmt.difference(md.diff, md.low, md.high)}, p = {_g3(md.p_value)}."
+        ]
     lines = [
         "## Fine-tuning verification",
         "",
-        f"Same {section['n_eval']} eval items and scoring as the prompting arms; "
-        f"metric: {md_escape(metric)}.",
+        f"Same {v.n_eval} eval items and scoring as the prompting arms; metric: {md_escape(metric)}.",
         "",
         f"| Model | {metric} (95% CI) | Prompt tokens / request | Latency p50 / p95 (ms) |",
         "|---|---:|---:|---:|",
-        f"| best prompting arm {md_code(base['arm'])} | {_est(base['scores'][metric])} | "
-        f"{base['mean_prompt_tokens']:.0f} | {_ms(base['latency'])} |",
-        f"| fine-tuned (LoRA) | {_est(ft['scores'][metric])} | "
-        f"{ft['mean_prompt_tokens']:.0f} | {_ms(ft['latency'])} |",
+        f"| best prompting arm {md_code(base.arm)} | {_est(base.scores[metric])} | "
+        f"{base.mean_prompt_tokens:.0f} | {_ms(base.latency)} |",
+        f"| fine-tuned (LoRA) | {_est(ft.scores[metric])} | "
+        f"{ft.mean_prompt_tokens:.0f} | {_ms(ft.latency)} |",
         "",
-        f"Paired difference (fine-tuned − {md_code(base['arm'])}): "
-        f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], "
-        f"p = {d['p_value']:.3g} (McNemar p = {d['mcnemar_p_value']:.3g}).",
-        f"Flips: {flips['improved']} items fixed by fine-tuning, {flips['regressed']} broken by it.",
-        *(
-            [
-                f"Against always answering `{majority['label']}` (the majority baseline): "
-                f"{majority['difference']['diff']:+.3f} [{majority['difference']['low']:+.3f}, "
-                f"{majority['difference']['high']:+.3f}], p = {majority['difference']['p_value']:.3g}."
-            ]
-            if majority
-            else []
-        ),
+        f"Paired difference (fine-tuned − {md_code(base.arm)}): {fmt.difference(d.diff, d.low, d.high)}, "
+        f"p = {_g3(d.p_value)} (McNemar p = {_g3(d.mcnemar_p_value)}).",
+        f"Flips: {flips.improved} items fixed by fine-tuning, {flips.regressed} broken by it.",
+        *majority,
         "",
         verdict,
     ]
-    if forced:
+    if v.provenance.forced:
         lines += ["", "Training was forced against the advisor's verdict (`--force`)."]
-    for title, key in (
-        ("Fixed by fine-tuning", "improved_examples"),
-        ("Broken by fine-tuning", "regressed_examples"),
+    for title, examples in (
+        ("Fixed by fine-tuning", flips.improved_examples),
+        ("Broken by fine-tuning", flips.regressed_examples),
     ):
-        if flips[key]:
+        if examples:
             lines += [
                 "",
                 f"{title}:",
@@ -112,7 +118,84 @@ def verification_markdown(section: Mapping[str, Any] | None) -> str:
                 "| line | input | target | before | after |",
                 "|---:|---|---|---|---|",
             ]
-            for x in flips[key]:
-                cells = [str(x["line"]), x["input"], x["target"], x["before"], x["after"]]
+            for x in examples:
+                cells = [str(x.line), x.input, x.target, x.before, x.after]
                 lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- the model card
+
+CARD_METRICS = (
+    "steps",
+    "total_steps",
+    "best_step",
+    "best_dev_loss",
+    "final_train_loss",
+    "stopped_early",
+    "n_train",
+    "n_dev",
+    "trained_tokens",
+    "tokens_per_s",
+    "elapsed_s",
+    "world_size",
+)
+
+
+def _cell(v: object) -> str:
+    """A number as fmt writes it (no Markdown in it to escape); anything else escaped."""
+    return fmt.value(v) if v is None or isinstance(v, float) else md_escape(v)
+
+
+def model_card_markdown(training: Training, verification: Verification | None = None) -> str:
+    """The adapter folder's README.md: provenance, data hash, config, metrics, before/after comparison."""
+    prov = training.provenance
+    # A JSON string is a valid YAML (front matter) and Python (usage snippet) string literal: the model
+    # name cannot end the line, the front matter or the code block it sits in.
+    # Markdown and HTML punctuation as \u escapes too: a renderer that shows the front matter as
+    # Markdown sees no HTML, link or image in it.
+    base_literal = "".join(
+        f"\\u{ord(c):04x}" if c in "<>&[]()!`*_|#~" else c
+        for c in json.dumps(term_safe(training.base_model, single_line=True))
+    )
+    lines = [
+        "---",
+        "library_name: peft",
+        f"base_model: {base_literal}",
+        "tags: [lora, tunegate]",
+        "---",
+        "",
+        "# LoRA adapter trained by tunegate",
+        "",
+        f"- Base model: {md_code(training.base_model)}",
+        f"- Method: {md_escape(training.method)}",
+        f"- Training data SHA-256: {md_code(prov.data_sha256)}",
+        "- Trained on the train and dev splits only; the eval split was held out.",
+        f"- Gate: verdict {md_code(prov.gate_verdict)}"
+        + (" — **training was forced against the verdict (--force)**" if prov.forced else ""),
+        "",
+        "## Metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {key} | {_cell(getattr(training.metrics, key))} |" for key in CARD_METRICS]
+    lines += ["", "## Configuration", "", "| option | value |", "|---|---|"]
+    lines += [f"| {md_escape(key)} | {_cell(value)} |" for key, value in training.config.items()]
+    if verification is not None:
+        lines += ["", verification_markdown(verification)]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM",
+        f"base = AutoModelForCausalLM.from_pretrained({base_literal})",
+        'model = PeftModel.from_pretrained(base, "<this folder>")',
+        "```",
+        "",
+        "vLLM: `vllm serve <base model> --enable-lora --lora-modules tuned=<this folder>`.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -77,6 +77,12 @@ def p_value(p: Any) -> str:
     return "<0.001" if x < 0.001 else f"{x:.3f}"
 
 
+def fixed(v: Any, digits: int = 0) -> str:
+    """A number with `digits` decimals and thousands separators: 1,234.5."""
+    x = _number(v)
+    return DASH if x is None else f"{x:,.{digits}f}"
+
+
 def count(v: Any) -> str:
     """A count with thousands separators, rounded to a whole number."""
     x = _number(v)

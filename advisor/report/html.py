@@ -17,9 +17,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from advisor.decide.verdict import confidence_sentence
-from advisor.measure.evaluate import baseline_sentence, plateau_sentence
+from advisor.report import fmt as numbers
 from advisor.report import plots
+from advisor.report.document import (
+    Comparison,
+    Decision,
+    Estimate,
+    Evidence,
+    Interval,
+    Latency,
+    Report,
+    RuleSource,
+    TokenStats,
+)
+from advisor.report.prose import baseline_sentence, confidence_sentence, plateau_sentence
 
 VERDICT_TEXT = {
     "prompt": "Prompt the model: a zero-shot or system prompt is enough",
@@ -28,15 +39,6 @@ VERDICT_TEXT = {
     "collect_data": "Collect more or cleaner data first",
     "inconclusive": "Inconclusive: measure more before deciding",
 }
-METRIC_NAMES = {
-    "accuracy": "accuracy",
-    "macro_f1": "macro-F1",
-    "exact_match": "exact match",
-    "normalized_exact_match": "normalised exact match",
-    "token_f1": "token F1",
-    "chrf": "chrF",
-}
-
 CSS = """
 :root { --ink:#1d1d1f; --muted:#5b5b66; --line:#dcdce3; --bg:#ffffff; --soft:#f5f6f8;
   --ok:#0b7a4b; --warn:#9a6200; --bad:#b42318; --ft:#6b3fa0; }
@@ -159,37 +161,30 @@ def fmt(value: Any, digits: int = 4, none: str = "not measured") -> str:
 
 
 def _score(v: Any) -> str:
-    return f"{v:.3f}" if isinstance(v, int | float) and not isinstance(v, bool) else "–"
+    return numbers.score(v)
 
 
-def _est(e: Mapping[str, Any] | None) -> str:
-    if not e or not isinstance(e.get("value"), int | float):
+def _est(e: Estimate | Interval | None) -> str:
+    if e is None or e.value is None:
         return '<span class="na">–</span>'
     return (
-        f"<span class='est'>{_score(e['value'])} "
-        f"<span class='muted'>[{_score(e.get('low'))}, {_score(e.get('high'))}]</span></span>"
+        f"<span class='est'>{_score(e.value)} "
+        f"<span class='muted'>[{_score(e.low)}, {_score(e.high)}]</span></span>"
     )
 
 
 def _money(v: Any, currency: str) -> str:
-    if not isinstance(v, int | float) or isinstance(v, bool):
-        return '<span class="na">–</span>'
-    a = abs(v)
-    # cents for sums, two significant digits for fractions of a cent per request
-    digits = 2 if a >= 1 or a == 0 else max(2, 1 - math.floor(math.log10(a)))
-    return esc(f"{v:,.{digits}f} {currency}".strip())
+    text = numbers.money(v, currency)
+    return '<span class="na">–</span>' if text == numbers.DASH else esc(text)
 
 
 def _n(v: Any, digits: int = 0) -> str:
-    if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
-        return '<span class="na">–</span>'
-    return esc(f"{v:,.{digits}f}")
+    text = numbers.fixed(v, digits)
+    return '<span class="na">–</span>' if text == numbers.DASH else esc(text)
 
 
 def _p(v: Any) -> str:
-    if not isinstance(v, int | float) or isinstance(v, bool):
-        return "–"
-    return "&lt;0.001" if v < 0.001 else f"{v:.3f}"
+    return esc(numbers.p_value(v))
 
 
 def safe_href(url: Any) -> str | None:
@@ -247,14 +242,13 @@ def _figure(fig: plots.Figure | None, caption: str = "") -> str:
 # ---------------------------------------------------------------- sections
 
 
-def _banner(doc: Mapping[str, Any]) -> str:
-    d = doc["decision"]
-    verdict = str(d.get("verdict"))
-    conf = d.get("confidence")
-    pct = max(0.0, min(1.0, float(conf))) * 100 if isinstance(conf, int | float) else 0.0
-    deciding = d.get("deciding_rules") or []
-    change = d.get("what_would_change") or []
-    items = "".join(f"<li>{esc(c)}</li>" for c in change) or "<li>Nothing short of different signals.</li>"
+def _banner(d: Decision) -> str:
+    verdict = str(d.verdict)
+    conf = d.confidence
+    pct = max(0.0, min(1.0, float(conf))) * 100 if conf is not None else 0.0
+    items = "".join(f"<li>{esc(c)}</li>" for c in d.what_would_change)
+    items = items or "<li>Nothing short of different signals.</li>"
+    deciding = d.deciding_rules
     return (
         f'<section class="banner v-{esc(verdict)}" id="verdict">'
         '<div class="label">Verdict</div>'
@@ -262,21 +256,21 @@ def _banner(doc: Mapping[str, Any]) -> str:
         f'<div class="headline">{esc(VERDICT_TEXT.get(verdict, verdict))}</div>'
         f"<div>Confidence <strong>{fmt(conf, 2)}</strong>"
         f'<span class="meter" aria-hidden="true"><span style="width:{pct:.0f}%"></span></span>'
-        f"{esc(confidence_sentence(d))}; decided by {esc(d.get('decided_by', '?'))}"
+        f"{esc(confidence_sentence(d))}; decided by {esc(d.decided_by)}"
         + (f" ({', '.join(f'<code>{esc(r)}</code>' for r in deciding)})" if deciding else "")
         + "</div>"
-        f"<p>{esc(d.get('summary', ''))}</p>"
+        f"<p>{esc(d.summary)}</p>"
         f'<div><strong>What would change the verdict</strong></div><ul class="change">{items}</ul>'
         "</section>"
     )
 
 
-def _signals(doc: Mapping[str, Any]) -> str:
-    signals = doc.get("signals") or {}
+def _signals(report: Report) -> str:
+    signals = report.signals
     used: dict[str, list[str]] = {}
-    for r in doc["decision"].get("fired") or []:
-        for name in (r.get("evidence") or {}).get("signals") or {}:
-            used.setdefault(name, []).append(str(r.get("id")))
+    for r in report.decision.fired:
+        for name in r.evidence.signals:
+            used.setdefault(name, []).append(r.id)
     rows = []
     for name, value in signals.items():
         if value is None:
@@ -300,104 +294,92 @@ def _signals(doc: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
-def _data(doc: Mapping[str, Any]) -> str:
-    ds = doc.get("dataset") or {}
+def _tokens(t: TokenStats) -> str:
+    return f"mean {_n(t.mean, 1)}, p50 {_n(t.p50)}, p95 {_n(t.p95)}, max {_n(t.max)}"
+
+
+def _data(report: Report) -> str:
+    ds, audit, split = report.dataset, report.audit, report.split
     out = ['<h2 id="data">Data</h2>']
     out.append(
         _kv(
             [
-                ("file", f"<code>{esc(ds.get('path', ''))}</code>"),
-                ("format", fmt(ds.get("format"))),
-                ("records / examples", f"{fmt(ds.get('n_records'))} / {fmt(ds.get('n_examples'))}"),
-                ("task", fmt(ds.get("task_kind"))),
-                ("labels", ", ".join(f"<code>{esc(x)}</code>" for x in ds.get("labels") or []) or "–"),
+                ("file", f"<code>{esc(ds.path)}</code>"),
+                ("format", fmt(ds.format)),
+                ("records / examples", f"{fmt(ds.n_records)} / {fmt(ds.n_examples)}"),
+                ("task", fmt(ds.task_kind)),
+                ("labels", ", ".join(f"<code>{esc(x)}</code>" for x in ds.labels or []) or "–"),
             ]
         )
     )
-    audit = doc.get("audit")
-    if audit:
-        counts = audit.get("label_counts") or {}
-        total = sum(v for v in counts.values() if isinstance(v, int)) or 1
-        if counts:
-            out.append("<h3>Label balance</h3>")
-            out.append(
-                _table(
-                    ["label", "examples", "share"],
-                    ([f"<code>{esc(k)}</code>", _n(v), f"{v / total:.1%}"] for k, v in counts.items()),
-                    numeric=(1, 2),
-                    cls="data labels",
-                )
-            )
-        it, tt = audit.get("input_tokens") or {}, audit.get("target_tokens") or {}
-        out.append("<h3>Audit</h3>")
+    counts = audit.label_counts
+    total = sum(counts.values()) or 1
+    if counts:
+        out.append("<h3>Label balance</h3>")
         out.append(
-            _kv(
-                [
-                    ("imbalance ratio", fmt(audit.get("imbalance_ratio"))),
-                    ("minority share", fmt(audit.get("minority_share"))),
-                    (
-                        "duplicates",
-                        f"{fmt(audit.get('exact_duplicates'))} exact, "
-                        f"{fmt(audit.get('normalised_duplicates'))} "
-                        f"after normalising (share {fmt(audit.get('duplicate_share'))})",
-                    ),
-                    (
-                        "conflicting targets",
-                        f"{fmt(audit.get('conflict_groups'))} groups, {fmt(audit.get('conflict_examples'))} "
-                        f"examples (share {fmt(audit.get('conflict_share'))})",
-                    ),
-                    ("empty targets", fmt(audit.get("empty_targets"))),
-                    (
-                        f"input tokens ({esc(audit.get('token_method', ''))})",
-                        f"mean {_n(it.get('mean'), 1)}, p50 {_n(it.get('p50'))}, p95 {_n(it.get('p95'))}, "
-                        f"max {_n(it.get('max'))}",
-                    ),
-                    (
-                        "target tokens",
-                        f"mean {_n(tt.get('mean'), 1)}, p50 {_n(tt.get('p50'))}, p95 {_n(tt.get('p95'))}, "
-                        f"max {_n(tt.get('max'))}",
-                    ),
-                ]
+            _table(
+                ["label", "examples", "share"],
+                ([f"<code>{esc(k)}</code>", _n(v), numbers.share(v / total)] for k, v in counts.items()),
+                numeric=(1, 2),
+                cls="data labels",
             )
         )
-    split = doc.get("split")
-    if split:
+    out.append("<h3>Audit</h3>")
+    out.append(
+        _kv(
+            [
+                ("imbalance ratio", fmt(audit.imbalance_ratio)),
+                ("minority share", fmt(audit.minority_share)),
+                (
+                    "duplicates",
+                    f"{fmt(audit.exact_duplicates)} exact, {fmt(audit.normalised_duplicates)} "
+                    f"after normalising (share {fmt(audit.duplicate_share)})",
+                ),
+                (
+                    "conflicting targets",
+                    f"{fmt(audit.conflict_groups)} groups, {fmt(audit.conflict_examples)} "
+                    f"examples (share {fmt(audit.conflict_share)})",
+                ),
+                ("empty targets", fmt(audit.empty_targets)),
+                (f"input tokens ({esc(audit.token_method)})", _tokens(audit.input_tokens)),
+                ("target tokens", _tokens(audit.target_tokens)),
+            ]
+        )
+    )
+    if split is not None:
         out.append("<h3>Split</h3>")
         out.append(
             _kv(
                 [
                     (
                         "train / dev / eval",
-                        f"{fmt(split.get('n_train'))} / "
-                        f"{fmt(split.get('n_dev'))} / {fmt(split.get('n_eval'))}",
+                        f"{fmt(split.n_train)} / {fmt(split.n_dev)} / {fmt(split.n_eval)}",
                     ),
-                    ("seed", fmt(split.get("seed"))),
-                    ("eval items also in train (leakage)", fmt(split.get("leakage_count"))),
-                    ("line numbers", f"<code>{esc(split.get('file', 'split.json'))}</code>"),
+                    ("seed", fmt(split.seed)),
+                    ("eval items also in train (leakage)", fmt(split.leakage_count)),
+                    ("line numbers", f"<code>{esc(split.file or 'split.json')}</code>"),
                 ]
             )
         )
     return "".join(out)
 
 
-def _unmeasured_reason(doc: Mapping[str, Any], what: str) -> str:
-    backend = ((doc.get("provenance") or {}).get("config") or {}).get("backend")
-    if backend == "none":
+def _unmeasured_reason(report: Report, what: str) -> str:
+    if report.provenance.config.get("backend") == "none":
         return f"{what}: no model was run in this run (backend none)."
     return f"{what}: not part of this run's document."
 
 
-def _prompting(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
-    s = doc.get("prompting")
+def _prompting(report: Report, figs: Mapping[str, plots.Figure]) -> str:
+    s = report.prompting
     out = ['<h2 id="prompting">Prompting baselines</h2>']
-    if not s:
-        out.append(_not_measured(_unmeasured_reason(doc, "no arm was scored")))
+    if s is None:
+        out.append(_not_measured(_unmeasured_reason(report, "no arm was scored")))
         return "".join(out)
-    metric = str(s.get("target_metric"))
-    mname = METRIC_NAMES.get(metric, metric)
+    mname = numbers.metric_name(s.target_metric)
     out.append(
-        f"<p>Model <code>{esc(s.get('model_id', ''))}</code> ({esc(s.get('backend', ''))} backend), "
-        f"{fmt(s.get('n_eval'))} eval items. Target: {esc(mname)} ≥ {_score(s.get('quality_target'))}. "
+        f"<p>Model <code>{esc(s.model_id)}</code> ({esc(s.backend)} backend), "
+        f"{fmt(s.n_eval)} eval items. Target: {esc(mname)} ≥ {_score(s.quality_target)}. "
         "Intervals are 95% percentile-bootstrap; differences are paired over the same items.</p>"
     )
     out.append(
@@ -406,52 +388,47 @@ def _prompting(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
             "Score per arm, cheapest first (zero-shot → system "
             "prompt → k-shot), with 95% intervals; the dashed "
             "line is the quality target."
-            + (" The fine-tuned model, when trained, is the last point." if doc.get("verification") else ""),
+            + (" The fine-tuned model, when trained, is the last point." if report.verification else ""),
         )
     )
-    if s.get("metric_reason"):
-        out.append(f"<p>Metric: {esc(_sentence(s['metric_reason']))}</p>")
-    base = s.get("baselines")
-    if base:
+    if s.metric_reason:
+        out.append(f"<p>Metric: {esc(_sentence(s.metric_reason))}</p>")
+    base = s.baselines
+    if base is not None:
         out.append(f"<p>{esc(str(baseline_sentence(s)).replace('`', ''))}</p>")
-    arms = plots.ordered_arms(s.get("arms") or [])
-    metrics = list((arms[0].get("scores") or {}) if arms else [metric])
-    vs_prev: dict[str, Mapping[str, Any]] = {}
-    for c in s.get("comparisons") or []:
-        vs_prev.setdefault(str(c.get("arm")), c)
+    arms = plots.ordered_arms(s.arms)
+    metrics = list(arms[0].scores)
+    vs_prev: dict[str, Comparison] = {}
+    for comparison in s.comparisons:
+        vs_prev.setdefault(comparison.arm, comparison)
     rows = []
-    if base:
-        maj = base.get("majority") or {}
+    if base is not None:
+        maj = base.majority
         rows.append(
-            [f"majority baseline <code>{esc(base.get('majority_label'))}</code>", "–"]
-            + [_score(maj.get(m)) for m in metrics]
-            + ["–", f"{_pct(base.get('majority_share'))} {esc(base.get('majority_label'))}", "–", "baseline"]
+            [f"majority baseline <code>{esc(base.majority_label)}</code>", "–"]
+            + [_score(getattr(maj, m, None)) for m in metrics]
+            + ["–", f"{_pct(base.majority_share)} {esc(base.majority_label)}", "–", "baseline"]
         )
     for a in arms:
-        c = vs_prev.get(str(a.get("name")))
+        c = vs_prev.get(a.name)
         delta = (
-            f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] vs <code>{esc(c['baseline'])}</code>, "
-            f"p {_p(c.get('p_value'))}; {fmt(c.get('improved'))} fixed, {fmt(c.get('regressed'))} broken"
+            f"{numbers.difference(c.diff, c.low, c.high)} vs <code>{esc(c.baseline)}</code>, "
+            f"p {_p(c.p_value)}; {fmt(c.improved)} fixed, {fmt(c.regressed)} broken"
             if c
             else "–"
         )
-        row = [f"<code>{esc(a.get('name'))}</code>", _n(a.get("mean_prompt_tokens"))]
-        row += [_est((a.get("scores") or {}).get(m)) for m in metrics] + [delta]
-        if base:
-            d = a.get("degeneracy") or {}
-            status = (
-                f'<span class="tag">degenerate</span> {esc(d.get("reason"))}' if d.get("degenerate") else "ok"
-            )
-            row += [
-                f"{_pct(d.get('top_share'))} {esc(d.get('top_label'))}",
-                esc(a.get("variant", "raw")),
-                status,
-            ]
+        row = [f"<code>{esc(a.name)}</code>", _n(a.mean_prompt_tokens)]
+        row += [_est(a.scores.get(m)) for m in metrics] + [delta]
+        if base is not None:
+            d = a.degeneracy
+            status = f'<span class="tag">degenerate</span> {esc(d.reason)}' if d and d.degenerate else "ok"
+            top = f"{_pct(d.top_share)} {esc(d.top_label)}" if d else f"{_pct(None)} {esc(None)}"
+            row += [top, esc(a.variant), status]
         rows.append(row)
-    heads = ["arm", "prompt tokens", *[esc(METRIC_NAMES.get(m, m)) for m in metrics], "Δ vs cheaper arm"]
-    heads += ["top label", "variant", "status"] if base else []
+    heads = ["arm", "prompt tokens", *[esc(numbers.metric_name(m)) for m in metrics], "Δ vs cheaper arm"]
+    heads += ["top label", "variant", "status"] if base is not None else []
     out.append(_table(heads, rows, numeric=(1,)))
-    tried = [(a.get("name"), t) for a in arms for t in a.get("tried") or []]
+    tried = [(a.name, t) for a in arms for t in a.tried]
     if tried:
         out.append(
             "<p>Variants tried on the dev split; the best dev score per arm was then scored on eval:</p>"
@@ -462,31 +439,30 @@ def _prompting(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
                 [
                     [
                         f"<code>{esc(n)}</code>",
-                        esc(t.get("variant")),
-                        esc(t.get("selection") or "–"),
-                        _score(t.get("dev_score")),
-                        fmt(t.get("n_dev")),
+                        esc(t.variant),
+                        esc(t.selection or "–"),
+                        _score(t.dev_score),
+                        fmt(t.n_dev),
                     ]
                     for n, t in tried
                 ],
                 numeric=(3, 4),
             )
         )
-    pl = s.get("plateau") or {}
-    if pl:
-        out.append(f"<p><strong>{esc(plateau_sentence(s).replace('`', ''))}</strong></p>")
-        if pl.get("items_needed") is not None:
-            out.append(
-                f"<p>Detecting a gain of {_score(s.get('min_gain'))} "
-                f"with 80% power at α={esc(s.get('alpha'))} "
-                f"would need about {fmt(pl.get('items_needed'))} eval "
-                f"items (this run has {fmt(s.get('n_eval'))}).</p>"
-            )
+    pl = s.plateau
+    out.append(f"<p><strong>{esc(plateau_sentence(s).replace('`', ''))}</strong></p>")
+    if pl.items_needed is not None:
+        out.append(
+            f"<p>Detecting a gain of {_score(s.min_gain)} "
+            f"with 80% power at α={esc(s.alpha)} "
+            f"would need about {fmt(pl.items_needed)} eval "
+            f"items (this run has {fmt(s.n_eval)}).</p>"
+        )
     return "".join(out)
 
 
-def _pct(x: Any) -> str:
-    return f"{x:.0%}" if isinstance(x, int | float) else "–"
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0%}"
 
 
 def _sentence(text: Any) -> str:
@@ -494,27 +470,26 @@ def _sentence(text: Any) -> str:
     return (t[:1].upper() + t[1:] + ("" if t.endswith(".") else ".")) if t else ""
 
 
-def _evidence(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
-    s = doc.get("evidence")
+def _evidence(report: Report, figs: Mapping[str, plots.Figure]) -> str:
+    s = report.evidence
     out = ['<h2 id="evidence">Evidence beyond accuracy: data, cost, latency</h2>']
-    if not s:
-        out.append(_not_measured(_unmeasured_reason(doc, "no cost, latency or learning-curve evidence")))
+    if s is None:
+        out.append(_not_measured(_unmeasured_reason(report, "no cost, latency or learning-curve evidence")))
         return "".join(out)
-    cost = s.get("cost") or {}
-    cur = str(cost.get("currency") or "")
-    volume, budget = s.get("volume_per_day"), s.get("latency_budget_ms")
+    cost = s.cost
+    cur = cost.currency if cost else ""
+    volume, budget = s.volume_per_day, s.latency_budget_ms
     out.append(
         _kv(
             [
                 ("volume", f"{_n(volume)} requests/day" if volume is not None else "not declared"),
                 ("latency budget", f"{_n(budget)} ms (p95)" if budget is not None else "none declared"),
-                ("horizon", f"{_n(s.get('horizon_days'))} days"),
+                ("horizon", f"{_n(s.horizon_days)} days"),
                 (
                     "prices",
                     (
-                        f"{esc(cost.get('serving'))} serving, from "
-                        f"<code>{esc(cost.get('source') or 'flags')}</code>"
-                        + (f", dated {esc(cost['price_date'])}" if cost.get("price_date") else "")
+                        f"{esc(cost.serving)} serving, from <code>{esc(cost.source or 'flags')}</code>"
+                        + (f", dated {esc(cost.price_date)}" if cost.price_date else "")
                     )
                     if cost
                     else '<span class="na">not given</span>',
@@ -522,41 +497,26 @@ def _evidence(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
             ]
         )
     )
-    arms = s.get("arms") or []
-    if arms:
+    if s.arms:
         rows = []
-        for a in plots.ordered_arms(arms):
-            best = ' <span class="tag">best</span>' if a.get("name") == s.get("best_arm") else ""
+        for a in plots.ordered_arms(s.arms):
+            best = ' <span class="tag">best</span>' if a.name == s.best_arm else ""
             rows.append(
                 [
-                    f"<code>{esc(a.get('name'))}</code>{best}",
-                    _score(a.get("score")),
-                    _n(a.get("prompt_tokens"), 1),
-                    _n(a.get("completion_tokens"), 1),
-                    _n(a.get("p50_ms")),
-                    _n(a.get("p95_ms")),
-                    _money(a.get("cost_per_request"), cur),
-                    _money(a.get("monthly_cost"), cur),
+                    f"<code>{esc(a.name)}</code>{best}",
+                    _score(a.score),
+                    _n(a.prompt_tokens, 1),
+                    _n(a.completion_tokens, 1),
+                    _n(a.p50_ms),
+                    _n(a.p95_ms),
+                    _money(a.cost_per_request, cur),
+                    _money(a.monthly_cost, cur),
                 ]
             )
-        out.append(
-            _table(
-                [
-                    "arm",
-                    "score",
-                    "prompt tokens",
-                    "output tokens",
-                    "p50 ms",
-                    "p95 ms",
-                    "cost/request",
-                    "cost/month",
-                ],
-                rows,
-                numeric=(1, 2, 3, 4, 5, 6, 7),
-            )
-        )
+        heads = ["arm", "score", "prompt tokens", "output tokens", "p50 ms", "p95 ms", "cost/request"]
+        out.append(_table([*heads, "cost/month"], rows, numeric=(1, 2, 3, 4, 5, 6, 7)))
     out.append("<h3>Learning curve</h3>")
-    curve = s.get("learning_curve")
+    curve = s.learning_curve
     if curve:
         out.append(
             _figure(
@@ -568,33 +528,31 @@ def _evidence(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
                 "optimistic.",
             )
         )
-        need = curve.get("examples_needed") or {}
-        pts = curve.get("points") or []
-        n_max = pts[-1]["n"] if pts else None
-        lo, hi = (list(curve.get("b_interval") or []) + [None, None])[:2]
+        need = curve.examples_needed
+        n_max = curve.points[-1].n if curve.points else None
+        lo, hi = curve.b_interval
         facts = [
             (
                 "fit",
-                f"error ≈ {_n(curve.get('a'), 3)}·n<sup>−{_n(curve.get('b'), 3)}</sup> "
+                f"error ≈ {_n(curve.a, 3)}·n<sup>−{_n(curve.b, 3)}</sup> "
                 f"(exponent 95% CI {_n(lo, 3)}–{_n(hi, 3)})",
             )
         ]
-        for key, factor in (("score_at_2x", 2), ("score_at_4x", 4)):
-            iv = curve.get(key) or {}
-            at = f" ({_n(factor * n_max)} examples)" if isinstance(n_max, int | float) else ""
+        for iv, factor in ((curve.score_at_2x, 2), (curve.score_at_4x, 4)):
+            at = f" ({_n(factor * n_max)} examples)" if n_max is not None else ""
             facts.append((f"predicted at {factor}× the data", f"{_est(iv)}{at}"))
-        if curve.get("target") is None:
+        if curve.target is None:
             facts.append(("examples needed", "no quality target given"))
-        elif need.get("value") is None:
+        elif need.value is None:
             facts.append(
-                ("examples needed", f"target {_score(curve['target'])} not reached within 100× the data")
+                ("examples needed", f"target {_score(curve.target)} not reached within 100× the data")
             )
         else:
-            high = "unbounded" if need.get("high") is None else _n(need["high"])
+            high = "unbounded" if need.high is None else _n(need.high)
             facts.append(
                 (
-                    f"examples needed for {_score(curve['target'])}",
-                    f"{_n(need['value'])} (95% CI {_n(need.get('low'))}–{high})",
+                    f"examples needed for {_score(curve.target)}",
+                    f"{_n(need.value)} (95% CI {_n(need.low)}–{high})",
                 )
             )
         out.append(_kv(facts))
@@ -613,24 +571,23 @@ def _evidence(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
         out.append(
             _kv(
                 [
-                    ("one-time fine-tuning cost", _money(cost.get("finetune_cost"), cur)),
+                    ("one-time fine-tuning cost", _money(cost.finetune_cost, cur)),
                     (
                         "fine-tuned model",
-                        f"{_money(cost.get('finetuned_cost_per_request'), cur)} per request, "
-                        f"{_money(cost.get('finetuned_monthly_cost'), cur)} per month",
+                        f"{_money(cost.finetuned_cost_per_request, cur)} per request, "
+                        f"{_money(cost.finetuned_monthly_cost, cur)} per month",
                     ),
-                    ("saving", f"{_money(cost.get('monthly_saving'), cur)} per month"),
+                    ("saving", f"{_money(cost.monthly_saving, cur)} per month"),
                     (
                         "break-even",
-                        f"{_n(cost.get('break_even_requests'))} requests, "
-                        f"{_n(cost.get('break_even_days'), 1)} days"
-                        if cost.get("break_even_days") is not None
-                        else f"none ({esc(cost.get('reason') or 'not computed')})",
+                        f"{_n(cost.break_even_requests)} requests, {_n(cost.break_even_days, 1)} days"
+                        if cost.break_even_days is not None
+                        else f"none ({esc(cost.reason or 'not computed')})",
                     ),
                 ]
             )
         )
-        if cost.get("throughput_source") == "measured single-request":
+        if cost.throughput_source == "measured single-request":
             out.append(
                 "<p class='muted'>Self-hosted throughput taken "
                 "from single-request timings: an upper bound.</p>"
@@ -647,83 +604,78 @@ def _evidence(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
                 "zero-shot-length prompt.",
             )
         )
-    model = s.get("latency_model")
+    model = s.latency_model
     if model:
-        r2 = f", R² {model['r2']:.2f}" if isinstance(model.get("r2"), int | float) else ""
+        r2 = f", R² {model.r2:.2f}" if model.r2 is not None else ""
         out.append(
-            f"<p>Latency model (n={fmt(model.get('n'))}{r2}): {_n((model.get('a') or 0) * 1000, 1)} ms + "
-            f"{_n((model.get('b') or 0) * 1000, 3)} ms per prompt token + "
-            f"{_n((model.get('c') or 0) * 1000, 2)} ms per output token.</p>"
+            f"<p>Latency model (n={fmt(model.n)}{r2}): {_n(model.a * 1000, 1)} ms + "
+            f"{_n(model.b * 1000, 3)} ms per prompt token + "
+            f"{_n(model.c * 1000, 2)} ms per output token.</p>"
         )
     elif figs.get("latency") is None:
         out.append(_not_measured(_evidence_reason(s, "latency")))
-    dm = s.get("domain_measure")
-    if dm or s.get("domain"):
+    dm = s.domain_measure
+    if dm or s.domain:
         out.append("<h3>Domain language</h3>")
         facts = []
         if dm:
             facts += [
                 (
-                    f"perplexity per word ({esc(dm.get('source'))})",
-                    f"task {_n(dm.get('task_word_ppl'), 1)}, reference "
-                    f"{_n(dm.get('reference_word_ppl'), 1)}, "
-                    f"ratio {_n(dm.get('ratio'), 2)}",
+                    f"perplexity per word ({esc(dm.source)})",
+                    f"task {_n(dm.task_word_ppl, 1)}, reference {_n(dm.reference_word_ppl, 1)}, "
+                    f"ratio {_n(dm.ratio, 2)}",
                 ),
                 (
                     "tokens per word",
-                    f"task {_n(dm.get('tokens_per_word'), 2)}, reference "
-                    f"{_n(dm.get('reference_tokens_per_word'), 2)}",
+                    f"task {_n(dm.tokens_per_word, 2)}, reference {_n(dm.reference_tokens_per_word, 2)}",
                 ),
             ]
-        if s.get("domain"):
-            facts.append(("declared domain", esc(s["domain"])))
+        if s.domain:
+            facts.append(("declared domain", esc(s.domain)))
         out.append(_kv(facts))
-    missing = s.get("not_measured") or []
-    if missing:
+    if s.not_measured:
         out.append("<h3>Not measured</h3><ul>")
-        out += [f"<li><strong>{esc(m.get('what'))}</strong>: {esc(m.get('why'))}</li>" for m in missing]
+        out += [f"<li><strong>{esc(m.what)}</strong>: {esc(m.why)}</li>" for m in s.not_measured]
         out.append("</ul>")
     return "".join(out)
 
 
-def _evidence_reason(section: Mapping[str, Any], what: str) -> str:
-    for m in section.get("not_measured") or []:
-        if what.split()[0] in str(m.get("what", "")).lower():
-            return f"{what}: {m.get('why')}"
+def _evidence_reason(section: Evidence, what: str) -> str:
+    for m in section.not_measured:
+        if what.split()[0] in m.what.lower():
+            return f"{what}: {m.why}"
     return f"{what}: not in this run's evidence."
 
 
-def _training(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
-    t = doc.get("training")
+def _training(report: Report, figs: Mapping[str, plots.Figure]) -> str:
+    t = report.training
     out = ['<h2 id="training">Training</h2>']
-    if not t:
+    if t is None:
         out.append(_not_measured("no adapter was trained in this run."))
         return "".join(out)
-    m = t.get("metrics") or {}
-    prov = t.get("provenance") or {}
+    m, prov = t.metrics, t.provenance
     out.append(
         _kv(
             [
-                ("method", esc(t.get("method"))),
-                ("base model", f"<code>{esc(t.get('base_model'))}</code>"),
-                ("adapter", f"<code>{esc(t.get('adapter_dir'))}</code>"),
+                ("method", esc(t.method)),
+                ("base model", f"<code>{esc(t.base_model)}</code>"),
+                ("adapter", f"<code>{esc(t.adapter_dir)}</code>"),
                 (
                     "gate",
-                    f"verdict {fmt(prov.get('gate_verdict'))}"
-                    + (" — forced (--force)" if prov.get("forced") else ""),
+                    f"verdict {fmt(prov.gate_verdict)}" + (" — forced (--force)" if prov.forced else ""),
                 ),
                 (
                     "steps",
-                    f"{fmt(m.get('steps'))} of {fmt(m.get('total_steps'))} planned"
-                    + (" (stopped early)" if m.get("stopped_early") else ""),
+                    f"{fmt(m.steps)} of {fmt(m.total_steps)} planned"
+                    + (" (stopped early)" if m.stopped_early else ""),
                 ),
-                ("best dev loss", f"{fmt(m.get('best_dev_loss'))} at step {fmt(m.get('best_step'))}"),
-                ("final train loss", fmt(m.get("final_train_loss"))),
-                ("examples", f"{fmt(m.get('n_train'))} train, {fmt(m.get('n_dev'))} dev"),
+                ("best dev loss", f"{fmt(m.best_dev_loss)} at step {fmt(m.best_step)}"),
+                ("final train loss", fmt(m.final_train_loss)),
+                ("examples", f"{fmt(m.n_train)} train, {fmt(m.n_dev)} dev"),
                 (
                     "throughput",
-                    f"{_n(m.get('tokens_per_s'))} tokens/s over {fmt(m.get('world_size'))} process(es); "
-                    f"{fmt(m.get('trained_tokens'))} tokens",
+                    f"{_n(m.tokens_per_s)} tokens/s over {fmt(m.world_size)} process(es); "
+                    f"{fmt(m.trained_tokens)} tokens",
                 ),
             ]
         )
@@ -737,10 +689,9 @@ def _training(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
                 "the per-step loss curve is not in this document (see train/metrics.jsonl in the run folder)."
             )
         )
-    cfg = t.get("config") or {}
-    if cfg:
+    if t.config:
         out.append("<h3>Training configuration</h3>")
-        out.append(_config_table(cfg))
+        out.append(_config_table(t.config))
     return "".join(out)
 
 
@@ -749,22 +700,20 @@ def _config_table(cfg: Mapping[str, Any]) -> str:
     return _table(["option", "value"], rows, cls="config")
 
 
-def _verification(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> str:
-    v = doc.get("verification")
+def _latency(x: Latency | None) -> str:
+    return "–" if x is None else f"{_n(x.p50_ms)} / {_n(x.p95_ms)}"
+
+
+def _verification(report: Report, figs: Mapping[str, plots.Figure]) -> str:
+    v = report.verification
     out = ['<h2 id="verification">Before and after fine-tuning</h2>']
-    if not v:
+    if v is None:
         out.append(_not_measured("no fine-tuned model was compared with the prompting arms in this run."))
         return "".join(out)
-    metric = str(v.get("metric"))
-    base, ft = v.get("baseline") or {}, v.get("finetuned") or {}
-    d, flips = v.get("difference") or {}, v.get("flips") or {}
-
-    def lat(x: Mapping[str, Any] | None) -> str:
-        return "–" if not x else f"{_n(x.get('p50_ms'))} / {_n(x.get('p95_ms'))}"
-
+    metric = v.metric
+    base, ft, d, flips = v.baseline, v.finetuned, v.difference, v.flips
     out.append(
-        f"<p>Same {fmt(v.get('n_eval'))} eval items and scoring "
-        f"as the prompting arms; metric {esc(metric)}.</p>"
+        f"<p>Same {fmt(v.n_eval)} eval items and scoring as the prompting arms; metric {esc(metric)}.</p>"
     )
     out.append(_figure(figs.get("before_after")))
     out.append(
@@ -772,67 +721,61 @@ def _verification(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> s
             ["model", f"{esc(metric)} (95% CI)", "prompt tokens", "latency p50 / p95 ms"],
             [
                 [
-                    f"best prompting arm <code>{esc(base.get('arm'))}</code>",
-                    _est((base.get("scores") or {}).get(metric)),
-                    _n(base.get("mean_prompt_tokens")),
-                    lat(base.get("latency")),
+                    f"best prompting arm <code>{esc(base.arm)}</code>",
+                    _est(base.scores.get(metric)),
+                    _n(base.mean_prompt_tokens),
+                    _latency(base.latency),
                 ],
                 [
                     "fine-tuned (LoRA)",
-                    _est((ft.get("scores") or {}).get(metric)),
-                    _n(ft.get("mean_prompt_tokens")),
-                    lat(ft.get("latency")),
+                    _est(ft.scores.get(metric)),
+                    _n(ft.mean_prompt_tokens),
+                    _latency(ft.latency),
                 ],
             ],
             numeric=(2, 3),
         )
     )
-    if isinstance(d.get("diff"), int | float):
+    out.append(
+        f"<p>Paired difference (fine-tuned − <code>{esc(base.arm)}</code>): "
+        f"{numbers.signed(d.diff)} [{_score(d.low)}, {_score(d.high)}], p {_p(d.p_value)} "
+        f"(McNemar p {_p(d.mcnemar_p_value)}). Flips: {fmt(flips.improved)} items fixed, "
+        f"{fmt(flips.regressed)} broken.</p>"
+    )
+    if v.majority is not None:
+        m = v.majority.difference
         out.append(
-            f"<p>Paired difference (fine-tuned − <code>{esc(base.get('arm'))}</code>): "
-            f"{d['diff']:+.3f} [{_score(d.get('low'))}, {_score(d.get('high'))}], p {_p(d.get('p_value'))} "
-            f"(McNemar p {_p(d.get('mcnemar_p_value'))}). Flips: {fmt(flips.get('improved'))} items fixed, "
-            f"{fmt(flips.get('regressed'))} broken.</p>"
+            f"<p>Against always answering <code>{esc(v.majority.label)}</code> (the majority baseline): "
+            f"{numbers.signed(m.diff)} [{_score(m.low)}, {_score(m.high)}], p {_p(m.p_value)}.</p>"
         )
-    maj = v.get("majority") or {}
-    if maj.get("difference"):
-        m = maj["difference"]
-        out.append(
-            f"<p>Against always answering <code>{esc(maj.get('label'))}</code> (the majority baseline): "
-            f"{m['diff']:+.3f} [{_score(m.get('low'))}, {_score(m.get('high'))}], "
-            f"p {_p(m.get('p_value'))}.</p>"
-        )
-    deg = v.get("degeneracy") or {}
-    if deg.get("degenerate"):
-        out.append(f"<p><strong>The fine-tuned model is degenerate</strong>: {esc(deg.get('reason'))}.</p>")
-    verified = v.get("finetune_verified")
+    if v.degeneracy is not None and v.degeneracy.degenerate:
+        out.append(f"<p><strong>The fine-tuned model is degenerate</strong>: {esc(v.degeneracy.reason)}.</p>")
     out.append(
         "<p><strong>Fine-tuning verified</strong>: the paired "
         "95% intervals against the best honest prompting arm and the majority baseline lie above zero.</p>"
-        if verified
+        if v.finetune_verified
         else "<p><strong>Fine-tuning not verified</strong>: a "
         "paired 95% interval includes zero or lies below "
         "it, or the model is degenerate.</p>"
     )
-    if (v.get("provenance") or {}).get("forced"):
+    if v.provenance.forced:
         out.append("<p>Training was forced against the advisor's verdict (--force).</p>")
-    for title, key in (
-        ("Fixed by fine-tuning", "improved_examples"),
-        ("Broken by fine-tuning", "regressed_examples"),
+    for title, examples in (
+        ("Fixed by fine-tuning", flips.improved_examples),
+        ("Broken by fine-tuning", flips.regressed_examples),
     ):
-        ex = flips.get(key) or []
-        if not ex:
+        if not examples:
             continue
         out.append(f"<h3>{esc(title)} (a sample of real eval items)</h3>")
         rows = [
             [
-                _n(x.get("line")),
-                f"<div class='text'>{esc(x.get('input', ''))}</div>",
-                f"<code>{esc(x.get('target', ''))}</code>",
-                f"<code>{esc(x.get('before', ''))}</code>",
-                f"<code>{esc(x.get('after', ''))}</code>",
+                _n(x.line),
+                f"<div class='text'>{esc(x.input)}</div>",
+                f"<code>{esc(x.target)}</code>",
+                f"<code>{esc(x.before)}</code>",
+                f"<code>{esc(x.after)}</code>",
             ]
-            for x in ex
+            for x in examples
         ]
         out.append(
             _table(["line", "input", "target", "before", "after"], rows, cls="data flips", numeric=(0,))
@@ -840,159 +783,134 @@ def _verification(doc: Mapping[str, Any], figs: Mapping[str, plots.Figure]) -> s
     return "".join(out)
 
 
-def _source(s: Mapping[str, Any]) -> str:
-    title = esc(s.get("title", ""))
-    href = safe_href(s.get("url"))
+def _source(s: RuleSource) -> str:
+    title = esc(s.title)
+    href = safe_href(s.url)
     text = f'<a href="{esc(href)}" rel="noopener noreferrer">{title}</a>' if href else title
-    if s.get("url") and not href:
-        text += f" <span class='muted'>({esc(s['url'])})</span>"
-    if s.get("citation"):
-        text += f" <span class='muted'>— {esc(s['citation'])}</span>"
+    if s.url and not href:
+        text += f" <span class='muted'>({esc(s.url)})</span>"
+    if s.citation:
+        text += f" <span class='muted'>— {esc(s.citation)}</span>"
     return f"<li>{text}</li>"
 
 
-def _rules(doc: Mapping[str, Any]) -> str:
-    d = doc["decision"]
-    verdict = str(d.get("verdict"))
-    deciding = set(d.get("deciding_rules") or [])
+def _rules(d: Decision) -> str:
+    verdict = str(d.verdict)
+    deciding = set(d.deciding_rules)
     out = [f'<h2 id="rules">Rules: fired, vetoed, skipped</h2><div class="v-{esc(verdict)}">']
-    fired = d.get("fired") or []
-    out.append(f"<h3>Fired ({len(fired)})</h3>")
-    if not fired:
+    out.append(f"<h3>Fired ({len(d.fired)})</h3>")
+    if not d.fired:
         out.append("<p>No rule fired.</p>")
-    for r in fired:
-        kind = r.get("kind")
-        if kind == "veto":
-            role = f"vetoes {esc(r.get('vetoes'))}"
+    for r in d.fired:
+        if r.kind == "veto":
+            role = f"vetoes {esc(r.vetoes)}"
         else:
-            role = f"{esc(kind)} for {esc(r.get('verdict'))}, weight {fmt(r.get('weight'))}"
-        ev = r.get("evidence") or {}
-        rows = [[f"<code>{esc(k)}</code>", fmt(v)] for k, v in (ev.get("signals") or {}).items()]
-        rows += [
-            [f"threshold <code>{esc(k)}</code>", fmt(v)] for k, v in (ev.get("thresholds") or {}).items()
-        ]
-        conds = " and ".join(f"<code>{esc(c)}</code>" for c in r.get("conditions") or [])
-        cls = "card deciding" if r.get("id") in deciding else "card"
-        tag = '<span class="tag">deciding</span>' if r.get("id") in deciding else ""
+            role = f"{esc(r.kind)} for {esc(r.verdict)}, weight {fmt(r.weight)}"
+        rows = [[f"<code>{esc(k)}</code>", fmt(v)] for k, v in r.evidence.signals.items()]
+        rows += [[f"threshold <code>{esc(k)}</code>", fmt(v)] for k, v in r.evidence.thresholds.items()]
+        conds = " and ".join(f"<code>{esc(c)}</code>" for c in r.conditions)
+        cls = "card deciding" if r.id in deciding else "card"
+        tag = '<span class="tag">deciding</span>' if r.id in deciding else ""
         out.append(
-            f'<div class="{cls}"><h4><code>{esc(r.get("id"))}</code>{tag}</h4>'
+            f'<div class="{cls}"><h4><code>{esc(r.id)}</code>{tag}</h4>'
             f'<div class="role">{role}; when {conds}</div>'
-            f"<p>{esc(r.get('message', ''))}</p>"
+            f"<p>{esc(r.message)}</p>"
             + (_table(["evidence", "value"], rows) if rows else "")
-            + (f"<p class='muted'>{esc(r['note'])}</p>" if r.get("note") else "")
+            + (f"<p class='muted'>{esc(r.note)}</p>" if r.note else "")
             + "<div><strong>Sources</strong></div><ul class='sources'>"
-            + "".join(_source(s) for s in r.get("sources") or [])
+            + "".join(_source(s) for s in r.sources)
             + "</ul></div>"
         )
-    scores = d.get("scores") or {}
-    if scores:
+    if d.scores:
         out.append(
             "<p>Weighted votes: "
-            + ", ".join(f"{esc(k)} {fmt(v, 3)}" for k, v in scores.items())
-            + f" (vote margin {fmt(d.get('vote_margin'), 2)}: "
+            + ", ".join(f"{esc(k)} {fmt(v, 3)}" for k, v in d.scores.items())
+            + f" (vote margin {fmt(d.vote_margin, 2)}: "
             "the rules' own strength figure, not a probability)."
             "</p>"
         )
-    vetoed = d.get("vetoed") or []
-    if vetoed:
+    if d.vetoed:
         out.append("<h3>Ruled out</h3><ul>")
         out += [
-            f"<li><code>{esc(x.get('verdict'))}</code> by <code>{esc(x.get('rule_id'))}</code>: "
-            f"{esc(x.get('message', ''))}</li>"
-            for x in vetoed
+            f"<li><code>{esc(x.verdict)}</code> by <code>{esc(x.rule_id)}</code>: {esc(x.message)}</li>"
+            for x in d.vetoed
         ]
         out.append("</ul>")
-    skipped = d.get("skipped") or []
-    out.append(f"<h3>Skipped: signals not measured ({len(skipped)})</h3>")
-    if skipped:
+    out.append(f"<h3>Skipped: signals not measured ({len(d.skipped)})</h3>")
+    if d.skipped:
         rows = [
             [
-                f"<code>{esc(s.get('id'))}</code>",
-                "<code>"
-                + esc(f"not {s.get('verdict')}" if s.get("kind") == "veto" else s.get("verdict"))
-                + "</code>",
-                ", ".join(f"<code>{esc(m)}</code>" for m in s.get("missing") or []),
-                esc(s.get("message", "")),
+                f"<code>{esc(s.id)}</code>",
+                "<code>" + esc(f"not {s.verdict}" if s.kind == "veto" else s.verdict) + "</code>",
+                ", ".join(f"<code>{esc(m)}</code>" for m in s.missing),
+                esc(s.message),
             ]
-            for s in skipped
+            for s in d.skipped
         ]
         out.append(_table(["rule", "argues for", "missing signals", "rule says"], rows))
     else:
         out.append("<p>None: every rule could be checked.</p>")
-    if d.get("not_fired"):
+    if d.not_fired:
         out.append(
-            "<p>Checked and not fired: "
-            + ", ".join(f"<code>{esc(x)}</code>" for x in d["not_fired"])
-            + ".</p>"
+            "<p>Checked and not fired: " + ", ".join(f"<code>{esc(x)}</code>" for x in d.not_fired) + ".</p>"
         )
     out.append("</div>")
     return "".join(out)
 
 
-def _provenance(doc: Mapping[str, Any]) -> str:
-    p = doc.get("provenance") or {}
-    ds = doc.get("dataset") or {}
-    overrides = p.get("threshold_overrides") or {}
-    backend = p.get("backend") or {}
+def _provenance(report: Report) -> str:
+    p = report.provenance
+    overrides = p.threshold_overrides
+    backend = p.backend or {}
     out = ['<h2 id="provenance">Provenance</h2>']
     out.append(
         _kv(
             [
                 (
                     "tool",
-                    f"tunegate {esc(p.get('tool_version', doc.get('tool_version')))}, report schema "
-                    f"{esc(doc.get('schema_version'))}, created {esc(doc.get('created_at'))}",
+                    f"tunegate {esc(p.tool_version)}, report schema "
+                    f"{esc(report.schema_version)}, created {esc(report.created_at)}",
                 ),
-                ("data", f"<code>{esc(ds.get('path', ''))}</code>"),
-                ("data sha256", f"<code>{esc(p.get('dataset_sha256'))}</code>"),
-                ("rules", ", ".join(f"<code>{esc(f)}</code>" for f in p.get("rules_files") or [])),
-                ("rules sha256", f"<code>{esc(p.get('rules_sha256'))}</code>"),
-                (
-                    "seeds",
-                    ", ".join(f"{esc(k)}={fmt(v)}" for k, v in (p.get("seeds") or {}).items()) or "none",
-                ),
+                ("data", f"<code>{esc(report.dataset.path)}</code>"),
+                ("data sha256", f"<code>{esc(p.dataset_sha256)}</code>"),
+                ("rules", ", ".join(f"<code>{esc(f)}</code>" for f in p.rules_files)),
+                ("rules sha256", f"<code>{esc(p.rules_sha256)}</code>"),
+                ("seeds", ", ".join(f"{esc(k)}={fmt(v)}" for k, v in p.seeds.items()) or "none"),
                 (
                     "backend",
                     ", ".join(f"{esc(k)}: {fmt(v)}" for k, v in backend.items())
                     if backend
                     else "<span class='na'>none</span>",
                 ),
-                ("python / platform", f"{esc(p.get('python'))} on {esc(p.get('platform'))}"),
-                (
-                    "libraries",
-                    ", ".join(f"{esc(k)} {esc(v)}" for k, v in (p.get("libraries") or {}).items() if v)
-                    or "–",
-                ),
+                ("python / platform", f"{esc(p.python)} on {esc(p.platform)}"),
+                ("libraries", ", ".join(f"{esc(k)} {esc(v)}" for k, v in p.libraries.items() if v) or "–"),
             ]
         )
     )
-    thresholds = p.get("thresholds") or {}
-    if thresholds:
+    if p.thresholds:
         out.append("<h3>Thresholds</h3>")
         rows = [
             _Row(
                 [f"<code>{esc(k)}</code>", fmt(v), "override" if k in overrides else "rules file"],
                 "used" if k in overrides else "",
             )
-            for k, v in thresholds.items()
+            for k, v in p.thresholds.items()
         ]
         out.append(_table(["threshold", "value", "from"], rows))
-    cfg = p.get("config") or {}
-    if cfg:
+    if p.config:
         out.append("<h3>Resolved configuration</h3>")
-        out.append(_config_table(cfg))
+        out.append(_config_table(p.config))
     return "".join(out)
 
 
 # ---------------------------------------------------------------- the page
 
 
-def to_html(doc: Mapping[str, Any]) -> str:
+def to_html(report: Report) -> str:
     """The whole report as one HTML page (UTF-8 text; no external resources)."""
-    figs = {f.name: f for f in plots.figures(doc)}
-    d = doc["decision"]
-    ds = doc.get("dataset") or {}
-    title = f"tunegate: {d.get('verdict')} — {Path(str(ds.get('path', ''))).name}"
+    figs = {f.name: f for f in plots.figures(report)}
+    ds = report.dataset
+    title = f"tunegate: {report.decision.verdict} — {Path(ds.path).name}"
     nav = "".join(
         f'<a href="#{k}">{esc(t)}</a>'
         for k, t in (
@@ -1009,18 +927,18 @@ def to_html(doc: Mapping[str, Any]) -> str:
     )
     body = [
         "<h1>tunegate report</h1>",
-        f'<p class="sub"><code>{esc(ds.get("path", ""))}</code> · {fmt(ds.get("n_examples"))} examples · '
-        f"{esc(ds.get('task_kind', ''))} · created {esc(doc.get('created_at', ''))}</p>",
+        f'<p class="sub"><code>{esc(ds.path)}</code> · {fmt(ds.n_examples)} examples · '
+        f"{esc(ds.task_kind)} · created {esc(report.created_at)}</p>",
         f"<nav>{nav}</nav>",
-        _banner(doc),
-        _signals(doc),
-        _data(doc),
-        _prompting(doc, figs),
-        _evidence(doc, figs),
-        _training(doc, figs),
-        _verification(doc, figs),
-        _rules(doc),
-        _provenance(doc),
+        _banner(report.decision),
+        _signals(report),
+        _data(report),
+        _prompting(report, figs),
+        _evidence(report, figs),
+        _training(report, figs),
+        _verification(report, figs),
+        _rules(report.decision),
+        _provenance(report),
     ]
     return (
         "<!DOCTYPE html>\n"

@@ -14,8 +14,18 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
-from typing import Any
+from typing import Any, TypeVar
 
+from advisor.report.document import (
+    ArmEvidence,
+    ArmScores,
+    Evidence,
+    LearningCurve,
+    Prompting,
+    Report,
+    ScoredModel,
+    Verification,
+)
 from advisor.report.fmt import short_count as fmt_count
 from advisor.report.fmt import short_money as fmt_money
 from advisor.report.fmt import short_score as fmt_score
@@ -337,78 +347,78 @@ def _render(c: _Chart, desc: str) -> str:
 _KIND_ORDER = {"zero_shot": 0, "system": 1, "few_shot": 2}
 
 
-def arm_label(arm: Mapping[str, Any]) -> list[str]:
+Arm = TypeVar("Arm", ArmScores, ArmEvidence)
+
+
+def arm_label(arm: ArmScores | ArmEvidence) -> list[str]:
     """Tick label lines for an arm: 'zero-shot', 'system', 'k=8' (+ 'nearest'), else the name."""
-    kind = arm.get("kind")
-    if kind == "zero_shot":
+    if arm.kind == "zero_shot":
         first = ["zero-shot"]
-    elif kind == "system":
+    elif arm.kind == "system":
         first = ["system"]
-    elif kind == "few_shot":
-        first = [f"k={arm.get('k')}"] + (["nearest"] if arm.get("selection") == "nearest" else [])
+    elif arm.kind == "few_shot":
+        nearest = isinstance(arm, ArmScores) and arm.selection == "nearest"
+        first = [f"k={arm.k}"] + (["nearest"] if nearest else [])
     else:
-        name = str(arm.get("name", "?"))
-        first = [name if len(name) <= 16 else name[:15] + "…"]
+        first = [arm.name if len(arm.name) <= 16 else arm.name[:15] + "…"]
     return first
 
 
-def ordered_arms(arms: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def ordered_arms(arms: Sequence[Arm]) -> list[Arm]:
     """zero-shot → system → few-shot by k (stratified before nearest) → anything else."""
-    return sorted(
-        arms,
-        key=lambda a: (
-            _KIND_ORDER.get(str(a.get("kind")), 3),
-            a.get("k") or 0,
-            a.get("selection") == "nearest",
-            _num(a.get("mean_prompt_tokens")) or 0.0,
-        ),
-    )
+
+    def key(a: Arm) -> tuple[int, int, bool, float]:
+        if isinstance(a, ArmScores):
+            return (
+                _KIND_ORDER.get(a.kind, 3),
+                a.k,
+                a.selection == "nearest",
+                _num(a.mean_prompt_tokens) or 0.0,
+            )
+        return (_KIND_ORDER.get(a.kind, 3), a.k, False, 0.0)
+
+    return sorted(arms, key=key)
 
 
-def arm_curve_svg(
-    prompting: Mapping[str, Any] | None, finetuned: Mapping[str, Any] | None = None
-) -> str | None:
+def arm_curve_svg(prompting: Prompting | None, finetuned: ScoredModel | None = None) -> str | None:
     """Target-metric score per arm (zero-shot → system → k-shot) with 95% CIs and the target line.
 
     `finetuned`: the verification section's `finetuned` entry, drawn as a last, differently coloured point.
     """
-    if not prompting or not prompting.get("arms"):
+    if prompting is None or not prompting.arms:
         return None
-    metric = str(prompting.get("target_metric"))
+    metric = prompting.target_metric
     rows: list[tuple[list[str], float, float | None, float | None, str]] = []
-    trend: Mapping[str, Any] = (prompting.get("plateau") or {}).get("trend") or {}
+    trend = prompting.plateau.trend
     fitted: list[tuple[int, float]] = []  # (row index, fitted score) for the ladder's arms
-    for arm in ordered_arms(prompting["arms"]):
-        est = (arm.get("scores") or {}).get(metric) or {}
-        v, lo, hi = _num(est.get("value")), _num(est.get("low")), _num(est.get("high"))
-        if v is None:
+    for arm in ordered_arms(prompting.arms):
+        est = arm.scores.get(metric)
+        v = _num(est.value) if est else None
+        if est is None or v is None:
             continue
-        tokens = _num(arm.get("mean_prompt_tokens"))
+        tokens = _num(arm.mean_prompt_tokens)
         lines = arm_label(arm) + ([f"{fmt_count(tokens)} tok"] if tokens is not None else [])
-        if (arm.get("degeneracy") or {}).get("degenerate"):
+        if arm.degeneracy is not None and arm.degeneracy.degenerate:
             lines.append("degenerate")
-        if trend and arm.get("kind") in ("system", "few_shot"):
-            k = int(arm.get("k") or 0)
-            fitted.append((len(rows), trend["intercept"] + trend["slope"] * math.log2(k + 1)))
-        rows.append((lines, v, lo, hi, BLUE))
-    if finetuned:
-        est = (finetuned.get("scores") or {}).get(metric) or {}
-        v = _num(est.get("value"))
-        if v is not None:
-            tokens = _num(finetuned.get("mean_prompt_tokens"))
-            lines = ["fine-tuned"] + ([f"{fmt_count(tokens)} tok"] if tokens is not None else [])
-            rows.append((lines, v, _num(est.get("low")), _num(est.get("high")), VERMILLION))
+        if trend is not None and arm.kind in ("system", "few_shot"):
+            fitted.append((len(rows), trend.intercept + trend.slope * math.log2(arm.k + 1)))
+        rows.append((lines, v, _num(est.low), _num(est.high), BLUE))
+    ft = finetuned.scores.get(metric) if finetuned is not None else None
+    if finetuned is not None and ft is not None and _num(ft.value) is not None:
+        tokens = _num(finetuned.mean_prompt_tokens)
+        lines = ["fine-tuned"] + ([f"{fmt_count(tokens)} tok"] if tokens is not None else [])
+        rows.append((lines, ft.value, _num(ft.low), _num(ft.high), VERMILLION))
     if not rows:
         return None
-    target = _num(prompting.get("quality_target"))
-    majority = _num(((prompting.get("baselines") or {}).get("majority") or {}).get(metric))
+    target = _num(prompting.quality_target)
+    majority = _num(getattr(prompting.baselines.majority, metric, None)) if prompting.baselines else None
     values = [v for r in rows for v in (r[1], r[2], r[3]) if v is not None]
     values += [y for _, y in fitted] + [x for x in (target, majority) if x is not None]
     ylo, yhi = _pad_range(min(values), max(values), 0.12, floor=0.0, ceil=1.0)
     n = len(rows)
     legend = [("score, 95% CI", BLUE, "point")]
-    if len(fitted) > 1:
-        legend.append((f"trend over k: {trend['slope']:+.3f} per doubling of k+1", ORANGE, "line"))
+    if trend is not None and len(fitted) > 1:
+        legend.append((f"trend over k: {trend.slope:+.3f} per doubling of k+1", ORANGE, "line"))
     if majority is not None:
         legend.append((f"majority baseline {fmt_score(majority)}", GREY, "dash"))
     if finetuned and rows[-1][4] == VERMILLION:
@@ -442,35 +452,34 @@ def arm_curve_svg(
     return _render(c, desc)
 
 
-def learning_curve_svg(curve: Mapping[str, Any] | None, prompt_score: float | None = None) -> str | None:
+def learning_curve_svg(curve: LearningCurve | None, prompt_score: float | None = None) -> str | None:
     """The probe's score against train examples (log x) with CIs, the power-law fit and its extrapolation."""
-    if not curve or not curve.get("points"):
+    if curve is None or not curve.points:
         return None
     pts = [
-        (float(p["n"]), float(p["score"]), _num(p.get("ci_low")), _num(p.get("ci_high")))
-        for p in curve["points"]
-        if _num(p.get("n")) and _num(p.get("score")) is not None and p["n"] > 0
+        (float(p.n), float(p.score), _num(p.ci_low), _num(p.ci_high))
+        for p in curve.points
+        if p.n > 0 and _num(p.score) is not None
     ]
     if not pts:
         return None
-    a, b = _num(curve.get("a")), _num(curve.get("b"))
-    target = _num(curve.get("target"))
+    a, b = _num(curve.a), _num(curve.b)
+    target = _num(curve.target)
     n_min, n_max = min(p[0] for p in pts), max(p[0] for p in pts)
-    need = _num((curve.get("examples_needed") or {}).get("value"))
+    need = _num(curve.examples_needed.value)
     x_end = 4 * n_max
     if need is not None and need <= 20 * n_max:
         x_end = max(x_end, need * 1.15)
     xlo, xhi = n_min / 1.4, x_end * 1.1
     extra = []
-    for factor, key in ((2, "score_at_2x"), (4, "score_at_4x")):
-        iv = curve.get(key) or {}
-        v = _num(iv.get("value"))
+    for factor, iv in ((2, curve.score_at_2x), (4, curve.score_at_4x)):
+        v = _num(iv.value)
         if v is not None:
-            extra.append((factor * n_max, v, _num(iv.get("low")), _num(iv.get("high"))))
+            extra.append((factor * n_max, v, _num(iv.low), _num(iv.high)))
     values = [v for p in pts + extra for v in p[1:] if v is not None]
     values += [v for v in (target, prompt_score) if v is not None]
     ylo, yhi = _pad_range(min(values), max(values), 0.1, floor=0.0, ceil=1.0)
-    metric = str(curve.get("metric", "score"))
+    metric = curve.metric
     legend = [("probe score, 95% CI", BLUE, "point")]
     if a is not None and b is not None:
         legend += [("power-law fit", BLUE, "line"), ("extrapolation, 95% CI", BLUE, "hollow")]
@@ -515,25 +524,25 @@ def learning_curve_svg(curve: Mapping[str, Any] | None, prompt_score: float | No
     return _render(c, desc)
 
 
-def cost_svg(evidence: Mapping[str, Any] | None) -> str | None:
+def cost_svg(evidence: Evidence | None) -> str | None:
     """Cumulative cost against requests served: the best prompting arm against fine-tuning + serving it.
 
     The lines cross at the break-even volume; with a declared volume the x ticks also read in days and
     the horizon is marked.
     """
-    if not evidence or not evidence.get("cost"):
+    if evidence is None or evidence.cost is None:
         return None
-    cost = evidence["cost"]
-    best = next((a for a in evidence.get("arms") or [] if a.get("name") == evidence.get("best_arm")), None)
-    p = _num(best.get("cost_per_request")) if best else None
-    f = _num(cost.get("finetuned_cost_per_request"))
-    one_time = _num(cost.get("finetune_cost"))
+    cost = evidence.cost
+    best = next((a for a in evidence.arms if a.name == evidence.best_arm), None)
+    p = _num(best.cost_per_request) if best else None
+    f = _num(cost.finetuned_cost_per_request)
+    one_time = _num(cost.finetune_cost)
     if p is None or f is None or one_time is None:
         return None
-    cur = str(cost.get("currency") or "")
-    volume = _num(evidence.get("volume_per_day"))
-    horizon_days = _num(evidence.get("horizon_days"))
-    be = _num(cost.get("break_even_requests"))
+    cur = cost.currency
+    volume = _num(evidence.volume_per_day)
+    horizon_days = _num(evidence.horizon_days)
+    be = _num(cost.break_even_requests)
     horizon = volume * horizon_days if volume and horizon_days else None
     if be and (horizon is None or horizon > 6 * be):
         x_max = 2.5 * be  # the break-even is the point of the plot; the horizon is far off to the right
@@ -551,7 +560,7 @@ def cost_svg(evidence: Mapping[str, Any] | None) -> str | None:
             lines.append(f"{days:.0f} d" if days >= 10 or days == 0 else f"{days:.1f} d")
         return lines
 
-    arm = str(best.get("name")) if best else "best arm"
+    arm = best.name if best else "best arm"
     legend = [
         (f"prompting ({arm}): {fmt_money(p, cur)}/request", BLUE, "line"),
         (
@@ -604,30 +613,25 @@ def cost_svg(evidence: Mapping[str, Any] | None) -> str | None:
     return _render(c, desc)
 
 
-def latency_svg(evidence: Mapping[str, Any] | None) -> str | None:
+def latency_svg(evidence: Evidence | None) -> str | None:
     """Measured p50/p95 latency per arm against its prompt tokens, the fitted model, the budget line."""
-    if not evidence:
+    if evidence is None:
         return None
-    arms = [
-        a
-        for a in evidence.get("arms") or []
-        if _num(a.get("prompt_tokens")) is not None and _num(a.get("p95_ms")) is not None
-    ]
+    arms = [a for a in evidence.arms if _num(a.prompt_tokens) is not None and _num(a.p95_ms) is not None]
     if not arms:
         return None
-    budget = _num(evidence.get("latency_budget_ms"))
-    model = evidence.get("latency_model") or {}
-    ma, mb, mc = _num(model.get("a")), _num(model.get("b")), _num(model.get("c"))
-    outs = [_num(a.get("completion_tokens")) for a in arms]
+    budget = _num(evidence.latency_budget_ms)
+    model = evidence.latency_model
+    ma, mb, mc = (_num(model.a), _num(model.b), _num(model.c)) if model else (None, None, None)
+    outs = [_num(a.completion_tokens) for a in arms]
     out_tokens = sum(o for o in outs if o is not None) / max(1, sum(o is not None for o in outs))
-    cost = evidence.get("cost") or {}
-    ft_ms = _num(evidence.get("finetuned_latency_ms"))
-    zero = next((a for a in arms if a.get("kind") == "zero_shot"), None)
-    ft_tokens = _num(cost.get("finetuned_prompt_tokens")) or (
-        _num(zero.get("prompt_tokens")) if zero else None
+    ft_ms = _num(evidence.finetuned_latency_ms)
+    zero = next((a for a in arms if a.kind == "zero_shot"), None)
+    ft_tokens = _num(evidence.cost.finetuned_prompt_tokens if evidence.cost else None) or (
+        _num(zero.prompt_tokens) if zero else None
     )
-    x_max = max(_num(a["prompt_tokens"]) or 0 for a in arms) * 1.12 + 1
-    ys = [_num(a.get("p95_ms")) or 0 for a in arms] + [_num(a.get("p50_ms")) or 0 for a in arms]
+    x_max = max(_num(a.prompt_tokens) or 0 for a in arms) * 1.12 + 1
+    ys = [_num(a.p95_ms) or 0 for a in arms] + [_num(a.p50_ms) or 0 for a in arms]
     ys += [v for v in (budget, ft_ms) if v is not None]
 
     def model_ms(x: float) -> float:
@@ -657,10 +661,10 @@ def latency_svg(evidence: Mapping[str, Any] | None) -> str | None:
         c.hline(budget, VERMILLION, f"budget {budget:g} ms")
     if has_model:
         c.line([(0, model_ms(0)), (x_max, model_ms(x_max))], GREY, width=1.5)
-    for i, a in enumerate(sorted(arms, key=lambda a: _num(a["prompt_tokens"]) or 0)):
-        x = _num(a["prompt_tokens"]) or 0.0
-        p95 = _num(a["p95_ms"]) or 0.0
-        p50 = _num(a.get("p50_ms"))
+    for i, a in enumerate(sorted(arms, key=lambda a: _num(a.prompt_tokens) or 0)):
+        x = _num(a.prompt_tokens) or 0.0
+        p95 = _num(a.p95_ms) or 0.0
+        p50 = _num(a.p50_ms)
         if p50 is not None:
             c.parts.append(
                 f'<line x1="{_f(c.x(x))}" y1="{_f(c.y(p50))}" x2="{_f(c.x(x))}" y2="{_f(c.y(p95))}" '
@@ -675,7 +679,7 @@ def latency_svg(evidence: Mapping[str, Any] | None) -> str | None:
     if ft_ms is not None and ft_tokens is not None:
         c.point(ft_tokens, ft_ms, VERMILLION, shape="diamond")
     desc = "; ".join(
-        f"{a.get('name')}: {fmt_count(_num(a['prompt_tokens']) or 0)} tokens, p95 {_num(a['p95_ms']):.0f} ms"
+        f"{a.name}: {fmt_count(_num(a.prompt_tokens) or 0)} tokens, p95 {_num(a.p95_ms) or 0:.0f} ms"
         for a in arms
     )
     return _render(c, desc)
@@ -775,21 +779,23 @@ def training_metric_svg(
     return _render(c, ", ".join(f"{k}: last {fmt_score(v[-1][1])}" for k, v in series.items()))
 
 
-def before_after_svg(verification: Mapping[str, Any] | None) -> str | None:
+def before_after_svg(verification: Verification | None) -> str | None:
     """Best prompting arm against the fine-tuned model on the same eval items, 95% CIs, the target."""
-    if not verification:
+    if verification is None:
         return None
-    metric = str(verification.get("metric"))
+    metric = verification.metric
     rows = []
-    for key, colour, label in (("baseline", BLUE, "before"), ("finetuned", VERMILLION, "after")):
-        side = verification.get(key) or {}
-        est = (side.get("scores") or {}).get(metric) or {}
-        v = _num(est.get("value"))
-        if v is None:
+    for side, colour, label in (
+        (verification.baseline, BLUE, "before"),
+        (verification.finetuned, VERMILLION, "after"),
+    ):
+        est = side.scores.get(metric)
+        v = _num(est.value) if est else None
+        if est is None or v is None:
             return None
-        name = "fine-tuned" if key == "finetuned" else str(side.get("arm", "best prompt"))
-        rows.append((f"{label}: {name}", v, _num(est.get("low")), _num(est.get("high")), colour))
-    target = _num(verification.get("quality_target"))
+        name = "fine-tuned" if side is verification.finetuned else side.arm
+        rows.append((f"{label}: {name}", v, _num(est.low), _num(est.high), colour))
+    target = _num(verification.quality_target)
     values = [v for r in rows for v in r[1:4] if v is not None] + ([target] if target is not None else [])
     xlo, xhi = _pad_range(min(values), max(values), 0.15, floor=0.0, ceil=1.0)
     height = 190
@@ -830,31 +836,29 @@ def before_after_svg(verification: Mapping[str, Any] | None) -> str | None:
 # ---------------------------------------------------------------- all of a document's plots
 
 
-def figures(doc: Mapping[str, Any]) -> list[Figure]:
+def figures(report: Report) -> list[Figure]:
     """Every plot the document has the numbers for, in report order."""
-    prompting = doc.get("prompting")
-    evidence = doc.get("evidence")
-    training = doc.get("training")
-    verification = doc.get("verification")
+    prompting, evidence = report.prompting, report.evidence
+    training, verification = report.training, report.verification
     out: list[Figure] = []
 
     def add(name: str, section: str, title: str, svg: str | None) -> None:
         if svg is not None:
             out.append(Figure(name, section, title, svg))
 
-    best_prompt = _num(((prompting or {}).get("plateau") or {}).get("best_score"))
+    best_prompt = _num(prompting.plateau.best_score) if prompting else None
     add(
         "arms",
         "prompting",
         "Score per prompting arm with 95% intervals and the quality target",
-        arm_curve_svg(prompting, (verification or {}).get("finetuned")),
+        arm_curve_svg(prompting, verification.finetuned if verification else None),
     )
-    if evidence:
+    if evidence is not None:
         add(
             "learning_curve",
             "evidence",
             "Learning curve of the probe with its power-law extrapolation",
-            learning_curve_svg(evidence.get("learning_curve"), best_prompt),
+            learning_curve_svg(evidence.learning_curve, best_prompt),
         )
         add(
             "cost",
@@ -863,18 +867,22 @@ def figures(doc: Mapping[str, Any]) -> list[Figure]:
             cost_svg(evidence),
         )
         add("latency", "evidence", "Latency against prompt tokens, with the budget", latency_svg(evidence))
-    if training:
-        curve = training.get("curve")
-        best_step = _num((training.get("metrics") or {}).get("best_step"))
+    if training is not None:
+        best_step = _num(training.metrics.best_step)
         add(
-            "training_loss", "training", "Training and dev loss per step", training_loss_svg(curve, best_step)
+            "training_loss",
+            "training",
+            "Training and dev loss per step",
+            training_loss_svg(training.curve, best_step),
         )
         add(
             "training_metrics",
             "training",
             "Dev metrics per step",
             training_metric_svg(
-                curve, _num((prompting or {}).get("quality_target")), (prompting or {}).get("target_metric")
+                training.curve,
+                _num(prompting.quality_target) if prompting else None,
+                prompting.target_metric if prompting else None,
             ),
         )
     add(

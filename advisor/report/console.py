@@ -1,0 +1,173 @@
+"""The console summary `advise` and `tunegate report` print: the verdict panel, the measurements under it,
+the fired rules and what would change the verdict, from the typed report.
+
+Every string from the data or the user goes through `term_safe`, so no dataset text can move the cursor,
+clear the screen or forge a link in the terminal. rich is imported when a summary is printed.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from advisor.report import fmt
+from advisor.report.document import Prompting, Report
+from advisor.report.prose import baseline_sentence, confidence_sentence, plateau_sentence
+from advisor.report.textsafe import term_safe
+
+VERDICT_COLOURS = {
+    "prompt": "green",
+    "few_shot": "green",
+    "fine_tune": "magenta",
+    "collect_data": "yellow",
+    "inconclusive": "red",
+}
+
+
+def print_summary(report: Report, console: Any = None) -> None:
+    """A verdict panel, the fired rules and what would change, printed with rich to stdout."""
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    # Piped output (CI logs) gets a fixed, roomy width instead of rich's 80-column default.
+    console = console or Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120)
+    d = report.decision
+    colour = VERDICT_COLOURS.get(d.verdict, "white")
+    body = Text()
+    body.append(f"{d.verdict}", style=f"bold {colour}")
+    body.append(f"   {term_safe(confidence_sentence(d))}\n")
+    body.append(term_safe(d.summary))
+    deciding = [r for r in d.fired if r.id in d.deciding_rules]
+    for r in deciding[:1]:  # the strongest deciding rule: what backs it
+        if r.note:
+            body.append(f"\n{term_safe(r.note)}", style="dim")
+        for s in r.sources:
+            where = s.url or s.citation or ""
+            body.append(f"\nSource: {term_safe(s.title)} {term_safe(where)}", style="dim")
+    console.print(Panel(body, title="tunegate verdict", expand=False))
+    _print_measurements(report, console)
+
+    if d.fired:
+        table = Table(title="Fired rules", show_lines=False)
+        for col in ("rule", "role", "evidence"):
+            table.add_column(col)
+        for r in d.fired:
+            role = f"vetoes {r.vetoes}" if r.kind == "veto" else f"{r.kind} {r.verdict}"
+            facts = [f"{k}={fmt.value(v)}" for k, v in r.evidence.signals.items()]
+            facts += [f"{k}={fmt.value(v)}" for k, v in r.evidence.thresholds.items()]
+            table.add_row(Text(term_safe(r.id)), Text(term_safe(role)), Text(term_safe(", ".join(facts))))
+        console.print(table)
+    if d.what_would_change:
+        console.print("[bold]What would change the verdict[/bold]")
+        for c in d.what_would_change:
+            console.print(f"  • {term_safe(c)}", markup=False, highlight=False)
+    if d.skipped:
+        console.print(f"{len(d.skipped)} rules skipped (signals not measured); see report.md.", style="dim")
+
+
+def _print(console: Any, text: str) -> None:
+    """One line of plain text (no rich markup, no highlighting), control characters made visible."""
+    console.print(term_safe(text), markup=False, highlight=False)
+
+
+def _print_measurements(report: Report, console: Any) -> None:
+    """The measured evidence under the verdict: data, prompting arms, cost/latency, fine-tuning, calls."""
+    audit = report.audit
+    kinds = f", {len(audit.label_counts)} labels" if audit.label_counts else ""
+    console.print(f"Data: {audit.n_examples:,} examples ({audit.task_kind}{kinds}).")
+    if report.prompting is not None:
+        _print_prompting(report.prompting, console)
+    evidence = report.evidence
+    best = next((a for a in evidence.arms if a.name == evidence.best_arm), None) if evidence else None
+    if evidence is not None and best is not None:
+        cost = evidence.cost
+        facts = [f"best arm {best.name}: {fmt.fixed(best.prompt_tokens)} prompt tokens"]
+        if best.p95_ms is not None:
+            facts.append(f"p95 {fmt.ms(best.p95_ms)}")
+        if best.monthly_cost is not None:
+            facts.append(f"{fmt.money(best.monthly_cost, cost.currency if cost else '')}/month")
+        if cost is not None and cost.break_even_days is not None:
+            facts.append(f"fine-tuning breaks even in {cost.break_even_days:.1f} days")
+        _print(console, "Evidence: " + "; ".join(facts) + ".")
+    v = report.verification
+    if v is not None:
+        d = v.difference
+        ok = "verified" if v.finetune_verified else "NOT verified"
+        ok += (
+            " (the fine-tuned model is degenerate)"
+            if v.degeneracy is not None and v.degeneracy.degenerate
+            else ""
+        )
+        console.print(
+            f"Fine-tuning {ok}: {term_safe(v.finetuned.arm)} vs {term_safe(v.baseline.arm)}: "
+            f"{fmt.difference(d.diff, d.low, d.high)} ({v.metric}, paired); "
+            f"flips {v.flips.improved} fixed / {v.flips.regressed} broken.",
+            markup=False,
+            highlight=False,
+        )
+    cache = (report.provenance.backend or {}).get("cache")
+    if cache:
+        console.print(
+            f"Model calls: {cache.get('calls', 0)} made, {cache.get('hits', 0)} answered from the cache.",
+            style="dim",
+        )
+
+
+def _print_prompting(p: Prompting, console: Any) -> None:
+    """The arms table with the majority baseline, the metric's reason, the k-curve and the plateau."""
+    from rich.table import Table
+
+    metric = p.target_metric
+    by_arm = {c.arm: c for c in p.comparisons if c.baseline != "zero_shot" or c.arm == "system"}
+    table = Table(title=f"Prompting arms ({p.n_eval} eval items, target {metric} >= {p.quality_target:g})")
+    b = p.baselines
+    columns = ["arm", "tokens", f"{metric} [95% CI]", "Δ vs cheaper arm", "p"]
+    columns += ["macro-F1", "top label", "variant", "status"] if b is not None else []
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("arm", "status") else "right", no_wrap=True)
+    if b is not None:
+        table.add_row(
+            f"majority ({b.majority_label})",
+            fmt.DASH,
+            fmt.score(getattr(b.majority, metric, None)),
+            fmt.DASH,
+            fmt.DASH,
+            fmt.score(b.majority.macro_f1),
+            f"{b.majority_share:.0%} {b.majority_label}",
+            fmt.DASH,
+            "baseline",
+            style="dim",
+        )
+    for arm in p.arms:
+        e = arm.scores[metric]
+        c = by_arm.get(arm.name)
+        cells = [
+            term_safe(arm.name),
+            f"{arm.mean_prompt_tokens:.0f}",
+            fmt.estimate(e.value, e.low, e.high),
+            fmt.difference(c.diff, c.low, c.high) if c else fmt.DASH,
+            fmt.p_value(c.p_value) if c else fmt.DASH,
+        ]
+        d = arm.degeneracy
+        if b is not None:
+            macro = arm.scores.get("macro_f1")
+            cells += [
+                fmt.score(macro.value if macro else None),
+                term_safe(f"{d.top_share:.0%} {d.top_label}") if d else fmt.DASH,
+                arm.variant,
+                "DEGENERATE" if d and d.degenerate else "ok",
+            ]
+        table.add_row(*cells)
+    console.print(table)
+    if p.metric_reason:
+        _print(console, f"Metric: {p.metric_reason}.")
+    line = baseline_sentence(p)
+    if line:
+        _print(console, line.replace("`", ""))
+    if p.k_curve:
+        points = "  ".join(f"k={pt.k}: {pt.value:.3f}" for pt in p.k_curve)
+        console.print(f"k-curve ({metric}; k=0 is the system arm): {points}")
+    if p.plateau.reason:
+        _print(console, plateau_sentence(p).replace("`", ""))

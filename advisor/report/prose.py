@@ -1,0 +1,62 @@
+"""Sentences every renderer shares (console, Markdown, HTML): the confidence line, the majority baseline
+and the plateau, worded once from the typed report.
+
+Plain text; `code` and `text` let a renderer mark up names and free text for its medium (Markdown passes
+its escaping forms; HTML and the console take the defaults and strip the backticks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from advisor.report import fmt
+from advisor.report.document import Decision, Prompting
+
+
+def _backticks(text: object) -> str:
+    return f"`{text}`"
+
+
+def confidence_sentence(d: Decision) -> str:
+    """One line on P(verdict) from the decision."""
+    detail = d.confidence_detail
+    if detail is None:
+        return "confidence not measured (no per-item results to resample)"
+    runner = f"; runner-up {detail.runner_up} {detail.runner_up_share:.2f}" if detail.runner_up else ""
+    return (
+        f"P(verdict) {detail.probability:.2f} ({d.confidence_label}{runner}; "
+        f"{detail.n_resamples} bootstrap resamples of {detail.n_items} eval items)"
+    )
+
+
+def baseline_sentence(p: Prompting, code: Callable[[object], str] = _backticks) -> str | None:
+    """The majority baseline and the uniform-random expectation on the target metric (classification)."""
+    b = p.baselines
+    if b is None:
+        return None
+    metric = p.target_metric
+    # Classification baselines carry accuracy and macro-F1, the two target metrics of classification.
+    majority, uniform = getattr(b.majority, metric, None), getattr(b.uniform, metric, None)
+    return (
+        f"Baselines on the same eval items: always answering the majority label {code(b.majority_label)} "
+        f"({b.majority_share:.1%} of items) scores {fmt.metric_name(metric)} {fmt.score(majority)} "
+        f"(accuracy {b.majority.accuracy:.3f}, macro-F1 {b.majority.macro_f1:.3f}); "
+        f"guessing uniformly at random is expected to score {fmt.score(uniform)}."
+    )
+
+
+def plateau_sentence(
+    p: Prompting, code: Callable[[object], str] = _backticks, text: Callable[[object], str] = str
+) -> str:
+    """Why prompting did or did not plateau, in one sentence."""
+    pl = p.plateau
+    if not pl.below_target:
+        head = "Prompting meets the target"
+    else:
+        head = "Prompting has plateaued" if pl.plateaued else "Prompting has not plateaued"
+    best = (
+        f"at {code(pl.best_arm)} ({fmt.score(pl.best_score)})"
+        if pl.best_arm
+        else "with no honest arm (every arm is degenerate)"
+    )
+    return f"{head} {best}: {text(pl.reason)}."
