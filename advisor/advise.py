@@ -7,6 +7,7 @@ touched when a model is used, so a data-only run stays light.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -14,24 +15,29 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from advisor.config import AdviseConfig
-from advisor.files import write_json_atomic
+from advisor.audit import checks as audit_mod
+from advisor.backends import get_backend
+from advisor.config import URL_CREDENTIALS_HELP, AdviseConfig
+from advisor.decide import confidence, rules
+from advisor.decide import verdict as decide
+from advisor.errors import ConfigError
+from advisor.files import check_regular
+from advisor.intake import data
+from advisor.measure import evaluate, prompts
 from advisor.measure.baselines import choose_metric
+from advisor.measure.evaluate import prompting_signals
+from advisor.measure.evidence import evidence_signals, gather_evidence
+from advisor.report import render as report
+from advisor.report.textsafe import has_url_credentials, redact_url
+from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 
 
 def advise(config: AdviseConfig) -> dict[str, Any]:
     """Run the advisor and return the report document (also written to `config.out`)."""
-    from advisor.audit import checks as audit_mod
-    from advisor.decide import rules
-    from advisor.files import ensure_dir
-    from advisor.intake import data
-    from advisor.measure.evaluate import prompting_signals
-    from advisor.report import render as report
-
     ruleset = rules.load_rules([Path(d) for d in config.rules_dirs], overrides=config.thresholds)
     _check_inputs(config)
-    run_dir = ensure_dir(config.out, "run folder (--out)")
+    run_dir = RunDir(config.out).create()
 
     # load
     loaded = data.load_examples(
@@ -67,7 +73,7 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     )
     metric, quality_target = choice.metric, choice.quality_target
     config = replace(config, target_metric=metric, quality_target=quality_target)
-    write_json_atomic(run_dir / "config.json", config.to_dict())
+    run_dir.write_config(config.to_dict())
     signals["target_metric"] = metric
     signals["quality_target"] = quality_target
     signals["prompting_measured"] = False
@@ -96,8 +102,6 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
         signals.update(prompting_signals(prompting))
 
     # measure
-    from advisor.measure.evidence import evidence_signals, gather_evidence
-
     evidence = gather_evidence(backend, prompting, train, eval_items, task, labels, config)
     signals.update(evidence_signals(evidence, config))
 
@@ -142,19 +146,11 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
 def _check_inputs(config: AdviseConfig) -> None:
     """Fail before any work on input files that are not regular files, and on a server URL with
     credentials taken from the environment (the flag and the config file are checked by the config)."""
-    from advisor.errors import ConfigError
-    from advisor.files import check_regular
-
     if config.system_prompt_file is not None:
         check_regular(config.system_prompt_file, ConfigError, "system prompt file")
     if config.prices is not None:
         check_regular(config.prices, ConfigError, "price file")
     if config.backend == "openai" and config.base_url is None:
-        import os
-
-        from advisor.config import URL_CREDENTIALS_HELP
-        from advisor.report.textsafe import has_url_credentials
-
         # The variable the backend will use: the first one set (see `get_backend`).
         var = next((v for v in ("TUNEGATE_BASE_URL", "OPENAI_BASE_URL") if os.environ.get(v)), None)
         if var is not None and has_url_credentials(os.environ[var]):
@@ -163,9 +159,6 @@ def _check_inputs(config: AdviseConfig) -> None:
 
 def _decide(ruleset: Any, signals: dict[str, Any], prompting: Any) -> Any:
     """The verdict, with P(verdict) when per-item measurements exist to resample."""
-    from advisor.decide import confidence
-    from advisor.decide import verdict as decide
-
     decision = decide.decide(ruleset, signals)
     if prompting is None:
         return decision
@@ -221,8 +214,6 @@ def _next_eval_chunk(
     together: `make_split` on those rows), while the held-out share stays within the audit's cap and the
     new items' model calls fit what is left of --max-requests/--max-tokens.
     """
-    from advisor.audit import checks as audit_mod
-
     th = ruleset.thresholds
     p = _probability(decision)
     floor = float(th["min_verdict_probability"])
@@ -276,8 +267,6 @@ def _eval_cost(prompting: Any, n_items: int, max_gen_tokens: int) -> tuple[int, 
 def _open_backend(config: AdviseConfig) -> Any:
     if config.backend == "none":
         return None
-    from advisor.backends import get_backend
-
     return get_backend(
         config.backend,
         model=config.model,
@@ -293,8 +282,6 @@ def _open_backend(config: AdviseConfig) -> Any:
 def _backend_info(backend: Any) -> dict[str, Any] | None:
     if backend is None:
         return None
-    from advisor.report.textsafe import redact_url
-
     # The model id of a server backend holds its URL: never record credentials in it.
     info: dict[str, Any] = {"name": backend.name, "model_id": redact_url(str(backend.model_id))}
     for attr in ("scoring_method", "scoring_note"):
@@ -314,10 +301,8 @@ def _benchmark(
     splits: tuple[list[Example], list[Example], list[Example]],
     metric_reason: str,
     thresholds: Any,
-    run_dir: Path,
+    run_dir: RunDir,
 ) -> Any:
-    from advisor.measure import evaluate, prompts
-
     train, dev, eval_items = splits
     ladder = prompts.build_ladder(
         backend,

@@ -39,6 +39,11 @@ SPLIT = "split.json"
 PREDICTIONS = "predictions"
 TRAIN = "train"
 LOCK = ".lock"
+MARKDOWN_FILE = "report.md"
+HTML_FILE = "report.html"
+PLOTS_DIR = "plots"  # the Markdown report's plots, as SVG files beside it
+RENDERINGS = (MARKDOWN_FILE, HTML_FILE)
+_OWN_FILES = {DECISION, CONFIG, SPLIT, PREDICTIONS, TRAIN, LOCK, PLOTS_DIR, *RENDERINGS}
 _HELD: set[Path] = set()  # folders this process holds: `run` = advise then train, one lock
 
 
@@ -47,6 +52,16 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+
+    @classmethod
+    def of(cls, folder: RunDir | str | os.PathLike[str]) -> RunDir:
+        """`folder` as a RunDir (callers may hold either)."""
+        return folder if isinstance(folder, RunDir) else cls(folder)
+
+    def create(self) -> RunDir:
+        """Make the folder (and its parents); FilesError (exit 8) when it cannot be made."""
+        ensure_dir(self.path, "run folder (--out)")
+        return self
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -164,6 +179,10 @@ class RunDir:
 
     # ------------------------------------------------------------------ config.json and split.json
 
+    @property
+    def split_path(self) -> Path:
+        return self.path / SPLIT
+
     def write_config(self, config: dict[str, Any]) -> Path:
         return write_json_atomic(self.path / CONFIG, config)
 
@@ -171,16 +190,19 @@ class RunDir:
         return self._read_object(self.path / CONFIG)
 
     def write_split(self, split: dict[str, Any]) -> Path:
-        return write_json_atomic(self.path / SPLIT, split)
+        return write_json_atomic(self.split_path, split, compact=True)  # thousands of line numbers
 
     def read_split(self) -> dict[str, Any]:
-        return self._read_object(self.path / SPLIT)
+        return self._read_object(self.split_path, missing="no split file; run `tunegate advise` first")
 
     # ------------------------------------------------------------------ predictions
 
     def write_predictions(self, arm: str, rows: list[dict[str, Any]]) -> Path:
         lines = [json.dumps(r, ensure_ascii=False, allow_nan=False) for r in rows]
         return write_text_atomic(self.predictions_path(arm), "".join(line + "\n" for line in lines))
+
+    def has_predictions(self, arm: str) -> bool:
+        return self.predictions_path(arm).is_file()
 
     def read_predictions(self, arm: str) -> list[dict[str, Any]]:
         path = self.predictions_path(arm)
@@ -198,6 +220,29 @@ class RunDir:
             rows.append(row)
         return rows
 
+    def write_input(self, name: str, text: str) -> Path:
+        """A data file the run will read, kept in the folder (the demo's bundled sample)."""
+        if not name or "/" in name or "\\" in name or name.startswith(".") or name in _OWN_FILES:
+            raise ValueError(f"not a name for an input file: {name!r}")
+        return write_text_atomic(self.path / name, text)
+
+    # ------------------------------------------------------------------ renderings of decision.json
+
+    def write_rendering(self, name: str, text: str) -> Path:
+        """report.md or report.html, written atomically."""
+        if name not in RENDERINGS:
+            raise ValueError(f"not a rendering of this run folder: {name!r}")
+        return write_text_atomic(self.path / name, text)
+
+    def write_plot(self, name: str, svg: str) -> str:
+        """plots/<name>.svg, written atomically; returns its path relative to the folder (as report.md
+        links it)."""
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise ValueError(f"not a plot name: {name!r}")
+        rel = f"{PLOTS_DIR}/{name}.svg"
+        write_text_atomic(self.path / rel, svg)
+        return rel
+
     # ------------------------------------------------------------------ reading, one policy
 
     def _read_text(self, path: Path, *, missing: str) -> str:
@@ -212,8 +257,10 @@ class RunDir:
         except OSError as exc:
             raise DataError(f"cannot read: {exc.strerror}", file=str(path)) from None
 
-    def _read_object(self, path: Path) -> dict[str, Any]:
-        text = self._read_text(path, missing="missing from the run folder (run `tunegate advise` first)")
+    def _read_object(
+        self, path: Path, *, missing: str = "missing from the run folder (run `tunegate advise` first)"
+    ) -> dict[str, Any]:
+        text = self._read_text(path, missing=missing)
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -137,24 +137,24 @@ def _verification_resampler(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Any,
     None when the run lacks a per-item file (an arm's or the fine-tuned model's): nothing to resample.
     """
     section = doc.get("prompting")
-    folder = run_dir / "predictions"
+    run = RunDir(run_dir)
     if not section or not doc.get("verification"):
         return None
     names = [a["name"] for a in section["arms"]] + [FINETUNED]
-    if not all((folder / f"{name}.jsonl").is_file() for name in names):
+    if not all(run.has_predictions(name) for name in names):
         return None
     task, labels = TaskKind(section["task"]), tuple(section.get("labels") or ())
     metric, seed = section["target_metric"], int(section.get("seed", 0))
     arms = []
     for a in section["arms"]:
-        items = evaluate.read_predictions(folder / f"{a['name']}.jsonl")
+        items = evaluate.read_predictions(run, a["name"])
         scores = evaluate.summarise(items, task, labels, seed)
         arms.append(
             evaluate.ArmResult(
                 a["name"], a["kind"], a["k"], a.get("selection"), items, scores, a["mean_prompt_tokens"]
             )
         )
-    ft_items = evaluate.read_predictions(folder / f"{FINETUNED}.jsonl")
+    ft_items = evaluate.read_predictions(run, FINETUNED)
     lines = [it.line for it in ft_items]
     if any([it.line for it in arm.items] != lines for arm in arms):
         return None  # not the same eval items in the same order: resampling would unpair them
