@@ -72,7 +72,7 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
         thresholds={k: float(v) for k, v in ruleset.thresholds.items() if isinstance(v, int | float)},
     )
     metric, quality_target = choice.metric, choice.quality_target
-    config = replace(config, target_metric=metric, quality_target=quality_target)
+    config = config.replace(target_metric=metric, quality_target=quality_target)
     run_dir.write_config(config.to_dict())
     signals["target_metric"] = metric
     signals["quality_target"] = quality_target
