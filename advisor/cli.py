@@ -14,13 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from advisor import __version__
-from advisor import config as cfg
-from advisor.config import AdviseConfig, describe, settings_help
 from advisor.errors import ExitCode, TunegateError
 from advisor.files import os_error_message
 from advisor.report.textsafe import json_for_terminal, term_safe
 from advisor.types import Verdict
-from pipeline.config import TrainConfig
 
 EXIT_CODES_HELP = """exit codes:
   0   verdict prompt (and success for train/report/rules/demo)
@@ -66,16 +63,38 @@ ADVISE_FLAGS = (
 """The flags that set an AdviseConfig field of the same name (their help is the field's description)."""
 
 
-ADVISE_SETTINGS = settings_help(
-    AdviseConfig, "settings (--set KEY=VALUE, or KEY = VALUE in the config file's [advise] table):"
-)
-TRAIN_SETTINGS = settings_help(
-    TrainConfig,
-    "training settings (--train-set KEY=VALUE, or KEY = VALUE in the config file's [train] table):",
-)
+COMMANDS = ("advise", "train", "run", "report", "rules", "demo")
+WITH_SETTINGS = ("advise", "train", "run")
+"""Commands whose flags and --help come from the config models (pydantic): built only when asked for,
+so `tunegate --help`, `rules` and `report` start without building the models."""
+
+
+def _settings_help(advise: bool, train: bool) -> str:
+    from advisor.config import AdviseConfig, settings_help
+    from pipeline.config import TrainConfig
+
+    parts = []
+    if advise:
+        parts.append(
+            settings_help(
+                AdviseConfig,
+                "settings (--set KEY=VALUE, or KEY = VALUE in the config file's [advise] table):",
+            )
+        )
+    if train:
+        parts.append(
+            settings_help(
+                TrainConfig,
+                "training settings (--train-set KEY=VALUE, or KEY = VALUE in the config file's [train] "
+                "table):",
+            )
+        )
+    return "\n\n".join(parts)
 
 
 def _help(name: str) -> str:
+    from advisor.config import AdviseConfig, describe
+
     return describe(AdviseConfig, name).replace("%", "%%")  # argparse %-formats help
 
 
@@ -193,7 +212,8 @@ class _Parser(argparse.ArgumentParser):
         super()._print_message(term_safe(message) if message else message, file)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `command`, only that command's flags are built (None: every command's)."""
     parser = _Parser(
         prog="tunegate",
         description="Should we fine-tune a model for this task, or is prompting enough? Measured evidence, "
@@ -205,33 +225,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser(
-        "advise",
-        help="audit the data, benchmark prompting, and give a verdict",
-        epilog=ADVISE_SETTINGS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_advise_args(p)
+    def settings_parser(name: str, help: str, advise: bool, train: bool) -> argparse.ArgumentParser | None:
+        built = command is None or command == name
+        epilog = _settings_help(advise, train) if built else None
+        p = sub.add_parser(
+            name, help=help, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        return p if built else None
 
-    p = sub.add_parser(
-        "train",
-        help="train a LoRA adapter for an advise run whose verdict is fine_tune",
-        epilog=TRAIN_SETTINGS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("run_dir", help="the advise run folder")
-    p.add_argument("--config", metavar="FILE", help="TOML config file ([train] table)")
-    _add_train_args(p)
-    p.add_argument("--json", action="store_true", help="print the updated decision.json to stdout")
+    p = settings_parser("advise", "audit the data, benchmark prompting, and give a verdict", True, False)
+    if p is not None:
+        _add_advise_args(p)
 
-    p = sub.add_parser(
-        "run",
-        help="advise, then (if the verdict is fine_tune) train, verify and report",
-        epilog=ADVISE_SETTINGS + "\n\n" + TRAIN_SETTINGS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = settings_parser(
+        "train", "train a LoRA adapter for an advise run whose verdict is fine_tune", False, True
     )
-    _add_advise_args(p)
-    _add_train_args(p)
+    if p is not None:
+        p.add_argument("run_dir", help="the advise run folder")
+        p.add_argument("--config", metavar="FILE", help="TOML config file ([train] table)")
+        _add_train_args(p)
+        p.add_argument("--json", action="store_true", help="print the updated decision.json to stdout")
+
+    p = settings_parser(
+        "run", "advise, then (if the verdict is fine_tune) train, verify and report", True, True
+    )
+    if p is not None:
+        _add_advise_args(p)
+        _add_train_args(p)
 
     p = sub.add_parser("report", help="render a run folder's report again")
     p.add_argument("run_dir")
@@ -253,8 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command argv names ("" for none, as in `tunegate --help`); None when it is not one we know."""
+    first = next((a for a in argv if not a.startswith("-")), "")
+    return first if first in COMMANDS or first == "" else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
@@ -330,7 +357,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def _advise_config(args: argparse.Namespace) -> AdviseConfig:
+def _advise_config(args: argparse.Namespace) -> Any:
+    from advisor import config as cfg
+
     file_layer = cfg.read_config_file(args.config) if args.config else {}
     flags: dict[str, Any] = {key: getattr(args, key, None) for key in ADVISE_FLAGS}
     if args.target:
