@@ -7,8 +7,18 @@ A run folder holds everything one `advise` (and later `train`) produced:
     split.json           train/dev/eval source lines, the data file's path and sha256
     predictions/*.jsonl  per-item results of every scored arm
     report.md, plots/, report.html   renderings of decision.json
-    train/               metrics.jsonl, checkpoints/, adapter/ (, merged/)
+    train/               config.json, metrics.jsonl, checkpoints/, best/, adapter/ (+ README.md), merged/
     .lock                held by the process writing the folder
+
+What "only" means. Every document the stages hand each other (decision.json, config.json, split.json,
+predictions, train/config.json, the model card) and every rendering (report.md, report.html, plots/*.svg)
+is read and written by a method here, with the policy below; the modules that compute them (the audit,
+the evaluation, the renderers, the pipeline's export) pass data in and get data back. The training loop's
+own artefacts are the exception, by design: pipeline.loop/checkpoint/metrics write train/metrics.jsonl,
+checkpoints/, best/ and adapter/ (torch.save, peft's save_pretrained, an append-only log read back only
+by pipeline.metrics), and pipeline.export writes merged/, into the folder `train_dir`/`merged_dir` hand
+them, under the names declared here. Those are binary or streaming formats owned by the library that
+produces them, and the loop takes any output folder so it can be tested and run on its own.
 
 One error policy: a missing, damaged or foreign file is a `DataError` (exit 3) naming the file and,
 for decision.json, the field; a folder another process holds is a `ConfigError` (exit 2) at once,
@@ -22,6 +32,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +50,16 @@ SPLIT = "split.json"
 PREDICTIONS = "predictions"
 TRAIN = "train"
 LOCK = ".lock"
+# train/: the training loop's outputs (pipeline.loop writes them into the folder it is given)
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+ADAPTER = "adapter"
+MERGED = "merged"
+TRAIN_CONFIG = "config.json"
+MODEL_CARD = "README.md"
+TRAIN_OUTPUTS = (CHECKPOINTS, BEST, ADAPTER, METRICS)
+"""What a fresh (not resumed) training run replaces."""
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
 PLOTS_DIR = "plots"  # the Markdown report's plots, as SVG files beside it
@@ -75,6 +96,14 @@ class RunDir:
     @property
     def train_dir(self) -> Path:
         return self.path / TRAIN
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.train_dir / METRICS
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.train_dir / MERGED
 
     def predictions_path(self, arm: str) -> Path:
         if not arm or "/" in arm or "\\" in arm or arm.startswith("."):
@@ -225,6 +254,26 @@ class RunDir:
         if not name or "/" in name or "\\" in name or name.startswith(".") or name in _OWN_FILES:
             raise ValueError(f"not a name for an input file: {name!r}")
         return write_text_atomic(self.path / name, text)
+
+    # ------------------------------------------------------------------ train/
+
+    def clear_train_outputs(self) -> None:
+        """Remove an earlier training run's outputs (before a fresh, not resumed, run)."""
+        for name in TRAIN_OUTPUTS:
+            p = self.train_dir / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    def write_train_config(self, doc: dict[str, Any]) -> Path:
+        """train/config.json: the training config, the base model and the provenance."""
+        return write_json_atomic(self.train_dir / TRAIN_CONFIG, doc)
+
+    def write_model_card(self, adapter_dir: str | os.PathLike[str], text: str) -> Path:
+        """The model card, README.md in the adapter folder (which must be inside this run folder)."""
+        folder = self.inside(adapter_dir, field="training.adapter_dir")
+        return write_text_atomic(folder / MODEL_CARD, text)
 
     # ------------------------------------------------------------------ renderings of decision.json
 

@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from advisor.files import write_json_atomic, write_text_atomic
 from advisor.report.finetune import verification_markdown
 from advisor.report.textsafe import md_code, md_escape, term_safe
 from advisor.rundir import RunDir
@@ -29,16 +28,14 @@ def export_training(
 ) -> dict[str, Any]:
     """After training (rank 0): train/config.json, the merged model if asked, the model card, and the
     `training` section of decision.json with the loss curve from the metrics log. Returns the section."""
-    out = run_dir / "train"
-    write_json_atomic(
-        out / "config.json", {"train": cfg.to_dict(), "model": model_dir, "provenance": provenance}
-    )
+    run = RunDir(run_dir)
+    run.write_train_config({"train": cfg.to_dict(), "model": model_dir, "provenance": provenance})
     section = training_section(result, cfg, model_dir, provenance)
-    section["curve"] = load_training_curve(out / "metrics.jsonl")
+    section["curve"] = load_training_curve(run.metrics_path)
     if cfg.merge:
-        section["merged_dir"] = str(merge_adapter(model_dir, result.adapter_dir, out / "merged"))
-    write_model_card(result.adapter_dir, section)
-    update_decision(run_dir, {"training": section})
+        section["merged_dir"] = str(merge_adapter(model_dir, result.adapter_dir, run.merged_dir))
+    write_model_card(run, result.adapter_dir, section)
+    update_decision(run, {"training": section})
     return section
 
 
@@ -151,16 +148,16 @@ def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] |
 
 
 def write_model_card(
-    adapter_dir: str | Path, training: dict[str, Any], verification: dict[str, Any] | None = None
+    run: RunDir, adapter_dir: str | Path, training: dict[str, Any], verification: dict[str, Any] | None = None
 ) -> Path:
-    return write_text_atomic(Path(adapter_dir) / "README.md", model_card_markdown(training, verification))
+    return run.write_model_card(adapter_dir, model_card_markdown(training, verification))
 
 
 def update_decision(
-    run_dir: str | Path, updates: dict[str, Any], signals: dict[str, Any] | None = None
+    run_dir: RunDir | str | Path, updates: dict[str, Any], signals: dict[str, Any] | None = None
 ) -> None:
     """Set top-level sections (and signals) of the run's decision.json, validated, atomically."""
-    run = RunDir(run_dir)
+    run = RunDir.of(run_dir)
     if signals:
         updates = {**updates, "signals": {**run.read_report().signals, **signals}}
     run.update_report(**updates)

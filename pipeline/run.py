@@ -8,7 +8,6 @@ once training is done, and their command exits 0 printing nothing.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -28,8 +27,6 @@ from pipeline.export import export_training
 from pipeline.gate import GateResult, check_gate
 from pipeline.loop import TrainResult, train
 from pipeline.verify import FINETUNED, judge_finetuned, run_thresholds, verification_signals, verify_run
-
-STALE_OUTPUTS = ("checkpoints", "best", "adapter", "metrics.jsonl")  # of an earlier run, unless resuming
 
 
 def train_and_verify(
@@ -79,9 +76,10 @@ def train_run(
         "data_sha256": split.run_info.get("data_sha256"),
         "split_seed": split.run_info.get("seed"),
     }
-    out = run_dir / "train"
+    run = RunDir(run_dir)
+    out = run.train_dir
     if not resume and launched_rank() == 0:
-        _remove_stale_outputs(out)
+        run.clear_train_outputs()  # an earlier run's, unless resuming
     result = train(
         model_dir, split.train, split.dev, out, cfg, provenance=provenance, resume=resume, progress=progress
     )
@@ -95,15 +93,6 @@ def resolve_model_dir(cfg: TrainConfig, run_config: dict[str, Any]) -> str:
     """The training config's model, else the advise run's, else the advisor's default model."""
     model = cfg.model or run_config.get("model")
     return str(model) if model else str(advisor_model_dir(None))
-
-
-def _remove_stale_outputs(out: Path) -> None:
-    for name in STALE_OUTPUTS:
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
 
 
 def redecide(doc: dict[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:

@@ -258,7 +258,7 @@ def verify_run(
         provenance=training.get("provenance", {}),
     )
     update_decision(run_dir, {"verification": section}, signals=verification_signals(section))
-    write_model_card(adapter_dir, training, section)
+    write_model_card(run, adapter_dir, training, section)
     return section
 
 
