@@ -324,7 +324,7 @@ def judge_finetuned(
     vs_majority = degeneracy = None
     if base_info:
         vs_majority = evaluate.compare(
-            evaluate.majority_items(ft.items, majority_label),
+            evaluate.majority_items(ft.items, str(majority_label)),
             ft.items,
             metric=metric,
             seed=seed,
