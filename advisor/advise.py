@@ -18,10 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from advisor import api
+from advisor.audit import checks as audit_mod
+from advisor.backends import get_backend
 from advisor.backends.model import ModelSource, resolve_model
-from advisor.config import AdviseConfig
-from advisor.files import write_json_atomic
+from advisor.config import URL_CREDENTIALS_HELP, AdviseConfig
+from advisor.decide import confidence, rules
+from advisor.decide import verdict as decide
+from advisor.errors import ConfigError
+from advisor.files import check_regular
+from advisor.intake import data
+from advisor.measure import evaluate, prompts
 from advisor.measure.baselines import choose_metric
+from advisor.measure.evaluate import prompting_signals
+from advisor.measure.evidence import evidence_signals, gather_evidence
+from advisor.report import render as report
+from advisor.report.textsafe import has_url_credentials, redact_url
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 
@@ -53,7 +64,7 @@ def advise_data(
         settings["backend"], backend = backend, None
     config = api.make_config(data, settings)
     with api.run_folder(out) as folder, RunDir(folder).lock():
-        doc = advise(replace(config, out=str(folder)), backend=backend)
+        doc = advise(config.replace(out=str(folder)), backend=backend)
         return api.result(doc, folder, out)
 
 
@@ -76,18 +87,11 @@ def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
     `backend` (a `advisor.backends.base.Backend`) replaces the one `config` names; the Python API
     (advisor/api.py) passes its caller's.
     """
-    from advisor.audit import checks as audit_mod
-    from advisor.decide import rules
-    from advisor.files import ensure_dir
-    from advisor.intake import data
-    from advisor.measure.evaluate import prompting_signals
-    from advisor.report import render as report
-
     ruleset = rules.load_rules([Path(d) for d in config.rules_dirs], overrides=config.thresholds)
     _check_inputs(config)
     # The local model is found (not loaded) first: a wrong --model fails before the run folder is touched.
     model = resolve_model(config.model) if backend is None and config.backend == "hf" else None
-    run_dir = ensure_dir(config.out, "run folder (--out)")
+    run_dir = RunDir(config.out).create()
 
     # load
     loaded = data.load_examples(
@@ -127,8 +131,8 @@ def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
         thresholds={k: float(v) for k, v in ruleset.thresholds.items() if isinstance(v, int | float)},
     )
     metric, quality_target = choice.metric, choice.quality_target
-    config = replace(config, target_metric=metric, quality_target=quality_target)
-    write_json_atomic(run_dir / "config.json", config.to_dict())
+    config = config.replace(target_metric=metric, quality_target=quality_target)
+    run_dir.write_config(config.to_dict())
     signals["target_metric"] = metric
     signals["quality_target"] = quality_target
     signals["prompting_measured"] = False
@@ -157,8 +161,6 @@ def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
         signals.update(prompting_signals(prompting))
 
     # measure
-    from advisor.measure.evidence import evidence_signals, gather_evidence
-
     evidence = gather_evidence(backend, prompting, train, eval_items, task, labels, config)
     signals.update(evidence_signals(evidence, config))
 
@@ -204,19 +206,11 @@ def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
 def _check_inputs(config: AdviseConfig) -> None:
     """Fail before any work on input files that are not regular files, and on a server URL with
     credentials taken from the environment (the flag and the config file are checked by the config)."""
-    from advisor.errors import ConfigError
-    from advisor.files import check_regular
-
     if config.system_prompt_file is not None:
         check_regular(config.system_prompt_file, ConfigError, "system prompt file")
     if config.prices is not None:
         check_regular(config.prices, ConfigError, "price file")
     if config.backend == "openai" and config.base_url is None:
-        import os
-
-        from advisor.config import URL_CREDENTIALS_HELP
-        from advisor.report.textsafe import has_url_credentials
-
         # The variable the backend will use: the first one set (see `get_backend`).
         var = next((v for v in ("TUNEGATE_BASE_URL", "OPENAI_BASE_URL") if os.environ.get(v)), None)
         if var is not None and has_url_credentials(os.environ[var]):
@@ -225,9 +219,6 @@ def _check_inputs(config: AdviseConfig) -> None:
 
 def _decide(ruleset: Any, signals: dict[str, Any], prompting: Any) -> Any:
     """The verdict, with P(verdict) when per-item measurements exist to resample."""
-    from advisor.decide import confidence
-    from advisor.decide import verdict as decide
-
     decision = decide.decide(ruleset, signals)
     if prompting is None:
         return decision
@@ -283,8 +274,6 @@ def _next_eval_chunk(
     together: `make_split` on those rows), while the held-out share stays within the audit's cap and the
     new items' model calls fit what is left of --max-requests/--max-tokens.
     """
-    from advisor.audit import checks as audit_mod
-
     th = ruleset.thresholds
     p = _probability(decision)
     floor = float(th["min_verdict_probability"])
@@ -339,8 +328,6 @@ def _open_backend(config: AdviseConfig, model: ModelSource | None) -> Any:
     """The backend `config` names (None: data-only); `model` is the local model already resolved."""
     if config.backend == "none":
         return None
-    from advisor.backends import get_backend
-
     return get_backend(
         config.backend,
         model=model or config.model,
@@ -369,8 +356,6 @@ def _model_section(backend: Any) -> dict[str, Any] | None:
 def _backend_info(backend: Any) -> dict[str, Any] | None:
     if backend is None:
         return None
-    from advisor.report.textsafe import redact_url
-
     # The model id of a server backend holds its URL: never record credentials in it.
     info: dict[str, Any] = {"name": backend.name, "model_id": redact_url(str(backend.model_id))}
     for attr in ("scoring_method", "scoring_note"):
@@ -390,10 +375,8 @@ def _benchmark(
     splits: tuple[list[Example], list[Example], list[Example]],
     metric_reason: str,
     thresholds: Any,
-    run_dir: Path,
+    run_dir: RunDir,
 ) -> Any:
-    from advisor.measure import evaluate, prompts
-
     train, dev, eval_items = splits
     ladder = prompts.build_ladder(
         backend,

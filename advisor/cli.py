@@ -33,47 +33,105 @@ EXIT_CODES_HELP = """exit codes:
 """
 
 
+ADVISE_FLAGS = (
+    "data",
+    "fmt",
+    "input_col",
+    "output_col",
+    "dataset_split",
+    "task",
+    "latency_budget_ms",
+    "domain",
+    "needs_consistent_style",
+    "task_description",
+    "system_prompt_file",
+    "out",
+    "seed",
+    "eval_size",
+    "dev_size",
+    "backend",
+    "model",
+    "base_url",
+    "api_key_env",
+    "k_ladder",
+    "demo_selection",
+    "max_requests",
+    "max_tokens",
+    "timeout",
+    "prices",
+    "rules_dirs",
+)
+"""The flags that set an AdviseConfig field of the same name (their help is the field's description)."""
+
+
+COMMANDS = ("advise", "train", "run", "report", "rules", "demo")
+WITH_SETTINGS = ("advise", "train", "run")
+"""Commands whose flags and --help come from the config models (pydantic): built only when asked for,
+so `tunegate --help`, `rules` and `report` start without building the models."""
+
+
+def _settings_help(advise: bool, train: bool) -> str:
+    from advisor.config import AdviseConfig, settings_help
+    from pipeline.config import TrainConfig
+
+    parts = []
+    if advise:
+        parts.append(
+            settings_help(
+                AdviseConfig,
+                "settings (--set KEY=VALUE, or KEY = VALUE in the config file's [advise] table):",
+            )
+        )
+    if train:
+        parts.append(
+            settings_help(
+                TrainConfig,
+                "training settings (--train-set KEY=VALUE, or KEY = VALUE in the config file's [train] "
+                "table):",
+            )
+        )
+    return "\n\n".join(parts)
+
+
+def _help(name: str) -> str:
+    from advisor.config import AdviseConfig, describe
+
+    return describe(AdviseConfig, name).replace("%", "%%")  # argparse %-formats help
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "data",
-        help="task data: chat/ShareGPT/prompt-completion/alpaca JSONL, a CSV/TSV/Parquet/JSONL table, or a "
-        "Hugging Face `datasets` dataset (a save_to_disk folder or a Hub dataset id)",
-    )
-    p.add_argument("--format", dest="fmt", help="force the input format instead of detecting it")
-    p.add_argument("--input-col", help="table or dataset column holding the input text")
-    p.add_argument("--output-col", help="table or dataset column holding the target text")
-    p.add_argument(
-        "--split", dest="dataset_split", help="the `datasets` split to read (default: train, or the only one)"
-    )
-    p.add_argument("--task", choices=("classify", "generate"), help="override the detected task kind")
+    p.add_argument("data", help=_help("data"))
+    p.add_argument("--format", dest="fmt", help=_help("fmt"))
+    p.add_argument("--input-col", help=_help("input_col"))
+    p.add_argument("--output-col", help=_help("output_col"))
+    p.add_argument("--split", dest="dataset_split", help=_help("dataset_split"))
+    p.add_argument("--task", choices=("classify", "generate"), help=_help("task"))
 
 
 def _add_advise_args(p: argparse.ArgumentParser) -> None:
     _add_data_args(p)
     p.add_argument("--target", metavar="METRIC=VALUE", help="quality target, e.g. accuracy=0.85 or chrf=0.6")
     p.add_argument("--volume", metavar="N/day", help="expected request volume, e.g. 20000/day, 500/hour")
-    p.add_argument("--latency-budget-ms", type=float, help="latency budget per request, milliseconds")
-    p.add_argument("--domain", help="declared domain language, e.g. legal, medical, code")
+    p.add_argument("--latency-budget-ms", type=float, help=_help("latency_budget_ms"))
+    p.add_argument("--domain", help=_help("domain"))
     p.add_argument(
         "--needs-consistent-style",
         action="store_true",
         default=None,
-        help="outputs must keep one consistent tone or style",
+        help=_help("needs_consistent_style"),
     )
-    p.add_argument(
-        "--description", dest="task_description", help="one-sentence task description for the system prompt"
-    )
+    p.add_argument("--description", dest="task_description", help=_help("task_description"))
     p.add_argument(
         "--system-prompt",
         dest="system_prompt_file",
         metavar="FILE",
-        help="system prompt file for the system arm",
+        help=_help("system_prompt_file"),
     )
-    p.add_argument("--out", help="run folder (default: runs/<data file stem>)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--eval-size", type=int, help="held-out eval items (default 200)")
-    p.add_argument("--dev-size", type=int, help="dev items for training (default 100)")
-    p.add_argument("--backend", choices=("hf", "openai", "none"), help="model backend (default hf)")
+    p.add_argument("--out", help=_help("out"))
+    p.add_argument("--seed", type=int, help=_help("seed"))
+    p.add_argument("--eval-size", type=int, help=_help("eval_size"))
+    p.add_argument("--dev-size", type=int, help=_help("dev_size"))
+    p.add_argument("--backend", choices=("hf", "openai", "none"), help=_help("backend"))
     p.add_argument(
         "--no-model",
         action="store_const",
@@ -81,31 +139,25 @@ def _add_advise_args(p: argparse.ArgumentParser) -> None:
         dest="backend",
         help="data-only advice: audit and data rules, no model calls",
     )
-    p.add_argument(
-        "--model",
-        help="a Hugging Face Hub id[@revision], a local HF model folder or a .gguf file; with "
-        "--backend openai the server's model name (default: the embedded SmolLM2-135M-Instruct)",
-    )
-    p.add_argument("--base-url", help="OpenAI-compatible server URL (or env OPENAI_BASE_URL)")
-    p.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
-    p.add_argument("--k", dest="k_ladder", metavar="1,2,4,8", help="few-shot ladder")
+    p.add_argument("--model", help=_help("model"))
+    p.add_argument("--base-url", help=_help("base_url"))
+    p.add_argument("--api-key-env", help=_help("api_key_env"))
+    p.add_argument("--k", dest="k_ladder", metavar="1,2,4,8", help=_help("k_ladder"))
     p.add_argument(
         "--demos",
         dest="demo_selection",
         choices=("stratified", "nearest"),
-        help="few-shot demonstrations: stratified random or TF-IDF nearest neighbours",
+        help=_help("demo_selection"),
     )
     p.add_argument(
         "--max-requests",
         type=int,
-        help="hard budget on model requests for this run (HTTP attempts, retries included)",
+        help=_help("max_requests"),
     )
-    p.add_argument("--max-tokens", type=int, help="hard budget on tokens for this run")
-    p.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="limit for each model server request (default 60)"
-    )
-    p.add_argument("--prices", metavar="FILE", help="price file (TOML), see advisor/data/prices.example.toml")
-    p.add_argument("--rules", dest="rules_dirs", action="append", metavar="DIR", help="extra rules folder")
+    p.add_argument("--max-tokens", type=int, help=_help("max_tokens"))
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help=_help("timeout"))
+    p.add_argument("--prices", metavar="FILE", help=_help("prices"))
+    p.add_argument("--rules", dest="rules_dirs", action="append", metavar="DIR", help=_help("rules_dirs"))
     p.add_argument(
         "--threshold", action="append", default=[], metavar="NAME=VALUE", help="override a rule threshold"
     )
@@ -116,7 +168,7 @@ def _add_advise_args(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any config setting",
+        help="override any setting listed below",
     )
     p.add_argument("--json", action="store_true", help="print decision.json to stdout instead of the summary")
     p.add_argument(
@@ -151,7 +203,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a training setting (r, alpha, max_steps, lr, ...)",
+        help="override a training setting listed below",
     )
 
 
@@ -162,7 +214,8 @@ class _Parser(argparse.ArgumentParser):
         super()._print_message(term_safe(message) if message else message, file)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `command`, only that command's flags are built (None: every command's)."""
     parser = _Parser(
         prog="tunegate",
         description="Should we fine-tune a model for this task, or is prompting enough? Measured evidence, "
@@ -174,18 +227,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("advise", help="audit the data, benchmark prompting, and give a verdict")
-    _add_advise_args(p)
+    def settings_parser(name: str, help: str, advise: bool, train: bool) -> argparse.ArgumentParser | None:
+        built = command is None or command == name
+        epilog = _settings_help(advise, train) if built else None
+        p = sub.add_parser(
+            name, help=help, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        return p if built else None
 
-    p = sub.add_parser("train", help="train a LoRA adapter for an advise run whose verdict is fine_tune")
-    p.add_argument("run_dir", help="the advise run folder")
-    p.add_argument("--config", metavar="FILE", help="TOML config file ([train] table)")
-    _add_train_args(p)
-    p.add_argument("--json", action="store_true", help="print the updated decision.json to stdout")
+    p = settings_parser("advise", "audit the data, benchmark prompting, and give a verdict", True, False)
+    if p is not None:
+        _add_advise_args(p)
 
-    p = sub.add_parser("run", help="advise, then (if the verdict is fine_tune) train, verify and report")
-    _add_advise_args(p)
-    _add_train_args(p)
+    p = settings_parser(
+        "train", "train a LoRA adapter for an advise run whose verdict is fine_tune", False, True
+    )
+    if p is not None:
+        p.add_argument("run_dir", help="the advise run folder")
+        p.add_argument("--config", metavar="FILE", help="TOML config file ([train] table)")
+        _add_train_args(p)
+        p.add_argument("--json", action="store_true", help="print the updated decision.json to stdout")
+
+    p = settings_parser(
+        "run", "advise, then (if the verdict is fine_tune) train, verify and report", True, True
+    )
+    if p is not None:
+        _add_advise_args(p)
+        _add_train_args(p)
 
     p = sub.add_parser("report", help="render a run folder's report again")
     p.add_argument("run_dir")
@@ -207,8 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command argv names ("" for none, as in `tunegate --help`); None when it is not one we know."""
+    first = next((a for a in argv if not a.startswith("-")), "")
+    return first if first in COMMANDS or first == "" else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
@@ -288,51 +363,19 @@ def _advise_config(args: argparse.Namespace) -> Any:
     from advisor import config as cfg
 
     file_layer = cfg.read_config_file(args.config) if args.config else {}
-    flags: dict[str, Any] = {
-        key: getattr(args, key, None)
-        for key in (
-            "data",
-            "fmt",
-            "input_col",
-            "output_col",
-            "dataset_split",
-            "task",
-            "latency_budget_ms",
-            "domain",
-            "needs_consistent_style",
-            "task_description",
-            "system_prompt_file",
-            "out",
-            "seed",
-            "eval_size",
-            "dev_size",
-            "backend",
-            "model",
-            "base_url",
-            "api_key_env",
-            "k_ladder",
-            "demo_selection",
-            "max_requests",
-            "max_tokens",
-            "timeout",
-            "prices",
-            "rules_dirs",
-        )
-    }
+    flags: dict[str, Any] = {key: getattr(args, key, None) for key in ADVISE_FLAGS}
     if args.target:
         flags["target_metric"], flags["quality_target"] = cfg.parse_target(args.target)
     if args.volume:
-        from advisor.measure.evidence import parse_volume
+        from advisor.measure.cost import parse_volume
 
         flags["volume_per_day"] = parse_volume(args.volume)
-    thresholds = cfg.parse_overrides(args.threshold)
-    flags_thresholds = {f"thresholds.{k}": v for k, v in thresholds.items()}
+    thresholds = cfg.parse_overrides(args.threshold, "--threshold")
     return cfg.resolve(
-        file_layer,
-        flags,
-        flags_thresholds,
-        cfg.parse_overrides(args.overrides),
-        source=args.config or "--set",
+        (args.config, file_layer),
+        (None, flags),
+        ("--threshold", {f"thresholds.{k}": v for k, v in thresholds.items()}),
+        ("--set", cfg.parse_overrides(args.overrides)),
     )
 
 

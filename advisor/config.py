@@ -1,4 +1,11 @@
-"""The advise run's configuration: one dataclass with defaults, one optional TOML file, key=value overrides.
+"""Configuration: frozen pydantic models, one optional TOML file, `key=value` overrides.
+
+One system for `advise` (AdviseConfig, here) and `train` (pipeline.config.TrainConfig): the shared field
+types and `build()` live here. Every field carries its help text (`Field(description=...)`), which the
+CLI's --help and its settings listing read. Values from `--set`/`--train-set` arrive as strings and are
+read by the field's type (`none` for an unset optional value, `a,b` for a list). Every problem in every
+layer is reported at once (one line each, naming the field and, for a config file, the file): a
+ConfigError, exit 2.
 
 Precedence: defaults < config file (`--config FILE`, table `[advise]` or top level) < explicit flags <
 `--set key=value`. The resolved config is written next to every run's outputs (config.json).
@@ -7,22 +14,30 @@ Precedence: defaults < config file (`--config FILE`, table `[advise]` or top lev
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from advisor.errors import ConfigError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from advisor.errors import ConfigError, Problem
 from advisor.files import load_toml
 from advisor.report.textsafe import has_url_credentials, redact_url, shorten
 
 BACKENDS = ("hf", "openai", "none")
 TASKS = ("classify", "generate")
 METRICS = ("accuracy", "macro_f1", "exact_match", "normalized_exact_match", "token_f1", "chrf")
+DEMO_SELECTIONS = ("stratified", "nearest")
 MAX_FIGURE = 1e12
 """Largest number any setting takes (a volume, a latency budget, a horizon, a threshold): larger is a typo,
 and would overflow the cost arithmetic to infinity."""
@@ -33,107 +48,246 @@ URL_CREDENTIALS_HELP = (
     "sent as Basic auth); put the API key in the environment variable named by --api-key-env "
     "(default OPENAI_API_KEY)"
 )
+NONE_WORDS = ("none", "null", "")
 
 
-@dataclass(frozen=True)
-class AdviseConfig:
-    data: str = ""
-    fmt: str | None = None
-    input_col: str | None = None
-    output_col: str | None = None
-    dataset_split: str | None = None  # a `datasets` dataset's split (None: train, else its only split)
-    task: str | None = None  # None: detected from the data
-    target_metric: str | None = None  # None: accuracy for classification, chrf for generation
-    quality_target: float | None = None
-    volume_per_day: float | None = None
-    latency_budget_ms: float | None = None
-    domain: str | None = None
-    needs_consistent_style: bool = False
-    task_description: str | None = None
-    system_prompt_file: str | None = None
-    out: str = ""
-    seed: int = 0
-    eval_size: int = 200
-    dev_size: int = 100
-    backend: str = "hf"
-    model: str | None = None  # None: the embedded SmolLM2-135M-Instruct (or the server's only model)
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    k_ladder: tuple[int, ...] = (1, 2, 4, 8)
-    demo_selection: str = "stratified"
-    min_gain: float = 0.02
-    max_gen_tokens: int = 64
-    max_requests: int | None = None
-    max_tokens: int | None = None
-    timeout: float = 60.0  # seconds for each request to the model server (each attempt)
-    max_retries: int = 5  # retries of a failed request (429, 5xx, timeouts), each counted in max_requests
-    latency_samples: int = 20
-    horizon_days: float = 90.0
-    prices: str | None = None
-    rules_dirs: tuple[str, ...] = ()
-    thresholds: Mapping[str, float] = field(default_factory=dict)
+# --------------------------------------------------------------------------- field types shared by both
 
-    def __post_init__(self) -> None:
-        _choice("backend", self.backend, BACKENDS)
-        if self.task is not None:
-            _choice("task", self.task, TASKS)
-        if self.target_metric is not None:
-            _choice("target_metric", self.target_metric, METRICS)
-        if self.demo_selection not in ("stratified", "nearest"):
-            _choice("demo_selection", self.demo_selection, ("stratified", "nearest"))
-        for name in ("eval_size", "dev_size", "max_gen_tokens", "latency_samples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", field=name)
-        if self.quality_target is not None and not 0.0 <= self.quality_target <= 1.0:
-            raise ConfigError(f"must be between 0 and 1, got {self.quality_target}", field="quality_target")
-        if any(k < 1 for k in self.k_ladder):
-            raise ConfigError(f"every k must be at least 1, got {list(self.k_ladder)}", field="k_ladder")
-        if not (self.timeout > 0 and self.timeout < float("inf")):
-            raise ConfigError(f"must be a positive number of seconds, got {self.timeout}", field="timeout")
-        if self.max_retries < 0:
-            raise ConfigError(f"must be 0 or more, got {self.max_retries}", field="max_retries")
-        for f in dataclasses.fields(self):
-            _check_number(f.name, getattr(self, f.name))
-        for name, value in self.thresholds.items():
-            _check_number(f"thresholds.{name}", value)
-        for name in ("volume_per_day", "latency_budget_ms", "horizon_days"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"must be positive, got {value}", field=name)
-        if self.base_url is not None and has_url_credentials(self.base_url):
-            raise ConfigError(URL_CREDENTIALS_HELP, field="base_url")
+
+def _not_bool(value: Any) -> Any:
+    """`seed = true` in TOML is a slip, not the number 1."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, got {str(value).lower()}")
+    return value
+
+
+def _int_size(value: int) -> int:
+    if abs(value) > MAX_INT:
+        raise ValueError(
+            f"must be at most {float(MAX_INT):g} in size, got a {len(str(abs(value)))}-digit number"
+        )
+    return value
+
+
+def _figure_size(value: float) -> float:
+    # NaN and infinity are refused by the models' `allow_inf_nan=False`: NaN would pass every `<= 0` check.
+    if abs(value) > MAX_FIGURE:
+        raise ValueError(f"must be at most {MAX_FIGURE:g} in size, got {value:g}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool), AfterValidator(_int_size)]
+"""An integer of a size numpy and torch take."""
+Figure = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_figure_size)]
+"""A finite number of a sane size."""
+
+
+def one_of(*allowed: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"{shorten(value)} is not one of: {', '.join(allowed)}")
+        return value
+
+    return AfterValidator(check)
+
+
+class Settings(BaseModel):
+    """The base of AdviseConfig and TrainConfig: frozen, unknown keys refused, no NaN or infinity."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, validate_default=False)
+    UNKNOWN: ClassVar[str] = "unknown setting; known settings"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_text_values(cls, data: Any) -> Any:
+        """`--set` values are strings: `none` unsets an optional field, `a,b` is a list."""
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for key, value in data.items():
+            info = cls.model_fields.get(key)
+            if info is None or not isinstance(value, str):
+                continue
+            hint = info.annotation
+            args = typing.get_args(hint)
+            if type(None) in args and value.strip().lower() in NONE_WORDS:
+                out[key] = None
+            elif typing.get_origin(hint) is tuple:
+                out[key] = [item.strip() for item in value.split(",") if item.strip()]
+        return out
+
+    def __init__(self, **values: Any) -> None:
+        """Keyword construction reports every problem at once as a ConfigError, like the files do."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(problems=problems(type(self), exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
-        if d["base_url"] is not None:  # refused above; redacted again in case a caller bypassed that
+        return self.model_dump(mode="json")
+
+    def replace(self: _S, **changes: Any) -> _S:
+        """A copy with `changes`, validated like any other."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+
+_S = TypeVar("_S", bound=Settings)
+
+
+def build(cls: type[_S], *layers: tuple[str | None, Mapping[str, Any]]) -> _S:
+    """Merge (source, values) layers, later winning, and validate them as one model.
+
+    Every problem is reported at once, each naming its field and the source (a config file, `--set`) the
+    value came from; `None` values are "not given" (argparse's default) and skipped.
+    """
+    merged: dict[str, Any] = {}
+    source_of: dict[str, str | None] = {}
+    for source, values in layers:
+        for key, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+                value = {**merged[key], **value}  # tables merge key by key (thresholds)
+            merged[key] = value
+            source_of[key] = source
+    try:
+        return cls(**merged)
+    except ConfigError as exc:  # name where each bad value came from
+        raise ConfigError(
+            problems=[
+                dataclasses.replace(p, file=source_of.get((p.field or "").split(".")[0].split("[")[0]))
+                for p in exc.problems
+            ]
+        ) from None
+
+
+def problems(cls: type[Settings], exc: ValidationError) -> list[Problem]:
+    """pydantic's errors as Problems: one per field, in our wording, with the value shown."""
+    out: list[Problem] = []
+    seen: set[str] = set()
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or None
+        if field in seen:
+            continue  # a union reports each branch; the first says enough
+        seen.add(field or "")
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            message = f"{cls.UNKNOWN}: {', '.join(cls.model_fields)}"
+        elif kind in ("value_error", "assertion_error"):
+            message = str(err["ctx"]["error"])
+        else:
+            message = f"{err['msg'][0].lower()}{err['msg'][1:]} (got {shorten(err['input'])})"
+        out.append(Problem(message, field=field))
+    return out
+
+
+def describe(cls: type[Settings], name: str) -> str:
+    """A field's help text with its default, for an argparse flag."""
+    info = cls.model_fields[name]
+    default = None if info.default_factory is not None else info.default
+    if default is None or default == "" or default == ():
+        return str(info.description)
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    return f"{info.description} (default {shown})"
+
+
+def settings_help(cls: type[Settings], heading: str) -> str:
+    """Every setting of `cls` with its help text and default: the listing --help shows."""
+    lines = [heading]
+    for name in cls.model_fields:
+        lines.append(f"  {name:<24} {describe(cls, name)}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- advise
+
+
+def _no_url_credentials(url: str | None) -> str | None:
+    if url is not None and has_url_credentials(url):
+        raise ValueError(URL_CREDENTIALS_HELP)
+    return url
+
+
+Positive = Annotated[Figure, Field(gt=0)]
+
+
+class AdviseConfig(Settings):
+    data: str = Field(
+        "",
+        description="task data: chat/ShareGPT/prompt-completion/alpaca JSONL, a CSV/TSV/Parquet/JSONL table, "
+        "or a Hugging Face `datasets` dataset (a save_to_disk folder or a Hub dataset id)",
+    )
+    fmt: str | None = Field(None, description="force the input format instead of detecting it")
+    input_col: str | None = Field(None, description="table or dataset column holding the input text")
+    output_col: str | None = Field(None, description="table or dataset column holding the target text")
+    dataset_split: str | None = Field(
+        None, description="the `datasets` split to read (default: train, or the only one)"
+    )
+    task: Annotated[str, one_of(*TASKS)] | None = Field(
+        None, description="task kind: classify or generate (default: detected from the data)"
+    )
+    target_metric: Annotated[str, one_of(*METRICS)] | None = Field(
+        None, description="target metric (default: accuracy for classification, chrf for generation)"
+    )
+    quality_target: Annotated[Figure, Field(ge=0, le=1)] | None = Field(
+        None, description="quality the target metric must reach, between 0 and 1"
+    )
+    volume_per_day: Positive | None = Field(None, description="expected requests per day")
+    latency_budget_ms: Positive | None = Field(None, description="latency budget per request, milliseconds")
+    domain: str | None = Field(None, description="declared domain language, e.g. legal, medical, code")
+    needs_consistent_style: bool = Field(False, description="outputs must keep one consistent tone or style")
+    task_description: str | None = Field(
+        None, description="one-sentence task description for the system prompt"
+    )
+    system_prompt_file: str | None = Field(None, description="system prompt file for the system arm")
+    out: str = Field("", description="run folder (default: runs/<data file stem>)")
+    seed: Int = Field(0, description="seed of the split, the demonstrations and the resampling")
+    eval_size: Annotated[Int, Field(ge=1)] = Field(200, description="held-out eval items")
+    dev_size: Annotated[Int, Field(ge=1)] = Field(100, description="dev items for training")
+    backend: Annotated[str, one_of(*BACKENDS)] = Field("hf", description="model backend: hf, openai or none")
+    model: str | None = Field(
+        None,
+        description="a Hugging Face Hub id[@revision], a local HF model folder or a .gguf file; with "
+        "--backend openai the server's model name (default: the embedded SmolLM2-135M-Instruct)",
+    )
+    base_url: Annotated[str | None, AfterValidator(_no_url_credentials)] = Field(
+        None, description="OpenAI-compatible server URL (or env OPENAI_BASE_URL)"
+    )
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    k_ladder: tuple[Annotated[Int, Field(ge=1)], ...] = Field((1, 2, 4, 8), description="few-shot ladder")
+    demo_selection: Annotated[str, one_of(*DEMO_SELECTIONS)] = Field(
+        "stratified", description="few-shot demonstrations: stratified random or TF-IDF nearest neighbours"
+    )
+    min_gain: Figure = Field(
+        0.02, description="smallest gain over a cheaper arm that counts as beating it (plateau test)"
+    )
+    max_gen_tokens: Annotated[Int, Field(ge=1)] = Field(64, description="tokens generated per answer at most")
+    max_requests: Int | None = Field(
+        None, description="hard budget on model requests for this run (HTTP attempts, retries included)"
+    )
+    max_tokens: Int | None = Field(None, description="hard budget on tokens for this run")
+    timeout: Positive = Field(60.0, description="seconds for each model server request (each attempt)")
+    max_retries: Annotated[Int, Field(ge=0)] = Field(
+        5, description="retries of a failed request (429, 5xx, timeouts), each counted in max_requests"
+    )
+    latency_samples: Annotated[Int, Field(ge=1)] = Field(
+        20, description="requests timed per arm to measure latency"
+    )
+    horizon_days: Positive = Field(
+        90.0, description="days over which the break-even of fine-tuning is judged"
+    )
+    prices: str | None = Field(None, description="price file (TOML), see advisor/data/prices.example.toml")
+    rules_dirs: tuple[str, ...] = Field((), description="extra rules folders")
+    thresholds: dict[str, Figure] = Field(
+        default_factory=dict, description="rule threshold overrides (thresholds.NAME=VALUE)"
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if d["base_url"] is not None:  # refused by the model; redacted again in case a caller bypassed that
             d["base_url"] = redact_url(d["base_url"])
         return d
-
-
-def _check_number(name: str, value: Any) -> None:
-    """Every number in the config is finite and of a sane size; NaN would pass every `<= 0` check."""
-    values = value if isinstance(value, tuple) else (value,)
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            continue
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ConfigError(f"must be a finite number, got {v}", field=name)
-        limit = MAX_INT if isinstance(v, int) else MAX_FIGURE
-        if abs(v) > limit:
-            raise ConfigError(f"must be at most {limit:g} in size, got {float(v):g}", field=name)
-
-
-def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{value!r} is not one of: {', '.join(allowed)}", field=name)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, Mapping):
-        return dict(value)
-    return value
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -145,80 +299,35 @@ def read_config_file(path: str) -> dict[str, Any]:
     return {k: v for k, v in table.items() if k not in ("train",)}
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, str]:
-    """`key=value` strings into a dict; values stay strings and are coerced by `resolve`."""
+def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, str]:
+    """`key=value` strings into a dict; values stay strings and are read by the field's type."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"expected key=value, got {pair!r}", field="--set")
+            raise ConfigError(f"expected key=value, got {pair!r}", field=flag)
         out[key.strip()] = value.strip()
     return out
 
 
-def resolve(*layers: Mapping[str, Any], source: str = "config") -> AdviseConfig:
-    """Merge layers (later wins), coerce each value to its field's type, and validate."""
-    fields = {f.name: f for f in dataclasses.fields(AdviseConfig)}
-    hints = typing.get_type_hints(AdviseConfig)
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        for key, value in layer.items():
-            if value is None:
-                continue
-            if key.startswith("thresholds."):
-                thresholds = dict(merged.get("thresholds", {}))
-                thresholds[key.split(".", 1)[1]] = _coerce(key, value, float)
-                merged["thresholds"] = thresholds
-                continue
-            if key not in fields:
-                known = ", ".join(sorted(fields))
-                raise ConfigError(f"unknown setting {key!r}; known settings: {known}", file=source, field=key)
-            merged[key] = _coerce(key, value, hints[key])
-    if not merged.get("out"):
-        stem = Path(str(merged.get("data", "run"))).name.split(".")[0] or "run"
-        merged["out"] = os.path.join("runs", stem)
-    return AdviseConfig(**merged)
+def resolve(*layers: tuple[str | None, Mapping[str, Any]]) -> AdviseConfig:
+    """AdviseConfig from (source, values) layers, later winning; `thresholds.NAME` keys fill `thresholds`.
 
-
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (types.UnionType, typing.Union):
-        inner = [a for a in args if a is not type(None)]
-        if isinstance(value, str) and value.lower() in ("none", "null", ""):
-            return None
-        return _coerce(name, value, inner[0])
-    try:
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(value).lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if hint is int:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return int(value)
-        if hint is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if hint is str:
-            return str(value)
-        if origin is tuple:
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(
-                _coerce(name, v.strip() if isinstance(v, str) else v, args[0]) for v in items if v != ""
-            )
-        if origin is Mapping or origin is dict:
-            if not isinstance(value, Mapping):
-                raise ValueError(value)
-            return {str(k): float(v) for k, v in value.items()}
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"invalid value {shorten(value)}", field=name) from None
-    return value
+    `out` defaults to runs/<data file stem>.
+    """
+    tables: list[tuple[str | None, Mapping[str, Any]]] = []
+    for source, values in layers:
+        plain = {k: v for k, v in values.items() if not k.startswith("thresholds.")}
+        dotted = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("thresholds.")}
+        if dotted:
+            plain["thresholds"] = {**dict(plain.get("thresholds") or {}), **dotted}
+        tables.append((source, plain))
+    merged_data = next((v["data"] for _, v in reversed(tables) if v.get("data") is not None), "run")
+    merged_out = next((v["out"] for _, v in reversed(tables) if v.get("out")), None)
+    if not merged_out:
+        stem = Path(str(merged_data)).name.split(".")[0] or "run"
+        tables.append((None, {"out": os.path.join("runs", stem)}))
+    return build(AdviseConfig, *tables)
 
 
 def parse_target(text: str) -> tuple[str, float]:
@@ -226,7 +335,8 @@ def parse_target(text: str) -> tuple[str, float]:
     metric, sep, value = text.partition("=")
     if not sep:
         raise ConfigError(f"expected METRIC=VALUE, got {text!r}", field="--target")
-    _choice("--target", metric.strip(), METRICS)
+    if metric.strip() not in METRICS:
+        raise ConfigError(f"{metric.strip()!r} is not one of: {', '.join(METRICS)}", field="--target")
     try:
         number = float(value)
     except ValueError:

@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 
 from advisor.errors import DataError
-from advisor.files import write_text_atomic
+from advisor.rundir import RunDir
 
 DEMO_SIZE = 1000
 LABELS = {"fresh": "positive", "rotten": "negative"}
@@ -61,9 +61,6 @@ def sample(rows: list[tuple[str, str]], n: int, seed: int = 0) -> list[tuple[str
 
 def write_demo_data(out: str, n: int = DEMO_SIZE, seed: int = 0) -> Path:
     """Write the demo data set into the run folder (idempotent: same bytes every time)."""
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "rotten_tomatoes.jsonl"
     lines = [
         json.dumps(
             {"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": label}]},
@@ -71,7 +68,7 @@ def write_demo_data(out: str, n: int = DEMO_SIZE, seed: int = 0) -> Path:
         )
         for text, label in sample(read_rotten_tomatoes(), n, seed)
     ]
-    return write_text_atomic(path, "\n".join(lines) + "\n")
+    return RunDir(out).create().write_input("rotten_tomatoes.jsonl", "\n".join(lines) + "\n")
 
 
 # A short LoRA run that fits the demo's time budget on two CPU cores (about 0.6 epoch of 700 examples).

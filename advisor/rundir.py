@@ -7,8 +7,18 @@ A run folder holds everything one `advise` (and later `train`) produced:
     split.json           train/dev/eval source lines, the data file's path and sha256
     predictions/*.jsonl  per-item results of every scored arm
     report.md, plots/, report.html   renderings of decision.json
-    train/               metrics.jsonl, checkpoints/, adapter/ (, merged/)
+    train/               config.json, metrics.jsonl, checkpoints/, best/, adapter/ (+ README.md), merged/
     .lock                held by the process writing the folder
+
+What "only" means. Every document the stages hand each other (decision.json, config.json, split.json,
+predictions, train/config.json, the model card) and every rendering (report.md, report.html, plots/*.svg)
+is read and written by a method here, with the policy below; the modules that compute them (the audit,
+the evaluation, the renderers, the pipeline's export) pass data in and get data back. The training loop's
+own artefacts are the exception, by design: pipeline.loop/checkpoint/metrics write train/metrics.jsonl,
+checkpoints/, best/ and adapter/ (torch.save, peft's save_pretrained, an append-only log read back only
+by pipeline.metrics), and pipeline.export writes merged/, into the folder `train_dir`/`merged_dir` hand
+them, under the names declared here. Those are binary or streaming formats owned by the library that
+produces them, and the loop takes any output folder so it can be tested and run on its own.
 
 One error policy: a missing, damaged or foreign file is a `DataError` (exit 3) naming the file and,
 for decision.json, the field; a folder another process holds is a `ConfigError` (exit 2) at once,
@@ -22,6 +32,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +50,21 @@ SPLIT = "split.json"
 PREDICTIONS = "predictions"
 TRAIN = "train"
 LOCK = ".lock"
+# train/: the training loop's outputs (pipeline.loop writes them into the folder it is given)
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+ADAPTER = "adapter"
+MERGED = "merged"
+TRAIN_CONFIG = "config.json"
+MODEL_CARD = "README.md"
+TRAIN_OUTPUTS = (CHECKPOINTS, BEST, ADAPTER, METRICS)
+"""What a fresh (not resumed) training run replaces."""
+MARKDOWN_FILE = "report.md"
+HTML_FILE = "report.html"
+PLOTS_DIR = "plots"  # the Markdown report's plots, as SVG files beside it
+RENDERINGS = (MARKDOWN_FILE, HTML_FILE)
+_OWN_FILES = {DECISION, CONFIG, SPLIT, PREDICTIONS, TRAIN, LOCK, PLOTS_DIR, *RENDERINGS}
 _HELD: set[Path] = set()  # folders this process holds: `run` = advise then train, one lock
 
 
@@ -47,6 +73,16 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+
+    @classmethod
+    def of(cls, folder: RunDir | str | os.PathLike[str]) -> RunDir:
+        """`folder` as a RunDir (callers may hold either)."""
+        return folder if isinstance(folder, RunDir) else cls(folder)
+
+    def create(self) -> RunDir:
+        """Make the folder (and its parents); FilesError (exit 8) when it cannot be made."""
+        ensure_dir(self.path, "run folder (--out)")
+        return self
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -60,6 +96,14 @@ class RunDir:
     @property
     def train_dir(self) -> Path:
         return self.path / TRAIN
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.train_dir / METRICS
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.train_dir / MERGED
 
     def predictions_path(self, arm: str) -> Path:
         if not arm or "/" in arm or "\\" in arm or arm.startswith("."):
@@ -164,6 +208,10 @@ class RunDir:
 
     # ------------------------------------------------------------------ config.json and split.json
 
+    @property
+    def split_path(self) -> Path:
+        return self.path / SPLIT
+
     def write_config(self, config: dict[str, Any]) -> Path:
         return write_json_atomic(self.path / CONFIG, config)
 
@@ -171,16 +219,19 @@ class RunDir:
         return self._read_object(self.path / CONFIG)
 
     def write_split(self, split: dict[str, Any]) -> Path:
-        return write_json_atomic(self.path / SPLIT, split)
+        return write_json_atomic(self.split_path, split, compact=True)  # thousands of line numbers
 
     def read_split(self) -> dict[str, Any]:
-        return self._read_object(self.path / SPLIT)
+        return self._read_object(self.split_path, missing="no split file; run `tunegate advise` first")
 
     # ------------------------------------------------------------------ predictions
 
     def write_predictions(self, arm: str, rows: list[dict[str, Any]]) -> Path:
         lines = [json.dumps(r, ensure_ascii=False, allow_nan=False) for r in rows]
         return write_text_atomic(self.predictions_path(arm), "".join(line + "\n" for line in lines))
+
+    def has_predictions(self, arm: str) -> bool:
+        return self.predictions_path(arm).is_file()
 
     def read_predictions(self, arm: str) -> list[dict[str, Any]]:
         path = self.predictions_path(arm)
@@ -198,6 +249,49 @@ class RunDir:
             rows.append(row)
         return rows
 
+    def write_input(self, name: str, text: str) -> Path:
+        """A data file the run will read, kept in the folder (the demo's bundled sample)."""
+        if not name or "/" in name or "\\" in name or name.startswith(".") or name in _OWN_FILES:
+            raise ValueError(f"not a name for an input file: {name!r}")
+        return write_text_atomic(self.path / name, text)
+
+    # ------------------------------------------------------------------ train/
+
+    def clear_train_outputs(self) -> None:
+        """Remove an earlier training run's outputs (before a fresh, not resumed, run)."""
+        for name in TRAIN_OUTPUTS:
+            p = self.train_dir / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    def write_train_config(self, doc: dict[str, Any]) -> Path:
+        """train/config.json: the training config, the base model and the provenance."""
+        return write_json_atomic(self.train_dir / TRAIN_CONFIG, doc)
+
+    def write_model_card(self, adapter_dir: str | os.PathLike[str], text: str) -> Path:
+        """The model card, README.md in the adapter folder (which must be inside this run folder)."""
+        folder = self.inside(adapter_dir, field="training.adapter_dir")
+        return write_text_atomic(folder / MODEL_CARD, text)
+
+    # ------------------------------------------------------------------ renderings of decision.json
+
+    def write_rendering(self, name: str, text: str) -> Path:
+        """report.md or report.html, written atomically."""
+        if name not in RENDERINGS:
+            raise ValueError(f"not a rendering of this run folder: {name!r}")
+        return write_text_atomic(self.path / name, text)
+
+    def write_plot(self, name: str, svg: str) -> str:
+        """plots/<name>.svg, written atomically; returns its path relative to the folder (as report.md
+        links it)."""
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise ValueError(f"not a plot name: {name!r}")
+        rel = f"{PLOTS_DIR}/{name}.svg"
+        write_text_atomic(self.path / rel, svg)
+        return rel
+
     # ------------------------------------------------------------------ reading, one policy
 
     def _read_text(self, path: Path, *, missing: str) -> str:
@@ -212,8 +306,10 @@ class RunDir:
         except OSError as exc:
             raise DataError(f"cannot read: {exc.strerror}", file=str(path)) from None
 
-    def _read_object(self, path: Path) -> dict[str, Any]:
-        text = self._read_text(path, missing="missing from the run folder (run `tunegate advise` first)")
+    def _read_object(
+        self, path: Path, *, missing: str = "missing from the run folder (run `tunegate advise` first)"
+    ) -> dict[str, Any]:
+        text = self._read_text(path, missing=missing)
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -1,204 +1,133 @@
-"""The training configuration: one frozen dataclass, validated as a whole, from TOML plus `key=value`.
+"""The training configuration: one frozen pydantic model, validated as a whole, from TOML plus `key=value`.
 
-Defaults are the ones that work for a small instruction model on a few hundred examples: LoRA r=8 on all
-linear layers, lr 2e-4 with a short warm-up and cosine decay, sequences cut at 256 tokens.
+The same config system as `advise` (advisor.config: field types, every problem at once, help text in the
+fields). Defaults are the ones that work for a small instruction model on a few hundred examples: LoRA r=8
+on all linear layers, lr 2e-4 with a short warm-up and cosine decay, sequences cut at 256 tokens.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from advisor.config import MAX_FIGURE, MAX_INT
+from pydantic import BeforeValidator, Field
+
+from advisor.config import NONE_WORDS, Figure, Int, Settings, build, one_of
 from advisor.errors import ConfigError, Problem
 from advisor.files import load_toml
 from advisor.report.textsafe import shorten
 
 SCHEDULES = ("cosine", "linear")
+ALL_LINEAR = "all-linear"
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+def _target_modules(value: Any) -> Any:
+    """'all-linear', or module names: a TOML list or `q_proj,v_proj`."""
+    if isinstance(value, str) and value.strip() != ALL_LINEAR:
+        value = [s.strip() for s in value.split(",") if s.strip()]
+    if isinstance(value, str):
+        return ALL_LINEAR
+    if isinstance(value, list | tuple) and value and all(isinstance(s, str) and s for s in value):
+        return tuple(value)
+    raise ValueError(f"must be '{ALL_LINEAR}' or a non-empty list of module names (got {shorten(value)})")
+
+
+def _bf16(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
+        return {"auto": "auto", "true": True, "false": False}[value.strip().lower()]
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"must be 'auto', true or false (got {shorten(value)})")
+
+
+def _model(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in NONE_WORDS:
+        return None
+    return value
+
+
+Ratio = Annotated[Figure, Field(ge=0, lt=1)]
+
+
+class TrainConfig(Settings):
     """Everything that shapes a LoRA run. `model=None` means the run's own model (the advisor's)."""
 
-    model: str | None = None
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: str | tuple[str, ...] = "all-linear"
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    epochs: float = 3.0
-    max_steps: int = 0  # 0: derived from epochs
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_seq_len: int = 256
-    warmup_ratio: float = 0.05
-    schedule: str = "cosine"
-    eval_every: int = 25  # optimizer steps between dev evaluations; 0: only at the end
-    early_stopping_patience: int = 3  # dev evaluations without improvement before stopping; 0: never stop
-    save_every: int = 25  # optimizer steps between checkpoints; 0: no checkpoints
-    seed: int = 0
-    qlora: bool = False
-    bf16: str | bool = "auto"
-    group_by_length: bool = True
-    activation_checkpointing: bool = (
-        False  # recompute layer activations in backward: less memory, ~25% slower
+    UNKNOWN: ClassVar[str] = "unknown training option; allowed"
+
+    model: Annotated[str | None, BeforeValidator(_model)] = Field(
+        None, description="base model folder or id (default: the advise run's model)"
     )
-    merge: bool = False
-
-    def __post_init__(self) -> None:
-        problems = [Problem(msg, field=name) for name, msg in _field_problems(self)]
-        if problems:
-            raise ConfigError(problems=problems)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if isinstance(self.target_modules, tuple):
-            d["target_modules"] = list(self.target_modules)
-        return d
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
+    r: Annotated[Int, Field(ge=1)] = Field(8, description="LoRA rank")
+    alpha: Annotated[Int, Field(gt=0)] = Field(16, description="LoRA alpha (scale alpha/r)")
+    dropout: Ratio = Field(0.05, description="LoRA dropout, in [0, 1)")
+    target_modules: Annotated[str | tuple[str, ...], BeforeValidator(_target_modules)] = Field(
+        ALL_LINEAR, description="modules to adapt: all-linear, or names such as q_proj,v_proj"
+    )
+    lr: Annotated[Figure, Field(gt=0)] = Field(2e-4, description="peak learning rate")
+    weight_decay: Annotated[Figure, Field(ge=0)] = Field(0.0, description="AdamW weight decay")
+    max_grad_norm: Annotated[Figure, Field(gt=0)] = Field(1.0, description="gradient clipping norm")
+    epochs: Annotated[Figure, Field(gt=0)] = Field(3.0, description="passes over the training split")
+    max_steps: Annotated[Int, Field(ge=0)] = Field(0, description="optimizer steps; 0: derived from epochs")
+    batch_size: Annotated[Int, Field(ge=1)] = Field(8, description="examples per micro-batch")
+    grad_accum: Annotated[Int, Field(ge=1)] = Field(1, description="micro-batches per optimizer step")
+    max_seq_len: Annotated[Int, Field(ge=8)] = Field(
+        256, description="tokens per example at most (cut beyond)"
+    )
+    warmup_ratio: Ratio = Field(0.05, description="share of the steps spent warming up, in [0, 1)")
+    schedule: Annotated[str, one_of(*SCHEDULES)] = Field(
+        "cosine", description="learning-rate decay after warm-up: cosine or linear"
+    )
+    eval_every: Annotated[Int, Field(ge=0)] = Field(
+        25, description="optimizer steps between dev evaluations; 0: only at the end"
+    )
+    early_stopping_patience: Annotated[Int, Field(ge=0)] = Field(
+        3, description="dev evaluations without improvement before stopping; 0: never stop early"
+    )
+    save_every: Annotated[Int, Field(ge=0)] = Field(
+        25, description="optimizer steps between checkpoints; 0: no checkpoints"
+    )
+    seed: Int = Field(0, description="seed of the initialisation, the shuffling and dropout")
+    qlora: bool = Field(False, description="4-bit QLoRA via bitsandbytes (needs CUDA)")
+    bf16: Annotated[bool | str, BeforeValidator(_bf16)] = Field(
+        "auto", description="bf16 mixed precision: auto, true or false"
+    )
+    group_by_length: bool = Field(True, description="batch examples of similar length together")
+    activation_checkpointing: bool = Field(
+        False, description="recompute layer activations in backward: less memory, ~25% slower"
+    )
+    merge: bool = Field(False, description="also write the adapter merged into the base model")
 
     @classmethod
     def from_toml(cls, path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
         """Defaults, then the file's `[train]` table (or its top level), then `key=value` overrides."""
-        values: dict[str, Any] = {}
+        layers: list[tuple[str | None, Mapping[str, Any]]] = []
         if path is not None:
             p = Path(path)
             doc = load_toml(p, ConfigError, "training config")
             table = doc.get("train", doc)
             if not isinstance(table, dict):
                 raise ConfigError("[train] must be a table", file=str(p), field="train")
-            values.update(_check_keys(table, str(p)))
-        values.update(parse_overrides(overrides))
-        return cls.from_mapping(values)
+            layers.append((str(p), table))
+        layers.append(("--train-set", parse_overrides(overrides)))
+        return build(cls, *layers)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
-        values = dict(_check_keys(values, None))
-        tm = values.get("target_modules")
-        if isinstance(tm, list):
-            values["target_modules"] = tuple(tm)
-        return cls(**values)
+        return build(cls, (None, values))
 
 
-_FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(TrainConfig)}
-
-
-def _check_keys(table: Mapping[str, Any], file: str | None) -> Mapping[str, Any]:
-    unknown = sorted(set(table) - set(_FIELD_TYPES))
-    if unknown:
-        allowed = ", ".join(_FIELD_TYPES)
-        raise ConfigError(
-            problems=[
-                Problem(f"unknown training option; allowed: {allowed}", file=file, field=k) for k in unknown
-            ]
-        )
-    return table
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """`key=value` strings to typed values, by the field's declared type."""
-    out: dict[str, Any] = {}
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """`key=value` strings (`-` in a key read as `_`); the values are read by the field's type."""
+    out: dict[str, str] = {}
+    bad: list[Problem] = []
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise ConfigError(f"override '{item}' must look like key=value")
-        if key not in _FIELD_TYPES:
-            raise ConfigError(f"unknown training option; allowed: {', '.join(_FIELD_TYPES)}", field=key)
-        out[key] = _coerce(key, raw.strip())
-    return out
-
-
-def _coerce(key: str, raw: str) -> Any:
-    kind = _FIELD_TYPES[key]
-    low = raw.lower()
-    try:
-        if key == "bf16":
-            return {"true": True, "false": False, "auto": "auto"}.get(low, raw)
-        if key == "target_modules":
-            return raw if raw == "all-linear" else tuple(s.strip() for s in raw.split(",") if s.strip())
-        if key == "model":
-            return None if low in ("", "none") else raw
-        if kind == "bool":
-            if low in ("true", "1", "yes"):
-                return True
-            if low in ("false", "0", "no"):
-                return False
-            raise ValueError(raw)
-        if kind == "int":
-            return int(raw)  # more than 4,300 digits is a ValueError (sys.get_int_max_str_digits)
-        if kind == "float":
-            return float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"'{raw}' is not a valid {kind}", field=key) from exc
-    return raw
-
-
-def _field_problems(c: TrainConfig) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-
-    def need(ok: bool, name: str, msg: str) -> None:
-        if not ok:
-            out.append((name, f"{msg} (got {shorten(getattr(c, name))})"))
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_INT
-
-    def is_num(v: Any) -> bool:  # finite and of a sane size: NaN passes every comparison check
-        return isinstance(v, int | float) and not isinstance(v, bool) and abs(v) <= MAX_FIGURE
-
-    need(is_int(c.r) and c.r >= 1, "r", "must be an integer >= 1")
-    need(is_num(c.alpha) and c.alpha > 0, "alpha", "must be a number > 0")
-    need(is_num(c.dropout) and 0 <= c.dropout < 1, "dropout", "must be in [0, 1)")
-    tm = c.target_modules
-    need(
-        tm == "all-linear"
-        or (isinstance(tm, tuple) and len(tm) > 0 and all(isinstance(s, str) and s for s in tm)),
-        "target_modules",
-        "must be 'all-linear' or a non-empty list of module names",
-    )
-    need(is_num(c.lr) and c.lr > 0, "lr", "must be a number > 0")
-    need(is_num(c.weight_decay) and c.weight_decay >= 0, "weight_decay", "must be >= 0")
-    need(is_num(c.max_grad_norm) and c.max_grad_norm > 0, "max_grad_norm", "must be > 0")
-    need(is_num(c.epochs) and c.epochs > 0, "epochs", "must be > 0")
-    need(is_int(c.max_steps) and c.max_steps >= 0, "max_steps", "must be an integer >= 0 (0: use epochs)")
-    need(is_int(c.batch_size) and c.batch_size >= 1, "batch_size", "must be an integer >= 1")
-    need(is_int(c.grad_accum) and c.grad_accum >= 1, "grad_accum", "must be an integer >= 1")
-    need(is_int(c.max_seq_len) and c.max_seq_len >= 8, "max_seq_len", "must be an integer >= 8")
-    need(is_num(c.warmup_ratio) and 0 <= c.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-    need(c.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
-    need(
-        is_int(c.eval_every) and c.eval_every >= 0,
-        "eval_every",
-        "must be an integer >= 0 (0: only at the end)",
-    )
-    need(
-        is_int(c.early_stopping_patience) and c.early_stopping_patience >= 0,
-        "early_stopping_patience",
-        "must be an integer >= 0 (0: never stop early)",
-    )
-    need(
-        is_int(c.save_every) and c.save_every >= 0,
-        "save_every",
-        "must be an integer >= 0 (0: no checkpoints)",
-    )
-    need(is_int(c.seed), "seed", "must be an integer")
-    need(isinstance(c.qlora, bool), "qlora", "must be true or false")
-    need(c.bf16 == "auto" or isinstance(c.bf16, bool), "bf16", "must be 'auto', true or false")
-    need(isinstance(c.group_by_length, bool), "group_by_length", "must be true or false")
-    need(isinstance(c.merge, bool), "merge", "must be true or false")
-    need(isinstance(c.activation_checkpointing, bool), "activation_checkpointing", "must be true or false")
-    need(
-        c.model is None or (isinstance(c.model, str) and c.model != ""),
-        "model",
-        "must be a model folder or id",
-    )
+            bad.append(Problem(f"override '{item}' must look like key=value"))
+            continue
+        out[key] = raw.strip()
+    if bad:
+        raise ConfigError(problems=bad)
     return out

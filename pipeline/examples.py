@@ -26,7 +26,7 @@ class TrainingSplit:
 
 def load_run_data(config: Mapping[str, Any], split: Mapping[str, Any]) -> LoadedData:
     """The advise run's data file, as advise read it; DataError when it changed since (sha256)."""
-    data_path = split.get("data_path") or config.get("data")
+    data_path = str(split.get("data_path") or config.get("data") or "")
     loaded = load_examples(
         data_path,
         fmt=config.get("fmt"),

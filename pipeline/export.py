@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from advisor.files import write_json_atomic, write_text_atomic
 from advisor.report.document import Training, Verification
 from advisor.report.finetune import model_card_markdown
 from advisor.rundir import RunDir
@@ -35,16 +34,14 @@ def export_training(
     `training` section of decision.json with the loss curve from the metrics log. Returns the section.
 
     `model_dir` is the local folder trained on; `base_model_id` the Hub id its weights are, when known."""
-    out = run_dir / "train"
-    write_json_atomic(
-        out / "config.json", {"train": cfg.to_dict(), "model": model_dir, "provenance": provenance}
-    )
+    run = RunDir(run_dir)
+    run.write_train_config({"train": cfg.to_dict(), "model": model_dir, "provenance": provenance})
     section = training_section(result, cfg, model_dir, provenance, base_model_id)
-    section["curve"] = load_training_curve(out / "metrics.jsonl")
+    section["curve"] = load_training_curve(run.metrics_path)
     if cfg.merge:
-        section["merged_dir"] = str(merge_adapter(model_dir, result.adapter_dir, out / "merged"))
-    write_model_card(result.adapter_dir, section)
-    update_decision(run_dir, {"training": section})
+        section["merged_dir"] = str(merge_adapter(model_dir, result.adapter_dir, run.merged_dir))
+    write_model_card(run, result.adapter_dir, section)
+    update_decision(run, {"training": section})
     return section
 
 
@@ -86,21 +83,20 @@ def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out_dir: str |
 
 
 def write_model_card(
-    adapter_dir: str | Path, training: dict[str, Any], verification: dict[str, Any] | None = None
+    run: RunDir, adapter_dir: str | Path, training: dict[str, Any], verification: dict[str, Any] | None = None
 ) -> Path:
-    """The model card (adapter_dir/README.md) from the sections as decision.json will hold them."""
     card = model_card_markdown(
         Training.model_validate(training),
         None if verification is None else Verification.model_validate(verification),
     )
-    return write_text_atomic(Path(adapter_dir) / "README.md", card)
+    return run.write_model_card(adapter_dir, card)
 
 
 def update_decision(
-    run_dir: str | Path, updates: dict[str, Any], signals: dict[str, Any] | None = None
+    run_dir: RunDir | str | Path, updates: dict[str, Any], signals: dict[str, Any] | None = None
 ) -> None:
     """Set top-level sections (and signals) of the run's decision.json, validated, atomically."""
-    run = RunDir(run_dir)
+    run = RunDir.of(run_dir)
     if signals:
         updates = {**updates, "signals": {**run.read_report().signals, **signals}}
     run.update_report(**updates)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import DataError
+from advisor.rundir import ADAPTER, BEST, CHECKPOINTS, METRICS
 from advisor.types import Example
 from pipeline.batches import EncodedSplit, collate, completion_tokens, encode_split, plan_batches
 from pipeline.checkpoint import (
@@ -211,11 +212,11 @@ def train(
     plan = BatchPlan([len(e.input_ids) for e in data.train], cfg, d)  # this rank's micro-batches
     estimate = preflight(model_dir, cfg, max(len(e.input_ids) for e in data.train), d.device)
     parts = build_parts(model_dir, cfg, d, plan)  # model, loss, optimizer, schedule
-    ckpt = latest_checkpoint(out / "checkpoints") if resume else None
+    ckpt = latest_checkpoint(out / CHECKPOINTS) if resume else None
     state = LoopState()
     if ckpt is not None:  # continue where the interrupted run left off, bit for bit
         state = restore_checkpoint(ckpt, parts.model, parts.optimizer, parts.scheduler, cfg, d)
-    log = MetricsLog(out / "metrics.jsonl", d.main, state.resumed_from if resume else None)
+    log = MetricsLog(out / METRICS, d.main, state.resumed_from if resume else None)
     log.write(
         {
             "event": "start",
@@ -352,7 +353,7 @@ def _evaluate(
     if improved:
         state.best_loss, state.best_step, state.bad_evals = dl, state.step, 0
         if run.d.main:
-            save_adapter_atomic(run.parts.model, run.out / "best")
+            save_adapter_atomic(run.parts.model, run.out / BEST)
     else:
         state.bad_evals += 1
     extra = dev_callback(run.parts.model) if (dev_callback and run.d.main) else {}
@@ -377,17 +378,17 @@ def _checkpoint(run: _Run, state: LoopState, tally: _Tally) -> None:
         payload = checkpoint_payload(
             state, state.elapsed_before + tally.wall(), p.model, p.optimizer, p.scheduler, rngs, run.cfg
         )
-        save_checkpoint(run.out / "checkpoints", state.step, payload)
+        save_checkpoint(run.out / CHECKPOINTS, state.step, payload)
 
 
 def _finish(run: _Run, state: LoopState, tally: _Tally) -> TrainResult:
     """The result adapter (best on dev if measured, else the last weights), the result, the end record."""
     elapsed = tally.wall()
     cpu = time.process_time() - tally.c0
-    adapter_dir = run.out / "adapter"
+    adapter_dir = run.out / ADAPTER
     if run.d.main:
-        if state.best_step is not None and (run.out / "best").is_dir():
-            copy_dir_atomic(run.out / "best", adapter_dir)
+        if state.best_step is not None and (run.out / BEST).is_dir():
+            copy_dir_atomic(run.out / BEST, adapter_dir)
         else:
             save_adapter_atomic(run.parts.model, adapter_dir)
     result = TrainResult(

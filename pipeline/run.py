@@ -8,7 +8,6 @@ once training is done, and their command exits 0 printing nothing.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -28,8 +27,6 @@ from pipeline.export import export_training
 from pipeline.gate import GateResult, check_gate
 from pipeline.loop import TrainResult, train
 from pipeline.verify import FINETUNED, judge_finetuned, run_thresholds, verification_signals, verify_run
-
-STALE_OUTPUTS = ("checkpoints", "best", "adapter", "metrics.jsonl")  # of an earlier run, unless resuming
 
 
 def train_and_verify(
@@ -80,9 +77,10 @@ def train_run(
         "data_sha256": split.run_info.get("data_sha256"),
         "split_seed": split.run_info.get("seed"),
     }
-    out = run_dir / "train"
+    run = RunDir(run_dir)
+    out = run.train_dir
     if not resume and launched_rank() == 0:
-        _remove_stale_outputs(out)
+        run.clear_train_outputs()  # an earlier run's, unless resuming
     result = train(
         model_dir, split.train, split.dev, out, cfg, provenance=provenance, resume=resume, progress=progress
     )
@@ -96,15 +94,6 @@ def training_model(cfg: TrainConfig, run_config: dict[str, Any]) -> ModelSource:
     """The training config's model, else the advise run's, else the embedded model, resolved the way
     advise resolves it (a folder, a .gguf file or a Hub id[@revision])."""
     return resolve_model(cfg.model or run_config.get("model") or None)
-
-
-def _remove_stale_outputs(out: Path) -> None:
-    for name in STALE_OUTPUTS:
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
 
 
 def redecide(doc: dict[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:
@@ -138,24 +127,24 @@ def _verification_resampler(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Any,
     None when the run lacks a per-item file (an arm's or the fine-tuned model's): nothing to resample.
     """
     section = doc.get("prompting")
-    folder = run_dir / "predictions"
+    run = RunDir(run_dir)
     if not section or not doc.get("verification"):
         return None
     names = [a["name"] for a in section["arms"]] + [FINETUNED]
-    if not all((folder / f"{name}.jsonl").is_file() for name in names):
+    if not all(run.has_predictions(name) for name in names):
         return None
     task, labels = TaskKind(section["task"]), tuple(section.get("labels") or ())
     metric, seed = section["target_metric"], int(section.get("seed", 0))
     arms = []
     for a in section["arms"]:
-        items = evaluate.read_predictions(folder / f"{a['name']}.jsonl")
+        items = evaluate.read_predictions(run, a["name"])
         scores = evaluate.summarise(items, task, labels, seed)
         arms.append(
             evaluate.ArmResult(
                 a["name"], a["kind"], a["k"], a.get("selection"), items, scores, a["mean_prompt_tokens"]
             )
         )
-    ft_items = evaluate.read_predictions(folder / f"{FINETUNED}.jsonl")
+    ft_items = evaluate.read_predictions(run, FINETUNED)
     lines = [it.line for it in ft_items]
     if any([it.line for it in arm.items] != lines for arm in arms):
         return None  # not the same eval items in the same order: resampling would unpair them

@@ -204,7 +204,7 @@ def verify_run(
     train_ex, _dev, eval_ex = _split_examples(config, split, task, labels)
 
     any_arm = prompting["arms"][0]["name"]
-    recorded = evaluate.read_predictions(run.predictions_path(best or any_arm))
+    recorded = evaluate.read_predictions(run, best or any_arm)
     base_info = prompting.get("baselines")
     majority_label = base_info["majority_label"] if base_info else None
     if best is None:  # no honest prompting arm: the constant predictor is the "before"
@@ -233,7 +233,7 @@ def verify_run(
         stop=stop,
         progress=progress,
     )
-    evaluate.write_arm_predictions(run_dir, ft)
+    evaluate.write_arm_predictions(run, ft)
 
     # Latency per request, both measured now on this machine with the local model: the best arm's own
     # prompts (demonstrations included) on the base model, the fine-tuned model's short prompts on it.
@@ -261,7 +261,7 @@ def verify_run(
         provenance=training.get("provenance", {}),
     )
     update_decision(run_dir, {"verification": section}, signals=verification_signals(section))
-    write_model_card(adapter_dir, training, section)
+    write_model_card(run, adapter_dir, training, section)
     return section
 
 
@@ -327,7 +327,7 @@ def judge_finetuned(
     vs_majority = degeneracy = None
     if base_info:
         vs_majority = evaluate.compare(
-            evaluate.majority_items(ft.items, majority_label),
+            evaluate.majority_items(ft.items, str(majority_label)),
             ft.items,
             metric=metric,
             seed=seed,

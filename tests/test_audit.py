@@ -261,7 +261,7 @@ def test_reading_a_bad_split_file_names_it(tmp_path: Path, rt_snippets) -> None:
     with pytest.raises(DataError, match="field 'dev': expected a list of line numbers"):
         read_split(tmp_path)
     (tmp_path / "split.json").write_text("{", encoding="utf-8")
-    with pytest.raises(DataError, match="split.json: not valid JSON"):
+    with pytest.raises(DataError, match="split.json:1: not valid JSON"):
         read_split(tmp_path)
     split = Split(seed=0, train=(1, 99), dev=(), eval=())
     with pytest.raises(DataError, match="the data changed"):

@@ -161,7 +161,7 @@ def test_predictions_files(classified, tmp_path):
     assert first["line"] == it.line and first["input"] == it.input and first["target"] == it.target
     assert first["prediction"] == it.prediction and first["correct"] == it.correct
     assert set(first["label_logprobs"]) == set(LABELS) and len(first["demo_lines"]) == 2
-    assert read_predictions(tmp_path / "predictions" / "few_shot_k2.jsonl") == arm.items
+    assert read_predictions(tmp_path, "few_shot_k2") == arm.items
 
 
 def _item(line: int, correct: bool) -> ItemResult:
@@ -307,7 +307,7 @@ def test_embedded_model_small_slice(split, tmp_path):
         assert all(it.prediction in LABELS and it.prompt_tokens > 0 for it in arm.items)
         assert all(lp < 0 for it in arm.items for lp in (it.label_logprobs or {}).values())
     write_predictions(tmp_path, result)
-    assert read_predictions(tmp_path / "predictions" / "few_shot_k2.jsonl") == result.arm("few_shot_k2").items
+    assert read_predictions(tmp_path, "few_shot_k2") == result.arm("few_shot_k2").items
     assert prompting_signals(result)["prompting_measured"] is True
 
 

@@ -20,10 +20,6 @@ PACKAGES = ("advisor", "pipeline", "rules")
 LAZY_PROJECT_IMPORTS = {
     "advisor.cli": "each command imports its recipe when it runs, so `tunegate --help` loads only argparse",
     "advisor.backends": "get_backend imports only the backend it builds, with that backend's client library",
-    # Known debt, to hoist when these modules are reorganised (issue 10): they hide no cycle, since the
-    # graph below counts function-local imports too.
-    "advisor.advise": "pending: recipe steps imported inside advise()",
-    "advisor.report.render": "pending: renderers imported inside the writers",
 }
 
 

@@ -113,12 +113,12 @@ def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) ->
     best = doc["prompting"]["plateau"]["best_arm"] or "majority"
     assert section["baseline"]["arm"] == best
     assert report_docs.facts(doc["verification"]) == report_docs.facts(json.loads(json.dumps(section)))
-    ft_items = read_predictions(run / "predictions" / "fine_tuned.jsonl")
+    ft_items = read_predictions(run, "fine_tuned")
     if best == "majority":
         label = doc["prompting"]["baselines"]["majority_label"]
         base_items = {it.line: it for it in majority_items(ft_items, label)}
     else:
-        base_items = {it.line: it for it in read_predictions(run / "predictions" / f"{best}.jsonl")}
+        base_items = {it.line: it for it in read_predictions(run, best)}
     assert sorted(it.line for it in ft_items) == sorted(json.loads((run / "split.json").read_text())["eval"])
     fixed = sum(it.correct and not base_items[it.line].correct for it in ft_items)
     broken = sum(base_items[it.line].correct and not it.correct for it in ft_items)

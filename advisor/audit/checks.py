@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 import os
 import random
@@ -33,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import DataError
-from advisor.files import write_json_atomic
 from advisor.intake.data import Chunk, LabelCounter, iter_examples, jsonl_chunks
+from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 
 CountTokens = Callable[[list[str]], list[int]]
@@ -497,8 +496,10 @@ def _leakage(split: Split, key_of: dict[int, str]) -> int:
     return sum(k in train for k in dev) + sum(k in train or k in dev_keys for k in ev)
 
 
-def write_split(run_dir: str | os.PathLike[str], split: Split, data_sha256: str, data_path: str) -> Path:
-    """Write RUN_DIR/split.json atomically (temp file in the same folder, fsync, rename)."""
+def write_split(
+    run_dir: RunDir | str | os.PathLike[str], split: Split, data_sha256: str, data_path: str
+) -> Path:
+    """Write the run folder's split.json (atomically, through RunDir)."""
     doc = {
         "seed": split.seed,
         "data_sha256": data_sha256,
@@ -507,21 +508,13 @@ def write_split(run_dir: str | os.PathLike[str], split: Split, data_sha256: str,
         "dev": list(split.dev),
         "eval": list(split.eval),
     }
-    return write_json_atomic(Path(run_dir) / SPLIT_FILE, doc, compact=True)
+    return RunDir.of(run_dir).write_split(doc)
 
 
-def read_split(run_dir: str | os.PathLike[str]) -> Split:
-    path = Path(run_dir) / SPLIT_FILE
-    name = str(path)
-    try:
-        with path.open(encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except FileNotFoundError:
-        raise DataError("no split file; run `tunegate advise` first", file=name) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"not valid JSON: {exc}", file=name) from None
-    if not isinstance(doc, dict):
-        raise DataError("expected a JSON object", file=name)
+def read_split(run_dir: RunDir | str | os.PathLike[str]) -> Split:
+    run = RunDir.of(run_dir)
+    name = str(run.split_path)
+    doc = run.read_split()
     for key in ("train", "dev", "eval"):
         value = doc.get(key)
         if not isinstance(value, list) or not all(

@@ -14,7 +14,6 @@ render function, `compare` gives the paired before/after result with per-item fl
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,12 +25,12 @@ import numpy as np
 from advisor.backends.base import Backend, GenRequest, LoglikRequest
 from advisor.decide.rules import load_rules
 from advisor.errors import BudgetError, ConfigError
-from advisor.files import write_text_atomic
 from advisor.measure import calibration, stats
 from advisor.measure.baselines import Baselines, Degeneracy, compute_baselines, judge_degenerate
 from advisor.measure.calibration import Variant
 from advisor.measure.prompts import SELECTIONS, Arm, ArmKind, DemoSelector, few_shot_arm, render_messages
 from advisor.measure.stats import Estimate, McNemar, PairedDiff, Plateau
+from advisor.rundir import RunDir
 from advisor.types import Example, Message, TaskKind
 
 Progress = Callable[[str, int, int], None]  # (arm name, items done, items total)
@@ -870,21 +869,18 @@ def analyse(
 # Files
 
 
-def write_arm_predictions(run_dir: str | Path, arm: ArmResult) -> Path:
+def write_arm_predictions(run_dir: RunDir | str | Path, arm: ArmResult) -> Path:
     """predictions/<arm>.jsonl: one JSON object per eval item, written atomically."""
-    path = Path(run_dir) / "predictions" / f"{arm.name}.jsonl"
-    lines = [json.dumps(it.to_dict(), ensure_ascii=False) for it in arm.items]
-    write_text_atomic(path, "".join(line + "\n" for line in lines))
-    return path
+    return RunDir.of(run_dir).write_predictions(arm.name, [it.to_dict() for it in arm.items])
 
 
-def write_predictions(run_dir: str | Path, result: PromptingResult) -> list[Path]:
+def write_predictions(run_dir: RunDir | str | Path, result: PromptingResult) -> list[Path]:
     return [write_arm_predictions(run_dir, a) for a in result.arms]
 
 
-def read_predictions(path: str | Path) -> tuple[ItemResult, ...]:
-    with open(path, encoding="utf-8") as f:
-        return tuple(ItemResult.from_dict(json.loads(line)) for line in f if line.strip())
+def read_predictions(run_dir: RunDir | str | Path, arm: str) -> tuple[ItemResult, ...]:
+    """An arm's per-item results from the run folder's predictions/<arm>.jsonl."""
+    return tuple(ItemResult.from_dict(row) for row in RunDir.of(run_dir).read_predictions(arm))
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,18 +17,15 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from advisor.files import ensure_dir, write_text_atomic
+from advisor.audit.checks import split_section
+from advisor.errors import DataError
 from advisor.report.document import SCHEMA_VERSION, Report
 from advisor.report.html import to_html
 from advisor.report.markdown import to_markdown
 from advisor.report.plots import figures
-from advisor.rundir import RunDir
+from advisor.rundir import HTML_FILE, MARKDOWN_FILE, RunDir
 from advisor.version import __version__
 
-DECISION_FILE = "decision.json"
-MARKDOWN_FILE = "report.md"
-HTML_FILE = "report.html"
-PLOTS_DIR = "plots"  # the Markdown report's plots, as SVG files beside it
 TOP_LEVEL_KEYS = (
     "schema_version",
     "tool_version",
@@ -166,8 +163,6 @@ def _as_dict(obj: Any) -> Any:
 def _split_dict(split: Any) -> dict[str, Any] | None:
     if split is None or isinstance(split, Mapping):
         return dict(split) if split is not None else None
-    from advisor.audit.checks import split_section
-
     return split_section(split)
 
 
@@ -178,47 +173,45 @@ def _get(obj: Any, name: str) -> Any:
 # --------------------------------------------------------------------------- writing
 
 
-def write_report(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Path, Path]:
-    """Write decision.json, report.md (with its plots/*.svg) and report.html into `run_dir` atomically.
+def write_report(run_dir: RunDir | Path, doc: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Write decision.json, report.md (with its plots/*.svg) and report.html into the run folder atomically.
 
     Returns the decision.json and report.md paths; report.html is `run_dir / HTML_FILE`.
     """
-    run = RunDir(ensure_dir(run_dir, "run folder"))
+    run = RunDir.of(run_dir).create()
     report = Report.model_validate(doc)
     json_path = run.write_report(report)
-    md_path, _ = rerender_doc(run.path, report, ("md", "html"))
+    md_path, _ = rerender_doc(run, report, ("md", "html"))
     return json_path, md_path
 
 
-def write_plots(run_dir: Path, report: Report) -> dict[str, list[tuple[str, str]]]:
+def write_plots(run_dir: RunDir | Path, report: Report) -> dict[str, list[tuple[str, str]]]:
     """The document's plots as run_dir/plots/<name>.svg; returns section -> [(title, relative path)]."""
+    run = RunDir.of(run_dir)
     out: dict[str, list[tuple[str, str]]] = {}
     for fig in figures(report):
-        ensure_dir(Path(run_dir) / PLOTS_DIR, "plots folder")
-        rel = f"{PLOTS_DIR}/{fig.name}.svg"
-        write_text_atomic(Path(run_dir) / rel, fig.svg + "\n")
+        rel = run.write_plot(fig.name, fig.svg + "\n")
         out.setdefault(fig.section, []).append((fig.title, rel))
     return out
 
 
-def rerender_doc(run_dir: Path, report: Report, formats: Sequence[str]) -> list[Path]:
+def rerender_doc(run_dir: RunDir | Path, report: Report, formats: Sequence[str]) -> list[Path]:
     """Write the requested renderings ("md": report.md + plots/, "html": report.html) of `report`."""
+    run = RunDir.of(run_dir)
     written = []
     for fmt in formats:
         if fmt == "md":
-            path = Path(run_dir) / MARKDOWN_FILE
-            write_text_atomic(path, to_markdown(report, plots=write_plots(Path(run_dir), report)))
-            written.append(path)
+            written.append(
+                run.write_rendering(MARKDOWN_FILE, to_markdown(report, plots=write_plots(run, report)))
+            )
         elif fmt == "html":
-            path = Path(run_dir) / HTML_FILE
-            write_text_atomic(path, to_html(report))
-            written.append(path)
+            written.append(run.write_rendering(HTML_FILE, to_html(report)))
     return written
 
 
-def read_report(run_dir: Path) -> dict[str, Any]:
+def read_report(run_dir: RunDir | Path) -> dict[str, Any]:
     """decision.json as validated plain data (a damaged or foreign file: DataError, exit 3)."""
-    return RunDir(run_dir).read_report().as_dict()
+    return RunDir.of(run_dir).read_report().as_dict()
 
 
 def rerender(run_dir: Path, formats: Sequence[str] = ("md", "html")) -> list[Path]:
@@ -228,8 +221,6 @@ def rerender(run_dir: Path, formats: Sequence[str] = ("md", "html")) -> list[Pat
     of the wrong type is reported (exit 3) instead of crashing. The renderers themselves are tested on
     every document `advise` and `train` write, so such a failure here means a malformed file.
     """
-    from advisor.errors import DataError
-
     report = RunDir(Path(run_dir)).read_report()
     try:
         return rerender_doc(Path(run_dir), report, formats)
@@ -241,5 +232,5 @@ def rerender(run_dir: Path, formats: Sequence[str] = ("md", "html")) -> list[Pat
         )
         raise DataError(
             f"cannot render this decision.json: {what}; re-run advise to write a complete one",
-            file=str(Path(run_dir) / DECISION_FILE),
+            file=str(RunDir(run_dir).decision_path),
         ) from None
