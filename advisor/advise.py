@@ -17,6 +17,8 @@ from typing import Any
 from advisor.baselines import choose_metric
 from advisor.config import AdviseConfig
 from advisor.files import write_json_atomic
+from advisor.prompt_record import record_prompts
+from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 
 
@@ -133,6 +135,8 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
         evidence=evidence.to_dict() if evidence is not None else None,
         backend_info=_backend_info(backend),
     )
+    if prompting is not None:
+        RunDir(run_dir).write_prompts(record_prompts(prompting))
     report.write_report(run_dir, doc)
     return doc
 

@@ -176,6 +176,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.add_argument("--json", action="store_true", help="print the updated decision.json to stdout")
 
+    p = sub.add_parser(
+        "verify",
+        help="score a fine-tuned model (the run's adapter, another adapter, a local or served model) "
+        "against the run's best prompting arm, then decide again",
+    )
+    p.add_argument("run_dir", help="the advise run folder")
+    p.add_argument(
+        "--adapter", metavar="DIR", help="a peft adapter trained elsewhere, on the run's base model"
+    )
+    p.add_argument(
+        "--backend",
+        choices=("hf", "openai"),
+        default="hf",
+        help="hf: a local model (default: the run's own adapter); openai: a model behind a server",
+    )
+    p.add_argument(
+        "--model",
+        help="hf: a local model folder (the base of --adapter, else the model verified as it is); "
+        "openai: the served model's name (default: the server's only model)",
+    )
+    p.add_argument("--base-url", help="OpenAI-compatible server URL (or env OPENAI_BASE_URL)")
+    p.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
+    p.add_argument(
+        "--prompts",
+        default="finetune",
+        metavar="finetune|best|ARM",
+        help="finetune (default): prompted as tunegate trains adapters; best, or an arm's name: that "
+        "arm's recorded prompts, demonstrations and label-bias correction",
+    )
+    p.add_argument(
+        "--latency-samples", type=int, default=10, metavar="N", help="requests timed per model (0: none)"
+    )
+    p.add_argument("--json", action="store_true", help="print the updated decision.json to stdout")
+
     p = sub.add_parser("run", help="advise, then (if the verdict is fine_tune) train, verify and report")
     _add_advise_args(p)
     _add_train_args(p)
@@ -270,6 +304,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_advise(args)
     if args.command == "train":
         return _cmd_train(args)
+    if args.command == "verify":
+        return _cmd_verify(args)
     if args.command == "run":
         return _cmd_run(args)
     if args.command == "demo":
@@ -393,20 +429,99 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from advisor.errors import ConfigError
+    from advisor.rundir import RunDir
+    from pipeline.run import verify_and_redecide
+    from pipeline.verify import adapter_candidate, model_candidate, served_candidate
+
+    if args.latency_samples < 0:
+        raise ConfigError(f"must be 0 or more, got {args.latency_samples}", field="--latency-samples")
+    run = RunDir(args.run_dir)
+    with run.lock():
+        candidate = None  # the run's own adapter
+        if args.backend == "openai":
+            if args.adapter:
+                raise ConfigError(
+                    "--adapter is for a local model; a served adapter is named by --model", field="--adapter"
+                )
+            candidate = served_candidate(args.base_url, args.model, api_key_env=args.api_key_env)
+        elif args.base_url or args.api_key_env:
+            raise ConfigError("--base-url and --api-key-env need --backend openai", field="--backend")
+        elif args.adapter:
+            base = args.model or _run_base_model(run)
+            candidate = adapter_candidate(base, args.adapter)
+        elif args.model:
+            candidate = model_candidate(args.model)
+        doc = verify_and_redecide(
+            run.path, candidate=candidate, prompts_from=args.prompts, latency_samples=args.latency_samples
+        )
+    _emit(doc, args.json)
+    return int(ExitCode.OK)
+
+
+def _run_base_model(run: Any) -> str:
+    """The local model an adapter of this run sits on: the one it trained on, else the one advise ran."""
+    from advisor.errors import ConfigError
+    from advisor.model import resolve_model_dir
+
+    report = run.read_report()
+    if report.training is not None:
+        return str(report.training.base_model)
+    config = run.read_config()
+    if config.get("backend", "hf") != "hf":
+        raise ConfigError(
+            "advise ran against a server: name the adapter's local base model folder with --model",
+            field="--model",
+        )
+    return str(resolve_model_dir(config.get("model")))
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from advisor.rundir import RunDir
+    from pipeline.distributed import launched_world
 
     config = _advise_config(args)
+    if launched_world() > 1:
+        return _run_launched(args, config)
     with RunDir(config.out).lock():  # one lock through advise and train
         return _advise_then_train(args, config)
 
 
-def _advise_then_train(args: argparse.Namespace, config: Any) -> int:
+def _run_launched(args: argparse.Namespace, config: Any) -> int:
+    """`tunegate run` under torchrun or `accelerate launch`: rank 0 advises while the other ranks wait,
+    then every rank trains if the gate opens; rank 0 alone writes and prints."""
+    from advisor.rundir import RunDir
+    from pipeline.distributed import from_rank0, init_distributed
+
+    d = init_distributed()
+    if d.rank != 0:
+        if from_rank0(None, d):
+            _train(args, config.out)
+        return int(ExitCode.OK)
+    told: list[bool] = []
+
+    def tell(go: bool) -> None:
+        told.append(from_rank0(go, d))
+
+    with RunDir(config.out).lock():
+        try:
+            return _advise_then_train(args, config, tell_ranks=tell)
+        except BaseException:
+            if not told:  # advise failed: release the waiting ranks, then fail with its error
+                tell(False)
+            raise
+
+
+def _advise_then_train(args: argparse.Namespace, config: Any, tell_ranks: Any = None) -> int:
     from advisor.advise import advise
 
     doc = advise(config)
     verdict = doc["decision"]["verdict"]
-    if verdict != "fine_tune" and not args.force:
+    go = verdict == "fine_tune" or args.force
+    if tell_ranks is not None:
+        tell_ranks(go)
+    if not go:
         _emit(doc, args.json)
         print(
             f"tunegate: verdict is {verdict}: not training (the gate opens only on fine_tune)",

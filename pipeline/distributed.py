@@ -28,6 +28,32 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def launched_world() -> int:
+    """How many processes the launcher started (torchrun and `accelerate launch` set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+RANK0_WAIT_S = 7 * 24 * 3600  # how long the other ranks wait for rank 0's step (advise may take hours)
+
+
+def from_rank0(value: Any, d: Dist) -> Any:
+    """Rank 0's `value` on every rank; the other ranks block until rank 0 gets here.
+
+    The wait runs on a gloo group of its own with a long timeout, so a long step on rank 0 (advise,
+    before training) does not trip the default group's timeout, which training keeps.
+    """
+    if d.world == 1:
+        return value
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=RANK0_WAIT_S))
+    box = [value if d.rank == 0 else None]
+    dist.broadcast_object_list(box, src=0, group=group)
+    return box[0]
+
+
 def init_distributed() -> Dist:
     """Single process, or DDP when launched by torchrun (gloo on CPU, NCCL on CUDA)."""
     import torch

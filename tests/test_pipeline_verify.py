@@ -14,6 +14,8 @@ torch = pytest.importorskip("torch")
 from tiny import rotten_tomatoes_rows, tiny_llama  # noqa: E402
 
 from advisor.finetune_report import verification_markdown  # noqa: E402
+from advisor.prompt_record import record_prompts  # noqa: E402
+from advisor.rundir import RunDir  # noqa: E402
 from advisor.types import TaskKind  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
 from pipeline.verify import verification_signals  # noqa: E402
@@ -88,6 +90,7 @@ def _advised_run(tmp_path: Path, model_dir: Path) -> Path:
         min_gain=0.05,
     )
     evaluate.write_predictions(run, result)
+    RunDir(run).write_prompts(record_prompts(result))  # as advise records them
     # A real run's document, with this run's prompting section and a fine_tune verdict.
     doc = report_docs.few_shot_doc(tmp_path)
     doc["decision"]["verdict"] = "fine_tune"
