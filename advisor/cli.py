@@ -20,7 +20,7 @@ from advisor.textsafe import json_for_terminal, term_safe
 from advisor.types import Verdict
 
 EXIT_CODES_HELP = """exit codes:
-  0   verdict prompt (and success for train/report/rules/demo)
+  0   verdict prompt (and success for train/verify/report/rules/demo)
   10  verdict few_shot        11  verdict fine_tune
   12  verdict collect_data    13  verdict inconclusive
   2   usage or configuration error      3  bad input data (file, line and field are named)
@@ -198,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--base-url", help="OpenAI-compatible server URL (or env OPENAI_BASE_URL)")
     p.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
+    p.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="openai: a local folder with the served model's tokenizer, for exact prompt-logprob scoring",
+    )
     p.add_argument(
         "--prompts",
         default="finetune",
@@ -430,6 +435,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from functools import partial
+
     from advisor.errors import ConfigError
     from advisor.rundir import RunDir
     from pipeline.run import verify_and_redecide
@@ -438,21 +445,24 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.latency_samples < 0:
         raise ConfigError(f"must be 0 or more, got {args.latency_samples}", field="--latency-samples")
     run = RunDir(args.run_dir)
+    candidate: Any = None  # the run's own adapter
+    if args.backend == "openai":
+        if args.adapter:
+            raise ConfigError(
+                "--adapter is for a local model; a served adapter is named by --model", field="--adapter"
+            )
+        served = dict(api_key_env=args.api_key_env, tokenizer=args.tokenizer)
+        candidate = partial(served_candidate, args.base_url, args.model, **served)
+    elif args.base_url or args.api_key_env or args.tokenizer:
+        raise ConfigError("--base-url, --api-key-env, --tokenizer need --backend openai", field="--backend")
+    elif args.adapter:
+
+        def candidate() -> Any:
+            return adapter_candidate(args.model or _run_base_model(run), args.adapter)
+
+    elif args.model:
+        candidate = partial(model_candidate, args.model)
     with run.lock():
-        candidate = None  # the run's own adapter
-        if args.backend == "openai":
-            if args.adapter:
-                raise ConfigError(
-                    "--adapter is for a local model; a served adapter is named by --model", field="--adapter"
-                )
-            candidate = served_candidate(args.base_url, args.model, api_key_env=args.api_key_env)
-        elif args.base_url or args.api_key_env:
-            raise ConfigError("--base-url and --api-key-env need --backend openai", field="--backend")
-        elif args.adapter:
-            base = args.model or _run_base_model(run)
-            candidate = adapter_candidate(base, args.adapter)
-        elif args.model:
-            candidate = model_candidate(args.model)
         doc = verify_and_redecide(
             run.path, candidate=candidate, prompts_from=args.prompts, latency_samples=args.latency_samples
         )

@@ -79,8 +79,15 @@ def verification_markdown(section: Mapping[str, Any] | None) -> str:
         "|---|---:|---:|---:|",
         f"| best prompting arm {md_code(base['arm'])} | {_est(base['scores'][metric])} | "
         f"{base['mean_prompt_tokens']:.0f} | {_ms(base['latency'])} |",
-        f"| fine-tuned (LoRA) | {_est(ft['scores'][metric])} | "
+        f"| fine-tuned{' (LoRA)' if ft.get('adapter_dir') else ''} | {_est(ft['scores'][metric])} | "
         f"{ft['mean_prompt_tokens']:.0f} | {_ms(ft['latency'])} |",
+        "",
+        f"Fine-tuned model: {md_code(ft.get('model_id'))}, prompted "
+        + (
+            f"with the recorded prompts of the arm {md_code(ft['prompted_as'])}."
+            if ft.get("prompted_as") not in (None, "finetune")
+            else "as tunegate trains adapters (the item's own turns and the answer-format hint)."
+        ),
         "",
         f"Paired difference (fine-tuned − {md_code(base['arm'])}): "
         f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], "

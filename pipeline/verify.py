@@ -14,7 +14,7 @@ majority baseline is the "before".
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -227,7 +227,12 @@ def model_candidate(model_dir: str | Path, *, device: str | None = None) -> Cand
 
 
 def served_candidate(
-    base_url: str | None, model: str | None, *, api_key_env: str | None = None, timeout: float = 60.0
+    base_url: str | None,
+    model: str | None,
+    *,
+    api_key_env: str | None = None,
+    tokenizer: str | None = None,
+    timeout: float = 60.0,
 ) -> Candidate:
     """A model behind an OpenAI-compatible server (a served LoRA, a merged model, one tuned elsewhere).
 
@@ -236,7 +241,13 @@ def served_candidate(
     from advisor.textsafe import redact_url
 
     backend = get_backend(
-        "openai", model=model, base_url=base_url, api_key_env=api_key_env, timeout=timeout, cache=False
+        "openai",
+        model=model,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        tokenizer=tokenizer,
+        timeout=timeout,
+        cache=False,
     )
     return Candidate(backend, redact_url(str(backend.model_id)))
 
@@ -251,7 +262,7 @@ def _latency(backend: Any, name: str, prompts: Sequence[tuple[Any, ...]], max_to
 def verify_run(
     run_dir: str | Path,
     *,
-    candidate: Candidate | None = None,
+    candidate: Callable[[], Candidate] | None = None,
     prompts_from: str = FINETUNE_PROMPTS,
     latency_samples: int = 10,
     device: str | None = None,
@@ -259,7 +270,8 @@ def verify_run(
 ) -> dict[str, Any]:
     """Score a candidate model on the eval split, compare with the best prompting arm, update decision.json.
 
-    The candidate is the run's own adapter on its base model unless one is given. `prompts_from`:
+    The candidate is the run's own adapter on its base model unless `candidate` builds another (after
+    the run folder is checked, so a refused folder loads no model). `prompts_from`:
     "finetune" prompts it as tunegate's adapters are trained (`finetune_arm`); "best" with the best arm's
     recorded turns, demonstrations and label-bias correction, exactly as that arm was scored; an arm's
     name: that arm's (pointed at the base model, this reproduces the arm: a check of a serving stack).
@@ -293,8 +305,7 @@ def verify_run(
         baseline_items = evaluate.majority_items(recorded, str(majority_label))
     else:
         baseline_items = recorded
-    if candidate is None:
-        candidate = _own_adapter(run, training, device)
+    model = candidate() if candidate is not None else _own_adapter(run, training, device)
     max_gen = int(config.get("max_gen_tokens") or 64)
     stop = evaluate.default_stop(train_ex) if task is TaskKind.GENERATE else ()
     best_prompts = record.arm(best).render(eval_ex, by_line) if best != "majority" else []
@@ -306,7 +317,7 @@ def verify_run(
         prompted_as = FINETUNE_PROMPTS
     by_example = {ex.line: p for ex, p in zip(eval_ex, ft_prompts, strict=True)}
     ft = evaluate.score_arm(
-        candidate.backend,
+        model.backend,
         FINETUNED,
         lambda ex: by_example[ex.line],
         eval_ex,
@@ -326,10 +337,10 @@ def verify_run(
 
     # Latency per request, measured now: the candidate's own prompts on the candidate, and, when the
     # candidate runs here, the best arm's recorded prompts (demonstrations included) on the local base.
-    answer_tokens = max(candidate.backend.count_tokens(list(labels)), default=1) + 1 if labels else max_gen
-    latency = {FINETUNED: _latency(candidate.backend, FINETUNED, ft_prompts, answer_tokens, latency_samples)}
-    backend_for_base = candidate.base_model_dir
-    candidate.backend = None  # free the candidate before the base model loads
+    answer_tokens = max(model.backend.count_tokens(list(labels)), default=1) + 1 if labels else max_gen
+    latency = {FINETUNED: _latency(model.backend, FINETUNED, ft_prompts, answer_tokens, latency_samples)}
+    backend_for_base = model.base_model_dir
+    model.backend = None  # free the candidate before the base model loads
     if latency_samples > 0 and best_prompts and backend_for_base is not None:
         base = HFBackend(backend_for_base, device=device)
         latency[best] = _latency(base, best, best_prompts, answer_tokens, latency_samples)
@@ -341,14 +352,14 @@ def verify_run(
         ft,
         thresholds=run_thresholds(doc),
         latency=latency,
-        adapter_dir=None if candidate.adapter_dir is None else str(candidate.adapter_dir),
-        model_id=candidate.model_id,
-        provenance=(training or {}).get("provenance", {}) if candidate.own_adapter else NO_GATE,
+        adapter_dir=None if model.adapter_dir is None else str(model.adapter_dir),
+        model_id=model.model_id,
+        provenance=(training or {}).get("provenance", {}) if model.own_adapter else NO_GATE,
         prompted_as=prompted_as,
     )
     update_decision(run.path, {"verification": section}, signals=verification_signals(section))
-    if candidate.own_adapter and candidate.adapter_dir is not None and training:
-        write_model_card(candidate.adapter_dir, training, section)
+    if model.own_adapter and model.adapter_dir is not None and training:
+        write_model_card(model.adapter_dir, training, section)
     return section
 
 

@@ -43,6 +43,7 @@ def _advised_run(
     *,
     k_ladder: tuple[int, ...] = (1, 2),
     label_names: dict[str, str] | None = None,
+    n_eval: int = 20,
 ) -> tuple[Path, Any]:
     """A run folder as `advise` leaves it: config, split, prompting measured on `model_dir` (variants
     chosen on the dev split), the recorded prompts, a fine_tune verdict. Also returns the measurements."""
@@ -54,7 +55,7 @@ def _advised_run(
     with open(data, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["text", "label"])
-        for _, text, label in rotten_tomatoes_rows(60, seed=7):
+        for _, text, label in rotten_tomatoes_rows(40 + n_eval, seed=7):
             w.writerow([text, (label_names or {}).get(label, label)])
     loaded = load_examples(data, input_col="text", output_col="label")
     task, labels = detect_task(loaded.examples)
@@ -291,6 +292,7 @@ def test_tunegate_verify_the_runs_adapter_one_from_elsewhere_and_a_recorded_arm(
     same = doc["verification"]
     zero = next(a for a in doc["prompting"]["arms"] if a["name"] == "zero_shot")
     assert code == 0 and same["finetuned"]["prompted_as"] == "zero_shot"
+    assert "recorded prompts of the arm `zero_shot`" in (run / "report.md").read_text()
     assert same["finetuned"]["scores"] == zero["scores"]
     again = read_predictions(run / "predictions" / "fine_tuned.jsonl")
     arm = read_predictions(run / "predictions" / "zero_shot.jsonl")
@@ -307,16 +309,19 @@ def test_tunegate_verify_the_runs_adapter_one_from_elsewhere_and_a_recorded_arm(
 @pytest.mark.realmodel
 def test_tunegate_verify_a_model_behind_a_server(llama_server, tmp_path) -> None:
     """The llama.cpp server serving the embedded GGUF stands in for a model fine-tuned elsewhere: given
-    the zero-shot arm's recorded prompts it must score what that arm scored on the local backend."""
+    the zero-shot arm's recorded prompts it must score what that arm scored on the local backend.
+    (Echo scoring costs ~6 s a request on 2 cores: 12 eval items.)"""
     from advisor.evaluate import read_predictions
     from advisor.model import default_model_dir
 
     # Single-token labels: the server's first-token log-probabilities are then whole-label ones.
+    model_dir = default_model_dir()
     names = {"fresh": "positive", "rotten": "negative"}
-    run, _ = _advised_run(tmp_path, default_model_dir(), k_ladder=(1,), label_names=names)
+    run, _ = _advised_run(tmp_path, model_dir, k_ladder=(1,), label_names=names, n_eval=12)
+    # With the model's tokenizer the server scores by echo: whole-label log-likelihoods, as locally.
     code, doc = _cli(
-        "verify", str(run), "--backend", "openai", "--base-url", llama_server, "--prompts", "zero_shot",
-        "--latency-samples", "1",
+        "verify", str(run), "--backend", "openai", "--base-url", llama_server, "--tokenizer", str(model_dir),
+        "--prompts", "zero_shot", "--latency-samples", "1",
     )  # fmt: skip
     served = doc["verification"]
     assert code == 0 and served["finetuned"]["model_id"] == f"smollm2@{llama_server}"

@@ -144,3 +144,41 @@ def test_advise_on_a_folder_another_run_holds_changes_nothing(tmp_path: Path, ca
     assert sorted(p.name for p in run.path.iterdir()) == [".lock"]  # nothing of the second run written
     assert main(["advise", str(data), "--no-model", "--out", str(run.path)]) in (0, 10, 11, 12, 13)
     assert run.decision_path.is_file()
+
+
+def test_prompts_round_trip_and_a_damaged_record_is_named(tmp_path: Path) -> None:
+    from advisor.errors import ExitCode
+    from advisor.prompt_record import PromptRecord, RecordedArm
+
+    arm = RecordedArm(
+        name="few_shot_k2",
+        kind="few_shot",
+        k=2,
+        selection="stratified",
+        instruction="Label the review.",
+        format_hint="Answer with exactly one of: rotten, fresh.",
+        variant="batch",
+        offsets={"fresh": -0.4, "rotten": -1.1},
+        demos={41: [3, 7], 42: [3, 7]},
+    )
+    record = PromptRecord(
+        task="classify",
+        labels=["fresh", "rotten"],
+        seed=0,
+        eval_lines=[41, 42],
+        best_arm=arm.name,
+        arms=[arm],
+    )
+    run = RunDir(tmp_path)
+    run.write_prompts(record)
+    assert run.read_prompts() == record  # data lines survive JSON's string keys
+    data = json.loads((tmp_path / "prompts.json").read_text())
+    data["arms"][0]["variant"] = "magic"
+    (tmp_path / "prompts.json").write_text(json.dumps(data))
+    with pytest.raises(DataError) as err:
+        run.read_prompts()
+    assert err.value.exit_code == ExitCode.BAD_INPUT
+    assert err.value.problems[0].field == "arms.0.variant" and "prompts.json" in str(err.value)
+    (tmp_path / "prompts.json").unlink()
+    with pytest.raises(DataError, match="tunegate advise"):
+        run.read_prompts()
