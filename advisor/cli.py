@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="openai: a local folder with the served model's tokenizer, for exact prompt-logprob scoring",
     )
     p.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="openai: limit for each server request (default 60)"
+    )
+    p.add_argument(
         "--prompts",
         default="finetune",
         metavar="finetune|best|ARM",
@@ -451,10 +454,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--adapter is for a local model; a served adapter is named by --model", field="--adapter"
             )
-        served = dict(api_key_env=args.api_key_env, tokenizer=args.tokenizer)
+        served = dict(api_key_env=args.api_key_env, tokenizer=args.tokenizer, timeout=args.timeout or 60.0)
         candidate = partial(served_candidate, args.base_url, args.model, **served)
-    elif args.base_url or args.api_key_env or args.tokenizer:
-        raise ConfigError("--base-url, --api-key-env, --tokenizer need --backend openai", field="--backend")
+    elif args.base_url or args.api_key_env or args.tokenizer or args.timeout:
+        raise ConfigError(
+            "--base-url, --api-key-env, --tokenizer, --timeout need --backend openai", field="--backend"
+        )
     elif args.adapter:
 
         def candidate() -> Any:

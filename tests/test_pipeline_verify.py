@@ -42,7 +42,6 @@ def _advised_run(
     model_dir: Path,
     *,
     k_ladder: tuple[int, ...] = (1, 2),
-    label_names: dict[str, str] | None = None,
     n_eval: int = 20,
 ) -> tuple[Path, Any]:
     """A run folder as `advise` leaves it: config, split, prompting measured on `model_dir` (variants
@@ -56,7 +55,7 @@ def _advised_run(
         w = csv.writer(fh)
         w.writerow(["text", "label"])
         for _, text, label in rotten_tomatoes_rows(40 + n_eval, seed=7):
-            w.writerow([text, (label_names or {}).get(label, label)])
+            w.writerow([text, label])
     loaded = load_examples(data, input_col="text", output_col="label")
     task, labels = detect_task(loaded.examples)
     examples = with_labels(loaded.examples, labels)
@@ -310,18 +309,17 @@ def test_tunegate_verify_the_runs_adapter_one_from_elsewhere_and_a_recorded_arm(
 def test_tunegate_verify_a_model_behind_a_server(llama_server, tmp_path) -> None:
     """The llama.cpp server serving the embedded GGUF stands in for a model fine-tuned elsewhere: given
     the zero-shot arm's recorded prompts it must score what that arm scored on the local backend.
-    (Echo scoring costs ~6 s a request on 2 cores: 12 eval items.)"""
+    (Echo scoring costs ~6 s a request on 2 cores: 6 eval items.)"""
     from advisor.evaluate import read_predictions
     from advisor.model import default_model_dir
 
-    # Single-token labels: the server's first-token log-probabilities are then whole-label ones.
     model_dir = default_model_dir()
-    names = {"fresh": "positive", "rotten": "negative"}
-    run, _ = _advised_run(tmp_path, model_dir, k_ladder=(1,), label_names=names, n_eval=12)
+    run, _ = _advised_run(tmp_path, model_dir, k_ladder=(1,), n_eval=6)
     # With the model's tokenizer the server scores by echo: whole-label log-likelihoods, as locally.
+    # Echo requests queue behind each other on the CPU server: a generous timeout.
     code, doc = _cli(
         "verify", str(run), "--backend", "openai", "--base-url", llama_server, "--tokenizer", str(model_dir),
-        "--prompts", "zero_shot", "--latency-samples", "1",
+        "--timeout", "900", "--prompts", "zero_shot", "--latency-samples", "1",
     )  # fmt: skip
     served = doc["verification"]
     assert code == 0 and served["finetuned"]["model_id"] == f"smollm2@{llama_server}"
@@ -334,4 +332,8 @@ def test_tunegate_verify_a_model_behind_a_server(llama_server, tmp_path) -> None
     remote = read_predictions(run / "predictions" / "fine_tuned.jsonl")
     local = read_predictions(run / "predictions" / "zero_shot.jsonl")
     agree = sum(a.prediction == b.prediction for a, b in zip(remote, local, strict=True))
-    assert agree >= 0.8 * len(local), (agree, len(local))
+    pairs = [(a.label_logprobs, b.label_logprobs) for a, b in zip(remote, local, strict=True)]
+    assert agree >= len(local) - 1, pairs
+    for a, b in zip(remote, local, strict=True):
+        assert a.label_logprobs.keys() == b.label_logprobs.keys()
+        assert all(abs(a.label_logprobs[k] - b.label_logprobs[k]) < 1.5 for k in a.label_logprobs)
