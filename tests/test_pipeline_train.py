@@ -319,7 +319,7 @@ def test_tunegate_run_and_train_under_torchrun_report_once_from_rank_0(model_dir
     advise = [str(data), "--input-col", "text", "--output-col", "label", "--model", str(model_dir)]
     advise += ["--eval-size", "20", "--dev-size", "16", "--k", "1", "--out", str(run)]
     # --fail-on: a verdict's own exit code would be a failed worker to torchrun; this one is not reached.
-    run_cmd = [*launch, "advisor.cli", "run", *advise, *train_args, "--fail-on", "collect_data"]
+    run_cmd = [*launch, "advisor.cli", "run", *advise, *train_args, "--fail-on", "few_shot"]
     proc = subprocess.run(run_cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
@@ -327,7 +327,7 @@ def test_tunegate_run_and_train_under_torchrun_report_once_from_rank_0(model_dir
     # it) nor printed.
     first = json.loads(proc.stdout)
     assert first["training"]["metrics"]["world_size"] == 2 and first["verification"]["finetuned"]["arm"]
-    assert first["decision"]["verdict"] != "collect_data"
+    assert first["decision"]["verdict"] != "few_shot"
     assert json.loads((run / "decision.json").read_text()) == first
 
     train_cmd = [*launch, "advisor.cli", "train", str(run), *train_args]
