@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor import evaluate, prompts, stats
+from advisor.backends import get_backend
 from advisor.backends.base import GenRequest
 from advisor.backends.hf import HFBackend
 from advisor.baselines import judge_degenerate
@@ -27,9 +28,11 @@ from advisor.data import with_labels
 from advisor.errors import ConfigError, DataError
 from advisor.evaluate import ArmResult, Comparison, ItemResult, summarise
 from advisor.evidence import measure_latency, summarize_latency
+from advisor.model import resolve_model_dir
 from advisor.prompt_record import PromptRecord, RecordedArm
 from advisor.rules import load_rules
 from advisor.rundir import RunDir
+from advisor.textsafe import redact_url
 from advisor.types import Example, TaskKind
 from pipeline.examples import finetune_arm, load_run_data
 from pipeline.export import update_decision, write_model_card
@@ -220,8 +223,6 @@ def adapter_candidate(
 
 def model_candidate(model_dir: str | Path, *, device: str | None = None) -> Candidate:
     """A local model folder scored as it is (a merged model, or a model fine-tuned elsewhere)."""
-    from advisor.model import resolve_model_dir
-
     folder = resolve_model_dir(str(model_dir))
     return Candidate(HFBackend(folder, device=device), folder.name, base_model_dir=None)
 
@@ -237,9 +238,6 @@ def served_candidate(
     """A model behind an OpenAI-compatible server (a served LoRA, a merged model, one tuned elsewhere).
 
     Uncached: a served name can be pointed at new weights between two verifications."""
-    from advisor.backends import get_backend
-    from advisor.textsafe import redact_url
-
     backend = get_backend(
         "openai",
         model=model,
