@@ -31,6 +31,7 @@ from advisor.measure import evaluate, prompts
 from advisor.measure.baselines import choose_metric
 from advisor.measure.evaluate import prompting_signals
 from advisor.measure.evidence import evidence_signals, gather_evidence
+from advisor.measure.prompt_record import record_prompts
 from advisor.report import render as report
 from advisor.report.textsafe import has_url_credentials, redact_url
 from advisor.rundir import RunDir
@@ -199,6 +200,8 @@ def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
         backend_info=_backend_info(backend),
         model=_model_section(backend),
     )
+    if prompting is not None:
+        run_dir.write_prompts(record_prompts(prompting))
     report.write_report(run_dir, doc)
     return doc
 

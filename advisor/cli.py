@@ -20,7 +20,7 @@ from advisor.types import Verdict
 from advisor.version import __version__
 
 EXIT_CODES_HELP = """exit codes:
-  0   verdict prompt (and success for train/report/rules/demo)
+  0   verdict prompt (and success for train/verify/report/rules/demo)
   10  verdict few_shot        11  verdict fine_tune
   12  verdict collect_data    13  verdict inconclusive
   2   usage or configuration error      3  bad input data (file, line and field are named)
@@ -64,7 +64,7 @@ ADVISE_FLAGS = (
 """The flags that set an AdviseConfig field of the same name (their help is the field's description)."""
 
 
-COMMANDS = ("advise", "train", "run", "report", "rules", "demo")
+COMMANDS = ("advise", "train", "verify", "run", "report", "rules", "demo")
 WITH_SETTINGS = ("advise", "train", "run")
 """Commands whose flags and --help come from the config models (pydantic): built only when asked for,
 so `tunegate --help`, `rules` and `report` start without building the models."""
@@ -248,6 +248,48 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         _add_train_args(p)
         p.add_argument("--json", action="store_true", help="print the updated decision.json to stdout")
 
+    p = sub.add_parser(
+        "verify",
+        help="score a fine-tuned model (the run's adapter, another adapter, a local or served model) "
+        "against the run's best prompting arm, then decide again",
+    )
+    p.add_argument("run_dir", help="the advise run folder")
+    p.add_argument(
+        "--adapter", metavar="DIR", help="a peft adapter trained elsewhere, on the run's base model"
+    )
+    p.add_argument(
+        "--backend",
+        choices=("hf", "openai"),
+        default="hf",
+        help="hf: a local model (default: the run's own adapter); openai: a model behind a server",
+    )
+    p.add_argument(
+        "--model",
+        help="hf: a local model folder (the base of --adapter, else the model verified as it is); "
+        "openai: the served model's name (default: the server's only model)",
+    )
+    p.add_argument("--base-url", help="OpenAI-compatible server URL (or env OPENAI_BASE_URL)")
+    p.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
+    p.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="openai: a local folder with the served model's tokenizer, for exact prompt-logprob scoring",
+    )
+    p.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="openai: limit for each server request (default 60)"
+    )
+    p.add_argument(
+        "--prompts",
+        default="finetune",
+        metavar="finetune|best|ARM",
+        help="finetune (default): prompted as tunegate trains adapters; best, or an arm's name: that "
+        "arm's recorded prompts, demonstrations and label-bias correction",
+    )
+    p.add_argument(
+        "--latency-samples", type=int, default=10, metavar="N", help="requests timed per model (0: none)"
+    )
+    p.add_argument("--json", action="store_true", help="print the updated decision.json to stdout")
+
     p = settings_parser(
         "run", "advise, then (if the verdict is fine_tune) train, verify and report", True, True
     )
@@ -352,6 +394,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_advise(args)
     if args.command == "train":
         return _cmd_train(args)
+    if args.command == "verify":
+        return _cmd_verify(args)
     if args.command == "run":
         return _cmd_run(args)
     if args.command == "demo":
@@ -445,20 +489,112 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from advisor.errors import ConfigError
+    from advisor.rundir import RunDir
+    from pipeline.run import verify_and_redecide
+    from pipeline.verify import adapter_candidate, model_candidate, served_candidate
+
+    if args.latency_samples < 0:
+        raise ConfigError(f"must be 0 or more, got {args.latency_samples}", field="--latency-samples")
+    run = RunDir(args.run_dir)
+    candidate: Any = None  # the run's own adapter
+    if args.backend == "openai":
+        if args.adapter:
+            raise ConfigError(
+                "--adapter is for a local model; a served adapter is named by --model", field="--adapter"
+            )
+        served = dict(api_key_env=args.api_key_env, tokenizer=args.tokenizer, timeout=args.timeout or 60.0)
+        candidate = partial(served_candidate, args.base_url, args.model, **served)
+    elif args.base_url or args.api_key_env or args.tokenizer or args.timeout:
+        raise ConfigError(
+            "--base-url, --api-key-env, --tokenizer, --timeout need --backend openai", field="--backend"
+        )
+    elif args.adapter:
+
+        def candidate() -> Any:
+            return adapter_candidate(args.model or _run_base_model(run), args.adapter)
+
+    elif args.model:
+        candidate = partial(model_candidate, args.model)
+    with run.lock():
+        doc = verify_and_redecide(
+            run.path, candidate=candidate, prompts_from=args.prompts, latency_samples=args.latency_samples
+        )
+    _emit(doc, args.json)
+    return int(ExitCode.OK)
+
+
+def _run_base_model(run: Any) -> str:
+    """The local model an adapter of this run sits on: the one it trained on, else the one advise ran."""
+    from advisor.backends.model import resolve_model_dir
+    from advisor.errors import ConfigError
+
+    report = run.read_report()
+    if report.training is not None:
+        return str(report.training.base_model)
+    config = run.read_config()
+    if config.get("backend", "hf") != "hf":
+        raise ConfigError(
+            "advise ran against a server: name the adapter's local base model folder with --model",
+            field="--model",
+        )
+    return str(resolve_model_dir(config.get("model")))
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from advisor.rundir import RunDir
+    from pipeline.distributed import launched_world
 
     config = _advise_config(args)
+    if launched_world() > 1:
+        return _run_launched(args, config)
     with RunDir(config.out).lock():  # one lock through advise and train
         return _advise_then_train(args, config)
 
 
-def _advise_then_train(args: argparse.Namespace, config: Any) -> int:
+def _run_launched(args: argparse.Namespace, config: Any) -> int:
+    """`tunegate run` under torchrun or `accelerate launch`: rank 0 advises while the other ranks wait,
+    then every rank trains if the gate opens; rank 0 alone writes and prints."""
+    from advisor.rundir import RunDir
+    from pipeline.distributed import init_distributed, rank0_channel, shutdown
+
+    d = init_distributed()
+    share = rank0_channel(d)
+    if d.rank != 0:
+        try:
+            if share(None):  # rank 0's gate opened
+                _train(args, config.out)
+            return int(ExitCode.OK)
+        finally:
+            shutdown()
+    told: list[bool] = []
+
+    def tell(go: bool) -> None:
+        told.append(share(go))
+
+    try:
+        with RunDir(config.out).lock():
+            return _advise_then_train(args, config, tell_ranks=tell)
+    except BaseException:
+        if not told:  # advise failed: release the waiting ranks, then fail with its error
+            tell(False)
+        raise
+    finally:
+        shutdown()
+
+
+def _advise_then_train(args: argparse.Namespace, config: Any, tell_ranks: Any = None) -> int:
     from advisor.advise import advise
 
     doc = advise(config)
     verdict = doc["decision"]["verdict"]
-    if verdict != "fine_tune" and not args.force:
+    go = verdict == "fine_tune" or args.force
+    if tell_ranks is not None:
+        tell_ranks(go)
+    if not go:
         _emit(doc, args.json)
         print(
             f"tunegate: verdict is {verdict}: not training (the gate opens only on fine_tune)",

@@ -5,6 +5,7 @@ A run folder holds everything one `advise` (and later `train`) produced:
     decision.json        the typed report (advisor.report.document.Report)
     config.json          the resolved advise config
     split.json           train/dev/eval source lines, the data file's path and sha256
+    prompts.json         the prompts advise sent: every arm's spec, demonstrations by line, calibration
     predictions/*.jsonl  per-item results of every scored arm
     report.md, plots/, report.html   renderings of decision.json
     train/               config.json, metrics.jsonl, checkpoints/, best/, adapter/ (+ README.md), merged/
@@ -42,11 +43,13 @@ from pydantic import ValidationError
 
 from advisor.errors import ConfigError, DataError
 from advisor.files import ensure_dir, write_json_atomic, write_text_atomic
+from advisor.measure.prompt_record import PromptRecord
 from advisor.report.document import SCHEMA_VERSION, Report
 
 DECISION = "decision.json"
 CONFIG = "config.json"
 SPLIT = "split.json"
+PROMPTS = "prompts.json"
 PREDICTIONS = "predictions"
 TRAIN = "train"
 LOCK = ".lock"
@@ -223,6 +226,30 @@ class RunDir:
 
     def read_split(self) -> dict[str, Any]:
         return self._read_object(self.split_path, missing="no split file; run `tunegate advise` first")
+
+    # ------------------------------------------------------------------ prompts.json
+
+    def write_prompts(self, record: PromptRecord) -> Path:
+        return write_text_atomic(self.path / PROMPTS, record.model_dump_json(indent=1) + "\n")
+
+    def read_prompts(self) -> PromptRecord:
+        """The prompts advise recorded. A folder from before the record existed is refused (exit 3):
+        re-deriving the prompts from config.json is what the record replaces."""
+        path = self.path / PROMPTS
+        text = self._read_text(
+            path,
+            missing="no record of the prompts advise sent (a run folder from an older tunegate, or advise "
+            "ran without a model); run `tunegate advise` again: the model's answers come from its cache",
+        )
+        try:
+            return PromptRecord.model_validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise DataError(
+                f"damaged or foreign prompts.json: {first['msg']}",
+                file=str(path),
+                field=".".join(str(p) for p in first["loc"]) or None,
+            ) from None
 
     # ------------------------------------------------------------------ predictions
 

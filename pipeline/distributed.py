@@ -7,6 +7,7 @@ files. With one process every helper here is a no-op, so the loop reads the same
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,37 @@ class Dist:
 def launched_rank() -> int:
     """This process's rank as torchrun set it (0 when not launched by torchrun); needs no process group."""
     return int(os.environ.get("RANK", "0"))
+
+
+def launched_world() -> int:
+    """How many processes the launcher started (torchrun and `accelerate launch` set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+RANK0_WAIT_S = 7 * 24 * 3600  # how long the other ranks wait for rank 0's step (advise may take hours)
+
+
+def rank0_channel(d: Dist) -> Callable[[Any], Any]:
+    """A function every rank calls once: rank 0's argument is returned on every rank, the other ranks
+    blocking until rank 0 calls it. Call this on every rank before rank 0 starts its long step.
+
+    The wait runs on a gloo group of its own with a long timeout, so a long step on rank 0 (advise,
+    before training) does not trip the default group's timeout, which training keeps.
+    """
+    if d.world == 1:
+        return lambda value: value
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=RANK0_WAIT_S))
+
+    def share(value: Any) -> Any:
+        box = [value if d.rank == 0 else None]
+        dist.broadcast_object_list(box, src=0, group=group)
+        return box[0]
+
+    return share
 
 
 def init_distributed() -> Dist:

@@ -8,11 +8,14 @@ which is what vLLM's LoRA loader expects, and no `modules_to_save` are used.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from advisor.backends.model import original_model_id
+from advisor.files import write_json_atomic
 from advisor.report.document import Training, Verification
 from advisor.report.finetune import model_card_markdown
 from advisor.rundir import RunDir
@@ -38,6 +41,7 @@ def export_training(
     run.write_train_config({"train": cfg.to_dict(), "model": model_dir, "provenance": provenance})
     section = training_section(result, cfg, model_dir, provenance, base_model_id)
     section["curve"] = load_training_curve(run.metrics_path)
+    name_base_model(result.adapter_dir, base_model_id or original_model_id(model_dir))
     if cfg.merge:
         section["merged_dir"] = str(merge_adapter(model_dir, result.adapter_dir, run.merged_dir))
     write_model_card(run, result.adapter_dir, section)
@@ -62,6 +66,15 @@ def training_section(
         "metrics": result.as_dict(),
         "provenance": dict(provenance),
     }
+
+
+def name_base_model(adapter_dir: str | Path, base_id: str) -> None:
+    """Write `base_id` as the adapter's base_model_name_or_path (peft records the folder it loaded, which
+    for the embedded model is a converted copy in one user's cache), so a server finds the base."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_id
+    write_json_atomic(path, config)
 
 
 def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path) -> Path:

@@ -50,12 +50,21 @@ def train_and_verify(
 
 
 def _train_and_verify(run_dir: Path, cfg: TrainConfig, *, force: bool, resume: bool) -> dict[str, Any] | None:
+    run = RunDir(run_dir)
+    if run.read_report().prompting is not None:
+        run.read_prompts()  # verification needs the record: refuse an old folder before training, not after
     result, _gate = train_run(run_dir, cfg, force=force, resume=resume)
     if result.rank != 0:
         return None
-    verify_run(run_dir)
-    report.write_report(run_dir, redecide(report.read_report(run_dir), run_dir))
-    return report.read_report(run_dir)  # what is on disk is what the caller prints
+    return verify_and_redecide(run_dir)
+
+
+def verify_and_redecide(run_dir: str | Path, **verify: Any) -> dict[str, Any]:
+    """Verify (the run's adapter, or `verify["candidate"]`), decide again with the verification signals,
+    and rewrite decision.json and the reports. Returns the document as written."""
+    verify_run(run_dir, **verify)
+    report.write_report(Path(run_dir), redecide(report.read_report(Path(run_dir)), run_dir))
+    return report.read_report(Path(run_dir))  # what is on disk is what the caller prints
 
 
 def train_run(
@@ -196,6 +205,7 @@ def _verification_resampler(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Any,
             model_id=verification["finetuned"]["model_id"],
             provenance=verification.get("provenance") or {},
             n_resamples=confidence.INNER_RESAMPLES,
+            prompted_as=verification["finetuned"].get("prompted_as") or "finetune",
         )
         return {**evaluate.prompting_signals(p), **verification_signals(resampled)}
 

@@ -14,20 +14,24 @@ the majority baseline is the "before".
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from advisor.backends import get_backend
 from advisor.backends.base import GenRequest
 from advisor.backends.hf import HFBackend
 from advisor.backends.model import resolve_model
 from advisor.decide.rules import load_rules
-from advisor.errors import ConfigError
+from advisor.errors import ConfigError, DataError
 from advisor.intake.data import with_labels
 from advisor.measure import evaluate, prompts, stats
 from advisor.measure.baselines import judge_degenerate
 from advisor.measure.evaluate import ArmResult, Comparison, ItemResult, summarise
 from advisor.measure.evidence import measure_latency, summarize_latency
+from advisor.measure.prompt_record import PromptRecord, RecordedArm
+from advisor.report.textsafe import redact_url
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 from pipeline.examples import finetune_arm, load_run_data
@@ -78,12 +82,13 @@ def build_verification(
     labels: Sequence[str],
     seed: int,
     latency: Mapping[str, Any],
-    adapter_dir: str,
+    adapter_dir: str | None,
     model_id: str,
     provenance: Mapping[str, Any],
     vs_majority: Comparison | None = None,
     degeneracy: Any = None,
     majority_label: str | None = None,
+    prompted_as: str = "finetune",
 ) -> dict[str, Any]:
     """The `verification` section of decision.json (JSON-ready).
 
@@ -110,6 +115,7 @@ def build_verification(
             "arm": FINETUNED,
             "model_id": model_id,
             "adapter_dir": adapter_dir,
+            "prompted_as": prompted_as,
             "scores": {m: e.to_dict() for m, e in finetuned.scores.items()},
             "mean_prompt_tokens": finetuned.mean_prompt_tokens,
             "latency": _latency_dict(latency.get(FINETUNED)),
@@ -155,6 +161,25 @@ def verification_signals(section: Mapping[str, Any] | None) -> dict[str, float |
 # ---------------------------------------------------------------- edges: models, files
 
 
+FINETUNE_PROMPTS, BEST_PROMPTS = "finetune", "best"
+
+
+@dataclass
+class Candidate:
+    """The model verification scores, and what the report names it by.
+
+    `base_model_dir`: a local model folder on which the best prompting arm's latency is timed beside the
+    candidate's (None for a served candidate: its latency and the local base's would not compare).
+    `own_adapter`: the run's own adapter, whose model card gets the comparison.
+    """
+
+    backend: Any
+    model_id: str
+    adapter_dir: Path | None = None
+    base_model_dir: Path | None = None
+    own_adapter: bool = False
+
+
 def adapter_fingerprint(adapter_dir: str | Path) -> str:
     digest = hashlib.sha256()
     for name in ("adapter_config.json", "adapter_model.safetensors"):
@@ -173,6 +198,58 @@ def finetuned_backend(model_dir: str | Path, adapter_dir: str | Path, **kwargs: 
     return backend
 
 
+def adapter_candidate(
+    base_dir: str | Path, adapter_dir: str | Path, *, own: bool = False, device: str | None = None
+) -> Candidate:
+    """A peft adapter on a local base model (the run's own adapter, or one trained elsewhere)."""
+    adapter = Path(adapter_dir)
+    if (
+        not (adapter / "adapter_config.json").is_file()
+        or not (adapter / "adapter_model.safetensors").is_file()
+    ):
+        raise ConfigError(
+            "not a peft adapter folder (adapter_config.json and adapter_model.safetensors expected)",
+            file=str(adapter),
+            field="adapter",
+        )
+    return Candidate(
+        finetuned_backend(base_dir, adapter, device=device),
+        f"{Path(base_dir).name}+lora:{adapter_fingerprint(adapter)}",
+        adapter_dir=adapter,
+        base_model_dir=Path(base_dir),
+        own_adapter=own,
+    )
+
+
+def model_candidate(model_dir: str | Path, *, device: str | None = None) -> Candidate:
+    """A local model folder scored as it is (a merged model, or a model fine-tuned elsewhere)."""
+    folder = resolve_model(str(model_dir)).path
+    return Candidate(HFBackend(folder, device=device), folder.name, base_model_dir=None)
+
+
+def served_candidate(
+    base_url: str | None,
+    model: str | None,
+    *,
+    api_key_env: str | None = None,
+    tokenizer: str | None = None,
+    timeout: float = 60.0,
+) -> Candidate:
+    """A model behind an OpenAI-compatible server (a served LoRA, a merged model, one tuned elsewhere).
+
+    Uncached: a served name can be pointed at new weights between two verifications."""
+    backend = get_backend(
+        "openai",
+        model=model,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        tokenizer=tokenizer,
+        timeout=timeout,
+        cache=False,
+    )
+    return Candidate(backend, redact_url(str(backend.model_id)))
+
+
 def _latency(backend: Any, name: str, prompts: Sequence[tuple[Any, ...]], max_tokens: int, n: int) -> Any:
     if n <= 0 or not prompts:
         return None
@@ -183,25 +260,39 @@ def _latency(backend: Any, name: str, prompts: Sequence[tuple[Any, ...]], max_to
 def verify_run(
     run_dir: str | Path,
     *,
+    candidate: Callable[[], Candidate] | None = None,
+    prompts_from: str = FINETUNE_PROMPTS,
     latency_samples: int = 10,
     device: str | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Score the run's adapter on the eval split, compare with the best prompting arm, update decision.json.
+    """Score a candidate model on the eval split, compare with the best prompting arm, update decision.json.
 
+    The candidate is the run's own adapter on its base model unless `candidate` builds another (after
+    the run folder is checked, so a refused folder loads no model). `prompts_from`:
+    "finetune" prompts it as tunegate's adapters are trained (`finetune_arm`); "best" with the best arm's
+    recorded turns, demonstrations and label-bias correction, exactly as that arm was scored; an arm's
+    name: that arm's (pointed at the base model, this reproduces the arm: a check of a serving stack).
     Writes predictions/fine_tuned.jsonl, the `verification` section and the finetune_* signals, and
-    adds the comparison to the adapter's model card. Returns the section.
+    adds the comparison to the run's own adapter's model card. Returns the section.
     """
     run = RunDir(run_dir)
-    run_dir = run.path
     doc = run.read_report().as_dict()
-    prompting, training = _measured_sections(doc)
+    prompting = _prompting_section(doc)
+    training = doc.get("training")
     task, labels = TaskKind(prompting["task"]), tuple(prompting.get("labels") or ())
     seed = int(prompting.get("seed", 0))
     best = prompting["plateau"]["best_arm"]  # the best honest arm; None when every arm is degenerate
 
-    config, split = run.read_config(), run.read_split()
-    train_ex, _dev, eval_ex = _split_examples(config, split, task, labels)
+    config, split, record = run.read_config(), run.read_split(), run.read_prompts()
+    if record.eval_lines != list(split["eval"]) or record.best_arm != best:
+        raise DataError(
+            "prompts.json does not match split.json and decision.json (written by another advise run); "
+            "run `tunegate advise` again",
+            file=str(run.path / "prompts.json"),
+        )
+    by_line, train_ex, eval_ex = _split_examples(config, split, task, labels)
+    prompting_arm = _prompting_arm(record, prompts_from)
 
     any_arm = prompting["arms"][0]["name"]
     recorded = evaluate.read_predictions(run, best or any_arm)
@@ -212,18 +303,21 @@ def verify_run(
         baseline_items = evaluate.majority_items(recorded, str(majority_label))
     else:
         baseline_items = recorded
-    # The folder trained on, through the resolver every stage uses (a run trained before the resolver
-    # existed may record a Hub id here).
-    model_dir = resolve_model(training["base_model"]).path
-    adapter_dir = run.inside(training["adapter_dir"], field="training.adapter_dir")
-    ft_backend = finetuned_backend(model_dir, adapter_dir, device=device)
-    arm = finetune_arm(task, labels)
+    model = candidate() if candidate is not None else _own_adapter(run, training, device)
     max_gen = int(config.get("max_gen_tokens") or 64)
     stop = evaluate.default_stop(train_ex) if task is TaskKind.GENERATE else ()
+    best_prompts = record.arm(best).render(eval_ex, by_line) if best != "majority" else []
+    if prompting_arm is not None:
+        ft_prompts, prompted_as = prompting_arm.render(eval_ex, by_line), prompting_arm.name
+    else:
+        arm = finetune_arm(task, labels)
+        ft_prompts = [prompts.render_messages(arm, ex) for ex in eval_ex]
+        prompted_as = FINETUNE_PROMPTS
+    by_example = {ex.line: p for ex, p in zip(eval_ex, ft_prompts, strict=True)}
     ft = evaluate.score_arm(
-        ft_backend,
+        model.backend,
         FINETUNED,
-        lambda ex: prompts.render_messages(arm, ex),
+        lambda ex: by_example[ex.line],
         eval_ex,
         task=task,
         labels=labels,
@@ -233,20 +327,20 @@ def verify_run(
         stop=stop,
         progress=progress,
     )
+    offsets = prompting_arm.offsets if prompting_arm is not None else None
+    if offsets is not None:  # the arm's label-bias correction, as that arm was scored
+        items = evaluate.recalibrated(ft.items, offsets, labels)
+        ft = replace(ft, items=items, scores=evaluate.summarise(items, task, labels, seed))
     evaluate.write_arm_predictions(run, ft)
 
-    # Latency per request, both measured now on this machine with the local model: the best arm's own
-    # prompts (demonstrations included) on the base model, the fine-tuned model's short prompts on it.
-    answer_tokens = max(ft_backend.count_tokens(list(labels)), default=1) + 1 if labels else max_gen
-    ft_prompts = [prompts.render_messages(arm, ex) for ex in eval_ex]
-    latency = {FINETUNED: _latency(ft_backend, FINETUNED, ft_prompts, answer_tokens, latency_samples)}
-    del ft_backend
-    arm_entry = next((a for a in prompting["arms"] if a["name"] == best), None)
-    if latency_samples > 0 and arm_entry is not None:
-        base = HFBackend(model_dir, device=device)
-        best_prompts = _best_arm_prompts(
-            arm_entry, baseline_items, config, task, labels, train_ex, eval_ex, seed
-        )
+    # Latency per request, measured now: the candidate's own prompts on the candidate, and, when the
+    # candidate runs here, the best arm's recorded prompts (demonstrations included) on the local base.
+    answer_tokens = max(model.backend.count_tokens(list(labels)), default=1) + 1 if labels else max_gen
+    latency = {FINETUNED: _latency(model.backend, FINETUNED, ft_prompts, answer_tokens, latency_samples)}
+    backend_for_base = model.base_model_dir
+    model.backend = None  # free the candidate before the base model loads
+    if latency_samples > 0 and best_prompts and backend_for_base is not None:
+        base = HFBackend(backend_for_base, device=device)
         latency[best] = _latency(base, best, best_prompts, answer_tokens, latency_samples)
 
     section = judge_finetuned(
@@ -256,36 +350,73 @@ def verify_run(
         ft,
         thresholds=run_thresholds(doc),
         latency=latency,
-        adapter_dir=str(adapter_dir),
-        model_id=f"{training.get('base_model_id') or model_dir.name}+lora:{adapter_fingerprint(adapter_dir)}",
-        provenance=training.get("provenance", {}),
+        adapter_dir=None if model.adapter_dir is None else str(model.adapter_dir),
+        model_id=model.model_id,
+        provenance=(training or {}).get("provenance", {}) if model.own_adapter else NO_GATE,
+        prompted_as=prompted_as,
     )
-    update_decision(run_dir, {"verification": section}, signals=verification_signals(section))
-    write_model_card(run, adapter_dir, training, section)
+    update_decision(run, {"verification": section}, signals=verification_signals(section))
+    if model.own_adapter and model.adapter_dir is not None and training:
+        write_model_card(run, model.adapter_dir, training, section)
     return section
 
 
-def _measured_sections(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The `prompting` and `training` sections of the run's decision.json; both must be there."""
-    prompting, training = doc.get("prompting"), doc.get("training")
+NO_GATE = {"gate_verdict": None, "forced": False}  # a model trained elsewhere passed no gate of this run
+
+
+def _prompting_arm(record: PromptRecord, prompts_from: str) -> RecordedArm | None:
+    """The recorded arm whose prompts the candidate gets; None: the fine-tuning prompt."""
+    if prompts_from == FINETUNE_PROMPTS:
+        return None
+    name = record.best_arm if prompts_from == BEST_PROMPTS else prompts_from
+    if name is None:
+        raise ConfigError("every prompting arm was degenerate, so there is no best arm", field="prompts")
+    names = [a.name for a in record.arms]
+    if name not in names:
+        raise ConfigError(
+            f"{name!r} is not {FINETUNE_PROMPTS!r}, {BEST_PROMPTS!r} or a recorded arm ({', '.join(names)})",
+            field="prompts",
+        )
+    return record.arm(name)
+
+
+def _own_adapter(run: RunDir, training: Mapping[str, Any] | None, device: str | None) -> Candidate:
+    if not training:
+        raise ConfigError(
+            "the run has no trained adapter: run `tunegate train` first, or name the model to verify "
+            "(--adapter, --model, or --backend openai)"
+        )
+    adapter_dir = run.inside(training["adapter_dir"], field="training.adapter_dir")
+    # The folder trained on, through the resolver every stage uses (a run trained before the resolver
+    # existed may record a Hub id here).
+    base_dir = resolve_model(training["base_model"]).path
+    return adapter_candidate(base_dir, adapter_dir, own=True, device=device)
+
+
+def _prompting_section(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The `prompting` section of the run's decision.json; verification compares with it."""
+    prompting = doc.get("prompting")
     if not prompting:
         raise ConfigError(
             "the run has no prompting measurements to compare with (advise ran without a model)"
         )
-    if not training:
-        raise ConfigError("the run has no trained adapter: run `tunegate train` first")
-    return prompting, training
+    return dict(prompting)
 
 
 def _split_examples(
     config: Mapping[str, Any], split: Mapping[str, Any], task: TaskKind, labels: Sequence[str]
-) -> tuple[list[Example], list[Example], list[Example]]:
-    """Train, dev and eval examples (eval is read here, in verification, never in training)."""
+) -> tuple[dict[int, Example], list[Example], list[Example]]:
+    """Every example by line, and the train and eval examples (eval is read in verification, never in
+    training)."""
     loaded = load_run_data(config, split)
     examples = with_labels(loaded.examples, labels) if task is TaskKind.CLASSIFY else loaded.examples
     by_line = {ex.line: ex for ex in examples}
-    train, dev, eval_items = ([by_line[i] for i in split[k]] for k in ("train", "dev", "eval"))
-    return train, dev, eval_items
+    missing = [ln for ln in list(split["train"]) + list(split["eval"]) if ln not in by_line]
+    if missing:
+        raise DataError(
+            f"line {missing[0]} of the split is not in the data any more", file=str(split.get("data_path"))
+        )
+    return by_line, [by_line[i] for i in split["train"]], [by_line[i] for i in split["eval"]]
 
 
 def run_thresholds(doc: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -302,10 +433,11 @@ def judge_finetuned(
     *,
     thresholds: Mapping[str, Any],
     latency: Mapping[str, Any],
-    adapter_dir: str,
+    adapter_dir: str | None,
     model_id: str,
     provenance: Mapping[str, Any],
     n_resamples: int = stats.N_RESAMPLES,
+    prompted_as: str = "finetune",
 ) -> dict[str, Any]:
     """The verification section: the fine-tuned model against the baseline arm and, for classification,
     against the majority baseline, with the prompting arms' degeneracy test. One judgment, used by
@@ -364,33 +496,5 @@ def judge_finetuned(
         vs_majority=vs_majority,
         degeneracy=degeneracy,
         majority_label=majority_label,
+        prompted_as=prompted_as,
     )
-
-
-def _best_arm_prompts(
-    arm_entry: Mapping[str, Any],
-    recorded: Sequence[ItemResult],
-    config: Mapping[str, Any],
-    task: TaskKind,
-    labels: Sequence[str],
-    train: Sequence[Example],
-    eval_items: Sequence[Example],
-    seed: int,
-) -> list[tuple[Any, ...]]:
-    """The best arm's chat turns for the eval items: its recorded kind, k and selection, and the
-    demonstrations `advise` recorded per item (predictions/<arm>.jsonl), never re-selected."""
-    file_text = None
-    if config.get("system_prompt_file"):
-        file_text = Path(config["system_prompt_file"]).read_text(encoding="utf-8")
-    hint = prompts.format_hint(task, labels, seed)
-    text = prompts.system_instruction(task, labels, config.get("task_description"), file_text, seed)
-    kind = prompts.ArmKind(arm_entry["kind"])
-    if kind is prompts.ArmKind.ZERO_SHOT:
-        arm = prompts.Arm(arm_entry["name"], kind, format_hint=hint)
-    else:
-        system = prompts.Arm("system", prompts.ArmKind.SYSTEM, instruction=text, format_hint=hint)
-        k = int(arm_entry["k"])
-        arm = prompts.few_shot_arm(system, k, arm_entry.get("selection") or "stratified") if k else system
-    train_by_line = {ex.line: ex for ex in train}
-    demos = {it.line: tuple(train_by_line[d] for d in it.demo_lines) for it in recorded}
-    return [prompts.render_messages(arm, ex, demos.get(ex.line, ())) for ex in eval_items]

@@ -78,3 +78,32 @@ def test_update_decision_keeps_other_sections(tmp_path: Path) -> None:
     assert doc["training"]["provenance"]["forced"] is True
     assert doc["signals"] == {**before["signals"], "finetune_verified": True}
     assert not list(tmp_path.glob(".*tmp*"))  # the temp file was renamed into place
+
+
+def test_the_adapter_names_the_original_model_never_a_cache_folder(tmp_path, monkeypatch) -> None:
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from advisor.backends.model import EMBEDDED_HUB_ID, original_model_id
+    from pipeline.export import name_base_model
+    from pipeline.loop import train
+
+    monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / "cache"))
+    cached = tmp_path / "cache" / "models" / "smollm2-135m-instruct"  # the embedded model, converted
+    assert original_model_id(cached) == EMBEDDED_HUB_ID
+    assert original_model_id(tmp_path / "mine") == str(tmp_path / "mine")  # a user's folder, as given
+
+    torch.set_num_threads(1)
+    model_dir = tiny_llama(tmp_path)
+    cfg = TrainConfig(batch_size=4, max_seq_len=48, max_steps=1, eval_every=0, save_every=0)
+    res = train(model_dir, rotten_tomatoes_examples(8, seed=4), [], tmp_path / "out", cfg, progress=False)
+    assert PeftConfig.from_pretrained(res.adapter_dir).base_model_name_or_path == str(model_dir)
+    name_base_model(res.adapter_dir, original_model_id(cached))
+    assert PeftConfig.from_pretrained(res.adapter_dir).base_model_name_or_path == EMBEDDED_HUB_ID
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), res.adapter_dir)  # still loads
+
+    card = model_card_markdown(Training.model_validate({**SECTION, "base_model": str(cached)}))
+    assert f'base_model: "{EMBEDDED_HUB_ID}"' in card
+    assert f"vllm serve {EMBEDDED_HUB_ID} --enable-lora" in card
+    assert "trained on" in card and "Q4_1" in card
+    assert "Q4_1" not in model_card_markdown(Training.model_validate(SECTION))

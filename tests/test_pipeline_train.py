@@ -299,8 +299,9 @@ def test_torchrun_two_processes_on_cpu(model_dir, examples, tmp_path) -> None:
     assert steps.count(3) == 1
 
 
-def test_tunegate_train_under_torchrun_reports_once_from_rank_0(model_dir, tmp_path) -> None:
-    """`tunegate train` launched by torchrun: both ranks train, rank 0 alone verifies, writes and prints."""
+def test_tunegate_run_and_train_under_torchrun_report_once_from_rank_0(model_dir, tmp_path) -> None:
+    """`tunegate run`, then `tunegate train`, each launched by torchrun with 2 gloo processes: rank 0
+    alone advises (rank 1 waits), both ranks train, rank 0 alone verifies, writes and prints."""
     import csv
 
     from tiny import rotten_tomatoes_rows
@@ -312,16 +313,24 @@ def test_tunegate_train_under_torchrun_reports_once_from_rank_0(model_dir, tmp_p
         for _, text, label in rotten_tomatoes_rows(90, seed=11):
             w.writerow([text, label])
     env = {**_env(), "TUNEGATE_CACHE_DIR": str(tmp_path / "cache")}
-    cli = [sys.executable, "-m", "advisor.cli"]
-    advise = [*cli, "advise", str(data), "--input-col", "text", "--output-col", "label", "--model"]
-    advise += [str(model_dir), "--eval-size", "20", "--dev-size", "16", "--k", "1", "--out", str(run)]
-    done = subprocess.run(advise, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode in (0, 10, 11, 12, 13), done.stderr[-3000:]
-
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
     settings = ["max_steps=2", "batch_size=4", "max_seq_len=64", "eval_every=0", "save_every=0"]
-    train_cmd = [*launch, "advisor.cli", "train", str(run), "--force", "--json"]
-    train_cmd += [arg for s in settings for arg in ("--train-set", s)]
+    train_args = ["--force", "--json", *(arg for s in settings for arg in ("--train-set", s))]
+    advise = [str(data), "--input-col", "text", "--output-col", "label", "--model", str(model_dir)]
+    advise += ["--eval-size", "20", "--dev-size", "16", "--k", "1", "--out", str(run)]
+    # --fail-on: a verdict's own exit code would be a failed worker to torchrun; this one is not reached.
+    run_cmd = [*launch, "advisor.cli", "run", *advise, *train_args, "--fail-on", "few_shot"]
+    proc = subprocess.run(run_cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    # Exactly one document on stdout: rank 1 neither advised (the run folder's lock would have refused
+    # it) nor printed.
+    first = json.loads(proc.stdout)
+    assert first["training"]["metrics"]["world_size"] == 2 and first["verification"]["finetuned"]["arm"]
+    assert first["decision"]["verdict"] != "few_shot"
+    assert json.loads((run / "decision.json").read_text()) == first
+
+    train_cmd = [*launch, "advisor.cli", "train", str(run), *train_args]
     proc = subprocess.run(train_cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import report_docs
@@ -13,8 +15,10 @@ torch = pytest.importorskip("torch")
 
 from tiny import rotten_tomatoes_rows, tiny_llama  # noqa: E402
 
+from advisor.measure.prompt_record import record_prompts  # noqa: E402
 from advisor.report.document import Verification  # noqa: E402
 from advisor.report.finetune import verification_markdown  # noqa: E402
+from advisor.rundir import RunDir  # noqa: E402
 from advisor.types import TaskKind  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
 from pipeline.verify import verification_signals  # noqa: E402
@@ -34,8 +38,15 @@ def _offline(monkeypatch):
     torch.set_num_threads(threads)
 
 
-def _advised_run(tmp_path: Path, model_dir: Path) -> Path:
-    """A run folder as `advise` leaves it: config, split, prompting measured on the tiny model, verdict."""
+def _advised_run(
+    tmp_path: Path,
+    model_dir: Path,
+    *,
+    k_ladder: tuple[int, ...] = (1, 2),
+    n_eval: int = 20,
+) -> tuple[Path, Any]:
+    """A run folder as `advise` leaves it: config, split, prompting measured on `model_dir` (variants
+    chosen on the dev split), the recorded prompts, a fine_tune verdict. Also returns the measurements."""
     from advisor.backends.hf import HFBackend
     from advisor.intake.data import detect_task, load_examples, with_labels
     from advisor.measure import evaluate, prompts
@@ -44,7 +55,7 @@ def _advised_run(tmp_path: Path, model_dir: Path) -> Path:
     with open(data, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["text", "label"])
-        for _, text, label in rotten_tomatoes_rows(60, seed=7):
+        for _, text, label in rotten_tomatoes_rows(40 + n_eval, seed=7):
             w.writerow([text, label])
     loaded = load_examples(data, input_col="text", output_col="label")
     task, labels = detect_task(loaded.examples)
@@ -64,7 +75,7 @@ def _advised_run(tmp_path: Path, model_dir: Path) -> Path:
         "output_col": "label",
         "model": str(model_dir),
         "seed": 0,
-        "k_ladder": [1, 2],
+        "k_ladder": list(k_ladder),
         "demo_selection": "stratified",
         "max_gen_tokens": 8,
     }
@@ -73,9 +84,9 @@ def _advised_run(tmp_path: Path, model_dir: Path) -> Path:
     (run / "config.json").write_text(json.dumps(config))
     (run / "split.json").write_text(json.dumps(split))
     by_line = {e.line: e for e in examples}
-    train, eval_items = [by_line[i] for i in split["train"]], [by_line[i] for i in split["eval"]]
+    train, dev, eval_items = ([by_line[i] for i in split[k]] for k in ("train", "dev", "eval"))
     backend = HFBackend(model_dir, device="cpu")
-    arms = prompts.build_arms(backend, task, labels, train, k_ladder=(1, 2), seed=0)
+    arms = prompts.build_arms(backend, task, labels, train, k_ladder=k_ladder, seed=0)
     result = evaluate.evaluate_arms(
         backend,
         arms,
@@ -87,15 +98,17 @@ def _advised_run(tmp_path: Path, model_dir: Path) -> Path:
         target_metric="accuracy",
         quality_target=0.8,
         min_gain=0.05,
+        dev_items=dev,
     )
     evaluate.write_predictions(run, result)
+    RunDir(run).write_prompts(record_prompts(result))  # as advise records them
     # A real run's document, with this run's prompting section and a fine_tune verdict.
     doc = report_docs.few_shot_doc(tmp_path)
     doc["decision"]["verdict"] = "fine_tune"
     doc["signals"]["n_eval"] = 20
     doc.update(prompting=result.to_dict(), training=None, verification=None)
     (run / "decision.json").write_text(json.dumps(doc))
-    return run
+    return run, result
 
 
 def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) -> None:
@@ -103,7 +116,7 @@ def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) ->
     from pipeline.run import train_run
     from pipeline.verify import verify_run
 
-    run = _advised_run(tmp_path, model_dir)
+    run, _ = _advised_run(tmp_path, model_dir)
     cfg = TrainConfig(batch_size=4, max_seq_len=96, lr=5e-3, max_steps=4, eval_every=0, save_every=0)
     train_run(run, cfg, progress=False)
     section = verify_run(run, latency_samples=2, device="cpu")
@@ -185,3 +198,143 @@ def test_signals_and_markdown_when_not_measured() -> None:
     }
     assert "Not run" in verification_markdown(None)
     assert TaskKind.CLASSIFY == "classify"
+
+
+# ---------------------------------------------------------------- the recorded prompts, `tunegate verify`
+
+
+def _eval_examples(run: Path) -> tuple[list, dict]:
+    from advisor.intake.data import load_examples, with_labels
+
+    split = json.loads((run / "split.json").read_text())
+    loaded = load_examples(split["data_path"], input_col="text", output_col="label")
+    labels = json.loads((run / "decision.json").read_text())["prompting"]["labels"]
+    by_line = {ex.line: ex for ex in with_labels(loaded.examples, labels)}
+    return [by_line[i] for i in split["eval"]], by_line
+
+
+def _cli(*argv: str) -> tuple[int, dict]:
+    from advisor.cli import main
+
+    code = main(list(argv))
+    return code, json.loads((Path(argv[1]) / "decision.json").read_text())
+
+
+def test_the_record_rebuilds_every_request_advise_sent(model_dir, tmp_path) -> None:
+    run, result = _advised_run(tmp_path, model_dir)
+    record = RunDir(run).read_prompts()
+    eval_items, by_line = _eval_examples(run)
+    assert record.best_arm == result.plateau.best_arm and record.eval_lines == [ex.line for ex in eval_items]
+    assert [a.name for a in record.arms] == [a.name for a in result.arms]
+    for arm in result.arms:
+        recorded = record.arm(arm.name)
+        assert recorded.render(eval_items, by_line) == list(arm.prompts)  # the exact turns, demos included
+        assert (recorded.variant, recorded.offsets) == (arm.variant, arm.offsets)
+    assert any(a.demos for a in record.arms)  # few-shot arms: demonstrations by data line
+    # Nothing is re-derived from config.json: editing it changes no prompt.
+    (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()), "seed": 9}))
+    again = RunDir(run).read_prompts()
+    assert [again.arm(a.name).render(eval_items, by_line) for a in result.arms] == [
+        list(a.prompts) for a in result.arms
+    ]
+
+
+def test_a_run_folder_without_the_record_is_refused_before_any_training(model_dir, tmp_path, capsys) -> None:
+    from advisor.cli import main
+
+    run, _ = _advised_run(tmp_path, model_dir)
+    (run / "prompts.json").unlink()
+    before = (run / "decision.json").read_bytes()
+    capsys.readouterr()
+    assert main(["train", str(run), "--force", "--train-set", "max_steps=1"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "prompts.json" in err and "tunegate advise" in err
+    assert not (run / "train").exists()
+    assert main(["verify", str(run), "--model", str(model_dir)]) == 3
+    assert (run / "decision.json").read_bytes() == before
+
+
+def test_tunegate_verify_the_runs_adapter_one_from_elsewhere_and_a_recorded_arm(model_dir, tmp_path) -> None:
+    from advisor.measure.evaluate import read_predictions
+    from pipeline.run import train_run
+
+    run, _ = _advised_run(tmp_path, model_dir)
+    cfg = TrainConfig(batch_size=4, max_seq_len=96, lr=5e-3, max_steps=3, eval_every=0, save_every=0)
+    train_run(run, cfg, progress=False)
+    adapter = run / "train" / "adapter"
+
+    # (a) the run's own adapter, then decided again with the verification rules
+    code, doc = _cli("verify", str(run), "--latency-samples", "1")
+    own = doc["verification"]
+    assert code == 0 and own["finetuned"]["adapter_dir"] == str(adapter.resolve())
+    assert own["finetuned"]["prompted_as"] == "finetune" and own["finetuned"]["latency"]["n"] == 1
+    assert own["provenance"]["gate_verdict"] == "fine_tune"
+    assert not any(r["id"].startswith("verification.") for r in doc["decision"]["skipped"])
+    assert doc["signals"]["finetune_verified"] == own["finetune_verified"]
+    assert "## Fine-tuning verification" in (run / "report.md").read_text()
+    assert "## Fine-tuning verification" in (adapter / "README.md").read_text()
+
+    # (b) a peft adapter from elsewhere: the same weights copied out score the same; its folder is left alone
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(adapter, elsewhere, ignore=shutil.ignore_patterns("README.md"))
+    code, doc = _cli("verify", str(run), "--adapter", str(elsewhere), "--latency-samples", "0")
+    other = doc["verification"]
+    assert code == 0 and other["finetuned"]["adapter_dir"] == str(elsewhere)
+    assert other["finetuned"]["scores"] == own["finetuned"]["scores"]
+    assert other["finetuned"]["model_id"] == own["finetuned"]["model_id"]  # named by the weights' hash
+    assert other["provenance"]["gate_verdict"] is None and not other["provenance"]["forced"]
+    assert other["finetuned"]["latency"] is None
+    assert not (elsewhere / "README.md").exists()
+
+    # The base model itself given the zero-shot arm's recorded prompts and label-bias correction
+    # reproduces that arm item by item: the record and the scoring path compute what advise computed.
+    code, doc = _cli("verify", str(run), "--model", str(model_dir), "--prompts", "zero_shot")
+    same = doc["verification"]
+    zero = next(a for a in doc["prompting"]["arms"] if a["name"] == "zero_shot")
+    assert code == 0 and same["finetuned"]["prompted_as"] == "zero_shot"
+    assert "recorded prompts of the arm `zero_shot`" in (run / "report.md").read_text()
+    assert same["finetuned"]["scores"] == zero["scores"]
+    again = read_predictions(run, "fine_tuned")
+    arm = read_predictions(run, "zero_shot")
+    assert [it.prediction for it in again] == [it.prediction for it in arm]
+    assert [it.label_logprobs for it in again] == [pytest.approx(it.label_logprobs, abs=1e-4) for it in arm]
+
+    code, _ = _cli("verify", str(run), "--prompts", "few_shot_k64")
+    assert code == 2
+    code, _ = _cli("verify", str(run), "--backend", "openai", "--adapter", str(elsewhere))
+    assert code == 2
+
+
+@pytest.mark.server
+@pytest.mark.realmodel
+def test_tunegate_verify_a_model_behind_a_server(llama_server, tmp_path) -> None:
+    """The llama.cpp server serving the embedded GGUF stands in for a model fine-tuned elsewhere: given
+    the zero-shot arm's recorded prompts it must score what that arm scored on the local backend.
+    (Echo scoring costs ~6 s a request on 2 cores: 6 eval items.)"""
+    from advisor.backends.model import default_model_dir
+    from advisor.measure.evaluate import read_predictions
+
+    model_dir = default_model_dir()
+    run, _ = _advised_run(tmp_path, model_dir, k_ladder=(1,), n_eval=6)
+    # With the model's tokenizer the server scores by echo: whole-label log-likelihoods, as locally.
+    # Echo requests queue behind each other on the CPU server: a generous timeout.
+    code, doc = _cli(
+        "verify", str(run), "--backend", "openai", "--base-url", llama_server, "--tokenizer", str(model_dir),
+        "--timeout", "900", "--prompts", "zero_shot", "--latency-samples", "1",
+    )  # fmt: skip
+    served = doc["verification"]
+    assert code == 0 and served["finetuned"]["model_id"] == f"smollm2@{llama_server}"
+    assert served["finetuned"]["adapter_dir"] is None and served["finetuned"]["prompted_as"] == "zero_shot"
+    assert served["finetuned"]["latency"]["n"] == 1 and served["baseline"]["latency"] is None
+    zero = next(a for a in doc["prompting"]["arms"] if a["name"] == "zero_shot")
+    value = served["finetuned"]["scores"]["accuracy"]["value"]
+    assert zero["scores"]["accuracy"]["low"] <= value <= zero["scores"]["accuracy"]["high"]
+    # The server runs the 4-bit GGUF, the local backend its fp32 dequantisation: close, not identical.
+    remote = read_predictions(run, "fine_tuned")
+    local = read_predictions(run, "zero_shot")
+    agree = sum(a.prediction == b.prediction for a, b in zip(remote, local, strict=True))
+    pairs = [(a.label_logprobs, b.label_logprobs) for a, b in zip(remote, local, strict=True)]
+    assert agree >= len(local) - 1, pairs
+    for a, b in zip(remote, local, strict=True):
+        assert a.label_logprobs.keys() == b.label_logprobs.keys()
+        assert all(abs(a.label_logprobs[k] - b.label_logprobs[k]) < 1.5 for k in a.label_logprobs)

@@ -161,3 +161,41 @@ def test_train_outputs_and_the_model_card_stay_inside_the_folder(tmp_path: Path)
     assert run.write_plot("loss", "<svg/>\n") == "plots/loss.svg"
     with pytest.raises(ValueError):
         run.write_plot("../x", "<svg/>")
+
+
+def test_prompts_round_trip_and_a_damaged_record_is_named(tmp_path: Path) -> None:
+    from advisor.errors import ExitCode
+    from advisor.measure.prompt_record import PromptRecord, RecordedArm
+
+    arm = RecordedArm(
+        name="few_shot_k2",
+        kind="few_shot",
+        k=2,
+        selection="stratified",
+        instruction="Label the review.",
+        format_hint="Answer with exactly one of: rotten, fresh.",
+        variant="batch",
+        offsets={"fresh": -0.4, "rotten": -1.1},
+        demos={41: [3, 7], 42: [3, 7]},
+    )
+    record = PromptRecord(
+        task="classify",
+        labels=["fresh", "rotten"],
+        seed=0,
+        eval_lines=[41, 42],
+        best_arm=arm.name,
+        arms=[arm],
+    )
+    run = RunDir(tmp_path)
+    run.write_prompts(record)
+    assert run.read_prompts() == record  # data lines survive JSON's string keys
+    data = json.loads((tmp_path / "prompts.json").read_text())
+    data["arms"][0]["variant"] = "magic"
+    (tmp_path / "prompts.json").write_text(json.dumps(data))
+    with pytest.raises(DataError) as err:
+        run.read_prompts()
+    assert err.value.exit_code == ExitCode.BAD_INPUT
+    assert err.value.problems[0].field == "arms.0.variant" and "prompts.json" in str(err.value)
+    (tmp_path / "prompts.json").unlink()
+    with pytest.raises(DataError, match="tunegate advise"):
+        run.read_prompts()

@@ -110,6 +110,14 @@ def default_model_dir() -> Path:
     return ensure_built(target, _convert_embedded)
 
 
+def original_model_id(model_dir: str | Path) -> str:
+    """The id a server knows a local model folder by: the Hub id for the embedded model's converted cache
+    folder (a path in one user's cache means nothing elsewhere), else the folder as given."""
+    if Path(model_dir).expanduser().resolve() == (user_cache_dir() / "models" / EMBEDDED_NAME).resolve():
+        return EMBEDDED_HUB_ID
+    return str(model_dir)
+
+
 def resolve_model_dir(model: str | None) -> Path:
     """The local folder of `model` (see `resolve_model`)."""
     return resolve_model(model).path

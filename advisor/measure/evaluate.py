@@ -97,6 +97,7 @@ class ArmResult:
     variant: str = Variant.RAW  # the label-bias correction applied to the predictions (chosen on dev)
     offsets: Mapping[str, float] | None = None  # its log-prior per label, subtracted before the argmax
     tried: tuple[Tried, ...] = ()  # every variant scored on the dev split, the chosen one included
+    arm: Arm | None = None  # the prompting arm these items were rendered with (None: another model)
 
     @property
     def n(self) -> int:
@@ -426,7 +427,8 @@ def evaluate_arm(
         progress=progress,
     )
     selection = arm.selection if arm.kind is ArmKind.FEW_SHOT else None
-    return _arm_result(arm.name, str(arm.kind), arm.k, selection, items, prompts, task, labels, seed)
+    result = _arm_result(arm.name, str(arm.kind), arm.k, selection, items, prompts, task, labels, seed)
+    return replace(result, arm=arm)
 
 
 # --------------------------------------------------------------------------------------------
@@ -667,7 +669,7 @@ class _Measurer:
                 priors[Variant.CONTEXTUAL] = self._content_free_prior(variant_arm)
             for variant in (Variant.CONTEXTUAL, Variant.BATCH):
                 if variant in priors:
-                    fixed = _recalibrated(dev.items, priors[variant], self.labels)
+                    fixed = recalibrated(dev.items, priors[variant], self.labels)
                     tried.append(
                         (
                             variant_arm,
@@ -680,16 +682,17 @@ class _Measurer:
         if chosen is None:
             return result
         if chosen.offsets is not None:
-            items = _recalibrated(result.items, chosen.offsets, self.labels)
+            items = recalibrated(result.items, chosen.offsets, self.labels)
             result = replace(result, items=items, scores=summarise(items, self.task, self.labels, self.seed))
         return replace(
             result, variant=chosen.variant, offsets=chosen.offsets, tried=tuple(t for _, t in tried)
         )
 
 
-def _recalibrated(
+def recalibrated(
     items: Sequence[ItemResult], offsets: Mapping[str, float], labels: Sequence[str]
 ) -> tuple[ItemResult, ...]:
+    """The items' predictions again from their label log-probabilities, less a label-bias correction."""
     out = []
     for it in items:
         pred = calibration.predict(it.label_logprobs or {}, offsets, labels)

@@ -443,6 +443,11 @@ class ScoredModel(Model):
     arm: str
     model_id: str | None = None
     adapter_dir: str | None = None
+    prompted_as: str | None = Field(
+        None,
+        description="the fine-tuned model's prompts: 'finetune' (as tunegate trains) or the name of the "
+        "best prompting arm whose recorded prompts it was given",
+    )
     scores: dict[str, Estimate]
     mean_prompt_tokens: float
     latency: Latency | None

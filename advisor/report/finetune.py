@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from advisor.backends.model import EMBEDDED_HUB_ID, original_model_id
 from advisor.report import fmt
 from advisor.report.document import Estimate, Latency, Training, Verification
 from advisor.report.textsafe import md_code, md_escape, term_safe
@@ -94,8 +95,15 @@ def verification_markdown(v: Verification | None) -> str:
         "|---|---:|---:|---:|",
         f"| best prompting arm {md_code(base.arm)} | {_est(base.scores[metric])} | "
         f"{base.mean_prompt_tokens:.0f} | {_ms(base.latency)} |",
-        f"| fine-tuned (LoRA) | {_est(ft.scores[metric])} | "
+        f"| fine-tuned{' (LoRA)' if ft.adapter_dir else ''} | {_est(ft.scores[metric])} | "
         f"{ft.mean_prompt_tokens:.0f} | {_ms(ft.latency)} |",
+        "",
+        f"Fine-tuned model: {md_code(ft.model_id)}, prompted "
+        + (
+            f"with the recorded prompts of the arm {md_code(ft.prompted_as)}."
+            if ft.prompted_as not in (None, "finetune")
+            else "as tunegate trains adapters (the item's own turns and the answer-format hint)."
+        ),
         "",
         f"Paired difference (fine-tuned − {md_code(base.arm)}): {fmt.difference(d.diff, d.low, d.high)}, "
         f"p = {_g3(d.p_value)} (McNemar p = {_g3(d.mcnemar_p_value)}).",
@@ -154,9 +162,13 @@ def model_card_markdown(training: Training, verification: Verification | None = 
     # name cannot end the line, the front matter or the code block it sits in.
     # Markdown and HTML punctuation as \u escapes too: a renderer that shows the front matter as
     # Markdown sees no HTML, link or image in it.
+    # The base named is the Hub id its weights are when known (a path in one user's cache means nothing
+    # to a server elsewhere), else the folder trained on.
+    trained_on = training.base_model
+    base_id = training.base_model_id or original_model_id(trained_on)
     base_literal = "".join(
         f"\\u{ord(c):04x}" if c in "<>&[]()!`*_|#~" else c
-        for c in json.dumps(term_safe(training.base_model, single_line=True))
+        for c in json.dumps(term_safe(base_id, single_line=True))
     )
     lines = [
         "---",
@@ -167,7 +179,17 @@ def model_card_markdown(training: Training, verification: Verification | None = 
         "",
         "# LoRA adapter trained by tunegate",
         "",
-        f"- Base model: {md_code(training.base_model)}",
+        f"- Base model: {md_code(base_id)}"
+        + (f" (trained on {md_code(trained_on)})" if base_id != trained_on else ""),
+        *(
+            [
+                "  The embedded model is the Q4_1 GGUF quantisation of this base, dequantised: a server "
+                "loading the Hub checkpoint serves a base close to, not identical with, the one this "
+                "adapter was trained and verified on."
+            ]
+            if base_id == EMBEDDED_HUB_ID
+            else []
+        ),
         f"- Method: {md_escape(training.method)}",
         f"- Training data SHA-256: {md_code(prov.data_sha256)}",
         "- Trained on the train and dev splits only; the eval split was held out.",
@@ -195,7 +217,8 @@ def model_card_markdown(training: Training, verification: Verification | None = 
         'model = PeftModel.from_pretrained(base, "<this folder>")',
         "```",
         "",
-        "vLLM: `vllm serve <base model> --enable-lora --lora-modules tuned=<this folder>`.",
+        f"vLLM: {md_code(f'vllm serve {base_id} --enable-lora --lora-modules tuned=<this folder>')}, "
+        "then `tunegate verify RUN --backend openai --base-url http://HOST:8000/v1 --model tuned`.",
         "",
     ]
     return "\n".join(lines)
