@@ -28,6 +28,7 @@ EXIT_CODES_HELP = """exit codes:
   6   model backend error               7  request/token budget would be exceeded
   8   a file or folder cannot be written or read (permission denied, disk full, read-only,
       --out is a file, a broken cache database): the path and the reason are named
+  14  train: verification vetoed fine-tuning (the adapter did not beat the best prompting arm)
   70  internal error (a bug: please report it with the traceback)   130  interrupted
   with --fail-on V1,V2 (advise, run): 0 unless the verdict is listed, then its code above
 """
@@ -388,8 +389,16 @@ def _train(args: argparse.Namespace, run_dir: str) -> dict[str, Any] | None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     doc = _train(args, args.run_dir)
-    if doc is not None:
-        _emit(doc, args.json)
+    if doc is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return int(ExitCode.OK)
+    _emit(doc, args.json)
+    verification = doc.get("verification")
+    if verification and not verification.get("finetune_verified"):
+        print(
+            f"tunegate: verification vetoed fine-tuning: the verdict is now {doc['decision']['verdict']}",
+            file=sys.stderr,
+        )
+        return int(ExitCode.VETOED)
     return int(ExitCode.OK)
 
 
