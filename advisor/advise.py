@@ -7,13 +7,13 @@ touched when a model is used, so a data-only run stays light.
 from __future__ import annotations
 
 import math
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from advisor import progress
 from advisor.baselines import choose_metric
 from advisor.config import AdviseConfig
 from advisor.files import write_json_atomic
@@ -339,7 +339,7 @@ def _benchmark(
         quality_target=config.quality_target,
         min_gain=config.min_gain,
         max_gen_tokens=config.max_gen_tokens,
-        progress=_progress_printer(),
+        progress=_report_arm,
         dev_items=dev,
         k_max=ladder.k_max,
         thresholds=thresholds,
@@ -349,14 +349,5 @@ def _benchmark(
     return result
 
 
-def _progress_printer() -> Any:
-    """One stderr line per arm as it finishes (and a running count on a terminal)."""
-    tty = sys.stderr.isatty()
-
-    def show(arm: str, done: int, total: int) -> None:
-        if done >= total:
-            print(f"\r  {arm}: {done}/{total} items", file=sys.stderr, flush=True)
-        elif tty:
-            print(f"\r  {arm}: {done}/{total} items", end="", file=sys.stderr, flush=True)
-
-    return show
+def _report_arm(arm: str, done: int, total: int) -> None:
+    progress.report(f"prompting {arm}", done, total)

