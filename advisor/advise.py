@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from advisor import progress
+from advisor import progress, rates
 from advisor.baselines import choose_metric
 from advisor.config import AdviseConfig
 from advisor.files import write_json_atomic
@@ -23,7 +23,7 @@ from advisor.types import Example, TaskKind
 def advise(config: AdviseConfig) -> dict[str, Any]:
     """Run the advisor and return the report document (also written to `config.out`)."""
     from advisor import audit as audit_mod
-    from advisor import data, report, rules
+    from advisor import report, rules
     from advisor.evaluate import prompting_signals
     from advisor.files import ensure_dir
 
@@ -32,19 +32,7 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     run_dir = ensure_dir(config.out, "run folder (--out)")
 
     # load
-    loaded = data.load_examples(
-        config.data, fmt=config.fmt, input_col=config.input_col, output_col=config.output_col
-    )
-    task, labels = data.detect_task(loaded.examples)
-    if config.task is not None and TaskKind(config.task) is not task:
-        task = TaskKind(config.task)
-        # Forced classification: every distinct non-empty target is a label.
-        labels = (
-            tuple(sorted({ex.target.strip() for ex in loaded.examples} - {""}))
-            if task is TaskKind.CLASSIFY
-            else ()
-        )
-    examples = data.with_labels(loaded.examples, labels) if task is TaskKind.CLASSIFY else loaded.examples
+    loaded, task, labels, examples = load_task(config)
 
     # audit and split
     split = audit_mod.make_split(
@@ -56,13 +44,7 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
     audit = audit_mod.audit(examples, task, labels, count_tokens=count_tokens)
     signals: dict[str, Any] = dict(audit_mod.audit_signals(audit, split))
     signals["task_kind"] = task.value
-    choice = choose_metric(
-        task,
-        Counter(ex.label for ex in examples if ex.label is not None),
-        metric=config.target_metric,
-        quality_target=config.quality_target,
-        thresholds={k: float(v) for k, v in ruleset.thresholds.items() if isinstance(v, int | float)},
-    )
+    choice = metric_choice(config, ruleset, task, examples)
     metric, quality_target = choice.metric, choice.quality_target
     config = replace(config, target_metric=metric, quality_target=quality_target)
     write_json_atomic(run_dir / "config.json", config.to_dict())
@@ -134,7 +116,39 @@ def advise(config: AdviseConfig) -> dict[str, Any]:
         backend_info=_backend_info(backend),
     )
     report.write_report(run_dir, doc)
+    rates.record(backend)
     return doc
+
+
+def load_task(config: AdviseConfig) -> tuple[Any, TaskKind, tuple[str, ...], Sequence[Example]]:
+    """The data file read, its task kind (detected, or forced by `config.task`), labels and examples."""
+    from advisor import data
+
+    loaded = data.load_examples(
+        config.data, fmt=config.fmt, input_col=config.input_col, output_col=config.output_col
+    )
+    task, labels = data.detect_task(loaded.examples)
+    if config.task is not None and TaskKind(config.task) is not task:
+        task = TaskKind(config.task)
+        # Forced classification: every distinct non-empty target is a label.
+        labels = (
+            tuple(sorted({ex.target.strip() for ex in loaded.examples} - {""}))
+            if task is TaskKind.CLASSIFY
+            else ()
+        )
+    examples = data.with_labels(loaded.examples, labels) if task is TaskKind.CLASSIFY else loaded.examples
+    return loaded, task, labels, examples
+
+
+def metric_choice(config: AdviseConfig, ruleset: Any, task: TaskKind, examples: Sequence[Example]) -> Any:
+    """The target metric and quality target: the configured ones, else the rules' defaults for the data."""
+    return choose_metric(
+        task,
+        Counter(ex.label for ex in examples if ex.label is not None),
+        metric=config.target_metric,
+        quality_target=config.quality_target,
+        thresholds={k: float(v) for k, v in ruleset.thresholds.items() if isinstance(v, int | float)},
+    )
 
 
 def _check_inputs(config: AdviseConfig) -> None:
@@ -311,8 +325,11 @@ def _benchmark(
     splits: tuple[list[Example], list[Example], list[Example]],
     metric_reason: str,
     thresholds: Any,
-    run_dir: Path,
+    run_dir: Path | None,
+    on_progress: Any = None,
 ) -> Any:
+    """The ladder's arms measured on the eval items; their predictions written into `run_dir` (None:
+    not written, for the dry run)."""
     from advisor import evaluate, prompts
 
     train, dev, eval_items = splits
@@ -339,13 +356,14 @@ def _benchmark(
         quality_target=config.quality_target,
         min_gain=config.min_gain,
         max_gen_tokens=config.max_gen_tokens,
-        progress=_report_arm,
+        progress=on_progress or _report_arm,
         dev_items=dev,
         k_max=ladder.k_max,
         thresholds=thresholds,
         metric_reason=metric_reason,
     )
-    evaluate.write_predictions(run_dir, result)
+    if run_dir is not None:
+        evaluate.write_predictions(run_dir, result)
     return result
 
 

@@ -115,6 +115,12 @@ def _add_advise_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="print decision.json to stdout instead of the summary")
     p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the model requests, tokens, estimated cost and time of the run, make no model call, "
+        "write nothing, exit 0",
+    )
+    p.add_argument(
         "--fail-on",
         type=_verdict_list,
         metavar="VERDICT[,VERDICT...]",
@@ -397,10 +403,45 @@ def _cmd_advise(args: argparse.Namespace) -> int:
     from advisor.rundir import RunDir
 
     config = _advise_config(args)
+    if args.dry_run:
+        return _dry_run(args, config)
     with RunDir(config.out).lock():
         doc = advise(config)
     _emit(doc, args.json)
     return _gated_exit_code(doc["decision"]["verdict"], args.fail_on)
+
+
+def _dry_run(args: argparse.Namespace, config: Any) -> int:
+    """What the run would send to the model (and for `run`, what training would do), before any call."""
+    import json
+
+    from advisor.plan import plan_run, render
+
+    plan = plan_run(config)
+    training = _training_plan(args, plan) if args.command == "run" else None
+    if args.json:
+        doc = {"dry_run": plan.to_dict(), **({"training": training} if training else {})}
+        sys.stdout.write(json_for_terminal(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n")
+    else:
+        print(term_safe(render(plan)))
+        if training:
+            print(term_safe(training["summary"]))
+    return int(ExitCode.OK)
+
+
+def _training_plan(args: argparse.Namespace, plan: Any) -> dict[str, Any]:
+    """`run`'s second half, only on a fine_tune verdict (or --force): local training and verification."""
+    from pipeline.config import TrainConfig
+
+    cfg = TrainConfig.from_toml(args.config, list(args.train_overrides))
+    steps = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs} epochs of {plan.n_train:,} examples"
+    verify = plan.n_eval * max(1, len(plan.labels))
+    summary = (
+        f"Then, only on a fine_tune verdict (or --force): LoRA training for {steps} on this machine, "
+        f"and verification: {verify:,} requests to the fine-tuned local model on the {plan.n_eval:,} eval "
+        "items, plus latency samples (no API cost; training time is not estimated)."
+    )
+    return {"gated_on": "fine_tune", "training": steps, "verification_requests": verify, "summary": summary}
 
 
 def _gated_exit_code(verdict: str, fail_on: frozenset[str] | None) -> int:
@@ -443,6 +484,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from advisor.rundir import RunDir
 
     config = _advise_config(args)
+    if args.dry_run:
+        return _dry_run(args, config)
     with RunDir(config.out).lock():  # one lock through advise and train
         return _advise_then_train(args, config)
 
