@@ -65,7 +65,8 @@ def test_the_estimate_is_within_20_percent_of_the_real_run_and_makes_no_call(
 def test_cli_dry_run_exits_0_writes_nothing_and_prices_the_tokens(data, tmp_path, fake, capsys) -> None:
     prices = tmp_path / "prices.toml"
     prices.write_text(
-        '[meta]\ncurrency = "USD"\nserving = "api"\n[api]\ninput_per_million = 1.0\noutput_per_million = 2.0\n'
+        '[meta]\ncurrency = "USD"\nserving = "api"\n'
+        "[api]\ninput_per_million = 1.0\noutput_per_million = 2.0\n"
     )
     argv = ["advise", data, "--out", str(tmp_path / "run"), "--eval-size", "40", "--dev-size", "20"]
     argv += ["--k", "1,2", "--prices", str(prices), "--set", "latency_samples=3"]
