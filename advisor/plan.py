@@ -25,7 +25,7 @@ from typing import Any
 
 from advisor import advise as advise_mod
 from advisor import audit as audit_mod
-from advisor import rates, rules
+from advisor import progress, rates, rules
 from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult, OnDone
 from advisor.config import AdviseConfig
 from advisor.cost import cost_per_request, load_cost_config
@@ -178,22 +178,22 @@ def plan_run(config: AdviseConfig) -> RunPlan:
     backend = advise_mod._open_backend(config)
     rec = _Recorder(backend)
 
-    rec.stage = "prompting arms"
-    prompting = advise_mod._benchmark(
-        config,
-        rec,
-        task,
-        labels,
-        (train, dev, eval_items),
-        choice.reason,
-        ruleset.thresholds,
-        None,
-        on_progress=rec.arm_done,
-    )
-    rec.stage = "latency samples"
-    settings = {**config.to_dict(), "prices": None, "n_boot": PLAN_BOOTSTRAP}
-    evidence_backend = _StageSwitch(rec, {GENERATE: "latency samples", LOGLIK: "domain perplexity"})
-    gather_evidence(evidence_backend, prompting, train, eval_items, task, labels, settings)  # type: ignore[arg-type]
+    with progress.reporting(progress.SilentReporter()):  # simulated stages: no bars for them
+        rec.stage = "prompting arms"
+        prompting = advise_mod._benchmark(
+            config,
+            rec,
+            task,
+            labels,
+            (train, dev, eval_items),
+            choice.reason,
+            ruleset.thresholds,
+            None,
+            on_progress=rec.arm_done,
+        )
+        settings = {**config.to_dict(), "prices": None, "n_boot": PLAN_BOOTSTRAP}
+        evidence_backend = _StageSwitch(rec, {GENERATE: "latency samples", LOGLIK: "domain perplexity"})
+        gather_evidence(evidence_backend, prompting, train, eval_items, task, labels, settings)  # type: ignore[arg-type]
 
     stages = _measured_stages(rec)
     growth, added = _growth_bound(ruleset.thresholds, config, prompting, examples, split, stages)

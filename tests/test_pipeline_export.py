@@ -68,6 +68,29 @@ def test_model_card_and_training_section_show_hash_config_metrics_and_force() ->
     assert "Not run" in training_markdown(None)
 
 
+def test_model_card_metadata_names_the_hub_model_never_a_local_path(tmp_path, monkeypatch) -> None:
+    import yaml
+
+    from pipeline.export import EMBEDDED_HUB_ID, default_model_path, hub_model_id
+
+    monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / "cache"))
+    snapshot = tmp_path / "hub" / "models--Qwen--Qwen2.5-0.5B-Instruct" / "snapshots" / "a1b2"
+    snapshot.mkdir(parents=True)
+    cases = {
+        str(default_model_path()): EMBEDDED_HUB_ID,  # the embedded model: its Hub original
+        str(snapshot): "Qwen/Qwen2.5-0.5B-Instruct",  # a Hugging Face cache folder
+        "HuggingFaceTB/SmolLM2-360M-Instruct": "HuggingFaceTB/SmolLM2-360M-Instruct",  # a Hub id as given
+        str(tmp_path): None,  # any other local folder: omitted
+    }
+    for model, expected in cases.items():
+        assert hub_model_id(model) == expected
+        card = model_card_markdown({**SECTION, "base_model": model})
+        front = yaml.safe_load(card.split("---\n")[1])
+        assert front.get("base_model") == expected and front["library_name"] == "peft"
+        assert ("base_model" in front) == (expected is not None)
+        assert str(tmp_path) not in card.split("---\n")[1]  # no local path in the metadata
+
+
 def test_update_decision_keeps_other_sections(tmp_path: Path) -> None:
     before = report_docs.few_shot_doc(tmp_path)
     (tmp_path / "decision.json").write_text(json.dumps(before))

@@ -150,8 +150,9 @@ class CachedBackend:
         """Which of `requests` the cache answers already (op "loglikelihood" or "generate"); no model call."""
         keys = [self._key(op, r) for r in requests]
         found = self._lookup(keys)
-        kind = LoglikResult if op == "loglikelihood" else GenResult
-        return [_result(kind, found.get(k, {})) is not None for k in keys]
+        if op == "loglikelihood":
+            return [_result(LoglikResult, found.get(k, {})) is not None for k in keys]
+        return [_result(GenResult, found.get(k, {})) is not None for k in keys]
 
     def close(self) -> None:
         self._db.close()
