@@ -154,6 +154,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a training setting (r, alpha, max_steps, lr, ...)",
     )
+    p.add_argument(
+        "--report-to",
+        choices=("mlflow", "tensorboard", "wandb"),
+        help="also send the training metrics, verdict and scores to this experiment tracker when the run "
+        "ends (its library must be installed; default: none)",
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -455,15 +461,21 @@ def _train(args: argparse.Namespace, run_dir: str) -> dict[str, Any] | None:
     """gate → train → verify → report, with the training flags shared by `train` and `run`.
 
     None on the ranks other than 0 of a torchrun job: they trained their shard, rank 0 reports."""
+    from pipeline import tracking
     from pipeline.run import train_and_verify
 
-    return train_and_verify(
+    if args.report_to:
+        tracking.check_available(args.report_to)  # before the work, not after it
+    doc = train_and_verify(
         run_dir,
         force=args.force,
         resume=args.resume,
         config_file=args.config,
         overrides=args.train_overrides,
     )
+    if doc is not None and args.report_to:
+        tracking.report_to(args.report_to, doc, run_dir)
+    return doc
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -492,10 +504,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _advise_then_train(args: argparse.Namespace, config: Any) -> int:
     from advisor.advise import advise
+    from pipeline import tracking
 
+    if args.report_to:
+        tracking.check_available(args.report_to)
     doc = advise(config)
     verdict = doc["decision"]["verdict"]
     if verdict != "fine_tune" and not args.force:
+        if args.report_to:
+            tracking.report_to(args.report_to, doc, config.out)
         _emit(doc, args.json)
         progress.note(f"tunegate: verdict is {verdict}: not training (the gate opens only on fine_tune)")
         return _gated_exit_code(verdict, args.fail_on)
