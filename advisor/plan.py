@@ -412,6 +412,15 @@ def _priced(
         if cost is None:
             cost_note += ": these prices do not give a cost per token (self-hosted needs throughputs)"
     notes = []
+    planned_new = sum(s.new for s in stages if not s.upper_bound)
+    planned_tokens = sum(s.prompt_tokens + s.answer_tokens for s in stages if not s.upper_bound)
+    if (config.max_requests is not None and planned_new > config.max_requests) or (
+        config.max_tokens is not None and planned_tokens > config.max_tokens
+    ):
+        notes.append(
+            "the planned requests or tokens exceed --max-requests/--max-tokens: a server run would stop "
+            "at the budget (exit 7); raise it or use a smaller --eval-size"
+        )
     if backend.name == "openai":
         notes.append(
             "a server scored by chat log-probabilities answers all labels of a prompt in one HTTP request, "
