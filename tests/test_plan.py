@@ -91,3 +91,23 @@ def test_dry_run_of_run_adds_the_training_plan(data, tmp_path, fake, capsys) -> 
     assert rc == ExitCode.OK and doc["training"]["training"] == "7 steps"
     assert doc["training"]["verification_requests"] == 40 * 2
     assert fake.loglik_requests == [] and not (tmp_path / "run").exists()
+
+
+def test_a_real_run_records_its_model_time_and_the_estimate_uses_it(tmp_path, monkeypatch) -> None:
+    from advisor import rates
+
+    monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / "cache"))
+
+    class Timed:
+        name, model_id = "hf", "m:1"
+
+        def model_time(self) -> dict[str, tuple[int, float]]:
+            return {"loglikelihood": (400, 100.0), "generate": (3, 9.0)}  # too few generations to record
+
+    default = rates.lookup("hf", "m:1", "loglikelihood")
+    assert default is not None and default.basis.startswith("shipped default")
+    rates.record(Timed())
+    measured = rates.lookup("hf", "m:1", "loglikelihood")
+    assert measured is not None and measured.seconds_per_request == 0.25
+    assert "measured on this machine" in measured.basis and "400 requests" in measured.basis
+    assert rates.lookup("hf", "m:1", "generate") == rates.lookup("hf", "other", "generate")  # the default
