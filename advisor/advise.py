@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from advisor import api
+from advisor import api, progress
 from advisor.audit import checks as audit_mod
 from advisor.backends import get_backend
 from advisor.backends.model import ModelSource, resolve_model
@@ -27,7 +27,7 @@ from advisor.decide import verdict as decide
 from advisor.errors import ConfigError
 from advisor.files import check_regular
 from advisor.intake import data
-from advisor.measure import evaluate, prompts
+from advisor.measure import evaluate, prompts, rates
 from advisor.measure.baselines import choose_metric
 from advisor.measure.evaluate import prompting_signals
 from advisor.measure.evidence import evidence_signals, gather_evidence
@@ -95,23 +95,7 @@ def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
     run_dir = RunDir(config.out).create()
 
     # load
-    loaded = data.load_examples(
-        config.data,
-        fmt=config.fmt,
-        input_col=config.input_col,
-        output_col=config.output_col,
-        split=config.dataset_split,
-    )
-    task, labels = data.detect_task(loaded.examples)
-    if config.task is not None and TaskKind(config.task) is not task:
-        task = TaskKind(config.task)
-        # Forced classification: every distinct non-empty target is a label.
-        labels = (
-            tuple(sorted({ex.target.strip() for ex in loaded.examples} - {""}))
-            if task is TaskKind.CLASSIFY
-            else ()
-        )
-    examples = data.with_labels(loaded.examples, labels) if task is TaskKind.CLASSIFY else loaded.examples
+    loaded, task, labels, examples = load_task(config)
 
     # audit and split
     split = audit_mod.make_split(
@@ -124,13 +108,7 @@ def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
     audit = audit_mod.audit(examples, task, labels, count_tokens=count_tokens)
     signals: dict[str, Any] = dict(audit_mod.audit_signals(audit, split))
     signals["task_kind"] = task.value
-    choice = choose_metric(
-        task,
-        Counter(ex.label for ex in examples if ex.label is not None),
-        metric=config.target_metric,
-        quality_target=config.quality_target,
-        thresholds={k: float(v) for k, v in ruleset.thresholds.items() if isinstance(v, int | float)},
-    )
+    choice = metric_choice(config, ruleset, task, examples)
     metric, quality_target = choice.metric, choice.quality_target
     config = config.replace(target_metric=metric, quality_target=quality_target)
     run_dir.write_config(config.to_dict())
@@ -203,7 +181,41 @@ def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
     if prompting is not None:
         run_dir.write_prompts(record_prompts(prompting))
     report.write_report(run_dir, doc)
+    rates.record(backend)
     return doc
+
+
+def load_task(config: AdviseConfig) -> tuple[Any, TaskKind, tuple[str, ...], Sequence[Example]]:
+    """The data file read, its task kind (detected, or forced by `config.task`), labels and examples."""
+    loaded = data.load_examples(
+        config.data,
+        fmt=config.fmt,
+        input_col=config.input_col,
+        output_col=config.output_col,
+        split=config.dataset_split,
+    )
+    task, labels = data.detect_task(loaded.examples)
+    if config.task is not None and TaskKind(config.task) is not task:
+        task = TaskKind(config.task)
+        # Forced classification: every distinct non-empty target is a label.
+        labels = (
+            tuple(sorted({ex.target.strip() for ex in loaded.examples} - {""}))
+            if task is TaskKind.CLASSIFY
+            else ()
+        )
+    examples = data.with_labels(loaded.examples, labels) if task is TaskKind.CLASSIFY else loaded.examples
+    return loaded, task, labels, examples
+
+
+def metric_choice(config: AdviseConfig, ruleset: Any, task: TaskKind, examples: Sequence[Example]) -> Any:
+    """The target metric and quality target: the configured ones, else the rules' defaults for the data."""
+    return choose_metric(
+        task,
+        Counter(ex.label for ex in examples if ex.label is not None),
+        metric=config.target_metric,
+        quality_target=config.quality_target,
+        thresholds={k: float(v) for k, v in ruleset.thresholds.items() if isinstance(v, int | float)},
+    )
 
 
 def _check_inputs(config: AdviseConfig) -> None:
@@ -378,8 +390,11 @@ def _benchmark(
     splits: tuple[list[Example], list[Example], list[Example]],
     metric_reason: str,
     thresholds: Any,
-    run_dir: RunDir,
+    run_dir: RunDir | None,
+    on_progress: Any = None,
 ) -> Any:
+    """The ladder's arms measured on the eval items; their predictions written into `run_dir` (None:
+    not written, for the dry run)."""
     train, dev, eval_items = splits
     ladder = prompts.build_ladder(
         backend,
@@ -404,24 +419,16 @@ def _benchmark(
         quality_target=config.quality_target,
         min_gain=config.min_gain,
         max_gen_tokens=config.max_gen_tokens,
-        progress=_progress_printer(),
+        progress=on_progress or _report_arm,
         dev_items=dev,
         k_max=ladder.k_max,
         thresholds=thresholds,
         metric_reason=metric_reason,
     )
-    evaluate.write_predictions(run_dir, result)
+    if run_dir is not None:
+        evaluate.write_predictions(run_dir, result)
     return result
 
 
-def _progress_printer() -> Any:
-    """One stderr line per arm as it finishes (and a running count on a terminal)."""
-    tty = sys.stderr.isatty()
-
-    def show(arm: str, done: int, total: int) -> None:
-        if done >= total:
-            print(f"\r  {arm}: {done}/{total} items", file=sys.stderr, flush=True)
-        elif tty:
-            print(f"\r  {arm}: {done}/{total} items", end="", file=sys.stderr, flush=True)
-
-    return show
+def _report_arm(arm: str, done: int, total: int) -> None:
+    progress.report(f"prompting {arm}", done, total)

@@ -10,9 +10,11 @@ import argparse
 import sqlite3
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from advisor import progress
 from advisor.errors import ExitCode, TunegateError
 from advisor.files import os_error_message
 from advisor.report.textsafe import json_for_terminal, term_safe
@@ -28,6 +30,7 @@ EXIT_CODES_HELP = """exit codes:
   6   model backend error               7  request/token budget would be exceeded
   8   a file or folder cannot be written or read (permission denied, disk full, read-only,
       --out is a file, a broken cache database): the path and the reason are named
+  14  train: verification vetoed fine-tuning (the adapter did not beat the best prompting arm)
   70  internal error (a bug: please report it with the traceback)   130  interrupted
   with --fail-on V1,V2 (advise, run): 0 unless the verdict is listed, then its code above
 """
@@ -172,6 +175,12 @@ def _add_advise_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="print decision.json to stdout instead of the summary")
     p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the model requests, tokens, estimated cost and time of the run, make no model call, "
+        "write nothing, exit 0",
+    )
+    p.add_argument(
         "--fail-on",
         type=_verdict_list,
         metavar="VERDICT[,VERDICT...]",
@@ -205,6 +214,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a training setting listed below",
     )
+    p.add_argument(
+        "--report-to",
+        choices=("mlflow", "tensorboard", "wandb"),
+        help="also send the training metrics, verdict and scores to this experiment tracker when the run "
+        "ends (its library must be installed; default: none)",
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -224,6 +239,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tunegate {__version__}")
+    _add_output_args(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -314,6 +330,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--no-train", action="store_true", help="advise only")
+    for each in sub.choices.values():  # -q/-v also after the command (`tunegate advise -q ...`)
+        _add_output_args(each, default=argparse.SUPPRESS)
     return parser
 
 
@@ -321,6 +339,17 @@ def _command_of(argv: Sequence[str]) -> str | None:
     """The command argv names ("" for none, as in `tunegate --help`); None when it is not one we know."""
     first = next((a for a in argv if not a.startswith("-")), "")
     return first if first in COMMANDS or first == "" else None
+
+
+def _add_output_args(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", default=default, help="print nothing but the result")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="keep the model libraries' own warnings, logs and progress bars (silenced by default)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -331,7 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
         return int(exc.code or 0)
     try:
-        return _dispatch(args)
+        with _output(args):
+            return _dispatch(args)
     except TunegateError as exc:
         for problem in exc.problems:
             _error(str(problem))
@@ -362,6 +392,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _error(f"an input holds a number too large to read ({str(exc).split(':')[0]})")
         return int(ExitCode.BAD_INPUT)
+
+
+@contextmanager
+def _output(args: argparse.Namespace) -> Iterator[None]:
+    """Progress on stderr for this command (bars on a terminal, none with -q; no bars with --json),
+    and the model libraries' own bars, warnings and FutureWarnings silenced unless -v."""
+    if not args.verbose:
+        import os
+        import warnings
+
+        # Read by huggingface_hub and transformers when they are first imported (later, lazily).
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.command in ("rules", "report") or progress.installed():  # instant, or `demo` calling main
+        yield
+        return
+    from advisor.progress_bars import shown
+
+    with shown(quiet=args.quiet, bars=not getattr(args, "json", False)):
+        yield
 
 
 MAX_ERROR_CHARS = 2000
@@ -454,10 +506,45 @@ def _cmd_advise(args: argparse.Namespace) -> int:
     from advisor.rundir import RunDir
 
     config = _advise_config(args)
+    if args.dry_run:
+        return _dry_run(args, config)
     with RunDir(config.out).lock():
         doc = advise(config)
     _emit(doc, args.json)
     return _gated_exit_code(doc["decision"]["verdict"], args.fail_on)
+
+
+def _dry_run(args: argparse.Namespace, config: Any) -> int:
+    """What the run would send to the model (and for `run`, what training would do), before any call."""
+    import json
+
+    from advisor.plan import plan_run, render
+
+    plan = plan_run(config)
+    training = _training_plan(args, plan) if args.command == "run" else None
+    if args.json:
+        doc = {"dry_run": plan.to_dict(), **({"training": training} if training else {})}
+        sys.stdout.write(json_for_terminal(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n")
+    else:
+        print(term_safe(render(plan)))
+        if training:
+            print(term_safe(training["summary"]))
+    return int(ExitCode.OK)
+
+
+def _training_plan(args: argparse.Namespace, plan: Any) -> dict[str, Any]:
+    """`run`'s second half, only on a fine_tune verdict (or --force): local training and verification."""
+    from pipeline.config import TrainConfig
+
+    cfg = TrainConfig.from_toml(args.config, list(args.train_overrides))
+    steps = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs} epochs of {plan.n_train:,} examples"
+    verify = plan.n_eval * max(1, len(plan.labels))
+    summary = (
+        f"Then, only on a fine_tune verdict (or --force): LoRA training for {steps} on this machine, "
+        f"and verification: {verify:,} requests to the fine-tuned local model on the {plan.n_eval:,} eval "
+        "items, plus latency samples (no API cost; training time is not estimated)."
+    )
+    return {"gated_on": "fine_tune", "training": steps, "verification_requests": verify, "summary": summary}
 
 
 def _gated_exit_code(verdict: str, fail_on: frozenset[str] | None) -> int:
@@ -471,21 +558,34 @@ def _train(args: argparse.Namespace, run_dir: str) -> dict[str, Any] | None:
     """gate → train → verify → report, with the training flags shared by `train` and `run`.
 
     None on the ranks other than 0 of a torchrun job: they trained their shard, rank 0 reports."""
+    from pipeline import tracking
     from pipeline.run import train_and_verify
 
-    return train_and_verify(
+    if args.report_to:
+        tracking.check_available(args.report_to)  # before the work, not after it
+    doc = train_and_verify(
         run_dir,
         force=args.force,
         resume=args.resume,
         config_file=args.config,
         overrides=args.train_overrides,
     )
+    if doc is not None and args.report_to:
+        tracking.report_to(args.report_to, doc, run_dir)
+    return doc
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     doc = _train(args, args.run_dir)
-    if doc is not None:
-        _emit(doc, args.json)
+    if doc is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return int(ExitCode.OK)
+    _emit(doc, args.json)
+    verification = doc.get("verification")
+    if verification and not verification.get("finetune_verified"):
+        progress.note(
+            f"tunegate: verification vetoed fine-tuning: the verdict is now {doc['decision']['verdict']}"
+        )
+        return int(ExitCode.VETOED)
     return int(ExitCode.OK)
 
 
@@ -549,6 +649,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pipeline.distributed import launched_world
 
     config = _advise_config(args)
+    if args.dry_run:
+        return _dry_run(args, config)
     if launched_world() > 1:
         return _run_launched(args, config)
     with RunDir(config.out).lock():  # one lock through advise and train
@@ -588,18 +690,20 @@ def _run_launched(args: argparse.Namespace, config: Any) -> int:
 
 def _advise_then_train(args: argparse.Namespace, config: Any, tell_ranks: Any = None) -> int:
     from advisor.advise import advise
+    from pipeline import tracking
 
+    if args.report_to:
+        tracking.check_available(args.report_to)
     doc = advise(config)
     verdict = doc["decision"]["verdict"]
     go = verdict == "fine_tune" or args.force
     if tell_ranks is not None:
         tell_ranks(go)
     if not go:
+        if args.report_to:
+            tracking.report_to(args.report_to, doc, config.out)
         _emit(doc, args.json)
-        print(
-            f"tunegate: verdict is {verdict}: not training (the gate opens only on fine_tune)",
-            file=sys.stderr,
-        )
+        progress.note(f"tunegate: verdict is {verdict}: not training (the gate opens only on fine_tune)")
         return _gated_exit_code(verdict, args.fail_on)
     trained = _train(args, config.out)
     if trained is None:  # a rank other than 0 under torchrun: rank 0 reports
@@ -639,7 +743,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     data = write_demo_data(args.out)
     argv = demo_argv(data, args.out, train=not args.no_train)
-    print(term_safe("tunegate " + " ".join(argv), single_line=True), file=sys.stderr)
+    progress.note(term_safe("tunegate " + " ".join(argv), single_line=True))
     return _demo_exit(main(argv))
 
 

@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     FINE_TUNE = 11
     COLLECT_DATA = 12
     INCONCLUSIVE = 13
+    VETOED = 14  # train: the fine-tuned model did not verify against the best prompting arm
     INTERRUPTED = 130
     INTERNAL = 70
 

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from advisor.progress import report
+
 CURVE_EVENTS = ("train", "dev")
 MAX_TRAIN_RECORDS = 500  # train records kept in the document's curve (every dev record is kept)
 
@@ -81,33 +83,20 @@ def _finite_or_none(v: Any) -> Any:
 
 
 class ProgressBar:
-    """A rich progress bar on stderr (loss, tokens/s, ETA); nothing when disabled."""
+    """Training steps as a progress stage (advisor.progress), loss and tokens/s beside the bar."""
+
+    STAGE = "training steps"
 
     def __init__(self, total: int, done: int, enabled: bool) -> None:
-        self.p = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.p = Progress(
-            TextColumn("training"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[tps]} tok/s"),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self.task = self.p.add_task("train", total=total, completed=done, loss="-", tps="-")
-        self.p.start()
+        self.total, self.step, self.enabled = total, done, enabled
+        if enabled:
+            report(self.STAGE, done, total)
 
     def update(self, step: int, loss: float, tps: float) -> None:
-        if self.p is not None:
-            self.p.update(self.task, completed=step, loss=f"{loss:.4f}", tps=f"{tps:,.0f}")
+        self.step = step
+        if self.enabled:
+            report(self.STAGE, step, self.total, f"loss {loss:.4f}, {tps:,.0f} tok/s")
 
     def close(self) -> None:
-        if self.p is not None:
-            self.p.stop()
+        if self.enabled and self.step < self.total:  # stopped early (or failed): the stage ends here
+            report(self.STAGE, self.step, self.step)

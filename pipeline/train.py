@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from advisor.errors import ExitCode, TunegateError
+from advisor.progress_bars import shown
 from pipeline.config import TrainConfig
 from pipeline.run import train_run
 
@@ -25,12 +26,13 @@ def main(argv: Sequence[str]) -> int:
         print(USAGE + (f" (unknown: {', '.join(unknown)})" if unknown else ""), file=sys.stderr)
         return int(ExitCode.USAGE)
     try:
-        train_run(
-            args[0],
-            TrainConfig.from_toml(None, args[1:]),
-            force="--force" in flags,
-            resume="--resume" in flags,
-        )
+        with shown():
+            train_run(
+                args[0],
+                TrainConfig.from_toml(None, args[1:]),
+                force="--force" in flags,
+                resume="--resume" in flags,
+            )
     except TunegateError as exc:
         for problem in exc.problems:
             print(f"tunegate: error: {problem}", file=sys.stderr)

@@ -31,6 +31,7 @@ from advisor.measure.baselines import judge_degenerate
 from advisor.measure.evaluate import ArmResult, Comparison, ItemResult, summarise
 from advisor.measure.evidence import measure_latency, summarize_latency
 from advisor.measure.prompt_record import PromptRecord, RecordedArm
+from advisor.progress import report
 from advisor.report.textsafe import redact_url
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
@@ -180,6 +181,10 @@ class Candidate:
     own_adapter: bool = False
 
 
+def _report_verification(arm: str, done: int, total: int) -> None:
+    report(f"verification {arm}", done, total)
+
+
 def adapter_fingerprint(adapter_dir: str | Path) -> str:
     digest = hashlib.sha256()
     for name in ("adapter_config.json", "adapter_model.safetensors"):
@@ -325,7 +330,7 @@ def verify_run(
         kind=FINETUNED,
         max_gen_tokens=max_gen,
         stop=stop,
-        progress=progress,
+        progress=progress or _report_verification,
     )
     offsets = prompting_arm.offsets if prompting_arm is not None else None
     if offsets is not None:  # the arm's label-bias correction, as that arm was scored

@@ -77,6 +77,28 @@ def test_train_refuses_without_a_fine_tune_verdict(tmp_path, capsys: pytest.Capt
     assert not (run / "train").exists()
 
 
+@pytest.mark.parametrize("verified", [True, False])
+def test_train_exits_14_when_verification_vetoes(verified, tmp_path, monkeypatch, capsys) -> None:
+    import copy
+
+    import pipeline.run
+    from pipeline.run import redecide
+
+    doc = copy.deepcopy(report_docs.fine_tune_doc(tmp_path))
+    doc["verification"]["finetune_verified"] = verified
+    doc["signals"]["finetune_verified"] = verified
+    doc = redecide(doc)  # the decision train_and_verify writes after verification
+    monkeypatch.setattr(pipeline.run, "train_and_verify", lambda run_dir, **kw: doc)
+    rc = main(["train", str(tmp_path), "--json"])
+    out, err = capsys.readouterr()
+    assert json.loads(out)["decision"]["verdict"] == doc["decision"]["verdict"]
+    if verified:
+        assert rc == ExitCode.OK and doc["decision"]["verdict"] == "fine_tune"
+    else:
+        assert rc == ExitCode.VETOED == 14 and doc["decision"]["verdict"] != "fine_tune"
+        assert "vetoed" in err
+
+
 # ---------------------------------------------------------------------------------------------------
 # CI gating: --fail-on, and the example GitHub Actions workflow
 

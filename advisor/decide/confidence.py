@@ -20,6 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from advisor import progress
 from advisor.decide.rules import RuleSet
 from advisor.decide.signals import SignalValue
 from advisor.decide.verdict import Confidence, decide
@@ -35,6 +36,7 @@ from advisor.types import TaskKind, Verdict
 
 # Outer resamples: the share's standard error is at most sqrt(0.25 / 500) = 0.022.
 N_RESAMPLES = 500
+CONFIDENCE_STAGE = "P(verdict) resampling"
 # The bootstrap size of the tests inside each resample (score intervals, paired p-values): small
 # enough that 500 resamples take seconds, large enough to resolve p = 0.01.
 INNER_RESAMPLES = 200
@@ -67,8 +69,9 @@ def measure(
     done = 0
     while done < n_resamples:
         chunk = rng.integers(0, n_items, size=(min(rows, n_resamples - done), n_items))
-        for idx in chunk:
+        for i, idx in enumerate(chunk, start=1):
             counts[decide(ruleset, {**signals, **resampler(idx)}).verdict] += 1
+            progress.report(CONFIDENCE_STAGE, done + i, n_resamples)
         done += len(chunk)
     shares = tuple(
         sorted(((v, c / n_resamples) for v, c in counts.items()), key=lambda vs: (-vs[1], str(vs[0])))

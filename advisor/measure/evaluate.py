@@ -279,6 +279,8 @@ def _score_items(
 ) -> tuple[ItemResult, ...]:
     out: list[ItemResult] = []
     total = len(eval_items)
+    if progress is not None:
+        progress(name, 0, total)  # started: the stage's clock and bar begin here
     for start in range(0, total, CHUNK_ITEMS):
         chunk = range(start, min(total, start + CHUNK_ITEMS))
         if task is TaskKind.CLASSIFY:

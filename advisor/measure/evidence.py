@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from advisor import progress
 from advisor.backends.base import Backend, GenRequest, LoglikRequest
 from advisor.measure.cost import (
     CostConfig,
@@ -156,8 +157,10 @@ def measure_latency(
     samples: list[LatencySample] = []
     queues = {arm: list(requests)[:n] for arm, requests in requests_by_arm.items()}
     first = next((q for q in queues.values() if q), [])
+    total = len(first[:warmup]) + sum(len(q) for q in queues.values())
     for req in first[:warmup]:
         backend.generate([req])
+    progress.report("latency samples", len(first[:warmup]), total)
     for i in range(max((len(q) for q in queues.values()), default=0)):
         for arm, queue in queues.items():
             if i < len(queue):
@@ -165,6 +168,7 @@ def measure_latency(
                 samples.append(
                     LatencySample(arm, result.prompt_tokens, result.completion_tokens, result.latency_s)
                 )
+                progress.report("latency samples", len(first[:warmup]) + len(samples), total)
     return samples
 
 
@@ -294,9 +298,22 @@ def inexact_scoring(backend: Backend) -> str | None:
     )
 
 
-def perplexity(backend: Backend, texts: Sequence[str]) -> tuple[float, float]:
-    """Perplexity of `texts` per token and per whitespace word (each the reply to `DOMAIN_CONTEXT`)."""
-    results = backend.loglikelihood([LoglikRequest(DOMAIN_CONTEXT, continuation=t) for t in texts])
+DOMAIN_STAGE = "domain perplexity"
+DOMAIN_CHUNK = 8  # texts per backend call: small enough for live progress
+
+
+def perplexity(
+    backend: Backend, texts: Sequence[str], progress_offset: int = 0, progress_total: int | None = None
+) -> tuple[float, float]:
+    """Perplexity of `texts` per token and per whitespace word (each the reply to `DOMAIN_CONTEXT`).
+
+    Progress is reported as `progress_offset` + texts scored of `progress_total` (default: these texts)."""
+    total = len(texts) if progress_total is None else progress_total
+    results = []
+    for start in range(0, len(texts), DOMAIN_CHUNK):
+        part = texts[start : start + DOMAIN_CHUNK]
+        results += backend.loglikelihood([LoglikRequest(DOMAIN_CONTEXT, continuation=t) for t in part])
+        progress.report(DOMAIN_STAGE, progress_offset + start + len(part), total)
     total_lp = sum(r.logprob for r in results)
     total_n = sum(r.n_tokens for r in results)
     total_words = sum(len(t.split()) for t in texts)
@@ -334,8 +351,9 @@ def measure_domain(
     sentences = list(reference) if reference is not None else load_reference_sentences()
     median_words = float(np.median([len(t.split()) for t in texts]))
     ref = reference_chunks(sentences, median_words)
-    task_ppl, task_word_ppl = perplexity(backend, texts)
-    ref_ppl, ref_word_ppl = perplexity(backend, ref)
+    both = len(texts) + len(ref)
+    task_ppl, task_word_ppl = perplexity(backend, texts, 0, both)
+    ref_ppl, ref_word_ppl = perplexity(backend, ref, len(texts), both)
     return DomainMeasure(
         source=source,
         n_texts=len(texts),

@@ -25,8 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from advisor import progress
+
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 MAX_EXTRAPOLATION = 100.0  # beyond this many times the data, "examples needed" is reported as unreachable
+LEARNING_STAGE = "learning curve (probe)"
 MAX_PROBE_CHARS = 20_000
 """The probe reads at most this many characters of each text (the start). Word and bigram features of
 a longer text add little, while one 60 MB text took a minute and GBs of memory in the vectorizer."""
@@ -225,6 +228,8 @@ def probe_learning_curve(
     subsets = nested_stratified_subsets(train_labels, fractions, seed)
     predictions = []
     sizes = []
+    steps = len(subsets) + 1  # each probe fit, then the bootstrap
+    progress.report(LEARNING_STAGE, 0, steps)
     for idx in subsets:
         texts = [train_texts[i] for i in idx]
         labs = [train_labels[i] for i in idx]
@@ -241,6 +246,7 @@ def probe_learning_curve(
             pred = np.asarray(model.predict(list(eval_texts)), dtype=object)
         predictions.append(pred)
         sizes.append(len(idx))
+        progress.report(LEARNING_STAGE, len(sizes), steps)
     scores = np.array([_score(metric, y_eval, p, classes) for p in predictions])
     rng = np.random.default_rng(seed + 1)
     m = len(y_eval)
@@ -249,4 +255,5 @@ def probe_learning_curve(
         sample = rng.integers(0, m, m)
         for j, p in enumerate(predictions):
             boot[r, j] = _score(metric, y_eval[sample], p[sample], classes)
+    progress.report(LEARNING_STAGE, steps, steps)
     return curve_from_scores(sizes, scores, boot, metric, target)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from advisor.backends.model import EMBEDDED_HUB_ID, original_model_id
+from advisor.backends.model import EMBEDDED_HUB_ID, hub_model_id
 from advisor.report import fmt
 from advisor.report.document import Estimate, Latency, Training, Verification
 from advisor.report.textsafe import md_code, md_escape, term_safe
@@ -155,6 +155,14 @@ def _cell(v: object) -> str:
     return fmt.value(v) if v is None or isinstance(v, float) else md_escape(v)
 
 
+def card_metadata(hub_id: str | None) -> str:
+    """The card's YAML front matter through huggingface_hub's ModelCardData: `base_model` only when the
+    Hub id is known (never a local path)."""
+    from huggingface_hub import ModelCardData
+
+    return str(ModelCardData(library_name="peft", base_model=hub_id, tags=["lora", "tunegate"]).to_yaml())
+
+
 def model_card_markdown(training: Training, verification: Verification | None = None) -> str:
     """The adapter folder's README.md: provenance, data hash, config, metrics, before/after comparison."""
     prov = training.provenance
@@ -165,16 +173,15 @@ def model_card_markdown(training: Training, verification: Verification | None = 
     # The base named is the Hub id its weights are when known (a path in one user's cache means nothing
     # to a server elsewhere), else the folder trained on.
     trained_on = training.base_model
-    base_id = training.base_model_id or original_model_id(trained_on)
+    hub_id = training.base_model_id or hub_model_id(trained_on)
+    base_id = hub_id or trained_on
     base_literal = "".join(
         f"\\u{ord(c):04x}" if c in "<>&[]()!`*_|#~" else c
         for c in json.dumps(term_safe(base_id, single_line=True))
     )
     lines = [
         "---",
-        "library_name: peft",
-        f"base_model: {base_literal}",
-        "tags: [lora, tunegate]",
+        card_metadata(hub_id).rstrip("\n"),
         "---",
         "",
         "# LoRA adapter trained by tunegate",

@@ -1,0 +1,498 @@
+"""`--dry-run`: the model requests, tokens, cost and time a run would spend, before it sends any.
+
+The estimate walks the same plan the real run executes: the same data, split, ladder, arm variants
+(calibration and demonstration selection scored on dev), latency samples and domain texts, built by
+the same functions, but against a recording backend that renders and counts every request with the
+real model's chat template and tokenizer and answers none of them (no model call is made). What
+depends on the answers is bounded from above and marked so: the ladder's automatic extension (k
+doubles while the top rung still improves, up to the largest k that fits) and the eval split's growth
+while P(verdict) is low. The learning curve is a CPU probe and sends nothing.
+
+Requests are counted once each (a request the run sends twice is answered by the response cache the
+second time), and the response cache is asked which are already answered: those cost neither money nor
+time. Tokens: the rendered prompt, and the answer (the label's tokens for scoring, `max_gen_tokens` for
+generation: an upper bound). Time: model time per request measured by earlier runs of this model on this
+machine, else a shipped default (advisor/measure/rates.py); loading the model and the statistics add a little.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advisor import advise as advise_mod
+from advisor import progress
+from advisor.audit import checks as audit_mod
+from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult, OnDone
+from advisor.backends.model import resolve_model
+from advisor.config import AdviseConfig
+from advisor.decide import rules
+from advisor.measure import rates
+from advisor.measure.cost import cost_per_request, load_cost_config
+from advisor.measure.evidence import gather_evidence
+from advisor.types import Example, Message
+
+LOGLIK, GENERATE = "loglikelihood", "generate"
+PLAN_BOOTSTRAP = 20
+"""Resamples of the learning-curve probe in the dry run: its figures are not shown, only its cost (none)."""
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage's requests: all it sends, how many are new (not in the response cache), their tokens."""
+
+    stage: str
+    op: str  # "loglikelihood" or "generate": the backend operation (its time per request differs)
+    requests: int
+    new: int
+    prompt_tokens: int  # of the new requests
+    answer_tokens: int  # of the new requests
+    upper_bound: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    backend: str
+    model_id: str
+    n_train: int
+    n_dev: int
+    n_eval: int
+    labels: tuple[str, ...]
+    arms: tuple[str, ...]
+    stages: tuple[StagePlan, ...]
+    seconds: float | None  # model time of the new requests of the planned stages
+    seconds_upper: float | None  # with the upper bounds added
+    time_basis: str
+    cost: float | None
+    cost_upper: float | None
+    currency: str | None
+    cost_note: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def planned(self) -> tuple[StagePlan, ...]:
+        return tuple(s for s in self.stages if not s.upper_bound)
+
+    def total(self, attr: str, *, upper: bool = False) -> int:
+        return sum(getattr(s, attr) for s in self.stages if upper or not s.upper_bound)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["totals"] = {
+            name: {"planned": self.total(name), "upper_bound": self.total(name, upper=True)}
+            for name in ("requests", "new", "prompt_tokens", "answer_tokens")
+        }
+        return doc
+
+
+class _Recorder:
+    """A backend that renders and counts every request with the real model's tokenizer and answers none.
+
+    Answers are neutral (every label equally likely, empty generations, zero latency), so the harness runs
+    its whole plan without a model call. `stage` names where the requests come from; the arms' progress
+    callback files the requests made since the last report under that arm.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.name, self.model_id = backend.name, backend.model_id
+        self.stage = ""
+        self.seen: dict[LoglikRequest | GenRequest, str] = {}  # each distinct request, its first stage
+        self.by_arm: dict[str, list[LoglikRequest | GenRequest]] = {}
+        self._pending: list[LoglikRequest | GenRequest] = []
+        self._tokens: dict[Any, int] = {}
+
+    @property
+    def scoring_method(self) -> str | None:
+        return getattr(self.backend, "scoring_method", None)
+
+    @property
+    def scoring_note(self) -> str | None:
+        return getattr(self.backend, "scoring_note", None)
+
+    def render(self, messages: Sequence[Message]) -> str:
+        return str(self.backend.render(messages))
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return list(self.backend.count_tokens(texts))
+
+    def prompt_tokens(self, messages: tuple[Message, ...]) -> int:
+        if messages not in self._tokens:
+            self._tokens[messages] = self.count_tokens([self.render(messages)])[0]
+        return self._tokens[messages]
+
+    def text_tokens(self, text: str) -> int:
+        if text not in self._tokens:
+            self._tokens[text] = self.count_tokens([text])[0]
+        return self._tokens[text]
+
+    def _record(self, requests: Sequence[LoglikRequest | GenRequest]) -> None:
+        for r in requests:
+            self.seen.setdefault(r, self.stage)
+        self._pending.extend(requests)
+
+    def arm_done(self, arm: str, done: int, total: int) -> None:
+        """The harness's progress callback: what was requested since the last report belongs to `arm`."""
+        name = arm.removesuffix(" (dev)")
+        self.by_arm.setdefault(name, []).extend(self._pending)
+        self._pending = []
+
+    def loglikelihood(
+        self, requests: Sequence[LoglikRequest], on_done: OnDone[LoglikResult] | None = None
+    ) -> list[LoglikResult]:
+        self._record(requests)
+        out = [
+            LoglikResult(0.0, max(1, self.text_tokens(r.continuation)), self.prompt_tokens(r.messages))
+            for r in requests
+        ]
+        if on_done is not None:
+            on_done(range(len(out)), out)
+        return out
+
+    def generate(
+        self, requests: Sequence[GenRequest], on_done: OnDone[GenResult] | None = None
+    ) -> list[GenResult]:
+        self._record(requests)
+        out = [GenResult("", self.prompt_tokens(r.messages), 0, 0.0) for r in requests]
+        if on_done is not None:
+            on_done(range(len(out)), out)
+        return out
+
+
+def plan_run(config: AdviseConfig) -> RunPlan:
+    """The dry run of `advise(config)`: nothing is written and no model call is made."""
+    ruleset = rules.load_rules([Path(d) for d in config.rules_dirs], overrides=config.thresholds)
+    loaded, task, labels, examples = advise_mod.load_task(config)
+    split = audit_mod.make_split(
+        examples, seed=config.seed, eval_size=config.eval_size, dev_size=config.dev_size
+    )
+    by_line = {ex.line: ex for ex in examples}
+    train = [by_line[i] for i in split.train]
+    dev = [by_line[i] for i in split.dev]
+    eval_items = [by_line[i] for i in split.eval]
+    sizes = (len(train), len(dev), len(eval_items))
+    if config.backend == "none":
+        return _no_model_plan(sizes, tuple(labels))
+    choice = advise_mod.metric_choice(config, ruleset, task, examples)
+    config = config.replace(target_metric=choice.metric, quality_target=choice.quality_target)
+    model = resolve_model(config.model) if config.backend == "hf" else None
+    backend = advise_mod._open_backend(config, model)
+    rec = _Recorder(backend)
+
+    with progress.reporting(progress.SilentReporter()):  # simulated stages: no bars for them
+        rec.stage = "prompting arms"
+        prompting = advise_mod._benchmark(
+            config,
+            rec,
+            task,
+            labels,
+            (train, dev, eval_items),
+            choice.reason,
+            ruleset.thresholds,
+            None,
+            on_progress=rec.arm_done,
+        )
+        settings = {**config.to_dict(), "prices": None, "n_boot": PLAN_BOOTSTRAP}
+        evidence_backend = _StageSwitch(rec, {GENERATE: "latency samples", LOGLIK: "domain perplexity"})
+        gather_evidence(evidence_backend, prompting, train, eval_items, task, labels, settings)  # type: ignore[arg-type]
+
+    stages = _measured_stages(rec)
+    growth, added = _growth_bound(ruleset.thresholds, config, prompting, examples, split, stages)
+    stages += growth
+    stages += _extension_bound(rec, prompting, _extension_rungs(prompting, len(train)), added)
+    arms = tuple(a.name for a in prompting.arms)
+    return _priced(config, backend, sizes, tuple(labels), arms, tuple(stages))
+
+
+class _StageSwitch:
+    """The recorder, filing requests by operation: evidence generates only to time, scores only texts."""
+
+    def __init__(self, rec: _Recorder, stage_by_op: Mapping[str, str]) -> None:
+        self.rec, self.stage_by_op = rec, stage_by_op
+        self.name, self.model_id = rec.name, rec.model_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rec, name)
+
+    def loglikelihood(self, requests: Sequence[LoglikRequest], on_done: Any = None) -> list[LoglikResult]:
+        self.rec.stage = self.stage_by_op[LOGLIK]
+        return self.rec.loglikelihood(requests, on_done)
+
+    def generate(self, requests: Sequence[GenRequest], on_done: Any = None) -> list[GenResult]:
+        self.rec.stage = self.stage_by_op[GENERATE]
+        return self.rec.generate(requests, on_done)
+
+
+def _measured_stages(rec: _Recorder) -> list[StagePlan]:
+    """One row per stage and operation, from the distinct requests the plan recorded."""
+    groups: dict[tuple[str, str], list[LoglikRequest | GenRequest]] = {}
+    for request, stage in rec.seen.items():
+        op = LOGLIK if isinstance(request, LoglikRequest) else GENERATE
+        groups.setdefault((stage, op), []).append(request)
+    answered = getattr(rec.backend, "answered", None)
+    out = []
+    for (stage, op), requests in groups.items():
+        done = answered(op, requests) if callable(answered) else [False] * len(requests)
+        new = [r for r, d in zip(requests, done, strict=True) if not d]
+        note = ""
+        if stage == "latency samples":
+            note = "one request at a time, as a user would send them; answers at the label's length"
+        elif op == GENERATE:
+            note = "answers counted at max_gen_tokens (an upper bound)"
+        out.append(
+            StagePlan(
+                stage=stage,
+                op=op,
+                requests=len(requests),
+                new=len(new),
+                prompt_tokens=sum(rec.prompt_tokens(r.messages) for r in new),
+                answer_tokens=sum(_answer_tokens(rec, r) for r in new),
+                note=note,
+            )
+        )
+    return out
+
+
+def _answer_tokens(rec: _Recorder, request: LoglikRequest | GenRequest) -> int:
+    if isinstance(request, LoglikRequest):
+        return max(1, rec.text_tokens(request.continuation))
+    return request.max_tokens
+
+
+def _extension_rungs(prompting: Any, n_train: int) -> list[int]:
+    """The k of every rung the ladder may add by itself: k doubles from the top rung up to the largest k
+    that fits the prompt budget and the train split."""
+    few = [a for a in prompting.arms if a.kind == "few_shot"]
+    if not few:
+        return []
+    top = max(a.k for a in few)
+    limit = min(prompting.k_max, n_train) if prompting.k_max else n_train
+    rungs = []
+    while 2 * top <= limit:
+        top *= 2
+        rungs.append(top)
+    return rungs
+
+
+def _extension_bound(
+    rec: _Recorder, prompting: Any, rungs: Sequence[int], growth_items: int
+) -> list[StagePlan]:
+    """The ladder's automatic extension at most: each added rung costs what the top rung cost (its dev
+    variants and its eval items) plus its share of the eval growth (`growth_items` items), with prompts
+    longer by the added demonstrations."""
+    if not rungs:
+        return []
+    top = max((a for a in prompting.arms if a.kind == "few_shot"), key=lambda a: a.k)
+    requests = list(dict.fromkeys(rec.by_arm.get(top.name, [])))
+    if not requests:
+        return []
+    per_rung = len(requests) + growth_items * max(1, len(prompting.labels))
+    system = next((a for a in prompting.arms if a.kind == "system"), None)
+    per_demo = (top.mean_prompt_tokens - (system.mean_prompt_tokens if system else 0.0)) / top.k
+    base_tokens = sum(rec.prompt_tokens(r.messages) for r in requests)
+    answer = sum(_answer_tokens(rec, r) for r in requests)
+    op = LOGLIK if isinstance(requests[0], LoglikRequest) else GENERATE
+    per_request = base_tokens / len(requests)
+    extra_tokens = sum(int(per_rung * (per_request + per_demo * (k - top.k))) for k in rungs)
+    shown = ", ".join(str(k) for k in rungs)
+    return [
+        StagePlan(
+            stage=f"ladder extension (k={shown})",
+            op=op,
+            requests=per_rung * len(rungs),
+            new=per_rung * len(rungs),
+            prompt_tokens=extra_tokens,
+            answer_tokens=int(answer / len(requests) * per_rung * len(rungs)),
+            upper_bound=True,
+            note="only while the top rung still improves and is below the target",
+        )
+    ]
+
+
+def _growth_bound(
+    thresholds: Mapping[str, Any],
+    config: AdviseConfig,
+    prompting: Any,
+    examples: Sequence[Example],
+    split: Any,
+    stages: Sequence[StagePlan],
+) -> tuple[list[StagePlan], int]:
+    """The eval split's growth at most, and the items it adds: every round allowed, each adding its chunk
+    of new eval items under every measured arm, within the held-out cap, the unused rows and the budget."""
+    rounds = int(thresholds["max_eval_growth_rounds"])
+    per_item = max(1, len(prompting.labels))
+    n_arms = len(prompting.arms)
+    demos = {line for arm in prompting.arms for it in arm.items for line in it.demo_lines}
+    unused = len([i for i in split.train if i not in demos])
+    n_eval, added = len(split.eval), 0
+    for _ in range(rounds):
+        room = math.floor(len(examples) * audit_mod.MAX_HELD_OUT_SHARE) - n_eval - len(split.dev)
+        size = min(math.ceil(config.eval_size * float(thresholds["eval_growth_chunk_share"])), room, unused)
+        if size <= 0:
+            break
+        n_eval, added, unused = n_eval + size, added + size, unused - size
+    if added == 0:
+        return [], 0
+    requests = added * per_item * n_arms
+    answer = 0 if prompting.labels else config.max_gen_tokens
+    tokens_per_request = sum(a.mean_prompt_tokens for a in prompting.arms) / len(prompting.arms)
+    spent = sum(s.new for s in stages)
+    if config.max_requests is not None:
+        requests = max(0, min(requests, config.max_requests - spent))
+    stage = [
+        StagePlan(
+            stage=f"eval growth (up to {added} more items)",
+            op=LOGLIK if prompting.labels else GENERATE,
+            requests=requests,
+            new=requests,
+            prompt_tokens=int(requests * tokens_per_request),
+            answer_tokens=requests * (answer or 1),
+            upper_bound=True,
+            note=f"only while P(verdict) < {thresholds['min_verdict_probability']}, at most {rounds} rounds",
+        )
+    ]
+    return stage, added
+
+
+def _no_model_plan(sizes: tuple[int, int, int], labels: tuple[str, ...]) -> RunPlan:
+    n_train, n_dev, n_eval = sizes
+    return RunPlan(
+        backend="none",
+        model_id="",
+        n_train=n_train,
+        n_dev=n_dev,
+        n_eval=n_eval,
+        labels=labels,
+        arms=(),
+        stages=(),
+        seconds=0.0,
+        seconds_upper=0.0,
+        time_basis="no model is used (--no-model)",
+        cost=0.0,
+        cost_upper=0.0,
+        currency=None,
+        cost_note="no model is used",
+    )
+
+
+def _priced(
+    config: AdviseConfig,
+    backend: Any,
+    sizes: tuple[int, int, int],
+    labels: tuple[str, ...],
+    arms: tuple[str, ...],
+    stages: tuple[StagePlan, ...],
+) -> RunPlan:
+    seconds, seconds_upper, bases = 0.0, 0.0, []
+    known = True
+    for s in stages:
+        rate = rates.lookup(backend.name, str(backend.model_id), s.op)
+        if rate is None:
+            known = False
+            continue
+        bases.append(f"{s.op}: {rate.seconds_per_request * 1000:.0f} ms per request, {rate.basis}")
+        seconds_upper += s.new * rate.seconds_per_request
+        if not s.upper_bound:
+            seconds += s.new * rate.seconds_per_request
+    basis = "; ".join(dict.fromkeys(bases)) or "no measured rate for this model yet"
+    if not known:
+        basis += " (stages without a rate are not timed: run once to measure)"
+    cost, cost_upper, currency, cost_note = None, None, None, "no prices given (--prices FILE)"
+    if config.prices:
+        prices = load_cost_config(Path(config.prices))
+        currency = prices.currency
+
+        def priced(total: Callable[[str], int]) -> float | None:
+            return cost_per_request(prices, total("prompt_tokens"), total("answer_tokens"))
+
+        cost = priced(lambda a: sum(getattr(s, a) for s in stages if not s.upper_bound))
+        cost_upper = priced(lambda a: sum(getattr(s, a) for s in stages))
+        cost_note = f"{prices.serving} prices from {prices.source or config.prices}" + (
+            f" (dated {prices.price_date})" if prices.price_date else ""
+        )
+        if cost is None:
+            cost_note += ": these prices do not give a cost per token (self-hosted needs throughputs)"
+    notes = []
+    planned_new = sum(s.new for s in stages if not s.upper_bound)
+    planned_tokens = sum(s.prompt_tokens + s.answer_tokens for s in stages if not s.upper_bound)
+    if (config.max_requests is not None and planned_new > config.max_requests) or (
+        config.max_tokens is not None and planned_tokens > config.max_tokens
+    ):
+        notes.append(
+            "the planned requests or tokens exceed --max-requests/--max-tokens: a server run would stop "
+            "at the budget (exit 7); raise it or use a smaller --eval-size"
+        )
+    if backend.name == "openai":
+        notes.append(
+            "a server scored by chat log-probabilities answers all labels of a prompt in one HTTP request, "
+            "and one without whole-text log-probabilities skips the domain perplexity: fewer requests"
+        )
+    return RunPlan(
+        backend=backend.name,
+        model_id=str(backend.model_id),
+        n_train=sizes[0],
+        n_dev=sizes[1],
+        n_eval=sizes[2],
+        labels=labels,
+        arms=arms,
+        stages=stages,
+        seconds=seconds if known else None,
+        seconds_upper=seconds_upper if known else None,
+        time_basis=basis,
+        cost=cost,
+        cost_upper=cost_upper,
+        currency=currency,
+        cost_note=cost_note,
+        notes=tuple(notes),
+    )
+
+
+def render(plan: RunPlan) -> str:
+    """The plan as plain text for the terminal."""
+    lines = [
+        f"Dry run: no model call was made. Model {plan.backend} {plan.model_id}; "
+        f"{plan.n_train:,} train, {plan.n_dev:,} dev, {plan.n_eval:,} eval items.",
+        "",
+        f"{'stage':<40} {'requests':>9} {'new':>9} {'prompt tok':>11} {'answer tok':>11}",
+    ]
+    for s in plan.stages:
+        mark = "≤ " if s.upper_bound else ""
+        lines.append(
+            f"{s.stage[:40]:<40} {mark + format(s.requests, ','):>9} {mark + format(s.new, ','):>9} "
+            f"{mark + format(s.prompt_tokens, ','):>11} {mark + format(s.answer_tokens, ','):>11}"
+        )
+        if s.note:
+            lines.append(f"    {s.note}")
+    lines += [
+        f"{'planned total':<40} {plan.total('requests'):>9,} {plan.total('new'):>9,} "
+        f"{plan.total('prompt_tokens'):>11,} {plan.total('answer_tokens'):>11,}",
+        f"{'upper bound (with ≤ rows)':<40} {plan.total('requests', upper=True):>9,} "
+        f"{plan.total('new', upper=True):>9,} {plan.total('prompt_tokens', upper=True):>11,} "
+        f"{plan.total('answer_tokens', upper=True):>11,}",
+        "",
+        "New: not yet in the response cache (only these cost money and time).",
+        f"Estimated model time: {_duration(plan.seconds)} (upper bound {_duration(plan.seconds_upper)}); "
+        f"basis: {plan.time_basis}.",
+    ]
+    if plan.cost is not None:
+        lines.append(
+            f"Estimated cost: {plan.cost:,.4f} {plan.currency} (upper bound {plan.cost_upper or 0:,.4f}); "
+            f"{plan.cost_note}."
+        )
+    else:
+        lines.append(f"Estimated cost: not estimated; {plan.cost_note}.")
+    lines += [f"Note: {n}." for n in plan.notes]
+    return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

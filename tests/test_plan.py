@@ -1,0 +1,113 @@
+"""--dry-run: the planned requests match what the real run sends, and the dry run sends none."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fakes import FakeBackend
+
+from advisor import advise as advise_mod
+from advisor.cli import main
+from advisor.config import AdviseConfig
+from advisor.demo import write_demo_data
+from advisor.errors import ExitCode
+from advisor.plan import plan_run
+
+KEYWORDS = {"positive": {"good", "great", "fun"}, "negative": {"bad", "dull", "boring"}}
+SETTINGS = {"eval_size": 40, "dev_size": 20, "k_ladder": (1, 2), "latency_samples": 3}
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeBackend:
+    backend = FakeBackend(KEYWORDS)
+    monkeypatch.setattr(advise_mod, "_open_backend", lambda config, model=None: backend)
+    return backend
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> str:
+    return str(write_demo_data(str(tmp_path_factory.mktemp("data")), n=600))
+
+
+def _sent(fake: FakeBackend) -> int:
+    """Distinct requests the run sent (a repeated one is answered by the response cache in a real run)."""
+    return len(set(fake.loglik_requests)) + len(set(fake.gen_requests))
+
+
+@pytest.mark.parametrize("grow", [False, True], ids=["sure verdict", "eval split grows"])
+def test_the_estimate_is_within_20_percent_of_the_real_run_and_makes_no_call(
+    data, tmp_path, fake, grow
+) -> None:
+    # P(verdict) floor 0: the split never grows; above 1: it grows every round allowed (the upper bound)
+    config = AdviseConfig(
+        data=data,
+        out=str(tmp_path / "run"),
+        thresholds={"min_verdict_probability": 1.01 if grow else 0.0},
+        **SETTINGS,
+    )
+    plan = plan_run(config)
+    assert fake.loglik_requests == [] and fake.gen_requests == []
+    assert not (tmp_path / "run").exists()
+    stages = {s.stage for s in plan.stages}
+    assert {"prompting arms", "latency samples", "domain perplexity"} <= stages
+
+    doc = advise_mod.advise(config)
+    sent = _sent(fake)
+    assert doc["split"]["eval_growth"]["rounds"] == (2 if grow else 0)
+    growth = next(s for s in plan.stages if s.stage.startswith("eval growth"))
+    estimate = plan.total("requests") + (growth.requests if grow else 0)
+    assert abs(estimate - sent) <= 0.2 * sent, (estimate, sent)
+    assert sent <= plan.total("requests", upper=True)
+    assert plan.total("prompt_tokens") > 0 and plan.total("answer_tokens") > 0
+
+
+def test_cli_dry_run_exits_0_writes_nothing_and_prices_the_tokens(data, tmp_path, fake, capsys) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[meta]\ncurrency = "USD"\nserving = "api"\n'
+        "[api]\ninput_per_million = 1.0\noutput_per_million = 2.0\n"
+    )
+    argv = ["advise", data, "--out", str(tmp_path / "run"), "--eval-size", "40", "--dev-size", "20"]
+    argv += ["--k", "1,2", "--prices", str(prices), "--set", "latency_samples=3"]
+    rc = main([*argv, "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == ExitCode.OK
+    assert "no model call" in out and "Estimated cost:" in out and "USD" in out and "≤" in out
+    assert fake.loglik_requests == [] and not (tmp_path / "run").exists()
+
+    rc = main([*argv, "--dry-run", "--json"])
+    plan = json.loads(capsys.readouterr().out)["dry_run"]
+    tokens = plan["totals"]
+    expected = (tokens["prompt_tokens"]["planned"] * 1.0 + tokens["answer_tokens"]["planned"] * 2.0) / 1e6
+    assert plan["cost"] == pytest.approx(expected) and plan["currency"] == "USD"
+    assert plan["totals"]["requests"]["planned"] <= plan["totals"]["requests"]["upper_bound"]
+
+
+def test_dry_run_of_run_adds_the_training_plan(data, tmp_path, fake, capsys) -> None:
+    argv = ["run", data, "--out", str(tmp_path / "run"), "--eval-size", "40", "--dev-size", "20", "--k", "1"]
+    rc = main([*argv, "--dry-run", "--json", "--train-set", "max_steps=7"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == ExitCode.OK and doc["training"]["training"] == "7 steps"
+    assert doc["training"]["verification_requests"] == 40 * 2
+    assert fake.loglik_requests == [] and not (tmp_path / "run").exists()
+
+
+def test_a_real_run_records_its_model_time_and_the_estimate_uses_it(tmp_path, monkeypatch) -> None:
+    from advisor.measure import rates
+
+    monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / "cache"))
+
+    class Timed:
+        name, model_id = "hf", "m:1"
+
+        def model_time(self) -> dict[str, tuple[int, float]]:
+            return {"loglikelihood": (400, 100.0), "generate": (3, 9.0)}  # too few generations to record
+
+    default = rates.lookup("hf", "m:1", "loglikelihood")
+    assert default is not None and default.basis.startswith("shipped default")
+    rates.record(Timed())
+    measured = rates.lookup("hf", "m:1", "loglikelihood")
+    assert measured is not None and measured.seconds_per_request == 0.25
+    assert "measured on this machine" in measured.basis and "400 requests" in measured.basis
+    assert rates.lookup("hf", "m:1", "generate") == rates.lookup("hf", "other", "generate")  # the default
