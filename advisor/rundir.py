@@ -9,17 +9,15 @@ A run folder holds everything one `advise` (and later `train`) produced:
     predictions/*.jsonl  per-item results of every scored arm
     report.md, plots/, report.html   renderings of decision.json
     train/               config.json, metrics.jsonl, checkpoints/, best/, adapter/ (+ README.md), merged/
+    mlruns/, tensorboard/, wandb/   a tracker's local files (--report-to), written by its library
     .lock                held by the process writing the folder
 
-What "only" means. Every document the stages hand each other (decision.json, config.json, split.json,
-predictions, train/config.json, the model card) and every rendering (report.md, report.html, plots/*.svg)
-is read and written by a method here, with the policy below; the modules that compute them (the audit,
-the evaluation, the renderers, the pipeline's export) pass data in and get data back. The training loop's
-own artefacts are the exception, by design: pipeline.loop/checkpoint/metrics write train/metrics.jsonl,
-checkpoints/, best/ and adapter/ (torch.save, peft's save_pretrained, an append-only log read back only
-by pipeline.metrics), and pipeline.export writes merged/, into the folder `train_dir`/`merged_dir` hand
-them, under the names declared here. Those are binary or streaming formats owned by the library that
-produces them, and the loop takes any output folder so it can be tested and run on its own.
+What "only" means. Every file and folder under a run folder is named, read, written, swapped into place
+and removed by a method here, with the policy below; the modules that compute them (the audit, the
+evaluation, the renderers, the training loop, the pipeline's export) pass data in and get data back.
+Binary formats owned by a library (peft's and transformers' `save_pretrained`, `torch.save`) are written
+by that library into a temporary folder or file that `TrainDir` hands it, and swapped in here; the
+training loop takes any output folder (a `TrainDir`), so it can be tested and run on its own.
 
 One error policy: a missing, damaged or foreign file is a `DataError` (exit 3) naming the file and,
 for decision.json, the field; a folder another process holds is a `ConfigError` (exit 2) at once,
@@ -34,7 +32,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -60,9 +58,12 @@ BEST = "best"
 ADAPTER = "adapter"
 MERGED = "merged"
 TRAIN_CONFIG = "config.json"
+STATE_FILE = "state.pt"  # a checkpoint's file (checkpoints/step-NNNNNNN/state.pt)
 MODEL_CARD = "README.md"
+ADAPTER_CONFIG = "adapter_config.json"
 TRAIN_OUTPUTS = (CHECKPOINTS, BEST, ADAPTER, METRICS)
 """What a fresh (not resumed) training run replaces."""
+TRACKER_DIRS = {"mlflow": "mlruns", "tensorboard": "tensorboard", "wandb": ""}
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
 PLOTS_DIR = "plots"  # the Markdown report's plots, as SVG files beside it
@@ -101,12 +102,9 @@ class RunDir:
         return self.path / TRAIN
 
     @property
-    def metrics_path(self) -> Path:
-        return self.train_dir / METRICS
-
-    @property
-    def merged_dir(self) -> Path:
-        return self.train_dir / MERGED
+    def train(self) -> TrainDir:
+        """train/: the training loop's outputs."""
+        return TrainDir(self.train_dir)
 
     def predictions_path(self, arm: str) -> Path:
         if not arm or "/" in arm or "\\" in arm or arm.startswith("."):
@@ -284,15 +282,6 @@ class RunDir:
 
     # ------------------------------------------------------------------ train/
 
-    def clear_train_outputs(self) -> None:
-        """Remove an earlier training run's outputs (before a fresh, not resumed, run)."""
-        for name in TRAIN_OUTPUTS:
-            p = self.train_dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-
     def write_train_config(self, doc: dict[str, Any]) -> Path:
         """train/config.json: the training config, the base model and the provenance."""
         return write_json_atomic(self.train_dir / TRAIN_CONFIG, doc)
@@ -301,6 +290,13 @@ class RunDir:
         """The model card, README.md in the adapter folder (which must be inside this run folder)."""
         folder = self.inside(adapter_dir, field="training.adapter_dir")
         return write_text_atomic(folder / MODEL_CARD, text)
+
+    def tracker_dir(self, tracker: str) -> Path:
+        """Where a tracker's library writes its local files (--report-to): mlruns/ or tensorboard/; for
+        wandb the run folder itself (wandb makes its own wandb/ inside the folder it is given)."""
+        if tracker not in TRACKER_DIRS:
+            raise ValueError(f"not a tracker: {tracker!r}")
+        return self.path / TRACKER_DIRS[tracker]
 
     # ------------------------------------------------------------------ renderings of decision.json
 
@@ -346,3 +342,186 @@ class RunDir:
         if not isinstance(doc, dict):
             raise DataError("must be a JSON object", file=str(path))
         return doc
+
+
+class TrainDir:
+    """train/ of a run folder (or any folder the training loop is given): metrics.jsonl, checkpoints/,
+    best/, adapter/ and merged/.
+
+    Folders are written beside their final place and swapped in with a rename, after an fsync of every
+    file, so a reader (or a resumed run after a crash) sees the old folder or the new one, never half.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"TrainDir({str(self.path)!r})"
+
+    @property
+    def adapter(self) -> Path:
+        return self.path / ADAPTER
+
+    @property
+    def best(self) -> Path:
+        return self.path / BEST
+
+    @property
+    def merged(self) -> Path:
+        return self.path / MERGED
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS
+
+    def clear(self) -> None:
+        """Remove an earlier training run's outputs (before a fresh, not resumed, run)."""
+        for name in TRAIN_OUTPUTS:
+            p = self.path / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    # ------------------------------------------------------------------ metrics.jsonl
+
+    def open_metrics(self, *, keep_until_step: int | None) -> MetricsLog:
+        """The metrics log for appending: emptied for a fresh run (None); for a resumed run, the lines past
+        the checkpoint's step are dropped first."""
+        ensure_dir(self.path, "training output folder")
+        path = self.metrics_path
+        if keep_until_step is None:
+            write_text_atomic(path, "")
+        elif path.exists():
+            kept = [ln for ln in self.read_metrics() if _step_of(ln) <= keep_until_step]
+            write_text_atomic(path, "".join(ln + "\n" for ln in kept))
+        return MetricsLog(path)
+
+    def read_metrics(self) -> list[str]:
+        """The log's non-empty lines; [] when there is none."""
+        try:
+            return [ln for ln in self.metrics_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except FileNotFoundError:
+            return []
+
+    # ------------------------------------------------------------------ adapters and the merged model
+
+    def write_adapter(self, name: str, model: Any) -> Path:
+        """`model.save_pretrained` (a peft model) into best/ or adapter/, swapped in whole.
+
+        peft records "all-linear" as full module paths (model.layers.0.self_attn.q_proj, ...); they are
+        written as the short names, which select the same modules under peft's suffix matching and are
+        what vLLM's LoRA loader checks against its supported modules.
+        """
+
+        def fill(tmp: Path) -> None:
+            model.save_pretrained(tmp)
+            conf_path = tmp / ADAPTER_CONFIG
+            conf = json.loads(conf_path.read_text(encoding="utf-8"))
+            if isinstance(conf.get("target_modules"), list):
+                conf["target_modules"] = sorted({m.rsplit(".", 1)[-1] for m in conf["target_modules"]})
+                conf_path.write_text(json.dumps(conf, indent=2) + "\n", encoding="utf-8")
+
+        return self._write_folder(self._named(name, (BEST, ADAPTER)), fill)
+
+    def keep_best_as_adapter(self) -> Path:
+        """best/ copied to adapter/ (the result when there was a dev set)."""
+        return self._write_folder(self.adapter, lambda tmp: shutil.copytree(self.best, tmp))
+
+    def write_merged(self, fill: Callable[[Path], None]) -> Path:
+        """merged/: `fill(tmp)` saves the merged model and tokenizer into `tmp`, then it is swapped in."""
+        return self._write_folder(self.merged, fill)
+
+    def name_base_model(self, adapter_dir: str | os.PathLike[str], base_id: str) -> Path:
+        """Record `base_id` as the adapter's base_model_name_or_path (peft records the folder it loaded,
+        which for the embedded model is a converted copy in one user's cache), so a server finds the base."""
+        path = Path(adapter_dir) / ADAPTER_CONFIG
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(
+                f"cannot read the adapter's config ({type(exc).__name__})", file=str(path)
+            ) from None
+        config["base_model_name_or_path"] = base_id
+        return write_json_atomic(path, config)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint folder (one holding its state file), or None."""
+        done = sorted(p for p in (self.path / CHECKPOINTS).glob("step-*") if (p / STATE_FILE).is_file())
+        return done[-1] if done else None
+
+    @staticmethod
+    def checkpoint_state(checkpoint: Path) -> Path:
+        """The state file of a checkpoint folder."""
+        return checkpoint / STATE_FILE
+
+    def write_checkpoint(self, step: int, save: Callable[[Path], None], *, keep: int = 2) -> Path:
+        """checkpoints/step-NNNNNNN/: `save(file)` writes the state file (torch.save) into a temporary
+        folder that is then swapped in; the newest `keep` checkpoints are kept."""
+        root = ensure_dir(self.path / CHECKPOINTS, "checkpoint folder")
+        final = root / f"step-{step:07d}"
+        self._write_folder(final, lambda tmp: (tmp.mkdir(), save(tmp / STATE_FILE)))
+        olds = sorted(p for p in root.glob("step-*") if p.name < final.name)
+        for old in olds[: max(0, len(olds) - (keep - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    # ------------------------------------------------------------------ atomic folders
+
+    def _named(self, name: str, allowed: tuple[str, ...]) -> Path:
+        if name not in allowed:
+            raise ValueError(f"not a folder of train/: {name!r}")
+        return self.path / name
+
+    def _write_folder(self, final: Path, fill: Callable[[Path], Any]) -> Path:
+        ensure_dir(final.parent, "training output folder")
+        tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        try:
+            fill(tmp)
+            for f in tmp.rglob("*"):
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
+            old = final.with_name(f".{final.name}.old{os.getpid()}")
+            if final.exists():
+                os.replace(final, old)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+            if old.exists():
+                shutil.rmtree(old)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+
+class MetricsLog:
+    """train/metrics.jsonl for appending: one JSON record per line, flushed per line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
+            fh.flush()
+
+
+def _step_of(line: str) -> int:
+    try:
+        rec = json.loads(line)
+    except ValueError:  # a line cut short by a crash mid-write
+        return 10**12
+    return int(rec.get("step", 0)) if isinstance(rec, dict) else 10**12
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,28 +1,25 @@
-"""Everything written during training that must survive a crash: checkpoints, the best and final adapters.
+"""What a checkpoint holds, and how a resumed run is restored from one.
 
-A checkpoint (`checkpoints/step-NNNNNNN/state.pt`) holds the trainable weights, the optimizer and
+A checkpoint (`checkpoints/step-NNNNNNN/state.pt`, laid out and swapped into place by
+`advisor.rundir.TrainDir`) holds the trainable weights, the optimizer and
 scheduler state, every rank's RNG state and the loop's counters: enough to continue bit for bit. It holds
 only tensors and plain containers, and is read back with torch's weights-only unpickler, so a planted or
-damaged `state.pt` is refused instead of executed. Folders are written beside their final place and
-swapped in with a rename, so a reader sees the old folder or the new one, never half of one.
+damaged `state.pt` is refused instead of executed.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from advisor.errors import ConfigError, DataError, Problem
+from advisor.rundir import TrainDir
 from pipeline.config import TrainConfig
 from pipeline.distributed import Dist
 
-STATE_FILE = "state.pt"
 STATE_KEYS = (
     "step",
     "trainable",
@@ -52,82 +49,14 @@ class LoopState:
     resumed_from: int | None = None
 
 
-# ---------------------------------------------------------------- atomic folders
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Swap a fully written folder into place; a reader sees the old or the new one, never half."""
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    old = final.with_name(f".{final.name}.old{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def _fresh_tmp(final: Path) -> Path:
-    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    return tmp
-
-
-def save_adapter_atomic(model: Any, out_dir: Path) -> None:
-    tmp = _fresh_tmp(out_dir)
-    model.save_pretrained(tmp)
-    # peft records "all-linear" as full module paths (model.layers.0.self_attn.q_proj, ...). The short
-    # names select the same modules under peft's suffix matching, and are what vLLM's LoRA loader checks
-    # against its list of supported modules.
-    conf_path = tmp / "adapter_config.json"
-    conf = json.loads(conf_path.read_text(encoding="utf-8"))
-    if isinstance(conf.get("target_modules"), list):
-        conf["target_modules"] = sorted({m.rsplit(".", 1)[-1] for m in conf["target_modules"]})
-        conf_path.write_text(json.dumps(conf, indent=2) + "\n", encoding="utf-8")
-    replace_dir(tmp, out_dir)
-
-
-def copy_dir_atomic(src: Path, final: Path) -> None:
-    tmp = _fresh_tmp(final)
-    shutil.copytree(src, tmp)
-    replace_dir(tmp, final)
-
-
 # ---------------------------------------------------------------- checkpoints
 
 
-def latest_checkpoint(ckpt_root: Path) -> Path | None:
-    done = sorted(p for p in ckpt_root.glob("step-*") if (p / STATE_FILE).is_file())
-    return done[-1] if done else None
-
-
-def save_checkpoint(ckpt_root: Path, step: int, payload: dict[str, Any], keep: int = 2) -> Path:
-    """Write `step-NNNNNNN/state.pt` through a temp folder and a rename; keep the newest `keep`."""
+def write_state(file: Path, payload: dict[str, Any]) -> None:
+    """A checkpoint's state file (the run folder's `TrainDir.write_checkpoint` hands the path)."""
     import torch
 
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    final = ckpt_root / f"step-{step:07d}"
-    tmp = ckpt_root / f".tmp-step-{step:07d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    torch.save(payload, tmp / STATE_FILE)
-    replace_dir(tmp, final)
-    olds = sorted(p for p in ckpt_root.glob("step-*") if p.name < final.name)
-    for old in olds[: max(0, len(olds) - (keep - 1))]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    torch.save(payload, file)
 
 
 def checkpoint_payload(
@@ -165,7 +94,7 @@ def load_checkpoint(ckpt: Path) -> dict[str, Any]:
     """
     import torch
 
-    path = ckpt / STATE_FILE
+    path = TrainDir.checkpoint_state(ckpt)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -194,7 +123,10 @@ def check_resumable(state: dict[str, Any], cfg: TrainConfig, d: Dist, ckpt: Path
         )
     now, then = cfg.to_dict(), state["config"]
     if not isinstance(then, dict):
-        raise DataError("not a tunegate checkpoint: its config is not a table", file=str(ckpt / STATE_FILE))
+        raise DataError(
+            "not a tunegate checkpoint: its config is not a table",
+            file=str(TrainDir.checkpoint_state(ckpt)),
+        )
     changed = sorted(k for k in now if k != "merge" and now[k] != then.get(k))
     if changed:
         raise ConfigError(
@@ -233,7 +165,7 @@ def restore_checkpoint(
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
         raise DataError(
             f"the checkpoint does not fit this model and optimizer ({type(exc).__name__}: {exc})",
-            file=str(ckpt / STATE_FILE),
+            file=str(TrainDir.checkpoint_state(ckpt)),
         ) from exc
 
 

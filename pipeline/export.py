@@ -8,21 +8,16 @@ which is what vLLM's LoRA loader expects, and no `modules_to_save` are used.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from advisor.backends.model import original_model_id
-from advisor.files import write_json_atomic
 from advisor.report.document import Training, Verification
 from advisor.report.finetune import model_card_markdown
-from advisor.rundir import RunDir
-from pipeline.checkpoint import replace_dir
+from advisor.rundir import RunDir, TrainDir
 from pipeline.config import TrainConfig
 from pipeline.loop import TrainResult
-from pipeline.metrics import load_training_curve
+from pipeline.metrics import training_curve
 
 
 def export_training(
@@ -40,10 +35,10 @@ def export_training(
     run = RunDir(run_dir)
     run.write_train_config({"train": cfg.to_dict(), "model": model_dir, "provenance": provenance})
     section = training_section(result, cfg, model_dir, provenance, base_model_id)
-    section["curve"] = load_training_curve(run.metrics_path)
-    name_base_model(result.adapter_dir, base_model_id or original_model_id(model_dir))
+    section["curve"] = training_curve(run.train.read_metrics())
+    run.train.name_base_model(result.adapter_dir, base_model_id or original_model_id(model_dir))
     if cfg.merge:
-        section["merged_dir"] = str(merge_adapter(model_dir, result.adapter_dir, run.merged_dir))
+        section["merged_dir"] = str(merge_adapter(model_dir, result.adapter_dir, run.train))
     write_model_card(run, result.adapter_dir, section)
     update_decision(run, {"training": section})
     return section
@@ -68,31 +63,21 @@ def training_section(
     }
 
 
-def name_base_model(adapter_dir: str | Path, base_id: str) -> None:
-    """Write `base_id` as the adapter's base_model_name_or_path (peft records the folder it loaded, which
-    for the embedded model is a converted copy in one user's cache), so a server finds the base."""
-    path = Path(adapter_dir) / "adapter_config.json"
-    config = json.loads(path.read_text(encoding="utf-8"))
-    config["base_model_name_or_path"] = base_id
-    write_json_atomic(path, config)
-
-
-def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path) -> Path:
-    """Base + adapter folded into plain weights (merge_and_unload), saved with the tokenizer."""
+def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out: TrainDir) -> Path:
+    """Base + adapter folded into plain weights (merge_and_unload), saved with the tokenizer as merged/."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = Path(out_dir)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    merged.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(model_dir).save_pretrained(tmp)
-    replace_dir(tmp, out)
-    return out
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def fill(tmp: Path) -> None:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return out.write_merged(fill)
 
 
 def write_model_card(

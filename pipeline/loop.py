@@ -18,23 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import DataError
-from advisor.rundir import ADAPTER, BEST, CHECKPOINTS, METRICS
+from advisor.rundir import MetricsLog, TrainDir
 from advisor.types import Example
 from pipeline.batches import EncodedSplit, collate, completion_tokens, encode_split, plan_batches
-from pipeline.checkpoint import (
-    LoopState,
-    checkpoint_payload,
-    copy_dir_atomic,
-    latest_checkpoint,
-    restore_checkpoint,
-    rng_state,
-    save_adapter_atomic,
-    save_checkpoint,
-)
+from pipeline.checkpoint import LoopState, checkpoint_payload, restore_checkpoint, rng_state, write_state
 from pipeline.config import TrainConfig
 from pipeline.distributed import Dist, all_reduce_sum, barrier, gather_objects, init_distributed, wrap_ddp
 from pipeline.lora import check_qlora, completion_loss, load_model, peak_memory, preflight, use_bf16
-from pipeline.metrics import MetricsLog, ProgressBar
+from pipeline.metrics import ProgressBar
 
 
 @dataclass(frozen=True)
@@ -165,8 +156,8 @@ class _Run:
     data: EncodedSplit
     plan: BatchPlan
     parts: Parts
-    out: Path
-    log: MetricsLog
+    out: TrainDir
+    log: MetricsLog | None  # rank 0 only
 
 
 @dataclass
@@ -203,7 +194,7 @@ def train(
     the best adapter when there is a dev set, else the last). `on_step(step)` runs after every
     optimizer step; `dev_callback(model)` adds its metrics (e.g. dev accuracy) to each dev record.
     """
-    out = Path(out_dir)
+    out = TrainDir(out_dir)
     check_qlora(cfg)
     d = init_distributed()
     if not train_examples:
@@ -212,12 +203,13 @@ def train(
     plan = BatchPlan([len(e.input_ids) for e in data.train], cfg, d)  # this rank's micro-batches
     estimate = preflight(model_dir, cfg, max(len(e.input_ids) for e in data.train), d.device)
     parts = build_parts(model_dir, cfg, d, plan)  # model, loss, optimizer, schedule
-    ckpt = latest_checkpoint(out / CHECKPOINTS) if resume else None
+    ckpt = out.latest_checkpoint() if resume else None
     state = LoopState()
     if ckpt is not None:  # continue where the interrupted run left off, bit for bit
         state = restore_checkpoint(ckpt, parts.model, parts.optimizer, parts.scheduler, cfg, d)
-    log = MetricsLog(out / METRICS, d.main, state.resumed_from if resume else None)
-    log.write(
+    log = out.open_metrics(keep_until_step=state.resumed_from if resume else None) if d.main else None
+    _log(
+        log,
         {
             "event": "start",
             "step": state.step,
@@ -233,7 +225,7 @@ def train(
             "memory_estimate": estimate,
             "bf16": parts.bf16,
             "device": d.device,
-        }
+        },
     )
     run = _Run(cfg, d, data, plan, parts, out, log)
     tally = _loop(run, state, progress=progress, on_step=on_step, dev_callback=dev_callback)
@@ -265,7 +257,8 @@ def _loop(
             tally.last_loss = loss
             wall = tally.wall()
             tps = tally.tokens_run / wall if wall > 0 else 0.0
-            run.log.write(
+            _log(
+                run.log,
                 {
                     "event": "train",
                     "step": state.step,
@@ -274,7 +267,7 @@ def _loop(
                     "tokens": n_tokens,
                     "tokens_per_s": tps,
                     "elapsed_s": state.elapsed_before + wall,
-                }
+                },
             )
             bar.update(state.step, loss, tps)
             at_end = state.step == total
@@ -353,7 +346,7 @@ def _evaluate(
     if improved:
         state.best_loss, state.best_step, state.bad_evals = dl, state.step, 0
         if run.d.main:
-            save_adapter_atomic(run.parts.model, run.out / BEST)
+            run.out.write_adapter("best", run.parts.model)
     else:
         state.bad_evals += 1
     extra = dev_callback(run.parts.model) if (dev_callback and run.d.main) else {}
@@ -364,7 +357,7 @@ def _evaluate(
         "best_dev_loss": state.best_loss,
         "improved": improved,
     }
-    run.log.write(record | extra)
+    _log(run.log, record | extra)
     if run.cfg.early_stopping_patience and state.bad_evals >= run.cfg.early_stopping_patience:
         tally.stopped_early = True
 
@@ -378,19 +371,19 @@ def _checkpoint(run: _Run, state: LoopState, tally: _Tally) -> None:
         payload = checkpoint_payload(
             state, state.elapsed_before + tally.wall(), p.model, p.optimizer, p.scheduler, rngs, run.cfg
         )
-        save_checkpoint(run.out / CHECKPOINTS, state.step, payload)
+        run.out.write_checkpoint(state.step, lambda file: write_state(file, payload))
 
 
 def _finish(run: _Run, state: LoopState, tally: _Tally) -> TrainResult:
     """The result adapter (best on dev if measured, else the last weights), the result, the end record."""
     elapsed = tally.wall()
     cpu = time.process_time() - tally.c0
-    adapter_dir = run.out / ADAPTER
+    adapter_dir = run.out.adapter
     if run.d.main:
-        if state.best_step is not None and (run.out / BEST).is_dir():
-            copy_dir_atomic(run.out / BEST, adapter_dir)
+        if state.best_step is not None and run.out.best.is_dir():
+            run.out.keep_best_as_adapter()
         else:
-            save_adapter_atomic(run.parts.model, adapter_dir)
+            run.out.write_adapter("adapter", run.parts.model)
     result = TrainResult(
         adapter_dir=adapter_dir,
         steps=state.step,
@@ -412,6 +405,11 @@ def _finish(run: _Run, state: LoopState, tally: _Tally) -> TrainResult:
         n_truncated=run.data.n_truncated,
         seen_lines=tuple(sorted(tally.seen)),
     )
-    run.log.write({"event": "end", "step": state.step, **result.as_dict()})
+    _log(run.log, {"event": "end", "step": state.step, **result.as_dict()})
     barrier(run.d)
     return result
+
+
+def _log(log: MetricsLog | None, record: dict[str, Any]) -> None:
+    if log is not None:  # rank 0 writes the log
+        log.write(record)

@@ -1,16 +1,13 @@
-"""What a training run reports as it goes: the metrics log (train/metrics.jsonl), its curve for the report,
-and a progress bar on stderr.
-
-The pipeline owns the log: it writes it here and reads it back here, into the `curve` of decision.json's
-training section, which the advisor's renderers plot from the document.
+"""What a training run reports as it goes: the curve of its metrics log (train/metrics.jsonl, kept by
+`advisor.rundir.TrainDir`) for decision.json's training section, which the renderers plot, and a progress
+bar on stderr.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from advisor.progress import report
@@ -19,45 +16,13 @@ CURVE_EVENTS = ("train", "dev")
 MAX_TRAIN_RECORDS = 500  # train records kept in the document's curve (every dev record is kept)
 
 
-class MetricsLog:
-    """Append-only JSONL, flushed per line; on resume, lines past the checkpoint are dropped first."""
-
-    def __init__(self, path: Path, enabled: bool, keep_until_step: int | None) -> None:
-        self.path = path
-        self.enabled = enabled
-        if not enabled:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if keep_until_step is None:
-            path.write_text("", encoding="utf-8")
-        elif path.exists():
-            kept = [
-                ln
-                for ln in path.read_text(encoding="utf-8").splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= keep_until_step
-            ]
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
-            os.replace(tmp, path)
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, default=str) + "\n")
-            fh.flush()
-
-
-def load_training_curve(path: str | Path, max_train: int = MAX_TRAIN_RECORDS) -> list[dict[str, Any]]:
-    """The per-step records of a training log (train/metrics.jsonl) for the document's training section.
+def training_curve(lines: Iterable[str], max_train: int = MAX_TRAIN_RECORDS) -> list[dict[str, Any]]:
+    """The per-step records of a training log's lines (`TrainDir.read_metrics`) for the document's
+    training section.
 
     Keeps the `train` and `dev` events; `train` records are thinned to at most `max_train` (every n-th,
-    the last kept) so decision.json stays small, and every `dev` record is kept. Missing file: [].
+    the last kept) so decision.json stays small, and every `dev` record is kept.
     """
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
     records = []
     for line in lines:
         if not line.strip():

@@ -89,7 +89,7 @@ def train_run(
     run = RunDir(run_dir)
     out = run.train_dir
     if not resume and launched_rank() == 0:
-        run.clear_train_outputs()  # an earlier run's, unless resuming
+        run.train.clear()  # an earlier run's, unless resuming
     result = train(
         model_dir, split.train, split.dev, out, cfg, provenance=provenance, resume=resume, progress=progress
     )

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import ConfigError
-from pipeline.metrics import load_training_curve
+from advisor.rundir import RunDir
+from pipeline.metrics import training_curve
 
 TRACKERS = ("mlflow", "tensorboard", "wandb")
 # the module each tracker is used through, and the package that provides it
@@ -48,7 +49,7 @@ def check_available(tracker: str) -> None:
 def tracked_values(doc: Mapping[str, Any], run_dir: str | Path) -> Tracked:
     """What a tracker receives for this run: training curve, scores, the verdict."""
     steps: dict[int, dict[str, float]] = {}
-    for rec in load_training_curve(Path(run_dir) / "train" / "metrics.jsonl", max_train=10**9):
+    for rec in training_curve(RunDir(run_dir).train.read_metrics(), max_train=10**9):
         values = steps.setdefault(int(rec["step"]), {})
         prefix = "train" if rec["event"] == "train" else "dev"
         for key, value in rec.items():
@@ -86,19 +87,20 @@ def report_to(tracker: str, doc: Mapping[str, Any], run_dir: str | Path) -> None
     """Send the run's values to `tracker` (its library must be installed: see `check_available`)."""
     check_available(tracker)
     values = tracked_values(doc, run_dir)
-    name = Path(run_dir).resolve().name
+    run = RunDir(run_dir)
+    name = run.path.resolve().name
     if tracker == "mlflow":
-        _mlflow(values, Path(run_dir), name)
+        _mlflow(values, run.tracker_dir(tracker), name)
     elif tracker == "tensorboard":
-        _tensorboard(values, Path(run_dir))
+        _tensorboard(values, run.tracker_dir(tracker))
     else:
-        _wandb(values, Path(run_dir), name)
+        _wandb(values, run.tracker_dir(tracker), name)
 
 
-def _mlflow(values: Tracked, run_dir: Path, name: str) -> None:
+def _mlflow(values: Tracked, folder: Path, name: str) -> None:
     mlflow = importlib.import_module("mlflow")
     if not os.environ.get("MLFLOW_TRACKING_URI"):  # never a ./mlruns in the caller's folder
-        mlflow.set_tracking_uri((run_dir / "mlruns").resolve().as_uri())
+        mlflow.set_tracking_uri(folder.resolve().as_uri())
     with mlflow.start_run(run_name=name):
         for step, metrics in values.steps:
             mlflow.log_metrics(_safe_keys(metrics), step=step)
@@ -106,10 +108,8 @@ def _mlflow(values: Tracked, run_dir: Path, name: str) -> None:
         mlflow.set_tags(values.tags)
 
 
-def _tensorboard(values: Tracked, run_dir: Path) -> None:
-    writer = importlib.import_module("torch.utils.tensorboard").SummaryWriter(
-        log_dir=str(run_dir / "tensorboard")
-    )
+def _tensorboard(values: Tracked, folder: Path) -> None:
+    writer = importlib.import_module("torch.utils.tensorboard").SummaryWriter(log_dir=str(folder))
     try:
         for step, metrics in values.steps:
             for key, value in metrics.items():
@@ -122,10 +122,10 @@ def _tensorboard(values: Tracked, run_dir: Path) -> None:
         writer.close()
 
 
-def _wandb(values: Tracked, run_dir: Path, name: str) -> None:
+def _wandb(values: Tracked, folder: Path, name: str) -> None:
     wandb = importlib.import_module("wandb")
     run = wandb.init(
-        project=os.environ.get("WANDB_PROJECT", "tunegate"), name=name, dir=str(run_dir), config=values.tags
+        project=os.environ.get("WANDB_PROJECT", "tunegate"), name=name, dir=str(folder), config=values.tags
     )
     try:
         for step, metrics in values.steps:

@@ -14,6 +14,7 @@ from tiny import rotten_tomatoes_examples, tiny_llama  # noqa: E402
 
 from advisor.report.document import Training  # noqa: E402
 from advisor.report.finetune import model_card_markdown, training_markdown  # noqa: E402
+from advisor.rundir import TrainDir  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
 from pipeline.export import merge_adapter, update_decision  # noqa: E402
 
@@ -49,7 +50,8 @@ def test_merged_model_gives_the_adapters_logits(tmp_path) -> None:
     ex = rotten_tomatoes_examples(20, seed=4)
     cfg = TrainConfig(batch_size=4, max_seq_len=48, lr=2e-2, max_steps=3, eval_every=0, save_every=0)
     res = train(model_dir, ex, [], tmp_path / "out", cfg, progress=False)
-    merged_dir = merge_adapter(model_dir, res.adapter_dir, tmp_path / "merged")
+    merged_dir = merge_adapter(model_dir, res.adapter_dir, TrainDir(tmp_path / "out"))
+    assert merged_dir == tmp_path / "out" / "merged"
     assert (merged_dir / "model.safetensors").is_file() and (merged_dir / "tokenizer.json").is_file()
     probe = torch.tensor([[7, 30, 2, 99, 14]])
     with torch.no_grad():
@@ -102,7 +104,7 @@ def test_update_decision_keeps_other_sections(tmp_path: Path) -> None:
     assert report_docs.facts(doc["decision"]) == report_docs.facts(before["decision"])
     assert doc["training"]["provenance"]["forced"] is True
     assert doc["signals"] == {**before["signals"], "finetune_verified": True}
-    assert not list(tmp_path.glob(".*tmp*"))  # the temp file was renamed into place
+    assert not list((tmp_path / "out").glob(".*tmp*"))  # the temp folder was renamed into place
 
 
 def test_the_adapter_names_the_original_model_never_a_cache_folder(tmp_path, monkeypatch) -> None:
@@ -110,7 +112,6 @@ def test_the_adapter_names_the_original_model_never_a_cache_folder(tmp_path, mon
     from transformers import AutoModelForCausalLM
 
     from advisor.backends.model import EMBEDDED_HUB_ID, original_model_id
-    from pipeline.export import name_base_model
     from pipeline.loop import train
 
     monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / "cache"))
@@ -123,7 +124,7 @@ def test_the_adapter_names_the_original_model_never_a_cache_folder(tmp_path, mon
     cfg = TrainConfig(batch_size=4, max_seq_len=48, max_steps=1, eval_every=0, save_every=0)
     res = train(model_dir, rotten_tomatoes_examples(8, seed=4), [], tmp_path / "out", cfg, progress=False)
     assert PeftConfig.from_pretrained(res.adapter_dir).base_model_name_or_path == str(model_dir)
-    name_base_model(res.adapter_dir, original_model_id(cached))
+    TrainDir(tmp_path / "out").name_base_model(res.adapter_dir, original_model_id(cached))
     assert PeftConfig.from_pretrained(res.adapter_dir).base_model_name_or_path == EMBEDDED_HUB_ID
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), res.adapter_dir)  # still loads
 

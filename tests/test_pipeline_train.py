@@ -233,7 +233,7 @@ def test_kill_9_then_resume_gives_the_same_adapter(model_dir, examples, tmp_path
         env=_env(),
         cwd=REPO,
     )
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # a guard against a hang, not a speed test (CI machines are shared)
     while not (out / "checkpoints" / "step-0000004" / "state.pt").exists():
         assert child.poll() is None, "the child ended before it could be killed"
         assert time.time() < deadline

@@ -150,13 +150,13 @@ def test_train_outputs_and_the_model_card_stay_inside_the_folder(tmp_path: Path)
     run = RunDir(tmp_path / "run").create()
     (run.train_dir / "adapter").mkdir(parents=True)
     (run.train_dir / "checkpoints" / "step-2").mkdir(parents=True)
-    run.metrics_path.write_text('{"step": 1}\n', encoding="utf-8")
+    run.train.open_metrics(keep_until_step=None).write({"step": 1})
     run.write_train_config({"train": {"r": 8}})
     card = run.write_model_card("train/adapter", "# card\n")
     assert card == (run.train_dir / "adapter" / "README.md").resolve()
     with pytest.raises(DataError, match="outside the run folder"):
         run.write_model_card(tmp_path / "elsewhere", "# card\n")
-    run.clear_train_outputs()
+    run.train.clear()
     assert sorted(p.name for p in run.train_dir.iterdir()) == ["config.json"]  # the config is rewritten
     assert run.write_plot("loss", "<svg/>\n") == "plots/loss.svg"
     with pytest.raises(ValueError):
