@@ -22,8 +22,8 @@ is; put the results into the user turn if they matter.
   is the instruction, followed by a blank line and the input when the input is not empty.
 - ``table``: CSV, TSV, Parquet, or JSONL of flat records. One column is the input (the user turn), one is
   the target. Without ``input_col``/``output_col`` the first column found among `INPUT_COLUMN_GUESSES`
-  (and `OUTPUT_COLUMN_GUESSES`) is used, by exact name and then case-insensitively. Numbers and booleans
-  in a table cell are turned into text (labels are often 0/1).
+  (and `OUTPUT_COLUMN_GUESSES`, both in tables.py) is used, by exact name and then case-insensitively.
+  Numbers and booleans in a table cell are turned into text (labels are often 0/1).
 
 A Hugging Face `datasets` dataset is read too: a `save_to_disk` folder, or a Hub dataset id (from the
 datasets cache, downloaded unless HF_HUB_OFFLINE is set), one split (`split`, default `train`), with the
@@ -39,19 +39,19 @@ skipped; a missing or empty input field is an error, while an empty *target* is 
 the audit (`empty_target_count`), because it is a data-quality finding rather than a malformed record.
 Every problem names the file, the line (JSON Lines; for tables the data row and the line it ends on) and
 the field. `load_examples` reports up to `MAX_PROBLEMS` problems in one `DataError`, then stops reading.
+
+This module holds the entry points, the line reader, and the JSON Lines reader that detects each file's
+format; `records.py` turns one JSON record of each format into an `Example`, `tables.py` reads CSV, TSV
+and Parquet and picks the input and target columns, and `reading.py` holds the little the three share.
 """
 
 from __future__ import annotations
 
 import codecs
-import csv
-import functools
 import hashlib
 import json
-import math
 import os
 import re
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -60,9 +60,11 @@ from typing import Any
 
 from advisor.errors import ConfigError, DataError, Problem
 from advisor.files import check_regular, open_regular
-from advisor.intake import hfdata
+from advisor.intake import hfdata, records, tables
+from advisor.intake.reading import ReadState, type_name
+from advisor.intake.tables import OUTPUT_COLUMN_GUESSES
 from advisor.report.textsafe import surrogate_path
-from advisor.types import ROLES, Example, Message, TaskKind
+from advisor.types import Example, TaskKind
 
 MAX_PROBLEMS = 20
 """Problems collected before `load_examples` stops reading and raises one `DataError` listing them."""
@@ -73,9 +75,6 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 FORMATS = ("chat", "sharegpt", "prompt_completion", "alpaca", "table")
 JSONL_EXTENSIONS = (".jsonl", ".ndjson", ".json")
 TABLE_EXTENSIONS = (".csv", ".tsv", ".parquet")
-
-INPUT_COLUMN_GUESSES = ("text", "input", "prompt", "question", "sentence")
-OUTPUT_COLUMN_GUESSES = ("label", "output", "target", "completion", "answer", "category")
 
 # Task detection: targets form a small closed label set when all of these hold (see `detect_task`).
 MAX_LABELS = 20
@@ -101,16 +100,6 @@ class LoadedData:
 
 class _Full(Exception):
     """Raised inside the readers when the problem list is full, to stop reading."""
-
-
-@dataclass
-class _State:
-    """What a reader learns while it streams: the detected format and how many records it saw."""
-
-    fmt: str | None = None
-    n_records: int = 0
-    fmt_line: int = 0  # the line of the record the format was detected from
-    columns: tuple[str, str] | None = None  # tables: (input column, output column)
 
 
 @dataclass(frozen=True)
@@ -143,9 +132,9 @@ def iter_examples(
     `max_problems`. Problems with the file as a whole (missing, a directory, empty, unknown extension,
     missing table columns) always raise at once.
     """
-    state = _State()
+    state = ReadState()
     if chunk is not None:
-        state = _State(fmt=chunk.fmt, fmt_line=chunk.fmt_line, columns=chunk.columns)
+        state = ReadState(fmt=chunk.fmt, fmt_line=chunk.fmt_line, columns=chunk.columns)
     return _iter(path, state, fmt, input_col, output_col, problems, max_problems, chunk)
 
 
@@ -218,7 +207,7 @@ def _sniff_jsonl(
                 fmt = fmt or _kind(obj) or "table"
                 columns = None
                 if fmt == "table":
-                    columns = _resolve_columns(list(obj), input_col, output_col, str(p), lineno)
+                    columns = tables.resolve_columns(list(obj), input_col, output_col, str(p), lineno)
                 return fmt, lineno, columns
     return None
 
@@ -245,7 +234,7 @@ def load_examples(
             "--split is for a `datasets` dataset (a save_to_disk folder or a Hub id)", field="split"
         )
     problems: list[Problem] = []
-    state = _State()
+    state = ReadState()
     try:
         examples = tuple(_iter(path, state, fmt, input_col, output_col, problems, max_problems))
     except DataError as exc:
@@ -277,7 +266,7 @@ def _load_dataset(
     """One split of a `datasets` dataset, read as a table; its sha256 is of the rows read (input and
     output per row, class names already applied), since a dataset is no single file."""
     opened = hfdata.open_dataset(source, split)
-    columns = _resolve_columns(list(opened.columns), input_col, output_col, opened.name, None)
+    columns = tables.resolve_columns(list(opened.columns), input_col, output_col, opened.name, None)
     for column in columns:
         opened.check_text(column)
     digest = hashlib.sha256()
@@ -287,7 +276,7 @@ def _load_dataset(
     for n, (text, target) in enumerate(opened.rows(*columns), start=1):
         digest.update(json.dumps([text, target], ensure_ascii=False, default=str).encode() + b"\n")
         row = {columns[0]: text, columns[1]: target}
-        result = _from_row(row, columns, opened.name, n, n, where=f"row {n}: ")
+        result = tables.from_row(row, columns, opened.name, n, n, where=f"row {n}: ")
         if isinstance(result, Problem):
             problems.append(result)
             if len(problems) >= max_problems:
@@ -382,7 +371,7 @@ def with_labels(examples: Iterable[Example], labels: Iterable[str]) -> tuple[Exa
 
 def _iter(
     path: str | os.PathLike[str],
-    state: _State,
+    state: ReadState,
     fmt: str | None,
     input_col: str | None,
     output_col: str | None,
@@ -422,12 +411,20 @@ def _iter(
             raise ConfigError("byte ranges (chunks) are for JSON Lines files only", field="chunk")
         elif ext == ".parquet":
             state.fmt = "table"
-            yield from _iter_parquet(p, name, state, input_col, output_col, report)
+            yield from tables.iter_parquet(p, name, state, input_col, output_col, report)
         else:
             state.fmt = "table"
-            yield from _iter_delimited(
-                p, name, state, "\t" if ext == ".tsv" else ",", input_col, output_col, report
-            )
+            with open_regular(p, DataError, "data file") as fh:
+                yield from tables.iter_delimited(
+                    (text for _, text in _raw_lines(fh, name, state, report)),
+                    name,
+                    state,
+                    "\t" if ext == ".tsv" else ",",
+                    input_col,
+                    output_col,
+                    report,
+                    max_field=MAX_LINE_BYTES,
+                )
     except _Full:
         return
 
@@ -435,7 +432,7 @@ def _iter(
 def _raw_lines(
     fh: Any,
     name: str,
-    state: _State,
+    state: ReadState,
     report: Callable[[Problem], None],
     lineno: int = 0,
     end: int | None = None,
@@ -527,18 +524,10 @@ def _kind(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(
-        type(value), type(value).__name__
-    )
-
-
 def _iter_jsonl(
     p: Path,
     name: str,
-    state: _State,
+    state: ReadState,
     fmt: str | None,
     input_col: str | None,
     output_col: str | None,
@@ -588,7 +577,7 @@ def _iter_jsonl(
                 hint = _ARRAY_HINT if state.n_records == 1 and isinstance(obj, list) else ""
                 report(
                     Problem(
-                        f"wrong type: expected a JSON object, got {_type_name(obj)}{hint}",
+                        f"wrong type: expected a JSON object, got {type_name(obj)}{hint}",
                         file=name,
                         line=lineno,
                     )
@@ -602,22 +591,22 @@ def _iter_jsonl(
                 first_line = lineno
             if fmt == "table":
                 if columns is None:
-                    columns = _resolve_columns(list(obj), input_col, output_col, name, lineno)
+                    columns = tables.resolve_columns(list(obj), input_col, output_col, name, lineno)
                 if kind is not None and not all(c in obj for c in columns):
                     report(_mixed(name, lineno, kind, fmt, first_line))
                     continue
-                result = _from_row(obj, columns, name, lineno, lineno)
+                result = tables.from_row(obj, columns, name, lineno, lineno)
             elif kind is not None and kind != fmt:
                 report(_mixed(name, lineno, kind, fmt, first_line))
                 continue
             elif fmt == "chat":
-                result = _from_chat(obj, name, lineno)
+                result = records.from_chat(obj, name, lineno)
             elif fmt == "sharegpt":
-                result = _from_conversation(obj, "conversations", _SHAREGPT, name, lineno)
+                result = records.from_sharegpt(obj, name, lineno)
             elif fmt == "prompt_completion":
-                result = _from_prompt_completion(obj, name, lineno)
+                result = records.from_prompt_completion(obj, name, lineno)
             else:
-                result = _from_alpaca(obj, name, lineno)
+                result = records.from_alpaca(obj, name, lineno)
             if isinstance(result, Problem):
                 report(result)
             else:
@@ -636,455 +625,3 @@ def _mixed(name: str, lineno: int, kind: str | None, fmt: str, first_line: int) 
         file=name,
         line=lineno,
     )
-
-
-def _text_field(
-    obj: dict[str, Any],
-    key: str,
-    field: str,
-    name: str,
-    line: int,
-    *,
-    allow_empty: bool = False,
-    required: bool = True,
-) -> str | Problem:
-    if key not in obj or (obj[key] is None and not required):
-        if required:
-            return Problem("missing", file=name, line=line, field=field)
-        return ""
-    value = obj[key]
-    if not isinstance(value, str):
-        return Problem(
-            f"wrong type: expected a string, got {_type_name(value)}", file=name, line=line, field=field
-        )
-    if not allow_empty and not value.strip():
-        return Problem("empty", file=name, line=line, field=field)
-    return value
-
-
-_ROLE_SET = frozenset(ROLES)
-
-
-def _from_chat(obj: dict[str, Any], name: str, line: int) -> Example | Problem:
-    """The common case, checked with as little work per turn as possible; anything odd goes to the
-    detailed check, which names the problem."""
-    msgs = obj.get("messages")
-    if type(msgs) is list and len(msgs) >= 2:
-        last = msgs[-1]
-        if type(last) is dict and last.get("role") == "assistant" and type(last.get("content")) is str:
-            turns = []
-            user = False
-            for m in msgs[:-1]:
-                if type(m) is not dict:
-                    break
-                role, content = m.get("role"), m.get("content")
-                if type(role) is not str or role not in _ROLE_SET or type(content) is not str:
-                    break
-                if not content or content.isspace():
-                    break
-                if role == "user":
-                    user = True
-                    turns.append(Message(role, content))
-                else:
-                    turns.append(_shared_message(role, content))
-            else:
-                if user:
-                    return Example(line=line, messages=tuple(turns), target=last["content"])
-    return _check_chat(obj, name, line)
-
-
-@functools.lru_cache(maxsize=1024)
-def _shared_message(role: str, content: str) -> Message:
-    """System prompts and shared history repeat on every record: build each such turn once."""
-    return Message(role, content)
-
-
-@dataclass(frozen=True)
-class _Dialect:
-    """How one conversational format spells a turn: its keys and its role names (mapped to ours)."""
-
-    role_key: str
-    content_key: str
-    roles: dict[str, str]  # the format's role name -> system/user/assistant, or "tool" (dropped)
-
-
-_TOOL = "tool"
-_OPENAI = _Dialect(
-    "role",
-    "content",
-    {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": _TOOL},
-)
-_SHAREGPT = _Dialect(
-    "from",
-    "value",
-    {
-        "system": "system",
-        "human": "user",
-        "user": "user",
-        "gpt": "assistant",
-        "assistant": "assistant",
-        "tool": _TOOL,
-    },
-)
-
-
-def _check_chat(obj: dict[str, Any], name: str, line: int) -> Example | Problem:
-    return _from_conversation(obj, "messages", _OPENAI, name, line)
-
-
-def _from_conversation(
-    obj: dict[str, Any], key: str, dialect: _Dialect, name: str, line: int
-) -> Example | Problem:
-    """A record holding one conversation: its last turn (the assistant's) is the target."""
-    msgs = obj.get(key)
-    if msgs is None:
-        return Problem("missing", file=name, line=line, field=key)
-    turns = _turns(msgs, key, dialect, name, line, target_last=True)
-    if isinstance(turns, Problem):
-        return turns
-    if not any(t.role == "user" for t in turns[:-1]):
-        return Problem("no user turn before the assistant's reply", file=name, line=line, field=key)
-    return Example(line=line, messages=tuple(turns[:-1]), target=turns[-1].content)
-
-
-def _turns(
-    msgs: Any, field: str, dialect: _Dialect, name: str, line: int, *, target_last: bool
-) -> list[Message] | Problem:
-    """The text turns of a list of messages, tool turns dropped (see the module docstring).
-
-    With `target_last`, the last item must be the assistant's reply, kept even when empty."""
-    if not isinstance(msgs, list):
-        return Problem(
-            f"wrong type: expected a list of messages, got {_type_name(msgs)}",
-            file=name,
-            line=line,
-            field=field,
-        )
-    if not msgs:
-        need = "a user turn and a final assistant turn" if target_last else "at least one turn"
-        return Problem(f"empty: need {need}", file=name, line=line, field=field)
-    turns: list[Message] = []
-    last = len(msgs) - 1
-    for i, m in enumerate(msgs):
-        where = f"{field}[{i}]"
-        if not isinstance(m, dict):
-            return Problem(
-                f"wrong type: expected an object, got {_type_name(m)}", file=name, line=line, field=where
-            )
-        role_field = f"{where}.{dialect.role_key}"
-        given = _text_field(m, dialect.role_key, role_field, name, line)
-        if isinstance(given, Problem):
-            return given
-        role = dialect.roles.get(given)
-        if role is None:
-            return Problem(
-                f"unknown role '{given}'; expected one of {', '.join(dialect.roles)}",
-                file=name,
-                line=line,
-                field=role_field,
-            )
-        is_target = target_last and i == last
-        if is_target and role != "assistant":
-            return Problem(
-                f"the last turn is '{given}'; it must be the assistant's reply (the target)",
-                file=name,
-                line=line,
-                field=role_field,
-            )
-        if role == _TOOL:
-            continue
-        raw = m.get(dialect.content_key)
-        if role == "assistant" and not is_target and m.get("tool_calls") and (raw is None or raw == ""):
-            continue  # a turn that only calls tools
-        content = _content(m, dialect.content_key, f"{where}.{dialect.content_key}", name, line, is_target)
-        if isinstance(content, Problem):
-            return content
-        turns.append(Message(role, content))
-    return turns
-
-
-def _content(
-    m: dict[str, Any], key: str, field: str, name: str, line: int, allow_empty: bool
-) -> str | Problem:
-    """A turn's text: a string, or OpenAI's list of text parts joined with no separator."""
-    parts = m.get(key)
-    if not isinstance(parts, list):
-        return _text_field(m, key, field, name, line, allow_empty=allow_empty)
-    texts = []
-    for j, part in enumerate(parts):
-        where = f"{field}[{j}]"
-        if not isinstance(part, dict):
-            return Problem(
-                f"wrong type: expected a content part object, got {_type_name(part)}",
-                file=name,
-                line=line,
-                field=where,
-            )
-        kind = part.get("type")
-        if kind != "text":
-            shown = f"'{kind}'" if isinstance(kind, str) else _type_name(kind)
-            return Problem(
-                f"content part of type {shown} is not text; tunegate benchmarks text only, so remove "
-                "the part or describe it in a text part",
-                file=name,
-                line=line,
-                field=f"{where}.type",
-            )
-        text = _text_field(part, "text", f"{where}.text", name, line, allow_empty=True)
-        if isinstance(text, Problem):
-            return text
-        texts.append(text)
-    joined = "".join(texts)
-    if not allow_empty and not joined.strip():
-        return Problem("empty", file=name, line=line, field=field)
-    return joined
-
-
-def _from_prompt_completion(obj: dict[str, Any], name: str, line: int) -> Example | Problem:
-    if isinstance(obj.get("prompt"), list):
-        return _from_conversational_pc(obj, name, line)
-    prompt = _text_field(obj, "prompt", "prompt", name, line)
-    if isinstance(prompt, Problem):
-        return prompt
-    completion = _text_field(obj, "completion", "completion", name, line, allow_empty=True)
-    if isinstance(completion, Problem):
-        return completion
-    return Example(line=line, messages=(Message("user", prompt),), target=completion)
-
-
-def _from_conversational_pc(obj: dict[str, Any], name: str, line: int) -> Example | Problem:
-    """TRL's conversational prompt/completion: both fields are lists of chat messages."""
-    prompt = _turns(obj["prompt"], "prompt", _OPENAI, name, line, target_last=False)
-    if isinstance(prompt, Problem):
-        return prompt
-    if not any(t.role == "user" for t in prompt):
-        return Problem("no user turn in the prompt", file=name, line=line, field="prompt")
-    if "completion" not in obj:
-        return Problem("missing", file=name, line=line, field="completion")
-    if not isinstance(obj["completion"], list):
-        return Problem(
-            f"wrong type: the prompt is a list of messages, so the completion must be one too, got "
-            f"{_type_name(obj['completion'])}",
-            file=name,
-            line=line,
-            field="completion",
-        )
-    completion = _turns(obj["completion"], "completion", _OPENAI, name, line, target_last=True)
-    if isinstance(completion, Problem):
-        return completion
-    if len(completion) != 1:
-        return Problem(
-            f"expected one assistant turn (the target) besides tool turns, got {len(completion)} text turns",
-            file=name,
-            line=line,
-            field="completion",
-        )
-    return Example(line=line, messages=tuple(prompt), target=completion[0].content)
-
-
-def _from_alpaca(obj: dict[str, Any], name: str, line: int) -> Example | Problem:
-    instruction = _text_field(obj, "instruction", "instruction", name, line)
-    if isinstance(instruction, Problem):
-        return instruction
-    extra = _text_field(obj, "input", "input", name, line, allow_empty=True, required=False)
-    if isinstance(extra, Problem):
-        return extra
-    output = _text_field(obj, "output", "output", name, line, allow_empty=True)
-    if isinstance(output, Problem):
-        return output
-    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-    return Example(line=line, messages=(Message("user", user),), target=output)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Tables
-
-
-def _guess(available: list[str], guesses: tuple[str, ...], exclude: str | None) -> str | None:
-    for g in guesses:
-        if g in available and g != exclude:
-            return g
-    lowered = {a.lower(): a for a in reversed(available)}
-    for g in guesses:
-        if g in lowered and lowered[g] != exclude:
-            return lowered[g]
-    return None
-
-
-def _resolve_columns(
-    available: list[str], input_col: str | None, output_col: str | None, name: str, line: int | None
-) -> tuple[str, str]:
-    listed = ", ".join(available) if available else "(none)"
-    chosen: list[str] = []
-    for given, guesses, what, flag in (
-        (input_col, INPUT_COLUMN_GUESSES, "input", "--input-col"),
-        (output_col, OUTPUT_COLUMN_GUESSES, "output", "--output-col"),
-    ):
-        if given is not None:
-            if given not in available:
-                raise DataError(
-                    f"{what} column '{given}' not found; available columns: {listed}",
-                    file=name,
-                    line=line,
-                    field=given,
-                )
-            chosen.append(given)
-            continue
-        guess = _guess(available, guesses, chosen[0] if chosen else None)
-        if guess is None:
-            raise DataError(
-                f"no {what} column: none of {', '.join(guesses)} found; available columns: {listed}; "
-                f"pass {flag}",
-                file=name,
-                line=line,
-                field=what,
-            )
-        chosen.append(guess)
-    if chosen[0] == chosen[1]:
-        raise DataError(f"input and output are the same column '{chosen[0]}'", file=name, field=chosen[0])
-    return chosen[0], chosen[1]
-
-
-def _cell(value: Any, field: str, name: str, line: int, where: str, *, allow_empty: bool) -> str | Problem:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return Problem(f"{where}missing value", file=name, line=line, field=field)
-    if isinstance(value, float) and math.isinf(value):
-        return Problem(f"{where}not a finite number", file=name, line=line, field=field)
-    if isinstance(value, bool):
-        value = "true" if value else "false"
-    elif isinstance(value, int | float):
-        value = str(value)
-    elif not isinstance(value, str):
-        return Problem(
-            f"{where}wrong type: expected text or a number, got {_type_name(value)}",
-            file=name,
-            line=line,
-            field=field,
-        )
-    if not allow_empty and not value.strip():
-        return Problem(f"{where}empty", file=name, line=line, field=field)
-    return value
-
-
-def _from_row(
-    row: dict[str, Any], columns: tuple[str, str], name: str, line: int, ex_line: int, where: str = ""
-) -> Example | Problem:
-    in_col, out_col = columns
-    for col in columns:
-        if col not in row:
-            return Problem(f"{where}missing", file=name, line=line, field=col)
-    text = _cell(row[in_col], in_col, name, line, where, allow_empty=False)
-    if isinstance(text, Problem):
-        return text
-    target = _cell(row[out_col], out_col, name, line, where, allow_empty=True)
-    if isinstance(target, Problem):
-        return target
-    return Example(line=ex_line, messages=(Message("user", text),), target=target)
-
-
-def _iter_delimited(
-    p: Path,
-    name: str,
-    state: _State,
-    delimiter: str,
-    input_col: str | None,
-    output_col: str | None,
-    report: Callable[[Problem], None],
-) -> Iterator[Example]:
-    # The default limit (128 KiB per field) would reject a long but valid document.
-    csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, MAX_LINE_BYTES)))
-    with open_regular(p, DataError, "data file") as fh:
-        reader = csv.reader((text for _, text in _raw_lines(fh, name, state, report)), delimiter=delimiter)
-        header: list[str] | None = None
-        columns: tuple[str, str] | None = None
-        idx: tuple[int, int] = (0, 0)
-        row_no = 0
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                report(Problem(f"row {row_no + 1}: unreadable: {exc}", file=name, line=reader.line_num))
-                continue
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if header is None:
-                header = [h.strip() for h in row]
-                columns = _resolve_columns(header, input_col, output_col, name, reader.line_num)
-                idx = (header.index(columns[0]), header.index(columns[1]))
-                continue
-            row_no += 1
-            state.n_records += 1
-            assert columns is not None
-            if len(row) != len(header):
-                report(
-                    Problem(
-                        f"row {row_no} has {len(row)} fields, the header has {len(header)}"
-                        + (
-                            "; a quoted field may lack its closing quote"
-                            if any("\n" in f for f in row)
-                            else ""
-                        ),
-                        file=name,
-                        line=reader.line_num,
-                    )
-                )
-                continue
-            result = _from_row(
-                {columns[0]: row[idx[0]], columns[1]: row[idx[1]]},
-                columns,
-                name,
-                reader.line_num,
-                row_no,
-                where=f"row {row_no}: ",
-            )
-            if isinstance(result, Problem):
-                report(result)
-            else:
-                yield result
-    if state.n_records == 0:
-        if header is None:
-            raise DataError("the file is empty (no header row)", file=name)
-        raise DataError("the file has a header but no data rows", file=name)
-
-
-def _iter_parquet(
-    p: Path,
-    name: str,
-    state: _State,
-    input_col: str | None,
-    output_col: str | None,
-    report: Callable[[Problem], None],
-) -> Iterator[Example]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(p)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"not a readable Parquet file: {exc}", file=name) from None
-    columns = _resolve_columns(list(pf.schema_arrow.names), input_col, output_col, name, None)
-    row_no = 0
-    batches = pf.iter_batches(batch_size=4096, columns=list(columns))
-    while True:
-        try:
-            batch = next(batches, None)
-        except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"unreadable after row {row_no}: {exc}", file=name) from None
-        if batch is None:
-            break
-        ins = batch.column(columns[0]).to_pylist()
-        outs = batch.column(columns[1]).to_pylist()
-        for a, b in zip(ins, outs, strict=True):
-            row_no += 1
-            state.n_records += 1
-            result = _from_row(
-                {columns[0]: a, columns[1]: b}, columns, name, row_no, row_no, where=f"row {row_no}: "
-            )
-            if isinstance(result, Problem):
-                report(result)
-            else:
-                yield result
-    if row_no == 0:
-        raise DataError("the file has no data rows", file=name)
