@@ -318,13 +318,13 @@ def _f(x: Any, spec: str = ".3f") -> str:
 def table(results: list[dict[str, Any]]) -> str:
     head = (
         "| dataset | rows / eval | metric | majority | best honest arm | fine-tuned | verified gain [95% CI] "
-        "| verdict (P) | agree | wall s |"
+        "| verdict (P) | agree | after verification | wall s |"
     )
-    lines = [head, "|---|---|---|---:|---|---:|---|---|---|---:|"]
+    lines = [head, "|---|---|---|---:|---|---:|---|---|---|---|---:|"]
     for r in results:
         if "error" in r and "verdict" not in r:
             lines.append(
-                f"| {r['dataset']} | {r['rows']} | — | — | — | — | — | error | — "
+                f"| {r['dataset']} | {r['rows']} | — | — | — | — | — | error | — | — "
                 f"| {r.get('advise_s', 0):.0f} |"
             )
             continue
@@ -334,10 +334,13 @@ def table(results: list[dict[str, Any]]) -> str:
             gain = f"{r['gain']:+.3f} [{r['gain_low']:+.3f}, {r['gain_high']:+.3f}]{mark}"
         agree = {True: "yes", False: "no", None: "no call"}[r.get("agree")] if "gain" in r else "—"
         wall = r.get("advise_s", 0) + r.get("train_s", 0)
+        after = "—"
+        if "verdict_after" in r:
+            after = f"{r['verdict_after']} ({_f(r.get('p_verdict_after'), '.2f')})"
         lines.append(
             f"| {r['dataset']} | {r['rows']} / {r['n_eval']} | {r['metric']} | {_f(r['majority'])} "
             f"| {r['best_arm']} {_f(r['best_arm_score'])} | {_f(r.get('finetuned_score'))} | {gain} "
-            f"| {r['verdict']} ({_f(r['p_verdict'], '.2f')}) | {agree} | {wall:.0f} |"
+            f"| {r['verdict']} ({_f(r['p_verdict'], '.2f')}) | {agree} | {after} | {wall:.0f} |"
         )
     calls = [r for r in results if r.get("agree") is not None]
     agreed = sum(bool(r["agree"]) for r in calls)
