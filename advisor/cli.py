@@ -502,7 +502,7 @@ def verdict_exit_code(verdict: str) -> int:
 
 
 def _cmd_advise(args: argparse.Namespace) -> int:
-    from advisor.advise import advise
+    from advisor.recipe import advise
     from advisor.rundir import RunDir
 
     config = _advise_config(args)
@@ -689,7 +689,7 @@ def _run_launched(args: argparse.Namespace, config: Any) -> int:
 
 
 def _advise_then_train(args: argparse.Namespace, config: Any, tell_ranks: Any = None) -> int:
-    from advisor.advise import advise
+    from advisor.recipe import advise
     from pipeline import tracking
 
     if args.report_to:

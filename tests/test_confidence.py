@@ -157,7 +157,7 @@ def test_decision_json_carries_the_probability_and_the_vote_margin(ruleset) -> N
 def _advise_with_fake(tmp_path, monkeypatch, **settings):
     from fakes import FakeBackend
 
-    from advisor import advise as advise_mod
+    from advisor import recipe
     from advisor.config import AdviseConfig
     from advisor.demo import write_demo_data
 
@@ -172,7 +172,7 @@ def _advise_with_fake(tmp_path, monkeypatch, **settings):
         latency_samples=2,
         **settings,
     )
-    doc = advise_mod.advise(config, backend=fake)
+    doc = recipe.advise(config, backend=fake)
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     return doc, split, fake
 

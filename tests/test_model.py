@@ -185,7 +185,7 @@ def test_the_embedded_model_under_its_hub_id_loads_and_is_recorded(
     """The acceptance check: the embedded model placed in an offline HF cache under its Hub id is what
     `--model HuggingFaceTB/SmolLM2-135M-Instruct` loads (same scores as the embedded folder), and the
     run's model section names the Hub id."""
-    from advisor import advise as advise_mod
+    from advisor import recipe
     from advisor.backends import get_backend
     from advisor.backends.base import LoglikRequest
     from advisor.backends.model import default_model_dir
@@ -207,7 +207,7 @@ def test_the_embedded_model_under_its_hub_id_loads_and_is_recorded(
     assert by_id.loglikelihood([request])[0].logprob == pytest.approx(
         by_folder.loglikelihood([request])[0].logprob
     )
-    section = advise_mod._model_section(
+    section = recipe._model_section(
         get_backend("hf", model=HUB_ID, device="cpu", cache_path=tmp_path / "c.db")
     )
     assert section == {
