@@ -544,9 +544,10 @@ def fine_tune_doc(tmp_path: Path) -> dict[str, Any]:
     signals["task_kind"] = task.value
     signals.update(prompting_signals(prompting))
     signals.update(evidence_signals(evidence, config))
+    from advisor.report.document import Verification
     from pipeline.verify import verification_signals
 
-    signals.update(verification_signals(verification))
+    signals.update(verification_signals(Verification.model_validate(verification)))
     return _build(
         tmp_path,
         loaded=loaded,

@@ -173,13 +173,13 @@ def _get(obj: Any, name: str) -> Any:
 # --------------------------------------------------------------------------- writing
 
 
-def write_report(run_dir: RunDir | Path, doc: Mapping[str, Any]) -> tuple[Path, Path]:
+def write_report(run_dir: RunDir | Path, doc: Report | Mapping[str, Any]) -> tuple[Path, Path]:
     """Write decision.json, report.md (with its plots/*.svg) and report.html into the run folder atomically.
 
     Returns the decision.json and report.md paths; report.html is `run_dir / HTML_FILE`.
     """
     run = RunDir.of(run_dir).create()
-    report = Report.model_validate(doc)
+    report = doc if isinstance(doc, Report) else Report.model_validate(doc)
     json_path = run.write_report(report)
     md_path, _ = rerender_doc(run, report, ("md", "html"))
     return json_path, md_path
