@@ -81,8 +81,8 @@ def advise(
         settings["backend"], backend = backend, None
     config = make_config(data, settings)
     with run_folder(out) as folder, RunDir(folder).lock():
-        doc = recipe.advise(config.replace(out=str(folder)), backend=backend)
-        return result(doc, folder, out)
+        report = recipe.advise(config.replace(out=str(folder)), backend=backend)
+        return result(report, folder, out)
 
 
 def make_config(data: str | os.PathLike[str], settings: dict[str, Any]) -> AdviseConfig:
@@ -93,9 +93,8 @@ def make_config(data: str | os.PathLike[str], settings: dict[str, Any]) -> Advis
         raise ConfigError(f"{exc}; the settings are AdviseConfig's fields", field="settings") from None
 
 
-def result(doc: dict[str, Any], folder: Path, out: str | os.PathLike[str] | None) -> AdviseResult:
-    """The API's result from the run's document and folder (read before a temporary folder goes)."""
-    report = Report.model_validate(doc)
+def result(report: Report, folder: Path, out: str | os.PathLike[str] | None) -> AdviseResult:
+    """The API's result from the run's report and folder (read before a temporary folder goes)."""
     return AdviseResult(
         report=report,
         arms=arms_frame(report),

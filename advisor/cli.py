@@ -506,14 +506,13 @@ def verdict_exit_code(verdict: str) -> int:
 
 def _cmd_advise(args: argparse.Namespace) -> int:
     from advisor.recipe import advise
-    from advisor.report.document import Report
     from advisor.rundir import RunDir
 
     config = _advise_config(args)
     if args.dry_run:
         return _dry_run(args, config)
     with RunDir(config.out).lock():
-        report = Report.model_validate(advise(config))
+        report = advise(config)
     _emit(report, args.json)
     return _gated_exit_code(report.decision.verdict, args.fail_on)
 
@@ -694,12 +693,11 @@ def _run_launched(args: argparse.Namespace, config: Any) -> int:
 
 def _advise_then_train(args: argparse.Namespace, config: Any, tell_ranks: Any = None) -> int:
     from advisor.recipe import advise
-    from advisor.report.document import Report
     from pipeline import tracking
 
     if args.report_to:
         tracking.check_available(args.report_to)
-    report = Report.model_validate(advise(config))
+    report = advise(config)
     verdict = report.decision.verdict
     go = verdict == "fine_tune" or args.force
     if tell_ranks is not None:

@@ -31,13 +31,14 @@ from advisor.measure.evaluate import prompting_signals
 from advisor.measure.evidence import evidence_signals, gather_evidence
 from advisor.measure.prompt_record import record_prompts
 from advisor.report import render as report
+from advisor.report.document import Report
 from advisor.report.textsafe import has_url_credentials, redact_url
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 
 
-def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
-    """Run the advisor and return the report document (also written to `config.out`).
+def advise(config: AdviseConfig, backend: Any = None) -> Report:
+    """Run the advisor and return the typed report (also written to `config.out` as decision.json).
 
     `backend` (a `advisor.backends.base.Backend`) replaces the one `config` names; the Python API
     (advisor/api.py) passes its caller's.
@@ -117,7 +118,7 @@ def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
         growth.add(chunk, _probability(decision))
 
     # write
-    doc = report.build_report(
+    result = report.build_report(
         config=config,
         loaded=loaded,
         task=task,
@@ -134,9 +135,9 @@ def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
     )
     if prompting is not None:
         run_dir.write_prompts(record_prompts(prompting))
-    report.write_report(run_dir, doc)
+    report.write_report(run_dir, result)
     rates.record(backend)
-    return doc
+    return result
 
 
 def load_task(config: AdviseConfig) -> tuple[Any, TaskKind, tuple[str, ...], Sequence[Example]]:

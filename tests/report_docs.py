@@ -420,7 +420,7 @@ def _build(
         verification=verification,
         backend_info={"name": "hf", "model_id": "SmolLM2-135M-Instruct"} if prompting else None,
         created_at="2026-11-28T10:00:00+00:00",
-    )
+    ).as_dict()
     return json.loads(json.dumps(doc, allow_nan=False))  # the JSON form, as renderers read it
 
 

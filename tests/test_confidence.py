@@ -172,7 +172,7 @@ def _advise_with_fake(tmp_path, monkeypatch, **settings):
         latency_samples=2,
         **settings,
     )
-    doc = recipe.advise(config, backend=fake)
+    doc = recipe.advise(config, backend=fake).as_dict()  # the JSON form, as decision.json holds it
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     return doc, split, fake
 

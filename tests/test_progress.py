@@ -38,8 +38,9 @@ def test_a_run_with_bars_forced_on_shows_a_bar_per_stage(tmp_path, fake) -> None
     console = Console(record=True, force_terminal=True, width=140, file=io.StringIO())
     reporter = RichReporter(console)
     with reporter.shown(), progress.reporting(reporter):
-        doc = recipe.advise(config)
-    arms = [a["name"] for a in doc["prompting"]["arms"]]
+        result = recipe.advise(config)
+    assert result.prompting is not None
+    arms = [a.name for a in result.prompting.arms]
     stages = set(reporter.stages)
     assert {f"prompting {arm}" for arm in arms} <= stages
     assert {"prompting few_shot_k2 (dev)", "latency samples", "domain perplexity"} <= stages
