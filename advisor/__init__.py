@@ -1,10 +1,34 @@
 """tunegate's advisor: should we fine-tune for this task, or is prompting enough?
 
-The Python API: `from advisor import advise; result = advise("data.jsonl")` (advisor/advise.py, a callable
-module; the result type is advisor/api.py's `AdviseResult`). Nothing heavy is imported here, so
-`tunegate --help` stays instant.
+The Python API: `from advisor import advise; result = advise("data.jsonl")` (advisor/api.py; the result
+type is `advisor.api.AdviseResult`). The recipe `tunegate advise` runs is advisor/recipe.py. Nothing heavy
+is imported here, so `import advisor` and `tunegate --help` stay instant.
 """
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
 
 from advisor.version import __version__
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from advisor.api import AdviseResult
+
+__all__ = ["__version__", "advise"]
+
+
+def advise(
+    data: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    backend: Any = None,
+    **settings: Any,
+) -> AdviseResult:
+    """Audit `data`, benchmark prompting on it, and return the verdict with its evidence.
+
+    See `advisor.api.advise` (imported on the first call, so importing the package stays light).
+    """
+    from advisor import api
+
+    return api.advise(data, out=out, backend=backend, **settings)

@@ -1,4 +1,4 @@
-"""The Python API's result and its tables: `from advisor import advise` (the recipe module, callable).
+"""The Python API: `from advisor import advise` (advisor/__init__.py's lazy `advise` calls this module's).
 
     from advisor import advise
 
@@ -8,14 +8,10 @@
     result.arms                     # one row per prompting arm: scores with their 95% intervals
     result.predictions              # one row per (arm, eval item): input, target, prediction, correct
 
-It runs the recipe `tunegate advise` runs (advisor/advise.py, `advise_data`), with the same settings
+It runs the recipe `tunegate advise` runs (advisor/recipe.py, `recipe.advise`), with the same settings
 (the fields of `advisor.config.AdviseConfig`) and the same validation. It writes nothing into the
 current directory: without `out` the run folder is a temporary one, read back and deleted before
 `advise` returns.
-
-Why a callable module: `advisor/advise.py` is the recipe module, so `from advisor import advise` always
-finds that module (Python binds a package's imported submodule to the package attribute of its name).
-Calling the module runs `advise_data`; `advise.advise(config)` is still the recipe itself.
 """
 
 from __future__ import annotations
@@ -28,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from advisor import recipe
 from advisor.config import AdviseConfig
 from advisor.errors import ConfigError
 from advisor.report.document import Report
@@ -57,6 +54,37 @@ class AdviseResult:
         return str(self.report.decision.verdict)
 
 
+def advise(
+    data: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    backend: Any = None,
+    **settings: Any,
+) -> AdviseResult:
+    """Audit `data`, benchmark prompting on it, and return the verdict with its evidence.
+
+    Returns an `AdviseResult`: `.report` (the typed decision.json), `.arms` and `.predictions` (pandas
+    DataFrames), `.verdict`.
+
+    `data`: a data file (JSONL chat/ShareGPT/prompt-completion/alpaca, CSV/TSV/Parquet/JSONL table), a
+    `datasets` save_to_disk folder, or a Hub dataset id. `out`: a run folder to keep decision.json, the
+    reports, split.json and predictions/ in (default: a temporary folder, deleted before returning).
+    `backend`: "hf" (default), "openai", "none" (data-only advice), or a model backend object (the
+    `advisor.backends.base.Backend` protocol, e.g. a test's fake) to use as it is. `settings`: any other
+    `AdviseConfig` field, e.g. `model=`, `eval_size=`, `target_metric=`, `quality_target=`,
+    `thresholds={...}`.
+
+    Raises `advisor.errors.TunegateError` (its `.exit_code` is the CLI's) for input the user can fix:
+    bad data, an unknown setting, a model that cannot be found.
+    """
+    if isinstance(backend, str):
+        settings["backend"], backend = backend, None
+    config = make_config(data, settings)
+    with run_folder(out) as folder, RunDir(folder).lock():
+        report = recipe.advise(config.replace(out=str(folder)), backend=backend)
+        return result(report, folder, out)
+
+
 def make_config(data: str | os.PathLike[str], settings: dict[str, Any]) -> AdviseConfig:
     """The run's config from the API's keywords (an unknown one is a ConfigError, as on the CLI)."""
     try:
@@ -65,9 +93,8 @@ def make_config(data: str | os.PathLike[str], settings: dict[str, Any]) -> Advis
         raise ConfigError(f"{exc}; the settings are AdviseConfig's fields", field="settings") from None
 
 
-def result(doc: dict[str, Any], folder: Path, out: str | os.PathLike[str] | None) -> AdviseResult:
-    """The API's result from the run's document and folder (read before a temporary folder goes)."""
-    report = Report.model_validate(doc)
+def result(report: Report, folder: Path, out: str | os.PathLike[str] | None) -> AdviseResult:
+    """The API's result from the run's report and folder (read before a temporary folder goes)."""
     return AdviseResult(
         report=report,
         arms=arms_frame(report),

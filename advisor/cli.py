@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advisor import progress
 from advisor.errors import ExitCode, TunegateError
@@ -20,6 +20,9 @@ from advisor.files import os_error_message
 from advisor.report.textsafe import json_for_terminal, term_safe
 from advisor.types import Verdict
 from advisor.version import __version__
+
+if TYPE_CHECKING:
+    from advisor.report.document import Report
 
 EXIT_CODES_HELP = """exit codes:
   0   verdict prompt (and success for train/verify/report/rules/demo)
@@ -475,18 +478,18 @@ def _advise_config(args: argparse.Namespace) -> Any:
     )
 
 
-def _emit(doc: dict[str, Any], as_json: bool) -> None:
+def _emit(report: Report, as_json: bool) -> None:
+    """The report on stdout: the decision.json document with --json, else the console summary."""
     if as_json:
         import json
 
         # JSON escapes C0 controls itself; C1 controls and bidi overrides are escaped here, so the
         # text stays valid JSON and a terminal showing it runs no escape sequence.
-        sys.stdout.write(json_for_terminal(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n")
+        sys.stdout.write(json_for_terminal(json.dumps(report.as_dict(), indent=2, ensure_ascii=False)) + "\n")
     else:
         from advisor.report.console import print_summary
-        from advisor.report.document import Report
 
-        print_summary(Report.model_validate(doc))
+        print_summary(report)
 
 
 def verdict_exit_code(verdict: str) -> int:
@@ -502,16 +505,16 @@ def verdict_exit_code(verdict: str) -> int:
 
 
 def _cmd_advise(args: argparse.Namespace) -> int:
-    from advisor.advise import advise
+    from advisor.recipe import advise
     from advisor.rundir import RunDir
 
     config = _advise_config(args)
     if args.dry_run:
         return _dry_run(args, config)
     with RunDir(config.out).lock():
-        doc = advise(config)
-    _emit(doc, args.json)
-    return _gated_exit_code(doc["decision"]["verdict"], args.fail_on)
+        report = advise(config)
+    _emit(report, args.json)
+    return _gated_exit_code(report.decision.verdict, args.fail_on)
 
 
 def _dry_run(args: argparse.Namespace, config: Any) -> int:
@@ -554,7 +557,7 @@ def _gated_exit_code(verdict: str, fail_on: frozenset[str] | None) -> int:
     return verdict_exit_code(verdict)
 
 
-def _train(args: argparse.Namespace, run_dir: str) -> dict[str, Any] | None:
+def _train(args: argparse.Namespace, run_dir: str) -> Report | None:
     """gate → train → verify → report, with the training flags shared by `train` and `run`.
 
     None on the ranks other than 0 of a torchrun job: they trained their shard, rank 0 reports."""
@@ -563,27 +566,27 @@ def _train(args: argparse.Namespace, run_dir: str) -> dict[str, Any] | None:
 
     if args.report_to:
         tracking.check_available(args.report_to)  # before the work, not after it
-    doc = train_and_verify(
+    report = train_and_verify(
         run_dir,
         force=args.force,
         resume=args.resume,
         config_file=args.config,
         overrides=args.train_overrides,
     )
-    if doc is not None and args.report_to:
-        tracking.report_to(args.report_to, doc, run_dir)
-    return doc
+    if report is not None and args.report_to:
+        tracking.report_to(args.report_to, report, run_dir)
+    return report
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    doc = _train(args, args.run_dir)
-    if doc is None:  # a rank other than 0 under torchrun: rank 0 reports
+    report = _train(args, args.run_dir)
+    if report is None:  # a rank other than 0 under torchrun: rank 0 reports
         return int(ExitCode.OK)
-    _emit(doc, args.json)
-    verification = doc.get("verification")
-    if verification and not verification.get("finetune_verified"):
+    _emit(report, args.json)
+    verification = report.verification
+    if verification is not None and not verification.finetune_verified:
         progress.note(
-            f"tunegate: verification vetoed fine-tuning: the verdict is now {doc['decision']['verdict']}"
+            f"tunegate: verification vetoed fine-tuning: the verdict is now {report.decision.verdict}"
         )
         return int(ExitCode.VETOED)
     return int(ExitCode.OK)
@@ -620,10 +623,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     elif args.model:
         candidate = partial(model_candidate, args.model)
     with run.lock():
-        doc = verify_and_redecide(
+        report = verify_and_redecide(
             run.path, candidate=candidate, prompts_from=args.prompts, latency_samples=args.latency_samples
         )
-    _emit(doc, args.json)
+    _emit(report, args.json)
     return int(ExitCode.OK)
 
 
@@ -689,20 +692,20 @@ def _run_launched(args: argparse.Namespace, config: Any) -> int:
 
 
 def _advise_then_train(args: argparse.Namespace, config: Any, tell_ranks: Any = None) -> int:
-    from advisor.advise import advise
+    from advisor.recipe import advise
     from pipeline import tracking
 
     if args.report_to:
         tracking.check_available(args.report_to)
-    doc = advise(config)
-    verdict = doc["decision"]["verdict"]
+    report = advise(config)
+    verdict = report.decision.verdict
     go = verdict == "fine_tune" or args.force
     if tell_ranks is not None:
         tell_ranks(go)
     if not go:
         if args.report_to:
-            tracking.report_to(args.report_to, doc, config.out)
-        _emit(doc, args.json)
+            tracking.report_to(args.report_to, report, config.out)
+        _emit(report, args.json)
         progress.note(f"tunegate: verdict is {verdict}: not training (the gate opens only on fine_tune)")
         return _gated_exit_code(verdict, args.fail_on)
     trained = _train(args, config.out)
@@ -710,7 +713,7 @@ def _advise_then_train(args: argparse.Namespace, config: Any, tell_ranks: Any = 
         return int(ExitCode.OK)
     _emit(trained, args.json)
     # The verdict after verification: a fine-tuned model that did not beat prompting vetoes fine_tune.
-    return _gated_exit_code(trained["decision"]["verdict"], args.fail_on)
+    return _gated_exit_code(trained.decision.verdict, args.fail_on)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

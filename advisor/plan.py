@@ -23,8 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advisor import advise as advise_mod
-from advisor import progress
+from advisor import progress, recipe
 from advisor.audit import checks as audit_mod
 from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult, OnDone
 from advisor.backends.model import resolve_model
@@ -165,7 +164,7 @@ class _Recorder:
 def plan_run(config: AdviseConfig) -> RunPlan:
     """The dry run of `advise(config)`: nothing is written and no model call is made."""
     ruleset = rules.load_rules([Path(d) for d in config.rules_dirs], overrides=config.thresholds)
-    loaded, task, labels, examples = advise_mod.load_task(config)
+    loaded, task, labels, examples = recipe.load_task(config)
     split = audit_mod.make_split(
         examples, seed=config.seed, eval_size=config.eval_size, dev_size=config.dev_size
     )
@@ -176,15 +175,15 @@ def plan_run(config: AdviseConfig) -> RunPlan:
     sizes = (len(train), len(dev), len(eval_items))
     if config.backend == "none":
         return _no_model_plan(sizes, tuple(labels))
-    choice = advise_mod.metric_choice(config, ruleset, task, examples)
+    choice = recipe.metric_choice(config, ruleset, task, examples)
     config = config.replace(target_metric=choice.metric, quality_target=choice.quality_target)
     model = resolve_model(config.model) if config.backend == "hf" else None
-    backend = advise_mod._open_backend(config, model)
+    backend = recipe._open_backend(config, model)
     rec = _Recorder(backend)
 
     with progress.reporting(progress.SilentReporter()):  # simulated stages: no bars for them
         rec.stage = "prompting arms"
-        prompting = advise_mod._benchmark(
+        prompting = recipe._benchmark(
             config,
             rec,
             task,

@@ -197,8 +197,9 @@ class RunDir:
             ) from None
 
     def update_report(self, **sections: Any) -> Report:
-        """Replace top-level sections of decision.json (validated) and write it back."""
-        current = self.read_report().model_dump(mode="json")
+        """Replace top-level sections of decision.json (typed sections, e.g. `training=Training(...)`, or
+        plain data such as `signals={...}`), validate the whole and write it back."""
+        current = dict(self.read_report())  # the top-level fields, typed
         current.update(sections)
         try:
             report = Report.model_validate(current)

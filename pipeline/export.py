@@ -8,11 +8,11 @@ which is what vLLM's LoRA loader expects, and no `modules_to_save` are used.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from advisor.backends.model import original_model_id
-from advisor.report.document import Training, Verification
+from advisor.report.document import GateRecord, Report, SignalValue, Training, TrainMetrics, Verification
 from advisor.report.finetune import model_card_markdown
 from advisor.rundir import RunDir, TrainDir
 from pipeline.config import TrainConfig
@@ -25,22 +25,25 @@ def export_training(
     result: TrainResult,
     cfg: TrainConfig,
     model_dir: str,
-    provenance: dict[str, Any],
+    provenance: GateRecord,
     base_model_id: str | None = None,
-) -> dict[str, Any]:
+) -> Training:
     """After training (rank 0): train/config.json, the merged model if asked, the model card, and the
     `training` section of decision.json with the loss curve from the metrics log. Returns the section.
 
     `model_dir` is the local folder trained on; `base_model_id` the Hub id its weights are, when known."""
     run = RunDir(run_dir)
-    run.write_train_config({"train": cfg.to_dict(), "model": model_dir, "provenance": provenance})
-    section = training_section(result, cfg, model_dir, provenance, base_model_id)
-    section["curve"] = training_curve(run.train.read_metrics())
+    run.write_train_config(
+        {"train": cfg.to_dict(), "model": model_dir, "provenance": provenance.model_dump(exclude_unset=True)}
+    )
+    curve = training_curve(run.train.read_metrics())
     run.train.name_base_model(result.adapter_dir, base_model_id or original_model_id(model_dir))
-    if cfg.merge:
-        section["merged_dir"] = str(merge_adapter(model_dir, result.adapter_dir, run.train))
+    merged = str(merge_adapter(model_dir, result.adapter_dir, run.train)) if cfg.merge else None
+    section = training_section(
+        result, cfg, model_dir, provenance, base_model_id, curve=curve, merged_dir=merged
+    )
     write_model_card(run, result.adapter_dir, section)
-    update_decision(run, {"training": section})
+    update_decision(run, training=section)
     return section
 
 
@@ -48,19 +51,24 @@ def training_section(
     result: TrainResult,
     cfg: TrainConfig,
     model_dir: str,
-    provenance: dict[str, Any],
+    provenance: GateRecord,
     base_model_id: str | None = None,
-) -> dict[str, Any]:
+    *,
+    curve: list[dict[str, SignalValue]] | None = None,
+    merged_dir: str | None = None,
+) -> Training:
     """The `training` section of decision.json: what was trained, how, and how it went."""
-    return {
-        "method": "qlora" if cfg.qlora else "lora",
-        "base_model": str(model_dir),
-        "base_model_id": base_model_id,
-        "adapter_dir": str(result.adapter_dir),
-        "config": cfg.to_dict(),
-        "metrics": result.as_dict(),
-        "provenance": dict(provenance),
-    }
+    return Training(
+        method="qlora" if cfg.qlora else "lora",
+        base_model=str(model_dir),
+        base_model_id=base_model_id,
+        adapter_dir=str(result.adapter_dir),
+        merged_dir=merged_dir,
+        config=cfg.to_dict(),
+        metrics=TrainMetrics.model_validate(result.as_dict()),
+        provenance=provenance,
+        curve=curve,
+    )
 
 
 def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out: TrainDir) -> Path:
@@ -81,20 +89,26 @@ def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out: TrainDir)
 
 
 def write_model_card(
-    run: RunDir, adapter_dir: str | Path, training: dict[str, Any], verification: dict[str, Any] | None = None
+    run: RunDir, adapter_dir: str | Path, training: Training, verification: Verification | None = None
 ) -> Path:
-    card = model_card_markdown(
-        Training.model_validate(training),
-        None if verification is None else Verification.model_validate(verification),
-    )
-    return run.write_model_card(adapter_dir, card)
+    return run.write_model_card(adapter_dir, model_card_markdown(training, verification))
 
 
 def update_decision(
-    run_dir: RunDir | str | Path, updates: dict[str, Any], signals: dict[str, Any] | None = None
-) -> None:
-    """Set top-level sections (and signals) of the run's decision.json, validated, atomically."""
+    run_dir: RunDir | str | Path,
+    *,
+    training: Training | None = None,
+    verification: Verification | None = None,
+    signals: Mapping[str, SignalValue] | None = None,
+) -> Report:
+    """Set the run's `training` and/or `verification` section (and signals) in decision.json, validated,
+    atomically. Returns the report as written."""
     run = RunDir.of(run_dir)
+    sections: dict[str, Training | Verification | dict[str, SignalValue]] = {}
+    if training is not None:
+        sections["training"] = training
+    if verification is not None:
+        sections["verification"] = verification
     if signals:
-        updates = {**updates, "signals": {**run.read_report().signals, **signals}}
-    run.update_report(**updates)
+        sections["signals"] = {**run.read_report().signals, **signals}
+    return run.update_report(**sections)

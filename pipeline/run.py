@@ -2,13 +2,13 @@
 decide again → report.
 
 Under torchrun every rank runs `train_run` (each trains its shard of the micro-batches); rank 0 alone
-writes the run folder, verifies, decides again and returns the document. The other ranks return None
+writes the run folder, verifies, decides again and returns the typed report. The other ranks return None
 once training is done, and their command exits 0 printing nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,8 @@ from advisor.backends.model import ModelSource, resolve_model
 from advisor.decide import confidence, rules
 from advisor.decide import verdict as decide
 from advisor.measure import evaluate
-from advisor.report import render as report
+from advisor.report import render
+from advisor.report.document import GateRecord, Report
 from advisor.rundir import RunDir
 from advisor.types import TaskKind
 from pipeline.config import TrainConfig
@@ -36,7 +37,7 @@ def train_and_verify(
     resume: bool = False,
     config_file: str | None = None,
     overrides: Sequence[str] = (),
-) -> dict[str, Any] | None:
+) -> Report | None:
     """Train a LoRA adapter for an advise run, verify it with the advisor's harness, re-render the report.
 
     Returns the updated report document on rank 0, None on the other ranks of a torchrun job. Raises
@@ -49,7 +50,7 @@ def train_and_verify(
         return _train_and_verify(run_dir, cfg, force=force, resume=resume)
 
 
-def _train_and_verify(run_dir: Path, cfg: TrainConfig, *, force: bool, resume: bool) -> dict[str, Any] | None:
+def _train_and_verify(run_dir: Path, cfg: TrainConfig, *, force: bool, resume: bool) -> Report | None:
     run = RunDir(run_dir)
     if run.read_report().prompting is not None:
         run.read_prompts()  # verification needs the record: refuse an old folder before training, not after
@@ -59,12 +60,13 @@ def _train_and_verify(run_dir: Path, cfg: TrainConfig, *, force: bool, resume: b
     return verify_and_redecide(run_dir)
 
 
-def verify_and_redecide(run_dir: str | Path, **verify: Any) -> dict[str, Any]:
+def verify_and_redecide(run_dir: str | Path, **verify: Any) -> Report:
     """Verify (the run's adapter, or `verify["candidate"]`), decide again with the verification signals,
-    and rewrite decision.json and the reports. Returns the document as written."""
+    and rewrite decision.json and the reports. Returns the report as written."""
     verify_run(run_dir, **verify)
-    report.write_report(Path(run_dir), redecide(report.read_report(Path(run_dir)), run_dir))
-    return report.read_report(Path(run_dir))  # what is on disk is what the caller prints
+    run = RunDir(run_dir)
+    render.write_report(run, redecide(run.read_report(), run_dir))
+    return run.read_report()  # what is on disk is what the caller prints
 
 
 def train_run(
@@ -81,17 +83,24 @@ def train_run(
     split = training_split(run_dir)
     source = training_model(cfg, split.run_info)
     model_dir = str(source.path)
-    provenance = {
+    provenance = GateRecord(
         **gate.provenance,
-        "data_sha256": split.run_info.get("data_sha256"),
-        "split_seed": split.run_info.get("seed"),
-    }
+        data_sha256=split.run_info.get("data_sha256"),
+        split_seed=split.run_info.get("seed"),
+    )
     run = RunDir(run_dir)
     out = run.train_dir
     if not resume and launched_rank() == 0:
         run.train.clear()  # an earlier run's, unless resuming
     result = train(
-        model_dir, split.train, split.dev, out, cfg, provenance=provenance, resume=resume, progress=progress
+        model_dir,
+        split.train,
+        split.dev,
+        out,
+        cfg,
+        provenance=provenance.model_dump(exclude_unset=True),
+        resume=resume,
+        progress=progress,
     )
     shutdown()
     if result.rank == 0:
@@ -105,7 +114,7 @@ def training_model(cfg: TrainConfig, run_config: dict[str, Any]) -> ModelSource:
     return resolve_model(cfg.model or run_config.get("model") or None)
 
 
-def redecide(doc: dict[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:
+def redecide(report: Report, run_dir: str | Path | None = None) -> Report:
     """The decision again, now with the verification signals, under the rules the advise run used.
 
     Before training the `verification.*` rules were skipped; now they fire: a verified gain adds its
@@ -113,46 +122,40 @@ def redecide(doc: dict[str, Any], run_dir: str | Path | None = None) -> dict[str
     per-item predictions of every arm and of the fine-tuned model, P(verdict) is measured again by
     resampling those items (prompting and verification signals recomputed on each resample).
     """
-    config = doc["provenance"]["config"]
+    config = report.provenance.config
     ruleset = rules.load_rules(
         [Path(d) for d in config.get("rules_dirs") or ()], overrides=config.get("thresholds")
     )
-    doc = dict(doc)
-    decision = decide.decide(ruleset, doc["signals"])
-    measured = _verification_resampler(Path(run_dir), doc) if run_dir is not None else None
+    decision = decide.decide(ruleset, report.signals)
+    measured = _verification_resampler(Path(run_dir), report) if run_dir is not None else None
     if measured is not None:
         resampler, n_items, seed = measured
         decision = decide.with_confidence(
             decision,
-            confidence.measure(ruleset, doc["signals"], decision.verdict, resampler, n_items, seed=seed),
+            confidence.measure(ruleset, report.signals, decision.verdict, resampler, n_items, seed=seed),
         )
-    doc["decision"] = decision.to_dict()
-    return doc
+    return Report.model_validate({**dict(report), "decision": decision.to_dict()})
 
 
-def _verification_resampler(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Any, int, int] | None:
+def _verification_resampler(run_dir: Path, report: Report) -> tuple[Any, int, int] | None:
     """Prompting and verification signals recomputed on resampled eval items, from the run's predictions.
 
     None when the run lacks a per-item file (an arm's or the fine-tuned model's): nothing to resample.
     """
-    section = doc.get("prompting")
+    section, verification = report.prompting, report.verification
     run = RunDir(run_dir)
-    if not section or not doc.get("verification"):
+    if section is None or verification is None:
         return None
-    names = [a["name"] for a in section["arms"]] + [FINETUNED]
+    names = [a.name for a in section.arms] + [FINETUNED]
     if not all(run.has_predictions(name) for name in names):
         return None
-    task, labels = TaskKind(section["task"]), tuple(section.get("labels") or ())
-    metric, seed = section["target_metric"], int(section.get("seed", 0))
+    task, labels = TaskKind(section.task), tuple(section.labels)
+    metric, seed = str(section.target_metric), section.seed
     arms = []
-    for a in section["arms"]:
-        items = evaluate.read_predictions(run, a["name"])
+    for a in section.arms:
+        items = evaluate.read_predictions(run, a.name)
         scores = evaluate.summarise(items, task, labels, seed)
-        arms.append(
-            evaluate.ArmResult(
-                a["name"], a["kind"], a["k"], a.get("selection"), items, scores, a["mean_prompt_tokens"]
-            )
-        )
+        arms.append(evaluate.ArmResult(a.name, a.kind, a.k, a.selection, items, scores, a.mean_prompt_tokens))
     ft_items = evaluate.read_predictions(run, FINETUNED)
     lines = [it.line for it in ft_items]
     if any([it.line for it in arm.items] != lines for arm in arms):
@@ -166,23 +169,22 @@ def _verification_resampler(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Any,
         evaluate.summarise(ft_items, task, labels, seed),
         sum(it.prompt_tokens for it in ft_items) / max(1, len(ft_items)),
     )
-    thresholds = run_thresholds(doc)
+    thresholds = run_thresholds(report)
     prompting = evaluate.analyse(
         arms,
-        backend=section["backend"],
-        model_id=section["model_id"],
+        backend=section.backend,
+        model_id=section.model_id,
         task=task,
         labels=labels,
         seed=seed,
         target_metric=metric,
-        quality_target=float(section["quality_target"]),
-        min_gain=float(section["min_gain"]),
-        alpha=float(section["alpha"]),
+        quality_target=float(section.quality_target),
+        min_gain=float(section.min_gain),
+        alpha=float(section.alpha),
         thresholds=thresholds,
-        metric_reason=section.get("metric_reason") or "",
-        limit=section.get("k_max"),
+        metric_reason=section.metric_reason or "",
+        limit=section.k_max,
     )
-    verification = doc["verification"]
 
     def signals(idx: Any) -> dict[str, Any]:
         p = confidence.resample_prompting(prompting, idx)
@@ -195,17 +197,17 @@ def _verification_resampler(run_dir: Path, doc: Mapping[str, Any]) -> tuple[Any,
         else:
             return evaluate.prompting_signals(p)
         resampled = judge_finetuned(
-            p.to_dict(),
+            p,
             best_name,
             best_items,
             ft,
             thresholds=thresholds,
             latency={},
-            adapter_dir=verification["finetuned"]["adapter_dir"],
-            model_id=verification["finetuned"]["model_id"],
-            provenance=verification.get("provenance") or {},
+            adapter_dir=verification.finetuned.adapter_dir,
+            model_id=verification.finetuned.model_id,
+            provenance=verification.provenance,
             n_resamples=confidence.INNER_RESAMPLES,
-            prompted_as=verification["finetuned"].get("prompted_as") or "finetune",
+            prompted_as=verification.finetuned.prompted_as or "finetune",
         )
         return {**evaluate.prompting_signals(p), **verification_signals(resampled)}
 

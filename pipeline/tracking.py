@@ -15,9 +15,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from advisor.errors import ConfigError
+from advisor.report.document import Report
 from advisor.rundir import RunDir
 from pipeline.metrics import training_curve
 
@@ -46,7 +46,7 @@ def check_available(tracker: str) -> None:
         )
 
 
-def tracked_values(doc: Mapping[str, Any], run_dir: str | Path) -> Tracked:
+def tracked_values(report: Report, run_dir: str | Path) -> Tracked:
     """What a tracker receives for this run: training curve, scores, the verdict."""
     steps: dict[int, dict[str, float]] = {}
     for rec in training_curve(RunDir(run_dir).train.read_metrics(), max_train=10**9):
@@ -60,33 +60,31 @@ def tracked_values(doc: Mapping[str, Any], run_dir: str | Path) -> Tracked:
             ):
                 values[f"{prefix}/{key}"] = float(value)
     summary: dict[str, float] = {}
-    prompting = doc.get("prompting") or {}
-    metric = prompting.get("target_metric")
-    for arm in prompting.get("arms") or ():
-        score = (arm.get("scores") or {}).get(metric)
+    prompting = report.prompting
+    metric = prompting.target_metric if prompting is not None else None
+    for arm in prompting.arms if prompting is not None else ():
+        score = arm.scores.get(metric) if metric is not None else None
         if score is not None:
-            summary[f"score/{arm['name']}"] = float(score["value"])
-    verification = doc.get("verification") or {}
-    if verification:
-        v_metric = verification["metric"]
-        summary[f"score/{verification['finetuned']['arm']}"] = float(
-            verification["finetuned"]["scores"][v_metric]["value"]
-        )
-        summary["finetune_gain"] = float(verification["difference"]["diff"])
-        summary["finetune_verified"] = float(bool(verification["finetune_verified"]))
-    decision = doc["decision"]
-    if decision.get("confidence") is not None:
-        summary["verdict_probability"] = float(decision["confidence"])
-    tags = {"verdict": str(decision["verdict"])}
+            summary[f"score/{arm.name}"] = float(score.value)
+    verification = report.verification
+    if verification is not None:
+        finetuned = verification.finetuned
+        summary[f"score/{finetuned.arm}"] = float(finetuned.scores[verification.metric].value)
+        summary["finetune_gain"] = float(verification.difference.diff)
+        summary["finetune_verified"] = float(bool(verification.finetune_verified))
+    decision = report.decision
+    if decision.confidence is not None:
+        summary["verdict_probability"] = float(decision.confidence)
+    tags = {"verdict": str(decision.verdict)}
     if metric:
         tags["target_metric"] = str(metric)
     return Tracked(tuple(sorted(steps.items())), summary, tags)
 
 
-def report_to(tracker: str, doc: Mapping[str, Any], run_dir: str | Path) -> None:
+def report_to(tracker: str, report: Report, run_dir: str | Path) -> None:
     """Send the run's values to `tracker` (its library must be installed: see `check_available`)."""
     check_available(tracker)
-    values = tracked_values(doc, run_dir)
+    values = tracked_values(report, run_dir)
     run = RunDir(run_dir)
     name = run.path.resolve().name
     if tracker == "mlflow":

@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advisor.backends import get_backend
 from advisor.backends.base import GenRequest
@@ -28,15 +28,19 @@ from advisor.errors import ConfigError, DataError
 from advisor.intake.data import with_labels
 from advisor.measure import evaluate, prompts, stats
 from advisor.measure.baselines import judge_degenerate
-from advisor.measure.evaluate import ArmResult, Comparison, ItemResult, summarise
+from advisor.measure.evaluate import ArmResult, Comparison, ItemResult, PromptingResult, summarise
 from advisor.measure.evidence import measure_latency, summarize_latency
 from advisor.measure.prompt_record import PromptRecord, RecordedArm
 from advisor.progress import report
+from advisor.report import document
 from advisor.report.textsafe import redact_url
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 from pipeline.examples import finetune_arm, load_run_data
 from pipeline.export import update_decision, write_model_card
+
+if TYPE_CHECKING:
+    from advisor.measure.baselines import Degeneracy
 
 FINETUNED = "fine_tuned"
 N_FLIP_EXAMPLES = 3
@@ -52,21 +56,38 @@ SIGNAL_NAMES = (
 # ---------------------------------------------------------------- pure: section, signals, markdown
 
 
-def _latency_dict(lat: Any) -> dict[str, float] | None:
+def _latency_section(lat: Any) -> document.Latency | None:
     if lat is None:
         return None
-    return {"n": lat.n, "p50_ms": lat.p50_ms, "p95_ms": lat.p95_ms, "mean_ms": lat.mean_ms}
+    return document.Latency(n=lat.n, p50_ms=lat.p50_ms, p95_ms=lat.p95_ms, mean_ms=lat.mean_ms)
+
+
+def _estimates(scores: Mapping[str, stats.Estimate]) -> dict[str, document.Estimate]:
+    return {m: document.Estimate(value=e.value, low=e.low, high=e.high, n=e.n) for m, e in scores.items()}
+
+
+def _difference(
+    diff: stats.PairedDiff, *, p_value: float, mcnemar_p_value: float | None = None
+) -> document.Difference:
+    return document.Difference(
+        diff=diff.diff,
+        low=diff.low,
+        high=diff.high,
+        p_value=p_value,
+        n=diff.n,
+        mcnemar_p_value=mcnemar_p_value,
+    )
 
 
 def _flip_examples(
     lines: Sequence[int], before: Mapping[int, ItemResult], after: Mapping[int, ItemResult]
-) -> list:
+) -> list[document.Flip]:
     out = []
     for line in lines[:N_FLIP_EXAMPLES]:
         b, a = before[line], after[line]
         text = a.input if len(a.input) <= 200 else a.input[:197] + "..."
         out.append(
-            {"line": line, "input": text, "target": a.target, "before": b.prediction, "after": a.prediction}
+            document.Flip(line=line, input=text, target=a.target, before=b.prediction, after=a.prediction)
         )
     return out
 
@@ -84,14 +105,14 @@ def build_verification(
     seed: int,
     latency: Mapping[str, Any],
     adapter_dir: str | None,
-    model_id: str,
-    provenance: Mapping[str, Any],
+    model_id: str | None,
+    provenance: document.GateRecord,
     vs_majority: Comparison | None = None,
-    degeneracy: Any = None,
+    degeneracy: Degeneracy | None = None,
     majority_label: str | None = None,
     prompted_as: str = "finetune",
-) -> dict[str, Any]:
-    """The `verification` section of decision.json (JSON-ready).
+) -> document.Verification:
+    """The `verification` section of decision.json.
 
     `vs_majority` (fine-tuned − majority baseline) and `degeneracy` (advisor.measure.baselines.Degeneracy) are
     given for classification; without them only the gain over the baseline arm counts.
@@ -101,61 +122,60 @@ def build_verification(
     after = {it.line: it for it in finetuned.items}
     diff = comparison.diff
     ft_score = finetuned.scores[metric].value
-    return {
-        "metric": metric,
-        "n_eval": finetuned.n,
-        "quality_target": quality_target,
-        "baseline": {
-            "arm": baseline_name,
-            "scores": {m: e.to_dict() for m, e in base_scores.items()},
-            "mean_prompt_tokens": sum(it.prompt_tokens for it in baseline_items)
-            / max(1, len(baseline_items)),
-            "latency": _latency_dict(latency.get(baseline_name)),
-        },
-        "finetuned": {
-            "arm": FINETUNED,
-            "model_id": model_id,
-            "adapter_dir": adapter_dir,
-            "prompted_as": prompted_as,
-            "scores": {m: e.to_dict() for m, e in finetuned.scores.items()},
-            "mean_prompt_tokens": finetuned.mean_prompt_tokens,
-            "latency": _latency_dict(latency.get(FINETUNED)),
-        },
-        "difference": {**diff.to_dict(), "mcnemar_p_value": comparison.mcnemar.p_value},
-        "flips": {
-            "improved": len(comparison.improved_lines),
-            "regressed": len(comparison.regressed_lines),
-            "improved_examples": _flip_examples(comparison.improved_lines, before, after),
-            "regressed_examples": _flip_examples(comparison.regressed_lines, before, after),
-        },
-        "majority": None
+    return document.Verification(
+        metric=metric,
+        n_eval=finetuned.n,
+        quality_target=quality_target,
+        baseline=document.ScoredModel(
+            arm=baseline_name,
+            prompted_as=None,  # the arm's own recorded prompts
+            scores=_estimates(base_scores),
+            mean_prompt_tokens=sum(it.prompt_tokens for it in baseline_items) / max(1, len(baseline_items)),
+            latency=_latency_section(latency.get(baseline_name)),
+        ),
+        finetuned=document.ScoredModel(
+            arm=FINETUNED,
+            model_id=model_id,
+            adapter_dir=adapter_dir,
+            prompted_as=prompted_as,
+            scores=_estimates(finetuned.scores),
+            mean_prompt_tokens=finetuned.mean_prompt_tokens,
+            latency=_latency_section(latency.get(FINETUNED)),
+        ),
+        difference=_difference(diff, p_value=diff.p_value, mcnemar_p_value=comparison.mcnemar.p_value),
+        flips=document.Flips(
+            improved=len(comparison.improved_lines),
+            regressed=len(comparison.regressed_lines),
+            improved_examples=_flip_examples(comparison.improved_lines, before, after),
+            regressed_examples=_flip_examples(comparison.regressed_lines, before, after),
+        ),
+        majority=None
         if vs_majority is None
-        else {
-            "label": majority_label,
-            "difference": {**vs_majority.diff.to_dict(), "p_value": vs_majority.p_value},
-            "beats": vs_majority.diff.low > 0,
-        },
-        "degeneracy": None if degeneracy is None else degeneracy.to_dict(),
-        "meets_target": None if quality_target is None else ft_score >= quality_target,
-        "finetune_verified": diff.low > 0
+        else document.MajorityGap(
+            label=majority_label,
+            difference=_difference(vs_majority.diff, p_value=vs_majority.p_value),
+            beats=vs_majority.diff.low > 0,
+        ),
+        degeneracy=None if degeneracy is None else document.Degeneracy.model_validate(degeneracy.to_dict()),
+        meets_target=None if quality_target is None else ft_score >= quality_target,
+        finetune_verified=diff.low > 0
         and (vs_majority is None or vs_majority.diff.low > 0)
         and not (degeneracy is not None and degeneracy.degenerate),
-        "provenance": dict(provenance),
-    }
+        provenance=provenance,
+    )
 
 
-def verification_signals(section: Mapping[str, Any] | None) -> dict[str, float | bool | None]:
+def verification_signals(section: document.Verification | None) -> dict[str, float | bool | None]:
     """finetune_score, finetune_gain (vs the best prompting arm), finetune_verified; None: not measured."""
-    if not section:
+    if section is None:
         return {name: None for name in SIGNAL_NAMES}
-    metric = section["metric"]
-    majority, degeneracy = section.get("majority"), section.get("degeneracy")
+    majority, degeneracy = section.majority, section.degeneracy
     return {
-        "finetune_score": float(section["finetuned"]["scores"][metric]["value"]),
-        "finetune_gain": float(section["difference"]["diff"]),
-        "finetune_verified": bool(section["finetune_verified"]),
-        "finetune_degenerate": None if degeneracy is None else bool(degeneracy["degenerate"]),
-        "finetune_beats_majority": None if majority is None else bool(majority["beats"]),
+        "finetune_score": float(section.finetuned.scores[section.metric].value),
+        "finetune_gain": float(section.difference.diff),
+        "finetune_verified": bool(section.finetune_verified),
+        "finetune_degenerate": None if degeneracy is None else bool(degeneracy.degenerate),
+        "finetune_beats_majority": None if majority is None else bool(majority.beats),
     }
 
 
@@ -270,7 +290,7 @@ def verify_run(
     latency_samples: int = 10,
     device: str | None = None,
     progress: Any = None,
-) -> dict[str, Any]:
+) -> document.Verification:
     """Score a candidate model on the eval split, compare with the best prompting arm, update decision.json.
 
     The candidate is the run's own adapter on its base model unless `candidate` builds another (after
@@ -282,12 +302,11 @@ def verify_run(
     adds the comparison to the run's own adapter's model card. Returns the section.
     """
     run = RunDir(run_dir)
-    doc = run.read_report().as_dict()
-    prompting = _prompting_section(doc)
-    training = doc.get("training")
-    task, labels = TaskKind(prompting["task"]), tuple(prompting.get("labels") or ())
-    seed = int(prompting.get("seed", 0))
-    best = prompting["plateau"]["best_arm"]  # the best honest arm; None when every arm is degenerate
+    run_report = run.read_report()
+    prompting = _prompting_section(run_report)
+    training = run_report.training
+    task, labels, seed = prompting.task, tuple(prompting.labels), prompting.seed
+    best = prompting.plateau.best_arm  # the best honest arm; None when every arm is degenerate
 
     config, split, record = run.read_config(), run.read_split(), run.read_prompts()
     if record.eval_lines != list(split["eval"]) or record.best_arm != best:
@@ -299,10 +318,9 @@ def verify_run(
     by_line, train_ex, eval_ex = _split_examples(config, split, task, labels)
     prompting_arm = _prompting_arm(record, prompts_from)
 
-    any_arm = prompting["arms"][0]["name"]
+    any_arm = prompting.arms[0].name
     recorded = evaluate.read_predictions(run, best or any_arm)
-    base_info = prompting.get("baselines")
-    majority_label = base_info["majority_label"] if base_info else None
+    majority_label = prompting.baselines.majority_label if prompting.baselines is not None else None
     if best is None:  # no honest prompting arm: the constant predictor is the "before"
         best = "majority"
         baseline_items = evaluate.majority_items(recorded, str(majority_label))
@@ -353,20 +371,21 @@ def verify_run(
         best,
         baseline_items,
         ft,
-        thresholds=run_thresholds(doc),
+        thresholds=run_thresholds(run_report),
         latency=latency,
         adapter_dir=None if model.adapter_dir is None else str(model.adapter_dir),
         model_id=model.model_id,
-        provenance=(training or {}).get("provenance", {}) if model.own_adapter else NO_GATE,
+        provenance=training.provenance if model.own_adapter and training is not None else NO_GATE,
         prompted_as=prompted_as,
     )
-    update_decision(run, {"verification": section}, signals=verification_signals(section))
-    if model.own_adapter and model.adapter_dir is not None and training:
+    update_decision(run, verification=section, signals=verification_signals(section))
+    if model.own_adapter and model.adapter_dir is not None and training is not None:
         write_model_card(run, model.adapter_dir, training, section)
     return section
 
 
-NO_GATE = {"gate_verdict": None, "forced": False}  # a model trained elsewhere passed no gate of this run
+# A model trained elsewhere passed no gate of this run.
+NO_GATE = document.GateRecord(gate_verdict=None, forced=False)
 
 
 def _prompting_arm(record: PromptRecord, prompts_from: str) -> RecordedArm | None:
@@ -385,27 +404,26 @@ def _prompting_arm(record: PromptRecord, prompts_from: str) -> RecordedArm | Non
     return record.arm(name)
 
 
-def _own_adapter(run: RunDir, training: Mapping[str, Any] | None, device: str | None) -> Candidate:
-    if not training:
+def _own_adapter(run: RunDir, training: document.Training | None, device: str | None) -> Candidate:
+    if training is None:
         raise ConfigError(
             "the run has no trained adapter: run `tunegate train` first, or name the model to verify "
             "(--adapter, --model, or --backend openai)"
         )
-    adapter_dir = run.inside(training["adapter_dir"], field="training.adapter_dir")
+    adapter_dir = run.inside(training.adapter_dir, field="training.adapter_dir")
     # The folder trained on, through the resolver every stage uses (a run trained before the resolver
     # existed may record a Hub id here).
-    base_dir = resolve_model(training["base_model"]).path
+    base_dir = resolve_model(training.base_model).path
     return adapter_candidate(base_dir, adapter_dir, own=True, device=device)
 
 
-def _prompting_section(doc: Mapping[str, Any]) -> dict[str, Any]:
+def _prompting_section(run_report: document.Report) -> document.Prompting:
     """The `prompting` section of the run's decision.json; verification compares with it."""
-    prompting = doc.get("prompting")
-    if not prompting:
+    if run_report.prompting is None:
         raise ConfigError(
             "the run has no prompting measurements to compare with (advise ran without a model)"
         )
-    return dict(prompting)
+    return run_report.prompting
 
 
 def _split_examples(
@@ -424,14 +442,13 @@ def _split_examples(
     return by_line, [by_line[i] for i in split["train"]], [by_line[i] for i in split["eval"]]
 
 
-def run_thresholds(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+def run_thresholds(run_report: document.Report) -> Mapping[str, Any]:
     """The thresholds the advise run decided with (a run folder older than a threshold: the shipped one)."""
-    recorded = (doc.get("provenance") or {}).get("thresholds") or {}
-    return {**load_rules([]).thresholds, **recorded}
+    return {**load_rules([]).thresholds, **run_report.provenance.thresholds}
 
 
 def judge_finetuned(
-    prompting: Mapping[str, Any],
+    prompting: document.Prompting | PromptingResult,
     baseline_name: str,
     baseline_items: Sequence[ItemResult],
     ft: ArmResult,
@@ -439,16 +456,17 @@ def judge_finetuned(
     thresholds: Mapping[str, Any],
     latency: Mapping[str, Any],
     adapter_dir: str | None,
-    model_id: str,
-    provenance: Mapping[str, Any],
+    model_id: str | None,
+    provenance: document.GateRecord,
     n_resamples: int = stats.N_RESAMPLES,
     prompted_as: str = "finetune",
-) -> dict[str, Any]:
+) -> document.Verification:
     """The verification section: the fine-tuned model against the baseline arm and, for classification,
     against the majority baseline, with the prompting arms' degeneracy test. One judgment, used by
-    `verify_run` on the eval items and by P(verdict) on each resample of them."""
-    task, labels = TaskKind(prompting["task"]), tuple(prompting.get("labels") or ())
-    metric, seed = prompting["target_metric"], int(prompting.get("seed", 0))
+    `verify_run` on the eval items (the run's typed prompting section) and by P(verdict) on each resample
+    of them (the resampled measurements)."""
+    task, labels = TaskKind(prompting.task), tuple(prompting.labels)
+    metric, seed = str(prompting.target_metric), prompting.seed
     cmp = evaluate.compare(
         baseline_items,
         ft.items,
@@ -459,10 +477,10 @@ def judge_finetuned(
         after_name=FINETUNED,
         n_resamples=n_resamples,
     )
-    base_info = prompting.get("baselines")
-    majority_label = base_info["majority_label"] if base_info else None
+    base_info = prompting.baselines
+    majority_label = base_info.majority_label if base_info is not None else None
     vs_majority = degeneracy = None
-    if base_info:
+    if base_info is not None:
         vs_majority = evaluate.compare(
             evaluate.majority_items(ft.items, str(majority_label)),
             ft.items,
@@ -475,13 +493,13 @@ def judge_finetuned(
         )
         degeneracy = judge_degenerate(
             [it.prediction for it in ft.items],
-            base_info["label_shares"],
+            base_info.label_shares,
             diff=vs_majority.diff.diff,
             low=vs_majority.diff.low,
             high=vs_majority.diff.high,
             p_value=vs_majority.p_value,
             metric=metric,
-            alpha=float(prompting.get("alpha", 0.05)),
+            alpha=float(prompting.alpha),
             thresholds={k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)},
         )
     return build_verification(
@@ -490,7 +508,7 @@ def judge_finetuned(
         finetuned=ft,
         comparison=cmp,
         metric=metric,
-        quality_target=prompting.get("quality_target"),
+        quality_target=prompting.quality_target,
         task=task,
         labels=labels,
         seed=seed,

@@ -420,7 +420,7 @@ def _build(
         verification=verification,
         backend_info={"name": "hf", "model_id": "SmolLM2-135M-Instruct"} if prompting else None,
         created_at="2026-11-28T10:00:00+00:00",
-    )
+    ).as_dict()
     return json.loads(json.dumps(doc, allow_nan=False))  # the JSON form, as renderers read it
 
 
@@ -544,9 +544,10 @@ def fine_tune_doc(tmp_path: Path) -> dict[str, Any]:
     signals["task_kind"] = task.value
     signals.update(prompting_signals(prompting))
     signals.update(evidence_signals(evidence, config))
+    from advisor.report.document import Verification
     from pipeline.verify import verification_signals
 
-    signals.update(verification_signals(verification))
+    signals.update(verification_signals(Verification.model_validate(verification)))
     return _build(
         tmp_path,
         loaded=loaded,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,12 +110,16 @@ def test_data_only_advice_and_setting_errors(tmp_path: Path, empty_cwd: Path) ->
     assert list(empty_cwd.iterdir()) == []
 
 
-def test_the_recipe_module_is_still_the_recipe() -> None:
-    """`from advisor import advise` is the recipe module made callable; its functions stay reachable."""
-    import advisor.advise as module
-    from advisor import advise
-
-    assert advise is module and callable(advise) and callable(module.advise)
+def test_importing_the_package_stays_light_until_advise_is_called() -> None:
+    """`from advisor import advise` is a plain function; the API and the recipe load on the first call."""
+    code = (
+        "import sys\n"
+        "from advisor import advise\n"
+        "loaded = [m for m in ('advisor.api', 'advisor.recipe', 'pandas', 'pydantic') if m in sys.modules]\n"
+        "print(callable(advise), loaded)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True []"
 
 
 def test_the_notebook_example_runs(

@@ -213,7 +213,7 @@ def test_a_degenerate_fine_tuned_model_is_never_verified():
     """The 3-label case from the field: prompting answers mostly a minority label, the fine-tuned model
     the majority label 189 of 200 times. A big gain over prompting, no gain over the constant."""
     from advisor.measure.evaluate import ArmResult, ItemResult, compare, summarise
-    from pipeline.verify import build_verification, verification_signals
+    from pipeline.verify import NO_GATE, build_verification, verification_signals
 
     labels = ("a", "b", "c")
     targets = ["a"] * 130 + ["b"] * 40 + ["c"] * 30
@@ -241,11 +241,12 @@ def test_a_degenerate_fine_tuned_model_is_never_verified():
     section = build_verification(
         baseline_name="few_shot_k8", baseline_items=prompt, finetuned=ft, comparison=cmp, metric="accuracy",
         quality_target=0.9, task=TaskKind.CLASSIFY, labels=labels, seed=0, latency={}, adapter_dir="x",
-        model_id="m", provenance={}, vs_majority=vs_majority, degeneracy=degeneracy, majority_label="a",
+        model_id="m", provenance=NO_GATE, vs_majority=vs_majority, degeneracy=degeneracy, majority_label="a",
     )  # fmt: skip
     assert cmp.diff.low > 0.2  # the naive comparison calls this a large gain
-    assert section["degeneracy"]["degenerate"] and not section["majority"]["beats"]
-    assert section["finetune_verified"] is False
+    assert section.degeneracy is not None and section.degeneracy.degenerate
+    assert section.majority is not None and not section.majority.beats
+    assert section.finetune_verified is False
     sig = verification_signals(section)
     assert sig["finetune_degenerate"] is True and sig["finetune_verified"] is False
     assert sig["finetune_beats_majority"] is False

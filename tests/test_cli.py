@@ -82,20 +82,21 @@ def test_train_exits_14_when_verification_vetoes(verified, tmp_path, monkeypatch
     import copy
 
     import pipeline.run
+    from advisor.report.document import Report
     from pipeline.run import redecide
 
     doc = copy.deepcopy(report_docs.fine_tune_doc(tmp_path))
     doc["verification"]["finetune_verified"] = verified
     doc["signals"]["finetune_verified"] = verified
-    doc = redecide(doc)  # the decision train_and_verify writes after verification
-    monkeypatch.setattr(pipeline.run, "train_and_verify", lambda run_dir, **kw: doc)
+    report = redecide(Report.model_validate(doc))  # the decision train_and_verify writes after verification
+    monkeypatch.setattr(pipeline.run, "train_and_verify", lambda run_dir, **kw: report)
     rc = main(["train", str(tmp_path), "--json"])
     out, err = capsys.readouterr()
-    assert json.loads(out)["decision"]["verdict"] == doc["decision"]["verdict"]
+    assert json.loads(out) == report.as_dict()  # --json prints the document as decision.json holds it
     if verified:
-        assert rc == ExitCode.OK and doc["decision"]["verdict"] == "fine_tune"
+        assert rc == ExitCode.OK and report.decision.verdict == "fine_tune"
     else:
-        assert rc == ExitCode.VETOED == 14 and doc["decision"]["verdict"] != "fine_tune"
+        assert rc == ExitCode.VETOED == 14 and report.decision.verdict != "fine_tune"
         assert "vetoed" in err
 
 

@@ -157,7 +157,7 @@ def test_decision_json_carries_the_probability_and_the_vote_margin(ruleset) -> N
 def _advise_with_fake(tmp_path, monkeypatch, **settings):
     from fakes import FakeBackend
 
-    from advisor import advise as advise_mod
+    from advisor import recipe
     from advisor.config import AdviseConfig
     from advisor.demo import write_demo_data
 
@@ -172,7 +172,7 @@ def _advise_with_fake(tmp_path, monkeypatch, **settings):
         latency_samples=2,
         **settings,
     )
-    doc = advise_mod.advise(config, backend=fake)
+    doc = recipe.advise(config, backend=fake).as_dict()  # the JSON form, as decision.json holds it
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     return doc, split, fake
 
@@ -218,8 +218,11 @@ def test_a_sure_verdict_or_a_spent_budget_keeps_the_split(tmp_path, monkeypatch)
 
 
 def _verified_run(tmp_path, ft_correct: np.ndarray):
+    from report_docs import run_decision
+
     from advisor.measure.evaluate import compare, prompting_signals, write_arm_predictions, write_predictions
-    from pipeline.verify import FINETUNED, build_verification, verification_signals
+    from advisor.report.document import Report
+    from pipeline.verify import FINETUNED, NO_GATE, build_verification, verification_signals
 
     n = len(ft_correct)
     result = _result(np.arange(n) < 7 * n // 10, np.arange(n) < 3 * n // 4, target=0.9)  # honest arms
@@ -241,7 +244,7 @@ def _verified_run(tmp_path, ft_correct: np.ndarray):
         latency={},
         adapter_dir="adapter",
         model_id="synthetic+lora",
-        provenance={},
+        provenance=NO_GATE,
     )
     signals = {
         "n_examples": 5000,
@@ -249,27 +252,26 @@ def _verified_run(tmp_path, ft_correct: np.ndarray):
         **prompting_signals(result),
         **verification_signals(section),
     }
-    return {
-        "provenance": {"config": {}},
-        "signals": signals,
-        "prompting": result.to_dict(),
-        "verification": section,
-    }
+    # A real run's document (its own folder) carrying these measurements and signals.
+    doc = run_decision(tmp_path, "fine_tune")
+    return Report.model_validate(
+        {**doc, "signals": signals, "prompting": result.to_dict(), "verification": section}
+    )
 
 
 def test_redecide_measures_p_verdict_on_the_verified_items(tmp_path) -> None:
     from pipeline.run import redecide
 
-    doc = _verified_run(tmp_path, np.arange(200) < 190)  # fine-tuned 0.95 against 0.75
-    assert doc["signals"]["finetune_verified"] is True
-    without = redecide(doc)["decision"]
-    assert without["confidence"] is None
-    d = redecide(doc, tmp_path)["decision"]
-    assert d["verdict"] == without["verdict"]
-    detail = d["confidence_detail"]
-    assert detail["n_items"] == 200 and detail["n_resamples"] >= 500
-    assert sum(detail["shares"].values()) == pytest.approx(1.0)
-    assert d["confidence"] == detail["shares"][d["verdict"]] >= 0.9  # a 40-point gain is no accident
+    report = _verified_run(tmp_path, np.arange(200) < 190)  # fine-tuned 0.95 against 0.75
+    assert report.signals["finetune_verified"] is True
+    without = redecide(report).decision
+    assert without.confidence is None
+    d = redecide(report, tmp_path).decision
+    assert d.verdict == without.verdict
+    detail = d.confidence_detail
+    assert detail is not None and detail.n_items == 200 and detail.n_resamples >= 500
+    assert sum(detail.shares.values()) == pytest.approx(1.0)
+    assert d.confidence == detail.shares[d.verdict] >= 0.9  # a 40-point gain is no accident
 
     (tmp_path / "predictions" / "fine_tuned.jsonl").unlink()
-    assert redecide(doc, tmp_path)["decision"]["confidence"] is None  # nothing to resample
+    assert redecide(report, tmp_path).decision.confidence is None  # nothing to resample

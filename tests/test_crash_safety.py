@@ -34,7 +34,7 @@ GRACE_S = 0.25
 LAUNCHER = textwrap.dedent(
     """
     import json, os, sys
-    import advisor.cli, advisor.advise, advisor.measure.evidence, advisor.measure.evaluate
+    import advisor.cli, advisor.recipe, advisor.measure.evidence, advisor.measure.evaluate
     import advisor.report.render
     import advisor.backends.openai_backend, advisor.backends.cache, openai, sklearn.linear_model
     import sklearn.feature_extraction.text, sklearn.pipeline

@@ -404,7 +404,7 @@ def test_base_url_credentials_from_the_environment_are_refused(tmp_path, good, c
 
 
 def test_recorded_urls_are_redacted() -> None:
-    from advisor.advise import _backend_info
+    from advisor.recipe import _backend_info
 
     class Fake:
         name = "openai"

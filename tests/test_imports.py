@@ -18,6 +18,7 @@ PACKAGES = ("advisor", "pipeline", "rules")
 # inside functions (torch, transformers, peft, rich, ...) are not limited here: they are the deliberate
 # lazy heavy imports that keep `tunegate --help` instant.
 LAZY_PROJECT_IMPORTS = {
+    "advisor": "the Python API's `advise` imports advisor.api when called, so `import advisor` stays light",
     "advisor.cli": "each command imports its recipe when it runs, so `tunegate --help` loads only argparse",
     "advisor.backends": "get_backend imports only the backend it builds, with that backend's client library",
 }

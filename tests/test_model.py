@@ -185,7 +185,7 @@ def test_the_embedded_model_under_its_hub_id_loads_and_is_recorded(
     """The acceptance check: the embedded model placed in an offline HF cache under its Hub id is what
     `--model HuggingFaceTB/SmolLM2-135M-Instruct` loads (same scores as the embedded folder), and the
     run's model section names the Hub id."""
-    from advisor import advise as advise_mod
+    from advisor import recipe
     from advisor.backends import get_backend
     from advisor.backends.base import LoglikRequest
     from advisor.backends.model import default_model_dir
@@ -207,7 +207,7 @@ def test_the_embedded_model_under_its_hub_id_loads_and_is_recorded(
     assert by_id.loglikelihood([request])[0].logprob == pytest.approx(
         by_folder.loglikelihood([request])[0].logprob
     )
-    section = advise_mod._model_section(
+    section = recipe._model_section(
         get_backend("hf", model=HUB_ID, device="cpu", cache_path=tmp_path / "c.db")
     )
     assert section == {
@@ -226,6 +226,7 @@ def test_training_resolves_its_model_the_same_way(tmp_path: Path, monkeypatch: p
     from pipeline.export import training_section
     from pipeline.loop import TrainResult
     from pipeline.run import training_model
+    from pipeline.verify import NO_GATE
 
     folder = tmp_path / "model"
     folder.mkdir()
@@ -237,7 +238,12 @@ def test_training_resolves_its_model_the_same_way(tmp_path: Path, monkeypatch: p
     assert (overridden.kind, overridden.path, overridden.hub_id) == ("folder", folder, None)
     with pytest.raises(ConfigError, match="no/such-model"):
         training_model(TrainConfig(model="no/such-model"), {})
-    fields = {f: None for f in TrainResult.__dataclass_fields__}
-    result = TrainResult(**{**fields, "adapter_dir": tmp_path / "adapter"})
-    section = training_section(result, TrainConfig(), str(from_run.path), {}, from_run.hub_id)
-    assert section["base_model"] == str(snapshot) and section["base_model_id"] == HUB_ID
+    counts = dict.fromkeys(("steps", "total_steps", "trained_tokens", "peak_memory_bytes", "rank"), 0)
+    times = dict.fromkeys(("tokens_per_s", "elapsed_s", "cpu_s"), 0.0)
+    result = TrainResult(
+        **counts, **times, adapter_dir=tmp_path / "adapter", best_step=None, best_dev_loss=None,
+        final_train_loss=None, stopped_early=False, world_size=1, resumed_from=None, n_train=0, n_dev=0,
+        n_truncated=0,
+    )  # fmt: skip
+    section = training_section(result, TrainConfig(), str(from_run.path), NO_GATE, from_run.hub_id)
+    assert section.base_model == str(snapshot) and section.base_model_id == HUB_ID

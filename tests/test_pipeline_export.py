@@ -99,7 +99,7 @@ def test_model_card_metadata_names_the_hub_model_never_a_local_path(tmp_path, mo
 def test_update_decision_keeps_other_sections(tmp_path: Path) -> None:
     before = report_docs.few_shot_doc(tmp_path)
     (tmp_path / "decision.json").write_text(json.dumps(before))
-    update_decision(tmp_path, {"training": SECTION}, signals={"finetune_verified": True})
+    update_decision(tmp_path, training=Training.model_validate(SECTION), signals={"finetune_verified": True})
     doc = json.loads((tmp_path / "decision.json").read_text())
     assert report_docs.facts(doc["decision"]) == report_docs.facts(before["decision"])
     assert doc["training"]["provenance"]["forced"] is True

@@ -119,13 +119,15 @@ def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) ->
     run, _ = _advised_run(tmp_path, model_dir)
     cfg = TrainConfig(batch_size=4, max_seq_len=96, lr=5e-3, max_steps=4, eval_every=0, save_every=0)
     train_run(run, cfg, progress=False)
-    section = verify_run(run, latency_samples=2, device="cpu")
+    verification = verify_run(run, latency_samples=2, device="cpu")
+    assert isinstance(verification, Verification)  # the typed section, as written
+    section = verification.model_dump(mode="json")
 
     doc = json.loads((run / "decision.json").read_text())
     # the best honest arm; with every arm degenerate (a random tiny model) the majority baseline
     best = doc["prompting"]["plateau"]["best_arm"] or "majority"
     assert section["baseline"]["arm"] == best
-    assert report_docs.facts(doc["verification"]) == report_docs.facts(json.loads(json.dumps(section)))
+    assert report_docs.facts(doc["verification"]) == report_docs.facts(section)
     ft_items = read_predictions(run, "fine_tuned")
     if best == "majority":
         label = doc["prompting"]["baselines"]["majority_label"]
@@ -161,7 +163,7 @@ def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) ->
         jsonschema.validate(doc[key], {"$defs": schema["$defs"], **schema["properties"][key]})
     card = (run / "train" / "adapter" / "README.md").read_text()
     assert "## Fine-tuning verification" in card and best in card
-    md = verification_markdown(Verification.model_validate(section))
+    md = verification_markdown(verification)
     assert "Paired difference" in md and best in md and "fine-tuned (LoRA)" in md
 
 

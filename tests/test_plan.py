@@ -7,7 +7,7 @@ import json
 import pytest
 from fakes import FakeBackend
 
-from advisor import advise as advise_mod
+from advisor import recipe
 from advisor.cli import main
 from advisor.config import AdviseConfig
 from advisor.demo import write_demo_data
@@ -21,7 +21,7 @@ SETTINGS = {"eval_size": 40, "dev_size": 20, "k_ladder": (1, 2), "latency_sample
 @pytest.fixture
 def fake(monkeypatch) -> FakeBackend:
     backend = FakeBackend(KEYWORDS)
-    monkeypatch.setattr(advise_mod, "_open_backend", lambda config, model=None: backend)
+    monkeypatch.setattr(recipe, "_open_backend", lambda config, model=None: backend)
     return backend
 
 
@@ -52,9 +52,10 @@ def test_the_estimate_is_within_20_percent_of_the_real_run_and_makes_no_call(
     stages = {s.stage for s in plan.stages}
     assert {"prompting arms", "latency samples", "domain perplexity"} <= stages
 
-    doc = advise_mod.advise(config)
+    result = recipe.advise(config)
     sent = _sent(fake)
-    assert doc["split"]["eval_growth"]["rounds"] == (2 if grow else 0)
+    assert result.split is not None and result.split.eval_growth is not None
+    assert result.split.eval_growth.rounds == (2 if grow else 0)
     growth = next(s for s in plan.stages if s.stage.startswith("eval growth"))
     estimate = plan.total("requests") + (growth.requests if grow else 0)
     assert abs(estimate - sent) <= 0.2 * sent, (estimate, sent)

@@ -9,8 +9,7 @@ import pytest
 from fakes import FakeBackend
 from rich.console import Console
 
-from advisor import advise as advise_mod
-from advisor import progress
+from advisor import progress, recipe
 from advisor.cli import main
 from advisor.config import AdviseConfig
 from advisor.demo import write_demo_data
@@ -22,7 +21,7 @@ KEYWORDS = {"positive": {"good", "great", "fun"}, "negative": {"bad", "dull", "b
 @pytest.fixture
 def fake(monkeypatch) -> FakeBackend:
     backend = FakeBackend(KEYWORDS)
-    monkeypatch.setattr(advise_mod, "_open_backend", lambda config, model=None: backend)
+    monkeypatch.setattr(recipe, "_open_backend", lambda config, model=None: backend)
     return backend
 
 
@@ -39,8 +38,9 @@ def test_a_run_with_bars_forced_on_shows_a_bar_per_stage(tmp_path, fake) -> None
     console = Console(record=True, force_terminal=True, width=140, file=io.StringIO())
     reporter = RichReporter(console)
     with reporter.shown(), progress.reporting(reporter):
-        doc = advise_mod.advise(config)
-    arms = [a["name"] for a in doc["prompting"]["arms"]]
+        result = recipe.advise(config)
+    assert result.prompting is not None
+    arms = [a.name for a in result.prompting.arms]
     stages = set(reporter.stages)
     assert {f"prompting {arm}" for arm in arms} <= stages
     assert {"prompting few_shot_k2 (dev)", "latency samples", "domain perplexity"} <= stages

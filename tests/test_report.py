@@ -53,7 +53,7 @@ def _data_only_doc(tmp_path: Path, snippets: list[tuple[str, str]], **signal_ext
         decision=decide(ruleset, signals),
         ruleset=ruleset,
         created_at="2026-01-02T03:04:05+00:00",
-    )
+    ).as_dict()
 
 
 @pytest.fixture()

@@ -22,6 +22,7 @@ import pipeline.run
 import pipeline.tracking
 from advisor.cli import main
 from advisor.errors import ExitCode
+from advisor.report.document import Report
 
 
 def _refuse(*args, **kwargs):
@@ -79,7 +80,7 @@ def test_train_sends_the_curve_scores_and_verdict(tmp_path, monkeypatch, capsys)
     log.insert(2, {"event": "dev", "step": 2, "dev_loss": 0.9, "best_dev_loss": 0.9, "improved": True})
     (run / "train" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     doc = copy.deepcopy(report_docs.fine_tune_doc(tmp_path))
-    monkeypatch.setattr(pipeline.run, "train_and_verify", lambda run_dir, **kw: doc)
+    monkeypatch.setattr(pipeline.run, "train_and_verify", lambda run_dir, **kw: Report.model_validate(doc))
 
     rc = main(["train", str(run), "--report-to", "mlflow", "-q"])
     assert rc in (ExitCode.OK, ExitCode.VETOED)

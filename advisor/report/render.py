@@ -80,8 +80,8 @@ def build_report(
     model: Mapping[str, Any] | None = None,
     seeds: Mapping[str, int] | None = None,
     created_at: str | None = None,
-) -> dict[str, Any]:
-    """Assemble the decision.json document.
+) -> Report:
+    """Assemble the typed report (what decision.json will hold).
 
     `config`, `audit`, `split` and `decision` may be the objects (with `to_dict()`; a `Split` goes
     through `advisor.audit.checks.split_section`) or their dict forms. `loaded` is the loaded data
@@ -133,8 +133,9 @@ def build_report(
         "training": training,
         "verification": verification,
     }
-    # The typed shape (every key present, null when absent) as JSON data: tuples become lists.
-    return Report.model_validate(doc).as_dict()
+    # The report as decision.json holds it: read back from its JSON text, so a non-finite float is
+    # null here too and every rendering of this report matches a re-rendering of the file.
+    return Report.model_validate_json(Report.model_validate(doc).to_json())
 
 
 def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str | None]:
@@ -173,13 +174,13 @@ def _get(obj: Any, name: str) -> Any:
 # --------------------------------------------------------------------------- writing
 
 
-def write_report(run_dir: RunDir | Path, doc: Mapping[str, Any]) -> tuple[Path, Path]:
+def write_report(run_dir: RunDir | Path, doc: Report | Mapping[str, Any]) -> tuple[Path, Path]:
     """Write decision.json, report.md (with its plots/*.svg) and report.html into the run folder atomically.
 
     Returns the decision.json and report.md paths; report.html is `run_dir / HTML_FILE`.
     """
     run = RunDir.of(run_dir).create()
-    report = Report.model_validate(doc)
+    report = doc if isinstance(doc, Report) else Report.model_validate(doc)
     json_path = run.write_report(report)
     md_path, _ = rerender_doc(run, report, ("md", "html"))
     return json_path, md_path

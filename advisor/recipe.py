@@ -1,7 +1,7 @@
 """`tunegate advise`: load → audit → benchmark → measure → decide → write.
 
-This module is the recipe; each step lives in its own module. It is also the Python API: calling the
-module (`from advisor import advise; advise("data.jsonl")`) runs `advise_data` (see advisor/api.py).
+This module is the recipe; each step lives in its own module. The Python API
+(`from advisor import advise; advise("data.jsonl")`, advisor/api.py) runs it too.
 The backend, torch and rich are only touched when a model is used, so a data-only run stays light.
 """
 
@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import types
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from advisor import api, progress
+from advisor import progress
 from advisor.audit import checks as audit_mod
 from advisor.backends import get_backend
 from advisor.backends.model import ModelSource, resolve_model
@@ -33,57 +31,14 @@ from advisor.measure.evaluate import prompting_signals
 from advisor.measure.evidence import evidence_signals, gather_evidence
 from advisor.measure.prompt_record import record_prompts
 from advisor.report import render as report
+from advisor.report.document import Report
 from advisor.report.textsafe import has_url_credentials, redact_url
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 
 
-def advise_data(
-    data: str | os.PathLike[str],
-    *,
-    out: str | os.PathLike[str] | None = None,
-    backend: Any = None,
-    **settings: Any,
-) -> api.AdviseResult:
-    """Audit `data`, benchmark prompting on it, and return the verdict with its evidence.
-
-    The same as `from advisor import advise; advise(data, ...)`. Returns an `AdviseResult`: `.report`
-    (the typed decision.json), `.arms` and `.predictions` (pandas DataFrames), `.verdict`.
-
-    `data`: a data file (JSONL chat/ShareGPT/prompt-completion/alpaca, CSV/TSV/Parquet/JSONL table), a
-    `datasets` save_to_disk folder, or a Hub dataset id. `out`: a run folder to keep decision.json, the
-    reports, split.json and predictions/ in (default: a temporary folder, deleted before returning).
-    `backend`: "hf" (default), "openai", "none" (data-only advice), or a model backend object (the
-    `advisor.backends.base.Backend` protocol, e.g. a test's fake) to use as it is. `settings`: any other
-    `AdviseConfig` field, e.g. `model=`, `eval_size=`, `target_metric=`, `quality_target=`,
-    `thresholds={...}`.
-
-    Raises `advisor.errors.TunegateError` (its `.exit_code` is the CLI's) for input the user can fix:
-    bad data, an unknown setting, a model that cannot be found.
-    """
-    if isinstance(backend, str):
-        settings["backend"], backend = backend, None
-    config = api.make_config(data, settings)
-    with api.run_folder(out) as folder, RunDir(folder).lock():
-        doc = advise(config.replace(out=str(folder)), backend=backend)
-        return api.result(doc, folder, out)
-
-
-class _CallableModule(types.ModuleType):
-    """`from advisor import advise` finds this module (a package's submodule wins over any attribute of
-    the same name), so calling the module runs the Python API."""
-
-    def __call__(
-        self, data: str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None, **settings: Any
-    ) -> api.AdviseResult:
-        return advise_data(data, out=out, **settings)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-
-
-def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
-    """Run the advisor and return the report document (also written to `config.out`).
+def advise(config: AdviseConfig, backend: Any = None) -> Report:
+    """Run the advisor and return the typed report (also written to `config.out` as decision.json).
 
     `backend` (a `advisor.backends.base.Backend`) replaces the one `config` names; the Python API
     (advisor/api.py) passes its caller's.
@@ -163,7 +118,7 @@ def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
         growth.add(chunk, _probability(decision))
 
     # write
-    doc = report.build_report(
+    result = report.build_report(
         config=config,
         loaded=loaded,
         task=task,
@@ -180,9 +135,9 @@ def advise(config: AdviseConfig, backend: Any = None) -> dict[str, Any]:
     )
     if prompting is not None:
         run_dir.write_prompts(record_prompts(prompting))
-    report.write_report(run_dir, doc)
+    report.write_report(run_dir, result)
     rates.record(backend)
-    return doc
+    return result
 
 
 def load_task(config: AdviseConfig) -> tuple[Any, TaskKind, tuple[str, ...], Sequence[Example]]:
