@@ -133,6 +133,31 @@ CASES: list[tuple[str, dict[str, Any], Verdict, str, tuple[str, ...]]] = [
         ("prompting.target_within_ci", "prompting.eval_too_small"),
     ),
     (
+        "no arm beats the majority and the fine-tune failed verification: no prompt to recommend either",
+        {
+            **MEASURED,
+            "n_examples": 800,  # small: data.small_for_fine_tuning votes few_shot
+            "examples_needed": None,
+            "prompting_beats_majority": False,
+            "finetune_verified": False,
+        },
+        Verdict.INCONCLUSIVE,
+        "no_votes",
+        (),
+    ),
+    (
+        "no arm beats the majority and prompting still improves: neither prompting nor fine-tuning",
+        {
+            **MEASURED,
+            "examples_needed": None,
+            "prompting_plateaued": False,
+            "prompting_beats_majority": False,
+        },
+        Verdict.INCONCLUSIVE,
+        "no_votes",
+        (),
+    ),
+    (
         "a tie at the top",
         {**MEASURED, "prompting_plateaued": None, "target_within_ci": True, "conflict_share": 0.2},
         Verdict.INCONCLUSIVE,

@@ -217,10 +217,11 @@ def decide(ruleset: RuleSet, signals: Mapping[str, SignalValue]) -> Decision:
         base = 0.0
         blocked = [o for o in fired if o.rule.kind is not RuleKind.VETO]
         if blocked:
-            ruled_out = ", ".join(dict.fromkeys(str(o.rule.verdict) for o in blocked))
+            argued = list(dict.fromkeys(o.rule.verdict for o in blocked))
+            reasons = [f"{v} ({next(x.message for x in vetoes if x.verdict is v)})" for v in argued]
             summary = (
-                f"{HEADLINES[verdict]}: the only rules that fired argue for {ruled_out}, which is ruled out: "
-                f"{next(v.message for v in vetoes if v.verdict is blocked[0].rule.verdict)}"
+                f"{HEADLINES[verdict]}: the only rules that fired argue for "
+                f"{' and '.join(str(v) for v in argued)}, and each is ruled out: {'; '.join(reasons)}"
             )
         else:
             summary = (
