@@ -463,7 +463,12 @@ class TrainDir:
         folder that is then swapped in; the newest `keep` checkpoints are kept."""
         root = ensure_dir(self.path / CHECKPOINTS, "checkpoint folder")
         final = root / f"step-{step:07d}"
-        self._write_folder(final, lambda tmp: (tmp.mkdir(), save(tmp / STATE_FILE)))
+
+        def fill(tmp: Path) -> None:
+            tmp.mkdir()
+            save(tmp / STATE_FILE)
+
+        self._write_folder(final, fill)
         olds = sorted(p for p in root.glob("step-*") if p.name < final.name)
         for old in olds[: max(0, len(olds) - (keep - 1))]:
             shutil.rmtree(old, ignore_errors=True)
