@@ -27,6 +27,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -291,13 +293,12 @@ class AdviseConfig(Settings):
         default_factory=dict, description="rule threshold overrides (thresholds.NAME=VALUE)"
     )
 
-    @model_validator(mode="after")
-    def _tokenizer_needs_a_server(self) -> AdviseConfig:
-        if self.tokenizer is not None and self.backend != "openai":
-            raise ValueError(
-                "tokenizer: only --backend openai takes a tokenizer (a local model brings its own)"
-            )
-        return self
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer_needs_a_server(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("backend", "openai") != "openai":
+            raise ValueError("only --backend openai takes a tokenizer (a local model brings its own)")
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()

@@ -1,10 +1,10 @@
 """A persistent response cache in front of any backend (SQLite in the user cache folder).
 
 Each request is keyed by the sha256 of (backend name, model id, operation, the backend's decoding
-parameters, the full request). Misses go to the inner backend in chunks (a prompt's continuations stay
-in one chunk: a server scores them in one call), and each answer is committed as soon as the backend
-reports it finished (`on_done`), so a run killed at any moment resumes without repeating a finished call,
-and a re-run makes zero model calls.
+parameters, the full request). Misses go to a local backend in chunks (its batches; a prompt's
+continuations stay in one chunk), to a server backend in one call (it keeps its own window of requests
+in flight), and each answer is committed as soon as the backend reports it finished (`on_done`), so a
+run killed at any moment resumes without repeating a finished call, and a re-run makes zero model calls.
 
 The cache holds prompts and data: its folder is created 0700 and its file 0600. A file that is not a
 SQLite database, or is damaged, is moved aside (`responses.sqlite.corrupt-<time>`) with a warning and a
@@ -32,7 +32,6 @@ from advisor.backends.base import (
     LoglikRequest,
     LoglikResult,
     OnDone,
-    batch_size,
 )
 from advisor.backends.model import user_cache_dir
 from advisor.errors import ConfigError
@@ -233,9 +232,12 @@ class CachedBackend:
         return [r for r in out if r is not None]
 
     def _chunks(self, op: str, requests: Sequence[Req], missing: dict[str, list[int]]) -> list[list[str]]:
-        # Generation is slow: smaller chunks for a local model; a server's window is kept full.
+        if getattr(self.inner, "concurrency", None) is not None:
+            # A server backend keeps its window of requests full across the whole call (the caller sized
+            # it, see `batch_size`): chunks here would drain the window at every chunk's end.
+            return [list(missing)] if missing else []
+        # Generation is slow: smaller chunks (a local model's batch).
         size = self.chunk_size if op == "loglikelihood" else max(1, self.chunk_size // 8)
-        size = batch_size(self.inner, size)
         groups: dict[Any, list[str]] = {}
         for k, idx in missing.items():
             # A prompt's continuations together: a server scores them in one request.
