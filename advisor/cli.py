@@ -59,6 +59,8 @@ ADVISE_FLAGS = (
     "model",
     "base_url",
     "api_key_env",
+    "tokenizer",
+    "concurrency",
     "k_ladder",
     "demo_selection",
     "max_requests",
@@ -148,6 +150,8 @@ def _add_advise_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=_help("model"))
     p.add_argument("--base-url", help=_help("base_url"))
     p.add_argument("--api-key-env", help=_help("api_key_env"))
+    p.add_argument("--tokenizer", metavar="ID|DIR", help=_help("tokenizer"))
+    p.add_argument("--concurrency", type=int, metavar="N", help=_help("concurrency"))
     p.add_argument("--k", dest="k_ladder", metavar="1,2,4,8", help=_help("k_ladder"))
     p.add_argument(
         "--demos",
@@ -291,8 +295,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", help="environment variable holding the API key (default OPENAI_API_KEY)")
     p.add_argument(
         "--tokenizer",
-        metavar="DIR",
-        help="openai: a local folder with the served model's tokenizer, for exact prompt-logprob scoring",
+        metavar="ID|DIR",
+        help="openai: the served model's tokenizer (a Hub id or a local folder), for exact prompt-logprob "
+        "scoring",
+    )
+    p.add_argument(
+        "--concurrency", type=int, metavar="N", help="openai: requests in flight at once (default 4)"
     )
     p.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="openai: limit for each server request (default 60)"
@@ -610,10 +618,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 "--adapter is for a local model; a served adapter is named by --model", field="--adapter"
             )
         served = dict(api_key_env=args.api_key_env, tokenizer=args.tokenizer, timeout=args.timeout or 60.0)
+        served["concurrency"] = 4 if args.concurrency is None else args.concurrency
         candidate = partial(served_candidate, args.base_url, args.model, **served)
-    elif args.base_url or args.api_key_env or args.tokenizer or args.timeout:
+    elif args.base_url or args.api_key_env or args.tokenizer or args.timeout or args.concurrency is not None:
         raise ConfigError(
-            "--base-url, --api-key-env, --tokenizer, --timeout need --backend openai", field="--backend"
+            "--base-url, --api-key-env, --tokenizer, --timeout, --concurrency need --backend openai",
+            field="--backend",
         )
     elif args.adapter:
 

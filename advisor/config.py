@@ -27,6 +27,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -255,6 +257,14 @@ class AdviseConfig(Settings):
         None, description="OpenAI-compatible server URL (or env OPENAI_BASE_URL)"
     )
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    tokenizer: str | None = Field(
+        None,
+        description="--backend openai: the served model's tokenizer (a Hub id or a local folder), for exact "
+        "prompt-logprob (echo) scoring",
+    )
+    concurrency: Annotated[Int, Field(ge=1)] = Field(
+        4, description="--backend openai: requests in flight at once (the next is sent as one finishes)"
+    )
     k_ladder: tuple[Annotated[Int, Field(ge=1)], ...] = Field((1, 2, 4, 8), description="few-shot ladder")
     demo_selection: Annotated[str, one_of(*DEMO_SELECTIONS)] = Field(
         "stratified", description="few-shot demonstrations: stratified random or TF-IDF nearest neighbours"
@@ -282,6 +292,13 @@ class AdviseConfig(Settings):
     thresholds: dict[str, Figure] = Field(
         default_factory=dict, description="rule threshold overrides (thresholds.NAME=VALUE)"
     )
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer_needs_a_server(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("backend", "openai") != "openai":
+            raise ValueError("only --backend openai takes a tokenizer (a local model brings its own)")
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()

@@ -303,6 +303,8 @@ def _open_backend(config: AdviseConfig, model: ModelSource | None) -> Any:
         model=model or config.model,
         base_url=config.base_url,
         api_key_env=config.api_key_env,
+        tokenizer=config.tokenizer,
+        concurrency=config.concurrency,
         max_requests=config.max_requests,
         max_tokens=config.max_tokens,
         timeout=config.timeout,
@@ -328,7 +330,7 @@ def _backend_info(backend: Any) -> dict[str, Any] | None:
         return None
     # The model id of a server backend holds its URL: never record credentials in it.
     info: dict[str, Any] = {"name": backend.name, "model_id": redact_url(str(backend.model_id))}
-    for attr in ("scoring_method", "scoring_note"):
+    for attr in ("scoring_method", "scoring_note", "request_params"):
         if getattr(backend, attr, None) is not None:
             info[attr] = getattr(backend, attr)
     stats = getattr(backend, "stats", None)

@@ -259,6 +259,7 @@ def served_candidate(
     api_key_env: str | None = None,
     tokenizer: str | None = None,
     timeout: float = 60.0,
+    concurrency: int = 4,
 ) -> Candidate:
     """A model behind an OpenAI-compatible server (a served LoRA, a merged model, one tuned elsewhere).
 
@@ -270,6 +271,7 @@ def served_candidate(
         api_key_env=api_key_env,
         tokenizer=tokenizer,
         timeout=timeout,
+        concurrency=concurrency,
         cache=False,
     )
     return Candidate(backend, redact_url(str(backend.model_id)))

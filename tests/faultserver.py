@@ -10,6 +10,10 @@ Modes: ok, 429 (with Retry-After), 500, hang, bad_json, html, truncated, wrong_s
 and for probes: raw (any status, headers and bytes), stall_body (half an answer, then silence),
 chunked_huge (an endless chunked body with no length), trickle (a byte every 0.2 s), close (the
 connection closed unanswered).
+Whatever the mode, a POST carrying a parameter listed in `refuse` is answered HTTP 400 with the error
+OpenAI gives its reasoning models (the first such parameter, in the order listed). `jitter_s` delays each
+answer by a fraction of it fixed by the request body, so answers finish out of order; `peak` is the most
+POSTs ever in flight at once.
 The real llama.cpp server (tests/server.py) stays the feature test; this one is for faults.
 """
 
@@ -60,6 +64,10 @@ class FaultState:
     plan: list[str] = field(default_factory=list)  # modes for the next POSTs, in order
     retry_after: str = "2"
     delay_s: float = 0.0  # added before every answer (makes a run last long enough to be killed)
+    jitter_s: float = 0.0  # up to this much more, fixed by the request body
+    refuse: tuple[str, ...] = ()  # parameters answered with OpenAI's "unsupported" HTTP 400
+    in_flight: int = 0
+    peak: int = 0
     huge_bytes: int = 64 * 1024 * 1024
     hang_s: float = 30.0
     wrong_shape: Any = None  # the JSON answered in mode wrong_shape
@@ -87,6 +95,7 @@ class FaultState:
         with self.lock:
             self.mode, self.plan, self.answered, self.received, self.bodies = "ok", [], [], [], []
             self.delay_s, self.retry_after, self.wrong_shape = 0.0, "2", None
+            self.jitter_s, self.refuse, self.in_flight, self.peak = 0.0, (), 0, 0
 
 
 def _seed(key: str) -> int:
@@ -151,6 +160,26 @@ def completion_answer(body: dict[str, Any], key: str) -> dict[str, Any]:
     }
 
 
+def refusal(param: str) -> dict[str, Any]:
+    """OpenAI's answer (HTTP 400) to a parameter the model does not support, as its API sends it."""
+    if param == "max_tokens":
+        message = (
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead."
+        )
+        code = "unsupported_parameter"
+    elif param == "temperature":
+        message = (
+            "Unsupported value: 'temperature' does not support 0 with this model. "
+            "Only the default (1) value is supported."
+        )
+        code = "unsupported_value"
+    else:
+        message = f"Unsupported parameter: '{param}' is not supported with this model."
+        code = "unsupported_parameter"
+    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+
+
 def make_handler(state: FaultState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -192,8 +221,21 @@ def make_handler(state: FaultState) -> type[BaseHTTPRequestHandler]:
             with state.lock:
                 state.received.append((time.monotonic(), self.path, mode))
                 state.bodies.append(body)
-            if state.delay_s:
-                time.sleep(state.delay_s)
+                state.in_flight += 1
+                state.peak = max(state.peak, state.in_flight)
+            try:
+                self._answer(mode, body, key)
+            finally:
+                with state.lock:
+                    state.in_flight -= 1
+
+        def _answer(self, mode: str, body: dict[str, Any], key: str) -> None:
+            if state.delay_s or state.jitter_s:
+                time.sleep(state.delay_s + state.jitter_s * (_seed(key) % 8) / 7)
+            refused = [p for p in state.refuse if p in body]
+            if refused:
+                self._send(400, json.dumps(refusal(refused[0])).encode())
+                return
             if not self._fault(mode, body, key):
                 return
             if self.path.endswith("/chat/completions"):

@@ -255,3 +255,43 @@ def test_both_backends_rank_labels_alike(llama_server: str, model_dir: Path) -> 
     for a, b in zip(local, remote, strict=True):
         assert a.n_tokens == b.n_tokens
         assert abs(a.logprob - b.logprob) < 1.5
+
+
+@pytest.mark.server
+@pytest.mark.realmodel
+def test_advise_predicts_the_same_at_any_concurrency(
+    llama_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's acceptance check: `advise --concurrency 8` against the server predicts what
+    `--concurrency 1` does. Each run has its own empty cache, so both really ask the server (about 37
+    requests a run: three arms on six items, latency samples and the evidence)."""
+    from tiny import rotten_tomatoes_rows
+
+    from advisor.cli import main
+    from advisor.rundir import RunDir
+
+    data = tmp_path / "reviews.jsonl"
+    rows = rotten_tomatoes_rows(20, seed=3)
+    data.write_text("".join(json.dumps({"prompt": t, "completion": lab}) + "\n" for _, t, lab in rows))
+    runs = {}
+    for concurrency in (1, 8):
+        monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / f"cache-{concurrency}"))
+        out = tmp_path / f"run-{concurrency}"
+        argv = ["advise", str(data), "--backend", "openai", "--base-url", llama_server, "--out", str(out),
+                "--eval-size", "6", "--dev-size", "2", "--k", "1", "--concurrency", str(concurrency),
+                "--timeout", "600", "--set", "max_retries=0", "--set", "latency_samples=1"]  # fmt: skip
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code in (0, 10, 11, 12, 13), err[-3000:]
+        doc = json.loads((out / "decision.json").read_text())
+        run = RunDir(out)
+        arms = [a["name"] for a in doc["prompting"]["arms"]]
+        # A fresh cache: every answer scored came from the server (hits: requests repeated within the run).
+        assert doc["provenance"]["backend"]["cache"]["calls"] >= len(arms) * 6
+        runs[concurrency] = (
+            doc["provenance"]["backend"]["scoring_method"],
+            {arm: [(r["line"], r["prediction"]) for r in run.read_predictions(arm)] for arm in arms},
+        )
+    assert runs[1][0] == runs[8][0] == "chat_logprobs"
+    assert len(runs[1][1]) >= 3 and all(len(p) >= 6 for p in runs[1][1].values())
+    assert runs[8] == runs[1]

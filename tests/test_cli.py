@@ -203,3 +203,17 @@ def test_the_workflow_advise_command_passes_a_few_shot_verdict(gate_data, tmp_pa
         rc = main([str(w) for w in argv] + ["--no-model", "--out", f"runs/{verdict}"])
         assert rc == code
         assert json.loads(Path(f"runs/{verdict}/decision.json").read_text())["decision"]["verdict"] == verdict
+
+
+def test_server_flags_reach_the_config_and_verify_refuses_them_without_a_server(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from advisor.cli import _advise_config, build_parser
+
+    argv = ["advise", "d.jsonl", "--backend", "openai", "--concurrency", "8", "--tokenizer", "org/tok"]
+    config = _advise_config(build_parser("advise").parse_args(argv))
+    assert (config.concurrency, config.tokenizer) == (8, "org/tok")
+    assert main(["advise", "d.jsonl", "--tokenizer", "org/tok"]) == ExitCode.USAGE  # hf brings its own
+    assert "tokenizer" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path), "--concurrency", "2"]) == ExitCode.USAGE
+    assert "--concurrency need --backend openai" in capsys.readouterr().err

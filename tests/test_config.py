@@ -64,3 +64,17 @@ def test_help_lists_every_setting_with_its_description(command: str, model: type
     for name, info in model.model_fields.items():
         assert info.description, name
         assert f"  {name} " in text and info.description.split(",")[0][:30] in " ".join(text.split())
+
+
+def test_server_settings_concurrency_and_tokenizer() -> None:
+    config = resolve((None, {"data": "d.jsonl", "backend": "openai"}), ("--set", {"concurrency": "8"}))
+    assert config.concurrency == 8 and config.tokenizer is None
+    assert AdviseConfig().concurrency == 4
+    with pytest.raises(ConfigError) as err:
+        AdviseConfig(backend="openai", concurrency=0)
+    assert [p.field for p in err.value.problems] == ["concurrency"]
+    assert AdviseConfig(backend="openai", tokenizer="org/name").tokenizer == "org/name"
+    with pytest.raises(ConfigError) as err:
+        AdviseConfig(tokenizer="org/name")  # the hf backend brings its own
+    assert [p.field for p in err.value.problems] == ["tokenizer"]
+    assert "--backend openai" in str(err.value.problems[0])

@@ -295,3 +295,107 @@ def test_advise_generation_without_logprobs_skips_perplexity_after_one_probe(
     assert "perplexity needs whole-text log-probabilities" in json.dumps(doc["evidence"]["not_measured"])
     domain = [b for b in state.bodies if b["messages"][0]["content"] == DOMAIN_CONTEXT[0].content]
     assert len(domain) == 2  # the chat-logprobs probe and one generate-and-match, not one per text
+
+
+# ------------------------------------------------------------------------------------- concurrency
+def test_the_window_stays_full_across_batches(fault_server: tuple[str, FaultState], tmp_path: Path) -> None:
+    """Through the cache, generation used to go out 4 at a time whatever the concurrency."""
+    from advisor.backends.cache import CachedBackend
+
+    url, state = fault_server
+    state.delay_s = 0.3
+    for concurrency in (8, 3):
+        state.peak = 0
+        cached = CachedBackend(_backend(url, concurrency=concurrency), tmp_path / f"c{concurrency}.sqlite")
+        reqs = [GenRequest((Message("user", f"question {i}"),), max_tokens=4) for i in range(3 * concurrency)]
+        assert len(cached.generate(reqs)) == len(reqs)
+        cached.close()
+        assert state.peak == concurrency
+
+
+def test_answers_do_not_depend_on_the_concurrency(fault_server: tuple[str, FaultState]) -> None:
+    url, state = fault_server
+    state.jitter_s = 0.2  # answers finish out of order
+    gens = [GenRequest((Message("user", f"question {i}"),), max_tokens=4) for i in range(12)]
+    scored = [LoglikRequest((Message("user", f"text {i}"),), lab) for i in range(12) for lab in ("yes", "no")]
+    runs = []
+    for concurrency in (1, 6):
+        backend = _backend(url, concurrency=concurrency)
+        texts = [g.text for g in backend.generate(gens)]
+        runs.append((texts, backend.loglikelihood(scored)))
+        backend.close()
+    assert runs[0] == runs[1]
+    assert len(set(runs[0][0])) > 1 and len({r.logprob for r in runs[0][1]}) > 2  # not all alike
+
+
+# --------------------------------------------------------------------- parameters a model refuses
+def test_a_refused_max_tokens_is_sent_as_max_completion_tokens(fault_server: tuple[str, FaultState]) -> None:
+    url, state = fault_server
+    state.refuse = ("max_tokens",)
+    backend = _backend(url)
+    out = backend.generate([GEN, GenRequest((Message("user", "Say bye"),), max_tokens=4)])
+    assert all(o.text for o in out)
+    assert len(state.bodies) == 3  # refused once, then remembered
+    assert "max_tokens" in state.bodies[0] and "max_completion_tokens" not in state.bodies[0]
+    assert all(b["max_completion_tokens"] == 4 and "max_tokens" not in b for b in state.bodies[1:])
+    assert backend.budget.requests == 3  # the request sent again is counted
+    params = backend.request_params["chat/completions"]
+    assert params["refused"] == ["max_tokens"] and "max_completion_tokens" in params["sent"]
+    assert "temperature" in params["sent"]
+
+
+def test_refused_temperature_and_logprobs_are_left_out(fault_server: tuple[str, FaultState]) -> None:
+    url, state = fault_server
+    state.refuse = ("max_tokens", "temperature", "logprobs")
+    backend = _backend(url)
+    res = backend.loglikelihood(LABELS)
+    # Without log-probabilities the chat probe finds none: generate-and-match, as for any such server.
+    assert backend.scoring_method == "generate"
+    assert sorted(r.logprob for r in res) == [-1e9, 0.0]
+    assert backend.request_params["chat/completions"] == {
+        "sent": ["max_completion_tokens"],
+        "refused": ["logprobs", "max_tokens", "temperature", "top_logprobs"],
+    }
+    last = state.bodies[-1]
+    assert set(last) == {"model", "messages", "max_completion_tokens"}
+    assert len(state.bodies) == 5  # one refusal each, then the bare probe and one generation
+
+
+def test_a_parameter_refused_again_is_a_backend_error(fault_server: tuple[str, FaultState]) -> None:
+    url, state = fault_server
+    state.refuse = ("max_tokens", "max_completion_tokens")
+    with pytest.raises(BackendError, match="max_completion_tokens") as err:
+        _backend(url).generate([GEN])
+    assert len(state.bodies) == 2 and "\n" not in str(err.value)
+
+
+def test_advise_records_the_refused_parameters_also_from_the_cache(
+    fault_server: tuple[str, FaultState], run_advise: Callable[..., tuple[int, str]], tmp_path: Path
+) -> None:
+    url, state = fault_server
+    state.refuse = ("max_tokens",)
+    first, err = run_advise(url, "--concurrency", "3")
+    assert first in (0, 10, 11, 12, 13), err[-3000:]
+    backend = json.loads((tmp_path / "run" / "decision.json").read_text())["provenance"]["backend"]
+    assert backend["request_params"]["chat/completions"]["refused"] == ["max_tokens"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["concurrency"] == 3
+    sent = len(state.received)
+    second, err = run_advise(url)
+    assert second == first and len(state.received) == sent, err[-3000:]  # all from the cache
+    again = json.loads((tmp_path / "run" / "decision.json").read_text())["provenance"]["backend"]
+    assert again["request_params"] == backend["request_params"]
+
+
+def test_advise_renders_echo_prompts_with_the_tokenizer_given(
+    fault_server: tuple[str, FaultState], run_advise: Callable[..., tuple[int, str]], tmp_path: Path
+) -> None:
+    from tiny import tiny_tokenizer
+
+    url, state = fault_server
+    tiny_tokenizer(tmp_path / "tok")
+    code, err = run_advise(url, "--tokenizer", str(tmp_path / "tok"))
+    assert code in (0, 10, 11, 12, 13), err[-3000:]
+    echo = [b for b in state.bodies if b.get("echo")]
+    assert echo and echo[0]["prompt"].startswith("<|im_start|>")  # the tokenizer's chat template
+    code, err = run_advise(url, "--tokenizer", str(tmp_path / "missing"))
+    assert code == 2 and "tokenizer" in _one_line(err)

@@ -47,6 +47,20 @@ class GenResult:
     latency_s: float
 
 
+BATCH_ROUNDS = 8
+"""A batch for a backend that sends requests concurrently holds at least this many times its concurrency:
+between two batches its window drains (fewer requests in flight while the last ones finish), and over
+eight rounds that tail is a small share of the batch's time."""
+
+
+def batch_size(backend: object, default: int) -> int:
+    """Requests per batch: `default`, or more for a backend whose `concurrency` window must stay full."""
+    concurrency = getattr(backend, "concurrency", None)
+    if isinstance(concurrency, int) and not isinstance(concurrency, bool):
+        return max(default, BATCH_ROUNDS * concurrency)
+    return default
+
+
 _Res = TypeVar("_Res", LoglikResult, GenResult)
 # on_done(indexes into the batch, their results), called in the caller's thread.
 OnDone = Callable[[Sequence[int], Sequence[_Res]], None]

@@ -1,10 +1,10 @@
 """A persistent response cache in front of any backend (SQLite in the user cache folder).
 
 Each request is keyed by the sha256 of (backend name, model id, operation, the backend's decoding
-parameters, the full request). Misses go to the inner backend in chunks (a prompt's continuations stay
-in one chunk: a server scores them in one call), and each answer is committed as soon as the backend
-reports it finished (`on_done`), so a run killed at any moment resumes without repeating a finished call,
-and a re-run makes zero model calls.
+parameters, the full request). Misses go to a local backend in chunks (its batches; a prompt's
+continuations stay in one chunk), to a server backend in one call (it keeps its own window of requests
+in flight), and each answer is committed as soon as the backend reports it finished (`on_done`), so a
+run killed at any moment resumes without repeating a finished call, and a re-run makes zero model calls.
 
 The cache holds prompts and data: its folder is created 0700 and its file 0600. A file that is not a
 SQLite database, or is damaged, is moved aside (`responses.sqlite.corrupt-<time>`) with a warning and a
@@ -25,7 +25,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from advisor.backends.base import Backend, GenRequest, GenResult, LoglikRequest, LoglikResult, OnDone
+from advisor.backends.base import (
+    Backend,
+    GenRequest,
+    GenResult,
+    LoglikRequest,
+    LoglikResult,
+    OnDone,
+)
 from advisor.backends.model import user_cache_dir
 from advisor.errors import ConfigError
 from advisor.types import Message
@@ -53,6 +60,7 @@ class CachedBackend:
         self._model_time: dict[str, list[float]] = {}  # op -> [requests sent, seconds the backend took]
         self._recorded_method: str | None = None
         self._recorded_note: str | None = None
+        self._recorded_params: dict[str, Any] | None = None
         self._db = self._open()
 
     def __repr__(self) -> str:
@@ -139,6 +147,17 @@ class CachedBackend:
         """Why that scoring method (e.g. the server gave no log-probabilities)."""
         return getattr(self.inner, "scoring_note", None) or self._recorded_note
 
+    @property
+    def request_params(self) -> dict[str, Any] | None:
+        """The parameters the inner backend sent (and the server refused), or those recorded with cached
+        answers."""
+        return getattr(self.inner, "request_params", None) or self._recorded_params
+
+    @property
+    def concurrency(self) -> int | None:
+        """The inner backend's in-flight window (a server backend's), so callers batch enough to fill it."""
+        return getattr(self.inner, "concurrency", None)
+
     def stats(self) -> dict[str, int]:
         return {"hits": self._hits, "calls": self._calls}
 
@@ -196,6 +215,7 @@ class CachedBackend:
                 out[i] = result
                 self._recorded_method = value.get("scoring_method") or self._recorded_method
                 self._recorded_note = value.get("scoring_note") or self._recorded_note
+                self._recorded_params = value.get("request_params") or self._recorded_params
                 self._hits += 1
             else:
                 missing.setdefault(k, []).append(i)
@@ -212,7 +232,11 @@ class CachedBackend:
         return [r for r in out if r is not None]
 
     def _chunks(self, op: str, requests: Sequence[Req], missing: dict[str, list[int]]) -> list[list[str]]:
-        # Generation is slow: smaller chunks.
+        if getattr(self.inner, "concurrency", None) is not None:
+            # A server backend keeps its window of requests full across the whole call (the caller sized
+            # it, see `batch_size`): chunks here would drain the window at every chunk's end.
+            return [list(missing)] if missing else []
+        # Generation is slow: smaller chunks (a local model's batch).
         size = self.chunk_size if op == "loglikelihood" else max(1, self.chunk_size // 8)
         groups: dict[Any, list[str]] = {}
         for k, idx in missing.items():
@@ -239,6 +263,7 @@ class CachedBackend:
         keys = [chunk[j] for j in done]
         method = getattr(self.inner, "scoring_method", None) if op == "loglikelihood" else None
         note = getattr(self.inner, "scoring_note", None) if op == "loglikelihood" else None
+        params = getattr(self.inner, "request_params", None)
         rows = []
         for k, res in zip(keys, results, strict=True):
             for i in missing[k]:
@@ -246,6 +271,8 @@ class CachedBackend:
             value = {"result": dataclasses.asdict(res), "scoring_method": method}
             if note:
                 value["scoring_note"] = note
+            if params:
+                value["request_params"] = params
             rows.append((k, op, json.dumps(value)))
         self._calls += len(rows)
         sql = "INSERT OR REPLACE INTO responses (key, op, value) VALUES (?, ?, ?)"

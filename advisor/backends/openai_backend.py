@@ -12,6 +12,15 @@ the first scoring call probes, in this order, and records the method in `scoring
 - "generate": greedy chat generation; the label the reply starts with scores 0, the others
   `NO_MATCH_LOGPROB`. Not a log-probability: measurements that need one (domain perplexity) are skipped.
 
+Requests run through a window of `concurrency` threads: at most that many are in flight, the next is sent
+as soon as one finishes (no batch waits on its slowest request), and answers are kept by their index, so the
+results do not depend on the concurrency.
+
+Parameters a model refuses: OpenAI's reasoning models answer HTTP 400 "Unsupported parameter: 'max_tokens'
+... Use 'max_completion_tokens' instead", and some refuse `temperature` or log-probabilities. Such a request
+is sent again once with `max_completion_tokens` in place of `max_tokens`, or without the refused parameter,
+and the choice holds for the backend's lifetime; `request_params` records what was sent and what was refused.
+
 Faults: the `openai` client retries 408/409/429/5xx, timeouts and dropped connections itself
 (`max_retries`), honouring `Retry-After`. Every attempt, retries included, counts against the hard
 `RequestBudget`: a batch's first attempts are reserved before it is sent, each retry takes one more.
@@ -25,10 +34,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +56,16 @@ KEY_ENVS = ("TUNEGATE_API_KEY", "OPENAI_API_KEY")
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _TOP_LOGPROBS = 20  # OpenAI's maximum
 _RETRYABLE_STATUS = (408, 409, 429)  # and every 5xx: what the openai client retries
+# A parameter the server refuses for its model, and what is sent in its place (None: nothing).
+_INSTEAD: dict[str, str | None] = {
+    "max_tokens": "max_completion_tokens",
+    "temperature": None,
+    "logprobs": None,
+    "top_logprobs": None,
+}
+_REFUSED_WITH = {"logprobs": ("top_logprobs",)}  # top_logprobs means nothing without logprobs
+_REFUSAL = re.compile(r"Unsupported (?:parameter|value): '(\w+)'")
+_PATHS = {"chat": "chat/completions", "completions": "completions"}
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -56,6 +76,14 @@ class _Unsupported(Exception):
 
 class _Malformed(Exception):
     """The server's answer is not what the API promises."""
+
+
+class _Refused(Exception):
+    """The server refused a parameter as unsupported by its model (HTTP 400): send the request again."""
+
+    def __init__(self, param: str) -> None:
+        super().__init__(param)
+        self.param = param
 
 
 @dataclass
@@ -156,6 +184,11 @@ class OpenAIBackend:
         # The same client with fewer retries, for when the request budget is nearly spent.
         self._clients = {max_retries: self._client}
         self._probed: dict[str, dict[str, Any]] = {}  # the probe's answer, reused by the identical request
+        self._refused: dict[str, set[str]] = {}  # per endpoint: the parameters its model refused
+        self._sent: dict[str, set[str]] = {}  # per endpoint: the parameters sent in its answered requests
+        self._params_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self.model = model or self._only_served_model()
         self.model_id = f"{self.model}@{base_url or 'https://api.openai.com/v1'}"
         self._tokenizer: Any = None
@@ -163,7 +196,13 @@ class OpenAIBackend:
         if self.tokenizer_dir is not None:
             from transformers import AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
+            except (OSError, ValueError) as e:  # a missing folder, an unknown or offline Hub id
+                raise ConfigError(
+                    f"cannot load the tokenizer {str(tokenizer)!r} (a local folder or a Hub id): {_short(e)}",
+                    field="tokenizer",
+                ) from None
         self.exact_token_counts = self._tokenizer is not None
         self.cache_params: dict[str, Any] = {
             "scoring": scoring_method or "auto",
@@ -175,7 +214,22 @@ class OpenAIBackend:
         return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r})"
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         self._client.close()
+
+    @property
+    def request_params(self) -> dict[str, dict[str, list[str]]] | None:
+        """Per API path: the parameters sent with the model's requests (`sent`) and those the server refused
+        (`refused`: sent again without them, or `max_tokens` as `max_completion_tokens`); None before any."""
+        with self._params_lock:
+            used = sorted(self._sent.keys() | self._refused.keys())
+            out: dict[str, dict[str, list[str]]] = {}
+            for endpoint in used:
+                out[_PATHS[endpoint]] = {"sent": sorted(self._sent.get(endpoint, ()))}
+                if self._refused.get(endpoint):
+                    out[_PATHS[endpoint]]["refused"] = sorted(self._refused[endpoint])
+            return out or None
 
     def _only_served_model(self) -> str:
         """The model name when the server offers exactly one (a local server usually does)."""
@@ -394,10 +448,13 @@ class OpenAIBackend:
     def _map(
         self, fn: Callable[[_T], _R], items: list[_T], on_done: Callable[[int, _R], None] | None = None
     ) -> list[_R]:
-        """`fn` over `items`, `concurrency` at a time; `on_done(i, result)` in this thread as each finishes.
+        """`fn` over `items`, at most `concurrency` in flight; `on_done(i, result)` in this thread as each
+        finishes, and the results in the order of `items`, whatever order they finished in.
 
-        On a failure nothing new is started, the calls in flight are awaited (and reported to `on_done`
-        when they succeed, so their answers are not lost), and the first error is raised.
+        The next item is sent as soon as one finishes, and only the calls in flight exist as futures, so
+        memory does not grow with the batch. On a failure nothing new is started, the calls in flight are
+        awaited (and reported to `on_done` when they succeed, so their answers are not lost), and the first
+        error is raised.
         """
         results: list[Any] = [None] * len(items)
         if self.concurrency == 1 or len(items) <= 1:
@@ -406,30 +463,42 @@ class OpenAIBackend:
                 if on_done is not None:
                     on_done(i, results[i])
             return results
+        pool = self._executor()
+        waiting = iter(enumerate(items))
+        running: dict[Future[_R], int] = {}
         error: BaseException | None = None
-        pool = ThreadPoolExecutor(max_workers=self.concurrency)
         try:
-            futures: dict[Future[_R], int] = {
-                pool.submit(self._answer, fn, x): i for i, x in enumerate(items)
-            }
-            for fut in as_completed(futures):
-                if fut.cancelled():
-                    continue
-                try:
-                    results[futures[fut]] = fut.result()
-                except Exception as e:  # noqa: BLE001 (re-raised below, after the calls in flight)
-                    if error is None:
-                        error = e
-                        for other in futures:
-                            other.cancel()
-                    continue
-                if on_done is not None:
-                    on_done(futures[fut], results[futures[fut]])
-        finally:  # on Ctrl-C too: nothing queued is sent
-            pool.shutdown(wait=True, cancel_futures=True)
+            while True:
+                while error is None and len(running) < self.concurrency:
+                    nxt = next(waiting, None)
+                    if nxt is None:
+                        break
+                    running[pool.submit(self._answer, fn, nxt[1])] = nxt[0]
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    i = running.pop(fut)
+                    try:
+                        results[i] = fut.result()
+                    except Exception as e:  # noqa: BLE001 (re-raised below, after the calls in flight)
+                        error = error or e
+                        continue
+                    if on_done is not None:
+                        on_done(i, results[i])
+        finally:  # on Ctrl-C too: nothing more is sent, and the calls in flight end before this returns
+            if running:
+                wait(running)
         if error is not None:
             raise error
         return results
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """The backend's `concurrency` worker threads, started on first use and kept until `close`."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="tunegate-openai")
+            return self._pool
 
     def _answer(self, fn: Callable[[_T], _R], item: _T, *, probing: bool = False) -> _R:
         """`fn(item)`; a malformed answer (or, past the probe, a missing one) becomes a `BackendError`."""
@@ -445,15 +514,46 @@ class OpenAIBackend:
             ) from None
 
     def _call(self, endpoint: str, *, probing: bool = False, **body: Any) -> dict[str, Any]:
-        """One API call, as its parsed JSON object; the probe's answer is kept for the identical request."""
+        """One API call, as its parsed JSON object; the probe's answer is kept for the identical request.
+
+        A parameter the server refuses for its model is left out (or renamed) from then on, and the request
+        is sent again, counted in the budget like any other."""
+        body = self._without_refused(endpoint, body)
         memo = endpoint + json.dumps(body, sort_keys=True)
         if memo in self._probed:
             self.budget.give_back(1)  # reserved for a request that is not sent
             return self._probed.pop(memo)
-        doc = _json_object(self._send(endpoint, probing, body))
+        while True:
+            try:
+                raw = self._send(endpoint, probing, body)
+                break
+            except _Refused as e:  # each refusal removes a parameter: this ends
+                with self._params_lock:
+                    refused = self._refused.setdefault(endpoint, set())
+                    refused.update((e.param, *_REFUSED_WITH.get(e.param, ())))
+                body = self._without_refused(endpoint, body)
+                self.budget.reserve(1, 0)
+        if endpoint in _PATHS:
+            with self._params_lock:
+                self._sent.setdefault(endpoint, set()).update(
+                    k for k, v in body.items() if v is not None and k not in ("model", "messages", "prompt")
+                )
+        doc = _json_object(raw)
         if probing:
-            self._probed[memo] = doc
+            self._probed[endpoint + json.dumps(body, sort_keys=True)] = doc
         return doc
+
+    def _without_refused(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`body` without the parameters this endpoint's model refused, `max_tokens` renamed where refused."""
+        with self._params_lock:
+            refused = set(self._refused.get(endpoint, ()))
+        out: dict[str, Any] = {}
+        for key, value in body.items():
+            if key not in refused:
+                out[key] = value
+            elif _INSTEAD[key] is not None:
+                out[str(_INSTEAD[key])] = value
+        return out
 
     def _send(self, endpoint: str, probing: bool, body: dict[str, Any]) -> bytes:
         """The answer's bytes. The client retries (honouring Retry-After); each retry is budgeted."""
@@ -476,6 +576,9 @@ class OpenAIBackend:
                 return self._read(resp, taken)
         except openai.APIStatusError as e:
             taken = _retries_taken(e, retries)
+            refused = _refused_param(e)
+            if refused in body:
+                raise _Refused(refused) from None
             if probing and e.status_code in (400, 404, 405, 422):
                 raise _Unsupported(self._scrub(_say(e))) from None
             retryable = e.status_code in _RETRYABLE_STATUS or e.status_code >= 500
@@ -564,6 +667,22 @@ def _continuation_span(tokens: list[str], continuation: str, generated: int) -> 
         if text == continuation and start < end:
             return start, end
     return None
+
+
+def _refused_param(e: Any) -> str | None:
+    """The parameter an HTTP 400 refuses as unsupported by the model, when it is one that can be left out.
+
+    OpenAI's shape: {"error": {"message": "Unsupported parameter: 'max_tokens' is not supported with this
+    model. Use 'max_completion_tokens' instead.", "type": "invalid_request_error", "param": "max_tokens",
+    "code": "unsupported_parameter"}} (or "unsupported_value" for a temperature other than the default);
+    servers that give only the message are read by its text."""
+    if getattr(e, "status_code", None) != 400:
+        return None
+    param = getattr(e, "param", None)
+    if not (str(getattr(e, "code", "") or "").startswith("unsupported") and isinstance(param, str)):
+        found = _REFUSAL.search(str(getattr(e, "message", "")))
+        param = found.group(1) if found else None
+    return param if param in _INSTEAD else None
 
 
 def _chat(messages: Sequence[Message]) -> list[dict[str, str]]:

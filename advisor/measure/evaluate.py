@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from advisor.backends.base import Backend, GenRequest, LoglikRequest
+from advisor.backends.base import Backend, GenRequest, LoglikRequest, batch_size
 from advisor.decide.rules import load_rules
 from advisor.errors import BudgetError, ConfigError
 from advisor.measure import calibration, stats
@@ -281,8 +281,9 @@ def _score_items(
     total = len(eval_items)
     if progress is not None:
         progress(name, 0, total)  # started: the stage's clock and bar begin here
-    for start in range(0, total, CHUNK_ITEMS):
-        chunk = range(start, min(total, start + CHUNK_ITEMS))
+    step = batch_size(backend, CHUNK_ITEMS)  # a server's concurrency window is kept full
+    for start in range(0, total, step):
+        chunk = range(start, min(total, start + step))
         if task is TaskKind.CLASSIFY:
             reqs = [LoglikRequest(prompts[i], lab) for i in chunk for lab in labels]
             res = backend.loglikelihood(reqs)
