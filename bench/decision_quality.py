@@ -9,14 +9,21 @@ same eval items against the best prompting arm. The verdict and the outcome agre
   - `collect_data` and `inconclusive` make no call on fine-tuning: listed, not counted as agreement.
 Disagreements are findings, not failures: the table is printed whatever it says.
 
-    .venv/bin/python bench/decision_quality.py                       # the full panel (about 2 h, 2 cores)
+    .venv/bin/python bench/decision_quality.py                       # the full panel (see below: > 2 h)
     .venv/bin/python bench/decision_quality.py --datasets sms_spam --rows 300 --eval-size 40 --max-steps 10
 
 Subsampling (to fit 120 minutes on two CPU cores with the embedded SmolLM2-135M): each dataset is cut to
 `--rows` rows (default 1,000) by a seeded sample stratified by label (every label keeps its share; labels
 with fewer than MIN_PER_LABEL rows in the source are dropped, at most MAX_LABELS labels kept); long texts
 are cut to MAX_WORDS words; the eval split is 100 items, the few-shot ladder k = 1, 2, 4, latency is timed
-on 5 requests per arm, and the LoRA run has 60 steps (all flags).
+on 5 requests per arm, and the LoRA run has 60 steps (all flags); generated answers stop at
+`--max-gen-tokens` tokens (default 32: a dictionary definition is one line).
+Measured on 2 CPU cores (2026-11-29, shared with other work): SMS spam and the 2012 conventions take
+6 and 20 minutes, but the 2016 debates took over an hour, because the ladder kept extending (k = 8, then
+16, as the slope interval stayed above zero) on long statements, and the WordNet generation task's
+zero-shot arm alone took 15 minutes for its 40 dev items at 64 generated tokens (greedy generation on
+CPU, with other work on the machine): the whole panel does NOT fit 120 minutes on two cores; run
+subsets with `--datasets`.
 Prints one table and writes JSON (default bench/results/decision_quality.json). The data packages are
 installed by `scripts/bootstrap.sh bench`.
 
@@ -266,7 +273,8 @@ def run_dataset(name: str, a: argparse.Namespace, work: Path) -> dict[str, Any]:
         "--seed",
         str(a.seed),
     ]
-    advise_args += ["--set", f"latency_samples={a.latency_samples}", "--json"]
+    advise_args += ["--set", f"latency_samples={a.latency_samples}"]
+    advise_args += ["--set", f"max_gen_tokens={a.max_gen_tokens}", "--json"]
     rc, secs = _cli(advise_args, log)
     out["advise_rc"], out["advise_s"] = rc, round(secs, 1)
     doc_path = run / "decision.json"
@@ -366,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--latency-samples", type=int, default=5, help="timed requests per arm (latency is not judged here)"
     )
+    ap.add_argument("--max-gen-tokens", type=int, default=32, help="generation tasks: answer length cap")
     ap.add_argument("--work", help="folder for data, runs and logs (default: a temporary folder)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "decision_quality.json"))
     a = ap.parse_args(argv)
