@@ -70,6 +70,7 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
     signals["target_metric"] = metric
     signals["quality_target"] = quality_target
     signals["prompting_measured"] = False
+    signals["finetune_measured"] = False  # until `train`/`verify` verifies a model on the eval items
 
     # benchmark
     prompting = None

@@ -76,7 +76,9 @@ class RunDir:
     """One run folder. Cheap to create; nothing is read until asked."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        # Absolute from the start: every path handed out (and compared with `inside`) is then the same
+        # whatever the working directory, and a recorded path is made relative to the folder, not to it.
+        self.path = Path(path).absolute()
 
     @classmethod
     def of(cls, folder: RunDir | str | os.PathLike[str]) -> RunDir:
@@ -354,7 +356,7 @@ class TrainDir:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = Path(path).absolute()
 
     def __repr__(self) -> str:
         return f"TrainDir({str(self.path)!r})"

@@ -291,10 +291,13 @@ def run_dataset(name: str, a: argparse.Namespace, work: Path) -> dict[str, Any]:
         p_verdict=d.get("confidence"),
         runner_up=(d.get("confidence_detail") or {}).get("runner_up"),
         majority=_majority(run, data, metric),
+        probe=doc["signals"].get("probe_score"),
+        probe_low=doc["signals"].get("probe_score_low"),
     )
     out["best_arm"], out["best_arm_score"] = _best_honest_arm(prompting)
 
-    train_args = ["train", str(run), "--force", "--train-set", f"max_steps={a.max_steps}", "--json"]
+    budget = [f"max_steps={a.max_steps}"] if a.epochs is None else ["max_steps=0", f"epochs={a.epochs}"]
+    train_args = ["train", str(run), "--force", *(x for b in budget for x in ("--train-set", b)), "--json"]
     rc, secs = _cli(train_args, log)
     out["train_rc"], out["train_s"] = rc, round(secs, 1)
     doc = json.loads(doc_path.read_text(encoding="utf-8"))
@@ -305,6 +308,7 @@ def run_dataset(name: str, a: argparse.Namespace, work: Path) -> dict[str, Any]:
     diff = v["difference"]
     out.update(
         finetuned_score=float(v["finetuned"]["scores"][v["metric"]]["value"]),
+        lora_steps=(doc.get("training") or {}).get("metrics", {}).get("steps"),
         gain=float(diff["diff"]),
         gain_low=float(diff["low"]),
         gain_high=float(diff["high"]),
@@ -325,14 +329,14 @@ def _f(x: Any, spec: str = ".3f") -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     head = (
-        "| dataset | rows / eval | metric | majority | best honest arm | fine-tuned | verified gain [95% CI] "
-        "| verdict (P) | agree | after verification | wall s |"
+        "| dataset | rows / eval | metric | majority | best honest arm | probe | fine-tuned (steps) "
+        "| verified gain [95% CI] | verdict (P) | agree | after verification | wall s |"
     )
-    lines = [head, "|---|---|---|---:|---|---:|---|---|---|---|---:|"]
+    lines = [head, "|---|---|---|---:|---|---:|---:|---|---|---|---|---:|"]
     for r in results:
         if "error" in r and "verdict" not in r:
             lines.append(
-                f"| {r['dataset']} | {r['rows']} | — | — | — | — | — | error | — | — "
+                f"| {r['dataset']} | {r['rows']} | — | — | — | — | — | — | error | — | — "
                 f"| {r.get('advise_s', 0):.0f} |"
             )
             continue
@@ -347,7 +351,8 @@ def table(results: list[dict[str, Any]]) -> str:
             after = f"{r['verdict_after']} ({_f(r.get('p_verdict_after'), '.2f')})"
         lines.append(
             f"| {r['dataset']} | {r['rows']} / {r['n_eval']} | {r['metric']} | {_f(r['majority'])} "
-            f"| {r['best_arm']} {_f(r['best_arm_score'])} | {_f(r.get('finetuned_score'))} | {gain} "
+            f"| {r['best_arm']} {_f(r['best_arm_score'])} | {_f(r.get('probe'))} "
+            f"| {_f(r.get('finetuned_score'))} ({r.get('lora_steps') or '—'}) | {gain} "
             f"| {r['verdict']} ({_f(r['p_verdict'], '.2f')}) | {agree} | {after} | {wall:.0f} |"
         )
     calls = [r for r in results if r.get("agree") is not None]
@@ -370,6 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dev-size", type=int, default=50)
     ap.add_argument("--k", default="1,2,4", help="few-shot ladder")
     ap.add_argument("--max-steps", type=int, default=60, help="fixed LoRA step budget per dataset")
+    ap.add_argument(
+        "--epochs",
+        type=float,
+        help="LoRA budget in passes over the train split instead of --max-steps (tunegate's default is 3)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--latency-samples", type=int, default=5, help="timed requests per arm (latency is not judged here)"

@@ -38,9 +38,16 @@ def export_training(
     )
     curve = training_curve(run.train.read_metrics())
     run.train.name_base_model(result.adapter_dir, base_model_id or original_model_id(model_dir))
-    merged = str(merge_adapter(model_dir, result.adapter_dir, run.train)) if cfg.merge else None
+    merged = run.relative(merge_adapter(model_dir, result.adapter_dir, run.train)) if cfg.merge else None
     section = training_section(
-        result, cfg, model_dir, provenance, base_model_id, curve=curve, merged_dir=merged
+        result,
+        cfg,
+        model_dir,
+        provenance,
+        base_model_id,
+        curve=curve,
+        adapter_dir=run.relative(result.adapter_dir),
+        merged_dir=merged,
     )
     write_model_card(run, result.adapter_dir, section)
     update_decision(run, training=section)
@@ -55,14 +62,17 @@ def training_section(
     base_model_id: str | None = None,
     *,
     curve: list[dict[str, SignalValue]] | None = None,
+    adapter_dir: str | None = None,
     merged_dir: str | None = None,
 ) -> Training:
-    """The `training` section of decision.json: what was trained, how, and how it went."""
+    """The `training` section of decision.json: what was trained, how, and how it went.
+
+    `adapter_dir` and `merged_dir` as recorded: relative to the run folder (default: the loop's path)."""
     return Training(
         method="qlora" if cfg.qlora else "lora",
         base_model=str(model_dir),
         base_model_id=base_model_id,
-        adapter_dir=str(result.adapter_dir),
+        adapter_dir=adapter_dir or str(result.adapter_dir),
         merged_dir=merged_dir,
         config=cfg.to_dict(),
         metrics=TrainMetrics.model_validate(result.as_dict()),

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 FINETUNED = "fine_tuned"
 N_FLIP_EXAMPLES = 3
 SIGNAL_NAMES = (
+    "finetune_measured",
     "finetune_score",
     "finetune_gain",
     "finetune_verified",
@@ -168,9 +169,10 @@ def build_verification(
 def verification_signals(section: document.Verification | None) -> dict[str, float | bool | None]:
     """finetune_score, finetune_gain (vs the best prompting arm), finetune_verified; None: not measured."""
     if section is None:
-        return {name: None for name in SIGNAL_NAMES}
+        return dict.fromkeys(SIGNAL_NAMES) | {"finetune_measured": False}
     majority, degeneracy = section.majority, section.degeneracy
     return {
+        "finetune_measured": True,
         "finetune_score": float(section.finetuned.scores[section.metric].value),
         "finetune_gain": float(section.difference.diff),
         "finetune_verified": bool(section.finetune_verified),

@@ -331,3 +331,35 @@ def test_domain_shift_is_a_rule_threshold_the_user_can_override() -> None:
     assert "domain.language_shift" in fired
     stricter = load_rules(overrides={"domain_shift_ratio": "30"})
     assert "domain.language_shift" not in {o.rule.id for o in decide(stricter, signals).fired}
+
+
+# A run like the moral-foundations row of the decision-quality panel: every arm below guessing, prompting
+# plateaued, and the word/bigram probe no better than guessing either.
+AT_CHANCE: dict[str, Any] = {
+    **MEASURED,
+    "examples_needed": None,
+    "prompting_beats_majority": False,
+    "chance_score": 0.10,
+    "probe_score_low": 0.07,
+    "finetune_measured": False,
+}
+
+
+def test_a_probe_at_chance_vetoes_recommending_fine_tuning(ruleset) -> None:
+    d = decide(ruleset, AT_CHANCE)
+    assert d.verdict is Verdict.INCONCLUSIVE, d.summary
+    assert "prompting.probe_at_chance_blocks_fine_tune" in {v.rule_id for v in d.vetoes}
+    # the same run with a probe clearly above guessing: fine-tuning is back on the table
+    learnable = decide(ruleset, {**AT_CHANCE, "probe_score_low": 0.35})
+    assert learnable.verdict is Verdict.FINE_TUNE, learnable.summary
+    assert "prompting.probe_at_chance_blocks_fine_tune" not in {v.rule_id for v in learnable.vetoes}
+
+
+def test_a_verified_fine_tune_lifts_the_probe_veto(ruleset) -> None:
+    verified = {**AT_CHANCE, "finetune_measured": True, "finetune_verified": True}
+    d = decide(ruleset, verified)
+    assert d.verdict is Verdict.FINE_TUNE, d.summary
+    assert "verification.verified" in d.deciding_rules
+    failed = decide(ruleset, {**verified, "finetune_verified": False})
+    assert failed.verdict is not Verdict.FINE_TUNE
+    assert {v.rule_id for v in failed.vetoes} >= {"verification.not_verified_blocks_fine_tune"}

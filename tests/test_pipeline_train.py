@@ -513,3 +513,43 @@ def test_resume_refuses_a_planted_or_damaged_checkpoint(model_dir, tmp_path, cap
     if planted == "pickle payload":  # the planted file is live: the unsafe load it replaced runs it
         torch.load(ckpt / "state.pt", weights_only=False)
         assert marker.is_dir()
+
+
+VERDICT_EXITS = {ExitCode.PROMPT, ExitCode.FEW_SHOT, ExitCode.FINE_TUNE, ExitCode.COLLECT_DATA}
+VERDICT_EXITS |= {ExitCode.INCONCLUSIVE, ExitCode.VETOED}
+
+
+def test_a_relative_run_folder_trains_and_verifies_from_its_own_paths(
+    model_dir, tmp_path, monkeypatch
+) -> None:
+    """`make demo` writes to runs/demo, a path relative to the working directory: what is recorded in
+    decision.json must be relative to the run folder, and every reader must find it there."""
+    import csv
+
+    from tiny import rotten_tomatoes_rows
+
+    from advisor.cli import main
+
+    with open(tmp_path / "reviews.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for _, text, label in rotten_tomatoes_rows(90, seed=11):
+            w.writerow([text, label])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / "cache"))
+    settings = ["max_steps=2", "batch_size=4", "max_seq_len=64", "eval_every=0", "save_every=0"]
+    argv = ["run", "reviews.csv", "--input-col", "text", "--output-col", "label", "--model", str(model_dir)]
+    argv += ["--eval-size", "20", "--dev-size", "16", "--k", "1", "--out", "runs/x", "--force", "-q"]
+    rc = main([*argv, *(x for s in settings for x in ("--train-set", s))])
+    run = tmp_path / "runs" / "x"
+    doc = json.loads((run / "decision.json").read_text())
+    assert rc in VERDICT_EXITS, rc
+    assert doc["training"]["adapter_dir"] == "train/adapter"
+    assert (run / "train" / "adapter" / "README.md").is_file()  # the model card, beside the adapter
+    assert doc["verification"]["finetuned"]["arm"] == "fine_tuned"
+    assert not (run / "runs").exists()  # nothing written under a path joined twice
+    # verification on its own reads the recorded adapter back, from another working directory
+    monkeypatch.chdir(run)
+    rc = main(["verify", ".", "--latency-samples", "0", "-q"])
+    assert rc in VERDICT_EXITS, rc
+    assert json.loads((run / "decision.json").read_text())["verification"]["finetuned"]["arm"] == "fine_tuned"

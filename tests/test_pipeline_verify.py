@@ -192,6 +192,7 @@ def test_merged_backend_scores_like_the_unmerged_adapter(model_dir, tmp_path) ->
 
 def test_signals_and_markdown_when_not_measured() -> None:
     assert verification_signals(None) == {
+        "finetune_measured": False,
         "finetune_score": None,
         "finetune_gain": None,
         "finetune_verified": None,

@@ -90,6 +90,11 @@ CATALOGUE: Mapping[str, SignalSpec] = dict(
         _spec("eval_items_needed", "int", "eval items needed to detect the minimum gain", "eval items"),
         _spec("majority_baseline_score", "float", "score of always answering the commonest eval label"),
         _spec(
+            "chance_score",
+            "float",
+            "the better of the majority baseline and the uniform-random expectation, on the target metric",
+        ),
+        _spec(
             "n_degenerate_arms",
             "int",
             "prompting arms that collapse onto one label or fail to beat the majority",
@@ -113,6 +118,11 @@ CATALOGUE: Mapping[str, SignalSpec] = dict(
         _spec("break_even_days", "float", "days until fine-tuning pays for itself", "days"),
         _spec("break_even_within_horizon", "bool", "fine-tuning pays for itself within the horizon"),
         _spec("probe_score", "float", "score of a small trained probe on the eval split"),
+        _spec(
+            "probe_score_low",
+            "float",
+            "lower 95% bound of the full-data probe's score (bootstrap over the eval items)",
+        ),
         _spec("probe_beats_prompting", "bool", "the probe beats the best prompting arm significantly"),
         _spec(
             "examples_needed",
@@ -125,6 +135,7 @@ CATALOGUE: Mapping[str, SignalSpec] = dict(
         _spec("tokens_per_word", "float", "tokenizer tokens per whitespace word"),
         _spec("needs_consistent_style", "bool", "outputs must follow one fixed style or format"),
         # Training and verification
+        _spec("finetune_measured", "bool", "a fine-tuned model was verified on the eval split"),
         _spec("finetune_score", "float", "fine-tuned model's score on the eval split"),
         _spec("finetune_gain", "float", "fine-tuned score minus the best prompting score"),
         _spec("finetune_verified", "bool", "the fine-tuned model's gain passed verification"),

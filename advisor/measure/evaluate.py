@@ -910,11 +910,21 @@ SIGNAL_NAMES = (
     "plateau_p_value",
     "eval_items_needed",
     "majority_baseline_score",
+    "chance_score",
     "n_degenerate_arms",
     "prompting_beats_majority",
     "ladder_exhausted",
     "ladder_slope_low",
 )
+
+
+def _chance_score(baselines: Mapping[str, Any] | None, metric: str) -> float | None:
+    """What guessing scores: the better of always answering the commonest label and answering uniformly
+    at random (for macro-F1 on many labels the random guess is the higher one)."""
+    if baselines is None:
+        return None
+    scores = [float(baselines[b][metric]) for b in ("majority", "uniform") if metric in baselines.get(b, {})]
+    return max(scores) if scores else None
 
 
 def prompting_signals(
@@ -969,6 +979,7 @@ def prompting_signals(
         "plateau_p_value": float(plateau["p_value"]),
         "eval_items_needed": plateau["items_needed"],
         "majority_baseline_score": None if base is None else float(base["majority"][metric]),
+        "chance_score": _chance_score(base, metric),
         "n_degenerate_arms": len(arms) - len(fair),
         "prompting_beats_majority": None if base is None else bool(fair),
         "ladder_exhausted": bool(plateau.get("ladder_exhausted", False)),

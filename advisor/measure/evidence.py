@@ -76,6 +76,7 @@ SIGNAL_NAMES = (
     "break_even_days",
     "break_even_within_horizon",
     "probe_score",
+    "probe_score_low",
     "probe_beats_prompting",
     "examples_needed",
     "domain",
@@ -481,6 +482,7 @@ def evidence_signals(
     curve = evidence.learning_curve
     if curve is not None:
         out["probe_score"] = curve.probe_score
+        out["probe_score_low"] = curve.points[-1].ci_low
         out["probe_beats_prompting"] = curve.beats(best.score if best else None)
         needed = curve.examples_needed.value
         out["examples_needed"] = int(needed) if needed is not None else None
