@@ -347,6 +347,28 @@ def test_tunegate_run_and_train_under_torchrun_report_once_from_rank_0(model_dir
     assert json.loads((run / "decision.json").read_text()) == doc
     assert (run / "report.md").is_file() and (run / "train" / "adapter" / "README.md").is_file()
 
+    # The documented form that exits 0 on every rank whatever verification finds: the launcher runs
+    # `pipeline.train` (gate, train, export), then one process verifies.
+    proc = subprocess.run(
+        [*launch, "pipeline.train", str(run), *settings, "--force"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    trained = json.loads((run / "decision.json").read_text())
+    assert trained["training"]["metrics"]["world_size"] == 2 and trained["training"]["metrics"]["steps"] == 2
+    verify = [sys.executable, "-m", "advisor.cli", "verify", str(run), "--latency-samples", "0", "--json"]
+    proc = subprocess.run(verify, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert proc.returncode in (int(ExitCode.OK), int(ExitCode.VETOED)) or 10 <= proc.returncode <= 13, (
+        proc.stderr[-3000:]
+    )
+    verified = json.loads(proc.stdout)
+    assert verified["verification"]["finetuned"]["arm"] == "fine_tuned"
+    assert verified["training"]["metrics"]["world_size"] == 2
+
 
 def test_qlora_on_cpu_is_a_clear_config_error(tmp_path, examples) -> None:
     if torch.cuda.is_available():
