@@ -23,6 +23,13 @@ concurrency (default 1, 2, 4, 8):
       llama-cpp-python's server takes `prompt` as a string or list of strings, not token ids), and lm-eval
       moves the context's trailing "\\n" into the continuation, so its score adds log P("\\n" | context),
       the same for every label of an item (the argmax, hence the prediction, is unaffected).
+      Against THIS server lm-eval's scores are wrong: llama-cpp-python's echoed `tokens` and
+      `token_logprobs` leave out the chat template's special tokens (<|im_start|>, <|im_end|>: 48 echoed
+      prompt tokens where the HF tokenizer counts 51), and lm-eval slices `token_logprobs[ctxlen:-1]` with
+      `ctxlen` from the HF tokenizer, an empty slice: every label scores 0.0, every prediction is the
+      first label. The requests and the server's work are the same, so the throughput still compares the
+      two request paths; the accuracy column does not compare the engines (flagged when it happens).
+      tunegate finds the label's tokens by text from the end of the echo, so its scores are right.
 
 Both engines are timed on the scoring call alone (building the client and loading the tokenizer are
 outside the clock). The server log's `POST /v1/completions` lines are counted per run, so the request
@@ -318,8 +325,9 @@ def _summary(
         for a, b in zip(ref["logprobs"], lm_runs[0]["logprobs"], strict=True)
     )
     no_cache_hits = all(x["cache_hits"] == 0 for x in tg_runs)
-    for x in runs:
-        del x["predictions"], x["logprobs"]
+    # llama-cpp-python's echo leaves the chat template's special tokens out of its token list, so
+    # lm-eval's slice token_logprobs[ctxlen:-1] (ctxlen counted by the HF tokenizer) can come out empty
+    lm_all_zero = all(lp == 0.0 for x in lm_runs for row in x["logprobs"] for lp in row)
     return {
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "cpu_count": os.cpu_count(),
@@ -340,6 +348,7 @@ def _summary(
         "prediction_agreement_tunegate_lm_eval": agree,
         "max_abs_label_margin_diff": margin_diff,
         "tunegate_cache_hits_zero": no_cache_hits,
+        "lm_eval_scores_all_zero": lm_all_zero,
         "checks_passed": same_across_concurrency and no_cache_hits,
     }
 
@@ -378,6 +387,12 @@ def _print(doc: dict[str, Any]) -> None:
         f"{doc['prediction_agreement_tunegate_lm_eval']:.0%} of items (largest label-margin difference "
         f"{doc['max_abs_label_margin_diff']:.2e})"
     )
+    if doc["lm_eval_scores_all_zero"]:
+        print(
+            "lm-eval scored every label 0.0 (empty sums): the server's echoed token list leaves out the "
+            "chat template's special tokens, so its slice token_logprobs[ctxlen:-1] is empty; its "
+            "predictions are the first label, its accuracy is not a measurement"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- helpers
