@@ -75,6 +75,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
 
+    shutil.rmtree(work)  # the server log and the caches; kept when the run fails, for its reason
     doc = _summary(runs, levels, items, arm.name, args.rounds, tokens, server.command)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
