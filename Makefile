@@ -16,6 +16,7 @@ bench:
 	scripts/bootstrap.sh bench
 	.venv/bin/python bench/audit_scale.py
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/eval_throughput.py
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/served_eval.py
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/train_throughput.py
 	.venv/bin/python bench/bootstrap_memory.py
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/decision_quality.py
