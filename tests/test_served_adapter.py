@@ -25,7 +25,9 @@ from server import require_llama_cpp, serve_gguf
 
 pytestmark = [pytest.mark.server, pytest.mark.realmodel]
 
-N_ROWS, N_EVAL, N_DEV = 120, 40, 20
+N_ROWS, N_EVAL, N_DEV = 120, 20, 20
+# `verify` exits with the code of the verdict it reaches (0, 10-13) or 14 when verification vetoes.
+VERDICTS = (0, 10, 11, 12, 13, 14)
 # Enough to move the model off its prompted behaviour in about a minute on two cores (the loss falls from
 # ~3.6 to ~0.4 in 8 steps at this rate), little enough to stay a CI test.
 TRAINING = ("lr=2e-3", "max_steps=12", "batch_size=8", "max_seq_len=128", "eval_every=0", "save_every=0")
@@ -46,7 +48,7 @@ def _verification(run: Path) -> dict:
     return json.loads((run / "decision.json").read_text())["verification"]
 
 
-def test_the_adapter_served_by_llama_cpp_scores_as_verified_locally(llama_server, tmp_path) -> None:
+def test_the_adapter_served_by_llama_cpp_scores_as_verified_locally(tmp_path) -> None:
     from advisor.backends.model import default_model_dir, embedded_gguf_path
     from advisor.cli import main
     from advisor.demo import DESCRIPTION, write_demo_data
@@ -79,19 +81,20 @@ def test_the_adapter_served_by_llama_cpp_scores_as_verified_locally(llama_server
     )  # fmt: skip
     assert conv.returncode == 0 and adapter_gguf.is_file(), conv.stderr[-3000:]
 
-    # The same eval items and prompts, scored by the served base model, for the adapter's effect.
+    # The same eval items and prompts scored by the base model without the adapter (locally: each served
+    # request costs seconds on two cores), for the adapter's effect.
     base_run = tmp_path / "base_run"
     shutil.copytree(run, base_run)
-    served_argv = ["--backend", "openai", "--tokenizer", str(model_dir), "--timeout", "900",
-                   "--latency-samples", "0"]  # fmt: skip
-    code = main(["verify", str(base_run), "--base-url", llama_server, "--model", "smollm2", *served_argv])
-    assert code == 0
+    base_argv = ["verify", str(base_run), "--model", str(model_dir), "--latency-samples", "0", "-q"]
+    assert main(base_argv) in VERDICTS
     base_items = read_predictions(base_run, FINETUNED)
+    served_argv = ["--backend", "openai", "--tokenizer", str(model_dir), "--timeout", "900",
+                   "--latency-samples", "0", "-q"]  # fmt: skip
 
     with serve_gguf(
         embedded_gguf_path(), "tuned", tmp_path / "server.log", "--lora_path", str(adapter_gguf)
     ) as url:
-        assert main(["verify", str(run), "--base-url", url, "--model", "tuned", *served_argv]) == 0
+        assert main(["verify", str(run), "--base-url", url, "--model", "tuned", *served_argv]) in VERDICTS
     served = _verification(run)
     served_items = read_predictions(run, FINETUNED)
     assert served["finetuned"]["model_id"] == f"tuned@{url}"
@@ -100,7 +103,7 @@ def test_the_adapter_served_by_llama_cpp_scores_as_verified_locally(llama_server
     base_value = _verification(base_run)["finetuned"]["scores"]["accuracy"]["value"]
     figures = (
         f"accuracy: local {local_acc['value']:.3f} [{local_acc['low']:.3f}, {local_acc['high']:.3f}], "
-        f"served {value:.3f}, served base {base_value:.3f}"
+        f"served {value:.3f}, base without the adapter {base_value:.3f}"
     )
     assert local_acc["low"] <= value <= local_acc["high"], figures
     lines = [it.line for it in local_items]
@@ -109,7 +112,7 @@ def test_the_adapter_served_by_llama_cpp_scores_as_verified_locally(llama_server
     assert agree >= 0.85 * len(local_items), (agree, figures)
 
     # Applied: on each item the served adapter's label log-probabilities lie nearer the local adapter's
-    # than the served base model's, for all but a few items.
+    # than the base model's without it, for all but a few items.
     def gap(a, b) -> float:
         return max(abs(a.label_logprobs[k] - b.label_logprobs[k]) for k in a.label_logprobs)
 
