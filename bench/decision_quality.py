@@ -16,7 +16,8 @@ Subsampling (to fit 120 minutes on two CPU cores with the embedded SmolLM2-135M)
 `--rows` rows (default 1,000) by a seeded sample stratified by label (every label keeps its share; labels
 with fewer than MIN_PER_LABEL rows in the source are dropped, at most MAX_LABELS labels kept); long texts
 are cut to MAX_WORDS words; the eval split is 100 items, the few-shot ladder k = 1, 2, 4, latency is timed
-on 5 requests per arm, and the LoRA run has 60 steps (all flags); generated answers stop at
+on 5 requests per arm, and the LoRA run has 60 steps, or `--epochs E` passes over the train split
+(tunegate's own default is 3; all flags); generated answers stop at
 `--max-gen-tokens` tokens (default 32: a dictionary definition is one line).
 Measured on 2 CPU cores (2026-11-29, shared with other work): SMS spam and the 2012 conventions take
 6 and 20 minutes, but the 2016 debates took over an hour, because the ladder kept extending (k = 8, then
