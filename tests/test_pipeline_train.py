@@ -303,16 +303,9 @@ def test_torchrun_two_processes_on_cpu(model_dir, examples, tmp_path) -> None:
 def test_tunegate_run_and_train_under_torchrun_report_once_from_rank_0(model_dir, tmp_path) -> None:
     """`tunegate run`, then `tunegate train`, each launched by torchrun with 2 gloo processes: rank 0
     alone advises (rank 1 waits), both ranks train, rank 0 alone verifies, writes and prints."""
-    import csv
+    from tiny import write_reviews_csv
 
-    from tiny import rotten_tomatoes_rows
-
-    data, run = tmp_path / "reviews.csv", tmp_path / "run"
-    with open(data, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        for _, text, label in rotten_tomatoes_rows(90, seed=11):
-            w.writerow([text, label])
+    data, run = write_reviews_csv(tmp_path / "reviews.csv", 90, seed=11), tmp_path / "run"
     env = {**_env(), "TUNEGATE_CACHE_DIR": str(tmp_path / "cache")}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
     settings = ["max_steps=2", "batch_size=4", "max_seq_len=64", "eval_every=0", "save_every=0"]
@@ -398,18 +391,11 @@ def test_preflight_refuses_when_memory_clearly_does_not_fit(
 
 
 def _run_dir(tmp_path: Path, model_dir: Path, verdict: str) -> tuple[Path, dict]:
-    from tiny import rotten_tomatoes_rows
+    from tiny import write_reviews_csv
 
     from advisor.intake.data import load_examples
 
-    data = tmp_path / "reviews.csv"
-    import csv
-
-    with open(data, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        for _, text, label in rotten_tomatoes_rows(50, seed=5):
-            w.writerow([text, label])
+    data = write_reviews_csv(tmp_path / "reviews.csv", 50, seed=5)
     loaded = load_examples(data, input_col="text", output_col="label")
     lines = [e.line for e in loaded.examples]
     split = {
@@ -546,17 +532,11 @@ def test_a_relative_run_folder_trains_and_verifies_from_its_own_paths(
 ) -> None:
     """`make demo` writes to runs/demo, a path relative to the working directory: what is recorded in
     decision.json must be relative to the run folder, and every reader must find it there."""
-    import csv
-
-    from tiny import rotten_tomatoes_rows
+    from tiny import write_reviews_csv
 
     from advisor.cli import main
 
-    with open(tmp_path / "reviews.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        for _, text, label in rotten_tomatoes_rows(90, seed=11):
-            w.writerow([text, label])
+    write_reviews_csv(tmp_path / "reviews.csv", 90, seed=11)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / "cache"))
     settings = ["max_steps=2", "batch_size=4", "max_seq_len=64", "eval_every=0", "save_every=0"]

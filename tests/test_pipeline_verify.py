@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +12,7 @@ import report_docs
 
 torch = pytest.importorskip("torch")
 
-from tiny import rotten_tomatoes_rows, tiny_llama  # noqa: E402
+from tiny import tiny_llama, write_reviews_csv  # noqa: E402
 
 from advisor.measure.prompt_record import record_prompts  # noqa: E402
 from advisor.report.document import Verification  # noqa: E402
@@ -51,12 +50,7 @@ def _advised_run(
     from advisor.intake.data import detect_task, load_examples, with_labels
     from advisor.measure import evaluate, prompts
 
-    data = tmp_path / "reviews.csv"
-    with open(data, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        for _, text, label in rotten_tomatoes_rows(40 + n_eval, seed=7):
-            w.writerow([text, label])
+    data = write_reviews_csv(tmp_path / "reviews.csv", 40 + n_eval, seed=7)
     loaded = load_examples(data, input_col="text", output_col="label")
     task, labels = detect_task(loaded.examples)
     examples = with_labels(loaded.examples, labels)

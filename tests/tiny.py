@@ -44,6 +44,16 @@ def rotten_tomatoes_rows(n: int, seed: int = 0) -> list[tuple[int, str, str]]:
     return sorted(rng.sample(rows, n))
 
 
+def write_reviews_csv(path: Path, n: int, seed: int = 0) -> Path:
+    """`n` review snippets as a `text,label` CSV file at `path`."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for _, text, label in rotten_tomatoes_rows(n, seed):
+            w.writerow([text, label])
+    return path
+
+
 def rotten_tomatoes_examples(n: int, seed: int = 0, system: str | None = None) -> list[Example]:
     """Classification examples: the snippet in, `fresh` or `rotten` out."""
     out = []
