@@ -273,6 +273,11 @@ class AdviseConfig(Settings):
         0.02, description="smallest gain over a cheaper arm that counts as beating it (plateau test)"
     )
     max_gen_tokens: Annotated[Int, Field(ge=1)] = Field(64, description="tokens generated per answer at most")
+    max_prompt_tokens: Annotated[Int, Field(ge=16)] = Field(
+        2048,
+        description="prompt budget: the longest prompt (demonstrations included) a few-shot arm may send; "
+        "the ladder and its extension stop at the largest k that fits",
+    )
     max_requests: Int | None = Field(
         None, description="hard budget on model requests for this run (HTTP attempts, retries included)"
     )

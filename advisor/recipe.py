@@ -364,6 +364,8 @@ def _benchmark(
         system_file=config.system_prompt_file,
         demo_selection=config.demo_selection,
         seed=config.seed,
+        max_context_tokens=config.max_prompt_tokens,
+        max_gen_tokens=config.max_gen_tokens,
     )
     result = evaluate.evaluate_arms(
         backend,

