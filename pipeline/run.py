@@ -105,7 +105,20 @@ def train_run(
     shutdown()
     if result.rank == 0:
         export_training(run_dir, result, cfg, model_dir, provenance, base_model_id=source.hub_id)
+        forget_verification(run_dir)
     return result, gate
+
+
+def forget_verification(run_dir: str | Path) -> None:
+    """A new adapter makes the run's verification (and the verdict decided with it) describe a model that
+    is gone: drop the section and its signals and decide again without them, until `verify` runs."""
+    run = RunDir(run_dir)
+    report = run.read_report()
+    if report.verification is None:
+        return
+    signals = {**report.signals, **verification_signals(None)}
+    fresh = Report.model_validate({**dict(report), "verification": None, "signals": signals})
+    render.write_report(run, redecide(fresh, run_dir))
 
 
 def training_model(cfg: TrainConfig, run_config: dict[str, Any]) -> ModelSource:
@@ -138,15 +151,16 @@ def redecide(report: Report, run_dir: str | Path | None = None) -> Report:
 
 
 def _verification_resampler(run_dir: Path, report: Report) -> tuple[Any, int, int] | None:
-    """Prompting and verification signals recomputed on resampled eval items, from the run's predictions.
+    """Prompting and verification signals recomputed on resampled eval items, from the run's predictions
+    (prompting alone while nothing is verified).
 
     None when the run lacks a per-item file (an arm's or the fine-tuned model's): nothing to resample.
     """
     section, verification = report.prompting, report.verification
     run = RunDir(run_dir)
-    if section is None or verification is None:
+    if section is None:
         return None
-    names = [a.name for a in section.arms] + [FINETUNED]
+    names = [a.name for a in section.arms] + ([FINETUNED] if verification is not None else [])
     if not all(run.has_predictions(name) for name in names):
         return None
     task, labels = TaskKind(section.task), tuple(section.labels)
@@ -156,7 +170,7 @@ def _verification_resampler(run_dir: Path, report: Report) -> tuple[Any, int, in
         items = evaluate.read_predictions(run, a.name)
         scores = evaluate.summarise(items, task, labels, seed)
         arms.append(evaluate.ArmResult(a.name, a.kind, a.k, a.selection, items, scores, a.mean_prompt_tokens))
-    ft_items = evaluate.read_predictions(run, FINETUNED)
+    ft_items = evaluate.read_predictions(run, FINETUNED) if verification is not None else arms[0].items
     lines = [it.line for it in ft_items]
     if any([it.line for it in arm.items] != lines for arm in arms):
         return None  # not the same eval items in the same order: resampling would unpair them
@@ -185,6 +199,8 @@ def _verification_resampler(run_dir: Path, report: Report) -> tuple[Any, int, in
         metric_reason=section.metric_reason or "",
         limit=section.k_max,
     )
+    if verification is None:
+        return confidence.prompting_resampler(prompting), len(lines), seed
 
     def signals(idx: Any) -> dict[str, Any]:
         p = confidence.resample_prompting(prompting, idx)

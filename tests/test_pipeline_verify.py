@@ -161,6 +161,32 @@ def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) ->
     assert "Paired difference" in md and best in md and "fine-tuned (LoRA)" in md
 
 
+def test_training_again_drops_the_old_adapters_verification_until_verify_runs(model_dir, tmp_path) -> None:
+    from advisor.report.document import Report
+    from pipeline.run import redecide, train_run, verify_and_redecide
+
+    run, _ = _advised_run(tmp_path, model_dir)
+    cfg = TrainConfig(batch_size=4, max_seq_len=96, lr=5e-3, max_steps=2, eval_every=0, save_every=0)
+    advised = json.loads((run / "decision.json").read_text())
+    train_run(run, cfg, progress=False)
+    verified = verify_and_redecide(run, latency_samples=0, device="cpu")
+    assert verified.verification is not None and verified.signals["finetune_measured"] is True
+    assert any(r.id.startswith("verification.") for r in verified.decision.fired)
+
+    # a new adapter, not verified yet (forced: the unverified tiny model's verdict is no longer fine_tune)
+    train_run(run, cfg.model_copy(update={"lr": 1e-3}), force=True, progress=False)
+    doc = json.loads((run / "decision.json").read_text())
+    assert doc["verification"] is None and doc["training"]["config"]["lr"] == 1e-3
+    assert doc["signals"]["finetune_measured"] is False and doc["signals"]["finetune_verified"] is None
+    assert not any(r["id"].startswith("verification.") for r in doc["decision"]["fired"])
+    assert "has not been verified" in (run / "report.md").read_text()
+    # decided again from the advise-time signals alone, as before any adapter, P(verdict) resampled
+    before = redecide(Report.model_validate(advised), run)
+    assert doc["decision"]["verdict"] == before.decision.verdict
+    assert doc["decision"]["confidence"] == before.decision.confidence
+    assert doc["decision"]["confidence_detail"]["n_resamples"] >= 500
+
+
 def test_merged_backend_scores_like_the_unmerged_adapter(model_dir, tmp_path) -> None:
     from peft import PeftModel
     from tiny import rotten_tomatoes_examples

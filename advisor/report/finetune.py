@@ -60,8 +60,13 @@ def _g3(v: float | None) -> str:
     return fmt.DASH if v is None else f"{v:.3g}"
 
 
-def verification_markdown(v: Verification | None) -> str:
-    """The report's "Fine-tuning verification" section."""
+def verification_markdown(v: Verification | None, trained: bool = False) -> str:
+    """The report's "Fine-tuning verification" section (`trained`: the run holds an adapter)."""
+    if v is None and trained:
+        return (
+            "## Fine-tuning verification\n\nNot run yet: the run's adapter (train/adapter) has not been "
+            "verified; `tunegate verify RUN` scores it on the eval items.\n"
+        )
     if v is None:
         return "## Fine-tuning verification\n\nNot run: no adapter was trained for this run.\n"
     metric = v.metric

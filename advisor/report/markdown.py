@@ -48,7 +48,7 @@ def to_markdown(report: Report, plots: Mapping[str, Sequence[tuple[str, str]]] |
         "prompting": prompting_section(report.prompting),
         "evidence": evidence_section(report.evidence),
         "training": training_markdown(report.training),
-        "verification": verification_markdown(report.verification),
+        "verification": verification_markdown(report.verification, report.training is not None),
     }
     for key, text in sections.items():
         out += [text.rstrip(), ""]
