@@ -27,7 +27,14 @@ from pipeline.examples import training_split
 from pipeline.export import export_training
 from pipeline.gate import GateResult, check_gate
 from pipeline.loop import TrainResult, train
-from pipeline.verify import FINETUNED, judge_finetuned, run_thresholds, verification_signals, verify_run
+from pipeline.verify import (
+    FINETUNED,
+    NO_GATE,
+    judge_finetuned,
+    run_thresholds,
+    verification_signals,
+    verify_run,
+)
 
 
 def train_and_verify(
@@ -92,6 +99,7 @@ def train_run(
     out = run.train_dir
     if not resume and launched_rank() == 0:
         run.train.clear()  # an earlier run's, unless resuming
+        forget_verification(run_dir)  # and its verification, which described the adapter just deleted
     result = train(
         model_dir,
         split.train,
@@ -105,16 +113,18 @@ def train_run(
     shutdown()
     if result.rank == 0:
         export_training(run_dir, result, cfg, model_dir, provenance, base_model_id=source.hub_id)
-        forget_verification(run_dir)
+        render.write_report(run, run.read_report())  # the reports show the new adapter, not yet verified
     return result, gate
 
 
 def forget_verification(run_dir: str | Path) -> None:
-    """A new adapter makes the run's verification (and the verdict decided with it) describe a model that
-    is gone: drop the section and its signals and decide again without them, until `verify` runs."""
+    """Training replaces the run's adapter, so a verification of it (and the verdict decided with it)
+    would describe a model that is gone: drop the section and its signals and decide again without them,
+    until `verify` runs. A verification of another model (`verify --model/--adapter/--backend openai`)
+    stays: that model still exists."""
     run = RunDir(run_dir)
     report = run.read_report()
-    if report.verification is None:
+    if report.verification is None or report.verification.provenance == NO_GATE:
         return
     signals = {**report.signals, **verification_signals(None)}
     fresh = Report.model_validate({**dict(report), "verification": None, "signals": signals})
@@ -198,6 +208,7 @@ def _verification_resampler(run_dir: Path, report: Report) -> tuple[Any, int, in
         thresholds=thresholds,
         metric_reason=section.metric_reason or "",
         limit=section.k_max,
+        budget_spent=section.budget_spent,
     )
     if verification is None:
         return confidence.prompting_resampler(prompting), len(lines), seed

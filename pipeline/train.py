@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 from advisor.errors import ExitCode, TunegateError
 from advisor.progress_bars import shown
+from advisor.rundir import RunDir
 from pipeline.config import TrainConfig
+from pipeline.distributed import launched_rank
 from pipeline.run import train_run
 
 USAGE = "usage: python -m pipeline.train RUN_DIR [key=value ...] [--force] [--resume]"
@@ -26,7 +29,8 @@ def main(argv: Sequence[str]) -> int:
         print(USAGE + (f" (unknown: {', '.join(unknown)})" if unknown else ""), file=sys.stderr)
         return int(ExitCode.USAGE)
     try:
-        with shown():
+        # rank 0 holds the run folder while it trains, as `tunegate train` does
+        with shown(), RunDir(args[0]).lock() if launched_rank() == 0 else nullcontext():
             train_run(
                 args[0],
                 TrainConfig.from_toml(None, args[1:]),

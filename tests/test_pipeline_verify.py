@@ -162,29 +162,45 @@ def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) ->
 
 
 def test_training_again_drops_the_old_adapters_verification_until_verify_runs(model_dir, tmp_path) -> None:
-    from advisor.report.document import Report
-    from pipeline.run import redecide, train_run, verify_and_redecide
+    from advisor import recipe
+    from advisor.cli import main
+    from advisor.config import AdviseConfig
+    from pipeline.run import train_run, verify_and_redecide
 
-    run, _ = _advised_run(tmp_path, model_dir)
+    run = tmp_path / "run"
+    data = write_reviews_csv(tmp_path / "reviews.csv", 100, seed=7)
+    advised = recipe.advise(
+        AdviseConfig(
+            data=str(data), input_col="text", output_col="label", model=str(model_dir), out=str(run),
+            eval_size=20, dev_size=10, k_ladder=(1,), latency_samples=1,
+            thresholds={"min_verdict_probability": 0.0},
+        )
+    )  # fmt: skip
     cfg = TrainConfig(batch_size=4, max_seq_len=96, lr=5e-3, max_steps=2, eval_every=0, save_every=0)
-    advised = json.loads((run / "decision.json").read_text())
-    train_run(run, cfg, progress=False)
+    train_run(run, cfg, force=True, progress=False)
+    assert RunDir(run).read_report().verification is None
+    assert "has not been verified" in (run / "report.md").read_text()  # trained, not verified yet
     verified = verify_and_redecide(run, latency_samples=0, device="cpu")
     assert verified.verification is not None and verified.signals["finetune_measured"] is True
     assert any(r.id.startswith("verification.") for r in verified.decision.fired)
 
-    # a new adapter, not verified yet (forced: the unverified tiny model's verdict is no longer fine_tune)
-    train_run(run, cfg.model_copy(update={"lr": 1e-3}), force=True, progress=False)
+    train_run(run, cfg.model_copy(update={"lr": 1e-3}), force=True, progress=False)  # a new adapter
     doc = json.loads((run / "decision.json").read_text())
     assert doc["verification"] is None and doc["training"]["config"]["lr"] == 1e-3
     assert doc["signals"]["finetune_measured"] is False and doc["signals"]["finetune_verified"] is None
     assert not any(r["id"].startswith("verification.") for r in doc["decision"]["fired"])
     assert "has not been verified" in (run / "report.md").read_text()
-    # decided again from the advise-time signals alone, as before any adapter, P(verdict) resampled
-    before = redecide(Report.model_validate(advised), run)
-    assert doc["decision"]["verdict"] == before.decision.verdict
-    assert doc["decision"]["confidence"] == before.decision.confidence
-    assert doc["decision"]["confidence_detail"]["n_resamples"] >= 500
+    # decided again as advise decided, P(verdict) and its runner-up included
+    before = advised.decision
+    assert doc["decision"]["verdict"] == before.verdict and doc["decision"]["confidence"] == before.confidence
+    assert doc["decision"]["confidence_detail"] == before.confidence_detail.model_dump(mode="json")
+
+    # a verification of another model (here the base model as it is) outlives a new adapter
+    assert main(["verify", str(run), "--model", str(model_dir), "--latency-samples", "0", "-q"]) in range(15)
+    other = json.loads((run / "decision.json").read_text())["verification"]["finetuned"]["model_id"]
+    train_run(run, cfg, force=True, progress=False)
+    kept = json.loads((run / "decision.json").read_text())["verification"]
+    assert kept is not None and kept["finetuned"]["model_id"] == other
 
 
 def test_merged_backend_scores_like_the_unmerged_adapter(model_dir, tmp_path) -> None:

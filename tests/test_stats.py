@@ -188,17 +188,48 @@ def test_ladder_trend_slope_and_paired_interval():
     # per-item correctness rising with log2(k+1): p = 0.5 + 0.05 * log2(k+1)
     rungs = [(rng.random(n) < 0.5 + 0.05 * np.log2(k + 1)).astype(float) for k in ks]
     t = stats.ladder_trend(
-        ks, [lambda idx, v=v: float(v[idx].mean()) for v in rungs], n, seed=0, n_resamples=500
+        ks, [lambda idx, v=v: v[idx].mean(axis=-1) for v in rungs], n, seed=0, n_resamples=500
     )
     assert t is not None and t.ks == ks and t.low <= t.slope <= t.high
     assert 0.02 < t.slope < 0.08 and t.rising
     assert t.at(0) == pytest.approx(t.intercept)
     flat = [(rng.random(n) < 0.6).astype(float) for _ in ks]
     f = stats.ladder_trend(
-        ks, [lambda idx, v=v: float(v[idx].mean()) for v in flat], n, seed=0, n_resamples=500
+        ks, [lambda idx, v=v: v[idx].mean(axis=-1) for v in flat], n, seed=0, n_resamples=500
     )
     assert f is not None and f.low < 0 < f.high and not f.rising
     assert stats.ladder_trend((4,), [lambda idx: 0.5], n, seed=0) is None  # one rung: no slope
+
+
+def test_ladder_trend_is_the_percentile_interval_of_per_resample_least_squares_slopes():
+    rng = np.random.default_rng(1)
+    n, ks, labels = 97, (0, 1, 2, 4), ("a", "b", "c")
+    gold = [str(x) for x in rng.choice(labels, size=n)]
+    preds = []
+    for k in ks:  # right more often as k grows; some answers are not a label at all
+        wrong = [str(x) for x in rng.choice([*labels, "?"], size=n)]
+        preds.append(
+            [g if r < 0.4 + 0.1 * k else w for g, w, r in zip(gold, wrong, rng.random(n), strict=True)]
+        )
+    idx = np.concatenate(list(stats._index_chunks(n, 3, 300)))  # the run's resamples for this seed
+    x = np.log2(np.asarray(ks) + 1.0)
+    for metric in ("accuracy", "macro_f1"):
+        if metric == "accuracy":
+            statistics = [
+                stats.mean_rows([float(p == g) for p, g in zip(pr, gold, strict=True)]) for pr in preds
+            ]
+            score = [lambda row, pr=pr: np.mean([pr[i] == gold[i] for i in row]) for pr in preds]
+        else:
+            statistics = [stats.macro_f1_rows(gold, pr, labels) for pr in preds]
+            score = [
+                lambda row, pr=pr: stats.macro_f1([gold[i] for i in row], [pr[i] for i in row], labels)
+                for pr in preds
+            ]
+        slopes = [np.polyfit(x, [f(row) for f in score], 1)[0] for row in idx]
+        t = stats.ladder_trend(ks, statistics, n, seed=3, n_resamples=300)
+        assert t is not None
+        assert t.slope == pytest.approx(np.polyfit(x, [f(np.arange(n)) for f in score], 1)[0])
+        assert (t.low, t.high) == pytest.approx(tuple(np.percentile(slopes, [2.5, 97.5])), abs=1e-9)
 
 
 def test_best_point_ties():

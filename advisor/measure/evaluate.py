@@ -227,6 +227,7 @@ class PromptingResult:
             "seed": self.seed,
             "n_eval": self.arms[0].n if self.arms else 0,
             "k_max": self.k_max,
+            "budget_spent": self.budget_spent,
             "baselines": None if self.baselines is None else self.baselines.to_dict(),
             "arms": [
                 {
@@ -719,23 +720,13 @@ def majority_items(items: Sequence[ItemResult], label: str) -> tuple[ItemResult,
     )
 
 
-def _rung_statistic(arm: ArmResult, metric: str, labels: Sequence[str]) -> Callable[[np.ndarray], float]:
-    """The arm's score on the items at `idx` (for the ladder's bootstrap)."""
-    if metric != "macro_f1":
-        v = np.array([it.metrics[metric] for it in arm.items], dtype=float)
-        return lambda idx: float(v[idx].mean())
-    index = {lab: i for i, lab in enumerate(labels)}
-    t = np.array([index.get(it.target, len(labels)) for it in arm.items])
-    p = np.array([index.get(it.prediction, len(labels)) for it in arm.items])
-    k = len(labels)
-
-    def f1(idx: np.ndarray) -> float:
-        ti, pi = t[idx], p[idx]
-        tp = np.bincount(ti[ti == pi], minlength=k + 1)[:k]
-        denom = np.bincount(ti, minlength=k + 1)[:k] + np.bincount(pi, minlength=k + 1)[:k]
-        return float(np.mean(np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)))
-
-    return f1
+def _rung_statistic(arm: ArmResult, metric: str, labels: Sequence[str]) -> Callable[[np.ndarray], np.ndarray]:
+    """The arm's score on the items at each row of an index block (for the ladder's bootstrap)."""
+    if metric == "macro_f1":
+        return stats.macro_f1_rows(
+            [it.target for it in arm.items], [it.prediction for it in arm.items], labels
+        )
+    return stats.mean_rows([it.metrics[metric] for it in arm.items])
 
 
 def analyse(

@@ -247,6 +247,20 @@ def bootstrap_macro_f1(
     return Estimate(_macro_f1_codes_over(t, p, n_labels), lo, hi, int(t.size))
 
 
+def mean_rows(values: Sequence[float] | np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The mean of a per-item metric over the items at each row of an index block."""
+    v = np.asarray(values, dtype=float)
+    return lambda idx: v[idx].mean(axis=1)
+
+
+def macro_f1_rows(
+    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Macro-F1 over the items at each row of an index block."""
+    t, p = _encode(y_true, y_pred, labels)
+    return lambda idx: _macro_f1_rows(t, p, idx, len(labels))
+
+
 def _macro_f1_codes_over(t: np.ndarray, p: np.ndarray, n_labels: int) -> float:
     return float(_macro_f1_rows(t, p, np.arange(t.size)[None, :], n_labels)[0])
 
@@ -460,28 +474,34 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def ladder_trend(
     ks: Sequence[int],
-    statistics: Sequence[Callable[[np.ndarray], float]],
+    statistics: Sequence[Callable[[np.ndarray], np.ndarray]],
     n: int,
     *,
     seed: int,
     n_resamples: int = N_RESAMPLES,
     confidence: float = CONFIDENCE,
 ) -> Trend | None:
-    """Slope of score vs log2(k + 1); `statistics[i](idx)` scores rung `ks[i]` on the items at `idx`.
+    """Slope of score vs log2(k + 1); `statistics[i](idx)` scores rung `ks[i]` on the items at each row of
+    the index block `idx` (`mean_rows`, `macro_f1_rows`).
 
-    The items are resampled jointly across rungs (the rungs were measured on the same items), one
-    resample at a time so memory stays at one index vector. None with fewer than two distinct k.
+    The items are resampled jointly across rungs (the rungs were measured on the same items), with the
+    index blocks every other interval of the run uses. None with fewer than two distinct k.
     """
     if len(set(ks)) < 2 or n == 0 or len(ks) != len(statistics):
         return None
     x = np.log2(np.asarray(ks, dtype=float) + 1)
-    all_idx = np.arange(n)
-    slope, intercept = _fit(x, np.array([s(all_idx) for s in statistics]))
-    rng = np.random.default_rng(seed)
-    samples = np.empty(n_resamples)
-    for b in range(n_resamples):
-        idx = rng.integers(0, n, size=n)
-        samples[b] = _fit(x, np.array([s(idx) for s in statistics]))[0]
+    every_item = np.arange(n)[None, :]
+    slope, intercept = _fit(x, np.array([s(every_item)[0] for s in statistics], dtype=float))
+    xc = x - x.mean()
+    samples = np.concatenate(
+        [
+            (y - y.mean(axis=1, keepdims=True)) @ xc / np.dot(xc, xc)
+            for y in (
+                np.stack([s(block) for s in statistics], axis=1)  # resamples x rungs
+                for block in _blocks(n, seed, n_resamples)
+            )
+        ]
+    )
     lo, hi = _percentiles(samples, confidence)
     return Trend(tuple(int(k) for k in ks), slope, lo, hi, intercept, n)
 

@@ -267,6 +267,9 @@ class Prompting(Model):
     plateau: Plateau
     metric_reason: str
     k_max: int | None
+    budget_spent: bool = Field(
+        False, description="the run's request or token budget ended the ladder's extension"
+    )
     baselines: Baselines | None
 
 

@@ -707,6 +707,14 @@ def _latency(x: Latency | None) -> str:
 def _verification(report: Report, figs: Mapping[str, plots.Figure]) -> str:
     v = report.verification
     out = ['<h2 id="verification">Before and after fine-tuning</h2>']
+    if v is None and report.training is not None:
+        out.append(
+            _not_measured(
+                "the run's adapter (train/adapter) has not been verified yet; "
+                "tunegate verify RUN scores it on the eval items."
+            )
+        )
+        return "".join(out)
     if v is None:
         out.append(_not_measured("no fine-tuned model was compared with the prompting arms in this run."))
         return "".join(out)
