@@ -191,11 +191,23 @@ def subsample(rows: list[tuple[str, str]], task: str, n: int, seed: int) -> list
     by_label: dict[str, list[tuple[str, str]]] = {}
     for r in rows:
         by_label.setdefault(r[1], []).append(r)
+    quota = {lab: n * len(group) / len(rows) for lab, group in by_label.items()}
+    take = {lab: min(len(by_label[lab]), max(MIN_PER_LABEL // 2, round(q))) for lab, q in quota.items()}
+    # Rounding can miss n by a row or two (a 499-row sample under a 500-row rule floor): give or take
+    # them where the rounding cut or added most, so the sample has n rows.
+    while (short := n - sum(take.values())) != 0:
+        step = 1 if short > 0 else -1
+        room = [
+            lab
+            for lab in by_label
+            if (take[lab] < len(by_label[lab]) if step > 0 else take[lab] > MIN_PER_LABEL // 2)
+        ]
+        if not room:
+            break
+        take[max(room, key=lambda lab: step * (quota[lab] - take[lab]))] += step
     out = []
     for lab in sorted(by_label):
-        group = by_label[lab]
-        take = max(MIN_PER_LABEL // 2, round(n * len(group) / len(rows)))
-        out.extend(rng.sample(group, min(take, len(group))))
+        out.extend(rng.sample(by_label[lab], take[lab]))
     rng.shuffle(out)
     return out
 
