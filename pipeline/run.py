@@ -150,7 +150,7 @@ def redecide(report: Report, run_dir: str | Path | None = None) -> Report:
         [Path(d) for d in config.get("rules_dirs") or ()], overrides=config.get("thresholds")
     )
     decision = decide.decide(ruleset, report.signals)
-    measured = _verification_resampler(Path(run_dir), report) if run_dir is not None else None
+    measured = _run_resampler(Path(run_dir), report) if run_dir is not None else None
     if measured is not None:
         resampler, n_items, seed = measured
         decision = decide.with_confidence(
@@ -160,7 +160,7 @@ def redecide(report: Report, run_dir: str | Path | None = None) -> Report:
     return Report.model_validate({**dict(report), "decision": decision.to_dict()})
 
 
-def _verification_resampler(run_dir: Path, report: Report) -> tuple[Any, int, int] | None:
+def _run_resampler(run_dir: Path, report: Report) -> tuple[Any, int, int] | None:
     """Prompting and verification signals recomputed on resampled eval items, from the run's predictions
     (prompting alone while nothing is verified).
 
@@ -180,19 +180,10 @@ def _verification_resampler(run_dir: Path, report: Report) -> tuple[Any, int, in
         items = evaluate.read_predictions(run, a.name)
         scores = evaluate.summarise(items, task, labels, seed)
         arms.append(evaluate.ArmResult(a.name, a.kind, a.k, a.selection, items, scores, a.mean_prompt_tokens))
-    ft_items = evaluate.read_predictions(run, FINETUNED) if verification is not None else arms[0].items
-    lines = [it.line for it in ft_items]
+    ft_items = evaluate.read_predictions(run, FINETUNED) if verification is not None else None
+    lines = [it.line for it in (arms[0].items if ft_items is None else ft_items)]
     if any([it.line for it in arm.items] != lines for arm in arms):
         return None  # not the same eval items in the same order: resampling would unpair them
-    finetuned = evaluate.ArmResult(
-        FINETUNED,
-        FINETUNED,
-        0,
-        None,
-        ft_items,
-        evaluate.summarise(ft_items, task, labels, seed),
-        sum(it.prompt_tokens for it in ft_items) / max(1, len(ft_items)),
-    )
     thresholds = run_thresholds(report)
     prompting = evaluate.analyse(
         arms,
@@ -210,8 +201,17 @@ def _verification_resampler(run_dir: Path, report: Report) -> tuple[Any, int, in
         limit=section.k_max,
         budget_spent=section.budget_spent,
     )
-    if verification is None:
+    if verification is None or ft_items is None:
         return confidence.prompting_resampler(prompting), len(lines), seed
+    finetuned = evaluate.ArmResult(
+        FINETUNED,
+        FINETUNED,
+        0,
+        None,
+        ft_items,
+        evaluate.summarise(ft_items, task, labels, seed),
+        sum(it.prompt_tokens for it in ft_items) / max(1, len(ft_items)),
+    )
 
     def signals(idx: Any) -> dict[str, Any]:
         p = confidence.resample_prompting(prompting, idx)

@@ -12,6 +12,7 @@ import json
 from advisor.backends.model import EMBEDDED_HUB_ID, hub_model_id
 from advisor.report import fmt
 from advisor.report.document import Estimate, Latency, Training, Verification
+from advisor.report.prose import unverified_adapter_sentence
 from advisor.report.textsafe import md_code, md_escape, term_safe
 
 
@@ -63,10 +64,7 @@ def _g3(v: float | None) -> str:
 def verification_markdown(v: Verification | None, trained: bool = False) -> str:
     """The report's "Fine-tuning verification" section (`trained`: the run holds an adapter)."""
     if v is None and trained:
-        return (
-            "## Fine-tuning verification\n\nNot run yet: the run's adapter (train/adapter) has not been "
-            "verified; `tunegate verify RUN` scores it on the eval items.\n"
-        )
+        return f"## Fine-tuning verification\n\nNot run yet: {unverified_adapter_sentence()}\n"
     if v is None:
         return "## Fine-tuning verification\n\nNot run: no adapter was trained for this run.\n"
     metric = v.metric

@@ -30,7 +30,12 @@ from advisor.report.document import (
     RuleSource,
     TokenStats,
 )
-from advisor.report.prose import baseline_sentence, confidence_sentence, plateau_sentence
+from advisor.report.prose import (
+    baseline_sentence,
+    confidence_sentence,
+    plateau_sentence,
+    unverified_adapter_sentence,
+)
 
 VERDICT_TEXT = {
     "prompt": "Prompt the model: a zero-shot or system prompt is enough",
@@ -708,12 +713,7 @@ def _verification(report: Report, figs: Mapping[str, plots.Figure]) -> str:
     v = report.verification
     out = ['<h2 id="verification">Before and after fine-tuning</h2>']
     if v is None and report.training is not None:
-        out.append(
-            _not_measured(
-                "the run's adapter (train/adapter) has not been verified yet; "
-                "tunegate verify RUN scores it on the eval items."
-            )
-        )
+        out.append(_not_measured(unverified_adapter_sentence(code=str)))
         return "".join(out)
     if v is None:
         out.append(_not_measured("no fine-tuned model was compared with the prompting arms in this run."))

@@ -60,3 +60,11 @@ def plateau_sentence(
         else "with no honest arm (every arm is degenerate)"
     )
     return f"{head} {best}: {text(pl.reason)}."
+
+
+def unverified_adapter_sentence(code: Callable[[object], str] = _backticks) -> str:
+    """Why a trained run has no verification section: its adapter has not been verified yet."""
+    return (
+        f"the run's adapter ({code('train/adapter')}) has not been verified yet; "
+        f"{code('tunegate verify RUN')} scores it on the eval items."
+    )
