@@ -13,4 +13,4 @@ def rt_snippets() -> list[tuple[str, str]]:
 
 
 from faultserver import fault_server  # noqa: E402, F401  (a fault-injecting server, tests/faultserver.py)
-from server import llama_server  # noqa: E402, F401  (a real llama.cpp server, tests/server.py)
+from server import _llama_server_process, llama_server  # noqa: E402, F401  (a real llama.cpp server, tests/server.py)
