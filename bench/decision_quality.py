@@ -22,8 +22,9 @@ extension), at most one eval-growth round, 3 latency samples per arm (latency is
 LoRA budget of one pass over the train split (`--epochs`, tunegate's own default is 3; or `--max-steps`).
 Every setting is a flag. The runs share one tunegate cache, by default a new empty folder (`--cache`), so
 the wall time is a cold start: no answer comes from an earlier run. Measured (2026-11-29, 2 CPU cores, no
-GPU): the whole panel with these defaults took 100 minutes (12-21 minutes a dataset; the README has the
-table). The 768-token budget matters: it stops the ladder, and an exhausted ladder counts as a plateau.
+GPU): the whole panel with these defaults took 100 minutes (12-21 minutes a dataset; the table is in
+docs/benchmarks.md). The 768-token budget matters: it stops the ladder, and an exhausted ladder counts as a
+plateau.
 Prints one table and writes JSON (default bench/results/decision_quality.json). The data packages are
 installed by `scripts/bootstrap.sh bench`.
 

@@ -31,7 +31,7 @@ PY
 
 if [ "$extra" = test ] || [ "$extra" = bench ]; then
   # A llama.cpp OpenAI-compatible server (llama-cpp-python[server]) for the openai backend's tests, and
-  # llama.cpp's LoRA-to-GGUF converter for the served-adapter test and the README's recipe. Both come from
+  # llama.cpp's LoRA-to-GGUF converter for the served-adapter test and the recipe in docs/fine-tuning.md. Both come from
   # the llama-cpp-python source distribution (its vendored llama.cpp).
   #
   # The server is built portable: llama.cpp's default (GGML_NATIVE=ON) compiles for the build machine's

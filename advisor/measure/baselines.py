@@ -28,7 +28,7 @@ TOP_SHARE = "degenerate_top_share"
 SHARE_MARGIN = "degenerate_share_margin"
 IMBALANCED = "imbalanced_relative_share"
 
-# The quality target when the user declares none (documented in the README): a demanding bar, since
+# The quality target when the user declares none (documented in docs/statistics.md): a demanding bar, since
 # "prompting is enough" should mean enough for production, not merely better than chance. Macro-F1
 # averages the rare labels' F1 in, which sits well below accuracy on the same predictions.
 DEFAULT_TARGETS = {"accuracy": 0.90, "macro_f1": 0.80, "chrf": 0.60}
