@@ -263,21 +263,17 @@ class RunDir:
         return self.path / PREDICTIONS / f"{arm}.jsonl"
 
     def inside(self, recorded: str | os.PathLike[str], *, field: str) -> Path:
-        """A path recorded in the folder, resolved against it; DataError when it leads outside (or through
-        a symbolic link)."""
+        """A path recorded in the folder, resolved against it (links followed, so a link cannot lead a
+        reader out); DataError when it leads outside."""
         p = Path(recorded)
-        lexical = Path(os.path.normpath(p if p.is_absolute() else self.path / p))
-        resolved = lexical.resolve()
+        resolved = (p if p.is_absolute() else self.path / p).resolve()
         root = self.path.resolve()
-        if (resolved != root and root not in resolved.parents) or (
-            lexical != self.path and self.path not in lexical.parents
-        ):
+        if resolved != root and root not in resolved.parents:
             raise DataError(
                 f"points outside the run folder ({recorded}); refusing to follow it",
                 file=str(self.decision_path),
                 field=field,
             )
-        self._contained(lexical)
         return resolved
 
     def relative(self, path: str | os.PathLike[str]) -> str:
