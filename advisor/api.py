@@ -80,7 +80,7 @@ def advise(
     if isinstance(backend, str):
         settings["backend"], backend = backend, None
     config = make_config(data, settings)
-    with run_folder(out) as folder, RunDir(folder).lock():
+    with run_folder(out) as folder, RunDir(folder).lock(create=True, inputs=recipe.input_paths(config)):
         report = recipe.advise(config.replace(out=str(folder)), backend=backend)
         return result(report, folder, out)
 

@@ -514,15 +514,23 @@ def verdict_exit_code(verdict: str) -> int:
 
 def _cmd_advise(args: argparse.Namespace) -> int:
     from advisor.recipe import advise
-    from advisor.rundir import RunDir
 
     config = _advise_config(args)
     if args.dry_run:
         return _dry_run(args, config)
-    with RunDir(config.out).lock():
+    with _new_run(args, config):
         report = advise(config)
     _emit(report, args.json)
     return _gated_exit_code(report.decision.verdict, args.fail_on)
+
+
+def _new_run(args: argparse.Namespace, config: Any) -> Any:
+    """The lock of a new run's folder (--out): claimed only if it is missing, empty or a tunegate run, and
+    holds none of the run's inputs under a name the run writes (advisor/rundir.py)."""
+    from advisor.recipe import input_paths
+    from advisor.rundir import RunDir
+
+    return RunDir(config.out).lock(create=True, inputs=[args.config, *input_paths(config)])
 
 
 def _dry_run(args: argparse.Namespace, config: Any) -> int:
@@ -658,7 +666,6 @@ def _run_base_model(run: Any) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from advisor.rundir import RunDir
     from pipeline.distributed import launched_world
 
     config = _advise_config(args)
@@ -666,14 +673,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _dry_run(args, config)
     if launched_world() > 1:
         return _run_launched(args, config)
-    with RunDir(config.out).lock():  # one lock through advise and train
+    with _new_run(args, config):  # one lock through advise and train
         return _advise_then_train(args, config)
 
 
 def _run_launched(args: argparse.Namespace, config: Any) -> int:
     """`tunegate run` under torchrun or `accelerate launch`: rank 0 advises while the other ranks wait,
     then every rank trains if the gate opens; rank 0 alone writes and prints."""
-    from advisor.rundir import RunDir
     from pipeline.distributed import init_distributed, rank0_channel, shutdown
 
     d = init_distributed()
@@ -691,7 +697,7 @@ def _run_launched(args: argparse.Namespace, config: Any) -> int:
         told.append(share(go))
 
     try:
-        with RunDir(config.out).lock():
+        with _new_run(args, config):
             return _advise_then_train(args, config, tell_ranks=tell)
     except BaseException:
         if not told:  # advise failed: release the waiting ranks, then fail with its error

@@ -106,13 +106,18 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     return path
 
 
-def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, compact: bool = False) -> Path:
-    """JSON (strict: NaN is refused) written atomically; indented unless `compact`."""
+def json_text(obj: Any, *, compact: bool = False) -> str:
+    """JSON text (strict: NaN is refused), indented unless `compact`, ending with a newline."""
     if compact:
         text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     else:
         text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=str)
-    return write_text_atomic(path, text + "\n")
+    return text + "\n"
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, compact: bool = False) -> Path:
+    """JSON (strict: NaN is refused) written atomically; indented unless `compact`."""
+    return write_text_atomic(path, json_text(obj, compact=compact))
 
 
 def open_regular(path: str | os.PathLike[str], error: type[TunegateError], what: str = "file") -> IO[bytes]:

@@ -47,7 +47,7 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
     _check_inputs(config)
     # The local model is found (not loaded) first: a wrong --model fails before the run folder is touched.
     model = resolve_model(config.model) if backend is None and config.backend == "hf" else None
-    run_dir = RunDir(config.out).create()
+    run_dir = RunDir(config.out).create(inputs=input_paths(config))
 
     # load
     loaded, task, labels, examples = load_task(config)
@@ -139,6 +139,11 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
     report.write_report(run_dir, result)
     rates.record(backend)
     return result
+
+
+def input_paths(config: AdviseConfig) -> list[str | None]:
+    """The files and folders a run reads: a run folder must not hold them under a name it writes."""
+    return [config.data, config.system_prompt_file, config.prices, *config.rules_dirs]
 
 
 def load_task(config: AdviseConfig) -> tuple[Any, TaskKind, tuple[str, ...], Sequence[Example]]:
@@ -260,7 +265,13 @@ def _next_eval_chunk(
     size = min(math.ceil(config.eval_size * float(th["eval_growth_chunk_share"])), held_out_room)
     demos = {line for arm in prompting.arms for it in arm.items for line in it.demo_lines}
     train = set(split.train)
-    unused = [ex for ex in examples if ex.line in train and ex.line not in demos]
+    # Not a demonstration, nor a duplicate of one: the splits stay disjoint by content.
+    demo_inputs = {audit_mod.input_key(ex) for ex in examples if ex.line in demos}
+    unused = [
+        ex
+        for ex in examples
+        if ex.line in train and ex.line not in demos and audit_mod.input_key(ex) not in demo_inputs
+    ]
     chunk = audit_mod.make_split(
         unused, seed=config.seed + growth.rounds + 1, eval_size=size, dev_size=0
     ).eval

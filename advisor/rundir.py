@@ -10,7 +10,8 @@ A run folder holds everything one `advise` (and later `train`) produced:
     report.md, plots/, report.html   renderings of decision.json
     train/               config.json, metrics.jsonl, checkpoints/, best/, adapter/ (+ README.md), merged/
     mlruns/, tensorboard/, wandb/   a tracker's local files (--report-to), written by its library
-    .lock                held by the process writing the folder
+    .tunegate-run        the marker: written when tunegate creates the folder
+    .lock                held by the process writing the folder, removed when it ends
 
 What "only" means. Every file and folder under a run folder is named, read, written, swapped into place
 and removed by a method here, with the policy below; the modules that compute them (the audit, the
@@ -23,6 +24,22 @@ One error policy: a missing, damaged or foreign file is a `DataError` (exit 3) n
 for decision.json, the field; a folder another process holds is a `ConfigError` (exit 2) at once,
 never a wait. Paths recorded inside the folder (the adapter, say) are resolved relative to it and must
 stay inside it, so a crafted folder cannot point a reader at other files.
+
+Containment: a run never touches what is not its own.
+- Every path read, written, swapped in or removed below the folder is checked (`_contained`) to lie
+  inside it and neither to be nor to pass through a symbolic link: a link planted at `train/`,
+  `predictions/`, `.lock` or any other name stops the command (DataError, exit 3, naming the link)
+  before anything is followed. Removal (`rmtree`) touches only what `lstat` says is a real folder there.
+  (The folder itself may be reached through a link: that is the user's choice of --out.)
+- `--out` (`create`) must be missing, empty, or a tunegate run: one holding the marker `.tunegate-run`,
+  or, from before the marker existed, a decision.json that validates. Anything else stops with exit 2
+  before a byte is written, naming the folder and a file in the way; so does an input of the run (the
+  data file, --config, --prices, ...) that sits inside the folder under a name the run writes.
+- `lock(create=True)` makes the folder only for a run about to write it, and when the run fails before
+  writing anything (a missing data file, a bad --model) it removes what it made: the marker, the folders
+  it created. `.lock` is opened without following links or truncating, and is removed when the run ends
+  (while still held; a process that locked the removed file sees it is gone and opens the new one).
+- A read-only folder is a `FilesError` (exit 8), like every other write the environment refuses.
 """
 
 from __future__ import annotations
@@ -32,15 +49,16 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from advisor.errors import ConfigError, DataError
-from advisor.files import ensure_dir, write_json_atomic, write_text_atomic
+from advisor.errors import ConfigError, DataError, FilesError
+from advisor.files import json_text, os_error_reason, write_text_atomic
 from advisor.measure.prompt_record import PromptRecord
 from advisor.report.document import SCHEMA_VERSION, Report
 
@@ -51,6 +69,7 @@ PROMPTS = "prompts.json"
 PREDICTIONS = "predictions"
 TRAIN = "train"
 LOCK = ".lock"
+MARKER = ".tunegate-run"
 # train/: the training loop's outputs (pipeline.loop writes them into the folder it is given)
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
@@ -61,6 +80,7 @@ TRAIN_CONFIG = "config.json"
 STATE_FILE = "state.pt"  # a checkpoint's file (checkpoints/step-NNNNNNN/state.pt)
 MODEL_CARD = "README.md"
 ADAPTER_CONFIG = "adapter_config.json"
+SPLITS = ("train", "dev", "eval")
 TRAIN_OUTPUTS = (CHECKPOINTS, BEST, ADAPTER, METRICS)
 """What a fresh (not resumed) training run replaces."""
 TRACKER_DIRS = {"mlflow": "mlruns", "tensorboard": "tensorboard", "wandb": ""}
@@ -68,7 +88,12 @@ MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
 PLOTS_DIR = "plots"  # the Markdown report's plots, as SVG files beside it
 RENDERINGS = (MARKDOWN_FILE, HTML_FILE)
-_OWN_FILES = {DECISION, CONFIG, SPLIT, PREDICTIONS, TRAIN, LOCK, PLOTS_DIR, *RENDERINGS}
+_OWN_FILES = {DECISION, CONFIG, SPLIT, PROMPTS, PREDICTIONS, TRAIN, LOCK, MARKER, PLOTS_DIR, *RENDERINGS}
+_RUN_NAMES = _OWN_FILES | {name for name in TRACKER_DIRS.values() if name} | {"wandb"}
+"""Every name a run writes at the top of its folder: an input file there would be overwritten."""
+MARKER_TEXT = (
+    "This folder is a tunegate run folder (see decision.json); tunegate writes only into such folders.\n"
+)
 _HELD: set[Path] = set()  # folders this process holds: `run` = advise then train, one lock
 
 
@@ -85,10 +110,134 @@ class RunDir:
         """`folder` as a RunDir (callers may hold either)."""
         return folder if isinstance(folder, RunDir) else cls(folder)
 
-    def create(self) -> RunDir:
-        """Make the folder (and its parents); FilesError (exit 8) when it cannot be made."""
-        ensure_dir(self.path, "run folder (--out)")
+    def create(self, *, inputs: Iterable[str | os.PathLike[str] | None] = ()) -> RunDir:
+        """Make the folder (and its parents) for a run about to write it, with its marker.
+
+        Refused before anything is written: a folder that is neither empty nor a tunegate run, or an
+        input of the run (`inputs`: the data file, --config, ...) inside it under a name the run writes
+        (ConfigError, exit 2); a path that is not a folder or cannot be made (FilesError, exit 8).
+        """
+        self._claim(inputs)
         return self
+
+    def _claim(self, inputs: Iterable[str | os.PathLike[str] | None]) -> tuple[list[Path], bool]:
+        """`create`, returning what it made for `lock` to undo on a failed start: the folders (innermost
+        last) and whether it wrote the marker."""
+        self._check_inputs(inputs)
+        made: list[Path] = []
+        try:
+            st = os.stat(self.path)  # follows a link: --out may name a folder through one
+        except FileNotFoundError:
+            if os.path.lexists(self.path):
+                raise FilesError(
+                    "the run folder (--out) is a symbolic link to nothing, not a folder", file=str(self.path)
+                ) from None
+            made = _make_folders(self.path)
+        except OSError as exc:  # a part of the path is a file, permission denied, ...
+            raise FilesError(
+                f"cannot use the run folder (--out): {os_error_reason(exc)}", file=str(self.path)
+            ) from None
+        else:
+            if not stat.S_ISDIR(st.st_mode):
+                kind = "a file" if stat.S_ISREG(st.st_mode) else "a pipe, device or socket"
+                raise FilesError(f"the run folder (--out) is {kind}, not a folder", file=str(self.path))
+            self._check_is_run()
+            self._check_links()
+        return made, self._write_marker()
+
+    def _check_is_run(self) -> None:
+        """An existing --out must be empty or a tunegate run; else ConfigError naming a file in the way."""
+        names = self._entries()
+        if not names - {LOCK}:  # empty, or holding only the lock of an earlier tunegate that stopped
+            return
+        if self._has_marker():
+            return
+        if DECISION in names:
+            try:
+                self.read_report()  # a run folder from before the marker: its decision.json validates
+                return
+            except DataError:
+                pass
+        in_the_way = sorted(names & _RUN_NAMES) or sorted(names)
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        raise ConfigError(
+            f"not a tunegate run folder and not empty: it holds {in_the_way[0]!r}{more}, which tunegate "
+            "would overwrite or mix with its own files; choose a new or empty folder for --out",
+            file=str(self.path),
+            field="--out",
+        )
+
+    def _check_inputs(self, inputs: Iterable[str | os.PathLike[str] | None]) -> None:
+        """An input file inside the folder under a name the run writes would be overwritten: refuse it."""
+        root = os.path.normpath(self.path)
+        real_root = os.path.realpath(self.path)
+        for given in inputs:
+            if not given:
+                continue
+            for path, base in (
+                (os.path.normpath(os.path.abspath(given)), root),
+                (os.path.realpath(given), real_root),
+            ):
+                rel = os.path.relpath(path, base)
+                first = rel.split(os.sep)[0]
+                if first in _RUN_NAMES:
+                    raise ConfigError(
+                        f"an input of the run sits inside the run folder as {rel!r}, which the run writes; "
+                        "move it out of the folder or choose another --out",
+                        file=str(given),
+                        field="--out",
+                    )
+
+    def _check_existing(self) -> None:
+        """An existing run's folder (train, verify): with the marker, or a decision.json that validates."""
+        if not self.path.is_dir():
+            raise DataError("no such run folder; run `tunegate advise` first", file=str(self.path))
+        if not self._has_marker():
+            self.read_report()  # names what is missing or damaged
+        self._check_links()
+
+    def _check_links(self) -> None:
+        """The run's own names (and train/'s) checked before any work: a link planted at one of them
+        stops the command at once, naming it, instead of midway."""
+        for name in sorted(_RUN_NAMES):
+            self._contained(self.path / name)
+        for name in (*TRAIN_OUTPUTS, MERGED, TRAIN_CONFIG):
+            self._contained(self.train_dir / name)
+
+    def _entries(self) -> set[str]:
+        try:
+            return set(os.listdir(self.path))
+        except OSError as exc:
+            raise FilesError(
+                f"cannot read the run folder: {os_error_reason(exc)}", file=str(self.path)
+            ) from None
+
+    def _has_marker(self) -> bool:
+        try:
+            return stat.S_ISREG(os.lstat(self.path / MARKER).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def _write_marker(self) -> bool:
+        """Write the marker unless it is there; True when it was written now."""
+        path = self._contained(self.path / MARKER)
+        if self._has_marker():
+            return False
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            if self._has_marker():  # written meanwhile by another tunegate starting on this folder
+                return False
+            raise DataError("is not tunegate's marker file; remove it", file=str(path)) from None
+        except OSError as exc:
+            raise FilesError(
+                f"cannot write in the run folder: {os_error_reason(exc)}", file=str(path)
+            ) from None
+        try:
+            os.write(fd, MARKER_TEXT.encode())
+        finally:
+            os.close(fd)
+        return True
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -106,7 +255,7 @@ class RunDir:
     @property
     def train(self) -> TrainDir:
         """train/: the training loop's outputs."""
-        return TrainDir(self.train_dir)
+        return TrainDir(self.train_dir, root=self.path)
 
     def predictions_path(self, arm: str) -> Path:
         if not arm or "/" in arm or "\\" in arm or arm.startswith("."):
@@ -114,7 +263,8 @@ class RunDir:
         return self.path / PREDICTIONS / f"{arm}.jsonl"
 
     def inside(self, recorded: str | os.PathLike[str], *, field: str) -> Path:
-        """A path recorded in the folder, resolved against it; DataError when it leads outside."""
+        """A path recorded in the folder, resolved against it (links followed, so a link cannot lead a
+        reader out); DataError when it leads outside."""
         p = Path(recorded)
         resolved = (p if p.is_absolute() else self.path / p).resolve()
         root = self.path.resolve()
@@ -130,49 +280,127 @@ class RunDir:
         """How a path inside the folder is recorded: relative to it (the folder can move)."""
         return str(Path(path).resolve().relative_to(self.path.resolve()))
 
+    def _contained(self, path: Path) -> Path:
+        return _contained(self.path, path)
+
+    def _write(self, path: Path, text: str) -> Path:
+        """Every text file of the folder is written here: inside it, through no link, atomically."""
+        _make_folders(self._contained(path).parent, root=self.path)
+        return write_text_atomic(self._contained(path), text)
+
     # ------------------------------------------------------------------ the lock
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(
+        self, *, create: bool = False, inputs: Iterable[str | os.PathLike[str] | None] = ()
+    ) -> Iterator[None]:
         """Hold the folder for this process; a second process fails at once with a clear message.
 
+        `create`: a new run (advise, run) claims the folder (`create`), and when it fails before writing
+        anything, what the claim made is removed again; else the folder must hold a run (train, verify).
         Re-entrant within one process, so `tunegate run` holds one lock through advise and train.
         """
-        key = self.path.resolve()
-        if key in _HELD:
+        if self.path.resolve() in _HELD:
             yield
             return
-        ensure_dir(self.path, "run folder (--out)")
-        lock_path = self.path / LOCK
+        made, wrote_marker = self._claim(inputs) if create else ([], False)
+        if not create:
+            self._check_existing()
+        key = self.path.resolve()
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ConfigError(f"cannot use the run folder: {exc.strerror}", file=str(self.path)) from None
+            fd = self._hold()
+        except BaseException:
+            if create:
+                self._undo_claim(made, wrote_marker)
+            raise
+        _HELD.add(key)
+        ok = False
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise ConfigError(
-                        "another tunegate process is using this run folder; "
-                        "wait for it or choose another --out",
-                        file=str(self.path),
-                    ) from None
-                raise
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            _HELD.add(key)
-            try:
-                yield
-            finally:
-                _HELD.discard(key)
+            yield
+            ok = True
         finally:
-            os.close(fd)  # closing releases the lock
+            _HELD.discard(key)
+            self._release(fd)
+            if not ok and create:
+                self._undo_claim(made, wrote_marker)
+
+    def _hold(self) -> int:
+        """The locked descriptor of .lock (opened without following a link, never truncated before it is
+        known to be our own lock file)."""
+        path = self._contained(self.path / LOCK)
+        for _ in range(10):  # a lock file removed by its holder between our open and our flock: again
+            try:
+                fd = os.open(
+                    path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644
+                )
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                    raise DataError(
+                        "is not tunegate's lock file (a link, folder or device); remove it", file=str(path)
+                    ) from None
+                raise FilesError(
+                    f"cannot lock the run folder: {os_error_reason(exc)}", file=str(path)
+                ) from None
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                    raise DataError(
+                        "is not tunegate's lock file (not a plain file, or a hard link to another file); "
+                        "remove it",
+                        file=str(path),
+                    )
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise ConfigError(
+                            "another tunegate process is using this run folder; "
+                            "wait for it or choose another --out",
+                            file=str(self.path),
+                        ) from None
+                    raise FilesError(
+                        f"cannot lock the run folder: {os_error_reason(exc)}", file=str(path)
+                    ) from None
+                if _same_file(path, st):
+                    os.set_blocking(fd, True)
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        raise ConfigError(
+            "the run folder's lock keeps changing; another process is using it", file=str(self.path)
+        )
+
+    def _release(self, fd: int) -> None:
+        """Remove .lock while still holding it (a process that opened it before sees it gone), then let go."""
+        path = self.path / LOCK
+        try:
+            if _same_file(path, os.fstat(fd)):
+                path.unlink()
+        except OSError:
+            pass  # a read-only folder keeps its .lock: harmless, the next run locks it again
+        finally:
+            os.close(fd)
+
+    def _undo_claim(self, made: list[Path], wrote_marker: bool) -> None:
+        """A run that failed before writing anything leaves nothing: its marker and the folders it made."""
+        try:
+            if self._entries() - {MARKER, LOCK}:  # a .lock here now is another's: never ours to remove
+                return  # the run wrote something (or the folder held a run): keep the folder as it is
+            if wrote_marker:
+                (self.path / MARKER).unlink(missing_ok=True)
+            for folder in reversed(made):
+                folder.rmdir()
+        except (OSError, FilesError):
+            pass  # best effort: a folder someone else wrote into meanwhile stays
 
     # ------------------------------------------------------------------ decision.json
 
     def write_report(self, report: Report) -> Path:
-        return write_text_atomic(self.decision_path, report.to_json())
+        return self._write(self.decision_path, report.to_json())
 
     def read_report(self) -> Report:
         text = self._read_text(self.decision_path, missing="no decision.json here: is this a run folder?")
@@ -217,21 +445,72 @@ class RunDir:
         return self.path / SPLIT
 
     def write_config(self, config: dict[str, Any]) -> Path:
-        return write_json_atomic(self.path / CONFIG, config)
+        return self._write(self.path / CONFIG, json_text(config))
 
     def read_config(self) -> dict[str, Any]:
         return self._read_object(self.path / CONFIG)
 
     def write_split(self, split: dict[str, Any]) -> Path:
-        return write_json_atomic(self.split_path, split, compact=True)  # thousands of line numbers
+        return self._write(self.split_path, json_text(split, compact=True))  # thousands of line numbers
 
     def read_split(self) -> dict[str, Any]:
-        return self._read_object(self.split_path, missing="no split file; run `tunegate advise` first")
+        """split.json, whose train, dev and eval are lists of data lines with no line in two of them."""
+        doc = self._read_object(self.split_path, missing="no split file; run `tunegate advise` first")
+        name = str(self.split_path)
+        seen: dict[int, str] = {}
+        for key in SPLITS:
+            value = doc.get(key)
+            if not isinstance(value, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in value
+            ):
+                raise DataError("expected a list of line numbers", file=name, field=key)
+            for line in value:
+                if line in seen:
+                    where = (
+                        f"twice in {key!r}" if seen[line] == key else f"in both {seen[line]!r} and {key!r}"
+                    )
+                    raise DataError(
+                        f"line {line} is listed {where}: the splits must be disjoint", file=name, field=key
+                    )
+                seen[line] = key
+        return doc
+
+    def check_held_out(
+        self, split: Mapping[str, Any], key_of: Mapping[int, str], record: PromptRecord | None = None
+    ) -> None:
+        """The held-out items are held out, by content: no two splits share an input (`key_of`: each
+        data line's normalised input), and no eval item is among its own demonstrations in prompts.json.
+        A tampered or foreign file is a DataError (exit 3) naming it and the field, before any training
+        or verification uses it."""
+        owner: dict[str, tuple[str, int]] = {}
+        for key in SPLITS:
+            for line in split[key]:
+                content = key_of.get(line)
+                if content is None:
+                    continue  # a line not in the data: the loaders name it
+                first = owner.setdefault(content, (key, line))
+                if first[0] != key:
+                    raise DataError(
+                        f"line {line} has the same input as line {first[1]} in {first[0]!r}: an item held "
+                        "out for evaluation would be trained on or seen; the splits must be disjoint",
+                        file=str(self.split_path),
+                        field=key,
+                    )
+        for i, arm in enumerate(record.arms if record is not None else ()):
+            for line, demos in arm.demos.items():
+                own = key_of.get(line)
+                for demo in demos:
+                    if demo == line or (own is not None and key_of.get(demo) == own):
+                        raise DataError(
+                            f"eval item {line} is its own demonstration (line {demo})",
+                            file=str(self.path / PROMPTS),
+                            field=f"arms.{i}.demos.{line}",
+                        )
 
     # ------------------------------------------------------------------ prompts.json
 
     def write_prompts(self, record: PromptRecord) -> Path:
-        return write_text_atomic(self.path / PROMPTS, record.model_dump_json(indent=1) + "\n")
+        return self._write(self.path / PROMPTS, record.model_dump_json(indent=1) + "\n")
 
     def read_prompts(self) -> PromptRecord:
         """The prompts advise recorded. A folder from before the record existed is refused (exit 3):
@@ -256,10 +535,10 @@ class RunDir:
 
     def write_predictions(self, arm: str, rows: list[dict[str, Any]]) -> Path:
         lines = [json.dumps(r, ensure_ascii=False, allow_nan=False) for r in rows]
-        return write_text_atomic(self.predictions_path(arm), "".join(line + "\n" for line in lines))
+        return self._write(self.predictions_path(arm), "".join(line + "\n" for line in lines))
 
     def has_predictions(self, arm: str) -> bool:
-        return self.predictions_path(arm).is_file()
+        return self._contained(self.predictions_path(arm)).is_file()
 
     def read_predictions(self, arm: str) -> list[dict[str, Any]]:
         path = self.predictions_path(arm)
@@ -279,27 +558,28 @@ class RunDir:
 
     def write_input(self, name: str, text: str) -> Path:
         """A data file the run will read, kept in the folder (the demo's bundled sample)."""
-        if not name or "/" in name or "\\" in name or name.startswith(".") or name in _OWN_FILES:
+        if not name or "/" in name or "\\" in name or name.startswith(".") or name in _RUN_NAMES:
             raise ValueError(f"not a name for an input file: {name!r}")
-        return write_text_atomic(self.path / name, text)
+        return self._write(self.path / name, text)
 
     # ------------------------------------------------------------------ train/
 
     def write_train_config(self, doc: dict[str, Any]) -> Path:
         """train/config.json: the training config, the base model and the provenance."""
-        return write_json_atomic(self.train_dir / TRAIN_CONFIG, doc)
+        return self._write(self.train_dir / TRAIN_CONFIG, json_text(doc))
 
     def write_model_card(self, adapter_dir: str | os.PathLike[str], text: str) -> Path:
         """The model card, README.md in the adapter folder (which must be inside this run folder)."""
         folder = self.inside(adapter_dir, field="training.adapter_dir")
-        return write_text_atomic(folder / MODEL_CARD, text)
+        self._write(self.path / folder.relative_to(self.path.resolve()) / MODEL_CARD, text)
+        return folder / MODEL_CARD
 
     def tracker_dir(self, tracker: str) -> Path:
         """Where a tracker's library writes its local files (--report-to): mlruns/ or tensorboard/; for
         wandb the run folder itself (wandb makes its own wandb/ inside the folder it is given)."""
         if tracker not in TRACKER_DIRS:
             raise ValueError(f"not a tracker: {tracker!r}")
-        return self.path / TRACKER_DIRS[tracker]
+        return self._contained(self.path / TRACKER_DIRS[tracker])
 
     # ------------------------------------------------------------------ renderings of decision.json
 
@@ -307,7 +587,7 @@ class RunDir:
         """report.md or report.html, written atomically."""
         if name not in RENDERINGS:
             raise ValueError(f"not a rendering of this run folder: {name!r}")
-        return write_text_atomic(self.path / name, text)
+        return self._write(self.path / name, text)
 
     def write_plot(self, name: str, svg: str) -> str:
         """plots/<name>.svg, written atomically; returns its path relative to the folder (as report.md
@@ -315,22 +595,13 @@ class RunDir:
         if not name or "/" in name or "\\" in name or name.startswith("."):
             raise ValueError(f"not a plot name: {name!r}")
         rel = f"{PLOTS_DIR}/{name}.svg"
-        write_text_atomic(self.path / rel, svg)
+        self._write(self.path / rel, svg)
         return rel
 
     # ------------------------------------------------------------------ reading, one policy
 
     def _read_text(self, path: Path, *, missing: str) -> str:
-        try:
-            if not path.is_file():
-                raise FileNotFoundError
-            return path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DataError(missing, file=str(path)) from None
-        except UnicodeDecodeError as exc:
-            raise DataError(f"not UTF-8 text: {exc.reason}", file=str(path)) from None
-        except OSError as exc:
-            raise DataError(f"cannot read: {exc.strerror}", file=str(path)) from None
+        return _read_text(self.path, path, missing=missing)
 
     def _read_object(
         self, path: Path, *, missing: str = "missing from the run folder (run `tunegate advise` first)"
@@ -353,10 +624,13 @@ class TrainDir:
 
     Folders are written beside their final place and swapped in with a rename, after an fsync of every
     file, so a reader (or a resumed run after a crash) sees the old folder or the new one, never half.
+    Every path is checked as in the run folder: inside `root` (the run folder; by default the folder
+    holding this one), through no symbolic link, and only real folders are removed.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path).absolute()
+        self.root = Path(root).absolute() if root is not None else self.path.parent
 
     def __repr__(self) -> str:
         return f"TrainDir({str(self.path)!r})"
@@ -377,22 +651,22 @@ class TrainDir:
     def metrics_path(self) -> Path:
         return self.path / METRICS
 
+    def _contained(self, path: Path) -> Path:
+        return _contained(self.root, path)
+
     def clear(self) -> None:
         """Remove an earlier training run's outputs (before a fresh, not resumed, run)."""
+        self._contained(self.path)  # a train/ that is a link stops here, before anything is removed
         for name in TRAIN_OUTPUTS:
-            p = self.path / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+            _remove(self.root, self.path / name)
 
     # ------------------------------------------------------------------ metrics.jsonl
 
     def open_metrics(self, *, keep_until_step: int | None) -> MetricsLog:
         """The metrics log for appending: emptied for a fresh run (None); for a resumed run, the lines past
         the checkpoint's step are dropped first."""
-        ensure_dir(self.path, "training output folder")
-        path = self.metrics_path
+        _make_folders(self.path, root=self.root)
+        path = self._contained(self.metrics_path)
         if keep_until_step is None:
             write_text_atomic(path, "")
         elif path.exists():
@@ -402,10 +676,11 @@ class TrainDir:
 
     def read_metrics(self) -> list[str]:
         """The log's non-empty lines; [] when there is none."""
-        try:
-            return [ln for ln in self.metrics_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        except FileNotFoundError:
+        path = self._contained(self.metrics_path)
+        if not os.path.lexists(path):
             return []
+        text = _read_text(self.root, path, missing="no training log")
+        return [ln for ln in text.splitlines() if ln.strip()]
 
     # ------------------------------------------------------------------ adapters and the merged model
 
@@ -429,7 +704,8 @@ class TrainDir:
 
     def keep_best_as_adapter(self) -> Path:
         """best/ copied to adapter/ (the result when there was a dev set)."""
-        return self._write_folder(self.adapter, lambda tmp: shutil.copytree(self.best, tmp))
+        best = self._contained(self.best)
+        return self._write_folder(self.adapter, lambda tmp: shutil.copytree(best, tmp, symlinks=True))
 
     def write_merged(self, fill: Callable[[Path], None]) -> Path:
         """merged/: `fill(tmp)` saves the merged model and tokenizer into `tmp`, then it is swapped in."""
@@ -438,21 +714,29 @@ class TrainDir:
     def name_base_model(self, adapter_dir: str | os.PathLike[str], base_id: str) -> Path:
         """Record `base_id` as the adapter's base_model_name_or_path (peft records the folder it loaded,
         which for the embedded model is a converted copy in one user's cache), so a server finds the base."""
-        path = Path(adapter_dir) / ADAPTER_CONFIG
+        path = self._contained(Path(adapter_dir).absolute() / ADAPTER_CONFIG)
+        text = _read_text(self.root, path, missing="the adapter has no config")
         try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            config = json.loads(text)
+        except ValueError as exc:
             raise DataError(
                 f"cannot read the adapter's config ({type(exc).__name__})", file=str(path)
             ) from None
+        if not isinstance(config, dict):
+            raise DataError("the adapter's config is not a JSON object", file=str(path))
         config["base_model_name_or_path"] = base_id
-        return write_json_atomic(path, config)
+        return write_text_atomic(self._contained(path), json_text(config))
 
     # ------------------------------------------------------------------ checkpoints
 
     def latest_checkpoint(self) -> Path | None:
         """The newest complete checkpoint folder (one holding its state file), or None."""
-        done = sorted(p for p in (self.path / CHECKPOINTS).glob("step-*") if (p / STATE_FILE).is_file())
+        root = self._contained(self.path / CHECKPOINTS)
+        if not root.is_dir():
+            return None
+        done = sorted(
+            p for p in root.glob("step-*") if stat.S_ISREG(_lstat_mode(self._contained(p / STATE_FILE)))
+        )
         return done[-1] if done else None
 
     @staticmethod
@@ -463,7 +747,8 @@ class TrainDir:
     def write_checkpoint(self, step: int, save: Callable[[Path], None], *, keep: int = 2) -> Path:
         """checkpoints/step-NNNNNNN/: `save(file)` writes the state file (torch.save) into a temporary
         folder that is then swapped in; the newest `keep` checkpoints are kept."""
-        root = ensure_dir(self.path / CHECKPOINTS, "checkpoint folder")
+        root = self.path / CHECKPOINTS
+        _make_folders(root, root=self.root)
         final = root / f"step-{step:07d}"
 
         def fill(tmp: Path) -> None:
@@ -473,7 +758,7 @@ class TrainDir:
         self._write_folder(final, fill)
         olds = sorted(p for p in root.glob("step-*") if p.name < final.name)
         for old in olds[: max(0, len(olds) - (keep - 1))]:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(self.root, old)
         return final
 
     # ------------------------------------------------------------------ atomic folders
@@ -484,37 +769,47 @@ class TrainDir:
         return self.path / name
 
     def _write_folder(self, final: Path, fill: Callable[[Path], Any]) -> Path:
-        ensure_dir(final.parent, "training output folder")
-        tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        _make_folders(final.parent, root=self.root)
+        final = self._contained(final)
+        tmp = self._contained(final.with_name(f".{final.name}.tmp{os.getpid()}"))
+        old = self._contained(final.with_name(f".{final.name}.old{os.getpid()}"))
+        _remove(self.root, tmp)
         try:
             fill(tmp)
             for f in tmp.rglob("*"):
-                if f.is_file():
+                if f.is_file() and not f.is_symlink():
                     with open(f, "rb") as fh:
                         os.fsync(fh.fileno())
-            old = final.with_name(f".{final.name}.old{os.getpid()}")
-            if final.exists():
+            _remove(self.root, old)
+            if os.path.lexists(final):
                 os.replace(final, old)
             os.replace(tmp, final)
             _fsync_dir(final.parent)
-            if old.exists():
-                shutil.rmtree(old)
+            _remove(self.root, old)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            if os.path.lexists(tmp):
+                _remove(self.root, tmp)
         return final
 
 
 class MetricsLog:
-    """train/metrics.jsonl for appending: one JSON record per line, flushed per line."""
+    """train/metrics.jsonl for appending: one JSON record per line, flushed per line (opened without
+    following a link)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise DataError(
+                    "is a symbolic link inside the run folder; remove it", file=str(self.path)
+                ) from None
+            raise FilesError(f"cannot write: {os_error_reason(exc)}", file=str(self.path)) from None
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, default=str) + "\n")
             fh.flush()
 
@@ -533,3 +828,108 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _contained(root: Path, path: str | os.PathLike[str]) -> Path:
+    """`path`, which must lie inside `root` and neither be nor pass through a symbolic link below it
+    (the parts that exist are checked with lstat; a part that does not exist yet is made by us)."""
+    rel = os.path.relpath(os.path.normpath(path), os.path.normpath(root))
+    if rel == os.curdir:
+        return root
+    parts = Path(rel).parts
+    if os.pardir in parts:
+        raise DataError("lies outside the run folder; refusing to use it", file=str(path))
+    cur = root
+    for part in parts:
+        cur = cur / part
+        try:
+            st = os.lstat(cur)
+        except (FileNotFoundError, NotADirectoryError):
+            break
+        if stat.S_ISLNK(st.st_mode):
+            raise DataError(
+                "is a symbolic link inside the run folder; tunegate does not follow links there "
+                "(remove it, or choose another folder)",
+                file=str(cur),
+            )
+    return root.joinpath(*parts)
+
+
+def _make_folders(path: Path, root: Path | None = None) -> list[Path]:
+    """Make `path` and its missing parents; returns the folders made, outermost first. Below `root` no
+    part may be a link (`_contained`); FilesError when a folder cannot be made."""
+    if root is not None:
+        path = _contained(root, path)
+    missing: list[Path] = []
+    p = path
+    while not os.path.lexists(p) and p.parent != p:
+        missing.append(p)
+        p = p.parent
+    made: list[Path] = []
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            if not folder.is_dir() or (root is not None and folder.is_symlink()):
+                raise FilesError("a file is in the way of a folder", file=str(folder)) from None
+            continue  # made meanwhile by another process
+        except OSError as exc:
+            raise FilesError(f"cannot create the folder: {os_error_reason(exc)}", file=str(folder)) from None
+        made.append(folder)
+    if not path.is_dir():
+        raise FilesError("a file is in the way of a folder", file=str(path))
+    return made
+
+
+def _same_file(path: Path, st: os.stat_result) -> bool:
+    """Whether `path` (not followed) is still the file `st` describes."""
+    try:
+        now = os.lstat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _remove(root: Path, path: Path) -> None:
+    """Remove `path` inside `root`: a real folder with rmtree, a file with unlink; a link is refused."""
+    path = _contained(root, path)
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)  # never follows a link inside (fd-based on Linux)
+    else:
+        path.unlink()
+
+
+def _read_text(root: Path, path: Path, *, missing: str) -> str:
+    """A text file inside `root`, opened without following a link; DataError naming it on any problem."""
+    path = _contained(root, path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise DataError(missing, file=str(path)) from None
+    except OSError as exc:
+        raise DataError(f"cannot read: {os_error_reason(exc)}", file=str(path)) from None
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fh.fileno()).st_mode
+        if stat.S_ISDIR(mode):
+            raise DataError(missing, file=str(path))
+        if not stat.S_ISREG(mode):
+            raise DataError("not a plain file (a pipe or a device)", file=str(path))
+        try:
+            data = fh.read()
+        except OSError as exc:
+            raise DataError(f"cannot read: {os_error_reason(exc)}", file=str(path)) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text: {exc.reason}", file=str(path)) from None
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return 0

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from advisor.audit.checks import input_key
 from advisor.errors import DataError
 from advisor.intake.data import LoadedData, detect_task, load_examples
 from advisor.measure.prompts import Arm, ArmKind, arm_name, format_hint, render_messages
@@ -50,6 +51,7 @@ def load_split_examples(run_dir: Path) -> tuple[list[Example], list[Example], di
     data_path = split.get("data_path") or config.get("data")
     loaded = load_run_data(config, split)
     by_line = {ex.line: ex for ex in loaded.examples}
+    run.check_held_out(split, {line: input_key(ex) for line, ex in by_line.items()})
     missing = [ln for ln in list(split["train"]) + list(split["dev"]) if ln not in by_line]
     if missing:
         raise DataError(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from advisor.audit.checks import input_key
 from advisor.backends import get_backend
 from advisor.backends.base import GenRequest
 from advisor.backends.hf import HFBackend
@@ -320,6 +321,7 @@ def verify_run(
             file=str(run.path / "prompts.json"),
         )
     by_line, train_ex, eval_ex = _split_examples(config, split, task, labels)
+    run.check_held_out(split, {line: input_key(ex) for line, ex in by_line.items()}, record)
     prompting_arm = _prompting_arm(record, prompts_from)
 
     any_arm = prompting.arms[0].name

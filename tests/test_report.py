@@ -110,7 +110,12 @@ def test_markdown_names_verdict_evidence_sources_and_skipped_rules(doc: dict[str
 def test_write_report_is_atomic_and_rerender_reproduces_it(tmp_path: Path, doc: dict[str, Any]) -> None:
     run_dir = tmp_path / "run"
     json_path, md_path = report.write_report(run_dir, doc)
-    assert sorted(p.name for p in run_dir.iterdir()) == ["decision.json", "report.html", "report.md"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".tunegate-run",
+        "decision.json",
+        "report.html",
+        "report.md",
+    ]
     assert facts(json.loads(json_path.read_text(encoding="utf-8"))) == facts(doc)
     first = md_path.read_bytes()
     md_path.unlink()
