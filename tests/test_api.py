@@ -134,3 +134,101 @@ def test_the_notebook_example_runs(
     assert fake.loglik_requests  # the example ran the model it was given
     assert list(empty_cwd.iterdir()) == []
     json.dumps(result.report.as_dict())  # the report is plain JSON data
+
+
+# --------------------------------------------------------------------------- in-memory data
+
+
+def _table_rows(path: str) -> Any:
+    """The demo file's rows as a two-column table (text, label), as a team's DataFrame would hold them."""
+    import pandas as pd
+
+    chat = pd.read_json(path, lines=True)
+    return pd.DataFrame(
+        {
+            "text": [m[0]["content"] for m in chat["messages"]],
+            "label": [m[1]["content"] for m in chat["messages"]],
+        }
+    )
+
+
+def test_a_dataframe_and_a_dataset_give_the_file_verdict(measured, tmp_path: Path, empty_cwd: Path) -> None:
+    """The same rows as `measured`'s file, from a chat-shaped DataFrame and from a `datasets` DatasetDict
+    of their table form (text, label): the same split, arms, scores and verdict."""
+    import datasets
+    import pandas as pd
+
+    from advisor import advise
+
+    from_file, _ = measured
+    data = write_demo_data(str(tmp_path / "data"), n=600)
+    chat = pd.read_json(data, lines=True)  # one column, `messages`: the chat shape
+    from_frame = advise(chat, backend=FakeBackend(KEYWORDS), **SMALL)
+    table = datasets.Dataset.from_pandas(_table_rows(data))
+    by_dataset = advise(datasets.DatasetDict({"train": table}), backend=FakeBackend(KEYWORDS), **SMALL)
+    for result in (from_frame, by_dataset):
+        assert result.verdict == from_file.verdict
+        assert result.report.decision.scores == from_file.report.decision.scores
+        assert result.arms.equals(from_file.arms)
+        assert result.report.dataset.n_examples == from_file.report.dataset.n_examples == 600
+    assert from_frame.predictions.equals(from_file.predictions)
+    assert list(empty_cwd.iterdir()) == []
+    text = repr(by_dataset)
+    assert text.startswith(f"<AdviseResult verdict={from_file.verdict} ") and "\n" not in text
+    assert len(text) < 200 and "run_dir=None" in text
+
+
+def test_a_kept_run_folder_holds_the_rows_for_train(tmp_path: Path, empty_cwd: Path) -> None:
+    from advisor import advise
+    from advisor.api import IN_MEMORY_FILE
+
+    table = _table_rows(write_demo_data(str(tmp_path / "data"), n=300))
+    result = advise(table, out=tmp_path / "run", backend="none")
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["data_path"] == str(tmp_path / "run" / IN_MEMORY_FILE)  # what `train` reads the rows from
+    assert len((tmp_path / "run" / IN_MEMORY_FILE).read_text().splitlines()) == 300
+    assert result.report.dataset.n_examples == 300
+
+
+def test_bad_frames_name_the_row_and_column(tmp_path: Path, empty_cwd: Path) -> None:
+    import datasets
+    import numpy as np
+    import pandas as pd
+
+    from advisor import advise
+    from advisor.errors import TunegateError
+
+    table = _table_rows(write_demo_data(str(tmp_path / "data"), n=300))
+    table.index = table.index + 1000  # rows are named by their index label, as df.loc takes them
+    table.loc[1003, "text"] = None
+    table.loc[1005, "text"] = np.nan
+    chat = pd.DataFrame(
+        {"messages": [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": 3}]]}
+    )
+    cases = [
+        (table, ["DataFrame row 1003: column 'text': missing value", "DataFrame row 1005: column 'text'"]),
+        (
+            table.rename(columns={"text": "review"}),
+            ["DataFrame: field 'input': no input column", "input_col="],
+        ),
+        (chat, ["DataFrame row 0: column 'messages' (messages[1].content): wrong type"]),
+        (
+            pd.DataFrame({"text": [pd.Timestamp(0)], "label": ["a"]}),
+            ["DataFrame row 0: column 'text': a Timestamp"],
+        ),
+        (pd.DataFrame({0: ["a"], 1: ["b"]}), ["DataFrame: column names must be text"]),
+        (table.iloc[:0], ["DataFrame: no rows"]),
+    ]
+    for frame, expected in cases:
+        with pytest.raises(TunegateError) as info:
+            advise(frame, backend="none")
+        assert info.value.exit_code == ExitCode.BAD_INPUT
+        for part in expected:
+            assert part in str(info.value)
+        assert "rows.jsonl" not in str(info.value)  # the written file is never named
+    two = datasets.DatasetDict({s: datasets.Dataset.from_dict({"text": ["x"], "label": ["y"]}) for s in "ab"})
+    with pytest.raises(DataError, match=r"DatasetDict: field 'dataset_split': several splits.*one of a, b"):
+        advise(two, backend="none")
+    with pytest.raises(ConfigError, match="data must be a file path, a pandas DataFrame"):
+        advise([{"text": "x", "label": "y"}], backend="none")
+    assert list(empty_cwd.iterdir()) == []
