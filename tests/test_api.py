@@ -232,3 +232,61 @@ def test_bad_frames_name_the_row_and_column(tmp_path: Path, empty_cwd: Path) -> 
     with pytest.raises(ConfigError, match="data must be a file path, a pandas DataFrame"):
         advise([{"text": "x", "label": "y"}], backend="none")
     assert list(empty_cwd.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- import tunegate: train, verify
+
+
+def test_import_tunegate_is_light_and_offers_the_three_steps() -> None:
+    code = (
+        "import sys\n"
+        "import tunegate\n"
+        "heavy = ('advisor.api', 'pipeline.api', 'pipeline.run', 'pandas', 'torch', 'datasets')\n"
+        "print([f for f in ('advise', 'train', 'verify') if callable(getattr(tunegate, f))],"
+        " [m for m in heavy if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert done.stdout.strip() == "['advise', 'train', 'verify'] []"
+
+
+def test_train_keeps_the_gate_and_checks_its_settings(tmp_path: Path, empty_cwd: Path) -> None:
+    import tunegate
+    from advisor.errors import GateError
+
+    data = write_demo_data(str(tmp_path / "data"), n=300)
+    run = tmp_path / "run"
+    assert tunegate.advise(data, out=run, backend="none").verdict == "collect_data"
+    with pytest.raises(ConfigError, match="max_stepz") as bad:
+        tunegate.train(run, max_stepz=3)
+    assert bad.value.problems[0].file == "train()"  # the keyword's source, as a flag's would be named
+    with pytest.raises(GateError, match="fine_tune") as refused:
+        tunegate.train(run, max_steps=3)
+    assert refused.value.exit_code == ExitCode.GATE_REFUSED
+    assert not (run / "train").exists()
+
+
+def test_train_and_verify_from_python_on_the_tiny_model(tmp_path: Path, empty_cwd: Path) -> None:
+    """advise → train (forced) → verify another adapter, all from `import tunegate`, on the tiny model."""
+    pytest.importorskip("torch")
+    from tiny import tiny_llama, write_reviews_csv
+
+    import tunegate
+
+    model_dir = tiny_llama(tmp_path)
+    data = write_reviews_csv(tmp_path / "reviews.csv", 80, seed=7)
+    run = tmp_path / "run"
+    advised = tunegate.advise(
+        data, out=run, input_col="text", output_col="label", model=str(model_dir), eval_size=20,
+        dev_size=10, k_ladder=(1,), latency_samples=1, thresholds={"min_verdict_probability": 0.0},
+    )  # fmt: skip
+    trained = tunegate.train(run, force=True, max_steps=2, batch_size=4, max_seq_len=64, save_every=0)
+    assert trained.report.training is not None and trained.report.training.metrics.steps == 2
+    assert trained.report.training.provenance.forced is True
+    verification = trained.report.verification
+    assert verification is not None and verification.n_eval == advised.report.prompting.n_eval
+    assert "fine_tuned" in repr(trained) and trained.run_dir == run
+    assert list(trained.arms["name"]) == list(advised.arms["name"])
+    again = tunegate.verify(run, adapter=run / "train" / "adapter", latency_samples=0)
+    assert again.report.verification is not None
+    assert again.report.verification.finetuned.scores == verification.finetuned.scores  # same adapter
+    assert list(empty_cwd.iterdir()) == []
