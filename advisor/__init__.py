@@ -1,8 +1,9 @@
 """tunegate's advisor: should we fine-tune for this task, or is prompting enough?
 
 The Python API: `from advisor import advise; result = advise("data.jsonl")` (advisor/api.py; the result
-type is `advisor.api.AdviseResult`). The recipe `tunegate advise` runs is advisor/recipe.py. Nothing heavy
-is imported here, so `import advisor` and `tunegate --help` stay instant.
+type is `advisor.api.AdviseResult`); `import tunegate` offers it with `train` and `verify`. The recipe
+`tunegate advise` runs is advisor/recipe.py. Nothing heavy is imported here, so `import advisor` and
+`tunegate --help` stay instant.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ __all__ = ["__version__", "advise"]
 
 
 def advise(
-    data: str | os.PathLike[str],
+    data: str | os.PathLike[str] | Any,
     *,
     out: str | os.PathLike[str] | None = None,
     backend: Any = None,

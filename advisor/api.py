@@ -2,7 +2,7 @@
 
     from advisor import advise
 
-    result = advise("reviews.jsonl", eval_size=100)
+    result = advise("reviews.jsonl", eval_size=100)   # or a pandas DataFrame, a datasets Dataset
     result.verdict                  # "prompt" | "few_shot" | "fine_tune" | "collect_data" | "inconclusive"
     result.report.decision.summary  # the typed report (advisor.report.document.Report), as in decision.json
     result.arms                     # one row per prompting arm: scores with their 95% intervals
@@ -12,6 +12,11 @@ It runs the recipe `tunegate advise` runs (advisor/recipe.py, `recipe.advise`), 
 (the fields of `advisor.config.AdviseConfig`) and the same validation. It writes nothing into the
 current directory: without `out` the run folder is a temporary one, read back and deleted before
 `advise` returns.
+
+In-memory data (a DataFrame, a `datasets` Dataset or DatasetDict) is written into the run folder as
+JSON Lines (advisor/intake/frames.py) and read by the same intake as a file, so the verdict is the one
+the same rows give from a file; problems name the DataFrame row and column. `train` and `verify` (the
+training half) are in `pipeline.api`; `import tunegate` offers all three.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from advisor import recipe
 from advisor.config import AdviseConfig
-from advisor.errors import ConfigError
+from advisor.errors import ConfigError, DataError
+from advisor.intake import frames
 from advisor.report.document import Report
 from advisor.rundir import RunDir
 
@@ -53,9 +59,36 @@ class AdviseResult:
         """The verdict's name, e.g. "few_shot"."""
         return str(self.report.decision.verdict)
 
+    def __repr__(self) -> str:
+        """One line: the verdict, its probability, the best arm's score, the fine-tuned model's."""
+        decision, prompting, verification = (
+            self.report.decision,
+            self.report.prompting,
+            self.report.verification,
+        )
+        parts = [f"verdict={self.verdict}"]
+        if decision.confidence is not None:
+            parts.append(f"P={decision.confidence:.2f}")
+        if prompting is not None:
+            metric, best = prompting.target_metric, prompting.plateau.best_arm
+            arm = next((a for a in prompting.arms if a.name == best), None)
+            if arm is not None and metric in arm.scores:
+                parts.append(f"best={best} {metric}={_estimate(arm.scores[metric])}")
+            parts.append(f"arms={len(prompting.arms)} eval={prompting.n_eval}")
+        if verification is not None:
+            score = verification.finetuned.scores[verification.metric]
+            ok = "verified" if verification.finetune_verified else "not verified"
+            parts.append(f"fine_tuned {verification.metric}={_estimate(score)} ({ok})")
+        parts.append(f"run_dir={str(self.run_dir) if self.run_dir is not None else None!r}")
+        return f"<AdviseResult {' '.join(parts)}>"
+
+
+def _estimate(est: Any) -> str:
+    return f"{est.value:.3f} [{est.low:.3f}, {est.high:.3f}]"
+
 
 def advise(
-    data: str | os.PathLike[str],
+    data: str | os.PathLike[str] | Any,
     *,
     out: str | os.PathLike[str] | None = None,
     backend: Any = None,
@@ -67,7 +100,10 @@ def advise(
     DataFrames), `.verdict`.
 
     `data`: a data file (JSONL chat/ShareGPT/prompt-completion/alpaca, CSV/TSV/Parquet/JSONL table), a
-    `datasets` save_to_disk folder, or a Hub dataset id. `out`: a run folder to keep decision.json, the
+    `datasets` save_to_disk folder, a Hub dataset id, or the rows in memory: a pandas DataFrame with
+    the columns a file would have (named table columns, `messages`, `prompt`/`completion`, ...), a
+    `datasets.Dataset`, or a `DatasetDict` (its `dataset_split=` split, else "train", else its only
+    split). `out`: a run folder to keep decision.json, the
     reports, split.json and predictions/ in (default: a temporary folder, deleted before returning).
     `backend`: "hf" (default), "openai", "none" (data-only advice), or a model backend object (the
     `advisor.backends.base.Backend` protocol, e.g. a test's fake) to use as it is. `settings`: any other
@@ -79,10 +115,30 @@ def advise(
     """
     if isinstance(backend, str):
         settings["backend"], backend = backend, None
-    config = make_config(data, settings)
-    with run_folder(out) as folder, RunDir(folder).lock(create=True, inputs=recipe.input_paths(config)):
-        report = recipe.advise(config.replace(out=str(folder)), backend=backend)
+    in_memory = frames.kind(data) is not None
+    if in_memory:
+        rows = frames.to_jsonl(data, settings.pop("dataset_split", None))
+    elif not isinstance(data, str | os.PathLike):
+        raise ConfigError(
+            f"data must be a file path, a pandas DataFrame or a datasets Dataset; got {type(data).__name__}",
+            field="data",
+        )
+    config = make_config("" if in_memory else data, settings)
+    inputs = [p for p in recipe.input_paths(config) if p]  # in-memory rows have no file of the user's
+    with run_folder(out) as folder, RunDir(folder).lock(create=True, inputs=inputs):
+        if not in_memory:
+            report = recipe.advise(config.replace(out=str(folder)), backend=backend)
+            return result(report, folder, out)
+        path = str(RunDir(folder).create().write_input(IN_MEMORY_FILE, rows.text))
+        try:
+            report = recipe.advise(config.replace(out=str(folder), data=path), backend=backend)
+        except DataError as exc:
+            raise DataError(problems=frames.located(exc.problems, path, rows)) from None
         return result(report, folder, out)
+
+
+IN_MEMORY_FILE = "rows.jsonl"
+"""The name in-memory rows are written under in the run folder (kept with `out`, so `train` finds them)."""
 
 
 def make_config(data: str | os.PathLike[str], settings: dict[str, Any]) -> AdviseConfig:

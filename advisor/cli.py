@@ -588,9 +588,8 @@ def _train(args: argparse.Namespace, run_dir: str) -> Report | None:
         resume=args.resume,
         config_file=args.config,
         overrides=args.train_overrides,
+        report_to=args.report_to,  # the tracker follows the training as it runs (pipeline/tracking.py)
     )
-    if report is not None and args.report_to:
-        tracking.report_to(args.report_to, report, run_dir)
     return report
 
 

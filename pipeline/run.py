@@ -21,6 +21,7 @@ from advisor.report import render
 from advisor.report.document import GateRecord, Report
 from advisor.rundir import RunDir
 from advisor.types import TaskKind
+from pipeline import tracking
 from pipeline.config import TrainConfig
 from pipeline.distributed import launched_rank, shutdown
 from pipeline.examples import training_split
@@ -44,27 +45,39 @@ def train_and_verify(
     resume: bool = False,
     config_file: str | None = None,
     overrides: Sequence[str] = (),
+    report_to: str | None = None,
+    cfg: TrainConfig | None = None,
 ) -> Report | None:
     """Train a LoRA adapter for an advise run, verify it with the advisor's harness, re-render the report.
 
     Returns the updated report document on rank 0, None on the other ranks of a torchrun job. Raises
     GateError (exit 5) when the run's verdict is not fine_tune and `force` is False: nothing is trained.
+    `report_to`: an experiment tracker that follows the run (pipeline/tracking.py; rank 0 only). `cfg`:
+    the training config itself, instead of `config_file` and `overrides` (the Python API's).
     """
     run_dir = Path(run_dir)
-    cfg = TrainConfig.from_toml(config_file, list(overrides))
+    cfg = cfg or TrainConfig.from_toml(config_file, list(overrides))
     # Rank 0 holds the run folder; the other ranks of a torchrun job only train their shard.
-    with RunDir(run_dir).lock() if launched_rank() == 0 else nullcontext():
-        return _train_and_verify(run_dir, cfg, force=force, resume=resume)
+    main = launched_rank() == 0
+    with (
+        RunDir(run_dir).lock() if main else nullcontext(),
+        tracking.session(report_to if main else None, run_dir) as tracker,
+    ):
+        return _train_and_verify(run_dir, cfg, force=force, resume=resume, tracker=tracker)
 
 
-def _train_and_verify(run_dir: Path, cfg: TrainConfig, *, force: bool, resume: bool) -> Report | None:
+def _train_and_verify(
+    run_dir: Path, cfg: TrainConfig, *, force: bool, resume: bool, tracker: tracking.Session
+) -> Report | None:
     run = RunDir(run_dir)
     if run.read_report().prompting is not None:
         run.read_prompts()  # verification needs the record: refuse an old folder before training, not after
-    result, _gate = train_run(run_dir, cfg, force=force, resume=resume)
+    result, _gate = train_run(run_dir, cfg, force=force, resume=resume, tracker=tracker)
     if result.rank != 0:
         return None
-    return verify_and_redecide(run_dir)
+    report = verify_and_redecide(run_dir)
+    tracker.finish(report)
+    return report
 
 
 def verify_and_redecide(run_dir: str | Path, **verify: Any) -> Report:
@@ -83,8 +96,11 @@ def train_run(
     force: bool = False,
     resume: bool = False,
     progress: bool = True,
+    tracker: tracking.Session | None = None,
 ) -> tuple[TrainResult, GateResult]:
-    """Gate, train on the run's train/dev split, export to RUN_DIR/train/adapter (rank 0 writes)."""
+    """Gate, train on the run's train/dev split, export to RUN_DIR/train/adapter (rank 0 writes).
+
+    `tracker` gets the hyperparameters once the gate opens and each step's metrics as they are logged."""
     run_dir = Path(run_dir)
     gate = check_gate(run_dir, force=force)
     split = training_split(run_dir)
@@ -100,6 +116,16 @@ def train_run(
     if not resume and launched_rank() == 0:
         run.train.clear()  # an earlier run's, unless resuming
         forget_verification(run_dir)  # and its verification, which described the adapter just deleted
+    if tracker is not None:
+        tracker.start(
+            cfg.to_dict(),
+            {
+                "base_model": source.hub_id or model_dir,
+                **provenance.model_dump(exclude_unset=True),
+                "n_train": len(split.train),
+                "n_dev": len(split.dev),
+            },
+        )
     result = train(
         model_dir,
         split.train,
@@ -109,6 +135,7 @@ def train_run(
         provenance=provenance.model_dump(exclude_unset=True),
         resume=resume,
         progress=progress,
+        on_step=tracker.step if tracker is not None else None,
     )
     shutdown()
     if result.rank == 0:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -101,9 +99,7 @@ def test_train_exits_14_when_verification_vetoes(verified, tmp_path, monkeypatch
 
 
 # ---------------------------------------------------------------------------------------------------
-# CI gating: --fail-on, and the example GitHub Actions workflow
-
-WORKFLOW = Path(__file__).resolve().parent.parent / "examples" / "github-actions.yml"
+# CI gating: --fail-on (the example GitHub Actions workflow: tests/test_examples.py)
 
 
 @pytest.fixture(scope="module")
@@ -145,64 +141,6 @@ def test_fail_on_rejects_what_is_not_a_failing_verdict(value, says, tmp_path, ca
     err = capsys.readouterr().err
     assert rc == ExitCode.USAGE
     assert says in err and "few_shot, fine_tune, collect_data, inconclusive" in err
-
-
-def _workflow_commands() -> list[list[str]]:
-    """Every `tunegate ...` command in the workflow's `run:` scripts, split as a shell would."""
-    import yaml  # PyYAML: a dependency of transformers and huggingface_hub, so always installed
-
-    doc = yaml.safe_load(WORKFLOW.read_text())
-    scripts = [step["run"] for job in doc["jobs"].values() for step in job["steps"] if "run" in step]
-    commands = []
-    for script in scripts:
-        for line in script.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
-            if words[:1] == ["tunegate"]:
-                commands.append(words[1:])
-    return commands
-
-
-def test_workflow_example_gates_training_caches_and_uploads_the_report() -> None:
-    import yaml
-
-    doc = yaml.safe_load(WORKFLOW.read_text())
-    assert set(doc["jobs"]) == {"advise", "train"}
-    advise, train = doc["jobs"]["advise"], doc["jobs"]["train"]
-    assert train["needs"] == "advise" and "== 'fine_tune'" in train["if"]
-    assert advise["outputs"]["verdict"] == "${{ steps.verdict.outputs.verdict }}"
-    read = next(s for s in advise["steps"] if s.get("id") == "verdict")["run"]
-    assert "['decision']['verdict']" in read and "$GITHUB_OUTPUT" in read
-    uses = {s["uses"].split("@")[0]: s for s in advise["steps"] if "uses" in s}
-    assert uses["actions/cache"]["with"]["path"] == "~/.cache/tunegate"
-    report = next(s for s in advise["steps"] if "report.html" in str(s.get("with", {}).get("path", "")))
-    assert report["if"] == "always()"  # the report is uploaded even when the gate fails
-    assert [c[0] for c in _workflow_commands()] == ["advise", "train"]
-
-
-def test_every_tunegate_flag_in_the_workflow_exists() -> None:
-    from advisor.cli import build_parser
-
-    subcommands = next(
-        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
-    ).choices
-    seen = []
-    for command in _workflow_commands():
-        known = subcommands[command[0]]._option_string_actions
-        flags = [w.split("=")[0] for w in command[1:] if w.startswith("-")]
-        assert [f for f in flags if f not in known] == [], command
-        seen += flags
-    assert {"--out", "--fail-on"} <= set(seen)
-
-
-def test_the_workflow_advise_command_passes_a_few_shot_verdict(gate_data, tmp_path, monkeypatch) -> None:
-    """The workflow's own advise line, data-only: a few_shot verdict passes the gate, collect_data fails."""
-    (advise,) = [c for c in _workflow_commands() if c[0] == "advise"]
-    monkeypatch.chdir(tmp_path)
-    for verdict, code in (("few_shot", ExitCode.OK), ("collect_data", ExitCode.COLLECT_DATA)):
-        argv = [gate_data[verdict] if w == "$DATA" else w for w in advise]
-        rc = main([str(w) for w in argv] + ["--no-model", "--out", f"runs/{verdict}"])
-        assert rc == code
-        assert json.loads(Path(f"runs/{verdict}/decision.json").read_text())["decision"]["verdict"] == verdict
 
 
 def test_server_flags_reach_the_config_and_verify_refuses_them_without_a_server(

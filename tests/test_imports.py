@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("advisor", "pipeline", "rules")
+PACKAGES = ("advisor", "pipeline", "rules", "tunegate")
 
 # Modules allowed to import the project's own modules inside functions, and why. Third-party imports
 # inside functions (torch, transformers, peft, rich, ...) are not limited here: they are the deliberate
@@ -21,6 +21,7 @@ LAZY_PROJECT_IMPORTS = {
     "advisor": "the Python API's `advise` imports advisor.api when called, so `import advisor` stays light",
     "advisor.cli": "each command imports its recipe when it runs, so `tunegate --help` loads only argparse",
     "advisor.backends": "get_backend imports only the backend it builds, with that backend's client library",
+    "tunegate": "the API imports advisor.api or pipeline.api when called: `import tunegate` stays light",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -131,5 +132,68 @@ def test_the_adapter_names_the_original_model_never_a_cache_folder(tmp_path, mon
     card = model_card_markdown(Training.model_validate({**SECTION, "base_model": str(cached)}))
     assert f"base_model: {EMBEDDED_HUB_ID}" in card.split("---\n")[1]
     assert f"vllm serve {EMBEDDED_HUB_ID} --enable-lora" in card
-    assert "trained on" in card and "Q4_1" in card
+    assert "Q4_1" in card and str(cached) not in card
     assert "Q4_1" not in model_card_markdown(Training.model_validate(SECTION))
+
+
+def test_the_model_card_parses_with_license_data_and_eval_results_and_no_path_or_eval_text(
+    tmp_path: Path,
+) -> None:
+    """The card a run writes (`write_model_card`), read back by huggingface_hub: base model, license,
+    the data file's name and the verified score as metadata; no local path, no eval item's text."""
+    from huggingface_hub import ModelCard
+
+    from advisor.backends.model import EMBEDDED_HUB_ID
+    from advisor.report.document import Report
+    from advisor.rundir import RunDir
+    from pipeline.export import write_model_card
+
+    doc = report_docs.fine_tune_doc(tmp_path)
+    data = tmp_path / "private" / "team-tickets.jsonl"
+    doc["dataset"]["path"] = str(data)
+    base = tmp_path / "cache" / "models" / "SmolLM2-135M-Instruct"
+    doc["training"] = {**doc["training"], "base_model": str(base), "base_model_id": EMBEDDED_HUB_ID}
+    doc["training"]["config"] = {**doc["training"]["config"], "model": str(base)}
+    run = RunDir(tmp_path / "run").create()
+    run.write_report(Report.model_validate(doc))
+    report = run.read_report()
+    assert report.training is not None and report.verification is not None
+    (tmp_path / "run" / "train" / "adapter").mkdir(parents=True)
+    path = write_model_card(run, "train/adapter", report.training, report.verification)
+
+    text = path.read_text()
+    card = ModelCard(text)
+    meta = card.data.to_dict()
+    assert meta["base_model"] == EMBEDDED_HUB_ID and meta["license"] == "apache-2.0"
+    assert meta["datasets"] == ["team-tickets.jsonl"] and meta["library_name"] == "peft"
+    (result,) = card.data.eval_results
+    metric = report.verification.metric
+    assert result.metric_type == metric and result.dataset_name == "team-tickets.jsonl"
+    assert result.metric_value == report.verification.finetuned.scores[metric].value
+    assert str(report.verification.n_eval) in (result.metric_name or "")
+    assert str(tmp_path) not in text
+    assert re.findall(r"(?:^|[\s`(\"'|])(~?/[\w.-]+)", text, re.M) == []  # no absolute or home path at all
+    flips = report.verification.flips
+    texts = [x.input for x in flips.improved_examples + flips.regressed_examples]
+    assert texts and not any(t in text for t in texts)  # the eval items' texts stay in the run folder
+    assert "Paired difference" in text  # the verification itself is there
+
+
+def test_a_local_base_model_is_named_by_its_folder_and_its_cards_license(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    from pipeline.export import base_model_license, dataset_name
+
+    base = tmp_path / "models" / "acme-7b"
+    base.mkdir(parents=True)
+    assert base_model_license(str(base), None) is None  # no card in the folder: not recorded
+    (base / "README.md").write_text("---\nlicense: mit\n---\n# acme\n")
+    assert base_model_license(str(base), None) == "mit"
+    card = model_card_markdown(
+        Training.model_validate({**SECTION, "base_model": str(base)}), dataset="x.csv", license="mit"
+    )
+    assert "`acme-7b`" in card and str(tmp_path) not in card
+    assert ModelCard(card).data.license == "mit" and "base_model" not in ModelCard(card).data.to_dict()
+    assert dataset_name(str(tmp_path / "a" / "b.parquet"), "table") == "b.parquet"
+    assert dataset_name("stanfordnlp/imdb", "datasets") == "stanfordnlp/imdb"  # a Hub id, as it is
+    assert dataset_name(str(tmp_path), "datasets") == tmp_path.name  # a save_to_disk folder: its name

@@ -14,7 +14,7 @@ import io
 import json
 import re
 from html.parser import HTMLParser
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pytest
@@ -33,6 +33,7 @@ PAYLOAD = (
     " ![pixel](https://evil.example/p.png) <https://evil.example/auto> www.evil.example"
     " `tick`` a|b *em* _u_ # h \x1b[2J\x1b]8;;https://evil.example\x07osc\x1b]8;;\x07 \r\x9b31m\u202e"
 )
+PAYLOAD_NAME = "tickets" + PAYLOAD + ".jsonl"  # a data file's name as the model card shows it
 FREE_TEXT_KEYS = {
     "path",
     "message",
@@ -218,7 +219,10 @@ def test_report_markdown_is_safe_with_hostile_text_everywhere(docs: dict[str, An
         (lambda r: markdown.evidence_section(r.evidence), "evidence"),
         (lambda r: finetune_report.training_markdown(r.training), "training"),
         (lambda r: finetune_report.verification_markdown(r.verification), "verification"),
-        (lambda r: finetune_report.model_card_markdown(r.training, r.verification), "model card"),
+        (
+            lambda r: finetune_report.model_card_markdown(r.training, r.verification, dataset=PAYLOAD_NAME),
+            "model card",
+        ),
     ],
 )
 def test_each_section_renderer_is_safe(docs: dict[str, Any], render: Any, section: str) -> None:
@@ -246,7 +250,8 @@ def test_model_card_front_matter_and_code_cannot_be_broken(docs: dict[str, Any])
     assert [ln.split(":")[0] for ln in front] == ["library_name", "tags", "- lora", "- tunegate"]
     snippet = next(ln for ln in lines if ln.startswith("base = "))
     literal = snippet[len("base = AutoModelForCausalLM.from_pretrained(") : -1]
-    assert json.loads(literal) == term_safe(training["base_model"], single_line=True)
+    # a local folder is named by its name only (never its path)
+    assert json.loads(literal) == term_safe(PurePath(training["base_model"]).name, single_line=True)
     assert not re.search(r"[<>\[\]()`]", literal)
     assert "license: x" not in lines and "import os" not in lines
     assert sum(ln.startswith("```") for ln in lines) == 2  # the usage block opens and closes, nothing else

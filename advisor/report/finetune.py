@@ -8,6 +8,8 @@ never imports `pipeline`, while `pipeline` fills these sections and writes the m
 from __future__ import annotations
 
 import json
+import re
+from pathlib import PurePath
 
 from advisor.backends.model import EMBEDDED_HUB_ID, hub_model_id
 from advisor.report import fmt
@@ -61,8 +63,11 @@ def _g3(v: float | None) -> str:
     return fmt.DASH if v is None else f"{v:.3g}"
 
 
-def verification_markdown(v: Verification | None, trained: bool = False) -> str:
-    """The report's "Fine-tuning verification" section (`trained`: the run holds an adapter)."""
+def verification_markdown(v: Verification | None, trained: bool = False, *, public: bool = False) -> str:
+    """The report's "Fine-tuning verification" section (`trained`: the run holds an adapter).
+
+    `public`: for the model card, published beside the adapter: without the eval items' texts (the
+    fixed and broken examples) and without the fine-tuned model's local id (a folder path)."""
     if v is None and trained:
         return f"## Fine-tuning verification\n\nNot run yet: {unverified_adapter_sentence()}\n"
     if v is None:
@@ -101,7 +106,11 @@ def verification_markdown(v: Verification | None, trained: bool = False) -> str:
         f"| fine-tuned{' (LoRA)' if ft.adapter_dir else ''} | {_est(ft.scores[metric])} | "
         f"{ft.mean_prompt_tokens:.0f} | {_ms(ft.latency)} |",
         "",
-        f"Fine-tuned model: {md_code(ft.model_id)}, prompted "
+        (
+            "Fine-tuned model: this adapter, prompted "
+            if public
+            else f"Fine-tuned model: {md_code(ft.model_id)}, prompted "
+        )
         + (
             f"with the recorded prompts of the arm {md_code(ft.prompted_as)}."
             if ft.prompted_as not in (None, "finetune")
@@ -117,10 +126,8 @@ def verification_markdown(v: Verification | None, trained: bool = False) -> str:
     ]
     if v.provenance.forced:
         lines += ["", "Training was forced against the advisor's verdict (`--force`)."]
-    for title, examples in (
-        ("Fixed by fine-tuning", flips.improved_examples),
-        ("Broken by fine-tuning", flips.regressed_examples),
-    ):
+    shown = () if public else (flips.improved_examples, flips.regressed_examples)
+    for title, examples in zip(("Fixed by fine-tuning", "Broken by fine-tuning"), shown, strict=False):
         if examples:
             lines += [
                 "",
@@ -158,39 +165,90 @@ def _cell(v: object) -> str:
     return fmt.value(v) if v is None or isinstance(v, float) else md_escape(v)
 
 
-def card_metadata(hub_id: str | None) -> str:
+def card_metadata(
+    hub_id: str | None,
+    *,
+    license: str | None = None,
+    dataset: str | None = None,
+    verification: Verification | None = None,
+) -> str:
     """The card's YAML front matter through huggingface_hub's ModelCardData: `base_model` only when the
-    Hub id is known (never a local path)."""
-    from huggingface_hub import ModelCardData
+    Hub id is known (never a local path), the license, the training data's name, and the verified score
+    on the held-out eval items as an `EvalResult`."""
+    from huggingface_hub import EvalResult, ModelCardData
 
-    return str(ModelCardData(library_name="peft", base_model=hub_id, tags=["lora", "tunegate"]).to_yaml())
+    # Names from the user's data in plain characters: a renderer that shows the front matter as Markdown
+    # (or HTML) then finds no markup, and YAML no syntax, in them.
+    dataset = _plain_name(dataset) if dataset else None
+    license = _plain_name(license) if license else None
+    results = None
+    if verification is not None:
+        metric = verification.metric
+        results = [
+            EvalResult(
+                task_type="text-generation",
+                dataset_type=dataset or "held-out",
+                dataset_name=dataset or "held-out eval items",
+                dataset_split="eval",
+                metric_type=metric,
+                metric_name=f"{metric} on {verification.n_eval} held-out eval items",
+                metric_value=float(verification.finetuned.scores[metric].value),
+            )
+        ]
+    data = ModelCardData(
+        library_name="peft",
+        base_model=hub_id,
+        license=license,
+        datasets=[dataset] if dataset else None,
+        tags=["lora", "tunegate"],
+        model_name=CARD_TITLE if results else None,
+        eval_results=results,
+    )
+    return str(data.to_yaml())
 
 
-def model_card_markdown(training: Training, verification: Verification | None = None) -> str:
-    """The adapter folder's README.md: provenance, data hash, config, metrics, before/after comparison."""
+CARD_TITLE = "LoRA adapter trained by tunegate"
+
+
+def _plain_name(name: str) -> str:
+    return re.sub(r"[^\w.+/-]", "_", name)
+
+
+def model_card_markdown(
+    training: Training,
+    verification: Verification | None = None,
+    *,
+    dataset: str | None = None,
+    license: str | None = None,
+) -> str:
+    """The adapter folder's README.md: provenance, data hash, config, metrics, before/after comparison.
+
+    It is meant to be published with the adapter, so it holds no local path (a local base model is named
+    by its folder's name) and no eval item's text. `dataset`: the training data's name (a file name or a
+    Hub dataset id, never a path); `license`: the base model's license, when known."""
     prov = training.provenance
     # A JSON string is a valid YAML (front matter) and Python (usage snippet) string literal: the model
     # name cannot end the line, the front matter or the code block it sits in.
     # Markdown and HTML punctuation as \u escapes too: a renderer that shows the front matter as
     # Markdown sees no HTML, link or image in it.
     # The base named is the Hub id its weights are when known (a path in one user's cache means nothing
-    # to a server elsewhere), else the folder trained on.
+    # to a server elsewhere), else the name of the folder trained on.
     trained_on = training.base_model
     hub_id = training.base_model_id or hub_model_id(trained_on)
-    base_id = hub_id or trained_on
+    base_id = hub_id or PurePath(trained_on).name or trained_on
     base_literal = "".join(
         f"\\u{ord(c):04x}" if c in "<>&[]()!`*_|#~" else c
         for c in json.dumps(term_safe(base_id, single_line=True))
     )
     lines = [
         "---",
-        card_metadata(hub_id).rstrip("\n"),
+        card_metadata(hub_id, license=license, dataset=dataset, verification=verification).rstrip("\n"),
         "---",
         "",
-        "# LoRA adapter trained by tunegate",
+        f"# {CARD_TITLE}",
         "",
         f"- Base model: {md_code(base_id)}"
-        + (f" (trained on {md_code(trained_on)})" if base_id != trained_on else ""),
+        + ("" if hub_id else " (a local model folder, named here by its name)"),
         *(
             [
                 "  The embedded model is the Q4_1 GGUF quantisation of this base, dequantised: a server "
@@ -200,8 +258,13 @@ def model_card_markdown(training: Training, verification: Verification | None = 
             if base_id == EMBEDDED_HUB_ID
             else []
         ),
+        f"- License: {md_code(license)}"
+        if license
+        else "- License: not recorded (the base model's card was not "
+        "found); an adapter usually takes its base model's license",
         f"- Method: {md_escape(training.method)}",
-        f"- Training data SHA-256: {md_code(prov.data_sha256)}",
+        (f"- Training data: {md_code(dataset)}, SHA-256 " if dataset else "- Training data SHA-256: ")
+        + md_code(prov.data_sha256),
         "- Trained on the train and dev splits only; the eval split was held out.",
         f"- Gate: verdict {md_code(prov.gate_verdict)}"
         + (" — **training was forced against the verdict (--force)**" if prov.forced else ""),
@@ -213,9 +276,10 @@ def model_card_markdown(training: Training, verification: Verification | None = 
     ]
     lines += [f"| {key} | {_cell(getattr(training.metrics, key))} |" for key in CARD_METRICS]
     lines += ["", "## Configuration", "", "| option | value |", "|---|---|"]
-    lines += [f"| {md_escape(key)} | {_cell(value)} |" for key, value in training.config.items()]
+    # `model` is the base model named above (as given, it may be a local path)
+    lines += [f"| {md_escape(k)} | {_cell(v)} |" for k, v in training.config.items() if k != "model"]
     if verification is not None:
-        lines += ["", verification_markdown(verification)]
+        lines += ["", verification_markdown(verification, public=True)]
     lines += [
         "",
         "## Use",
