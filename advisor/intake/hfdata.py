@@ -144,7 +144,7 @@ def _load_saved(path: Path, source: str) -> Any:
 
     try:
         return load_from_disk(str(path))
-    except (OSError, ValueError, KeyError, TypeError, RecursionError, pa.ArrowException) as exc:
+    except (OSError, ValueError, KeyError, IndexError, TypeError, RecursionError, pa.ArrowException) as exc:
         for arrow in sorted(path.rglob("*.arrow")):  # a damaged data file: named, not the folder
             _check_arrow(arrow)
         raise DataError(f"not a readable `save_to_disk` folder: {_first_line(exc)}", file=source) from None

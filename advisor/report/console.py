@@ -10,7 +10,7 @@ the same facts are printed one arm or rule at a time, so no number or interval i
 
 from __future__ import annotations
 
-import os
+import shutil
 import sys
 from typing import Any
 
@@ -35,9 +35,7 @@ def print_summary(report: Report, console: Any = None) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    # Piped output (CI logs) gets a roomy width instead of rich's 80-column default, unless COLUMNS says.
-    piped = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
-    console = console or Console(file=sys.stdout, width=120 if piped else None)
+    console = console or Console(file=sys.stdout, width=_width())
     d = report.decision
     colour = VERDICT_COLOURS.get(d.verdict, "white")
     body = Text()
@@ -80,6 +78,15 @@ def print_summary(report: Report, console: Any = None) -> None:
             console.print(f"  • {term_safe(c)}", markup=False, highlight=False)
     if d.skipped:
         console.print(f"{len(d.skipped)} rules skipped (signals not measured); see report.md.", style="dim")
+
+
+MIN_WIDTH = 20
+"""Narrower than this (`COLUMNS=0`, a mistyped value) is not a console: the summary uses this width."""
+
+
+def _width() -> int:
+    """A positive COLUMNS, else the terminal's width, else (piped: CI logs) a roomy 120 columns."""
+    return max(MIN_WIDTH, shutil.get_terminal_size((120, 24)).columns)
 
 
 def _fits(table: Any, console: Any, wrapped: int = -1) -> bool:
