@@ -203,11 +203,13 @@ MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 def damaged_file(folder: Path) -> str | None:
     """The first damaged file of a model folder, in words (`tokenizer.json: not valid JSON`), or None.
 
-    Checked without loading anything heavy: every `*.json` parses, and every `*.safetensors` file is
-    exactly as long as its header says (a truncated or padded file is not). This catches a file cut short
-    by a full disk or a killed copy, and a hand-edited config; it costs a few milliseconds.
+    Checked without loading anything heavy: config.json is there, every `*.json` parses, and every
+    `*.safetensors` file is exactly as long as its header says (a truncated or padded one is not). This
+    catches a file cut short by a full disk or a killed copy, and a hand-edited config, in milliseconds.
     """
     try:
+        if not (folder / "config.json").is_file():
+            return f"{folder / 'config.json'}: missing"
         names = sorted(p for p in folder.iterdir() if p.suffix in (".json", ".safetensors"))
         for path in names:
             problem = _json_problem(path) if path.suffix == ".json" else _safetensors_problem(path)
