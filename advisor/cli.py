@@ -7,6 +7,11 @@ imported inside the commands that need them, so `tunegate --help` answers instan
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
+import errno
+import io
+import os
 import sqlite3
 import sys
 import traceback
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from advisor import progress
 from advisor.errors import ExitCode, TunegateError
-from advisor.files import os_error_message
+from advisor.files import os_error_message, os_error_reason
 from advisor.report.textsafe import json_for_terminal, term_safe
 from advisor.types import Verdict
 from advisor.version import __version__
@@ -35,6 +40,7 @@ EXIT_CODES_HELP = """exit codes:
       --out is a file, a broken cache database): the path and the reason are named
   14  train: verification vetoed fine-tuning (the adapter did not beat the best prompting arm)
   70  internal error (a bug: please report it with the traceback)   130  interrupted
+  141 stdout or stderr was closed by its reader (`tunegate ... | head -1`): nothing more is printed
   with --fail-on V1,V2 (advise, run): 0 unless the verdict is listed, then its code above
 """
 
@@ -384,8 +390,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
     # The environment and the parsers' own limits, where no edge check caught them first. Anything
     # else is a bug and reaches `entry`, which prints the traceback and exits 70.
-    except BrokenPipeError:  # stdout closed early (`tunegate ... | head`): nothing left to say
-        return int(ExitCode.FILES)
     except OSError as exc:
         _error(os_error_message(exc))
         return int(ExitCode.FILES)
@@ -440,12 +444,123 @@ def _error(message: str) -> None:
 
 
 def entry() -> None:
+    """The `tunegate` command: `main` between guarded standard streams (below)."""
+    guard_streams()
     try:
         code = main()
+    except StreamError as exc:
+        code = exc.exit_code()
     except Exception:  # a bug, not a user error: show the traceback and a distinct exit code
-        traceback.print_exc()
+        with _quiet_if_unwritable():
+            traceback.print_exc()
         code = int(ExitCode.INTERNAL)
+    try:  # what is still buffered fails here, not at interpreter shutdown (which would exit 120)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    except StreamError as exc:
+        code = exc.exit_code()
     sys.exit(code)
+
+
+# --------------------------------------------------------------------------- the standard streams
+#
+# The environment decides what stdout and stderr are. `guard_streams` makes every case end with a
+# documented code: a closed stream (`>&-`, `2>&-`) becomes /dev/null (its file descriptor filled, so
+# no file the run opens can take its number and receive output), text the stream's encoding cannot
+# hold is written with replacement characters (`PYTHONIOENCODING=ascii`), a reader that went away
+# (`| head -1`) ends the command quietly with 141, and any other failed write (a full device) is
+# exit 8 naming the stream.
+
+
+class StreamError(Exception):
+    """A write to stdout or stderr failed. Deliberately not an OSError: no handler meant for files
+    (nor rich, which turns a BrokenPipeError into SystemExit(1)) mistakes it for one of its own."""
+
+    def __init__(self, stream: str, error: OSError) -> None:
+        super().__init__(f"cannot write to {stream}: {os_error_reason(error)}")
+        self.stream = stream
+        self.error = error
+
+    def exit_code(self) -> int:
+        """Silence the stream (so nothing fails at shutdown); a broken pipe is quiet, else one line."""
+        _silence(self.stream)
+        if self.error.errno == errno.EPIPE:
+            return int(ExitCode.BROKEN_PIPE)
+        if self.stream == "stdout":
+            with _quiet_if_unwritable():
+                _error(str(self))
+        return int(ExitCode.FILES)
+
+
+class _GuardedStream(io.TextIOWrapper):
+    """stdout or stderr: unencodable text replaced, a failed write raised as `StreamError`."""
+
+    def __init__(self, fd: int, label: str, encoding: str, line_buffering: bool) -> None:
+        super().__init__(
+            open(fd, "wb", closefd=False),  # noqa: SIM115 (the stream lives as long as the process)
+            encoding=encoding,
+            errors="replace",
+            line_buffering=line_buffering,
+        )
+        self.label = label
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except OSError as exc:
+            raise StreamError(self.label, exc) from None
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as exc:
+            raise StreamError(self.label, exc) from None
+
+
+def guard_streams() -> None:
+    """Install the guarded stdout and stderr (see above); called once, by `entry`."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:  # closed by the caller: /dev/null takes the number
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    for fd, label in ((1, "stdout"), (2, "stderr")):
+        old = getattr(sys, label)
+        if old is not None:
+            with contextlib.suppress(OSError, ValueError):
+                old.flush()
+        encoding = getattr(old, "encoding", None) or "utf-8"
+        line_buffering = bool(getattr(old, "line_buffering", True))
+        setattr(sys, label, _GuardedStream(fd, label, encoding, line_buffering))
+
+
+def _silence(stream: str) -> None:
+    """Point a failed stream's descriptor at /dev/null: what is still buffered is discarded there."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1 if stream == "stdout" else 2)
+    finally:
+        os.close(null)
+
+
+@contextmanager
+def _quiet_if_unwritable() -> Iterator[None]:
+    """For the last words on stderr: when stderr itself cannot be written, say nothing."""
+    try:
+        yield
+    except StreamError as exc:
+        _silence(exc.stream)
+
+
+def _unicode_stream(stream: Any) -> bool:
+    """Whether `stream` encodes every character (UTF-8, -16, -32); else JSON is written as ASCII."""
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name.startswith("utf")
+    except LookupError:
+        return False
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -489,15 +604,22 @@ def _advise_config(args: argparse.Namespace) -> Any:
 def _emit(report: Report, as_json: bool) -> None:
     """The report on stdout: the decision.json document with --json, else the console summary."""
     if as_json:
-        import json
-
-        # JSON escapes C0 controls itself; C1 controls and bidi overrides are escaped here, so the
-        # text stays valid JSON and a terminal showing it runs no escape sequence.
-        sys.stdout.write(json_for_terminal(json.dumps(report.as_dict(), indent=2, ensure_ascii=False)) + "\n")
+        _print_json(report.as_dict())
     else:
         from advisor.report.console import print_summary
 
         print_summary(report)
+
+
+def _print_json(doc: Any) -> None:
+    """A JSON document on stdout. JSON escapes C0 controls itself; C1 controls and bidi overrides are
+    escaped here, so the text stays valid JSON and a terminal showing it runs no escape sequence. On a
+    stdout that cannot encode every character (`PYTHONIOENCODING=ascii`) the JSON is written as ASCII,
+    with \\u escapes, so it still reads back exactly."""
+    import json
+
+    ascii_only = not _unicode_stream(sys.stdout)
+    sys.stdout.write(json_for_terminal(json.dumps(doc, indent=2, ensure_ascii=ascii_only)) + "\n")
 
 
 def verdict_exit_code(verdict: str) -> int:
@@ -535,15 +657,12 @@ def _new_run(args: argparse.Namespace, config: Any) -> Any:
 
 def _dry_run(args: argparse.Namespace, config: Any) -> int:
     """What the run would send to the model (and for `run`, what training would do), before any call."""
-    import json
-
     from advisor.plan import plan_run, render
 
     plan = plan_run(config)
     training = _training_plan(args, plan) if args.command == "run" else None
     if args.json:
-        doc = {"dry_run": plan.to_dict(), **({"training": training} if training else {})}
-        sys.stdout.write(json_for_terminal(json.dumps(doc, indent=2, ensure_ascii=False)) + "\n")
+        _print_json({"dry_run": plan.to_dict(), **({"training": training} if training else {})})
     else:
         print(term_safe(render(plan)))
         if training:

@@ -14,6 +14,7 @@ Precedence: defaults < config file (`--config FILE`, table `[advise]` or top lev
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -82,6 +84,34 @@ Int = Annotated[int, BeforeValidator(_not_bool), AfterValidator(_int_size)]
 """An integer of a size numpy and torch take."""
 Figure = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_figure_size)]
 """A finite number of a sane size."""
+
+
+def _threshold_value(value: Any) -> Any:
+    """A threshold override: a finite number (text that reads as one is one, as `--threshold NAME=500`
+    arrives), true/false, other text (`a,b` for a list) or a list. Whether it suits the threshold it
+    replaces (a number for a list is refused) is checked when the rules load."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ValueError(f"must be a finite number, got {shorten(str(value))}")
+        return _figure_size(number)
+    if isinstance(value, list | tuple):
+        return tuple(item if isinstance(item, str) else _threshold_value(item) for item in value)
+    raise ValueError(f"must be a number, true or false, or a list, got {type(value).__name__}")
+
+
+ThresholdOverride = Annotated[Any, PlainValidator(_threshold_value)]
+"""A rule threshold's new value (see `_threshold_value`)."""
 
 
 def one_of(*allowed: str) -> AfterValidator:
@@ -294,8 +324,9 @@ class AdviseConfig(Settings):
     )
     prices: str | None = Field(None, description="price file (TOML), see advisor/data/prices.example.toml")
     rules_dirs: tuple[str, ...] = Field((), description="extra rules folders")
-    thresholds: dict[str, Figure] = Field(
-        default_factory=dict, description="rule threshold overrides (thresholds.NAME=VALUE)"
+    thresholds: dict[str, ThresholdOverride] = Field(
+        default_factory=dict,
+        description="rule threshold overrides (thresholds.NAME=VALUE; a list threshold as NAME=a,b)",
     )
 
     @field_validator("tokenizer")

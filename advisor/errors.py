@@ -28,6 +28,7 @@ class ExitCode(IntEnum):
     INCONCLUSIVE = 13
     VETOED = 14  # train: the fine-tuned model did not verify against the best prompting arm
     INTERRUPTED = 130
+    BROKEN_PIPE = 141  # stdout or stderr's reader went away (`| head -1`): the shell's code for SIGPIPE
     INTERNAL = 70
 
 

@@ -155,3 +155,171 @@ def test_server_flags_reach_the_config_and_verify_refuses_them_without_a_server(
     assert "tokenizer" in capsys.readouterr().err
     assert main(["verify", str(tmp_path), "--concurrency", "2"]) == ExitCode.USAGE
     assert "--concurrency need --backend openai" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------
+# The standard streams: whatever the environment made of stdout and stderr, a documented exit code
+
+REPO = Path(__file__).resolve().parent.parent
+NON_ASCII_ROWS = "".join(
+    json.dumps({"prompt": f"critique {i} très {'bonne' if i % 2 else 'mauvaise'}", "completion": lab}) + "\n"
+    for i, lab in enumerate(["positif →", "négatif ✗"] * 15)
+)
+
+
+def _tunegate(argv: list[str], redirect: str = "", env: dict[str, str] | None = None) -> tuple[int, str]:
+    """`tunegate ARGV REDIRECT` run by bash (the redirection is shell syntax: `>&-`, `2>/dev/full`)."""
+    import os
+
+    command = f"{shlex.quote(sys.executable)} -m advisor.cli {shlex.join(argv)} {redirect}"
+    done = subprocess.run(
+        ["bash", "-c", command],
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def _reader_gone(argv: list[str], stream: str) -> tuple[int, str]:
+    """Run with `stream` a pipe whose reader has already gone (what `| head -1` leaves): EPIPE on write."""
+    import os
+
+    pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
+    if stream == "stderr":
+        pipe = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "advisor.cli", *argv], env={**os.environ, "PYTHONPATH": str(REPO)}, **pipe
+    )
+    (proc.stdout or proc.stderr).close()  # type: ignore[union-attr]
+    return proc.wait(timeout=120), ""
+
+
+@pytest.fixture
+def nonascii_data(tmp_path) -> Path:
+    path = tmp_path / "d.jsonl"
+    path.write_text(NON_ASCII_ROWS, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("redirect", [">&-", "2>&-", "<&- >&- 2>&-"])
+def test_a_closed_stream_is_discarded_not_a_crash(redirect, nonascii_data, tmp_path) -> None:
+    out = tmp_path / "run"
+    rc, text = _tunegate(["advise", str(nonascii_data), "--no-model", "--out", str(out)], redirect)
+    assert rc == ExitCode.COLLECT_DATA, text  # the verdict's own code: the run itself is unharmed
+    assert "Traceback" not in text
+    # No file the run opened took the closed descriptor's number and received the output.
+    doc = json.loads((out / "decision.json").read_text(encoding="utf-8"))
+    assert doc["decision"]["verdict"] == "collect_data"
+
+
+@pytest.mark.parametrize(
+    "stream, argv",
+    [
+        ("stdout", ["rules", "list"]),
+        ("stdout", ["advise"]),  # the rich summary: rich turns EPIPE into SystemExit(1) on its own
+        ("stdout", ["advise", "--json"]),
+        ("stderr", ["advise"]),  # the progress lines
+    ],
+)
+def test_a_reader_that_went_away_ends_quietly_with_141(stream, argv, nonascii_data, tmp_path) -> None:
+    if argv[0] == "advise":
+        argv = ["advise", str(nonascii_data), "--no-model", "--out", str(tmp_path / "run"), *argv[1:]]
+    rc, _ = _reader_gone(argv, stream)
+    assert rc == ExitCode.BROKEN_PIPE == 141
+
+
+def test_a_full_stdout_is_exit_8_naming_it(nonascii_data, tmp_path) -> None:
+    for argv in (
+        ["rules", "list"],
+        ["advise", str(nonascii_data), "--no-model", "--out", str(tmp_path / "r")],
+    ):
+        rc, text = _tunegate(argv, "> /dev/full")
+        assert rc == ExitCode.FILES, text
+        assert text.strip().splitlines()[-1] == "tunegate: error: cannot write to stdout: the disk is full"
+        assert "Traceback" not in text and "Exception ignored" not in text
+
+
+def test_a_full_stderr_is_exit_8(nonascii_data, tmp_path) -> None:
+    rc, text = _tunegate(
+        ["advise", str(nonascii_data), "--no-model", "--out", str(tmp_path / "r")], "2>/dev/full"
+    )
+    assert rc == ExitCode.FILES
+    assert "Traceback" not in text and "Exception ignored" not in text
+    rc, _ = _tunegate(["rules", "list"], "2>/dev/full")  # nothing written to stderr: nothing fails
+    assert rc == ExitCode.OK
+
+
+@pytest.mark.parametrize(
+    "env", [{"PYTHONIOENCODING": "ascii"}, {"PYTHONIOENCODING": "latin-1"}, {"LC_ALL": "C"}]
+)
+def test_a_stdout_that_cannot_encode_the_text_gets_replacements(env, nonascii_data, tmp_path) -> None:
+    out = tmp_path / "run"
+    rc, text = _tunegate(["advise", str(nonascii_data), "--no-model", "--out", str(out)], "", env)
+    assert rc == ExitCode.COLLECT_DATA, text
+    assert "collect_data" in text and "Traceback" not in text and "not valid Unicode" not in text
+    # --json on such a stdout is ASCII with \u escapes: it still reads back as the run's document.
+    rc, text = _tunegate(
+        ["advise", str(nonascii_data), "--no-model", "--out", str(out), "--json", "-q"], "", env
+    )
+    assert rc == ExitCode.COLLECT_DATA
+    labels = json.loads(text)["audit"]["label_counts"]
+    assert set(labels) == {"positif →", "négatif ✗"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# --threshold for a list threshold: the documented `a,b` form, and a number refused
+
+
+def _fired(out: Path) -> set[str]:
+    doc = json.loads((out / "decision.json").read_text(encoding="utf-8"))
+    return {r["id"] for r in doc["decision"]["fired"]}
+
+
+@pytest.mark.parametrize("how", ["flag", "set", "config"])
+def test_a_list_threshold_takes_the_a_b_form(how, nonascii_data, tmp_path) -> None:
+    out = tmp_path / "run"
+    extra = {
+        "flag": ["--threshold", "specialist_domains=finance, law"],
+        "set": ["--set", "thresholds.specialist_domains=finance,law"],
+        "config": ["--config", str(tmp_path / "c.toml")],
+    }[how]
+    (tmp_path / "c.toml").write_text('[advise.thresholds]\nspecialist_domains = ["finance", "law"]\n')
+    argv = ["advise", str(nonascii_data), "--no-model", "--out", str(out), "--domain", "finance", *extra]
+    assert main(argv) == ExitCode.COLLECT_DATA
+    doc = json.loads((out / "decision.json").read_text(encoding="utf-8"))
+    assert doc["provenance"]["thresholds"]["specialist_domains"] == ["finance", "law"]
+    assert "domain.specialist_language" in _fired(out)  # the rule reads the new list
+    argv[argv.index("finance")] = "legal"  # no longer in the list: the rule stays quiet
+    assert main(argv) == ExitCode.COLLECT_DATA
+    assert "domain.specialist_language" not in _fired(out)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--threshold", "specialist_domains=5"],
+        ["--threshold", "specialist_domains=legal,3"],
+        ["--set", "thresholds.specialist_domains=0.5"],
+        ["--threshold", "min_examples=a,b"],
+    ],
+)
+def test_a_value_of_the_wrong_kind_for_a_threshold_is_exit_2_naming_it(
+    extra, nonascii_data, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    rc = main(["advise", str(nonascii_data), "--no-model", "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert rc == ExitCode.USAGE
+    name = extra[1].split("=")[0].removeprefix("thresholds.")
+    assert f"'{name}'" in err and "Traceback" not in err
+    assert not (out / "decision.json").exists()
+
+
+def test_a_number_for_a_list_threshold_in_the_config_file_is_refused(nonascii_data, tmp_path, capsys) -> None:
+    (tmp_path / "c.toml").write_text("[advise.thresholds]\nspecialist_domains = 5\n")
+    argv = ["advise", str(nonascii_data), "--no-model", "--out", str(tmp_path / "r"), "--config"]
+    assert main([*argv, str(tmp_path / "c.toml")]) == ExitCode.USAGE
+    assert "'specialist_domains'" in capsys.readouterr().err

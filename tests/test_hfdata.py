@@ -129,3 +129,30 @@ def test_a_hub_dataset_id_offline_and_not_cached_is_a_one_line_error(
     # A missing data *file* is still "no such file", never looked up on the Hub.
     assert main(["advise", str(tmp_path / "typo.jsonl"), "--no-model", "--out", str(tmp_path / "r")]) == 3
     assert "no such file" in capsys.readouterr().err
+
+
+def _overwrite(path: Path, at: int, data: bytes) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[at : at + len(data)] = data
+    path.write_bytes(bytes(raw))
+
+
+ARROW_DAMAGE = {
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[:100]),
+    "not Arrow": lambda p: p.write_bytes(b"garbage\n"),
+    "empty": lambda p: p.write_bytes(b""),
+    "flatbuffers overwritten": lambda p: _overwrite(p, 200, b"\xff" * 40),  # was exit 8, unnamed
+    "offsets overwritten": lambda p: _overwrite(p, p.stat().st_size // 2, b"\xff" * 40),  # was exit 70
+}
+
+
+@pytest.mark.parametrize("damage", ARROW_DAMAGE)
+def test_a_damaged_arrow_file_is_exit_3_naming_it(damage, tmp_path: Path, rt_rows, capsys) -> None:
+    folder = tmp_path / "ds"
+    _table(rt_rows[:60]).save_to_disk(str(folder))
+    (arrow,) = folder.glob("*.arrow")
+    ARROW_DAMAGE[damage](arrow)
+    rc = main(["advise", str(folder), "--no-model", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == ExitCode.BAD_INPUT, err
+    assert arrow.name in err and "Traceback" not in err

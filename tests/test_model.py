@@ -247,3 +247,70 @@ def test_training_resolves_its_model_the_same_way(tmp_path: Path, monkeypatch: p
     )  # fmt: skip
     section = training_section(result, TrainConfig(), str(from_run.path), NO_GATE, from_run.hub_id)
     assert section.base_model == str(snapshot) and section.base_model_id == HUB_ID
+
+
+# ------------------------------------------------------------------- a damaged model folder
+
+
+def write_mini_model(folder: Path) -> Path:
+    """A model folder's files as transformers saves them (configs, tokenizer, safetensors weights)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text('{"model_type": "llama", "hidden_size": 4}')
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "model": {"vocab": {"a": 0, "b": 1}}}')
+    save_file({"w": np.arange(12, dtype=np.float32).reshape(3, 4)}, str(folder / "model.safetensors"))
+    return folder
+
+
+def _truncate(path: Path, keep: int) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+DAMAGE = {
+    "tokenizer.json truncated": lambda f: _truncate(f / "tokenizer.json", 20),
+    "config.json emptied": lambda f: (f / "config.json").write_text(""),
+    "weights truncated": lambda f: _truncate(f / "model.safetensors", 60),
+    "weights with bytes appended": lambda f: (f / "model.safetensors").write_bytes(
+        (f / "model.safetensors").read_bytes() + b"\0" * 8
+    ),
+    "weights header garbage": lambda f: (f / "model.safetensors").write_bytes(b"\xff" * 64),
+}
+
+
+def test_a_whole_model_folder_is_not_damaged(tmp_path: Path) -> None:
+    from advisor.backends.model import damaged_file
+
+    assert damaged_file(write_mini_model(tmp_path / "m")) is None
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_cached_model_is_built_again(damage: str, tmp_path: Path) -> None:
+    from advisor.backends.model import damaged_file
+
+    target = write_mini_model(tmp_path / "models" / "m")
+    DAMAGE[damage](target)
+    assert damaged_file(target) is not None
+    builds: list[Path] = []
+
+    def build(tmp: Path) -> None:
+        builds.append(tmp)
+        write_mini_model(tmp)
+
+    assert ensure_built(target, build) == target
+    assert len(builds) == 1 and damaged_file(target) is None
+    assert ensure_built(target, build) == target and len(builds) == 1  # whole now: not built again
+    assert sorted(p.name for p in target.parent.iterdir() if not p.name.endswith(".lock")) == ["m"]
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_model_folder_the_user_named_is_named(damage: str, tmp_path: Path) -> None:
+    folder = write_mini_model(tmp_path / "mine")
+    DAMAGE[damage](folder)
+    with pytest.raises(ConfigError) as caught:
+        resolve_model_dir(str(folder))
+    damaged = (
+        "tokenizer.json" if "tokenizer" in damage else "config.json" if "config" in damage else "safetensors"
+    )
+    assert damaged in str(caught.value) and caught.value.exit_code == 2

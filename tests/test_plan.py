@@ -126,3 +126,59 @@ def test_the_prompt_budget_setting_bounds_the_ladder(data, tmp_path, fake) -> No
     rungs = {a.name for a in narrow.prompting.arms if a.name.startswith("few_shot_k")}
     assert rungs and all(int(name.split("_k")[1].split("_")[0]) <= narrow.prompting.k_max for name in rungs)
     assert narrow.provenance.config["max_prompt_tokens"] == 300
+
+
+DAMAGED_RATES = {
+    "not JSON": "{",
+    "a list": "[1, 2]",
+    "entry not an object": '{"hf:m:1": [1, 2]}',
+    "op not an object": '{"hf:m:1": {"loglikelihood": 3}}',
+    "rate is text": '{"hf:m:1": {"loglikelihood": {"seconds_per_request": "fast"}}}',
+    "rate is NaN": '{"hf:m:1": {"loglikelihood": {"seconds_per_request": NaN}}}',
+    "rate is a 400-digit integer": '{"hf:m:1": {"loglikelihood": {"seconds_per_request": '
+    + "9" * 400
+    + "}}}",
+    "rate is a 5000-digit integer": '{"hf:m:1": {"loglikelihood": {"seconds_per_request": '
+    + "9" * 5000
+    + "}}}",
+    "nested 100k deep": "[" * 100_000,
+    "not UTF-8": b'{"hf:m:1": "\xff"}',
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_RATES)
+def test_a_damaged_rates_file_is_measured_again(damage, tmp_path, monkeypatch) -> None:
+    from advisor.measure import rates
+
+    monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path))
+    body = DAMAGED_RATES[damage]
+    (tmp_path / "rates.json").write_bytes(body if isinstance(body, bytes) else body.encode())
+    shipped = rates.lookup("hf", "other", "loglikelihood")
+    assert rates.lookup("hf", "m:1", "loglikelihood") == shipped  # the damaged entry is not used
+
+    class Timed:
+        name, model_id = "hf", "m:1"
+
+        def model_time(self) -> dict[str, tuple[int, float]]:
+            return {"loglikelihood": (100, 50.0)}
+
+    rates.record(Timed())  # the next run's measurement replaces it
+    assert json.loads((tmp_path / "rates.json").read_text())["hf:m:1"]["loglikelihood"]["requests"] == 100
+    measured = rates.lookup("hf", "m:1", "loglikelihood")
+    assert measured is not None and measured.seconds_per_request == 0.5
+
+
+def test_an_unwritable_cache_never_fails_a_finished_run(tmp_path, monkeypatch) -> None:
+    from advisor.measure import rates
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / "file" / "cache"))  # under a file
+
+    class Timed:
+        name, model_id = "hf", "m:1"
+
+        def model_time(self) -> dict[str, tuple[int, float]]:
+            return {"loglikelihood": (100, 50.0)}
+
+    rates.record(Timed())  # nothing recorded, nothing raised
+    assert rates.lookup("hf", "m:1", "loglikelihood") == rates.lookup("hf", "other", "loglikelihood")

