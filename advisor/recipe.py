@@ -366,6 +366,9 @@ class EvalSteps:
                 rounds=0,
                 added_lines=[],
                 stopped=self.stopped,
+                settled_at=None,
+                returned_to_train=0,
+                method="",
             ).model_dump(mode="json")
         first = self.steps[0].n_eval
         return document.EvalGrowth(

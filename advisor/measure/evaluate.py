@@ -980,14 +980,14 @@ def analyse(
         )
         for r in ordered:
             c = cmp(r, constant)
-            d = c.deciding
+            gap = c.deciding
             degeneracy[r.name] = judge_degenerate(
                 [it.prediction for it in r.items],
                 baselines.label_shares,
-                diff=d.diff,
-                low=d.low,
-                high=d.high,
-                p_value=d.p_value,
+                diff=gap.diff,
+                low=gap.low,
+                high=gap.high,
+                p_value=gap.p_value,
                 metric=target_metric,
                 alpha=alpha,
                 thresholds={k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)},
