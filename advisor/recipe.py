@@ -350,7 +350,7 @@ class EvalSteps:
                 tokens=spent[1],
             )
         )
-        progress.report(GROWTH_STAGE, len(self.lines), len(self.held_out))
+        progress.report(GROWTH_STAGE, len(self.lines), max(len(self.held_out), len(self.lines)))
 
     def final_split(self, split: Any) -> Any:
         """The split as scored: eval holds the scored items; eval-split rows never scored go to train."""
