@@ -17,7 +17,6 @@ machine, else a shipped default (advisor/measure/rates.py); loading the model an
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,8 +30,10 @@ from advisor.config import AdviseConfig
 from advisor.decide import rules
 from advisor.measure import rates
 from advisor.measure.cost import cost_per_request, load_cost_config
-from advisor.measure.evidence import gather_evidence
-from advisor.types import Example, Message
+from advisor.measure.evaluate import race_schedule
+from advisor.measure.evidence import DOMAIN_STAGE
+from advisor.measure.prompts import SELECTIONS
+from advisor.types import Message
 
 LOGLIK, GENERATE = "loglikelihood", "generate"
 PLAN_BOOTSTRAP = 20
@@ -103,6 +104,7 @@ class _Recorder:
         self.by_arm: dict[str, list[LoglikRequest | GenRequest]] = {}
         self._pending: list[LoglikRequest | GenRequest] = []
         self._tokens: dict[Any, int] = {}
+        self.neutral = 0  # requests answered neutrally (not in the response cache)
 
     @property
     def scoring_method(self) -> str | None:
@@ -135,17 +137,25 @@ class _Recorder:
 
     def arm_done(self, arm: str, done: int, total: int) -> None:
         """The harness's progress callback: what was requested since the last report belongs to `arm`."""
-        name = arm.removesuffix(" (dev)")
-        self.by_arm.setdefault(name, []).extend(self._pending)
+        if arm:
+            self.by_arm.setdefault(arm, []).extend(self._pending)
         self._pending = []
+
+    def _cached(self, op: str, requests: Sequence[Any]) -> list[Any]:
+        lookup = getattr(self.backend, "cached", None)
+        found = list(lookup(op, requests)) if callable(lookup) else [None] * len(requests)
+        self.neutral += sum(f is None for f in found)
+        return found
 
     def loglikelihood(
         self, requests: Sequence[LoglikRequest], on_done: OnDone[LoglikResult] | None = None
     ) -> list[LoglikResult]:
         self._record(requests)
         out = [
-            LoglikResult(0.0, max(1, self.text_tokens(r.continuation)), self.prompt_tokens(r.messages))
-            for r in requests
+            f
+            if f is not None
+            else LoglikResult(0.0, max(1, self.text_tokens(r.continuation)), self.prompt_tokens(r.messages))
+            for r, f in zip(requests, self._cached(LOGLIK, requests), strict=True)
         ]
         if on_done is not None:
             on_done(range(len(out)), out)
@@ -155,10 +165,32 @@ class _Recorder:
         self, requests: Sequence[GenRequest], on_done: OnDone[GenResult] | None = None
     ) -> list[GenResult]:
         self._record(requests)
-        out = [GenResult("", self.prompt_tokens(r.messages), 0, 0.0) for r in requests]
+        out = [
+            f if f is not None else GenResult("", self.prompt_tokens(r.messages), 0, 0.0)
+            for r, f in zip(requests, self._cached(GENERATE, requests), strict=True)
+        ]
         if on_done is not None:
             on_done(range(len(out)), out)
         return out
+
+
+class _Stages:
+    """A progress reporter that files the recorder's requests under the stage the run is in (and the
+    arms' requests under their arm), so the plan's rows follow the run's own progress bars."""
+
+    def __init__(self, rec: _Recorder) -> None:
+        self.rec = rec
+
+    def update(self, stage: str, done: int, total: int | None, detail: str = "") -> None:
+        if stage.startswith("prompting "):
+            self.rec.stage = "prompting arms"
+            self.rec.arm_done(stage.removeprefix("prompting ").split(" (")[0], done, total or 0)
+        elif stage in ("latency samples", DOMAIN_STAGE):
+            self.rec.arm_done("", done, total or 0)
+            self.rec.stage = stage
+
+    def note(self, text: str) -> None:
+        pass
 
 
 def plan_run(config: AdviseConfig) -> RunPlan:
@@ -180,49 +212,28 @@ def plan_run(config: AdviseConfig) -> RunPlan:
     model = resolve_model(config.model) if config.backend == "hf" else None
     backend = recipe._open_backend(config, model)
     rec = _Recorder(backend)
+    _, signals = recipe.audit_signals(rec, examples, task, tuple(labels), split)
+    signals["target_metric"], signals["quality_target"] = choice.metric, choice.quality_target
 
-    with progress.reporting(progress.SilentReporter()):  # simulated stages: no bars for them
+    # The run itself, against the recorder: answers from the response cache where it has them (so a warm
+    # cache replays the run exactly), neutral ones (every label equally likely) where not.
+    settings = {**config.to_dict(), "prices": None, "n_boot": PLAN_BOOTSTRAP}
+    with progress.reporting(_Stages(rec)):
         rec.stage = "prompting arms"
-        prompting = recipe._benchmark(
-            config,
-            rec,
-            task,
-            labels,
-            (train, dev, eval_items),
-            choice.reason,
-            ruleset.thresholds,
-            None,
-            on_progress=rec.arm_done,
-        )
-        settings = {**config.to_dict(), "prices": None, "n_boot": PLAN_BOOTSTRAP}
-        evidence_backend = _StageSwitch(rec, {GENERATE: "latency samples", LOGLIK: "domain perplexity"})
-        gather_evidence(evidence_backend, prompting, train, eval_items, task, labels, settings)  # type: ignore[arg-type]
-
+        measured = recipe.measure_until_settled(
+            config, rec, task, tuple(labels), examples, split, choice, ruleset, signals, None,
+            evidence_config=settings,
+        )  # fmt: skip
+    prompting = measured.prompting
     stages = _measured_stages(rec)
-    growth, added = _growth_bound(ruleset.thresholds, config, prompting, examples, split, stages)
-    stages += growth
-    stages += _extension_bound(rec, prompting, _extension_rungs(prompting, len(train)), added)
+    if rec.neutral:  # some answers were guessed: what depends on them is bounded
+        most = _most_eval_arms(ruleset.thresholds, prompting, len(dev))
+        stages += _race_bound(rec, config, prompting, most)
+        limit = recipe.growth_limit(measured.growth, config, ruleset.thresholds, len(examples), len(dev))
+        stages += _growth_bound(rec, config, prompting, limit - len(measured.growth.lines), most)
+        stages += _extension_bound(rec, prompting, _extension_rungs(prompting, len(train)), 0)
     arms = tuple(a.name for a in prompting.arms)
     return _priced(config, backend, sizes, tuple(labels), arms, tuple(stages))
-
-
-class _StageSwitch:
-    """The recorder, filing requests by operation: evidence generates only to time, scores only texts."""
-
-    def __init__(self, rec: _Recorder, stage_by_op: Mapping[str, str]) -> None:
-        self.rec, self.stage_by_op = rec, stage_by_op
-        self.name, self.model_id = rec.name, rec.model_id
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.rec, name)
-
-    def loglikelihood(self, requests: Sequence[LoglikRequest], on_done: Any = None) -> list[LoglikResult]:
-        self.rec.stage = self.stage_by_op[LOGLIK]
-        return self.rec.loglikelihood(requests, on_done)
-
-    def generate(self, requests: Sequence[GenRequest], on_done: Any = None) -> list[GenResult]:
-        self.rec.stage = self.stage_by_op[GENERATE]
-        return self.rec.generate(requests, on_done)
 
 
 def _measured_stages(rec: _Recorder) -> list[StagePlan]:
@@ -311,49 +322,91 @@ def _extension_bound(
     ]
 
 
-def _growth_bound(
-    thresholds: Mapping[str, Any],
-    config: AdviseConfig,
-    prompting: Any,
-    examples: Sequence[Example],
-    split: Any,
-    stages: Sequence[StagePlan],
-) -> tuple[list[StagePlan], int]:
-    """The eval split's growth at most, and the items it adds: every round allowed, each adding its chunk
-    of new eval items under every measured arm, within the held-out cap, the unused rows and the budget."""
-    rounds = int(thresholds["max_eval_growth_rounds"])
+def _per_request_tokens(rec: _Recorder, prompting: Any) -> tuple[float, int]:
+    """Prompt tokens of the costliest arm's requests (an upper bound per request) and answer tokens."""
+    means = [
+        sum(rec.prompt_tokens(r.messages) for r in reqs) / len(reqs) for reqs in rec.by_arm.values() if reqs
+    ]
+    prompt = max(means, default=max((a.mean_prompt_tokens for a in prompting.arms), default=0.0))
+    return prompt, 1
+
+
+def _most_eval_arms(thresholds: Mapping[str, Any], prompting: Any, n_dev: int) -> int:
+    """The most arms the dev race can send to eval: its finalists (`race_schedule`) and the zero-shot and
+    system arms."""
+    ladder = len(prompting.arms) + len(prompting.raced_out)
+    few = any(a.kind == "few_shot" for a in prompting.arms) or bool(prompting.raced_out)
+    rounds = race_schedule(
+        ladder + (len(SELECTIONS) - 1 if few else 0),
+        n_dev,
+        int(thresholds["race_round_items"]),
+        float(thresholds["race_keep_share"]),
+    )
+    return min(ladder, (rounds[-1] if rounds else ladder) + 2)
+
+
+def _race_bound(rec: _Recorder, config: AdviseConfig, prompting: Any, most: int) -> list[StagePlan]:
+    """The arms the dev race sends to eval: with neutral answers the cheapest arms lead it, so the plan
+    scored fewer arms than the race picks. Counted as planned: the finalists and the zero-shot and
+    system arms on the first eval step, and their latency samples."""
+    extra = max(0, most - len(prompting.arms))
+    if extra == 0:
+        return []
     per_item = max(1, len(prompting.labels))
-    n_arms = len(prompting.arms)
-    demos = {line for arm in prompting.arms for it in arm.items for line in it.demo_lines}
-    unused = len([i for i in split.train if i not in demos])
-    n_eval, added = len(split.eval), 0
-    for _ in range(rounds):
-        room = math.floor(len(examples) * audit_mod.MAX_HELD_OUT_SHARE) - n_eval - len(split.dev)
-        size = min(math.ceil(config.eval_size * float(thresholds["eval_growth_chunk_share"])), room, unused)
-        if size <= 0:
-            break
-        n_eval, added, unused = n_eval + size, added + size, unused - size
-    if added == 0:
-        return [], 0
-    requests = added * per_item * n_arms
-    answer = 0 if prompting.labels else config.max_gen_tokens
-    tokens_per_request = sum(a.mean_prompt_tokens for a in prompting.arms) / len(prompting.arms)
-    spent = sum(s.new for s in stages)
-    if config.max_requests is not None:
-        requests = max(0, min(requests, config.max_requests - spent))
-    stage = [
+    first = prompting.arms[0].n
+    prompt, answer = _per_request_tokens(rec, prompting)
+    requests = extra * first * per_item
+    out = [
         StagePlan(
-            stage=f"eval growth (up to {added} more items)",
+            stage=f"eval arms the race picks (+{extra})",
             op=LOGLIK if prompting.labels else GENERATE,
             requests=requests,
             new=requests,
-            prompt_tokens=int(requests * tokens_per_request),
-            answer_tokens=requests * (answer or 1),
-            upper_bound=True,
-            note=f"only while P(verdict) < {thresholds['min_verdict_probability']}, at most {rounds} rounds",
+            prompt_tokens=int(requests * prompt),
+            answer_tokens=requests * (answer if prompting.labels else config.max_gen_tokens),
+            note=f"at most {most} arms on eval; prompt tokens at the costliest arm's (an upper bound)",
         )
     ]
-    return stage, added
+    if config.latency_samples > 0:
+        n = extra * min(config.latency_samples, first)
+        out.append(
+            StagePlan(
+                stage="latency samples of those arms",
+                op=GENERATE,
+                requests=n,
+                new=n,
+                prompt_tokens=int(n * prompt),
+                answer_tokens=n,
+                note="one request at a time",
+            )
+        )
+    return out
+
+
+def _growth_bound(
+    rec: _Recorder, config: AdviseConfig, prompting: Any, added: int, most: int
+) -> list[StagePlan]:
+    """More eval steps at most: `added` items (the rest of the eval split, then every growth round allowed
+    beyond it: `recipe.growth_limit`), each scored under the most arms the race can send to eval."""
+    if added <= 0:
+        return []
+    per_item = max(1, len(prompting.labels))
+    requests = added * per_item * most
+    prompt, answer = _per_request_tokens(rec, prompting)
+    if config.max_requests is not None:
+        requests = max(0, min(requests, config.max_requests - sum(len(v) for v in rec.by_arm.values())))
+    return [
+        StagePlan(
+            stage=f"eval steps (up to {added} more items)",
+            op=LOGLIK if prompting.labels else GENERATE,
+            requests=requests,
+            new=requests,
+            prompt_tokens=int(requests * prompt),
+            answer_tokens=requests * (answer if prompting.labels else config.max_gen_tokens),
+            upper_bound=True,
+            note="only while P(verdict) < min_verdict_probability, in the recipe's seeded steps",
+        )
+    ]
 
 
 def _no_model_plan(sizes: tuple[int, int, int], labels: tuple[str, ...]) -> RunPlan:

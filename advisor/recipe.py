@@ -25,11 +25,12 @@ from advisor.decide import verdict as decide
 from advisor.errors import ConfigError
 from advisor.files import check_regular
 from advisor.intake import data
-from advisor.measure import evaluate, prompts, rates
+from advisor.measure import evaluate, prompts, rates, stats
 from advisor.measure.baselines import choose_metric
 from advisor.measure.evaluate import prompting_signals
 from advisor.measure.evidence import evidence_signals, gather_evidence
 from advisor.measure.prompt_record import record_prompts
+from advisor.report import document
 from advisor.report import render as report
 from advisor.report.document import Report
 from advisor.report.textsafe import has_url_credentials, redact_url
@@ -59,25 +60,90 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
     audit_mod.write_split(run_dir, split, loaded.sha256, _data_location(config.data))
     if backend is None:
         backend = _open_backend(config, model)
-    count_tokens = backend.count_tokens if backend is not None else None
-    audit = audit_mod.audit(examples, task, labels, count_tokens=count_tokens)
-    signals: dict[str, Any] = dict(audit_mod.audit_signals(audit, split))
-    signals["task_kind"] = task.value
+    audit, signals = audit_signals(backend, examples, task, labels, split)
     choice = metric_choice(config, ruleset, task, examples)
-    metric, quality_target = choice.metric, choice.quality_target
-    config = config.replace(target_metric=metric, quality_target=quality_target)
+    config = config.replace(target_metric=choice.metric, quality_target=choice.quality_target)
     run_dir.write_config(config.to_dict())
-    signals["target_metric"] = metric
-    signals["quality_target"] = quality_target
-    signals["prompting_measured"] = False
-    signals["finetune_measured"] = False  # until `train`/`verify` verifies a model on the eval items
+    signals["target_metric"] = choice.metric
+    signals["quality_target"] = choice.quality_target
 
-    # benchmark
+    # benchmark, measure, decide: the arms on a small slice of the eval split first, more while unsettled
+    measured = measure_until_settled(
+        config, backend, task, labels, examples, split, choice, ruleset, signals, run_dir
+    )
+    prompting, evidence, decision, growth, split = (
+        measured.prompting,
+        measured.evidence,
+        measured.decision,
+        measured.growth,
+        measured.split,
+    )
+    if prompting is not None:  # the eval split as scored
+        audit_mod.write_split(run_dir, split, loaded.sha256, _data_location(config.data))
+
+    # write
+    result = report.build_report(
+        config=config,
+        loaded=loaded,
+        task=task,
+        labels=labels,
+        audit=audit,
+        split={**audit_mod.split_section(split), "eval_growth": growth.section()},
+        signals=signals,
+        decision=decision,
+        ruleset=ruleset,
+        prompting=prompting.to_dict() if prompting is not None else None,
+        evidence=evidence.to_dict() if evidence is not None else None,
+        backend_info=_backend_info(backend),
+        model=_model_section(backend),
+    )
+    if prompting is not None:
+        run_dir.write_prompts(record_prompts(prompting))
+    report.write_report(run_dir, result)
+    rates.record(backend)
+    return result
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What `measure_until_settled` measured and decided (the split as scored)."""
+
+    prompting: Any
+    evidence: Any
+    decision: Any
+    growth: EvalSteps
+    split: Any
+
+
+def measure_until_settled(
+    config: AdviseConfig,
+    backend: Any,
+    task: TaskKind,
+    labels: tuple[str, ...],
+    examples: Sequence[Example],
+    split: Any,
+    choice: Any,
+    ruleset: Any,
+    signals: dict[str, Any],
+    run_dir: RunDir | None,
+    *,
+    evidence_config: Any = None,
+) -> Measured:
+    """Benchmark → measure → decide, then score the eval split in steps while P(verdict) is unsettled.
+
+    `signals` (the audit's) is updated in place. The dry run (advisor.plan) calls this too, with a backend
+    that answers from the response cache or not at all and `run_dir` None (nothing written);
+    `evidence_config` replaces `config` for `gather_evidence` there.
+    """
     prompting = None
     by_line = {ex.line: ex for ex in examples}
     train = [by_line[i] for i in split.train]
     dev = [by_line[i] for i in split.dev]
-    eval_items = [by_line[i] for i in split.eval]
+    held_out = [
+        by_line[i] for i in split.eval
+    ]  # the eval split: scored in steps, as far as the verdict needs
+    growth = EvalSteps.start(held_out, config, ruleset.thresholds)
+    eval_items = [by_line[i] for i in growth.lines]
 
     def benchmark(eval_items: list[Example]) -> Any:  # the arms on these eval items, same settings every time
         return _benchmark(
@@ -94,51 +160,34 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
     if backend is not None:
         prompting = benchmark(eval_items)
         signals.update(prompting_signals(prompting))
+        signals["n_eval"] = len(eval_items)
 
-    # measure
-    evidence = gather_evidence(backend, prompting, train, eval_items, task, labels, config)
+    # measure: once, on the whole eval split where it costs no model call (the probe, token counts)
+    settings = config if evidence_config is None else evidence_config
+    evidence = gather_evidence(backend, prompting, train, held_out, task, labels, settings)
     signals.update(evidence_signals(evidence, config))
 
-    # decide, and measure P(verdict); while it is low, grow the eval split and measure again
+    # decide, and measure P(verdict); while it is below the settled level, score more eval items
     decision = _decide(ruleset, signals, prompting)
-    growth = _Growth(initial_eval=len(split.eval), probabilities=[_probability(decision)])
+    if prompting is not None:
+        growth.record(decision, spent(backend, prompting, config))
     while prompting is not None:
-        chunk = _next_eval_chunk(ruleset, config, backend, decision, prompting, examples, split, growth)
+        chunk = next_eval_chunk(ruleset.thresholds, config, decision, prompting, examples, split, growth)
         if not chunk:
             break
-        moved = set(chunk)
-        split = replace(split, train=tuple(i for i in split.train if i not in moved), eval=split.eval + chunk)
-        audit_mod.write_split(run_dir, split, loaded.sha256, _data_location(config.data))
-        # The demonstrations still come from the original training rows, so the items measured before
-        # keep their prompts (answered from the response cache); only the new items cost model calls.
-        eval_items = [by_line[i] for i in split.eval]
+        # Items measured before keep their prompts (answered from the response cache); only the new
+        # items cost model calls. The demonstrations come from the original training rows throughout.
+        split = growth.add(chunk, split)
+        eval_items = [by_line[i] for i in growth.lines]
         prompting = benchmark(eval_items)
         signals.update(prompting_signals(prompting))
-        signals["n_eval"], signals["n_train"] = len(split.eval), len(split.train)
+        signals["n_eval"] = len(eval_items)
         decision = _decide(ruleset, signals, prompting)
-        growth.add(chunk, _probability(decision))
-
-    # write
-    result = report.build_report(
-        config=config,
-        loaded=loaded,
-        task=task,
-        labels=labels,
-        audit=audit,
-        split={**audit_mod.split_section(split), "eval_growth": growth.to_dict(len(split.eval))},
-        signals=signals,
-        decision=decision,
-        ruleset=ruleset,
-        prompting=prompting.to_dict() if prompting is not None else None,
-        evidence=evidence.to_dict() if evidence is not None else None,
-        backend_info=_backend_info(backend),
-        model=_model_section(backend),
-    )
-    if prompting is not None:
-        run_dir.write_prompts(record_prompts(prompting))
-    report.write_report(run_dir, result)
-    rates.record(backend)
-    return result
+        growth.record(decision, spent(backend, prompting, config))
+    if prompting is not None:  # held-out rows never scored go back to training: eval is what was scored
+        split = growth.final_split(split)
+        signals["n_eval"], signals["n_train"] = len(split.eval), len(split.train)
+    return Measured(prompting, evidence, decision, growth, split)
 
 
 def input_paths(config: AdviseConfig) -> list[str | None]:
@@ -166,6 +215,19 @@ def load_task(config: AdviseConfig) -> tuple[Any, TaskKind, tuple[str, ...], Seq
         )
     examples = data.with_labels(loaded.examples, labels) if task is TaskKind.CLASSIFY else loaded.examples
     return loaded, task, labels, examples
+
+
+def audit_signals(
+    backend: Any, examples: Sequence[Example], task: TaskKind, labels: tuple[str, ...], split: Any
+) -> tuple[Any, dict[str, Any]]:
+    """The data audit (token counts with the backend's tokenizer when there is one) and its signals."""
+    count_tokens = backend.count_tokens if backend is not None else None
+    audit = audit_mod.audit(examples, task, labels, count_tokens=count_tokens)
+    signals: dict[str, Any] = dict(audit_mod.audit_signals(audit, split))
+    signals["task_kind"] = task.value
+    signals["prompting_measured"] = False
+    signals["finetune_measured"] = False  # until `train`/`verify` verifies a model on the eval items
+    return audit, signals
 
 
 def metric_choice(config: AdviseConfig, ruleset: Any, task: TaskKind, examples: Sequence[Example]) -> Any:
@@ -207,88 +269,185 @@ def _probability(decision: Any) -> float | None:
     return None if decision.confidence is None else decision.confidence.probability
 
 
+GROWTH_STAGE = "eval items scored"
+
+
+def eval_steps(held_out: Sequence[Example], *, seed: int, first: int, step: int) -> list[tuple[int, ...]]:
+    """The eval split cut into the seeded steps it is scored in: `first` items, then `step` at a time.
+
+    Each step is a seeded, label-stratified draw (`make_split`, duplicates kept together) from what is
+    left, so every prefix of steps is itself a stratified sample; a remainder no larger than a step is
+    the last step. The steps partition the eval split.
+    """
+    rest = list(held_out)
+    out: list[tuple[int, ...]] = []
+    size = max(1, first)
+    while rest:
+        if len(rest) <= size:
+            chunk = tuple(ex.line for ex in rest)
+        else:
+            chunk = audit_mod.make_split(rest, seed=seed + len(out), eval_size=size, dev_size=0).eval
+            chunk = chunk or tuple(ex.line for ex in rest[:size])
+        out.append(chunk)
+        taken = set(chunk)
+        rest = [ex for ex in rest if ex.line not in taken]
+        size = max(1, step)
+    return out
+
+
 @dataclass
-class _Growth:
-    """What growing the eval split did, for decision.json's split section."""
+class EvalSteps:
+    """The eval split scored in steps while P(verdict) is below the settled level; each look recorded.
 
-    initial_eval: int
-    probabilities: list[float | None]
-    added_lines: list[int] = field(default_factory=list)
-    rounds: int = 0
+    `pending`: the eval split's steps not scored yet; once they are all scored, further chunks come from
+    training rows no prompt used (`beyond`: how many such rounds). decision.json's `split.eval_growth`.
+    """
+
+    held_out: tuple[int, ...]
+    pending: list[tuple[int, ...]]
+    lines: tuple[int, ...]
+    settled_at: float
+    steps: list[document.EvalStep] = field(default_factory=list)
+    beyond: int = 0
     stopped: str = "no model was run: P(verdict) not measured"
+    _source: str = "eval split"
+    _added: int = 0
 
-    def add(self, chunk: tuple[int, ...], probability: float | None) -> None:
-        self.rounds += 1
-        self.added_lines.extend(chunk)
-        self.probabilities.append(probability)
+    @classmethod
+    def start(cls, held_out: Sequence[Example], config: AdviseConfig, thresholds: Any) -> EvalSteps:
+        steps = eval_steps(
+            held_out,
+            seed=config.seed,
+            first=int(thresholds["initial_eval_items"]),
+            step=int(thresholds["eval_step_items"]),
+        )
+        return cls(
+            held_out=tuple(ex.line for ex in held_out),
+            pending=steps[1:],
+            lines=steps[0] if steps else (),
+            settled_at=float(thresholds["min_verdict_probability"]),
+            _added=len(steps[0]) if steps else 0,
+        )
 
-    def to_dict(self, final_eval: int) -> dict[str, Any]:
-        return {
-            "initial_eval": self.initial_eval,
-            "final_eval": final_eval,
-            "rounds": self.rounds,
-            "added_lines": list(self.added_lines),
-            "probabilities": [p for p in self.probabilities if p is not None],
-            "stopped": self.stopped,
-        }
+    def add(self, chunk: tuple[int, ...], split: Any) -> Any:
+        """Score `chunk` next; returns the split with rows taken from training moved to eval."""
+        self.lines += chunk
+        self._added = len(chunk)
+        if self.pending and chunk == self.pending[0]:
+            self.pending.pop(0)
+            self._source = "eval split"
+            return split
+        self.beyond += 1
+        self._source = "train rows"
+        moved = set(chunk)
+        return replace(split, train=tuple(i for i in split.train if i not in moved), eval=split.eval + chunk)
+
+    def record(self, decision: Any, spent: tuple[int, int]) -> None:
+        """One look: the verdict and P(verdict) on the items scored so far."""
+        self.steps.append(
+            document.EvalStep(
+                n_eval=len(self.lines),
+                added=self._added,
+                source=self._source,  # type: ignore[arg-type]
+                verdict=decision.verdict,
+                probability=_probability(decision),
+                requests=spent[0],
+                tokens=spent[1],
+            )
+        )
+        progress.report(GROWTH_STAGE, len(self.lines), max(len(self.held_out), len(self.lines)))
+
+    def final_split(self, split: Any) -> Any:
+        """The split as scored: eval holds the scored items; eval-split rows never scored go to train."""
+        scored = set(self.lines)
+        unscored = tuple(i for i in split.eval if i not in scored)
+        return replace(split, train=split.train + unscored, eval=self.lines)
+
+    def section(self) -> dict[str, Any]:
+        if not self.steps:  # no model run: nothing was scored, the eval split stays as it is
+            return document.EvalGrowth(
+                initial_eval=len(self.held_out),
+                final_eval=len(self.held_out),
+                rounds=0,
+                added_lines=[],
+                stopped=self.stopped,
+                settled_at=None,
+                returned_to_train=0,
+                method="",
+            ).model_dump(mode="json")
+        first = self.steps[0].n_eval
+        return document.EvalGrowth(
+            initial_eval=first,
+            final_eval=len(self.lines),
+            rounds=max(0, len(self.steps) - 1),
+            added_lines=list(self.lines[first:]),
+            probabilities=[s.probability for s in self.steps if s.probability is not None],
+            stopped=self.stopped,
+            settled_at=self.settled_at,
+            steps=list(self.steps),
+            returned_to_train=len([i for i in self.held_out if i not in set(self.lines)]),
+            method=stats.ANYTIME_METHOD,
+        ).model_dump(mode="json")
 
 
-def _next_eval_chunk(
-    ruleset: Any,
+def next_eval_chunk(
+    thresholds: Any,
     config: AdviseConfig,
-    backend: Any,
     decision: Any,
     prompting: Any,
     examples: Sequence[Example],
     split: Any,
-    growth: _Growth,
+    growth: EvalSteps,
+    spent_so_far: tuple[int, int] | None = None,
 ) -> tuple[int, ...]:
-    """The lines of the next eval chunk, or () with `growth.stopped` saying why the split stays as it is.
+    """The lines of the next eval step, or () with `growth.stopped` saying why scoring stops here.
 
-    Grows only while P(verdict) is below `min_verdict_probability`, for at most `max_eval_growth_rounds`
-    rounds, from training rows no prompt used as a demonstration (stratified, seeded, duplicates kept
-    together: `make_split` on those rows), while the held-out share stays within the audit's cap and the
-    new items' model calls fit what is left of --max-requests/--max-tokens.
+    Scores more only while P(verdict) is below `min_verdict_probability`: first the eval split's own
+    steps, then at most `max_eval_growth_rounds` chunks from training rows no prompt used as a
+    demonstration (stratified, seeded, duplicates kept together: `make_split` on those rows) while the
+    held-out share stays within the audit's cap; always only while the new items' model calls fit what
+    is left of --max-requests/--max-tokens. The comparisons that decide are anytime-valid
+    (advisor.measure.stats), so stopping at a look where the verdict looks settled keeps their level.
     """
-    th = ruleset.thresholds
+    th = thresholds
     p = _probability(decision)
     floor = float(th["min_verdict_probability"])
     if p is None or p >= floor:
         growth.stopped = f"P(verdict) {p:.2f} is at least {floor:.2f}" if p is not None else "not measured"
         return ()
-    if growth.rounds >= int(th["max_eval_growth_rounds"]):
-        growth.stopped = f"P(verdict) {p:.2f} after {growth.rounds} growth rounds (the most allowed)"
-        return ()
-    held_out_room = (
-        math.floor(len(examples) * audit_mod.MAX_HELD_OUT_SHARE) - len(split.eval) - len(split.dev)
-    )
-    size = min(math.ceil(config.eval_size * float(th["eval_growth_chunk_share"])), held_out_room)
-    demos = {line for arm in prompting.arms for it in arm.items for line in it.demo_lines}
-    train = set(split.train)
-    # Not a demonstration, nor a duplicate of one: the splits stay disjoint by content.
-    demo_inputs = {audit_mod.input_key(ex) for ex in examples if ex.line in demos}
-    unused = [
-        ex
-        for ex in examples
-        if ex.line in train and ex.line not in demos and audit_mod.input_key(ex) not in demo_inputs
-    ]
-    chunk = audit_mod.make_split(
-        unused, seed=config.seed + growth.rounds + 1, eval_size=size, dev_size=0
-    ).eval
-    if size <= 0 or not chunk:
-        growth.stopped = f"P(verdict) {p:.2f}, and no unused labeled rows are left to hold out"
-        return ()
-    requests, tokens = _eval_cost(prompting, len(chunk), config.max_gen_tokens)
-    # What the run has spent: the backend's own count where it keeps one (the openai backend), else the
-    # estimate for the eval items measured so far.
-    budget = getattr(getattr(backend, "inner", backend), "budget", None)
-    spent = (
-        (budget.requests, budget.tokens)
-        if budget is not None
-        else _eval_cost(prompting, prompting.arms[0].n, config.max_gen_tokens)
-    )
-    if (config.max_requests is not None and spent[0] + requests > config.max_requests) or (
-        config.max_tokens is not None and spent[1] + tokens > config.max_tokens
+    if growth.pending:
+        chunk = growth.pending[0]
+    else:
+        if growth.beyond >= int(th["max_eval_growth_rounds"]):
+            growth.stopped = (
+                f"P(verdict) {p:.2f} with the eval split scored and {growth.beyond} growth rounds beyond it "
+                "(the most allowed)"
+            )
+            return ()
+        size = beyond_chunk_size(config, th, len(examples), len(split.eval), len(split.dev))
+        demos = {line for arm in prompting.arms for it in arm.items for line in it.demo_lines}
+        train = set(split.train)
+        # Not a demonstration, nor a duplicate of one: the splits stay disjoint by content.
+        demo_inputs = {audit_mod.input_key(ex) for ex in examples if ex.line in demos}
+        unused = [
+            ex
+            for ex in examples
+            if ex.line in train and ex.line not in demos and audit_mod.input_key(ex) not in demo_inputs
+        ]
+        chunk = (
+            audit_mod.make_split(
+                unused, seed=config.seed + growth.beyond + 1, eval_size=size, dev_size=0
+            ).eval
+            if size > 0
+            else ()
+        )
+        if not chunk:
+            growth.stopped = f"P(verdict) {p:.2f}, and no unused labeled rows are left to hold out"
+            return ()
+    requests, tokens = eval_cost(prompting, len(chunk), config.max_gen_tokens)
+    done = spent_so_far if spent_so_far is not None else (growth.steps[-1].requests, growth.steps[-1].tokens)
+    if (config.max_requests is not None and done[0] + requests > config.max_requests) or (
+        config.max_tokens is not None and done[1] + tokens > config.max_tokens
     ):
         growth.stopped = (
             f"P(verdict) {p:.2f}; {len(chunk)} more eval items would pass the request or token budget"
@@ -297,7 +456,35 @@ def _next_eval_chunk(
     return tuple(chunk)
 
 
-def _eval_cost(prompting: Any, n_items: int, max_gen_tokens: int) -> tuple[int, int]:
+def beyond_chunk_size(config: AdviseConfig, thresholds: Any, n_examples: int, n_eval: int, n_dev: int) -> int:
+    """Items one growth round beyond the eval split adds: a share of --eval-size, within the held-out cap."""
+    room = math.floor(n_examples * audit_mod.MAX_HELD_OUT_SHARE) - n_eval - n_dev
+    return max(0, min(math.ceil(config.eval_size * float(thresholds["eval_growth_chunk_share"])), room))
+
+
+def growth_limit(
+    growth: EvalSteps, config: AdviseConfig, thresholds: Any, n_examples: int, n_dev: int
+) -> int:
+    """The most eval items the steps can reach from where `growth` stands: the whole eval split, then the
+    growth rounds beyond it still allowed (each as large as the held-out cap and --eval-size allow)."""
+    n = max(len(growth.held_out), len(growth.lines))
+    for _ in range(int(thresholds["max_eval_growth_rounds"]) - growth.beyond):
+        n += beyond_chunk_size(config, thresholds, n_examples, n, n_dev)
+    return n
+
+
+def spent(backend: Any, prompting: Any, config: AdviseConfig) -> tuple[int, int]:
+    """Requests and tokens the run has spent: the backend's own count where it keeps one (the openai
+    backend), else the estimate for the eval items scored so far."""
+    budget = getattr(getattr(backend, "inner", backend), "budget", None)
+    if budget is not None:
+        return int(budget.requests), int(budget.tokens)
+    if prompting is None:
+        return 0, 0
+    return eval_cost(prompting, prompting.arms[0].n, config.max_gen_tokens)
+
+
+def eval_cost(prompting: Any, n_items: int, max_gen_tokens: int) -> tuple[int, int]:
     """Model requests and tokens (estimated from the measured arms) that `n_items` more eval items cost."""
     per_item = max(1, len(prompting.labels))
     requests = n_items * per_item * len(prompting.arms)

@@ -338,16 +338,20 @@ def test_rising_last_rung_extends_the_ladder(k_max):
         quality_target=0.95, min_gain=0.02, dev_items=dev, k_max=k_max,
     )  # fmt: skip
     ks = sorted(a.k for a in result.arms if a.kind == "few_shot")
-    assert ks[:4] == [1, 2, 4, 8] and 16 in ks and max(ks) <= k_max  # measured past k=8, never past k_max
+    raced = {int(name.removeprefix("few_shot_k")) for name in result.raced_out}
+    assert set(ks) | raced >= {1, 2, 4, 8} and not raced & set(ks)  # each rung raced or scored on eval
+    assert 16 in ks and max(ks) <= k_max  # measured past k=8, never past k_max
     pl = result.plateau
     assert not pl.extend and pl.case is not stats.PlateauCase.STILL_IMPROVING  # decided after extending
     if max(ks) == k_max and pl.best_arm is not None and pl.best_arm.startswith(f"few_shot_k{k_max}"):
         assert pl.ladder_exhausted and pl.plateaued
     assert pl.trend is not None and pl.trend.ks == (0, *ks)
-    # the top rung of each measurement tried nearest demonstrations on dev; only the dev winner was scored
+    # the top rung raced both demonstration selections on dev; only the better one was scored on eval,
+    # with its best label-bias correction
+    assert {"few_shot_k8", "few_shot_k8_nearest"} <= set(result.race[0].scores)
     top = result.arm(next(a.name for a in result.arms if a.k == 8))
-    assert {t.selection for t in top.tried} == {"stratified", "nearest"}
-    assert top.selection == max(top.tried, key=lambda t: t.dev_score).selection
+    assert {t.selection for t in top.tried} == {top.selection}
+    assert top.variant == max(top.tried, key=lambda t: t.dev_score).variant
     md = prompting_section(Prompting.model_validate(result.to_dict()))
     assert "Variants tried on the dev split" in md and "few_shot_k16" in md
     jsonschema = pytest.importorskip("jsonschema")
@@ -356,3 +360,69 @@ def test_rising_last_rung_extends_the_ladder(k_max):
         json.loads(json.dumps(result.to_dict())),
         {"$defs": schema["$defs"], **schema["properties"]["prompting"]},
     )
+
+
+# ---------------------------------------------------------------- the dev race
+
+
+def test_race_drops_the_clearly_worse_at_once_and_halves_the_rest():
+    import numpy as np
+
+    from advisor.measure.evaluate import race_drops
+
+    n = 200
+    leader = np.ones(n)
+    leader[:40] = 0.0  # 0.80
+    close = leader.copy()
+    close[40:50] = 0.0  # 0.75: within noise of the leader
+    tied = leader.copy()  # 0.80, but later in the order: the earlier (cheaper) of equals leads
+    worse = np.zeros(n)
+    worse[:60] = 1.0  # 0.30: clearly worse, paired on the same items
+    scores = {"tied_first": 0.8, "close": 0.75, "worse": 0.3, "tied_second": 0.8}
+    values = {"tied_first": leader, "close": close, "worse": worse, "tied_second": tied}
+    dropped = race_drops(values, scores, keep_share=0.5)
+    assert "clearly worse than tied_first" in dropped["worse"]
+    # of the three left, the better half (two) go on; of equals the first stays
+    assert set(dropped) == {"worse", "close"} and "successive halving" in dropped["close"]
+    assert race_drops(values, scores, keep_share=1.0) == {"worse": dropped["worse"]}
+
+
+class _Counting(FakeBackend):
+    """The fake, counting the log-likelihood requests it answers (each one a model call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+
+    def loglikelihood(self, requests):
+        self.requests += len(requests)
+        return super().loglikelihood(requests)
+
+
+def test_the_dev_race_scores_fewer_arms_and_records_every_round():
+    data = _noisy_vocabulary_task(600, seed=1)
+    train, dev, evals = data[:400], data[400:500], data[500:]
+    labels = ("alpha", "beta")
+    fake = _Counting()
+    arms = build_arms(
+        fake, TaskKind.CLASSIFY, labels, train, k_ladder=(1, 2, 4, 8), max_context_tokens=100_000
+    )
+    result = evaluate_arms(
+        fake, arms, train, evals, TaskKind.CLASSIFY, labels, seed=0, target_metric="accuracy",
+        quality_target=0.99, min_gain=0.02, dev_items=dev, k_max=8,
+    )  # fmt: skip
+    rounds = result.race
+    assert [r.round for r in rounds] == list(range(1, len(rounds) + 1)) and len(rounds) >= 2
+    # every round the candidates left are scored on 20 more dev items, paired; no more than half go on
+    for before, after in zip(rounds, rounds[1:], strict=False):
+        assert after.n_dev == before.n_dev + 20
+        assert set(after.scores) == set(before.scores) - set(before.dropped)
+        assert len(after.scores) <= -(-len(before.scores) // 2)
+    assert all(r.leader in r.scores and r.leader not in r.dropped for r in rounds)
+    # the raced-out rungs are not scored on eval; zero-shot and system always are
+    names = {a.name for a in result.arms}
+    assert result.raced_out and not {*result.raced_out} & names and {"zero_shot", "system"} <= names
+    # fewer model calls than every arm (and the top rung's other selection) on all dev and eval items
+    full = (len(arms) + 1) * len(dev) * 2 + len(arms) * len(evals) * 2
+    assert fake.requests < 0.6 * full
+    assert result.to_dict()["race"][0]["scores"] == rounds[0].scores

@@ -39,11 +39,11 @@ def _sent(fake: FakeBackend) -> int:
 def test_the_estimate_is_within_20_percent_of_the_real_run_and_makes_no_call(
     data, tmp_path, fake, grow
 ) -> None:
-    # P(verdict) floor 0: the split never grows; above 1: it grows every round allowed (the upper bound)
+    # P(verdict) floor 0: the first eval step settles it; above 1: every step allowed is scored
     config = AdviseConfig(
         data=data,
         out=str(tmp_path / "run"),
-        thresholds={"min_verdict_probability": 1.01 if grow else 0.0},
+        thresholds={"min_verdict_probability": 1.01 if grow else 0.0, "initial_eval_items": 20},
         **SETTINGS,
     )
     plan = plan_run(config)
@@ -55,12 +55,53 @@ def test_the_estimate_is_within_20_percent_of_the_real_run_and_makes_no_call(
     result = recipe.advise(config)
     sent = _sent(fake)
     assert result.split is not None and result.split.eval_growth is not None
-    assert result.split.eval_growth.rounds == (2 if grow else 0)
-    growth = next(s for s in plan.stages if s.stage.startswith("eval growth"))
-    estimate = plan.total("requests") + (growth.requests if grow else 0)
+    assert result.split.eval_growth.rounds == (3 if grow else 0)  # 20 -> 40 in the split, 2 rounds beyond
+    # Unsure answers never settle the verdict: the plan then walks every step itself (planned); a sure
+    # one stops at the first step and bounds the rest (marked ≤).
+    steps = next((s for s in plan.stages if s.stage.startswith("eval steps")), None)
+    assert (steps is None) if grow else (steps is not None and "up to 60 more items" in steps.stage)
+    assert steps is None or steps.upper_bound
+    estimate = plan.total("requests")
     assert abs(estimate - sent) <= 0.2 * sent, (estimate, sent)
     assert sent <= plan.total("requests", upper=True)
     assert plan.total("prompt_tokens") > 0 and plan.total("answer_tokens") > 0
+
+
+class _Reporting(FakeBackend):
+    """The fake, reporting each finished answer as the backend protocol allows (the cache stores them so)."""
+
+    def loglikelihood(self, requests, on_done=None):
+        out = super().loglikelihood(requests)
+        if on_done is not None:
+            on_done(range(len(out)), out)
+        return out
+
+    def generate(self, requests, on_done=None):
+        out = super().generate(requests)
+        if on_done is not None:
+            on_done(range(len(out)), out)
+        return out
+
+
+def test_a_warm_cache_replays_the_run_and_plans_no_new_request(data, tmp_path, monkeypatch) -> None:
+    from advisor.backends.cache import CachedBackend
+
+    fake = _Reporting(KEYWORDS)
+    cached = CachedBackend(fake, tmp_path / "responses.sqlite")
+    monkeypatch.setattr(recipe, "_open_backend", lambda config, model=None: cached)
+    config = AdviseConfig(
+        data=data, out=str(tmp_path / "run"), thresholds={"initial_eval_items": 20}, **SETTINGS
+    )
+    cold = plan_run(config)
+    assert cold.total("new") > 0 and cached.stats()["calls"] == 0
+    recipe.advise(config)
+    sent = cached.stats()["calls"]
+    assert sent > 0 and sent <= cold.total("new", upper=True)
+    warm = plan_run(config)
+    assert cached.stats()["calls"] == sent  # the dry run asked the model nothing
+    assert warm.total("new", upper=True) == 0 and warm.seconds in (None, 0.0)  # no rate for the fake
+    # the replay walked the run's own path: every request the run sent, and no other
+    assert warm.total("requests") == len(set(fake.loglik_requests)) + len(set(fake.gen_requests))
 
 
 def test_cli_dry_run_exits_0_writes_nothing_and_prices_the_tokens(data, tmp_path, fake, capsys) -> None:

@@ -236,3 +236,82 @@ def test_best_point_ties():
     # ties go to the cheaper arm; order is by cost, not by list order
     pts = [CurvePoint("b", 20.0, 0.8), CurvePoint("a", 10.0, 0.8)]
     assert stats.best_point(pts).arm == "a"
+
+
+# ---------------------------------------------------------------- anytime-valid tests
+
+
+def _paired_paths(n_paths: int, n_items: int, p_a_only: float, p_b_only: float, seed: int) -> np.ndarray:
+    """Per-item paired differences (+1 only a right, -1 only b right, 0 agree), one row per path."""
+    u = np.random.default_rng(seed).random((n_paths, n_items))
+    return (u < p_a_only).astype(float) - ((u >= p_a_only) & (u < p_a_only + p_b_only)).astype(float)
+
+
+def _sign_test_p(d: np.ndarray) -> np.ndarray:
+    """The anytime McNemar p-value after every item of every path (vectorised `anytime_mcnemar`)."""
+    s, v = np.cumsum(d, axis=1), np.cumsum(d != 0, axis=1)
+    rho = stats.mixture_rho()
+    log_m = 0.5 * np.log(rho / (v + rho)) + s * s / (2 * (v + rho))
+    return np.minimum(1.0, np.exp(-log_m))
+
+
+def test_mixture_rho_puts_the_tightest_boundary_where_it_was_tuned():
+    rho = stats.mixture_rho(100.0)
+    at = stats.mixture_radius(100.0, rho=rho)
+    assert at < stats.mixture_radius(100.0, rho=rho * 1.5) and at < stats.mixture_radius(100.0, rho=rho / 1.5)
+    # the vectorised p-value used below is the scalar one
+    d = _paired_paths(1, 60, 0.3, 0.1, seed=1)[0]
+    a_only, b_only = int((d > 0).sum()), int((d < 0).sum())
+    assert _sign_test_p(d[None, :])[0, -1] == pytest.approx(stats.anytime_mcnemar(a_only, b_only))
+
+
+def test_the_anytime_p_value_and_interval_agree_at_zero():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(5, 300))
+        a, b = rng.integers(0, 2, n), rng.integers(0, 2, n)
+        cs = stats.anytime_paired_mean(a, b)
+        excludes_zero = cs.low > 0 or cs.high < 0
+        assert excludes_zero == (cs.p_value <= stats.ALPHA + 1e-12)
+        assert cs.low <= cs.diff <= cs.high and cs.n == n
+
+
+def test_peeking_after_every_item_keeps_the_anytime_tests_level_and_breaks_the_fixed_one():
+    # Two equally accurate arms (each right alone on 15% of items), looked at after every item up to 400,
+    # stopping at the first look that rejects: the anytime tests reject at most alpha of the paths, the
+    # exact McNemar test read at every look rejects far more often (the reason for anytime validity).
+    d = _paired_paths(2000, 400, 0.15, 0.15, seed=7)
+    anytime_rejects = (_sign_test_p(d) <= stats.ALPHA).any(axis=1).mean()
+    s, n = np.cumsum(d, axis=1), np.arange(1, d.shape[1] + 1)
+    rho = stats.mixture_rho()
+    bound = np.sqrt((n + rho) * np.log((n + rho) / (rho * stats.ALPHA**2)))  # anytime_paired_mean's boundary
+    cs_rejects = (np.abs(s) >= bound).any(axis=1).mean()
+    looks = range(10, 400, 10)
+    naive = np.zeros(d.shape[0], dtype=bool)
+    for t in looks:
+        a_only, b_only = (d[:, :t] > 0).sum(axis=1), (d[:, :t] < 0).sum(axis=1)
+        naive |= np.array(
+            [stats.mcnemar_exact(int(x), int(y)) <= stats.ALPHA for x, y in zip(a_only, b_only, strict=True)]
+        )
+    se = math.sqrt(stats.ALPHA * (1 - stats.ALPHA) / d.shape[0])
+    assert anytime_rejects <= stats.ALPHA + 2 * se
+    assert cs_rejects <= stats.ALPHA + 2 * se
+    assert naive.mean() > 2 * stats.ALPHA
+
+
+def test_the_confidence_sequence_covers_a_true_difference_at_every_look():
+    # arm a is better by 0.10 (right alone on 25% of items, b on 15%): the sequence must hold the true
+    # difference after every item on at least 1 - alpha of the paths, and find the gain on most of them
+    d = _paired_paths(2000, 400, 0.25, 0.15, seed=11)
+    s, n = np.cumsum(d, axis=1), np.arange(1, d.shape[1] + 1)
+    half = np.array([stats.mixture_radius(float(t)) for t in n]) / n
+    mean = s / n
+    missed = ((mean - half > 0.10) | (mean + half < 0.10)).any(axis=1).mean()
+    assert missed <= stats.ALPHA + 2 * math.sqrt(stats.ALPHA * (1 - stats.ALPHA) / d.shape[0])
+    found = (_sign_test_p(d) <= stats.ALPHA).any(axis=1).mean()
+    assert found > 0.5
+    # one path, through the public function, at its last look
+    a = (d[0] > 0).astype(float)
+    b = (d[0] < 0).astype(float)
+    cs = stats.anytime_paired_mean(a, b)
+    assert cs.diff == pytest.approx(mean[0, -1]) and cs.high - cs.low == pytest.approx(2 * half[-1])

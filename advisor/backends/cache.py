@@ -167,11 +167,16 @@ class CachedBackend:
 
     def answered(self, op: str, requests: Sequence[LoglikRequest | GenRequest]) -> list[bool]:
         """Which of `requests` the cache answers already (op "loglikelihood" or "generate"); no model call."""
+        return [r is not None for r in self.cached(op, requests)]
+
+    def cached(
+        self, op: str, requests: Sequence[LoglikRequest | GenRequest]
+    ) -> list[LoglikResult | GenResult | None]:
+        """The cached answers to `requests` (None where the cache has none); no model call, no count."""
         keys = [self._key(op, r) for r in requests]
         found = self._lookup(keys)
-        if op == "loglikelihood":
-            return [_result(LoglikResult, found.get(k, {})) is not None for k in keys]
-        return [_result(GenResult, found.get(k, {})) is not None for k in keys]
+        kind: Any = LoglikResult if op == "loglikelihood" else GenResult
+        return [_result(kind, found.get(k, {})) for k in keys]
 
     def close(self) -> None:
         self._db.close()

@@ -135,6 +135,8 @@ def resample_prompting(
         limit=result.k_max,
         budget_spent=result.budget_spent,
         n_resamples=n_resamples,
+        race=result.race,
+        raced_out=result.raced_out,
     )
 
 

@@ -29,7 +29,8 @@ from advisor.measure import calibration, stats
 from advisor.measure.baselines import Baselines, Degeneracy, compute_baselines, judge_degenerate
 from advisor.measure.calibration import Variant
 from advisor.measure.prompts import SELECTIONS, Arm, ArmKind, DemoSelector, few_shot_arm, render_messages
-from advisor.measure.stats import Estimate, McNemar, PairedDiff, Plateau
+from advisor.measure.stats import AnytimeDiff, Estimate, McNemar, PairedDiff, Plateau
+from advisor.report.document import RaceRound
 from advisor.rundir import RunDir
 from advisor.types import Example, Message, TaskKind
 
@@ -148,11 +149,29 @@ class Comparison:
     mcnemar: McNemar
     improved_lines: tuple[int, ...]  # baseline wrong, arm right
     regressed_lines: tuple[int, ...]  # baseline right, arm wrong
+    anytime: AnytimeDiff | None = None  # valid at any stopping time (see `anytime_comparison`)
+
+    @property
+    def fixed_p_value(self) -> float:
+        """The fixed-sample p-value: exact McNemar for accuracy, the paired bootstrap otherwise."""
+        return self.mcnemar.p_value if self.metric == "accuracy" else self.diff.p_value
 
     @property
     def p_value(self) -> float:
-        """The p-value decisions use: exact McNemar for accuracy, the paired bootstrap otherwise."""
-        return self.mcnemar.p_value if self.metric == "accuracy" else self.diff.p_value
+        """The p-value decisions use: the larger of the fixed-sample one and the anytime-valid one, so a
+        difference counts only when it holds at the sample size the run stopped at, whatever made it stop."""
+        if self.anytime is None:
+            return self.fixed_p_value
+        return max(self.fixed_p_value, self.anytime.p_value)
+
+    @property
+    def deciding(self) -> PairedDiff:
+        """The difference as decisions read it: `p_value`, and the union of the bootstrap interval and the
+        anytime-valid confidence sequence (so it covers whenever either does)."""
+        if self.anytime is None or self.metric == "macro_f1":  # macro-F1: the guard is on the p-value only
+            return replace(self.diff, p_value=self.p_value)
+        low, high = min(self.diff.low, self.anytime.low), max(self.diff.high, self.anytime.high)
+        return replace(self.diff, low=low, high=high, p_value=self.p_value)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -166,6 +185,7 @@ class Comparison:
             "p_value": self.p_value,
             "bootstrap_p_value": self.diff.p_value,
             "mcnemar_p_value": self.mcnemar.p_value,
+            "anytime": None if self.anytime is None else self.anytime.to_dict(),
             "improved": len(self.improved_lines),
             "regressed": len(self.regressed_lines),
             "improved_lines": list(self.improved_lines),
@@ -194,6 +214,8 @@ class PromptingResult:
     # What the analysis was judged with, so a resample of the eval items is judged alike (not reported).
     thresholds: Mapping[str, Any] = field(default_factory=dict, compare=False)
     budget_spent: bool = False
+    race: tuple[RaceRound, ...] = ()  # the dev race that chose the arms scored on eval
+    raced_out: tuple[str, ...] = ()  # ladder arms the race dropped: not scored on eval
 
     def arm(self, name: str) -> ArmResult:
         for a in self.arms:
@@ -239,6 +261,8 @@ class PromptingResult:
             "comparisons": [c.to_dict() for c in self.comparisons],
             "k_curve": sorted(curve, key=lambda r: (r["k"], r["mean_prompt_tokens"])),
             "plateau": self.plateau.to_dict(),
+            "race": [r.model_dump(mode="json") for r in self.race],
+            "raced_out": list(self.raced_out),
         }
 
 
@@ -481,10 +505,33 @@ def compare(
         baseline=before_name,
         metric=metric,
         diff=diff,
+        anytime=anytime_comparison(after, b, metric),
         mcnemar=stats.mcnemar([it.correct for it in after], [it.correct for it in b]),
         improved_lines=tuple(a.line for a, o in zip(after, b, strict=True) if a.correct and not o.correct),
         regressed_lines=tuple(a.line for a, o in zip(after, b, strict=True) if o.correct and not a.correct),
     )
+
+
+BINARY_METRICS = ("accuracy", "exact_match", "normalized_exact_match")
+
+
+def anytime_comparison(after: Sequence[ItemResult], before: Sequence[ItemResult], metric: str) -> AnytimeDiff:
+    """The anytime-valid side of a paired comparison (items matched by position).
+
+    A 0/1 metric: the sign test over the discordant items (`anytime_mcnemar`) for the p-value, and the
+    confidence sequence of the per-item differences for the interval. Token F1 and chrF: the confidence
+    sequence of the per-item differences (bounded in [-1, 1]) for both. Macro-F1 is not a mean over
+    items: the guard is the sign test on per-item correctness, with the interval on accuracy.
+    """
+    key = "accuracy" if metric == "macro_f1" else metric
+    a = [it.metrics.get(key, float(it.correct)) for it in after]
+    b = [it.metrics.get(key, float(it.correct)) for it in before]
+    cs = stats.anytime_paired_mean(a, b)
+    if key in BINARY_METRICS:
+        a_only = sum(x > y for x, y in zip(a, b, strict=True))
+        b_only = sum(y > x for x, y in zip(a, b, strict=True))
+        cs = replace(cs, p_value=stats.anytime_mcnemar(a_only, b_only))
+    return cs
 
 
 def _items_needed(a: ArmResult, b: ArmResult, metric: str, min_gain: float, alpha: float) -> int:
@@ -561,8 +608,8 @@ def evaluate_arms(
     m = _Measurer(
         backend, train, eval_items, dev_items, task, labels, seed, target_metric, max_gen_tokens, progress
     )
-    top_k = max((a.k for a in arms if a.kind is ArmKind.FEW_SHOT), default=0)
-    results = [m.measure(arm, top=arm.kind is ArmKind.FEW_SHOT and arm.k == top_k) for arm in arms]
+    race = m.race(arms, thresholds)
+    results = [m.measure(arm, chosen=race.chosen.get(arm.name)) for arm in race.eval_arms]
     budget_spent = False
     while True:
         result = analyse(
@@ -580,12 +627,15 @@ def evaluate_arms(
             metric_reason=metric_reason,
             limit=limit,
             budget_spent=budget_spent,
+            race=race.rounds,
+            raced_out=race.raced_out,
         )
         if not result.plateau.extend:
             return result
         last = max((r for r in results if r.kind == ArmKind.FEW_SHOT), key=lambda r: r.k)
         template = next(a for a in arms if a.kind is not ArmKind.ZERO_SHOT)
         try:
+            # The new rung's variants are scored on the dev items the race's finalists were scored on.
             results.append(m.measure(few_shot_arm(template, 2 * last.k, _base_selection(arms)), top=True))
         except BudgetError:
             budget_spent = True  # the run's token or request budget is spent: the ladder ends here
@@ -616,6 +666,7 @@ class _Measurer:
         self.selector = DemoSelector(train, seed)
         self.stop = default_stop(train) if task is TaskKind.GENERATE else ()
         self.max_gen_tokens, self.progress = max_gen_tokens, progress
+        self.race_items: list[Example] = []  # the dev items the race's finalists were scored on
 
     def _run(self, arm: Arm, items: Sequence[Example], label: str = "") -> ArmResult:
         progress = self.progress
@@ -652,45 +703,191 @@ class _Measurer:
             rows.append({lab: r.logprob for lab, r in zip(self.labels, res, strict=True)})
         return calibration.prior(rows, self.labels)
 
-    def measure(self, arm: Arm, *, top: bool) -> ArmResult:
-        """Variants on dev (when there is a dev split), then the best of them on eval."""
-        selections = [arm.selection]
-        if top and arm.kind is ArmKind.FEW_SHOT:
-            selections += [s for s in SELECTIONS if s != arm.selection]
-        tried: list[tuple[Arm, Tried]] = []
-        for sel in selections if self.dev_items else ():
-            variant_arm = arm if sel == arm.selection else few_shot_arm(arm, arm.k, sel)
-            dev = self._run(variant_arm, self.dev_items, "dev")
-            selection = sel if arm.kind is ArmKind.FEW_SHOT else None
-            n_dev = len(dev.items)
-            tried.append((variant_arm, Tried(Variant.RAW, selection, self._dev_score(dev.items), n_dev)))
-            if self.task is not TaskKind.CLASSIFY:
-                continue
-            priors = {
-                Variant.BATCH: calibration.prior([it.label_logprobs or {} for it in dev.items], self.labels)
-            }
-            if sel == "stratified" or arm.kind is not ArmKind.FEW_SHOT:  # content-free needs one fixed prompt
-                priors[Variant.CONTEXTUAL] = self._content_free_prior(variant_arm)
-            for variant in (Variant.CONTEXTUAL, Variant.BATCH):
-                if variant in priors:
-                    fixed = recalibrated(dev.items, priors[variant], self.labels)
-                    tried.append(
-                        (
-                            variant_arm,
-                            Tried(variant, selection, self._dev_score(fixed), n_dev, priors[variant]),
-                        )
-                    )
-        # The best dev score; max keeps the first of equals (raw first, the configured selection first).
-        chosen_arm, chosen = max(tried, key=lambda t: t[1].dev_score) if tried else (arm, None)
-        result = self._run(chosen_arm, self.eval_items)
-        if chosen is None:
-            return result
+    def _variants(self, arm: Arm, items: Sequence[ItemResult], selection: str | None) -> list[Tried]:
+        """The arm's label-bias corrections on its dev items (no model call but the content-free prompts)."""
+        tried = [Tried(Variant.RAW, selection, self._dev_score(items), len(items))]
+        if self.task is not TaskKind.CLASSIFY:
+            return tried
+        priors = {Variant.BATCH: calibration.prior([it.label_logprobs or {} for it in items], self.labels)}
+        if (
+            arm.selection == "stratified" or arm.kind is not ArmKind.FEW_SHOT
+        ):  # content-free: one fixed prompt
+            priors[Variant.CONTEXTUAL] = self._content_free_prior(arm)
+        for variant in (Variant.CONTEXTUAL, Variant.BATCH):
+            if variant in priors:
+                fixed = recalibrated(items, priors[variant], self.labels)
+                tried.append(Tried(variant, selection, self._dev_score(fixed), len(items), priors[variant]))
+        return tried
+
+    def _per_item(self, items: Sequence[ItemResult], chosen: Tried) -> np.ndarray:
+        """The chosen variant's per-item values on the dev items: the metric, or correctness for macro-F1."""
         if chosen.offsets is not None:
-            items = recalibrated(result.items, chosen.offsets, self.labels)
+            items = recalibrated(items, chosen.offsets, self.labels)
+        key = "accuracy" if self.metric == "macro_f1" else self.metric
+        return np.array([it.metrics.get(key, float(it.correct)) for it in items], dtype=float)
+
+    def race(self, arms: Sequence[Arm], thresholds: Mapping[str, Any]) -> Race:
+        """Choose the arms to score on eval by a race on the dev split (see `Race`)."""
+        top_k = max((a.k for a in arms if a.kind is ArmKind.FEW_SHOT), default=0)
+        candidates: list[tuple[Arm, Arm]] = []  # (ladder arm, the variant arm raced)
+        for arm in arms:
+            candidates.append((arm, arm))
+            if arm.kind is ArmKind.FEW_SHOT and arm.k == top_k:
+                candidates += [(arm, few_shot_arm(arm, arm.k, s)) for s in SELECTIONS if s != arm.selection]
+        if not self.dev_items:
+            return Race(tuple(arms), {}, (), ())
+        step = max(1, int(thresholds["race_round_items"]))
+        keep_share = float(thresholds["race_keep_share"])
+        alive = list(range(len(candidates)))
+        items: dict[int, list[ItemResult]] = {i: [] for i in alive}
+        tried: dict[int, list[Tried]] = {}
+        rounds: list[RaceRound] = []
+        finalists = list(alive)
+        n_dev = 0
+        while n_dev < len(self.dev_items) and (len(alive) > 1 or not rounds):
+            chunk = self.dev_items[n_dev : n_dev + step]
+            n_dev += len(chunk)
+            label = f"dev race round {len(rounds) + 1}"
+            for i in alive:
+                items[i] += self._run(candidates[i][1], chunk, label).items
+            finalists = list(alive)
+            for i in alive:
+                variant = candidates[i][1]
+                tried[i] = self._variants(variant, items[i], variant.selection if variant.k else None)
+            best = {i: max(t.dev_score for t in tried[i]) for i in alive}
+            leader = max(alive, key=lambda i: best[i])  # max keeps the first (cheaper) of equals
+            names = {i: candidates[i][1].name for i in alive}
+            dropped = race_drops(
+                {names[i]: self._per_item(items[i], max(tried[i], key=lambda t: t.dev_score)) for i in alive},
+                {names[i]: best[i] for i in alive},
+                keep_share=keep_share,
+            )
+            rounds.append(
+                RaceRound(
+                    round=len(rounds) + 1,
+                    n_dev=n_dev,
+                    scores={names[i]: best[i] for i in alive},
+                    leader=names[leader],
+                    dropped=dropped,
+                )
+            )
+            alive = [i for i in alive if names[i] not in dropped]
+        # Scored on eval: the finalists (the last round's candidates; of two variants of one arm the better)
+        # and the cheapest arms the verdict always reads (zero-shot and system prompt), each with the variants
+        # it tried in its last round.
+        ranked = sorted(finalists, key=lambda i: -max(t.dev_score for t in tried[i]))
+        chosen: dict[str, tuple[Arm, list[Tried]]] = {}
+        for i in ranked:
+            if candidates[i][0].name not in chosen:
+                chosen[candidates[i][0].name] = (candidates[i][1], tried[i])
+        for i, (arm, variant) in enumerate(candidates):
+            if arm.kind is not ArmKind.FEW_SHOT and arm.name not in chosen:
+                chosen[arm.name] = (variant, tried[i])
+        eval_arms = tuple(a for a in arms if a.name in chosen)
+        raced_out = tuple(a.name for a in arms if a.name not in chosen)
+        self.race_items = list(self.dev_items[:n_dev])
+        return Race(eval_arms, chosen, tuple(rounds), raced_out)
+
+    def measure(
+        self, arm: Arm, *, top: bool = False, chosen: tuple[Arm, list[Tried]] | None = None
+    ) -> ArmResult:
+        """The arm's chosen variant on eval: chosen in the dev race (`chosen`), or its variants scored now on
+        the race's dev items (a rung the ladder adds later; `top`: with the other demonstration
+        selections)."""
+        if chosen is None:
+            selections = [arm.selection]
+            if top and arm.kind is ArmKind.FEW_SHOT:
+                selections += [s for s in SELECTIONS if s != arm.selection]
+            options: list[tuple[Arm, Tried]] = []
+            for sel in selections if self.dev_items else ():
+                variant_arm = arm if sel == arm.selection else few_shot_arm(arm, arm.k, sel)
+                dev = self._run(variant_arm, self.race_items or self.dev_items, "dev")
+                selection = sel if arm.kind is ArmKind.FEW_SHOT else None
+                options += [(variant_arm, t) for t in self._variants(variant_arm, dev.items, selection)]
+        else:
+            options = [(chosen[0], t) for t in chosen[1]]
+        # The best dev score; max keeps the first of equals (raw first, the configured selection first).
+        chosen_arm, best = max(options, key=lambda t: t[1].dev_score) if options else (arm, None)
+        result = self._run(chosen_arm, self.eval_items)
+        if best is None:
+            return result
+        if best.offsets is not None:
+            items = recalibrated(result.items, best.offsets, self.labels)
             result = replace(result, items=items, scores=summarise(items, self.task, self.labels, self.seed))
-        return replace(
-            result, variant=chosen.variant, offsets=chosen.offsets, tried=tuple(t for _, t in tried)
+        return replace(result, variant=best.variant, offsets=best.offsets, tried=tuple(t for _, t in options))
+
+
+def race_schedule(n_candidates: int, n_dev: int, round_items: int, keep_share: float) -> list[int]:
+    """Candidates in each round of a dev race in which none is clearly worse (the most it scores): every
+    round adds `round_items` dev items, and the better `keep_share` go on, until one is left or the dev
+    split is used up. The last entry is the number of finalists."""
+    out: list[int] = []
+    alive, used = n_candidates, 0
+    while used < n_dev and (alive > 1 or not out):
+        out.append(alive)
+        used += round_items
+        alive = max(1, math.ceil(alive * keep_share))
+    return out
+
+
+def race_candidates(arms: Sequence[Arm]) -> int:
+    """How many candidates race: every arm, and the top rung's other demonstration selections."""
+    return len(arms) + (len(SELECTIONS) - 1 if any(a.kind is ArmKind.FEW_SHOT for a in arms) else 0)
+
+
+@dataclass(frozen=True)
+class Race:
+    """The dev race's outcome: which arms are scored on eval, each with the variants it tried on dev.
+
+    Candidates are the ladder's arms and the top rung's other demonstration selections, scored paired on
+    the same dev items in rounds of `race_round_items`. After each round a candidate leaves when its
+    anytime-valid confidence sequence against the leader lies below zero (a Hoeffding race, Maron and
+    Moore 1994), and only the better `race_keep_share` of the rest go on (successive halving, Karnin,
+    Koren and Somekh 2013): a budget rule, not a test. The finalists (the last round's candidates) and
+    the zero-shot and system arms are scored on eval; the others are `raced_out`.
+    """
+
+    eval_arms: tuple[Arm, ...]
+    chosen: Mapping[str, tuple[Arm, list[Tried]]]
+    rounds: tuple[RaceRound, ...]
+    raced_out: tuple[str, ...]
+
+
+def race_drops(
+    values: Mapping[str, np.ndarray],
+    scores: Mapping[str, float],
+    *,
+    keep_share: float,
+    alpha: float = stats.ALPHA,
+) -> dict[str, str]:
+    """The candidates that leave the race after a round, each with why (pure).
+
+    `values[c]`: candidate c's per-item values on the dev items every candidate was scored on (paired);
+    `scores[c]`: its dev score (the order of `scores` breaks ties: the earlier, cheaper candidate stays).
+    Clearly worse (the anytime-valid sequence for c minus the leader lies below zero) leaves at once; of
+    the rest, the better `keep_share` (at least one) go on.
+    """
+    names = list(scores)
+    leader = max(names, key=lambda c: scores[c])
+    out: dict[str, str] = {}
+    for c in names:
+        if c == leader:
+            continue
+        cs = stats.anytime_paired_mean(values[c], values[leader], alpha=alpha)
+        if cs.high < 0:
+            out[c] = (
+                f"clearly worse than {leader} on {cs.n} dev items: {cs.diff:+.3f}, anytime-valid interval "
+                f"[{cs.low:+.3f}, {cs.high:+.3f}]"
+            )
+    rest = [c for c in names if c not in out]
+    keep = max(1, math.ceil(len(rest) * keep_share))
+    ranked = sorted(rest, key=lambda c: -scores[c])  # stable: equals keep their order
+    for c in ranked[keep:]:
+        out[c] = (
+            f"not in the better {keep_share:.0%} after this round (successive halving): dev score "
+            f"{scores[c]:.3f}, leader {leader} {scores[leader]:.3f}"
         )
+    return out
 
 
 def recalibrated(
@@ -746,6 +943,8 @@ def analyse(
     limit: int | None = None,
     budget_spent: bool = False,
     n_resamples: int = stats.N_RESAMPLES,
+    race: Sequence[RaceRound] = (),
+    raced_out: Sequence[str] = (),
 ) -> PromptingResult:
     """Baselines, degeneracy, paired comparisons, the ladder's trend and the plateau of the arms measured.
 
@@ -781,13 +980,14 @@ def analyse(
         )
         for r in ordered:
             c = cmp(r, constant)
+            gap = c.deciding
             degeneracy[r.name] = judge_degenerate(
                 [it.prediction for it in r.items],
                 baselines.label_shares,
-                diff=c.diff.diff,
-                low=c.diff.low,
-                high=c.diff.high,
-                p_value=c.p_value,
+                diff=gap.diff,
+                low=gap.low,
+                high=gap.high,
+                p_value=gap.p_value,
                 metric=target_metric,
                 alpha=alpha,
                 thresholds={k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)},
@@ -800,7 +1000,7 @@ def analyse(
     for i in range(1, len(ordered)):
         c = cmp(ordered[i], ordered[i - 1])
         comparisons.append(c)
-        vs_previous[ordered[i].name] = replace(c.diff, p_value=c.p_value)
+        vs_previous[ordered[i].name] = c.deciding
         if zero is not None and ordered[i - 1] is not zero and ordered[i] is not zero:
             comparisons.append(cmp(ordered[i], zero))
 
@@ -813,7 +1013,7 @@ def analyse(
         pos = [r.name for r in ordered].index(best.arm)
         for r in ordered[pos + 1 :]:
             c = cmp(r, ordered[pos])
-            vs_best[r.name] = replace(c.diff, p_value=c.p_value)
+            vs_best[r.name] = c.deciding
         if len(ordered) > 1:
             a, b = (ordered[pos], ordered[pos - 1]) if pos > 0 else (ordered[1], ordered[0])
             needed = _items_needed(a, b, target_metric, min_gain, alpha)
@@ -839,6 +1039,7 @@ def analyse(
         ladder=[r.name for r in ladder],
         trend=trend,
         next_rung_fits=bool(few) and limit is not None and 2 * few[-1] <= limit and not budget_spent,
+        raced_out=[a for a in raced_out if _rung_k(a) > (few[-1] if few else 0)],
     )
     return PromptingResult(
         backend=backend,
@@ -859,7 +1060,15 @@ def analyse(
         k_max=limit,
         thresholds=thresholds,
         budget_spent=budget_spent,
+        race=tuple(race),
+        raced_out=tuple(raced_out),
     )
+
+
+def _rung_k(name: str) -> int:
+    """The k of a few-shot arm's name (`few_shot_k8`, `few_shot_k8_nearest`); 0 for any other arm."""
+    head = name.removeprefix("few_shot_k").split("_")[0]
+    return int(head) if name.startswith("few_shot_k") and head.isdigit() else 0
 
 
 # --------------------------------------------------------------------------------------------

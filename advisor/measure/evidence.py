@@ -159,6 +159,7 @@ def measure_latency(
     queues = {arm: list(requests)[:n] for arm, requests in requests_by_arm.items()}
     first = next((q for q in queues.values() if q), [])
     total = len(first[:warmup]) + sum(len(q) for q in queues.values())
+    progress.report("latency samples", 0, total)  # started: the warm-up request belongs to this stage
     for req in first[:warmup]:
         backend.generate([req])
     progress.report("latency samples", len(first[:warmup]), total)
@@ -344,6 +345,7 @@ def measure_domain(
     if len(texts) > max_texts:
         rng = np.random.default_rng(seed)
         texts = [texts[i] for i in sorted(rng.choice(len(texts), max_texts, replace=False))]
+    progress.report(DOMAIN_STAGE, 0, None)  # started: every request below belongs to this stage
     if backend.name == "openai" and getattr(backend, "scoring_method", None) is None:
         # A server's scoring method is found by its first scoring call: one text (cached) decides.
         backend.loglikelihood([LoglikRequest(DOMAIN_CONTEXT, continuation=texts[0])])

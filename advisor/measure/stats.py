@@ -579,6 +579,7 @@ def detect_plateau(
     ladder: Sequence[str] = (),
     trend: Trend | None = None,
     next_rung_fits: bool = False,
+    raced_out: Sequence[str] = (),
 ) -> Plateau:
     """Has prompting plateaued below the target? Judged on the whole cost curve.
 
@@ -586,7 +587,8 @@ def detect_plateau(
     can neither be the best nor anchor a plateau). `vs_previous[arm]`: `arm` minus its next cheaper arm
     (reported as the best arm's gain); `vs_best[arm]`: a costlier arm minus the best. `ladder`: the
     k-ladder's arms in k order, `trend` the fit of score against log2(k+1) over them, and
-    `next_rung_fits` whether one more rung fits the prompt budget and the train split.
+    `next_rung_fits` whether one more rung fits the prompt budget and the train split; `raced_out` the
+    rungs above the last one measured that lost the dev race (so were not scored on eval).
 
     - costlier arms than the best exist and none beats it significantly (gain >= min_gain, p < alpha):
       plateaued at the best;
@@ -656,6 +658,12 @@ def detect_plateau(
         else "no trend (fewer than two rungs)"
     )
     where = f"{name} is the last rung ({last})" if best is not None else f"the last rung is {last}"
+    if raced_out:
+        why = (
+            f"{where} scored on eval; the costlier {', '.join(raced_out)} left the dev race before it "
+            "(not scored on eval)"
+        )
+        return result(PlateauCase.COSTLIER_NOT_BETTER, True, why)
     if not next_rung_fits:
         why = f"{where} and the next rung does not fit: the ladder is exhausted ({slope})"
         return result(PlateauCase.LADDER_EXHAUSTED, True, why, ladder_exhausted=True)
@@ -664,3 +672,111 @@ def detect_plateau(
         return result(PlateauCase.STILL_IMPROVING, False, why, extend=below)
     why = f"{where} but the {slope} reaches zero: the trend is flat"
     return result(PlateauCase.FLAT_TREND, True, why)
+
+
+# --------------------------------------------------------------------------------------------
+# Anytime-valid tests: valid however often the data are looked at and whenever the looking stops
+#
+# advise grows the eval split only while the verdict is unsettled, so it looks at its comparisons after
+# every growth step and stops when they look settled. A fixed-sample test read that way rejects a true
+# null far more often than its alpha ("peeking"). The intervals and p-values below hold at every sample
+# size at once: a confidence sequence from a normal-mixture supermartingale (Robbins 1970; Howard, Ramdas,
+# McAuliffe and Sekhon, "Time-uniform, nonparametric, nonasymptotic confidence sequences", Annals of
+# Statistics 49(2), 2021, https://doi.org/10.1214/20-AOS1991). For increments X_i with mean mu that are
+# sigma-sub-Gaussian (bounded in [mu - sigma, mu + sigma] suffices, Hoeffding), S_t = sum(X_i - mu) and
+# V_t = sigma^2 t, the mixture of exp(lambda S_t - lambda^2 V_t / 2) over lambda ~ N(0, 1/rho),
+#
+#     M_t = sqrt(rho / (V_t + rho)) * exp(S_t^2 / (2 (V_t + rho))),
+#
+# is a nonnegative supermartingale with M_0 = 1, so by Ville's inequality P(exists t: M_t >= 1/alpha)
+# <= alpha. Hence |S_t| < sqrt((V_t + rho) log((V_t + rho) / (rho alpha^2))) for every t at once with
+# probability 1 - alpha (a two-sided boundary: the mixture is symmetric in lambda), and p_t = min(1, 1/M_t)
+# is a p-value that stays valid at any stopping time. rho sets the sample size where the boundary is
+# tightest; it is fixed before any data are seen.
+
+ANYTIME_METHOD = (
+    "normal-mixture confidence sequences (Howard, Ramdas, McAuliffe and Sekhon, Ann. Statist. 2021): "
+    "a paired "
+    "difference decides only when both its fixed-sample test and its anytime-valid test reject"
+)
+ANYTIME_TUNED_AT = 100.0
+"""Intrinsic time (variance units) at which the mixture boundary is tightest: 100 items of per-item
+differences bounded by 1, or 100 discordant pairs for the sign test. Chosen before any data; the
+boundary stays valid at every other size, only a little wider (Howard et al. 2021, section 3.5)."""
+
+
+@dataclass(frozen=True)
+class AnytimeDiff:
+    """An anytime-valid confidence sequence for a paired mean difference, at the current sample size."""
+
+    diff: float
+    low: float
+    high: float
+    p_value: float  # anytime-valid p-value for "no difference"
+    n: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"diff": self.diff, "low": self.low, "high": self.high, "p_value": self.p_value, "n": self.n}
+
+
+def mixture_rho(v_opt: float = ANYTIME_TUNED_AT, alpha: float = ALPHA) -> float:
+    """The mixture precision rho whose boundary is tightest at intrinsic time `v_opt` for level `alpha`.
+
+    d/drho of (v + rho) log((v + rho) / (rho alpha^2)) is zero where x = v / rho solves
+    x = 2 log(1/alpha) + log(1 + x); the fixed point is found by iteration (a contraction for x > 0).
+    """
+    if v_opt <= 0 or not 0 < alpha < 1:
+        raise ValueError(f"need v_opt > 0 and 0 < alpha < 1, got {v_opt}, {alpha}")
+    x = 2 * math.log(1 / alpha)
+    for _ in range(100):
+        x = 2 * math.log(1 / alpha) + math.log1p(x)
+    return v_opt / x
+
+
+def mixture_radius(v: float, alpha: float = ALPHA, rho: float | None = None) -> float:
+    """The two-sided normal-mixture boundary on |S_t| at intrinsic time `v` (see the section comment)."""
+    r = mixture_rho(alpha=alpha) if rho is None else rho
+    return math.sqrt((v + r) * math.log((v + r) / (r * alpha * alpha)))
+
+
+def mixture_p_value(s: float, v: float, rho: float | None = None) -> float:
+    """The anytime-valid p-value min(1, 1/M_t) of the mixture at sum `s` and intrinsic time `v`."""
+    r = mixture_rho() if rho is None else rho
+    log_m = 0.5 * math.log(r / (v + r)) + s * s / (2 * (v + r))
+    return 1.0 if log_m <= 0 else math.exp(-log_m)
+
+
+def anytime_paired_mean(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    alpha: float = ALPHA,
+    bound: float = 1.0,
+    rho: float | None = None,
+) -> AnytimeDiff:
+    """Confidence sequence for mean(a - b), per-item values in [0, `bound`] (differences in [-bound, bound]).
+
+    Hoeffding's lemma makes each difference `bound`-sub-Gaussian about its mean, so V_t = bound^2 t; the
+    sequence covers the true mean difference at every t simultaneously with probability 1 - alpha,
+    whatever rule decides when to stop adding items.
+    """
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    n = int(d.size)
+    if n == 0:
+        return AnytimeDiff(math.nan, math.nan, math.nan, math.nan, 0)
+    v = bound * bound * n
+    r = mixture_rho(alpha=alpha) * bound * bound if rho is None else rho
+    half = mixture_radius(v, alpha, r) / n
+    mean = float(d.mean())
+    return AnytimeDiff(mean, mean - half, mean + half, mixture_p_value(float(d.sum()), v, r), n)
+
+
+def anytime_mcnemar(a_only: int, b_only: int, rho: float | None = None) -> float:
+    """Anytime-valid McNemar test: the mixture p-value over the discordant pairs.
+
+    Under "both arms are equally accurate" each discordant pair is +1 (only `a` right) or -1 (only `b`
+    right) with probability 1/2, whatever came before: a fair +-1 sequence, 1-sub-Gaussian, so
+    S = a_only - b_only and V = a_only + b_only (the concordant items carry no information and do not
+    advance time). Like the exact McNemar test, but valid at any stopping time.
+    """
+    return mixture_p_value(float(a_only - b_only), float(a_only + b_only), rho)

@@ -76,8 +76,22 @@ class Audit(Model):
     token_method: Literal["tokenizer", "chars/4"]
 
 
+class EvalStep(Model):
+    """One look at the verdict: the eval items scored so far, and the verdict and P(verdict) they gave."""
+
+    n_eval: Count
+    added: Count = Field(description="items this step added")
+    source: Literal["eval split", "train rows"] = Field(
+        description="the eval split's own seeded steps, or training rows no prompt used (beyond it)"
+    )
+    verdict: Verdict | None
+    probability: Share | None
+    requests: Count = Field(description="model requests spent by then (the backend's count, else estimated)")
+    tokens: Count
+
+
 class EvalGrowth(Model):
-    """How advise grew the eval split while P(verdict) was low (split.json holds the final lines)."""
+    """How advise scored the eval split in steps while P(verdict) was low (split.json: the final lines)."""
 
     initial_eval: Count
     final_eval: Count
@@ -85,6 +99,12 @@ class EvalGrowth(Model):
     added_lines: list[int]
     probabilities: list[float] = []
     stopped: str
+    settled_at: Annotated[float, Field(ge=0.0)] | None = Field(
+        None, description="the P(verdict) at which scoring stops (above 1: never settled, score all)"
+    )
+    steps: list[EvalStep] = []
+    returned_to_train: Count = Field(0, description="eval-split rows never scored, given back to training")
+    method: str = Field("", description="why stopping at a look keeps the deciding tests' level")
 
 
 class Split(Model):
@@ -168,13 +188,39 @@ class Comparison(Model):
     low: float
     high: float
     n: Count
-    p_value: Share = Field(description="exact McNemar for accuracy, paired bootstrap otherwise")
+    p_value: Share = Field(
+        description="the larger of the fixed-sample p (exact McNemar for accuracy, paired bootstrap "
+        "otherwise) and the anytime-valid p"
+    )
     bootstrap_p_value: Share
     mcnemar_p_value: Share
     improved: Count
     regressed: Count
     improved_lines: list[int]
     regressed_lines: list[int]
+    anytime: AnytimeGap | None = Field(
+        None, description="the anytime-valid confidence sequence and p-value (valid at any stopping time)"
+    )
+
+
+class AnytimeGap(Model):
+    """A paired difference's anytime-valid confidence sequence and p-value at `n` items (measure.stats)."""
+
+    diff: float
+    low: float
+    high: float
+    p_value: Share
+    n: Count
+
+
+class RaceRound(Model):
+    """One round of the dev race: the candidates still in it, scored paired on the same dev items."""
+
+    round: Annotated[int, Field(ge=1)]
+    n_dev: Count
+    scores: dict[str, float] = Field(description="each candidate's best-variant dev score on these items")
+    leader: str
+    dropped: dict[str, str] = Field(description="candidate -> why it left the race after this round")
 
 
 class CurvePoint(Model):
@@ -271,6 +317,8 @@ class Prompting(Model):
         False, description="the run's request or token budget ended the ladder's extension"
     )
     baselines: Baselines | None
+    race: list[RaceRound] = Field([], description="the dev race that chose the arms scored on eval")
+    raced_out: list[str] = Field([], description="arms dropped in the dev race, not scored on eval")
 
 
 # --------------------------------------------------------------------------- evidence
