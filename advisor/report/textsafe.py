@@ -235,8 +235,8 @@ def preview(text: object, limit: int = _PREVIEW) -> str:
 
 
 def preview_list(items: list[str], limit: int = 8) -> str:
-    """The first `limit` of `items`, each a `preview` in quotes, and how many there are in all."""
-    shown = ", ".join(f"'{preview(x)}'" for x in items[:limit])
+    """The first `limit` of `items`, each a `preview`, and how many more there are."""
+    shown = ", ".join(preview(x) for x in items[:limit])
     return shown + (f" and {len(items) - limit:,} more" if len(items) > limit else "") if items else "(none)"
 
 
