@@ -276,6 +276,8 @@ def _toml(doc: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------- deadlines
 def deadline_probes(tmp: Path, url: str, state: FaultState) -> None:
+    import openai  # noqa: F401  (imported before the first clock starts: the bounds time the waits)
+
     cases = [
         # (name, server setup, backend kwargs, what, bound in s)
         (
