@@ -423,6 +423,8 @@ def test_the_dev_race_scores_fewer_arms_and_records_every_round():
     names = {a.name for a in result.arms}
     assert result.raced_out and not {*result.raced_out} & names and {"zero_shot", "system"} <= names
     # fewer model calls than every arm (and the top rung's other selection) on all dev and eval items
+    # (zero-shot and system still choose their label-bias correction on the whole dev split)
     full = (len(arms) + 1) * len(dev) * 2 + len(arms) * len(evals) * 2
-    assert fake.requests < 0.6 * full
+    assert fake.requests < 0.65 * full
+    assert result.arm("zero_shot").tried[0].n_dev == len(dev)
     assert result.to_dict()["race"][0]["scores"] == rounds[0].scores

@@ -772,19 +772,18 @@ class _Measurer:
                 )
             )
             alive = [i for i in alive if names[i] not in dropped]
-        # Scored on eval: the finalists (the last round's candidates; of two variants of one arm the better)
-        # and the cheapest arms the verdict always reads (zero-shot and system prompt), each with the variants
-        # it tried in its last round.
+        # Scored on eval: the few-shot finalists (the last round's candidates; of two variants of one arm the
+        # better), each with the variants it tried in its last round, and the cheapest arms the verdict
+        # always reads (zero-shot and system prompt). Those two choose their label-bias correction on the
+        # whole dev split (`measure`), not on the items of the round they left the race in: a correction
+        # chosen on 20 items of an imbalanced task can be chosen on one label alone.
         ranked = sorted(finalists, key=lambda i: -max(t.dev_score for t in tried[i]))
         chosen: dict[str, tuple[Arm, list[Tried]]] = {}
         for i in ranked:
-            if candidates[i][0].name not in chosen:
+            if candidates[i][0].kind is ArmKind.FEW_SHOT and candidates[i][0].name not in chosen:
                 chosen[candidates[i][0].name] = (candidates[i][1], tried[i])
-        for i, (arm, variant) in enumerate(candidates):
-            if arm.kind is not ArmKind.FEW_SHOT and arm.name not in chosen:
-                chosen[arm.name] = (variant, tried[i])
-        eval_arms = tuple(a for a in arms if a.name in chosen)
-        raced_out = tuple(a.name for a in arms if a.name not in chosen)
+        eval_arms = tuple(a for a in arms if a.name in chosen or a.kind is not ArmKind.FEW_SHOT)
+        raced_out = tuple(a.name for a in arms if a not in eval_arms)
         self.race_items = list(self.dev_items[:n_dev])
         return Race(eval_arms, chosen, tuple(rounds), raced_out)
 
@@ -793,7 +792,7 @@ class _Measurer:
     ) -> ArmResult:
         """The arm's chosen variant on eval: chosen in the dev race (`chosen`), or its variants scored now on
         the race's dev items (a rung the ladder adds later; `top`: with the other demonstration
-        selections)."""
+        selections), or on the whole dev split (the zero-shot and system arms)."""
         if chosen is None:
             selections = [arm.selection]
             if top and arm.kind is ArmKind.FEW_SHOT:
@@ -801,7 +800,8 @@ class _Measurer:
             options: list[tuple[Arm, Tried]] = []
             for sel in selections if self.dev_items else ():
                 variant_arm = arm if sel == arm.selection else few_shot_arm(arm, arm.k, sel)
-                dev = self._run(variant_arm, self.race_items or self.dev_items, "dev")
+                race_items = self.race_items if arm.kind is ArmKind.FEW_SHOT else []
+                dev = self._run(variant_arm, race_items or self.dev_items, "dev")
                 selection = sel if arm.kind is ArmKind.FEW_SHOT else None
                 options += [(variant_arm, t) for t in self._variants(variant_arm, dev.items, selection)]
         else:
