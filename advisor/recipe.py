@@ -23,6 +23,7 @@ from advisor.config import URL_CREDENTIALS_HELP, AdviseConfig
 from advisor.decide import confidence, rules
 from advisor.decide import verdict as decide
 from advisor.errors import ConfigError
+from advisor.finetune import pilot as pilot_mod
 from advisor.files import check_regular
 from advisor.intake import data
 from advisor.measure import evaluate, prompts, rates
@@ -99,11 +100,22 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
     evidence = gather_evidence(backend, prompting, train, eval_items, task, labels, config)
     signals.update(evidence_signals(evidence, config))
 
+    # pilot: the fine-tuning side measured by short LoRA runs with the `train` recipe (or why not)
+    split_lines = {"train": split.train, "dev": split.dev}
+    pilot = pilot_mod.start(
+        run_dir, config, _pilot_task(config, model, backend, task, labels, train, dev),
+        split_lines, loaded.sha256, len(examples),
+    )
+    pilot_section = pilot.measure(prompting, eval_items)
+    signals.update(pilot_mod.signals(pilot_section, len(examples), len(split.train)))
+
     # decide, and measure P(verdict); while it is low, grow the eval split and measure again
-    decision = _decide(ruleset, signals, prompting)
+    decision = _decide(ruleset, signals, prompting, pilot)
     growth = _Growth(initial_eval=len(split.eval), probabilities=[_probability(decision)])
     while prompting is not None:
-        chunk = _next_eval_chunk(ruleset, config, backend, decision, prompting, examples, split, growth)
+        chunk = _next_eval_chunk(
+            ruleset, config, backend, decision, prompting, examples, split, growth, pilot.trained_lines()
+        )
         if not chunk:
             break
         moved = set(chunk)
@@ -115,7 +127,9 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
         prompting = benchmark(eval_items)
         signals.update(prompting_signals(prompting))
         signals["n_eval"], signals["n_train"] = len(split.eval), len(split.train)
-        decision = _decide(ruleset, signals, prompting)
+        pilot_section = pilot.measure(prompting, eval_items)
+        signals.update(pilot_mod.signals(pilot_section, len(examples), pilot.n_full))
+        decision = _decide(ruleset, signals, prompting, pilot)
         growth.add(chunk, _probability(decision))
 
     # write
@@ -133,6 +147,7 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
         evidence=evidence.to_dict() if evidence is not None else None,
         backend_info=_backend_info(backend),
         model=_model_section(backend),
+        pilot=pilot_section,
     )
     if prompting is not None:
         run_dir.write_prompts(record_prompts(prompting))
@@ -188,13 +203,39 @@ def _check_inputs(config: AdviseConfig) -> None:
             raise ConfigError(URL_CREDENTIALS_HELP, field=f"${var}")
 
 
-def _decide(ruleset: Any, signals: dict[str, Any], prompting: Any) -> Any:
-    """The verdict, with P(verdict) when per-item measurements exist to resample."""
+def _decide(ruleset: Any, signals: dict[str, Any], prompting: Any, pilot: pilot_mod.PilotStep) -> Any:
+    """The verdict, with P(verdict) when per-item measurements exist to resample (the pilot's eval
+    predictions resampled with the arms')."""
     decision = decide.decide(ruleset, signals)
     if prompting is None:
         return decision
+    extra = pilot.resampler(prompting)
     return decide.with_confidence(
-        decision, confidence.of_prompting(ruleset, signals, decision.verdict, prompting)
+        decision, confidence.of_prompting(ruleset, signals, decision.verdict, prompting, extra=extra)
+    )
+
+
+def _pilot_task(
+    config: AdviseConfig,
+    model: ModelSource | None,
+    backend: Any,
+    task: TaskKind,
+    labels: tuple[str, ...],
+    train: list[Example],
+    dev: list[Example],
+) -> pilot_mod.PilotTask | None:
+    """What the pilot trains: the hf backend's local model (None: no local trainable model)."""
+    if model is None or backend is None or config.backend != "hf":
+        return None
+    return pilot_mod.PilotTask(
+        model_dir=model.path,
+        model_id=str(backend.model_id),
+        task=task,
+        labels=labels,
+        train=tuple(train),
+        dev=tuple(dev),
+        seed=config.seed,
+        max_gen_tokens=config.max_gen_tokens,
     )
 
 
@@ -237,6 +278,7 @@ def _next_eval_chunk(
     examples: Sequence[Example],
     split: Any,
     growth: _Growth,
+    trained: frozenset[int] = frozenset(),
 ) -> tuple[int, ...]:
     """The lines of the next eval chunk, or () with `growth.stopped` saying why the split stays as it is.
 
@@ -258,7 +300,8 @@ def _next_eval_chunk(
         math.floor(len(examples) * audit_mod.MAX_HELD_OUT_SHARE) - len(split.eval) - len(split.dev)
     )
     size = min(math.ceil(config.eval_size * float(th["eval_growth_chunk_share"])), held_out_room)
-    demos = {line for arm in prompting.arms for it in arm.items for line in it.demo_lines}
+    # Rows a prompt showed as a demonstration, or a pilot trained on, never become eval items.
+    demos = {line for arm in prompting.arms for it in arm.items for line in it.demo_lines} | trained
     train = set(split.train)
     unused = [ex for ex in examples if ex.line in train and ex.line not in demos]
     chunk = audit_mod.make_split(

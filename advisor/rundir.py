@@ -50,8 +50,9 @@ SPLIT = "split.json"
 PROMPTS = "prompts.json"
 PREDICTIONS = "predictions"
 TRAIN = "train"
+PILOT = "pilot"  # the pilot fine-tunes advise runs: pilot/n-<examples>/ (a TrainDir each), pilot/result.json
 LOCK = ".lock"
-# train/: the training loop's outputs (pipeline.loop writes them into the folder it is given)
+# train/: the training loop's outputs (advisor.finetune.loop writes them into the folder it is given)
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -68,7 +69,7 @@ MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
 PLOTS_DIR = "plots"  # the Markdown report's plots, as SVG files beside it
 RENDERINGS = (MARKDOWN_FILE, HTML_FILE)
-_OWN_FILES = {DECISION, CONFIG, SPLIT, PREDICTIONS, TRAIN, LOCK, PLOTS_DIR, *RENDERINGS}
+_OWN_FILES = {DECISION, CONFIG, SPLIT, PREDICTIONS, TRAIN, PILOT, LOCK, PLOTS_DIR, *RENDERINGS}
 _HELD: set[Path] = set()  # folders this process holds: `run` = advise then train, one lock
 
 
@@ -227,6 +228,26 @@ class RunDir:
 
     def read_split(self) -> dict[str, Any]:
         return self._read_object(self.split_path, missing="no split file; run `tunegate advise` first")
+
+    # ------------------------------------------------------------------ pilot/
+
+    def pilot_train(self, n_examples: int) -> TrainDir:
+        """pilot/n-<examples>/: the training loop's outputs for the pilot on that many examples."""
+        return TrainDir(self.path / PILOT / f"n-{int(n_examples)}")
+
+    def write_pilot(self, result: dict[str, Any]) -> Path:
+        """pilot/result.json: the pilots' per-item scores, under the key that says what they measured."""
+        return write_json_atomic(self.path / PILOT / "result.json", result, compact=True)
+
+    def read_pilot(self) -> dict[str, Any] | None:
+        """The recorded pilot result (None: none recorded, or unreadable, so the pilot runs again)."""
+        path = self.path / PILOT / "result.json"
+        if not path.is_file():
+            return None
+        try:
+            return self._read_object(path)
+        except DataError:
+            return None
 
     # ------------------------------------------------------------------ prompts.json
 

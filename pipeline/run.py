@@ -21,12 +21,12 @@ from advisor.report import render
 from advisor.report.document import GateRecord, Report
 from advisor.rundir import RunDir
 from advisor.types import TaskKind
-from pipeline.config import TrainConfig
-from pipeline.distributed import launched_rank, shutdown
+from advisor.finetune.config import TrainConfig
+from advisor.finetune.distributed import launched_rank, shutdown
 from pipeline.examples import training_split
 from pipeline.export import export_training
 from pipeline.gate import GateResult, check_gate
-from pipeline.loop import TrainResult, train
+from advisor.finetune.loop import TrainResult, train
 from pipeline.verify import (
     FINETUNED,
     NO_GATE,

@@ -26,7 +26,7 @@ from advisor.cli import main
 from advisor.config import AdviseConfig
 from advisor.errors import ConfigError, ExitCode
 from advisor.measure import stats
-from pipeline.config import TrainConfig
+from advisor.finetune.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -76,6 +76,7 @@ def build_report(
     evidence: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
     verification: Mapping[str, Any] | None = None,
+    pilot: Any = None,
     backend_info: Mapping[str, Any] | None = None,
     model: Mapping[str, Any] | None = None,
     seeds: Mapping[str, int] | None = None,
@@ -132,6 +133,7 @@ def build_report(
         "evidence": evidence,
         "training": training,
         "verification": verification,
+        "pilot": pilot.model_dump() if hasattr(pilot, "model_dump") else pilot,
     }
     # The report as decision.json holds it: read back from its JSON text, so a non-finite float is
     # null here too and every rendering of this report matches a re-rendering of the file.

@@ -17,8 +17,8 @@ from typing import Any
 
 from advisor.errors import ConfigError, DataError, Problem
 from advisor.rundir import TrainDir
-from pipeline.config import TrainConfig
-from pipeline.distributed import Dist
+from advisor.finetune.config import TrainConfig
+from advisor.finetune.distributed import Dist
 
 STATE_KEYS = (
     "step",
