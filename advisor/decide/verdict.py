@@ -67,6 +67,10 @@ EVIDENCE_GUARD_MESSAGE = (
     "full train split) nor matches it where the economics favour it; plateau, probe, domain and economics "
     "votes alone do not recommend fine-tuning."
 )
+NOT_MEASURED_NOTE = (
+    " The fine-tuning side was not measured (no pilot fine-tune ran): any case for fine-tuning here rests "
+    "on proxies."
+)
 HEADLINES = {
     Verdict.PROMPT: "Prompting is enough",
     Verdict.FEW_SHOT: "Use few-shot prompting",
@@ -276,6 +280,8 @@ def decide(ruleset: RuleSet, signals: Mapping[str, SignalValue]) -> Decision:
             f"{voters[0].rule.message}"
         )
 
+    if signals.get("pilot_measured") is False and signals.get("finetune_measured") is not True:
+        summary += NOT_MEASURED_NOTE
     if verdict is Verdict.FINE_TUNE and not prompting_exhausted(signals):
         raise RuntimeError("internal error: fine_tune chosen although prompting is not exhausted")
 

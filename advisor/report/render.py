@@ -41,6 +41,7 @@ TOP_LEVEL_KEYS = (
     "evidence",
     "training",
     "verification",
+    "pilot",
 )
 # Distributions whose versions go into provenance, read from package metadata (nothing is imported).
 LIBRARIES = (
