@@ -666,8 +666,8 @@ def _run_base_model(run: Any) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from advisor.rundir import RunDir
     from advisor.finetune.distributed import launched_world
+    from advisor.rundir import RunDir
 
     config = _advise_config(args)
     if args.dry_run:
@@ -681,8 +681,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run_launched(args: argparse.Namespace, config: Any) -> int:
     """`tunegate run` under torchrun or `accelerate launch`: rank 0 advises while the other ranks wait,
     then every rank trains if the gate opens; rank 0 alone writes and prints."""
-    from advisor.rundir import RunDir
     from advisor.finetune.distributed import init_distributed, rank0_channel, shutdown
+    from advisor.rundir import RunDir
 
     d = init_distributed()
     share = rank0_channel(d)

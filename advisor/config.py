@@ -1,7 +1,7 @@
 """Configuration: frozen pydantic models, one optional TOML file, `key=value` overrides.
 
-One system for `advise` (AdviseConfig, here) and `train` (advisor.finetune.config.TrainConfig): the shared field
-types and `build()` live here. Every field carries its help text (`Field(description=...)`), which the
+One system for `advise` (AdviseConfig, here) and `train` (advisor.finetune.config.TrainConfig): the shared
+field types and `build()` live here. Every field carries its help text (`Field(description=...)`), which the
 CLI's --help and its settings listing read. Values from `--set`/`--train-set` arrive as strings and are
 read by the field's type (`none` for an unset optional value, `a,b` for a list). Every problem in every
 layer is reported at once (one line each, naming the field and, for a config file, the file): a

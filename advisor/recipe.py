@@ -23,8 +23,8 @@ from advisor.config import URL_CREDENTIALS_HELP, AdviseConfig
 from advisor.decide import confidence, rules
 from advisor.decide import verdict as decide
 from advisor.errors import ConfigError
-from advisor.finetune import pilot as pilot_mod
 from advisor.files import check_regular
+from advisor.finetune import pilot as pilot_mod
 from advisor.intake import data
 from advisor.measure import evaluate, prompts, rates
 from advisor.measure.baselines import choose_metric
@@ -103,8 +103,12 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
     # pilot: the fine-tuning side measured by short LoRA runs with the `train` recipe (or why not)
     split_lines = {"train": split.train, "dev": split.dev}
     pilot = pilot_mod.start(
-        run_dir, config, _pilot_task(config, model, backend, task, labels, train, dev),
-        split_lines, loaded.sha256, len(examples),
+        run_dir,
+        config,
+        _pilot_task(config, model, backend, task, labels, train, dev),
+        split_lines,
+        loaded.sha256,
+        len(examples),
     )
     pilot_section = pilot.measure(prompting, eval_items)
     signals.update(pilot_mod.signals(pilot_section, len(examples), len(split.train)))

@@ -33,8 +33,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 def _examples(n: int, seed: int) -> list[Any]:
     from tiny import rotten_tomatoes_examples
 
-    from advisor.types import TaskKind
     from advisor.finetune.prompts import as_finetune_examples
+    from advisor.types import TaskKind
 
     return as_finetune_examples(
         rotten_tomatoes_examples(n, seed=seed), TaskKind.CLASSIFY, ("fresh", "rotten")

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import DataError
-from advisor.intake.data import LoadedData, detect_task, load_examples
 from advisor.finetune.prompts import as_finetune_examples
+from advisor.intake.data import LoadedData, detect_task, load_examples
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 

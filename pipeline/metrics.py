@@ -9,7 +9,6 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-
 CURVE_EVENTS = ("train", "dev")
 MAX_TRAIN_RECORDS = 500  # train records kept in the document's curve (every dev record is kept)
 

@@ -1,7 +1,8 @@
 """Verification: the fine-tuned model, scored by the advisor's own harness on the same eval items.
 
 Before/after is the best prompting arm (its per-item predictions from `advise`, in predictions/) against
-the fine-tuned model prompted as it was trained (the zero-shot rendering: `advisor.finetune.prompts.finetune_arm`).
+the fine-tuned model prompted as it was trained (the zero-shot rendering:
+`advisor.finetune.prompts.finetune_arm`).
 The difference is paired over the same items; flips are counted both ways with a few real items shown.
 Fine-tuning is *verified* when the fine-tuned model is honest and better on the run's target metric than
 both the best honest (non-degenerate) prompting arm and the majority baseline: the paired 95% intervals of
@@ -13,7 +14,6 @@ the majority baseline is the "before".
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,8 +24,8 @@ from advisor.backends.base import GenRequest
 from advisor.backends.hf import HFBackend
 from advisor.backends.model import resolve_model
 from advisor.decide.rules import load_rules
-from advisor.finetune.prompts import adapter_fingerprint, finetune_arm, finetuned_backend
 from advisor.errors import ConfigError, DataError
+from advisor.finetune.prompts import adapter_fingerprint, finetune_arm, finetuned_backend
 from advisor.intake.data import with_labels
 from advisor.measure import evaluate, prompts, stats
 from advisor.measure.baselines import judge_degenerate

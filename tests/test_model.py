@@ -223,8 +223,8 @@ def test_training_resolves_its_model_the_same_way(tmp_path: Path, monkeypatch: p
     """`tunegate train`: --train-set model=..., else the advise run's --model, through the one resolver,
     and the Hub id goes into the training section (base_model is the folder trained on)."""
     from advisor.finetune.config import TrainConfig
-    from pipeline.export import training_section
     from advisor.finetune.loop import TrainResult
+    from pipeline.export import training_section
     from pipeline.run import training_model
     from pipeline.verify import NO_GATE
 

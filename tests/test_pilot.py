@@ -1,5 +1,5 @@
-"""The pilot fine-tune: the verdict read from two measured curves (pure, synthetic curves), and the pilot's
-mechanics on the tiny random Llama (the `train` loop, nested subsets, reuse, scoring with the arms' harness)."""
+"""The pilot fine-tune: the verdict read from two measured curves (pure, synthetic curves), and the
+pilot's mechanics on the tiny random Llama (the `train` loop, nested subsets, reuse, the arms' harness)."""
 
 from __future__ import annotations
 
@@ -180,8 +180,7 @@ def test_the_plan_fits_the_step_budget_with_nested_sizes() -> None:
 
 def test_the_nested_order_keeps_label_shares_in_every_prefix() -> None:
     train = [
-        Example(i, (Message("user", f"t{i}"),), lab, lab)
-        for i, lab in enumerate(["a"] * 300 + ["b"] * 100)
+        Example(i, (Message("user", f"t{i}"),), lab, lab) for i, lab in enumerate(["a"] * 300 + ["b"] * 100)
     ]
     order = pilot.nested_order(train, seed=3)
     assert sorted(ex.line for ex in order) == list(range(400))

@@ -12,10 +12,10 @@ torch = pytest.importorskip("torch")
 import report_docs  # noqa: E402
 from tiny import rotten_tomatoes_examples, tiny_llama  # noqa: E402
 
+from advisor.finetune.config import TrainConfig  # noqa: E402
 from advisor.report.document import Training  # noqa: E402
 from advisor.report.finetune import model_card_markdown, training_markdown  # noqa: E402
 from advisor.rundir import TrainDir  # noqa: E402
-from advisor.finetune.config import TrainConfig  # noqa: E402
 from pipeline.export import merge_adapter, update_decision  # noqa: E402
 
 SECTION = {

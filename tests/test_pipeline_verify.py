@@ -14,12 +14,12 @@ torch = pytest.importorskip("torch")
 
 from tiny import tiny_llama, write_reviews_csv  # noqa: E402
 
+from advisor.finetune.config import TrainConfig  # noqa: E402
 from advisor.measure.prompt_record import record_prompts  # noqa: E402
 from advisor.report.document import Verification  # noqa: E402
 from advisor.report.finetune import verification_markdown  # noqa: E402
 from advisor.rundir import RunDir  # noqa: E402
 from advisor.types import TaskKind  # noqa: E402
-from advisor.finetune.config import TrainConfig  # noqa: E402
 from pipeline.verify import verification_signals  # noqa: E402
 
 

@@ -137,10 +137,14 @@ CATALOGUE: Mapping[str, SignalSpec] = dict(
         # The pilot fine-tune (advise's short LoRA runs with the `train` recipe)
         _spec("pilot_measured", "bool", "pilot fine-tunes were trained and scored on the eval items"),
         _spec("pilot_score", "float", "the largest pilot's score on the eval items"),
-        _spec("pilot_gain", "float", "largest pilot minus the best honest prompting arm (eval items, paired)"),
+        _spec(
+            "pilot_gain", "float", "largest pilot minus the best honest prompting arm (eval items, paired)"
+        ),
         _spec("pilot_gain_low", "float", "lower 95% bound of pilot_gain"),
         _spec("pilot_gain_high", "float", "upper 95% bound of pilot_gain"),
-        _spec("pilot_full_gain", "float", "predicted gain over the best honest prompt at the full train split"),
+        _spec(
+            "pilot_full_gain", "float", "predicted gain over the best honest prompt at the full train split"
+        ),
         _spec("pilot_full_gain_low", "float", "lower 95% bound of pilot_full_gain"),
         _spec("pilot_full_gain_high", "float", "upper 95% bound of pilot_full_gain"),
         _spec("pilot_trend", "bool", "the largest pilot beats the smallest on the dev items (paired, 95%)"),

@@ -212,9 +212,9 @@ def decide(ruleset: RuleSet, signals: Mapping[str, SignalValue]) -> Decision:
     if not prompting_exhausted(signals) and Verdict.FINE_TUNE not in {v.verdict for v in vetoes}:
         vetoes.append(Veto(Verdict.FINE_TUNE, GUARD_ID, GUARD_MESSAGE))
     evidence = [o for o in fired if o.rule.kind is RuleKind.STOP and o.rule.verdict is Verdict.FINE_TUNE]
-    if needs_measured_evidence(signals) and not evidence:
-        if Verdict.FINE_TUNE not in {v.verdict for v in vetoes}:
-            vetoes.append(Veto(Verdict.FINE_TUNE, EVIDENCE_GUARD_ID, EVIDENCE_GUARD_MESSAGE))
+    unvetoed = Verdict.FINE_TUNE not in {v.verdict for v in vetoes}
+    if needs_measured_evidence(signals) and not evidence and unvetoed:
+        vetoes.append(Veto(Verdict.FINE_TUNE, EVIDENCE_GUARD_ID, EVIDENCE_GUARD_MESSAGE))
     vetoed = {v.verdict for v in vetoes}
 
     arguing = [o for o in outcomes if o.rule.kind is not RuleKind.VETO]

@@ -45,6 +45,10 @@ FRACTIONS = (0.25, 0.5, 1.0)  # the pilots' sizes as shares of the largest
 ARM = "pilot"  # the largest pilot's name among the eval predictions
 CURVE_RESAMPLES = 1000
 FORMAT = 1  # of pilot/result.json
+# Trained tokens per second of a LoRA r=8 step on two CPU cores with the 135M model, padding included
+# (measured on this project's machines: ENVIRONMENT.md, "~100 trained tokens/s"); the dry run's pilot
+# time estimate divides the pilots' tokens by it. A GPU trains far faster: the estimate is then high.
+CPU_TRAIN_TOKENS_PER_S = 100.0
 
 
 # ------------------------------------------------------------------------------------------- plan
@@ -92,6 +96,26 @@ def plan_pilot(n_train: int, budget_steps: int, cfg: TrainConfig) -> PilotPlan |
             f"{cfg.batch_size} examples (one batch) each on {n_train} training examples"
         )
     return best
+
+
+def estimate(
+    plan: PilotPlan, train: Sequence[Example], tokens: Callable[[Example], int], n_dev: int, n_eval: int
+) -> dict[str, Any]:
+    """What the pilots will cost, for `--dry-run`: steps, trained tokens and training seconds, and the
+    scoring items (every pilot on dev, the largest on eval; scored like an arm, at the arms' rate)."""
+    order = nested_order(train, plan.recipe.seed)
+    trained = 0.0
+    for n, steps in zip(plan.sizes, plan.steps, strict=True):
+        mean = sum(tokens(ex) for ex in order[:n]) / n
+        trained += steps * plan.recipe.batch_size * plan.recipe.grad_accum * mean
+    return {
+        "sizes": list(plan.sizes),
+        "steps": plan.total_steps,
+        "budget_steps": plan.budget_steps,
+        "trained_tokens": round(trained),
+        "train_seconds": trained / CPU_TRAIN_TOKENS_PER_S,
+        "scored_items": len(plan.sizes) * n_dev + n_eval,
+    }
 
 
 def nested_order(train: Sequence[Example], seed: int) -> list[Example]:
@@ -260,7 +284,9 @@ def _read(run_dir: RunDir, key: str, plan: PilotPlan) -> PilotRun | None:
     )
 
 
-def eval_arm(run: PilotRun, eval_lines: Sequence[int], task: TaskKind, labels: Sequence[str], seed: int) -> ArmResult:
+def eval_arm(
+    run: PilotRun, eval_lines: Sequence[int], task: TaskKind, labels: Sequence[str], seed: int
+) -> ArmResult:
     """The largest pilot as an arm on the eval items, in the arms' item order (for pairing and files)."""
     items = tuple(run.eval_items[ln] for ln in eval_lines)
     return ArmResult(ARM, ARM, 0, None, items, evaluate.summarise(items, task, labels, seed), 0.0)
@@ -273,14 +299,20 @@ def unmeasured(reason: str) -> document.Pilot:
     return document.Pilot(measured=False, reason=reason)
 
 
-def _rows(items: Sequence[ItemResult], metric: str, labels: Sequence[str]) -> Callable[[np.ndarray], np.ndarray]:
+def _rows(
+    items: Sequence[ItemResult], metric: str, labels: Sequence[str]
+) -> Callable[[np.ndarray], np.ndarray]:
     if metric == "macro_f1":
         return stats.macro_f1_rows([it.target for it in items], [it.prediction for it in items], labels)
     return stats.mean_rows([it.metrics[metric] for it in items])
 
 
 def _gain_samples(
-    before: Sequence[ItemResult], after: Sequence[ItemResult], metric: str, labels: Sequence[str], idx: np.ndarray
+    before: Sequence[ItemResult],
+    after: Sequence[ItemResult],
+    metric: str,
+    labels: Sequence[str],
+    idx: np.ndarray,
 ) -> np.ndarray:
     """`after` minus `before` on the items at each row of `idx` (same order on both sides: paired)."""
     return _rows(after, metric, labels)(idx) - _rows(before, metric, labels)(idx)
@@ -304,7 +336,9 @@ def _needed(
 
     level = boot.curve.score(n_largest) + gap
     g = np.full(len(boot.resamples), gap) if gaps is None else gaps
-    values = np.array([c.examples_for(c.score(n_largest) + d) for c, d in zip(boot.resamples, g, strict=False)])
+    values = np.array(
+        [c.examples_for(c.score(n_largest) + d) for c, d in zip(boot.resamples, g, strict=False)]
+    )
     values = np.minimum(values, never)
     lo, hi = np.percentile(values, [2.5, 97.5]) if values.size else (math.nan, math.nan)
     return document.ExamplesNeeded(
@@ -393,9 +427,12 @@ def with_eval(
     k = min(len(fitted.rise), n_resamples)
     idx = np.random.default_rng(seed + 1).integers(0, n_eval, size=(k, n_eval))
     gains = _gain_samples(base.items, items, metric, labels, idx)
-    cmp = evaluate.compare(base.items, items, metric=metric, seed=seed, labels=labels, n_resamples=n_resamples)
+    cmp = evaluate.compare(
+        base.items, items, metric=metric, seed=seed, labels=labels, n_resamples=n_resamples
+    )
     full = gains + fitted.rise[:k]  # the eval gain carried along the curve to n_full (independent resamples)
-    point_rise = fitted.boot.curve.score(fitted.section.curve.n_full) - fitted.boot.curve.score(fitted.n_largest)  # type: ignore[union-attr]
+    n_full = fitted.section.curve.n_full if fitted.section.curve is not None else fitted.n_largest
+    point_rise = fitted.boot.curve.score(n_full) - fitted.boot.curve.score(fitted.n_largest)
     f_lo, f_hi = _interval(full)
     eval_score = evaluate.summarise(items, task, labels, seed, n_resamples)[metric]
     ft = ArmResult(ARM, ARM, 0, None, items, {metric: eval_score}, 0.0)
@@ -428,7 +465,9 @@ def analyse(run: PilotRun, prompting: PromptingResult, n_full: int) -> document.
 
 def _p(samples: np.ndarray) -> float:
     b = samples.size
-    return float(min(1.0, 2 * min((np.sum(samples <= 0) + 1) / (b + 1), (np.sum(samples >= 0) + 1) / (b + 1))))
+    return float(
+        min(1.0, 2 * min((np.sum(samples <= 0) + 1) / (b + 1), (np.sum(samples >= 0) + 1) / (b + 1)))
+    )
 
 
 def _degenerate(prompting: PromptingResult, ft: ArmResult) -> bool | None:
@@ -473,7 +512,11 @@ def _estimate(e: stats.Estimate) -> document.Estimate:
 
 def _difference(c: evaluate.Comparison) -> document.Difference:
     return document.Difference(
-        diff=c.diff.diff, low=c.diff.low, high=c.diff.high, p_value=c.p_value, n=c.diff.n,
+        diff=c.diff.diff,
+        low=c.diff.low,
+        high=c.diff.high,
+        p_value=c.p_value,
+        n=c.diff.n,
         mcnemar_p_value=c.mcnemar.p_value,
     )
 
@@ -568,8 +611,10 @@ class PilotStep:
         order = nested_order(self.job.train, self.job.seed)
         return frozenset(ex.line for ex in order[: self.run.plan.sizes[-1]])
 
-    def resampler(self, prompting: PromptingResult) -> Callable[[PromptingResult, np.ndarray], dict[str, Any]] | None:
-        """The pilot's signals on a resample of the eval items (drawn with the arms: paired), for P(verdict)."""
+    def resampler(
+        self, prompting: PromptingResult
+    ) -> Callable[[PromptingResult, np.ndarray], dict[str, Any]] | None:
+        """The pilot's signals on a resample of the eval items (drawn with the arms': paired)."""
         if self.fitted is None or self.run is None:
             return None
         fitted, run = self.fitted, self.run

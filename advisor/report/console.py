@@ -10,8 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from advisor.report import fmt
-from advisor.report import pilot_view
+from advisor.report import fmt, pilot_view
 from advisor.report.document import Prompting, Report
 from advisor.report.prose import baseline_sentence, confidence_sentence, plateau_sentence
 from advisor.report.textsafe import term_safe

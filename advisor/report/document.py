@@ -654,16 +654,22 @@ class Pilot(Model):
     measured: bool
     reason: str = Field(description="what was measured, or why the fine-tuning side was not measured")
     model_id: str | None = None
-    recipe: dict[str, Any] | None = Field(None, description="the TrainConfig the pilots trained with")
+    recipe: dict[str, Any] | None = Field(default=None, description="the TrainConfig the pilots trained with")
     budget_steps: Count | None = None
     points: list[PilotPoint] = Field(default_factory=list)
     curve: PilotCurve | None = None
-    baseline_arm: str | None = Field(None, description="the best honest prompting arm it is paired with")
-    baseline_kind: str | None = Field(None, description="that arm's kind: zero_shot, system or few_shot")
-    eval_score: Estimate | None = Field(None, description="the largest pilot on the eval items")
-    gain: Difference | None = Field(None, description="largest pilot minus the baseline arm, eval items, paired")
+    baseline_arm: str | None = Field(
+        default=None, description="the best honest prompting arm it is paired with"
+    )
+    baseline_kind: str | None = Field(
+        default=None, description="that arm's kind: zero_shot, system or few_shot"
+    )
+    eval_score: Estimate | None = Field(default=None, description="the largest pilot on the eval items")
+    gain: Difference | None = Field(
+        default=None, description="largest pilot minus the baseline arm, eval items, paired"
+    )
     full_gain: Difference | None = Field(
-        None,
+        default=None,
         description="predicted gain at the full train split: the paired eval gain plus the curve's rise "
         "from the largest pilot to n_full (eval and dev resampled independently)",
     )

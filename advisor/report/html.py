@@ -18,8 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from advisor.report import fmt as numbers
-from advisor.report import plots
-from advisor.report import pilot_view
+from advisor.report import pilot_view, plots
 from advisor.report.document import (
     Comparison,
     Decision,

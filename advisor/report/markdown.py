@@ -11,21 +11,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from advisor.report import fmt
+from advisor.report import fmt, pilot_view
 from advisor.report.document import (
-    Pilot,
     ArmScores,
     Audit,
     Comparison,
     Decision,
     Evidence,
+    Pilot,
     Prompting,
     Report,
     RuleSource,
     SignalValue,
     Split,
 )
-from advisor.report import pilot_view
 from advisor.report.finetune import training_markdown, verification_markdown
 from advisor.report.prose import baseline_sentence, confidence_sentence, plateau_sentence
 from advisor.report.textsafe import md_code, md_escape, md_link

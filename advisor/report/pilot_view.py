@@ -19,7 +19,9 @@ def rows(p: Pilot) -> list[tuple[str, str, str, str]]:
     if p.curve is not None:
         f = p.curve.at_full
         what = "predicted" if p.curve.trend else "no trend: flat"
-        out.append((f"{fmt.count(p.curve.n_full)} (full split)", what, fmt.estimate(f.value, f.low, f.high), ""))
+        out.append(
+            (f"{fmt.count(p.curve.n_full)} (full split)", what, fmt.estimate(f.value, f.low, f.high), "")
+        )
     return out
 
 

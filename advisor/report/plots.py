@@ -17,11 +17,11 @@ from html import escape
 from typing import Any, TypeVar
 
 from advisor.report.document import (
-    Pilot,
     ArmEvidence,
     ArmScores,
     Evidence,
     LearningCurve,
+    Pilot,
     Prompting,
     Report,
     ScoredModel,
