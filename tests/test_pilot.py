@@ -244,3 +244,31 @@ def test_pilots_train_with_the_train_loop_score_dev_and_eval_and_are_reused(
         assert calls == [10, 20, 40] * 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_p_verdict_resamples_the_pilot_with_the_arms(ruleset, tmp_path) -> None:
+    """The pilot's eval predictions are drawn with the arms' (paired): a clear win stays fine_tune on most
+    draws, and a pilot level with the prompt moves the pilot signals from draw to draw."""
+    from advisor.decide import confidence
+    from advisor.rundir import RunDir
+
+    prompting = _prompting(ruleset)
+
+    def p_verdict(dev: tuple[float, float, float], eval_accuracy: float) -> tuple[float, set]:
+        run = _pilot_run(dev, eval_accuracy)
+        step = pilot.PilotStep(RunDir(tmp_path), N_TRAIN, N_EXAMPLES, job=None, run=run)
+        step.fitted = pilot.fit_curve(run, prompting, N_TRAIN)
+        extra = step.resampler(prompting)
+        assert extra is not None
+        section = pilot.with_eval(
+            step.fitted, prompting, [run.eval_items[it.line] for it in prompting.arms[0].items]
+        )
+        signals = _signals(prompting, section)
+        verdict = decide(ruleset, signals).verdict
+        conf = confidence.of_prompting(ruleset, signals, verdict, prompting, n_resamples=40, extra=extra)
+        idx = np.random.default_rng(1).integers(0, N_EVAL, size=(3, N_EVAL))
+        gains = {round(extra(confidence.resample_prompting(prompting, i), i)["pilot_gain"], 4) for i in idx}
+        return conf.probability, gains
+
+    sure, gains = p_verdict((0.70, 0.78, 0.84), 0.85)
+    assert sure >= 0.9 and len(gains) > 1  # the resampled pilot gain varies with the draw

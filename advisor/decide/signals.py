@@ -167,7 +167,11 @@ CATALOGUE: Mapping[str, SignalSpec] = dict(
             "float",
             "pilot_examples_to_beat_prompt over the examples there are",
         ),
-        _spec("pilot_baseline_kind", "str", "kind of the best honest arm the pilot is paired with"),
+        _spec(
+            "pilot_baseline_kind",
+            "str",
+            "kind of the arm the pilot is paired with: the best honest one, else majority",
+        ),
         _spec(
             "pilot_degenerate",
             "bool",

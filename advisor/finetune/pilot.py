@@ -419,9 +419,14 @@ def with_eval(
     on each resample of the eval items."""
     task, labels, metric, seed = prompting.task, prompting.labels, prompting.target_metric, prompting.seed
     best = prompting.plateau.best_arm
-    if best is None:
+    if best is not None:
+        base = prompting.arm(best)
+    elif prompting.baselines is not None:  # no honest arm: the constant answer is what to beat
+        best = "majority"
+        constant = evaluate.majority_items(prompting.arms[0].items, prompting.baselines.majority_label)
+        base = ArmResult(best, "majority", 0, None, constant, {}, 0.0)
+    else:
         return fitted.section
-    base = prompting.arm(best)
     items = tuple(ft_items)
     n_eval = len(items)
     k = min(len(fitted.rise), n_resamples)

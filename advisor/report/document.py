@@ -659,10 +659,10 @@ class Pilot(Model):
     points: list[PilotPoint] = Field(default_factory=list)
     curve: PilotCurve | None = None
     baseline_arm: str | None = Field(
-        default=None, description="the best honest prompting arm it is paired with"
+        default=None, description="the best honest prompting arm it is paired with ('majority': none is)"
     )
     baseline_kind: str | None = Field(
-        default=None, description="that arm's kind: zero_shot, system or few_shot"
+        default=None, description="that arm's kind: zero_shot, system, few_shot or majority"
     )
     eval_score: Estimate | None = Field(default=None, description="the largest pilot on the eval items")
     gain: Difference | None = Field(
