@@ -233,9 +233,12 @@ def _pilot_estimate(
     est = pilot.estimate(
         plan, train, lambda ex: rec.prompt_tokens(rendered[ex.line].messages) + 2, n_dev, n_eval
     )
-    scoring = priced.total("requests")
-    per_item = (priced.seconds or 0.0) / scoring * max(1, len(labels)) if scoring else 0.0
-    est["score_seconds"] = est["scored_items"] * per_item
+    # Scoring time in proportion to prompt tokens, at the arms' rate: the pilots' prompts are zero-shot
+    # (no demonstrations), far shorter than the average arm's.
+    mean_tokens = sum(rec.prompt_tokens(ex.messages) for ex in rendered.values()) / max(1, len(rendered))
+    arm_tokens = priced.total("prompt_tokens")
+    per_token = (priced.seconds or 0.0) / arm_tokens if arm_tokens else 0.0
+    est["score_seconds"] = est["scored_items"] * max(1, len(labels)) * mean_tokens * per_token
     return est
 
 
