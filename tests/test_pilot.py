@@ -272,3 +272,13 @@ def test_p_verdict_resamples_the_pilot_with_the_arms(ruleset, tmp_path) -> None:
 
     sure, gains = p_verdict((0.70, 0.78, 0.84), 0.85)
     assert sure >= 0.9 and len(gains) > 1  # the resampled pilot gain varies with the draw
+
+
+def test_no_pilot_flag_turns_the_pilot_off_and_the_default_keeps_it_on(tmp_path) -> None:
+    from advisor.cli import _advise_config, build_parser
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("")
+    on = _advise_config(build_parser().parse_args(["advise", str(data)]))
+    off = _advise_config(build_parser().parse_args(["advise", str(data), "--no-pilot"]))
+    assert on.pilot is True and off.pilot is False and on.pilot_steps == off.pilot_steps == 60
