@@ -55,6 +55,7 @@ ADVISE_FLAGS = (
     "latency_budget_ms",
     "domain",
     "needs_consistent_style",
+    "pilot",
     "task_description",
     "system_prompt_file",
     "out",
@@ -86,7 +87,7 @@ so `tunegate --help`, `rules` and `report` start without building the models."""
 
 def _settings_help(advise: bool, train: bool) -> str:
     from advisor.config import AdviseConfig, settings_help
-    from pipeline.config import TrainConfig
+    from advisor.finetune.config import TrainConfig
 
     parts = []
     if advise:
@@ -159,6 +160,13 @@ def _add_advise_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", metavar="ID|DIR", help=_help("tokenizer"))
     p.add_argument("--concurrency", type=int, metavar="N", help=_help("concurrency"))
     p.add_argument("--k", dest="k_ladder", metavar="1,2,4,8", help=_help("k_ladder"))
+    p.add_argument(
+        "--no-pilot",
+        action="store_const",
+        const=False,
+        dest="pilot",
+        help="train no pilot fine-tune: the fine-tuning side is then not measured (proxies only)",
+    )
     p.add_argument(
         "--demos",
         dest="demo_selection",
@@ -672,7 +680,7 @@ def _dry_run(args: argparse.Namespace, config: Any) -> int:
 
 def _training_plan(args: argparse.Namespace, plan: Any) -> dict[str, Any]:
     """`run`'s second half, only on a fine_tune verdict (or --force): local training and verification."""
-    from pipeline.config import TrainConfig
+    from advisor.finetune.config import TrainConfig
 
     cfg = TrainConfig.from_toml(args.config, list(args.train_overrides))
     steps = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs} epochs of {plan.n_train:,} examples"
@@ -784,7 +792,7 @@ def _run_base_model(run: Any) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.distributed import launched_world
+    from advisor.finetune.distributed import launched_world
 
     config = _advise_config(args)
     if args.dry_run:
@@ -798,7 +806,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run_launched(args: argparse.Namespace, config: Any) -> int:
     """`tunegate run` under torchrun or `accelerate launch`: rank 0 advises while the other ranks wait,
     then every rank trains if the gate opens; rank 0 alone writes and prints."""
-    from pipeline.distributed import init_distributed, rank0_channel, shutdown
+    from advisor.finetune.distributed import init_distributed, rank0_channel, shutdown
 
     d = init_distributed()
     share = rank0_channel(d)

@@ -1,7 +1,7 @@
 """Configuration: frozen pydantic models, one optional TOML file, `key=value` overrides.
 
-One system for `advise` (AdviseConfig, here) and `train` (pipeline.config.TrainConfig): the shared field
-types and `build()` live here. Every field carries its help text (`Field(description=...)`), which the
+One system for `advise` (AdviseConfig, here) and `train` (advisor.finetune.config.TrainConfig): the shared
+field types and `build()` live here. Every field carries its help text (`Field(description=...)`), which the
 CLI's --help and its settings listing read. Values from `--set`/`--train-set` arrive as strings and are
 read by the field's type (`none` for an unset optional value, `a,b` for a list). Every problem in every
 layer is reported at once (one line each, naming the field and, for a config file, the file): a
@@ -318,6 +318,14 @@ class AdviseConfig(Settings):
     )
     latency_samples: Annotated[Int, Field(ge=1)] = Field(
         20, description="requests timed per arm to measure latency"
+    )
+    pilot: bool = Field(
+        True,
+        description="train short LoRA pilots (the `train` recipe, on nested subsets of the train split) to "
+        "measure the fine-tuning side; needs a local trainable model (the hf backend's)",
+    )
+    pilot_steps: Annotated[Int, Field(ge=1)] = Field(
+        60, description="optimizer steps the pilots may take in all (their sizes follow from it)"
     )
     horizon_days: Positive = Field(
         90.0, description="days over which the break-even of fine-tuning is judged"

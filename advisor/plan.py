@@ -18,7 +18,7 @@ machine, else a shipped default (advisor/measure/rates.py); loading the model an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ class RunPlan:
     currency: str | None
     cost_note: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    pilot: dict[str, Any] | None = None  # the pilot fine-tune's steps and time (advisor.finetune.pilot)
 
     def planned(self) -> tuple[StagePlan, ...]:
         return tuple(s for s in self.stages if not s.upper_bound)
@@ -233,7 +234,42 @@ def plan_run(config: AdviseConfig) -> RunPlan:
         stages += _growth_bound(rec, config, prompting, limit - len(measured.growth.lines), most)
         stages += _extension_bound(rec, prompting, _extension_rungs(prompting, len(train)), 0)
     arms = tuple(a.name for a in prompting.arms)
-    return _priced(config, backend, sizes, tuple(labels), arms, tuple(stages))
+    priced = _priced(config, backend, sizes, tuple(labels), arms, tuple(stages))
+    return replace(
+        priced, pilot=_pilot_estimate(config, rec, priced, train, len(dev), len(eval_items), task, labels)
+    )
+
+
+def _pilot_estimate(
+    config: AdviseConfig,
+    rec: _Recorder,
+    priced: RunPlan,
+    train: Sequence[Any],
+    n_dev: int,
+    n_eval: int,
+    task: Any,
+    labels: Sequence[str],
+) -> dict[str, Any] | None:
+    """The pilot's training time, and its scoring at the arms' measured time per item (None: no pilot)."""
+    from advisor.finetune import pilot
+    from advisor.finetune.prompts import as_finetune_examples
+
+    if not config.pilot or config.backend != "hf":
+        return None
+    plan = pilot.plan_pilot(len(train), config.pilot_steps, pilot.recipe(config.seed))
+    if isinstance(plan, str):
+        return {"not_run": plan}
+    rendered = {ex.line: ex for ex in as_finetune_examples(train, task, labels)}
+    est = pilot.estimate(
+        plan, train, lambda ex: rec.prompt_tokens(rendered[ex.line].messages) + 2, n_dev, n_eval
+    )
+    # Scoring time in proportion to prompt tokens, at the arms' rate: the pilots' prompts are zero-shot
+    # (no demonstrations), far shorter than the average arm's.
+    mean_tokens = sum(rec.prompt_tokens(ex.messages) for ex in rendered.values()) / max(1, len(rendered))
+    arm_tokens = priced.total("prompt_tokens")
+    per_token = (priced.seconds or 0.0) / arm_tokens if arm_tokens else 0.0
+    est["score_seconds"] = est["scored_items"] * max(1, len(labels)) * mean_tokens * per_token
+    return est
 
 
 def _measured_stages(rec: _Recorder) -> list[StagePlan]:
@@ -537,6 +573,18 @@ def render(plan: RunPlan) -> str:
     else:
         lines.append(f"Estimated cost: not estimated; {plan.cost_note}.")
     lines += [f"Note: {n}." for n in plan.notes]
+    p = plan.pilot
+    if p is not None and "not_run" in p:
+        lines.append(f"Pilot fine-tune: not run ({p['not_run']}).")
+    elif p is not None:
+        sizes = ", ".join(f"{n:,}" for n in p["sizes"])
+        lines.append(
+            f"Pilot fine-tune: LoRA on {sizes} training examples, {p['steps']} optimizer steps (budget "
+            f"{p['budget_steps']}, --set pilot_steps=N; --no-pilot to skip), about "
+            f"{p['trained_tokens']:,} trained tokens: about {_duration(p['train_seconds'])} of training on "
+            f"two CPU cores and {_duration(p['score_seconds'])} scoring {p['scored_items']:,} items "
+            "(nothing, when this run folder already holds the same pilot)."
+        )
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from advisor.decide import confidence, rules
 from advisor.decide import verdict as decide
 from advisor.errors import ConfigError
 from advisor.files import check_regular
+from advisor.finetune import pilot as pilot_mod
 from advisor.intake import data
 from advisor.measure import evaluate, prompts, rates, stats
 from advisor.measure.baselines import choose_metric
@@ -67,9 +68,28 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
     signals["target_metric"] = choice.metric
     signals["quality_target"] = choice.quality_target
 
+    # the pilot fine-tunes (trained when measure_until_settled first needs them)
+    by_line = {ex.line: ex for ex in examples}
+    pilot = pilot_mod.start(
+        run_dir,
+        config,
+        _pilot_task(
+            config,
+            model,
+            backend,
+            task,
+            labels,
+            [by_line[i] for i in split.train],
+            [by_line[i] for i in split.dev],
+        ),
+        {"train": split.train, "dev": split.dev},
+        loaded.sha256,
+        len(examples),
+    )
+
     # benchmark, measure, decide: the arms on a small slice of the eval split first, more while unsettled
     measured = measure_until_settled(
-        config, backend, task, labels, examples, split, choice, ruleset, signals, run_dir
+        config, backend, task, labels, examples, split, choice, ruleset, signals, run_dir, pilot=pilot
     )
     prompting, evidence, decision, growth, split = (
         measured.prompting,
@@ -96,6 +116,7 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
         evidence=evidence.to_dict() if evidence is not None else None,
         backend_info=_backend_info(backend),
         model=_model_section(backend),
+        pilot=measured.pilot,
     )
     if prompting is not None:
         run_dir.write_prompts(record_prompts(prompting))
@@ -113,6 +134,7 @@ class Measured:
     decision: Any
     growth: EvalSteps
     split: Any
+    pilot: Any = None  # the Pilot section (None: no pilot step, as in the dry run)
 
 
 def measure_until_settled(
@@ -128,12 +150,14 @@ def measure_until_settled(
     run_dir: RunDir | None,
     *,
     evidence_config: Any = None,
+    pilot: pilot_mod.PilotStep | None = None,
 ) -> Measured:
     """Benchmark → measure → decide, then score the eval split in steps while P(verdict) is unsettled.
 
-    `signals` (the audit's) is updated in place. The dry run (advisor.plan) calls this too, with a backend
-    that answers from the response cache or not at all and `run_dir` None (nothing written);
-    `evidence_config` replaces `config` for `gather_evidence` there.
+    `signals` (the audit's) is updated in place. `pilot`: the pilot fine-tunes (advisor.finetune.pilot),
+    whose largest model is scored on the same eval items at every step. The dry run (advisor.plan) calls
+    this too, with a backend that answers from the response cache or not at all, `run_dir` None (nothing
+    written) and no pilot; `evidence_config` replaces `config` for `gather_evidence` there.
     """
     prompting = None
     by_line = {ex.line: ex for ex in examples}
@@ -167,12 +191,27 @@ def measure_until_settled(
     evidence = gather_evidence(backend, prompting, train, held_out, task, labels, settings)
     signals.update(evidence_signals(evidence, config))
 
+    # pilot: the fine-tuning side, measured by short LoRA runs with the `train` recipe (or why not)
+    n_full = len(split.train)
+
+    def measure_pilot() -> Any:
+        if pilot is None:
+            return None
+        section = pilot.measure(prompting, eval_items)
+        signals.update(pilot_mod.signals(section, len(examples), n_full))
+        return section
+
+    pilot_section = measure_pilot()
+
     # decide, and measure P(verdict); while it is below the settled level, score more eval items
-    decision = _decide(ruleset, signals, prompting)
+    decision = _decide(ruleset, signals, prompting, pilot)
     if prompting is not None:
         growth.record(decision, spent(backend, prompting, config))
+    trained = pilot.trained_lines() if pilot is not None else frozenset()
     while prompting is not None:
-        chunk = next_eval_chunk(ruleset.thresholds, config, decision, prompting, examples, split, growth)
+        chunk = next_eval_chunk(
+            ruleset.thresholds, config, decision, prompting, examples, split, growth, trained=trained
+        )
         if not chunk:
             break
         # Items measured before keep their prompts (answered from the response cache); only the new
@@ -182,12 +221,13 @@ def measure_until_settled(
         prompting = benchmark(eval_items)
         signals.update(prompting_signals(prompting))
         signals["n_eval"] = len(eval_items)
-        decision = _decide(ruleset, signals, prompting)
+        pilot_section = measure_pilot()
+        decision = _decide(ruleset, signals, prompting, pilot)
         growth.record(decision, spent(backend, prompting, config))
     if prompting is not None:  # held-out rows never scored go back to training: eval is what was scored
         split = growth.final_split(split)
         signals["n_eval"], signals["n_train"] = len(split.eval), len(split.train)
-    return Measured(prompting, evidence, decision, growth, split)
+    return Measured(prompting, evidence, decision, growth, split, pilot_section)
 
 
 def input_paths(config: AdviseConfig) -> list[str | None]:
@@ -255,13 +295,41 @@ def _check_inputs(config: AdviseConfig) -> None:
             raise ConfigError(URL_CREDENTIALS_HELP, field=f"${var}")
 
 
-def _decide(ruleset: Any, signals: dict[str, Any], prompting: Any) -> Any:
-    """The verdict, with P(verdict) when per-item measurements exist to resample."""
+def _decide(
+    ruleset: Any, signals: dict[str, Any], prompting: Any, pilot: pilot_mod.PilotStep | None = None
+) -> Any:
+    """The verdict, with P(verdict) when per-item measurements exist to resample (the pilot's eval
+    predictions resampled with the arms')."""
     decision = decide.decide(ruleset, signals)
     if prompting is None:
         return decision
+    extra = pilot.resampler(prompting) if pilot is not None else None
     return decide.with_confidence(
-        decision, confidence.of_prompting(ruleset, signals, decision.verdict, prompting)
+        decision, confidence.of_prompting(ruleset, signals, decision.verdict, prompting, extra=extra)
+    )
+
+
+def _pilot_task(
+    config: AdviseConfig,
+    model: ModelSource | None,
+    backend: Any,
+    task: TaskKind,
+    labels: tuple[str, ...],
+    train: list[Example],
+    dev: list[Example],
+) -> pilot_mod.PilotTask | None:
+    """What the pilot trains: the hf backend's local model (None: no local trainable model)."""
+    if model is None or backend is None or config.backend != "hf":
+        return None
+    return pilot_mod.PilotTask(
+        model_dir=model.path,
+        model_id=str(backend.model_id),
+        task=task,
+        labels=labels,
+        train=tuple(train),
+        dev=tuple(dev),
+        seed=config.seed,
+        max_gen_tokens=config.max_gen_tokens,
     )
 
 
@@ -399,6 +467,7 @@ def next_eval_chunk(
     split: Any,
     growth: EvalSteps,
     spent_so_far: tuple[int, int] | None = None,
+    trained: frozenset[int] = frozenset(),
 ) -> tuple[int, ...]:
     """The lines of the next eval step, or () with `growth.stopped` saying why scoring stops here.
 
@@ -425,7 +494,8 @@ def next_eval_chunk(
             )
             return ()
         size = beyond_chunk_size(config, th, len(examples), len(split.eval), len(split.dev))
-        demos = {line for arm in prompting.arms for it in arm.items for line in it.demo_lines}
+        # Rows a prompt showed as a demonstration, or a pilot trained on, never become eval items.
+        demos = {line for arm in prompting.arms for it in arm.items for line in it.demo_lines} | trained
         train = set(split.train)
         # Not a demonstration, nor a duplicate of one: the splits stay disjoint by content.
         demo_inputs = {audit_mod.input_key(ex) for ex in examples if ex.line in demos}

@@ -68,9 +68,10 @@ SPLIT = "split.json"
 PROMPTS = "prompts.json"
 PREDICTIONS = "predictions"
 TRAIN = "train"
+PILOT = "pilot"  # the pilot fine-tunes advise runs: pilot/n-<examples>/ (a TrainDir each), pilot/result.json
 LOCK = ".lock"
 MARKER = ".tunegate-run"
-# train/: the training loop's outputs (pipeline.loop writes them into the folder it is given)
+# train/: the training loop's outputs (advisor.finetune.loop writes them into the folder it is given)
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -88,7 +89,7 @@ MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
 PLOTS_DIR = "plots"  # the Markdown report's plots, as SVG files beside it
 RENDERINGS = (MARKDOWN_FILE, HTML_FILE)
-_OWN_FILES = {DECISION, CONFIG, SPLIT, PROMPTS, PREDICTIONS, TRAIN, LOCK, MARKER, PLOTS_DIR, *RENDERINGS}
+_OWN_FILES = {DECISION, CONFIG, SPLIT, PROMPTS, PREDICTIONS, TRAIN, PILOT, LOCK, MARKER, PLOTS_DIR, *RENDERINGS}
 _RUN_NAMES = _OWN_FILES | {name for name in TRACKER_DIRS.values() if name} | {"wandb"}
 """Every name a run writes at the top of its folder: an input file there would be overwritten."""
 MARKER_TEXT = (
@@ -506,6 +507,26 @@ class RunDir:
                             file=str(self.path / PROMPTS),
                             field=f"arms.{i}.demos.{line}",
                         )
+
+    # ------------------------------------------------------------------ pilot/
+
+    def pilot_train(self, n_examples: int) -> TrainDir:
+        """pilot/n-<examples>/: the training loop's outputs for the pilot on that many examples."""
+        return TrainDir(self.path / PILOT / f"n-{int(n_examples)}", root=self.path)
+
+    def write_pilot(self, result: dict[str, Any]) -> Path:
+        """pilot/result.json: the pilots' per-item scores, under the key that says what they measured."""
+        return self._write(self.path / PILOT / "result.json", json_text(result, compact=True))
+
+    def read_pilot(self) -> dict[str, Any] | None:
+        """The recorded pilot result (None: none recorded, or unreadable, so the pilot runs again)."""
+        path = self.path / PILOT / "result.json"
+        if not path.is_file():
+            return None
+        try:
+            return self._read_object(path)
+        except DataError:
+            return None
 
     # ------------------------------------------------------------------ prompts.json
 

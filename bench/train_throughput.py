@@ -33,8 +33,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 def _examples(n: int, seed: int) -> list[Any]:
     from tiny import rotten_tomatoes_examples
 
+    from advisor.finetune.prompts import as_finetune_examples
     from advisor.types import TaskKind
-    from pipeline.examples import as_finetune_examples
 
     return as_finetune_examples(
         rotten_tomatoes_examples(n, seed=seed), TaskKind.CLASSIFY, ("fresh", "rotten")
@@ -54,8 +54,8 @@ def _lora_kwargs(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def worker_tunegate(a: argparse.Namespace, model_dir: str, device: str) -> dict[str, Any]:
-    from pipeline.config import TrainConfig
-    from pipeline.loop import train
+    from advisor.finetune.config import TrainConfig
+    from advisor.finetune.loop import train
 
     cfg = TrainConfig(
         r=a.r, alpha=2 * a.r, dropout=0.05, lr=2e-4, batch_size=a.batch_size, max_steps=a.steps,

@@ -24,7 +24,7 @@ from advisor.config import build
 from advisor.errors import ConfigError
 from advisor.rundir import RunDir
 from pipeline import tracking
-from pipeline.config import TrainConfig
+from advisor.finetune.config import TrainConfig
 from pipeline.run import train_and_verify, verify_and_redecide
 from pipeline.verify import FINETUNE_PROMPTS, adapter_candidate, model_candidate, served_candidate
 
@@ -43,7 +43,7 @@ def train(
 
     The gate holds: a `GateError` (exit code 5) when the run's verdict is not fine_tune, unless
     `force=True` (recorded in the report and the model card). `settings`: training settings (the fields of
-    `pipeline.config.TrainConfig`, e.g. `max_steps=200, r=16`), over `config_file`'s `[train]` table.
+    `advisor.finetune.config.TrainConfig`, e.g. `max_steps=200, r=16`), over `config_file`'s `[train]` table.
     `report_to`: "mlflow", "tensorboard" or "wandb", followed as the training runs.
     """
     if report_to is not None:

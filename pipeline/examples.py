@@ -10,8 +10,8 @@ from typing import Any
 
 from advisor.audit.checks import input_key
 from advisor.errors import DataError
+from advisor.finetune.prompts import as_finetune_examples
 from advisor.intake.data import LoadedData, detect_task, load_examples
-from advisor.measure.prompts import Arm, ArmKind, arm_name, format_hint, render_messages
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 
@@ -62,13 +62,6 @@ def load_split_examples(run_dir: Path) -> tuple[list[Example], list[Example], di
     return [by_line[ln] for ln in split["train"]], [by_line[ln] for ln in split["dev"]], {**config, **split}
 
 
-def finetune_arm(task: TaskKind, labels: Sequence[str]) -> Arm:
-    """How the fine-tuned model is prompted, in training and in verification alike: the zero-shot arm
-    (the example's own turns plus the answer-format hint; no system prompt, no demonstrations), so the
-    adapter is judged on exactly the prompt it learned from, at the cheapest prompt length."""
-    return Arm(arm_name(ArmKind.ZERO_SHOT), ArmKind.ZERO_SHOT, format_hint=format_hint(task, labels))
-
-
 def run_task(run_dir: Path, examples: Sequence[Example]) -> tuple[TaskKind, tuple[str, ...]]:
     """The task and label order the advisor measured (decision.json), else detected from the examples."""
     run = RunDir(run_dir)
@@ -76,17 +69,6 @@ def run_task(run_dir: Path, examples: Sequence[Example]) -> tuple[TaskKind, tupl
     if prompting is not None:
         return TaskKind(prompting.task), tuple(prompting.labels)
     return detect_task(examples)
-
-
-def as_finetune_examples(examples: Sequence[Example], task: TaskKind, labels: Sequence[str]) -> list[Example]:
-    """Examples whose messages are the fine-tuning prompt (see `finetune_arm`) and whose label is set."""
-    arm = finetune_arm(task, labels)
-    allowed = set(labels)
-    out = []
-    for ex in examples:
-        label = ex.target.strip() if task is TaskKind.CLASSIFY and ex.target.strip() in allowed else None
-        out.append(Example(ex.line, render_messages(arm, ex), ex.target, label))
-    return out
 
 
 def training_split(run_dir: Path) -> TrainingSplit:

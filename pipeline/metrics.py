@@ -1,6 +1,5 @@
 """What a training run reports as it goes: the curve of its metrics log (train/metrics.jsonl, kept by
-`advisor.rundir.TrainDir`) for decision.json's training section, which the renderers plot, and a progress
-bar on stderr.
+`advisor.rundir.TrainDir`) for decision.json's training section, which the renderers plot.
 """
 
 from __future__ import annotations
@@ -9,8 +8,6 @@ import json
 import math
 from collections.abc import Iterable
 from typing import Any
-
-from advisor.progress import report
 
 CURVE_EVENTS = ("train", "dev")
 MAX_TRAIN_RECORDS = 500  # train records kept in the document's curve (every dev record is kept)
@@ -45,23 +42,3 @@ def training_curve(lines: Iterable[str], max_train: int = MAX_TRAIN_RECORDS) -> 
 
 def _finite_or_none(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
-class ProgressBar:
-    """Training steps as a progress stage (advisor.progress), loss and tokens/s beside the bar."""
-
-    STAGE = "training steps"
-
-    def __init__(self, total: int, done: int, enabled: bool) -> None:
-        self.total, self.step, self.enabled = total, done, enabled
-        if enabled:
-            report(self.STAGE, done, total)
-
-    def update(self, step: int, loss: float, tps: float) -> None:
-        self.step = step
-        if self.enabled:
-            report(self.STAGE, step, self.total, f"loss {loss:.4f}, {tps:,.0f} tok/s")
-
-    def close(self) -> None:
-        if self.enabled and self.step < self.total:  # stopped early (or failed): the stage ends here
-            report(self.STAGE, self.step, self.step)

@@ -16,18 +16,18 @@ from typing import Any
 from advisor.backends.model import ModelSource, resolve_model
 from advisor.decide import confidence, rules
 from advisor.decide import verdict as decide
+from advisor.finetune.config import TrainConfig
+from advisor.finetune.distributed import launched_rank, shutdown
+from advisor.finetune.loop import TrainResult, train
 from advisor.measure import evaluate
 from advisor.report import render
 from advisor.report.document import GateRecord, Report
 from advisor.rundir import RunDir
 from advisor.types import TaskKind
 from pipeline import tracking
-from pipeline.config import TrainConfig
-from pipeline.distributed import launched_rank, shutdown
 from pipeline.examples import training_split
 from pipeline.export import export_training
 from pipeline.gate import GateResult, check_gate
-from pipeline.loop import TrainResult, train
 from pipeline.verify import (
     FINETUNED,
     NO_GATE,

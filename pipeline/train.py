@@ -2,7 +2,8 @@
 
 The entry to launch under torchrun (`torchrun --nproc_per_node 4 -m pipeline.train RUN_DIR ...`): gate,
 train, export, as `tunegate train` does before it verifies (see `pipeline.run`). The loop itself is in
-`pipeline.loop`, checkpoints in `pipeline.checkpoint`, the process set-up in `pipeline.distributed`.
+`advisor.finetune.loop`, checkpoints in `advisor.finetune.checkpoint`, the process set-up in
+`advisor.finetune.distributed` (below both commands: `advise` trains its pilot with the same loop).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 
 from advisor.errors import ExitCode, TunegateError
+from advisor.finetune.config import TrainConfig
+from advisor.finetune.distributed import launched_rank
 from advisor.progress_bars import shown
 from advisor.rundir import RunDir
-from pipeline.config import TrainConfig
-from pipeline.distributed import launched_rank
 from pipeline.run import train_run
 
 USAGE = "usage: python -m pipeline.train RUN_DIR [key=value ...] [--force] [--resume]"

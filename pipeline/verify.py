@@ -1,7 +1,8 @@
 """Verification: the fine-tuned model, scored by the advisor's own harness on the same eval items.
 
 Before/after is the best prompting arm (its per-item predictions from `advise`, in predictions/) against
-the fine-tuned model prompted as it was trained (the zero-shot rendering: `pipeline.examples.finetune_arm`).
+the fine-tuned model prompted as it was trained (the zero-shot rendering:
+`advisor.finetune.prompts.finetune_arm`).
 The difference is paired over the same items; flips are counted both ways with a few real items shown.
 Fine-tuning is *verified* when the fine-tuned model is honest and better on the run's target metric than
 both the best honest (non-degenerate) prompting arm and the majority baseline: the paired 95% intervals of
@@ -13,7 +14,6 @@ the majority baseline is the "before".
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +26,7 @@ from advisor.backends.hf import HFBackend
 from advisor.backends.model import resolve_model
 from advisor.decide.rules import load_rules
 from advisor.errors import ConfigError, DataError
+from advisor.finetune.prompts import adapter_fingerprint, finetune_arm, finetuned_backend
 from advisor.intake.data import with_labels
 from advisor.measure import evaluate, prompts, stats
 from advisor.measure.baselines import judge_degenerate
@@ -37,7 +38,7 @@ from advisor.report import document
 from advisor.report.textsafe import redact_url
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
-from pipeline.examples import finetune_arm, load_run_data
+from pipeline.examples import load_run_data
 from pipeline.export import update_decision, write_model_card
 
 if TYPE_CHECKING:
@@ -206,24 +207,6 @@ class Candidate:
 
 def _report_verification(arm: str, done: int, total: int) -> None:
     report(f"verification {arm}", done, total)
-
-
-def adapter_fingerprint(adapter_dir: str | Path) -> str:
-    digest = hashlib.sha256()
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        digest.update((Path(adapter_dir) / name).read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def finetuned_backend(model_dir: str | Path, adapter_dir: str | Path, **kwargs: Any) -> HFBackend:
-    """The advisor's HF backend serving base + adapter, merged in memory (same outputs, no LoRA overhead)."""
-    from peft import PeftModel
-
-    backend = HFBackend(model_dir, **kwargs)
-    merged = PeftModel.from_pretrained(backend.model, str(adapter_dir)).merge_and_unload()
-    backend.model = merged.to(backend.device).eval()
-    backend.model_id = f"{backend.model_id}+lora:{adapter_fingerprint(adapter_dir)}"
-    return backend
 
 
 def adapter_candidate(

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from advisor.cli import main
 from advisor.config import AdviseConfig, resolve
 from advisor.errors import ConfigError, ExitCode
-from pipeline.config import TrainConfig
+from advisor.finetune.config import TrainConfig
 
 
 def test_every_problem_in_every_layer_is_reported_at_once(tmp_path: Path) -> None:

@@ -342,6 +342,7 @@ AT_CHANCE: dict[str, Any] = {
     "chance_score": 0.10,
     "probe_score_low": 0.07,
     "finetune_measured": False,
+    "pilot_measured": False,  # --no-pilot: the probe is the cheap signal
 }
 
 

@@ -25,8 +25,8 @@ from advisor import files
 from advisor.cli import main
 from advisor.config import AdviseConfig
 from advisor.errors import ConfigError, ExitCode
+from advisor.finetune.config import TrainConfig
 from advisor.measure import stats
-from pipeline.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -105,10 +105,11 @@ def test_fine_tune_page_has_every_section_plot_rule_and_provenance(docs: dict[st
         "latency",
         "training_loss",
         "training_metrics",
+        "pilot",
         "before_after",
     ):
         assert f'id="fig-{fig}"' in page, fig
-    assert page.count("<svg ") == 7
+    assert page.count("<svg ") == 8
     for rule in doc["decision"]["fired"]:
         assert rule["id"] in text and rule["message"] in text
         for s in rule["sources"]:
@@ -199,6 +200,7 @@ def test_svgs_are_standalone_scalable_xml_with_escaped_text(docs: dict[str, dict
         "latency",
         "training_loss",
         "training_metrics",
+        "pilot",
         "before_after",
     ]
     for f in figs:

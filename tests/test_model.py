@@ -222,9 +222,9 @@ def test_the_embedded_model_under_its_hub_id_loads_and_is_recorded(
 def test_training_resolves_its_model_the_same_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`tunegate train`: --train-set model=..., else the advise run's --model, through the one resolver,
     and the Hub id goes into the training section (base_model is the folder trained on)."""
-    from pipeline.config import TrainConfig
+    from advisor.finetune.config import TrainConfig
+    from advisor.finetune.loop import TrainResult
     from pipeline.export import training_section
-    from pipeline.loop import TrainResult
     from pipeline.run import training_model
     from pipeline.verify import NO_GATE
 

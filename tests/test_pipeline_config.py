@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from advisor.errors import ConfigError, ExitCode
-from pipeline.config import TrainConfig
+from advisor.finetune.config import TrainConfig
 
 
 def test_defaults_are_the_documented_ones() -> None:

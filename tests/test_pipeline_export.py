@@ -13,10 +13,10 @@ torch = pytest.importorskip("torch")
 import report_docs  # noqa: E402
 from tiny import rotten_tomatoes_examples, tiny_llama  # noqa: E402
 
+from advisor.finetune.config import TrainConfig  # noqa: E402
 from advisor.report.document import Training  # noqa: E402
 from advisor.report.finetune import model_card_markdown, training_markdown  # noqa: E402
 from advisor.rundir import TrainDir  # noqa: E402
-from pipeline.config import TrainConfig  # noqa: E402
 from pipeline.export import merge_adapter, update_decision  # noqa: E402
 
 SECTION = {
@@ -44,7 +44,7 @@ def test_merged_model_gives_the_adapters_logits(tmp_path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from pipeline.loop import train
+    from advisor.finetune.loop import train
 
     torch.set_num_threads(1)
     model_dir = tiny_llama(tmp_path)
@@ -113,7 +113,7 @@ def test_the_adapter_names_the_original_model_never_a_cache_folder(tmp_path, mon
     from transformers import AutoModelForCausalLM
 
     from advisor.backends.model import EMBEDDED_HUB_ID, original_model_id
-    from pipeline.loop import train
+    from advisor.finetune.loop import train
 
     monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / "cache"))
     cached = tmp_path / "cache" / "models" / "smollm2-135m-instruct"  # the embedded model, converted

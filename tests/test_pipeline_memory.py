@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from advisor.errors import ConfigError
-from pipeline.memory import GIB, MemoryEstimate, ModelShape, check_fits, estimate_memory
+from advisor.finetune.memory import GIB, MemoryEstimate, ModelShape, check_fits, estimate_memory
 
 SMOLLM2 = ModelShape(
     n_params=134_515_008, hidden_size=576, intermediate_size=1536, n_layers=30, n_heads=9, vocab_size=49152

@@ -19,10 +19,10 @@ torch = pytest.importorskip("torch")
 from tiny import rotten_tomatoes_examples, tiny_llama  # noqa: E402
 
 from advisor.errors import ConfigError, ExitCode, GateError  # noqa: E402
-from pipeline.batches import IGNORE, collate, encode_example, plan_batches  # noqa: E402
-from pipeline.config import TrainConfig  # noqa: E402
-from pipeline.loop import lr_factor, train  # noqa: E402
-from pipeline.lora import completion_loss  # noqa: E402
+from advisor.finetune.batches import IGNORE, collate, encode_example, plan_batches  # noqa: E402
+from advisor.finetune.config import TrainConfig  # noqa: E402
+from advisor.finetune.loop import lr_factor, train  # noqa: E402
+from advisor.finetune.lora import completion_loss  # noqa: E402
 from pipeline.run import train_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,8 +202,8 @@ import json, sys, time
 import torch
 torch.set_num_threads(1)
 from tiny import rotten_tomatoes_examples
-from pipeline.config import TrainConfig
-from pipeline.loop import train
+from advisor.finetune.config import TrainConfig
+from advisor.finetune.loop import train
 ex = rotten_tomatoes_examples(60, seed=3)
 cfg = TrainConfig(**json.loads(sys.argv[3]))
 train(sys.argv[1], ex[:40], ex[40:], sys.argv[2], cfg, progress=False, on_step=lambda s: time.sleep(0.4))
@@ -264,8 +264,8 @@ import json, os, sys
 import torch
 torch.set_num_threads(1)
 from tiny import rotten_tomatoes_examples
-from pipeline.config import TrainConfig
-from pipeline.loop import train
+from advisor.finetune.config import TrainConfig
+from advisor.finetune.loop import train
 ex = rotten_tomatoes_examples(60, seed=3)
 cfg = TrainConfig(batch_size=4, max_seq_len=48, max_steps=4, eval_every=2, save_every=2)
 res = train(sys.argv[1], ex[:48], ex[48:], sys.argv[2], cfg, progress=False)
@@ -380,9 +380,9 @@ def test_qlora_on_cpu_is_a_clear_config_error(tmp_path, examples) -> None:
 def test_preflight_refuses_when_memory_clearly_does_not_fit(
     model_dir, examples, tmp_path, monkeypatch
 ) -> None:
-    import pipeline.memory
+    import advisor.finetune.memory
 
-    monkeypatch.setattr(pipeline.memory, "available_memory", lambda device: 1024)
+    monkeypatch.setattr(advisor.finetune.memory, "available_memory", lambda device: 1024)
     with pytest.raises(ConfigError) as err:
         train(model_dir, examples[:8], [], tmp_path / "out", TrainConfig(**FAST, max_steps=1), progress=False)
     assert "GiB" in str(err.value) and err.value.problems[0].field == "batch_size"

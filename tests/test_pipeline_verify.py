@@ -14,12 +14,12 @@ torch = pytest.importorskip("torch")
 
 from tiny import tiny_llama, write_reviews_csv  # noqa: E402
 
+from advisor.finetune.config import TrainConfig  # noqa: E402
 from advisor.measure.prompt_record import record_prompts  # noqa: E402
 from advisor.report.document import Verification  # noqa: E402
 from advisor.report.finetune import verification_markdown  # noqa: E402
 from advisor.rundir import RunDir  # noqa: E402
 from advisor.types import TaskKind  # noqa: E402
-from pipeline.config import TrainConfig  # noqa: E402
 from pipeline.verify import verification_signals  # noqa: E402
 
 
@@ -209,8 +209,8 @@ def test_merged_backend_scores_like_the_unmerged_adapter(model_dir, tmp_path) ->
 
     from advisor.backends.base import LoglikRequest
     from advisor.backends.hf import HFBackend
-    from pipeline.loop import train
-    from pipeline.verify import finetuned_backend
+    from advisor.finetune.loop import train
+    from advisor.finetune.prompts import finetuned_backend
 
     ex = rotten_tomatoes_examples(24, seed=2)
     cfg = TrainConfig(batch_size=4, max_seq_len=64, lr=2e-2, max_steps=3, eval_every=0, save_every=0)

@@ -264,7 +264,13 @@ def test_evaluate_reports_fired_not_fired_and_skipped_with_evidence() -> None:
     assert outcomes["data.small_for_fine_tuning"].status is Status.NOT_FIRED
     skipped = outcomes["prompting.plateau_below_target"]
     assert skipped.status is Status.SKIPPED
-    assert skipped.missing == ("prompting_plateaued", "prompt_meets_target", "few_shot_meets_target")
+    assert skipped.missing == (
+        "prompting_plateaued",
+        "prompt_meets_target",
+        "few_shot_meets_target",
+        "eval_items_needed",  # a plateau claim needs the power to have seen a gain
+        "n_eval",
+    )
     # signal against signal
     curve = {o.rule.id: o for o in evaluate(rs, _curve_signals(examples_needed=900))}
     assert curve["data.learning_curve_short"].status is Status.FIRED

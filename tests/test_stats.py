@@ -139,10 +139,14 @@ def test_plateau_cases():
     pl = stats.detect_plateau(pts, prev, trend=rising, next_rung_fits=True, **args)
     assert not pl.plateaued and pl.case is stats.PlateauCase.STILL_IMPROVING and pl.extend
     assert "above zero" in pl.reason
-    # ... but the next rung does not fit: the ladder is exhausted, a plateau at the best
+    # ... but the next rung does not fit, still rising: prompting not exhausted within the budget (no
+    # plateau; the pilot decides)
     pl = stats.detect_plateau(pts, prev, trend=rising, next_rung_fits=False, **args)
+    assert not pl.plateaued and pl.ladder_exhausted and pl.case is stats.PlateauCase.LADDER_EXHAUSTED
+    assert not pl.extend and pl.best_arm == "arm2" and "not exhausted within the budget" in pl.reason
+    # ... and with a flat trend: the ladder is exhausted, a plateau at the best
+    pl = stats.detect_plateau(pts, prev, trend=flat, next_rung_fits=False, **args)
     assert pl.plateaued and pl.ladder_exhausted and pl.case is stats.PlateauCase.LADDER_EXHAUSTED
-    assert not pl.extend and pl.best_arm == "arm2"
     # rising but the target is met: nothing to extend, no plateau below target
     pl = stats.detect_plateau(
         pts, prev, trend=rising, next_rung_fits=True, **(args | {"quality_target": 0.7})

@@ -140,11 +140,22 @@ def resample_prompting(
     )
 
 
-def prompting_resampler(result: PromptingResult, n_resamples: int = INNER_RESAMPLES) -> Resampler:
-    """The prompting signals of a resample, from the one signal function a full run uses."""
+Extra = Callable[[PromptingResult, np.ndarray], Mapping[str, SignalValue]]
+"""More signals of the same resample: given the resampled prompting analysis and the drawn positions (the
+pilot's eval predictions, drawn with the arms' so the comparison stays paired)."""
+
+
+def prompting_resampler(
+    result: PromptingResult, n_resamples: int = INNER_RESAMPLES, extra: Extra | None = None
+) -> Resampler:
+    """The prompting signals of a resample, from the one signal function a full run uses, with `extra`'s."""
 
     def signals(idx: np.ndarray) -> Mapping[str, SignalValue]:
-        return prompting_signals(resample_prompting(result, idx, n_resamples))
+        resampled = resample_prompting(result, idx, n_resamples)
+        out = dict(prompting_signals(resampled))
+        if extra is not None:
+            out.update(extra(resampled, idx))
+        return out
 
     return signals
 
@@ -156,8 +167,10 @@ def of_prompting(
     result: PromptingResult,
     *,
     n_resamples: int = N_RESAMPLES,
+    extra: Extra | None = None,
 ) -> Confidence:
-    """P(verdict) for an advise run whose prompting arms were measured on the eval items."""
+    """P(verdict) for an advise run whose prompting arms were measured on the eval items (`extra`: the
+    signals of other measurements on the same items, resampled with them)."""
     n_items = result.arms[0].n
     if any(
         a.n != n_items or [it.line for it in a.items] != [it.line for it in result.arms[0].items]
@@ -168,7 +181,7 @@ def of_prompting(
         ruleset,
         signals,
         verdict,
-        prompting_resampler(result),
+        prompting_resampler(result, extra=extra),
         n_items,
         seed=result.seed,
         n_resamples=n_resamples,

@@ -134,6 +134,49 @@ CATALOGUE: Mapping[str, SignalSpec] = dict(
         _spec("domain_ppl_ratio", "float", "data perplexity over general-text perplexity"),
         _spec("tokens_per_word", "float", "tokenizer tokens per whitespace word"),
         _spec("needs_consistent_style", "bool", "outputs must follow one fixed style or format"),
+        # The pilot fine-tune (advise's short LoRA runs with the `train` recipe)
+        _spec("pilot_measured", "bool", "pilot fine-tunes were trained and scored on the eval items"),
+        _spec("pilot_score", "float", "the largest pilot's score on the eval items"),
+        _spec(
+            "pilot_gain", "float", "largest pilot minus the best honest prompting arm (eval items, paired)"
+        ),
+        _spec("pilot_gain_low", "float", "lower 95% bound of pilot_gain"),
+        _spec("pilot_gain_high", "float", "upper 95% bound of pilot_gain"),
+        _spec(
+            "pilot_full_gain", "float", "predicted gain over the best honest prompt at the full train split"
+        ),
+        _spec("pilot_full_gain_low", "float", "lower 95% bound of pilot_full_gain"),
+        _spec("pilot_full_gain_high", "float", "upper 95% bound of pilot_full_gain"),
+        _spec("pilot_trend", "bool", "the largest pilot beats the smallest on the dev items (paired, 95%)"),
+        _spec(
+            "pilot_examples_to_beat_prompt",
+            "int",
+            "total examples at which the pilot curve reaches the best honest prompt",
+            "examples",
+            "up",
+        ),
+        _spec(
+            "pilot_examples_to_target",
+            "int",
+            "total examples at which the pilot curve reaches the quality target",
+            "examples",
+            "up",
+        ),
+        _spec(
+            "pilot_data_multiple",
+            "float",
+            "pilot_examples_to_beat_prompt over the examples there are",
+        ),
+        _spec(
+            "pilot_baseline_kind",
+            "str",
+            "kind of the arm the pilot is paired with: the best honest one, else majority",
+        ),
+        _spec(
+            "pilot_degenerate",
+            "bool",
+            "the largest pilot collapses onto one label or fails to beat the majority (the arms' test)",
+        ),
         # Training and verification
         _spec("finetune_measured", "bool", "a fine-tuned model was verified on the eval split"),
         _spec("finetune_score", "float", "fine-tuned model's score on the eval split"),

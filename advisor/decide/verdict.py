@@ -3,7 +3,10 @@
 How the verdict is reached:
 1. Every rule is evaluated (`advisor.decide.rules.evaluate`); rules whose signals were not measured are
    skipped and listed, never guessed.
-2. Vetoes: a fired veto rule forbids its verdict. Independently of the rule files, `fine_tune` is
+2. Vetoes: a fired veto rule forbids its verdict. When a pilot fine-tune was measured (and no fine-tuned
+   model verified yet), `fine_tune` is also forbidden unless a stop rule argues for it (the pilot's
+   measured comparisons in rules/pilot.toml): votes from proxies never recommend it then
+   (guard.measured_fine_tune). Independently of the rule files, `fine_tune` is
    always forbidden unless `prompting_measured` and `prompting_plateaued` are both True (the
    guard below, listed as a veto when no veto rule already forbids fine_tune), so no rule edit
    can make the tool recommend fine-tuning before prompting and few-shot options are exhausted.
@@ -56,7 +59,17 @@ from advisor.types import Verdict
 GUARD_ID = "guard.prompting_exhausted"
 GUARD_MESSAGE = (
     "Fine-tuning is never recommended before prompting baselines are measured and have plateaued "
-    "(prompting_measured and prompting_plateaued must both be true)."
+    "(prompting_measured must be true, and prompting_plateaued or ladder_exhausted)."
+)
+EVIDENCE_GUARD_ID = "guard.measured_fine_tune"
+EVIDENCE_GUARD_MESSAGE = (
+    "The pilot fine-tune neither beats the best honest prompt (measured, or by its learning curve at the "
+    "full train split) nor matches it where the economics favour it; plateau, probe, domain and economics "
+    "votes alone do not recommend fine-tuning."
+)
+NOT_MEASURED_NOTE = (
+    " The fine-tuning side was not measured (no pilot fine-tune ran): any case for fine-tuning here rests "
+    "on proxies."
 )
 HEADLINES = {
     Verdict.PROMPT: "Prompting is enough",
@@ -162,8 +175,17 @@ class Decision:
 
 
 def prompting_exhausted(signals: Mapping[str, SignalValue]) -> bool:
-    """The precondition for ever recommending fine-tuning."""
-    return signals.get("prompting_measured") is True and signals.get("prompting_plateaued") is True
+    """The precondition for ever recommending fine-tuning: prompting measured, and plateaued or its ladder
+    exhausted within the budget (then nothing more can be measured on the prompting side)."""
+    return signals.get("prompting_measured") is True and (
+        signals.get("prompting_plateaued") is True or signals.get("ladder_exhausted") is True
+    )
+
+
+def needs_measured_evidence(signals: Mapping[str, SignalValue]) -> bool:
+    """A pilot fine-tune was measured and no fine-tuned model verified yet: then only a stop rule (the
+    pilot's measured comparisons, rules/pilot.toml) can recommend fine-tuning, never proxy votes."""
+    return signals.get("pilot_measured") is True and signals.get("finetune_measured") is not True
 
 
 def with_confidence(decision: Decision, confidence: Confidence | None) -> Decision:
@@ -189,6 +211,10 @@ def decide(ruleset: RuleSet, signals: Mapping[str, SignalValue]) -> Decision:
     ]
     if not prompting_exhausted(signals) and Verdict.FINE_TUNE not in {v.verdict for v in vetoes}:
         vetoes.append(Veto(Verdict.FINE_TUNE, GUARD_ID, GUARD_MESSAGE))
+    evidence = [o for o in fired if o.rule.kind is RuleKind.STOP and o.rule.verdict is Verdict.FINE_TUNE]
+    unvetoed = Verdict.FINE_TUNE not in {v.verdict for v in vetoes}
+    if needs_measured_evidence(signals) and not evidence and unvetoed:
+        vetoes.append(Veto(Verdict.FINE_TUNE, EVIDENCE_GUARD_ID, EVIDENCE_GUARD_MESSAGE))
     vetoed = {v.verdict for v in vetoes}
 
     arguing = [o for o in outcomes if o.rule.kind is not RuleKind.VETO]
@@ -254,6 +280,8 @@ def decide(ruleset: RuleSet, signals: Mapping[str, SignalValue]) -> Decision:
             f"{voters[0].rule.message}"
         )
 
+    if signals.get("pilot_measured") is False and signals.get("finetune_measured") is not True:
+        summary += NOT_MEASURED_NOTE
     if verdict is Verdict.FINE_TUNE and not prompting_exhausted(signals):
         raise RuntimeError("internal error: fine_tune chosen although prompting is not exhausted")
 

@@ -593,7 +593,8 @@ def detect_plateau(
     - costlier arms than the best exist and none beats it significantly (gain >= min_gain, p < alpha):
       plateaued at the best;
     - the best (or, with no honest arm, nothing) sits at the last rung and the next rung does not fit:
-      the ladder is exhausted, a plateau at the best;
+      the ladder is exhausted, a plateau at the best unless the slope interval lies above zero (then
+      prompting is not exhausted within the budget: no plateau, `ladder_exhausted` says the budget ended it);
     - the best is the last rung: the slope interval above zero means still improving (`extend`: measure
       the next rung before deciding); an interval that reaches zero is a flat trend, a plateau.
     Plateaued is only claimed below the quality target; one arm alone is no curve.
@@ -665,6 +666,12 @@ def detect_plateau(
         )
         return result(PlateauCase.COSTLIER_NOT_BETTER, True, why)
     if not next_rung_fits:
+        if trend is not None and trend.rising:  # the budget ran out, not the gains: no plateau
+            why = (
+                f"{where} and the next rung does not fit, while the {slope} lies above zero: prompting "
+                "not exhausted within the budget"
+            )
+            return result(PlateauCase.LADDER_EXHAUSTED, False, why, ladder_exhausted=True)
         why = f"{where} and the next rung does not fit: the ladder is exhausted ({slope})"
         return result(PlateauCase.LADDER_EXHAUSTED, True, why, ladder_exhausted=True)
     if trend is not None and trend.rising:

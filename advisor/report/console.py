@@ -14,7 +14,7 @@ import shutil
 import sys
 from typing import Any
 
-from advisor.report import fmt
+from advisor.report import fmt, pilot_view
 from advisor.report.document import Prompting, Report
 from advisor.report.prose import baseline_sentence, confidence_sentence, plateau_sentence
 from advisor.report.textsafe import term_safe
@@ -128,6 +128,12 @@ def _print_measurements(report: Report, console: Any) -> None:
         if cost is not None and cost.break_even_days is not None:
             facts.append(f"fine-tuning breaks even in {cost.break_even_days:.1f} days")
         _print(console, "Evidence: " + "; ".join(facts) + ".")
+    if report.pilot is not None:
+        metric = report.prompting.target_metric if report.prompting is not None else ""
+        lines = pilot_view.sentences(report.pilot, metric)
+        _print(console, "Pilot fine-tune: " + " ".join(lines))
+        for row in pilot_view.rows(report.pilot):
+            _print(console, "  " + " | ".join(c for c in row if c))
     v = report.verification
     if v is not None:
         d = v.difference

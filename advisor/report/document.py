@@ -659,6 +659,75 @@ class ModelSection(Model):
 # --------------------------------------------------------------------------- the document
 
 
+# --------------------------------------------------------------------------- pilot fine-tune
+
+
+class PilotPoint(Model):
+    """One pilot: LoRA trained on the first `n_train` examples of a seeded, stratified order of the train
+    split (the pilots are nested), scored on the dev split with the arms' harness."""
+
+    n_train: Count
+    steps: Count
+    dev: Estimate
+    train_s: float
+
+
+class PilotCurve(Model):
+    """score(n) = a - b * n^(-c) fitted to the pilots' dev scores (b >= 0, a <= 1, c on a grid).
+
+    `trend` False: the largest pilot is not better than the smallest on the dev items (paired, 95%), so the
+    curve is flat at the largest pilot's score and nothing is extrapolated."""
+
+    a: float
+    b: float
+    c: float
+    trend: bool
+    trend_gain: Difference = Field(description="largest pilot minus smallest on the dev items, paired")
+    n_full: Count = Field(description="training examples in the full train split")
+    at_full: Estimate = Field(description="the curve's dev score at n_full, bootstrap over the dev items")
+
+
+class ExamplesNeeded(Model):
+    """Training examples at which the curve reaches a level; None: never (at or above its asymptote)."""
+
+    level: float
+    value: int | None
+    low: int | None
+    high: int | None
+
+
+class Pilot(Model):
+    """The pilot fine-tune advise ran: the same trainer, recipe and defaults as `tunegate train`."""
+
+    measured: bool
+    reason: str = Field(description="what was measured, or why the fine-tuning side was not measured")
+    model_id: str | None = None
+    recipe: dict[str, Any] | None = Field(default=None, description="the TrainConfig the pilots trained with")
+    budget_steps: Count | None = None
+    points: list[PilotPoint] = Field(default_factory=list)
+    curve: PilotCurve | None = None
+    baseline_arm: str | None = Field(
+        default=None, description="the best honest prompting arm it is paired with ('majority': none is)"
+    )
+    baseline_kind: str | None = Field(
+        default=None, description="that arm's kind: zero_shot, system, few_shot or majority"
+    )
+    eval_score: Estimate | None = Field(default=None, description="the largest pilot on the eval items")
+    gain: Difference | None = Field(
+        default=None, description="largest pilot minus the baseline arm, eval items, paired"
+    )
+    full_gain: Difference | None = Field(
+        default=None,
+        description="predicted gain at the full train split: the paired eval gain plus the curve's rise "
+        "from the largest pilot to n_full (eval and dev resampled independently)",
+    )
+    to_beat_prompt: ExamplesNeeded | None = None
+    to_target: ExamplesNeeded | None = None
+    degenerate: bool | None = None
+    wall_s: float | None = None
+    reused: bool = False
+
+
 class Report(Model):
     """decision.json: the verdict, the rules behind it, and every measurement it rests on."""
 
@@ -685,6 +754,7 @@ class Report(Model):
     evidence: Evidence | None
     training: Training | None
     verification: Verification | None
+    pilot: Pilot | None = None
 
     def to_json(self) -> str:
         """The decision.json text (non-finite floats become null, as JSON has none)."""

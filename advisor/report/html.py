@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from advisor.report import fmt as numbers
-from advisor.report import plots
+from advisor.report import pilot_view, plots
 from advisor.report.document import (
     Comparison,
     Decision,
@@ -658,6 +658,22 @@ def _evidence_reason(section: Evidence, what: str) -> str:
     return f"{what}: not in this run's evidence."
 
 
+def _pilot(report: Report, figs: Mapping[str, plots.Figure]) -> str:
+    """The pilot fine-tune: what it measured, what its curve predicts, the plot against prompting."""
+    p = report.pilot
+    out = ['<h2 id="pilot">Pilot fine-tune</h2>']
+    if p is None:
+        out.append(_not_measured("this run folder predates the pilot."))
+        return "".join(out)
+    metric = report.prompting.target_metric if report.prompting is not None else ""
+    out += [f"<p>{esc(s)}</p>" for s in pilot_view.sentences(p, metric)]
+    table = pilot_view.rows(p)
+    if table:
+        out.append(_table(list(pilot_view.HEADER), ([esc(c) for c in row] for row in table)))
+    out.append(_figure(figs.get("pilot")))
+    return "".join(out)
+
+
 def _training(report: Report, figs: Mapping[str, plots.Figure]) -> str:
     t = report.training
     out = ['<h2 id="training">Training</h2>']
@@ -933,6 +949,7 @@ def to_html(report: Report) -> str:
             ("data", "Data"),
             ("prompting", "Prompting"),
             ("evidence", "Cost & latency"),
+            ("pilot", "Pilot fine-tune"),
             ("training", "Training"),
             ("verification", "Before/after"),
             ("rules", "Rules"),
@@ -949,6 +966,7 @@ def to_html(report: Report) -> str:
         _data(report),
         _prompting(report, figs),
         _evidence(report, figs),
+        _pilot(report, figs),
         _training(report, figs),
         _verification(report, figs),
         _rules(report.decision),

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from advisor.report import fmt
+from advisor.report import fmt, pilot_view
 from advisor.report.document import (
     ArmScores,
     Audit,
     Comparison,
     Decision,
     Evidence,
+    Pilot,
     Prompting,
     Report,
     RuleSource,
@@ -47,6 +48,7 @@ def to_markdown(report: Report, plots: Mapping[str, Sequence[tuple[str, str]]] |
     sections = {
         "prompting": prompting_section(report.prompting),
         "evidence": evidence_section(report.evidence),
+        "pilot": pilot_section(report.pilot, report.prompting.target_metric if report.prompting else ""),
         "training": training_markdown(report.training),
         "verification": verification_markdown(report.verification, report.training is not None),
     }
@@ -60,6 +62,20 @@ def to_markdown(report: Report, plots: Mapping[str, Sequence[tuple[str, str]]] |
     out += _signals(report.signals)
     out += _provenance(report)
     return "\n".join(out).rstrip() + "\n"
+
+
+def pilot_section(p: Pilot | None, metric: str) -> str:
+    """The "Pilot fine-tune" section: what the pilots measured and what their curve predicts."""
+    out = ["## Pilot fine-tune", ""]
+    if p is None:
+        return "\n".join(out + ["Not measured: this run folder predates the pilot.", ""])
+    out += [" ".join(md_escape(s) for s in pilot_view.sentences(p, metric)), ""]
+    table = pilot_view.rows(p)
+    if table:
+        out += ["| " + " | ".join(pilot_view.HEADER) + " |", "|" + "---|" * len(pilot_view.HEADER)]
+        out += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in table]
+        out.append("")
+    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- the decision

@@ -21,6 +21,7 @@ from advisor.report.document import (
     ArmScores,
     Evidence,
     LearningCurve,
+    Pilot,
     Prompting,
     Report,
     ScoredModel,
@@ -524,6 +525,72 @@ def learning_curve_svg(curve: LearningCurve | None, prompt_score: float | None =
     return _render(c, desc)
 
 
+def pilot_svg(pilot: Pilot | None, prompting: Prompting | None) -> str | None:
+    """The fine-tuning curve (the pilots' dev scores against training examples, log x, with the fitted
+    saturating curve and its prediction at the full train split) against the prompting side: each honest
+    prompting arm's eval score and the quality target as horizontal lines."""
+    if pilot is None or not pilot.points or pilot.curve is None:
+        return None
+    cv = pilot.curve
+    pts = [(float(p.n_train), p.dev.value, p.dev.low, p.dev.high) for p in pilot.points]
+    n_min, n_full = pts[0][0], float(max(cv.n_full, int(pts[-1][0])))
+    xlo, xhi = n_min / 1.4, n_full * 1.4
+    metric = prompting.target_metric if prompting is not None else ""
+    target = _num(prompting.quality_target) if prompting is not None else None
+    honest = [
+        a for a in (prompting.arms if prompting is not None else [])
+        if not (a.degeneracy is not None and a.degeneracy.degenerate)
+    ]  # fmt: skip
+    arm_scores = [(a.name, a.scores[metric].value) for a in honest if metric in a.scores]
+    values = [v for p in pts for v in p[1:]] + [cv.at_full.low, cv.at_full.high]
+    values += [v for _, v in arm_scores] + ([target] if target is not None else [])
+    if pilot.eval_score is not None:
+        values.append(pilot.eval_score.value)
+    ylo, yhi = _pad_range(min(values), max(values), 0.1, floor=0.0, ceil=1.0)
+    legend = [("pilot, dev score, 95% CI", BLUE, "point"), ("fitted curve", BLUE, "line")]
+    legend.append(("predicted at the full train split, 95% CI", BLUE, "hollow"))
+    if pilot.eval_score is not None:
+        legend.append(("largest pilot on the eval items", ORANGE, "point"))
+    legend.append(("prompting arms (eval)", GREY, "dash"))
+    if target is not None:
+        legend.append((f"target {fmt_score(target)}", GREEN, "dash"))
+    c = _chart(
+        f"Fine-tuning curve (LoRA pilots) against prompting: {metric}",
+        x=(xlo, xhi),
+        y=(ylo, yhi),
+        xlabel="training examples (log scale)",
+        ylabel=metric,
+        xlog=True,
+        legend=legend,
+    )
+    if target is not None:
+        c.hline(target, GREEN, f"target {fmt_score(target)}")
+    for name, v in arm_scores:
+        label = f"{term_safe(name)} {fmt_score(v)}"
+        c.hline(v, GREY, label, anchor="start", dash="8 3 2 3")
+
+    def score(n: float) -> float:
+        y = cv.a - cv.b * n ** (-cv.c) if cv.b > 0 else cv.a
+        return min(yhi, max(ylo, y))
+
+    def span(lo: float, hi: float, k: int = 40) -> list[tuple[float, float]]:
+        return [(lo * (hi / lo) ** (i / k), score(lo * (hi / lo) ** (i / k))) for i in range(k + 1)]
+
+    c.line(span(n_min, pts[-1][0]), BLUE, width=1.5)
+    if n_full > pts[-1][0]:
+        c.line(span(pts[-1][0], n_full), BLUE, width=1.5, dash="5 4")
+    for n, v, lo, hi in pts:
+        c.errorbar(n, lo, hi, BLUE)
+        c.point(n, v, BLUE)
+    c.errorbar(n_full, cv.at_full.low, cv.at_full.high, BLUE)
+    c.point(n_full, cv.at_full.value, BLUE, hollow=True)
+    if pilot.eval_score is not None:
+        c.point(pts[-1][0], pilot.eval_score.value, ORANGE, shape="diamond")
+    desc = "; ".join(f"{fmt_count(n)} examples: {fmt_score(v)}" for n, v, *_ in pts)
+    desc += f"; predicted at {fmt_count(n_full)}: {fmt_score(cv.at_full.value)}"
+    return _render(c, desc)
+
+
 def cost_svg(evidence: Evidence | None) -> str | None:
     """Cumulative cost against requests served: the best prompting arm against fine-tuning + serving it.
 
@@ -885,6 +952,12 @@ def figures(report: Report) -> list[Figure]:
                 prompting.target_metric if prompting else None,
             ),
         )
+    add(
+        "pilot",
+        "pilot",
+        "Fine-tuning curve of the pilots against the prompting arms and the target",
+        pilot_svg(report.pilot, prompting),
+    )
     add(
         "before_after",
         "verification",

@@ -41,6 +41,7 @@ TOP_LEVEL_KEYS = (
     "evidence",
     "training",
     "verification",
+    "pilot",
 )
 # Distributions whose versions go into provenance, read from package metadata (nothing is imported).
 LIBRARIES = (
@@ -76,6 +77,7 @@ def build_report(
     evidence: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
     verification: Mapping[str, Any] | None = None,
+    pilot: Any = None,
     backend_info: Mapping[str, Any] | None = None,
     model: Mapping[str, Any] | None = None,
     seeds: Mapping[str, int] | None = None,
@@ -132,6 +134,7 @@ def build_report(
         "evidence": evidence,
         "training": training,
         "verification": verification,
+        "pilot": pilot.model_dump() if hasattr(pilot, "model_dump") else pilot,
     }
     # The report as decision.json holds it: read back from its JSON text, so a non-finite float is
     # null here too and every rendering of this report matches a re-rendering of the file.

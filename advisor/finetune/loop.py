@@ -2,9 +2,10 @@
 dev evaluation with early stopping, and periodic checkpoints.
 
 A plain torch loop rather than `Trainer`: the loss is computed only at completion positions (see
-`pipeline.lora.completion_loss`), batches are grouped by length so little compute goes into padding, and
-a checkpoint holds everything needed to continue bit for bit. Under `torchrun` every rank runs the same
-call, each on its own shard of the micro-batches, and only rank 0 writes files.
+`advisor.finetune.lora.completion_loss`), batches are grouped by length so little compute goes into
+padding, and a checkpoint holds everything needed to continue bit for bit. Under `torchrun` every rank
+runs the same call, each on its own shard of the micro-batches, and only rank 0 writes files. `advise`'s
+pilot fine-tune (advisor.finetune.pilot) trains with this same loop.
 """
 
 from __future__ import annotations
@@ -18,14 +19,47 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import DataError
+from advisor.finetune.batches import EncodedSplit, collate, completion_tokens, encode_split, plan_batches
+from advisor.finetune.checkpoint import (
+    LoopState,
+    checkpoint_payload,
+    restore_checkpoint,
+    rng_state,
+    write_state,
+)
+from advisor.finetune.config import TrainConfig
+from advisor.finetune.distributed import (
+    Dist,
+    all_reduce_sum,
+    barrier,
+    gather_objects,
+    init_distributed,
+    wrap_ddp,
+)
+from advisor.finetune.lora import check_qlora, completion_loss, load_model, peak_memory, preflight, use_bf16
+from advisor.progress import report
 from advisor.rundir import MetricsLog, TrainDir
 from advisor.types import Example
-from pipeline.batches import EncodedSplit, collate, completion_tokens, encode_split, plan_batches
-from pipeline.checkpoint import LoopState, checkpoint_payload, restore_checkpoint, rng_state, write_state
-from pipeline.config import TrainConfig
-from pipeline.distributed import Dist, all_reduce_sum, barrier, gather_objects, init_distributed, wrap_ddp
-from pipeline.lora import check_qlora, completion_loss, load_model, peak_memory, preflight, use_bf16
-from pipeline.metrics import ProgressBar
+
+
+class ProgressBar:
+    """Training steps as a progress stage (advisor.progress), loss and tokens/s beside the bar."""
+
+    STAGE = "training steps"
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self.total, self.step, self.enabled = total, done, enabled
+        if enabled:
+            report(self.STAGE, done, total)
+
+    def update(self, step: int, loss: float, tps: float) -> None:
+        self.step = step
+        if self.enabled:
+            report(self.STAGE, step, self.total, f"loss {loss:.4f}, {tps:,.0f} tok/s")
+
+    def close(self) -> None:
+        if self.enabled and self.step < self.total:  # stopped early (or failed): the stage ends here
+            report(self.STAGE, self.step, self.step)
 
 
 @dataclass(frozen=True)

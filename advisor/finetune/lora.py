@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import ConfigError
-from pipeline import memory
-from pipeline.batches import IGNORE
-from pipeline.config import TrainConfig
+from advisor.finetune import memory
+from advisor.finetune.batches import IGNORE
+from advisor.finetune.config import TrainConfig
 
 
 def check_qlora(cfg: TrainConfig) -> None:

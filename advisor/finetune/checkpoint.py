@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import ConfigError, DataError, Problem
+from advisor.finetune.config import TrainConfig
+from advisor.finetune.distributed import Dist
 from advisor.rundir import TrainDir
-from pipeline.config import TrainConfig
-from pipeline.distributed import Dist
 
 STATE_KEYS = (
     "step",
