@@ -89,7 +89,19 @@ MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
 PLOTS_DIR = "plots"  # the Markdown report's plots, as SVG files beside it
 RENDERINGS = (MARKDOWN_FILE, HTML_FILE)
-_OWN_FILES = {DECISION, CONFIG, SPLIT, PROMPTS, PREDICTIONS, TRAIN, PILOT, LOCK, MARKER, PLOTS_DIR, *RENDERINGS}
+_OWN_FILES = {
+    DECISION,
+    CONFIG,
+    SPLIT,
+    PROMPTS,
+    PREDICTIONS,
+    TRAIN,
+    PILOT,
+    LOCK,
+    MARKER,
+    PLOTS_DIR,
+    *RENDERINGS,
+}
 _RUN_NAMES = _OWN_FILES | {name for name in TRACKER_DIRS.values() if name} | {"wandb"}
 """Every name a run writes at the top of its folder: an input file there would be overwritten."""
 MARKER_TEXT = (

@@ -22,9 +22,9 @@ from advisor.api import AdviseResult, result
 from advisor.backends.model import resolve_model_dir
 from advisor.config import build
 from advisor.errors import ConfigError
+from advisor.finetune.config import TrainConfig
 from advisor.rundir import RunDir
 from pipeline import tracking
-from advisor.finetune.config import TrainConfig
 from pipeline.run import train_and_verify, verify_and_redecide
 from pipeline.verify import FINETUNE_PROMPTS, adapter_candidate, model_candidate, served_candidate
 
