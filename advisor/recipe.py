@@ -318,8 +318,14 @@ def _pilot_task(
     train: list[Example],
     dev: list[Example],
 ) -> pilot_mod.PilotTask | None:
-    """What the pilot trains: the hf backend's local model (None: no local trainable model)."""
-    if model is None or backend is None or config.backend != "hf":
+    """What the pilot trains: the model the arms were measured with, when that is the local transformers
+    backend's (None: no local trainable model, or answers that do not come from `model`, such as a
+    server's or a backend the caller handed in)."""
+    from advisor.backends.cache import CachedBackend
+    from advisor.backends.hf import HFBackend
+
+    local = backend.inner if isinstance(backend, CachedBackend) else backend
+    if model is None or config.backend != "hf" or not isinstance(local, HFBackend):
         return None
     return pilot_mod.PilotTask(
         model_dir=model.path,
