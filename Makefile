@@ -1,15 +1,21 @@
 # The two commands from the README. Both are idempotent.
-.PHONY: demo test bench
+.PHONY: demo test test-fast bench
 
 # Set up .venv and run the main job on the bundled real data with the embedded model.
 demo:
 	scripts/bootstrap.sh
 	.venv/bin/tunegate demo
 
-# Set up .venv with the test dependencies and run the whole test suite.
+# Set up .venv with the test dependencies, then lint (ruff), type-check (mypy) and run the whole test suite.
 test:
 	scripts/bootstrap.sh test
 	scripts/test.sh
+
+# The developer's inner loop: the same, without the tests that need the real model, a llama.cpp server,
+# a browser or torchrun.
+test-fast:
+	scripts/bootstrap.sh test
+	scripts/test.sh --fast
 
 # Set up .venv with lm-eval, TRL and the decision-quality data, and run the benchmarks (each prints a table and writes bench/results/*.json).
 bench:

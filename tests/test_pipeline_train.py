@@ -274,6 +274,7 @@ with open(os.path.join(sys.argv[3], f"rank{res.rank}.json"), "w") as fh:
 """
 
 
+@pytest.mark.torchrun
 def test_torchrun_two_processes_on_cpu(model_dir, examples, tmp_path) -> None:
     script = tmp_path / "ddp_child.py"
     script.write_text(DDP_CHILD)
@@ -300,6 +301,7 @@ def test_torchrun_two_processes_on_cpu(model_dir, examples, tmp_path) -> None:
     assert steps.count(3) == 1
 
 
+@pytest.mark.torchrun
 def test_tunegate_run_and_train_under_torchrun_report_once_from_rank_0(model_dir, tmp_path) -> None:
     """`tunegate run`, then `tunegate train`, each launched by torchrun with 2 gloo processes: rank 0
     alone advises (rank 1 waits), both ranks train, rank 0 alone verifies, writes and prints."""
@@ -426,6 +428,7 @@ def test_gate_refuses_a_prompt_verdict_and_trains_nothing(model_dir, tmp_path) -
     assert (run / "decision.json").read_bytes() == before
 
 
+@pytest.mark.torchrun
 def test_the_torchrun_entry_gives_one_line_errors_with_exit_codes(model_dir, tmp_path) -> None:
     run, _ = _run_dir(tmp_path, model_dir, "prompt")
     entry = [sys.executable, "-m", "pipeline.train"]
