@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from faultserver import FaultState, _Server, make_handler  # noqa: E402
+from faultserver import FaultState, _Server, make_handler, serving  # noqa: E402
 from test_faults import WRONG_LOGPROBS, WRONG_SHAPES, _data, advise_argv  # noqa: E402
 
 from advisor.backends.base import GenRequest, LoglikRequest  # noqa: E402
@@ -462,23 +462,91 @@ def main() -> None:
 
     probe("advise end to end", "no logprobs: advise, then re-run free", no_logprobs_rerun, 60)
 
+    # --- issue 20: a deadline for the whole attempt, no redirect followed, no bad answer cached
+    for name, setup, bound in (
+        ("headers a byte every 0.5 s", {"mode": "trickle_headers", "trickle_s": 0.5}, 6.0),
+        ("headers a byte every 0.1 s", {"mode": "trickle_headers", "trickle_s": 0.1}, 6.0),
+        ("GET /models headers trickle", {"get_mode": "trickle_headers", "trickle_s": 0.5}, 6.0),
+    ):
+
+        def trickled(setup: dict[str, Any] = setup) -> str | None:
+            fresh(**setup)
+            make = (
+                (lambda: backend(url, model=None))
+                if "get_mode" in setup
+                else (lambda: backend(url).generate([GEN]))
+            )
+            return raises_tunegate(lambda: make(), expect="no answer within 2 s")()
+
+        probe("deadline", name, trickled, bound)
+    for status in (301, 302, 303, 307, 308):
+
+        def redirected(status: int = status) -> str | None:
+            with serving("127.0.0.2") as (other, other_state):
+                fresh(mode="redirect", redirect=(status, other + "/chat/completions"))
+                why = raises_tunegate(lambda: backend(url).generate([GEN]), expect=other)()
+                return why or (
+                    f"{len(other_state.received)} requests followed to the other origin"
+                    if other_state.received
+                    else None
+                )
+
+        probe("redirect", f"{status} to another origin", redirected)
+    for name, content in (("lone high surrogate", "ok\ud800"), ("lone low surrogate", "\udfff")):
+
+        def surrogate(content: str = content) -> str | None:
+            fresh(mode="wrong_shape", wrong_shape={"choices": [{"message": {"content": content}}]})
+            db = tmp / f"bad-answer-{len(RESULTS)}.sqlite"
+            why = raises_tunegate(lambda: CachedBackend(backend(url), db).generate([GEN]), expect="Unicode")()
+            return why or _rows_in(db, "a bad answer was cached")
+
+        probe("bad answer", name, surrogate)
+
+    def bad_entry_reasked() -> str | None:
+        fresh()
+        db = tmp / "bad-entry.sqlite"
+        CachedBackend(backend(url), db).generate([GEN])
+        _sql(db, r"""UPDATE responses SET value = replace(value, '"text": "', '"text": "\ud800')""")
+        sent = len(state.received)
+        out = CachedBackend(backend(url), db).generate([GEN])
+        if len(state.received) != sent + 1:
+            return "the bad entry was not asked again"
+        return None if "\ud800" not in out[0].text else "the bad entry was used"
+
+    probe("bad answer", "cached entry with a lone surrogate: dropped, asked again", bad_entry_reasked)
+
     # --- the table
-    cats: dict[str, list[dict[str, Any]]] = {}
-    for r in RESULTS:
-        cats.setdefault(r["category"], []).append(r)
-    print(f"{'category':<22} {'tried':>5} {'clean':>5} {'failures':>8}")
-    for cat, rows in cats.items():
-        clean = sum(r["clean"] for r in rows)
-        print(f"{cat:<22} {len(rows):>5} {clean:>5} {len(rows) - clean:>8}")
-    total = sum(r["clean"] for r in RESULTS)
-    print(f"{'total':<22} {len(RESULTS):>5} {total:>5} {len(RESULTS) - total:>8}")
-    for r in RESULTS:
-        if not r["clean"]:
-            print(f"FAIL {r['category']} / {r['probe']}: {r['why']}")
+    print_table(RESULTS)
     if args.json:
         args.json.write_text(json.dumps(RESULTS, indent=1))
     state.stop.set()
     server.shutdown()
+
+
+def print_table(results: list[dict[str, Any]]) -> int:
+    """Print the table (category, tried, clean, failures) and each failure; the number of failures."""
+    cats: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        cats.setdefault(r["category"], []).append(r)
+    print(f"{'category':<26} {'tried':>5} {'clean':>5} {'failures':>8}")
+    for cat, rows in cats.items():
+        clean = sum(r["clean"] for r in rows)
+        print(f"{cat:<26} {len(rows):>5} {clean:>5} {len(rows) - clean:>8}")
+    total = sum(r["clean"] for r in results)
+    print(f"{'total':<26} {len(results):>5} {total:>5} {len(results) - total:>8}")
+    for r in results:
+        if not r["clean"]:
+            print(f"FAIL {r['category']} / {r['probe']}: {r['why']}")
+    return len(results) - total
+
+
+def _rows_in(db: Path, why: str) -> str | None:
+    """`why` when the cache file `db` holds any answer, else None."""
+    if not db.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        n = con.execute("SELECT count(*) FROM responses").fetchone()[0]
+    return f"{why} ({n} rows)" if n else None
 
 
 def _sql(db: Path, statement: str) -> None:

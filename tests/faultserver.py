@@ -8,8 +8,10 @@ answer was fully written, so a test can tell a repeated call from a new one.
 
 Modes: ok, 429 (with Retry-After), 500, hang, bad_json, html, truncated, wrong_shape, no_logprobs, huge,
 and for probes: raw (any status, headers and bytes), stall_body (half an answer, then silence),
-chunked_huge (an endless chunked body with no length), trickle (a byte every 0.2 s), close (the
-connection closed unanswered).
+chunked_huge (an endless chunked body with no length), trickle (a byte every 0.2 s), trickle_headers (the
+status line and headers a byte every `trickle_s`, slowloris-style), redirect (`redirect`: a status and a
+Location), close (the connection closed unanswered). `get_mode` applies the modes that make sense for GET
+/v1/models as well (raw, redirect, hang, trickle_headers); `model_names` are the models it lists.
 Whatever the mode, a POST carrying a parameter listed in `refuse` is answered HTTP 400 with the error
 OpenAI gives its reasoning models (the first such parameter, in the order listed). `jitter_s` delays each
 answer by a fraction of it fixed by the request body, so answers finish out of order; `peak` is the most
@@ -19,6 +21,7 @@ The real llama.cpp server (tests/server.py) stays the feature test; this one is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -27,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -47,6 +51,8 @@ MODES = (
     "stall_body",
     "chunked_huge",
     "close",
+    "trickle_headers",
+    "redirect",
 )
 
 
@@ -72,6 +78,10 @@ class FaultState:
     hang_s: float = 30.0
     wrong_shape: Any = None  # the JSON answered in mode wrong_shape
     raw: tuple[int, dict[str, str], bytes] = (200, {}, b"")  # status, headers, body in mode raw
+    trickle_s: float = 0.5  # mode trickle_headers: seconds between bytes
+    redirect: tuple[int, str] = (302, "/")  # mode redirect: status, Location
+    get_mode: str = "ok"  # how GET /v1/models is answered
+    model_names: tuple[str, ...] = (MODEL,)
     answered: list[Answered] = field(default_factory=list)
     received: list[tuple[float, str, str]] = field(default_factory=list)  # (time, path, mode)
     bodies: list[dict[str, Any]] = field(default_factory=list)  # every POST's body, in order
@@ -95,6 +105,7 @@ class FaultState:
         with self.lock:
             self.mode, self.plan, self.answered, self.received, self.bodies = "ok", [], [], [], []
             self.delay_s, self.retry_after, self.wrong_shape = 0.0, "2", None
+            self.get_mode, self.model_names, self.trickle_s = "ok", (MODEL,), 0.5
             self.jitter_s, self.refuse, self.in_flight, self.peak = 0.0, (), 0, 0
 
 
@@ -198,10 +209,14 @@ def make_handler(state: FaultState) -> type[BaseHTTPRequestHandler]:
             self.wfile.flush()
 
         def do_GET(self) -> None:  # noqa: N802
-            if self.path.rstrip("/").endswith("/models"):
+            if state.get_mode != "ok" and not self._fault(state.get_mode, {}, "0" * 64):
+                return
+            if urlsplit(self.path).path.rstrip("/").endswith("/models"):  # a base URL may carry a query
                 doc = {
                     "object": "list",
-                    "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "t"}],
+                    "data": [
+                        {"id": m, "object": "model", "created": 0, "owned_by": "t"} for m in state.model_names
+                    ],
                 }
                 self._send(200, json.dumps(doc).encode())
             else:
@@ -238,9 +253,10 @@ def make_handler(state: FaultState) -> type[BaseHTTPRequestHandler]:
                 return
             if not self._fault(mode, body, key):
                 return
-            if self.path.endswith("/chat/completions"):
+            route = urlsplit(self.path).path
+            if route.endswith("/chat/completions"):
                 doc = chat_answer(body, key, logprobs=mode != "no_logprobs")
-            elif self.path.endswith("/completions"):
+            elif route.endswith("/completions"):
                 if mode == "no_logprobs":
                     self._send(400, b'{"error": {"message": "echo is not supported"}}')
                     return
@@ -331,6 +347,20 @@ def make_handler(state: FaultState) -> type[BaseHTTPRequestHandler]:
                 except OSError:
                     pass
                 self.close_connection = True
+            elif mode == "trickle_headers":
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"X-Slow: " + b"z" * 400
+                try:
+                    for byte in head:
+                        if state.stop.wait(state.trickle_s):
+                            break
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                except OSError:
+                    pass  # the client gave up: expected
+                self.close_connection = True
+            elif mode == "redirect":
+                status, location = state.redirect
+                self._send(status, b"", Location=location)
             elif mode == "close":
                 self.close_connection = True
             else:
@@ -347,16 +377,24 @@ class _Server(ThreadingHTTPServer):
         pass  # a client hanging up on a huge or hanging answer is part of the test
 
 
-@pytest.fixture
-def fault_server() -> Iterator[tuple[str, FaultState]]:
-    """(base URL ending in /v1, the server's state), on a free port of 127.0.0.1."""
+@contextlib.contextmanager
+def serving(host: str = "127.0.0.1") -> Iterator[tuple[str, FaultState]]:
+    """A fault server on a free port of `host` (127.0.0.1, or another loopback address for a second origin):
+    (base URL ending in /v1, the server's state)."""
     state = FaultState()
-    server = _Server(("127.0.0.1", 0), make_handler(state))
+    server = _Server((host, 0), make_handler(state))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
+        yield f"http://{host}:{server.server_address[1]}/v1", state
     finally:
         state.stop.set()  # releases hanging handlers
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def fault_server() -> Iterator[tuple[str, FaultState]]:
+    """(base URL ending in /v1, the server's state), on a free port of 127.0.0.1."""
+    with serving() as served:
+        yield served

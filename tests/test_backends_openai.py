@@ -295,3 +295,83 @@ def test_advise_predicts_the_same_at_any_concurrency(
     assert runs[1][0] == runs[8][0] == "chat_logprobs"
     assert len(runs[1][1]) >= 3 and all(len(p) >= 6 for p in runs[1][1].values())
     assert runs[8] == runs[1]
+
+
+# --------------------------------------------------------------- issue 20: keys, server URLs, secrets in URLs
+@pytest.mark.parametrize(
+    "key,what",
+    [
+        (SECRET + "\n", "a line break"),
+        (SECRET + "\r\n", "a line break"),
+        (" " + SECRET, "a space or tab"),
+        (SECRET + "é", "a non-ASCII character"),
+        (SECRET + "\x1b[2J", "a control character"),
+    ],
+)
+@pytest.mark.parametrize("env", ["OPENAI_API_KEY", "MY_KEY"])
+def test_a_bad_key_is_exit_2_naming_the_variable_before_any_request(
+    scripted: tuple[str, Scripted], monkeypatch: pytest.MonkeyPatch, key: str, what: str, env: str
+) -> None:
+    from advisor.errors import ConfigError
+
+    url, state = scripted
+    monkeypatch.delenv("TUNEGATE_API_KEY", raising=False)
+    monkeypatch.setenv(env, key)
+    with pytest.raises(ConfigError) as err:
+        _backend(url, api_key_env=None if env == "OPENAI_API_KEY" else env)
+    text = str(err.value)
+    assert err.value.exit_code == 2 and f"${env}" in text and what in text
+    assert SECRET not in text and "\n" not in text and state.seen == []
+
+
+@pytest.mark.parametrize(
+    "env,value",
+    [
+        ("OPENAI_BASE_URL", ""),
+        ("OPENAI_BASE_URL", "  "),
+        ("TUNEGATE_BASE_URL", ""),
+        ("OPENAI_BASE_URL", "127.0.0.1:8080/v1"),
+        ("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1\n"),
+    ],
+)
+def test_a_blank_or_malformed_base_url_is_exit_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str
+) -> None:
+    import time
+
+    from advisor.backends import get_backend
+    from advisor.errors import ConfigError
+
+    for name in ("OPENAI_BASE_URL", "TUNEGATE_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(env, value)
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"field '\${env}'") as err:
+        get_backend("openai", model="m", cache=False)
+    assert err.value.exit_code == 2 and time.monotonic() - t0 < 2  # refused, not retried six times
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ["?key={s}", "?api-version=1&api_key={s}", "/key/{s}", "/{s}", "#{s}"],
+)
+def test_a_key_in_the_base_url_is_in_no_url_shown(scripted: tuple[str, Scripted], tail: str) -> None:
+    url, state = scripted
+    base = url + tail.format(s=SECRET)
+    backend = _backend(base, max_retries=0)
+    state.script = [(500, {"error": {"message": "down"}})]
+    with pytest.raises(BackendError) as err:
+        backend.generate([GEN])
+    for shown in (str(err.value), repr(backend), backend.model_id):
+        assert SECRET not in shown and "***" in shown, shown
+    closed = _backend(base.replace(url.rsplit("/v1", 1)[0], "http://127.0.0.1:9"), model="m", max_retries=0)
+    with pytest.raises(BackendError) as down:
+        closed.generate([GEN])
+    assert SECRET not in str(down.value)
+
+
+def test_an_answer_with_a_lone_surrogate_is_a_backend_error(scripted: tuple[str, Scripted]) -> None:
+    url, state = scripted
+    state.script = [(200, _chat_body("pos\ud800"))]
+    with pytest.raises(BackendError, match="lone UTF-16 surrogate"):
+        _backend(url).generate([GEN])

@@ -260,3 +260,70 @@ def test_an_unusable_cache_path_is_a_one_line_config_error(tmp_path: Path) -> No
         with pytest.raises(ConfigError, match="cannot use the response cache") as err:
             CachedBackend(CountingBackend(), path)
         assert "TUNEGATE_CACHE_DIR" in str(err.value) and "\n" not in str(err.value)
+
+
+# ------------------------------------------------------- issue 20: every answer checked before it is kept
+class BadTextBackend(CountingBackend):
+    """Answers generation with a lone surrogate for prompts that say "bad", as a broken server could."""
+
+    def generate(self, requests: Sequence[GenRequest], on_done: object = None) -> list[GenResult]:
+        self.gen_calls += len(requests)
+        texts = ["oops\ud800" if "bad" in r.messages[-1].content else "fine" for r in requests]
+        return [GenResult(text, 3, 1, 0.1) for text in texts]
+
+
+def test_a_bad_answer_is_never_cached_and_the_good_ones_are(tmp_path: Path) -> None:
+    from advisor.errors import BackendError
+
+    db = tmp_path / "c.sqlite"
+    reqs = [GenRequest((Message("user", text),), max_tokens=4) for text in ("good 1", "bad", "good 2")]
+    with pytest.raises(BackendError, match="lone UTF-16 surrogate.*not cached"):
+        CachedBackend(BadTextBackend(), db).generate(reqs)
+    with sqlite3.connect(db) as con:
+        values = [v for (v,) in con.execute("SELECT value FROM responses")]
+    assert len(values) == 2 and all('"fine"' in v for v in values)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        r"""replace(value, '"text": "', '"text": "\ud800')""",
+        """CAST(replace(value, '"text": "', '"text": "' || CAST(X'FF' AS TEXT)) AS BLOB)""",
+        """json_set(value, '$.result.latency_s', -1.0)""",
+        """json_set(value, '$.result.completion_tokens', -2)""",
+        r"""replace(value, '"scoring_method": null', '"scoring_method": "\udfff"')""",
+    ],
+)
+def test_a_cached_entry_that_fails_the_check_is_dropped_and_asked_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str
+) -> None:
+    db = tmp_path / "c.sqlite"
+    reqs = [GenRequest((Message("user", f"q{i}"),), max_tokens=4) for i in range(3)]
+    expected = CachedBackend(CountingBackend(), db).generate(reqs)
+    with sqlite3.connect(db) as con:
+        con.execute(f"UPDATE responses SET value = {edit} WHERE rowid = 1")
+        assert con.total_changes == 1
+    inner = CountingBackend()
+    assert CachedBackend(inner, db).generate(reqs) == expected
+    # not valid UTF-8 fails as an unreadable row, the others as entries that are not valid answers
+    assert inner.gen_calls == 1 and "; dropped, they will be asked for again" in capsys.readouterr().err
+    again = CountingBackend()
+    assert CachedBackend(again, db).generate(reqs) == expected and again.gen_calls == 0  # replaced
+
+
+@pytest.mark.parametrize(
+    "result,why",
+    [
+        (LoglikResult(float("nan"), 1, 2), "log-probability"),
+        (LoglikResult(float("-inf"), 1, 2), "log-probability"),
+        (LoglikResult(-1.0, -1, 2), "token count"),
+        (GenResult("x\udcff", 1, 1, 0.1), "surrogate"),
+        (GenResult("x", 1, 1, float("nan")), "latency"),
+        (GenResult("x", 10**12, 1, 0.1), "token count"),
+    ],
+)
+def test_the_answer_check(result: LoglikResult | GenResult, why: str) -> None:
+    from advisor.backends.cache import invalid
+
+    assert why in (invalid(result) or "")
+    assert invalid(LoglikResult(-1e9, 1, 2)) is None and invalid(GenResult("", 0, 0, 0.0)) is None

@@ -75,10 +75,11 @@ def test_a_silent_or_trickling_server_fails_fast_with_the_timeout(
 ) -> None:
     url, state = fault_server
     state.mode = mode
+    backend = _backend(url, timeout=1.0, max_retries=1)  # built first: importing `openai` is not the wait
     t0 = time.monotonic()
     tries = "2 tries" if mode == "hang" else "1 try"  # the client retries only a wait for the headers
     with pytest.raises(BackendError, match=rf"no answer within 1 s \({tries}\)"):
-        _backend(url, timeout=1.0, max_retries=1).generate([GEN])
+        backend.generate([GEN])
     assert time.monotonic() - t0 < 6
 
 
@@ -399,3 +400,81 @@ def test_advise_renders_echo_prompts_with_the_tokenizer_given(
     assert echo and echo[0]["prompt"].startswith("<|im_start|>")  # the tokenizer's chat template
     code, err = run_advise(url, "--tokenizer", str(tmp_path / "missing"))
     assert code == 2 and "tokenizer" in _one_line(err)
+
+
+# ------------------------------------------------------------------- issue 20: deadlines and redirects
+@pytest.mark.parametrize("where", ["POST", "GET /models"])
+def test_a_header_trickling_server_fails_within_the_per_attempt_deadline(
+    fault_server: tuple[str, FaultState], where: str
+) -> None:
+    """A byte of the headers every 0.5 s: every read is quick, but the attempt must still end at --timeout."""
+    import openai  # noqa: F401  (imported before the clock starts)
+
+    url, state = fault_server
+    state.trickle_s = 0.5
+    if where == "POST":
+        state.mode = "trickle_headers"
+        call: Callable[[], Any] = lambda: _backend(url, timeout=2.0, max_retries=0).generate([GEN])  # noqa: E731
+    else:
+        state.get_mode = "trickle_headers"
+        call = lambda: _backend(url, model=None, timeout=2.0, max_retries=0)  # noqa: E731
+    t0 = time.monotonic()
+    with pytest.raises(BackendError, match=r"no answer within 2 s \(1 try\)"):
+        call()
+    assert 1.9 < time.monotonic() - t0 < 3.5
+
+
+def test_advise_with_trickling_headers_ends_within_the_timeout(
+    fault_server: tuple[str, FaultState], run_advise: Callable[..., tuple[int, str]]
+) -> None:
+    url, state = fault_server
+    state.mode = state.get_mode = "trickle_headers"
+    t0 = time.monotonic()
+    code, err = run_advise(url, "--timeout", "3", "--set", "max_retries=0")
+    assert code == 6 and "no answer within 3 s" in _one_line(err)
+    assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("origin", ["another", "the same"])
+def test_a_redirect_is_not_followed(fault_server: tuple[str, FaultState], status: int, origin: str) -> None:
+    from faultserver import serving
+
+    url, state = fault_server
+    with serving("127.0.0.2") as (other, other_state):
+        target = other if origin == "another" else url.replace("/v1", "/v2")
+        state.mode, state.redirect = "redirect", (status, target + "/chat/completions")
+        with pytest.raises(BackendError) as err:
+            _backend(url, max_retries=2).generate([GEN])
+        assert f"{url}/chat/completions to {target}/chat/completions (HTTP {status})" in str(err.value)
+        assert other_state.received == [] and len(state.received) == 1  # neither followed nor retried
+
+
+def test_advise_stops_at_a_redirect_to_another_origin_with_exit_6(
+    fault_server: tuple[str, FaultState], run_advise: Callable[..., tuple[int, str]]
+) -> None:
+    from faultserver import serving
+
+    url, state = fault_server
+    with serving("127.0.0.2") as (other, other_state):
+        state.mode, state.redirect = "redirect", (302, other + "/chat/completions")
+        code, err = run_advise(url)
+        assert other_state.answered == []
+    assert code == 6 and url in _one_line(err) and other in _one_line(err)
+
+
+@pytest.mark.parametrize("content", ["positive\ud800", "\udfff"])
+def test_a_bad_answer_is_exit_6_and_never_cached(
+    fault_server: tuple[str, FaultState], tmp_path: Path, content: str
+) -> None:
+    from advisor.backends.cache import CachedBackend
+
+    url, state = fault_server
+    state.mode, state.wrong_shape = "wrong_shape", {"choices": [{"message": {"content": content}}]}
+    db = tmp_path / "c.sqlite"
+    with pytest.raises(BackendError, match="not valid Unicode"):
+        CachedBackend(_backend(url), db).generate([GEN])
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM responses").fetchone()[0] == 0
+    state.mode = "ok"  # a healthy server: asked again, answered
+    assert CachedBackend(_backend(url), db).generate([GEN])[0].text in ("positive", "negative")

@@ -274,3 +274,48 @@ def test_plateau_at_the_cheapest_arm_names_no_previous_arm(docs: dict[str, dict[
     page = html.to_html(Report.model_validate(doc))
     assert "Prompting meets the target at zero_shot (0.865)" in page
     assert "<code>None</code>" not in page
+
+
+# Raw characters report.html must never carry from the input: C0 controls (but line feed and tab), DEL, C1
+# controls, bidirectional marks, overrides and isolates, line and paragraph separators.
+UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+@pytest.mark.parametrize("name", ["few_shot", "fine_tune", "collect_data"])
+def test_no_control_or_bidi_character_from_any_input_in_the_page(docs: dict[str, Any], name: str) -> None:
+    from test_textsafe import poison  # every free-text field and label, poisoned
+
+    doc = poison(copy.deepcopy(docs[name]))
+    labels = doc["dataset"]["labels"] or []
+    doc["dataset"]["labels"] = [f"{x}\x1b]8;;https://evil.example\x07\u2066" for x in labels]
+    page = html.to_html(Report.model_validate(doc))
+    found = UNSAFE.search(page)
+    assert found is None, f"{found.group(0)!r} reached the page: {page[found.start() - 80 : found.end()]!r}"
+    # shown, not dropped: the visible escapes are on the page (a numeric reference would be obeyed)
+    assert "\\x1b]8;;https://evil.example\\x07" in page and "\\u202e" in page and "\\x9b31m" in page
+    assert "&#x1b;" not in page.lower() and "&#27;" not in page and "&#8238;" not in page
+    assert 'href="https://evil.example' not in page
+    assert all(t not in ("script", "img") for t, _ in parse(page).tags)
+
+
+def test_esc_is_the_shared_text_safety_function() -> None:
+    from advisor.report.textsafe import term_safe
+
+    text = "a\x1b[2Jb\u202ec\r\nd<e>"
+    assert html.esc(text) == "a\\x1b[2Jb\\u202ec\\r\\nd&lt;e&gt;"
+    assert html.esc(text) == html.escape(term_safe(text, single_line=True))
+    assert html.esc("line 1\nline 2\x07", lines=True) == "line 1\nline 2\\x07"
+    assert html.esc("\ud800") == "\\ud800"  # a lone surrogate could not even be written as UTF-8
+
+
+def test_source_links_with_a_control_or_bidi_character_are_text(docs: dict[str, dict[str, Any]]) -> None:
+    doc = copy.deepcopy(docs["collect_data"])
+    doc["decision"]["fired"][0]["sources"] = [
+        {"title": "rlo", "url": "https://example.org/\u202eexe.txt"},
+        {"title": "osc", "url": "https://example.org/\x1b]8;;https://evil.example\x07"},
+        {"title": "space", "url": "https://example.org/a b"},
+    ]
+    page = html.to_html(Report.model_validate(doc))
+    hrefs = [a.get("href") or "" for t, a in parse(page).tags if t == "a"]
+    assert not any("example.org/" in h for h in hrefs)
+    assert "https://example.org/\\u202eexe.txt" in page and UNSAFE.search(page) is None

@@ -199,6 +199,57 @@ def test_url_credentials_found_and_redacted() -> None:
     assert redact_url("http://user:pass@host/v1") == "http://***@host/v1"
 
 
+@pytest.mark.parametrize(
+    "url,shown",
+    [
+        ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1"),
+        ("https://api.example.com/v1?key=sk-abc", "https://api.example.com/v1?key=***"),
+        ("https://h/v1?api-version=2024-02-01&api_key=abc", "https://h/v1?api-version=***&api_key=***"),
+        ("https://h/v1?sk-bare", "https://h/v1?***"),
+        ("https://h/v1#token", "https://h/v1#***"),
+        ("https://h/key/sk-proj-abc123/v1", "https://h/key/***/v1"),
+        ("https://h/token/abc/v1", "https://h/token/***/v1"),
+        ("https://h/v1/sk-proj-abc123", "https://h/v1/***"),
+        ("https://h/v1/hf_abcdef", "https://h/v1/***"),
+        ("https://gw.example/v1/0123456789abcdef0123456789abcdef/gw", "https://gw.example/v1/***/gw"),
+        ("https://x.azure.com/openai/deployments/gpt-4o", "https://x.azure.com/openai/deployments/gpt-4o"),
+        ("http://u:p@h:1/v1?key=k#f", "http://***@h:1/v1?key=***#***"),
+        ("at http://h/key/abc/v1 (model m): refused", "at http://h/key/***/v1 (model m): refused"),
+    ],
+)
+def test_redact_url_hides_every_secret_of_a_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert redact_url(shown) == shown  # idempotent
+
+
+def test_redact_url_hides_a_given_secret_anywhere() -> None:
+    assert redact_url("http://h/v1/x?a=1 and sk-1 again", ("sk-1",)) == "http://h/v1/x?a=*** and *** again"
+
+
+def test_preview_cuts_untrusted_text_short_and_visible() -> None:
+    from advisor.report.textsafe import preview, preview_list
+
+    assert preview("text") == "text"
+    assert preview("OPENAI_API_KEY=sk-proj-abcdefghijkl") == "OPENAI_API_KEY=s... (35 characters)"
+    assert preview("a\x1b[2J\u202e") == "a\\x1b[2J\\u202e"
+    assert preview_list([f"c{i}" for i in range(20)]) == "c0, c1, c2, c3, c4, c5, c6, c7 and 12 more"
+    assert preview_list([]) == "(none)"
+
+
+def test_a_data_file_linked_to_a_dotfile_shows_only_a_prefix_of_its_first_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from advisor.cli import main
+
+    secret = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
+    (tmp_path / ".env").write_text(f"OPENAI_API_KEY={secret}\nOTHER=1\n", encoding="utf-8")
+    (tmp_path / "data.csv").symlink_to(tmp_path / ".env")
+    code = main(["advise", str(tmp_path / "data.csv"), "--no-model", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 3 and "available columns: OPENAI_API_KEY=s..." in err
+    assert secret[:6] not in err and len(err.splitlines()) == 1
+
+
 # --------------------------------------------------------------------------- every renderer
 
 

@@ -9,6 +9,12 @@ run killed at any moment resumes without repeating a finished call, and a re-run
 The cache holds prompts and data: its folder is created 0700 and its file 0600. A file that is not a
 SQLite database, or is damaged, is moved aside (`responses.sqlite.corrupt-<time>`) with a warning and a
 fresh one is started; a row that cannot be read is dropped and asked for again.
+
+Every answer passes one check (`invalid`) on its way in and on its way out: an answer the backend gives
+that is not a plausible result (a lone UTF-16 surrogate in generated text, a log-probability that is not a
+finite number, a negative token count ...) stops the run with a `BackendError` and is never
+stored; a stored entry that fails it (written by an older version, or edited) is dropped with a warning and
+asked for again.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -34,7 +41,8 @@ from advisor.backends.base import (
     OnDone,
 )
 from advisor.backends.model import user_cache_dir
-from advisor.errors import ConfigError
+from advisor.errors import BackendError, ConfigError
+from advisor.report.textsafe import surrogate_path
 from advisor.types import Message
 
 Req = TypeVar("Req", LoglikRequest, GenRequest)
@@ -89,6 +97,9 @@ class CachedBackend:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30.0)
+        # A row that is not UTF-8 (a damaged or edited file) must not stop every read: its bytes come back as
+        # lone surrogates, which the answer check refuses, so the row is dropped and asked again.
+        db.text_factory = _text
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed row survives a killed process
@@ -208,9 +219,12 @@ class CachedBackend:
         found = self._lookup(keys)
         out: list[Res | None] = [None] * len(requests)
         missing: dict[str, list[int]] = {}  # duplicates in one batch are sent once
+        bad: set[str] = set()
         for i, k in enumerate(keys):
             value = found.get(k, {})
             result = _result(result_type, value)
+            if result is None and k in found:
+                bad.add(k)
             if result is not None:
                 out[i] = result
                 self._recorded_method = value.get("scoring_method") or self._recorded_method
@@ -219,6 +233,8 @@ class CachedBackend:
                 self._hits += 1
             else:
                 missing.setdefault(k, []).append(i)
+        if bad:
+            self._drop(sorted(bad), "entries that are not valid answers")
         for chunk in self._chunks(op, requests, missing):
             store = functools.partial(self._store, op, chunk, missing, out)
             started = time.monotonic()
@@ -261,6 +277,16 @@ class CachedBackend:
     ) -> None:
         """Commit the finished answers (`done` indexes `chunk`) at once: a killed run repeats none of them."""
         keys = [chunk[j] for j in done]
+        problems = [(k, why) for k, res in zip(keys, results, strict=True) if (why := invalid(res))]
+        if problems:
+            # The valid answers of this part are kept (a re-run does not ask them again); the run stops.
+            good = [j for j, k in enumerate(keys) if k not in dict(problems)]
+            if good:
+                self._store(op, chunk, missing, out, [done[j] for j in good], [results[j] for j in good])
+            raise BackendError(
+                f"{self.inner.name} backend ({self.model_id}): malformed answer to a {op} request: "
+                f"{problems[0][1]}; not cached"
+            )
         method = getattr(self.inner, "scoring_method", None) if op == "loglikelihood" else None
         note = getattr(self.inner, "scoring_note", None) if op == "loglikelihood" else None
         params = getattr(self.inner, "request_params", None)
@@ -310,14 +336,20 @@ class CachedBackend:
                 else:
                     bad.append(key)
         if bad:
-            print(
-                f"tunegate: warning: {len(bad)} unreadable entries in the response cache {self.path}; "
-                "dropped, they will be asked for again",
-                file=sys.stderr,
-            )
-            self._db.executemany("DELETE FROM responses WHERE key = ?", [(k,) for k in bad])
-            self._db.commit()
+            self._drop(bad, "unreadable entries")
         return found
+
+    def _drop(self, keys: list[str], what: str) -> None:
+        print(
+            f"tunegate: warning: {len(keys)} {what} in the response cache {self.path}; "
+            "dropped, they will be asked for again",
+            file=sys.stderr,
+        )
+        try:
+            self._db.executemany("DELETE FROM responses WHERE key = ?", [(k,) for k in keys])
+            self._db.commit()
+        except sqlite3.Error as e:
+            self._recover(e)
 
     def _key(self, op: str, request: LoglikRequest | GenRequest) -> str:
         doc = {
@@ -334,8 +366,36 @@ class CachedBackend:
 _TYPES: dict[str, tuple[type, ...]] = {"float": (int, float), "int": (int,), "str": (str,)}
 
 
+_MAX_COUNT = 10**9  # tokens in one request: more is not a count
+
+
+def invalid(result: LoglikResult | GenResult) -> str | None:
+    """Why `result` is not a plausible answer, or None: the one check every answer passes before it is
+    cached, and every cached entry passes before it is used."""
+    counts = (
+        (result.n_tokens, result.prompt_tokens)
+        if isinstance(result, LoglikResult)
+        else (result.prompt_tokens, result.completion_tokens)
+    )
+    if any(isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < _MAX_COUNT for n in counts):
+        return "a token count that is not a whole number from 0"
+    if isinstance(result, LoglikResult):
+        x = result.logprob
+        if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+            return "a log-probability that is not a finite number"
+        return None
+    if not isinstance(result.text, str):
+        return "generated text that is not text"
+    if surrogate_path(result.text) is not None:
+        return "generated text holding a lone UTF-16 surrogate, which is not valid Unicode"
+    x = result.latency_s
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) or x < 0:
+        return "a latency that is not a finite number of seconds"
+    return None
+
+
 def _result(result_type: type[Res], value: dict[str, Any]) -> Res | None:
-    """The cached result, or None when the entry does not hold one (it is then asked for again)."""
+    """The cached result, or None when the entry does not hold a valid one (it is then asked for again)."""
     fields = value.get("result")
     if not isinstance(fields, dict):
         return None
@@ -345,7 +405,18 @@ def _result(result_type: type[Res], value: dict[str, Any]) -> Res | None:
         for name, types in expected.items()
     ):
         return None
-    return result_type(**fields)
+    # What is recorded beside the answer goes into the report too: it must be writable text.
+    if surrogate_path(value) is not None or not all(
+        value.get(k) is None or isinstance(value.get(k), t)
+        for k, t in (("scoring_method", str), ("scoring_note", str), ("request_params", dict))
+    ):
+        return None
+    result = result_type(**fields)
+    return None if invalid(result) else result
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _report(results: list[Res], on_done: OnDone[Res] | None) -> list[Res]:

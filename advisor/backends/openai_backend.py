@@ -24,9 +24,16 @@ and the choice holds for the backend's lifetime; `request_params` records what w
 Faults: the `openai` client retries 408/409/429/5xx, timeouts and dropped connections itself
 (`max_retries`), honouring `Retry-After`. Every attempt, retries included, counts against the hard
 `RequestBudget`: a batch's first attempts are reserved before it is sent, each retry takes one more.
-Each attempt may take `timeout` seconds. An answer larger than `MAX_RESPONSE_BYTES` is refused while it
-is read; an answer that is not JSON or lacks what was asked for stops the run with a `BackendError`.
-The API key is held only by the client object: it never appears in a repr, a log line or an error message.
+Each attempt may take `timeout` seconds in all: connecting, sending, the response headers and the body
+(`_DeadlineBackend`: a server trickling its headers a byte at a time cannot stretch it). An answer larger than
+`MAX_RESPONSE_BYTES` is refused while it is read; an answer that is not JSON, lacks what was asked for or
+holds text that is not valid Unicode stops the run with a `BackendError` (and is never cached). A redirect
+is not followed (see `_redirected`).
+
+Secrets: the API key is held only by the client object: it never appears in a repr, a log line or an error
+message, and its characters are checked before the first request (a key with a line break or a non-ASCII
+character would fail every request as "Connection error"). A key in the base URL (``?key=``, ``/key/sk-..``)
+is redacted in every URL tunegate shows or records (`model_id`, error messages).
 """
 
 from __future__ import annotations
@@ -42,14 +49,18 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult, OnDone
 from advisor.errors import BackendError, BudgetError, ConfigError
+from advisor.report.textsafe import redact_url, term_safe
 from advisor.types import Message
 
 SCORING_METHODS = ("echo", "chat_logprobs", "generate")
 NO_MATCH_LOGPROB = -1e9  # a label the server never produced; finite so reports stay plain JSON
 KEY_ENVS = ("TUNEGATE_API_KEY", "OPENAI_API_KEY")
+URL_ENVS = ("TUNEGATE_BASE_URL", "OPENAI_BASE_URL")
+MAX_MODEL_NAME = 256  # characters; a served model's name goes into every report
 # The largest answer accepted. The biggest legitimate one is an echo of a full 8k-token context with a
 # log-probability per token, about 1.5 MB; a 64-token generation is a few KB. Anything beyond is a
 # misbehaving server, and it must not reach memory whole or the response cache.
@@ -66,6 +77,7 @@ _INSTEAD: dict[str, str | None] = {
 _REFUSED_WITH = {"logprobs": ("top_logprobs",)}  # top_logprobs means nothing without logprobs
 _REFUSAL = re.compile(r"Unsupported (?:parameter|value): '(\w+)'")
 _PATHS = {"chat": "chat/completions", "completions": "completions"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -167,6 +179,7 @@ class OpenAIBackend:
             raise ConfigError(f"must be a positive number of seconds, got {timeout}", field="timeout")
         import openai
 
+        base_url = _checked_base_url(base_url)
         self.base_url = base_url
         self.concurrency = concurrency
         self.max_retries = max_retries
@@ -177,9 +190,14 @@ class OpenAIBackend:
         self._forced = scoring_method is not None
         key = _find_key(api_key_env)
         self._secret = key  # only for scrubbing error text; never formatted anywhere
+        self.shown_url = redact_url(base_url or "https://api.openai.com/v1", (key,))
         # A local server needs no key, but the client insists on one.
         self._client = openai.OpenAI(
-            base_url=base_url, api_key=key or "no-key", timeout=timeout, max_retries=max_retries
+            base_url=base_url,
+            api_key=key or "no-key",
+            timeout=timeout,
+            max_retries=max_retries,
+            http_client=_http_client(openai, timeout),
         )
         # The same client with fewer retries, for when the request budget is nearly spent.
         self._clients = {max_retries: self._client}
@@ -190,7 +208,8 @@ class OpenAIBackend:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self.model = model or self._only_served_model()
-        self.model_id = f"{self.model}@{base_url or 'https://api.openai.com/v1'}"
+        # Keys the cache and the rates file, and is recorded in decision.json: never with a secret in it.
+        self.model_id = f"{self.model}@{self.shown_url}"
         self._tokenizer: Any = None
         self.tokenizer_dir = Path(tokenizer) if tokenizer is not None else None
         if self.tokenizer_dir is not None:
@@ -211,7 +230,7 @@ class OpenAIBackend:
         self._detect_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r})"
+        return f"OpenAIBackend(base_url={self.shown_url!r}, model={self.model!r})"
 
     def close(self) -> None:
         if self._pool is not None:
@@ -244,8 +263,16 @@ class OpenAIBackend:
                 self._scrub(f"{self._where()}: malformed answer: the model list has no 'data' ids")
             )
         names = [m["id"] for m in data]
+        for name in names:
+            if _SURROGATE.search(name) or not name.strip() or len(name) > MAX_MODEL_NAME:
+                raise BackendError(
+                    self._scrub(
+                        f"{self._where()}: malformed answer: a model name in the list is not a usable name "
+                        f"({_short(repr(name))}); name the model with --model"
+                    )
+                )
         if len(names) != 1:
-            shown = ", ".join(names[:10]) or "none"
+            shown = term_safe(", ".join(names[:10]), single_line=True)[:600] or "none"
             raise ConfigError(f"the server offers {len(names)} models ({shown}); name one", field="model")
         return names[0]
 
@@ -576,6 +603,8 @@ class OpenAIBackend:
                 return self._read(resp, taken)
         except openai.APIStatusError as e:
             taken = _retries_taken(e, retries)
+            if 300 <= e.status_code < 400:
+                raise BackendError(self._redirected(e)) from None
             refused = _refused_param(e)
             if refused in body:
                 raise _Refused(refused) from None
@@ -630,6 +659,20 @@ class OpenAIBackend:
             ) from None
         return b"".join(chunks)
 
+    def _redirected(self, e: Any) -> str:
+        """A redirect is never followed, to the same server or another: 301, 302 and 303 turn the POST into a
+        body-less GET, a 307 or 308 to another host would send the prompts (and the key, if the client kept
+        it) there, and answers from another address must not be scored as this server's. Naming both URLs
+        lets the user point --base-url at the right one."""
+        response = getattr(e, "response", None)
+        asked = str(getattr(getattr(response, "request", None), "url", "") or self.shown_url)
+        target = str(response.headers.get("location") or "") if response is not None else ""
+        target = urljoin(asked, target) if target else "(no Location header)"
+        return self._scrub(
+            f"{self._where()}: the server redirected {asked} to {target} (HTTP {e.status_code}); tunegate "
+            "does not follow redirects: if the new address is the right server, pass it as --base-url"
+        )
+
     def _timed_out(self, taken: int) -> str:
         return self._scrub(
             f"{self._where()}: no answer within {self.timeout:g} s ({_tries(taken + 1)}); "
@@ -637,19 +680,151 @@ class OpenAIBackend:
         )
 
     def _where(self) -> str:
-        return f"{self.base_url or 'OpenAI'} (model {self.model})"
+        return f"{self.shown_url} (model {self.model})"
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        """`text` without the key and the secrets of any URL in it, on one line, control characters shown."""
+        return term_safe(redact_url(text, (self._secret,)), single_line=True)
 
 
 def _find_key(api_key_env: str | None) -> str | None:
+    """The API key from the first variable set, checked: an HTTP header takes printable ASCII only, so a key
+    with a line break (pasted from a file) or a non-ASCII character would fail every request."""
     names = (api_key_env,) if api_key_env else KEY_ENVS
     for name in names:
         value = os.environ.get(name)
         if value:
+            bad = next((c for c in value if not "!" <= c <= "~"), None)
+            if bad is not None:
+                what = (
+                    "a line break" if bad in "\r\n" else "a space or tab" if bad in " \t" else
+                    "a control character" if ord(bad) < 0x20 or ord(bad) == 0x7F else "a non-ASCII character"
+                )  # fmt: skip
+                raise ConfigError(
+                    f"the API key holds {what} at character {value.index(bad) + 1} of {len(value)}; an API "
+                    "key is printable ASCII: set the variable again without it",
+                    field=f"${name}",
+                )
             return value
     return None
+
+
+def _checked_base_url(base_url: str | None) -> str | None:
+    """The server URL, from the caller or (when None) the environment, refused with exit 2 naming where it
+    came from when it is blank or not an http(s) address with a host: tried as it is, it would fail every
+    request as "Connection error" after all the retries."""
+    if base_url is None:
+        name = next((n for n in URL_ENVS if n in os.environ), None)
+        if name is None:
+            return None
+        base_url = os.environ[name]
+    where = next((f"${n}" for n in URL_ENVS if os.environ.get(n) == base_url), "base_url")
+    shown = redact_url(term_safe(base_url, single_line=True))
+    if not base_url.strip():
+        raise ConfigError("the server URL is blank: set it to the server's address, or unset it", field=where)
+    parts = urlsplit(base_url)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or base_url != base_url.strip()
+        or term_safe(base_url, single_line=True) != base_url
+        or any(c.isspace() for c in base_url)
+    ):
+        raise ConfigError(
+            f"the server URL {shown!r} is not an http(s) address with a host (such as http://127.0.0.1:8080/v1)",
+            field=where,
+        )
+    return base_url
+
+
+_attempt = threading.local()  # .deadline: time.monotonic() when the HTTP attempt in this thread must end
+
+
+def _left(timeout: float | None) -> float | None:
+    """The timeout for one socket operation: what is left of this thread's attempt, if less."""
+    deadline = getattr(_attempt, "deadline", None)
+    if deadline is None:
+        return timeout
+    left = max(deadline - time.monotonic(), 1e-6)  # 0 would make the socket non-blocking
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream:
+    """A connection whose every read and write waits at most until the attempt's deadline."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return bytes(self._inner.read(max_bytes, _left(timeout)))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> Any:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _left(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend:
+    """httpcore's network backend, with connections that keep the attempt's deadline.
+
+    httpcore gives each socket operation the read (or connect, write) timeout afresh, so a server sending
+    one byte of its headers every half second never trips a 3 s read timeout. Here each operation gets
+    at most what is left of the attempt: connecting, TLS, sending, the headers and the body together."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> _DeadlineStream:
+        return _DeadlineStream(
+            self._inner.connect_tcp(host, port, _left(timeout), local_address, socket_options)
+        )
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
+        return _DeadlineStream(self._inner.connect_unix_socket(path, _left(timeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _http_client(openai: Any, timeout: float) -> Any:
+    """The HTTP client under the `openai` client: its own default (proxies from the environment included),
+    except that it follows no redirect and each attempt must end within `timeout` seconds in all.
+
+    The attempt's deadline is set as the client sends it (a request hook, in the sending thread; the
+    client's retries are new attempts) and kept by every connection of the client's connection pools."""
+
+    def start_attempt(request: Any) -> None:
+        _attempt.deadline = time.monotonic() + timeout
+
+    client = openai.DefaultHttpxClient(
+        timeout=timeout, follow_redirects=False, event_hooks={"request": [start_attempt]}
+    )
+    # httpx does not expose the pools' network backend; httpx and httpx2 (and httpcore 1 and 2) name it alike.
+    transports = [client._transport, *(t for t in client._mounts.values() if t is not None)]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        if pool is None or not hasattr(pool, "_network_backend"):
+            raise RuntimeError(
+                f"unknown HTTP transport {type(transport).__name__}: cannot bound its attempts"
+            )
+        pool._network_backend = _DeadlineBackend(pool._network_backend)
+    return client
 
 
 def _continuation_span(tokens: list[str], continuation: str, generated: int) -> tuple[int, int] | None:
@@ -736,6 +911,8 @@ def _chat_text(choice: dict[str, Any]) -> str:
         return ""
     if not isinstance(content, str):
         raise _Malformed("'message.content' is not text")
+    if _SURROGATE.search(content):
+        raise _Malformed("'message.content' holds a lone UTF-16 surrogate, which is not valid Unicode text")
     return content
 
 
@@ -799,9 +976,11 @@ def _tries(n: int) -> str:
     return "1 try" if n == 1 else f"{n} tries"
 
 
-def _short(e: Exception) -> str:
+def _short(e: Exception | str) -> str:
+    """The first line of a message (an exception's, often holding the server's text), cut to 200 characters,
+    control characters and lone surrogates made visible."""
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return text[:200]
+    return term_safe(text[:200], single_line=True)
 
 
 def _norm(text: str) -> str:

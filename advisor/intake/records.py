@@ -14,6 +14,7 @@ from typing import Any
 
 from advisor.errors import Problem
 from advisor.intake.reading import type_name
+from advisor.report.textsafe import preview
 from advisor.types import ROLES, Example, Message
 
 
@@ -161,7 +162,7 @@ def _turns(
         role = dialect.roles.get(given)
         if role is None:
             return Problem(
-                f"unknown role '{given}'; expected one of {', '.join(dialect.roles)}",
+                f"unknown role '{preview(given)}'; expected one of {', '.join(dialect.roles)}",
                 file=name,
                 line=line,
                 field=role_field,
@@ -169,7 +170,7 @@ def _turns(
         is_target = target_last and i == last
         if is_target and role != "assistant":
             return Problem(
-                f"the last turn is '{given}'; it must be the assistant's reply (the target)",
+                f"the last turn is '{preview(given)}'; it must be the assistant's reply (the target)",
                 file=name,
                 line=line,
                 field=role_field,
@@ -205,7 +206,7 @@ def _content(
             )
         kind = part.get("type")
         if kind != "text":
-            shown = f"'{kind}'" if isinstance(kind, str) else type_name(kind)
+            shown = f"'{preview(kind)}'" if isinstance(kind, str) else type_name(kind)
             return Problem(
                 f"content part of type {shown} is not text; tunegate benchmarks text only, so remove "
                 "the part or describe it in a text part",

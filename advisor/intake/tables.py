@@ -19,6 +19,7 @@ from typing import Any
 
 from advisor.errors import DataError, Problem
 from advisor.intake.reading import ReadState, type_name
+from advisor.report.textsafe import preview, preview_list
 from advisor.types import Example, Message
 
 INPUT_COLUMN_GUESSES = ("text", "input", "prompt", "question", "sentence")
@@ -39,7 +40,8 @@ def _guess(available: list[str], guesses: tuple[str, ...], exclude: str | None) 
 def resolve_columns(
     available: list[str], input_col: str | None, output_col: str | None, name: str, line: int | None
 ) -> tuple[str, str]:
-    listed = ", ".join(available) if available else "(none)"
+    # The header is the file's first line: shown cut short, in case the "data file" is a secret's file.
+    listed = preview_list(available)
     chosen: list[str] = []
     for given, guesses, what, flag in (
         (input_col, INPUT_COLUMN_GUESSES, "input", "--input-col"),
@@ -48,10 +50,10 @@ def resolve_columns(
         if given is not None:
             if given not in available:
                 raise DataError(
-                    f"{what} column '{given}' not found; available columns: {listed}",
+                    f"{what} column '{preview(given, 60)}' not found; available columns: {listed}",
                     file=name,
                     line=line,
-                    field=given,
+                    field=preview(given, 60),
                 )
             chosen.append(given)
             continue
@@ -66,7 +68,11 @@ def resolve_columns(
             )
         chosen.append(guess)
     if chosen[0] == chosen[1]:
-        raise DataError(f"input and output are the same column '{chosen[0]}'", file=name, field=chosen[0])
+        raise DataError(
+            f"input and output are the same column '{preview(chosen[0], 60)}'",
+            file=name,
+            field=preview(chosen[0], 60),
+        )
     return chosen[0], chosen[1]
 
 

@@ -36,6 +36,7 @@ from advisor.report.prose import (
     plateau_sentence,
     unverified_adapter_sentence,
 )
+from advisor.report.textsafe import term_safe
 
 VERDICT_TEXT = {
     "prompt": "Prompt the model: a zero-shot or system prompt is enough",
@@ -131,9 +132,12 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'n
 # ---------------------------------------------------------------- formatting
 
 
-def esc(value: Any) -> str:
-    """Text for HTML: every <, >, &, " and ' escaped."""
-    return escape(str(value), quote=True)
+def esc(value: Any, *, lines: bool = False) -> str:
+    """Untrusted text for HTML, element or attribute: control characters, bidirectional overrides and
+    lone surrogates made visible (``\\x1b``, ``\\u202e``: `textsafe.term_safe`, the same as report.md and
+    the console; a numeric character reference would still be obeyed), then every <, >, &, " and '
+    escaped. Line breaks are shown as ``\\n`` too, unless `lines` (text shown with its line breaks)."""
+    return escape(term_safe(value, single_line=not lines), quote=True)
 
 
 def _float(v: float, digits: int) -> str:
@@ -202,6 +206,8 @@ def safe_href(url: Any) -> str | None:
         return None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         return None
+    if term_safe(url, single_line=True) != url or any(c.isspace() for c in url.strip()):
+        return None  # a control or bidi character, or a space, in an address: shown as text, not linked
     return url.strip()
 
 
@@ -778,7 +784,7 @@ def _verification(report: Report, figs: Mapping[str, plots.Figure]) -> str:
         rows = [
             [
                 _n(x.line),
-                f"<div class='text'>{esc(x.input)}</div>",
+                f"<div class='text'>{esc(x.input, lines=True)}</div>",
                 f"<code>{esc(x.target)}</code>",
                 f"<code>{esc(x.before)}</code>",
                 f"<code>{esc(x.after)}</code>",
@@ -948,7 +954,7 @@ def to_html(report: Report) -> str:
         _rules(report.decision),
         _provenance(report),
     ]
-    return (
+    page = (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -958,3 +964,6 @@ def to_html(report: Report) -> str:
         f"<title>{esc(title)}</title><style>{CSS}</style></head>"
         f'<body><main class="wrap">{"".join(body)}</main></body></html>\n'
     )
+    # Every piece of input text went through `esc`; this keeps the guarantee for any that did not (the page's
+    # own text holds no control character, so it is unchanged).
+    return term_safe(page)

@@ -117,7 +117,7 @@ def md_code(text: object) -> str:
 def md_link(title: object, url: object) -> str:
     """A Markdown link when `url` is an http(s) address, else the escaped title and address as text."""
     u = str(url)
-    if re.fullmatch(r"https?://[^\s<>\x00-\x1f\x7f-\x9f]+", u):
+    if re.fullmatch(r"https?://[^\s<>]+", u) and term_safe(u, single_line=True) == u:
         # Percent-encode what could end the destination or open HTML; the rest of a URL is kept.
         safe = u.replace("\\", "%5C").replace("(", "%28").replace(")", "%29").replace('"', "%22")
         safe = safe.replace("'", "%27").replace("`", "%60")
@@ -149,6 +149,38 @@ def surrogate_path(obj: Any) -> str | None:
 
 
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s?#@]*@")
+_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s]*")
+# Path segments that name a secret: the segment after one of these is a credential.
+_SECRET_NAMES = frozenset(
+    [
+        "key",
+        "keys",
+        "apikey",
+        "api-key",
+        "api_key",
+        "token",
+        "tokens",
+        "access_token",
+        "access-token",
+        "auth",
+        "secret",
+        "secrets",
+        "password",
+        "passwd",
+        "pass",
+        "credential",
+        "credentials",
+        "bearer",
+        "sig",
+        "signature",
+    ]
+)
+# A path segment that is itself a credential: a known key prefix (OpenAI, Anthropic, Hugging Face, GitHub,
+# Slack, Google, Groq ...), or a long opaque mix of letters and digits.
+_KEY_LIKE = re.compile(
+    r"(?i)(?:sk|pk|rk)[-_].+|hf_.+|gh[pousr]_.+|github_pat_.+|xox[abpr]-.+|AIza.+|gsk_.+|key-.+|"
+    r"(?=[^/]*\d)(?=[^/]*[a-z])[a-z0-9_\-.~+=%]{24,}"
+)
 
 
 def has_url_credentials(url: str) -> bool:
@@ -156,9 +188,56 @@ def has_url_credentials(url: str) -> bool:
     return bool(_URL_USERINFO.search(url))
 
 
-def redact_url(text: str) -> str:
-    """`text` with the user-info part of every URL in it replaced by ``***``."""
-    return _URL_USERINFO.sub(r"\1***@", text)
+def redact_url(text: str, secrets: tuple[str | None, ...] = ()) -> str:
+    """`text` with the secrets of every URL in it replaced by ``***``: the user-info part
+    (``user:pass@``), every query value (``?key=***``), the fragment, and path segments that hold a
+    credential (the one after ``/key/``, ``/token/``, ...; one that looks like an API key, such as
+    ``sk-...``); and any of `secrets` (the API key itself) wherever it appears."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _URL.sub(lambda m: _redact_one(m.group(0)), text)
+
+
+def _redact_one(url: str) -> str:
+    url = _URL_USERINFO.sub(r"\1***@", url)
+    scheme, sep, rest = url.partition("://")
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    location, tail = rest[:cut], rest[cut:]
+    host, slash, path = location.partition("/")
+    segments = path.split("/") if slash else []
+    for i, seg in enumerate(segments):
+        before = segments[i - 1].lower() if i else ""
+        if seg and seg != "***" and (before in _SECRET_NAMES or _KEY_LIKE.fullmatch(seg)):
+            segments[i] = "***"
+    if tail:
+        query, hash_, _fragment = tail.lstrip("?").partition("#") if tail.startswith("?") else ("", "#", "")
+        shown = []
+        for part in query.split("&") if query else []:
+            name, eq, _value = part.partition("=")
+            shown.append(f"{name}=***" if eq else "***")
+        tail = ("?" + "&".join(shown) if tail.startswith("?") else "") + ("#***" if hash_ else "")
+    return scheme + sep + host + (slash + "/".join(segments) if slash else "") + tail
+
+
+_PREVIEW = 16
+
+
+def preview(text: object, limit: int = _PREVIEW) -> str:
+    """At most `limit` characters of untrusted text (a header cell, a role name from a data file), on
+    one line with control characters made visible, and how long it was when cut: enough to recognise
+    it in an error message, too little to print a secret a data file turned out to hold (a symlink
+    into ``~/.env`` or ``~/.netrc`` whose first line became "the header")."""
+    s = str(text)
+    if len(s) <= limit:
+        return term_safe(s, single_line=True)
+    return f"{term_safe(s[:limit], single_line=True)}... ({len(s):,} characters)"
+
+
+def preview_list(items: list[str], limit: int = 8) -> str:
+    """The first `limit` of `items`, each a `preview`, and how many more there are."""
+    shown = ", ".join(preview(x) for x in items[:limit])
+    return shown + (f" and {len(items) - limit:,} more" if len(items) > limit else "") if items else "(none)"
 
 
 def shorten(value: object, limit: int = 60) -> str:
