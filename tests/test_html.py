@@ -250,7 +250,7 @@ def test_write_report_writes_html_markdown_and_plot_files(tmp_path: Path, docs) 
     run = tmp_path / "run"
     report.write_report(run, doc)
     names = sorted(p.name for p in run.iterdir())
-    assert names == ["decision.json", "plots", "report.html", "report.md"]
+    assert names == [".tunegate-run", "decision.json", "plots", "report.html", "report.md"]
     svgs = sorted(p.name for p in (run / "plots").iterdir())
     assert svgs == sorted(f"{f.name}.svg" for f in plots.figures(Report.model_validate(doc)))
     md = (run / "report.md").read_text(encoding="utf-8")
