@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from advisor import progress
 from advisor.errors import ExitCode, TunegateError
 from advisor.files import os_error_message, os_error_reason
-from advisor.report.textsafe import json_for_terminal, term_safe
+from advisor.textsafe import json_for_terminal, term_safe
 from advisor.types import Verdict
 from advisor.version import __version__
 

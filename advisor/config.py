@@ -36,7 +36,7 @@ from pydantic import (
 
 from advisor.errors import ConfigError, Problem
 from advisor.files import load_toml
-from advisor.report.textsafe import has_url_credentials, redact_url, shorten
+from advisor.textsafe import has_url_credentials, redact_url, shorten
 
 BACKENDS = ("hf", "openai", "none")
 TASKS = ("classify", "generate")

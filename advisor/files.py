@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from advisor.errors import FilesError, TunegateError
-from advisor.report.textsafe import surrogate_path
+from advisor.textsafe import surrogate_path
 
 MAX_TOML_BYTES = 16 * 1024 * 1024
 """Largest config, price or rule file read (these are hand-written; a bigger one is a mistake)."""

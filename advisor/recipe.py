@@ -34,8 +34,8 @@ from advisor.measure.prompt_record import record_prompts
 from advisor.report import document
 from advisor.report import render as report
 from advisor.report.document import Report
-from advisor.report.textsafe import has_url_credentials, redact_url
 from advisor.rundir import RunDir
+from advisor.textsafe import has_url_credentials, redact_url
 from advisor.types import Example, TaskKind
 
 

@@ -35,8 +35,8 @@ from advisor.measure.evidence import measure_latency, summarize_latency
 from advisor.measure.prompt_record import PromptRecord, RecordedArm
 from advisor.progress import report
 from advisor.report import document
-from advisor.report.textsafe import redact_url
 from advisor.rundir import RunDir
+from advisor.textsafe import redact_url
 from advisor.types import Example, TaskKind
 from pipeline.examples import load_run_data
 from pipeline.export import update_decision, write_model_card

@@ -301,7 +301,7 @@ def test_no_control_or_bidi_character_from_any_input_in_the_page(docs: dict[str,
 
 
 def test_esc_is_the_shared_text_safety_function() -> None:
-    from advisor.report.textsafe import term_safe
+    from advisor.textsafe import term_safe
 
     text = "a\x1b[2Jb\u202ec\r\nd<e>"
     assert html.esc(text) == "a\\x1b[2Jb\\u202ec\\r\\nd&lt;e&gt;"

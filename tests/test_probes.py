@@ -740,17 +740,22 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
+def failures(outcomes: list[Outcome]) -> list[str]:
+    """One line per probe that did not end cleanly (shared by the probe modules' tests)."""
+    return [
+        f"{o.probe.category} / {o.probe.name}: {o.problem} (exit {o.rc}): {o.err[-300:]}"
+        for o in outcomes
+        if o.problem
+    ]
+
+
 def test_every_probe_ends_cleanly(tmp_path: Path) -> None:
     outcomes = run_all(tmp_path)
     print("\n" + table(outcomes))
     assert len(outcomes) >= 100
     assert not [o for o in outcomes if o.rc == 70]
-    failures = [
-        f"{o.probe.category} / {o.probe.name}: {o.problem} (exit {o.rc}): {o.err[-300:]}"
-        for o in outcomes
-        if o.problem
-    ]
-    assert not failures, "\n".join(failures)
+    problems = failures(outcomes)
+    assert not problems, "\n".join(problems)
 
 
 if __name__ == "__main__":

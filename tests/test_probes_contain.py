@@ -33,7 +33,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from test_probes import DOCUMENTED, REPO, VERDICTS, Outcome, Patch, Probe, _fifo, _good, _judge, _rows, _write
+from test_probes import (
+    DOCUMENTED,
+    REPO,
+    VERDICTS,
+    Outcome,
+    Patch,
+    Probe,
+    _fifo,
+    _good,
+    _judge,
+    _rows,
+    _write,
+    failures,
+)
 from test_probes import table as probe_table
 
 NOT_VERDICTS = DOCUMENTED - VERDICTS
@@ -695,12 +708,8 @@ def test_every_containment_probe_is_clean(tmp_path: Path) -> None:
     outcomes = run_all(tmp_path)
     print("\n" + table(outcomes))
     assert len(outcomes) >= 50
-    failures = [
-        f"{o.probe.category} / {o.probe.name}: {o.problem} (exit {o.rc}): {o.err[-300:]}"
-        for o in outcomes
-        if o.problem
-    ]
-    assert not failures, "\n".join(failures)
+    problems = failures(outcomes)
+    assert not problems, "\n".join(problems)
 
 
 if __name__ == "__main__":

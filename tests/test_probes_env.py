@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_probes import REPO, Outcome, Patch, _advise, _good_run, _judge, _write, table  # noqa: E402
+from test_probes import REPO, Outcome, Patch, _advise, _good_run, _judge, _write, failures, table  # noqa: E402
 
 BROKEN_PIPE = 141
 Check = Callable[[Path, int, str, str], str | None]  # (folder, rc, stdout, stderr) -> problem or None
@@ -735,12 +735,8 @@ def test_every_environment_probe_ends_cleanly(tmp_path: Path) -> None:
     outcomes = run_all(tmp_path)
     print("\n" + table(outcomes))
     assert len(outcomes) >= 50
-    failures = [
-        f"{o.probe.category} / {o.probe.name}: {o.problem} (exit {o.rc}): {o.err[-300:]}"
-        for o in outcomes
-        if o.problem
-    ]
-    assert not failures, "\n".join(failures)
+    problems = failures(outcomes)
+    assert not problems, "\n".join(problems)
 
 
 if __name__ == "__main__":

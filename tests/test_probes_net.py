@@ -50,7 +50,7 @@ from test_faults import _data, advise_argv  # noqa: E402
 from test_probes import VERDICTS, _unsafe_markdown, _write  # noqa: E402
 
 from advisor.errors import TunegateError  # noqa: E402
-from advisor.report.textsafe import term_safe  # noqa: E402
+from advisor.textsafe import term_safe  # noqa: E402
 
 # A raw character an output must never carry from the input: C0 (except line feed and tab), DEL, C1, the
 # bidirectional marks, overrides and isolates, and the line and paragraph separators.

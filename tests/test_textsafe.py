@@ -26,7 +26,7 @@ from advisor.report import finetune as finetune_report
 from advisor.report import markdown
 from advisor.report.console import print_summary
 from advisor.report.document import Report, Training
-from advisor.report.textsafe import has_url_credentials, md_code, md_escape, md_link, redact_url, term_safe
+from advisor.textsafe import has_url_credentials, md_code, md_escape, md_link, redact_url, term_safe
 
 PAYLOAD = (
     " <img src=x onerror=alert(1)><script>alert(2)</script> [click](javascript:alert(3))"
@@ -227,7 +227,7 @@ def test_redact_url_hides_a_given_secret_anywhere() -> None:
 
 
 def test_preview_cuts_untrusted_text_short_and_visible() -> None:
-    from advisor.report.textsafe import preview, preview_list
+    from advisor.textsafe import preview, preview_list
 
     assert preview("text") == "text"
     assert preview("OPENAI_API_KEY=sk-proj-abcdefghijkl") == "OPENAI_API_KEY=s... (35 characters)"

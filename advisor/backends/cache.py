@@ -42,7 +42,7 @@ from advisor.backends.base import (
 )
 from advisor.backends.model import user_cache_dir
 from advisor.errors import BackendError, ConfigError
-from advisor.report.textsafe import surrogate_path
+from advisor.textsafe import surrogate_path
 from advisor.types import Message
 
 Req = TypeVar("Req", LoglikRequest, GenRequest)

@@ -53,7 +53,7 @@ from urllib.parse import urljoin, urlsplit
 
 from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult, OnDone
 from advisor.errors import BackendError, BudgetError, ConfigError
-from advisor.report.textsafe import redact_url, term_safe
+from advisor.textsafe import redact_url, term_safe
 from advisor.types import Message
 
 SCORING_METHODS = ("echo", "chat_logprobs", "generate")

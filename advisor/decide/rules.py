@@ -30,7 +30,7 @@ from advisor.decide.signals import CATALOGUE, SignalSpec, SignalValue, value_mat
 from advisor.errors import ConfigError, Problem, RulesError
 from advisor.files import MAX_TOML_BYTES, read_regular
 from advisor.report import fmt
-from advisor.report.textsafe import surrogate_path, term_safe
+from advisor.textsafe import surrogate_path, term_safe
 from advisor.types import Verdict
 
 ThresholdValue = float | int | bool | str | tuple[float | int | str, ...]

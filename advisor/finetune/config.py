@@ -16,7 +16,7 @@ from pydantic import BeforeValidator, Field
 from advisor.config import NONE_WORDS, Figure, Int, Settings, build, one_of
 from advisor.errors import ConfigError, Problem
 from advisor.files import load_toml
-from advisor.report.textsafe import shorten
+from advisor.textsafe import shorten
 
 SCHEDULES = ("cosine", "linear")
 ALL_LINEAR = "all-linear"

@@ -63,7 +63,7 @@ from advisor.files import check_regular, open_regular
 from advisor.intake import hfdata, records, tables
 from advisor.intake.reading import ReadState, type_name
 from advisor.intake.tables import OUTPUT_COLUMN_GUESSES
-from advisor.report.textsafe import surrogate_path
+from advisor.textsafe import surrogate_path
 from advisor.types import Example, TaskKind
 
 MAX_PROBLEMS = 20

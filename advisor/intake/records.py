@@ -14,7 +14,7 @@ from typing import Any
 
 from advisor.errors import Problem
 from advisor.intake.reading import type_name
-from advisor.report.textsafe import preview
+from advisor.textsafe import preview
 from advisor.types import ROLES, Example, Message
 
 

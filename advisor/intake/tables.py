@@ -19,7 +19,7 @@ from typing import Any
 
 from advisor.errors import DataError, Problem
 from advisor.intake.reading import ReadState, type_name
-from advisor.report.textsafe import preview, preview_list
+from advisor.textsafe import preview, preview_list
 from advisor.types import Example, Message
 
 INPUT_COLUMN_GUESSES = ("text", "input", "prompt", "question", "sentence")

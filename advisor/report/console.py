@@ -17,7 +17,7 @@ from typing import Any
 from advisor.report import fmt, pilot_view
 from advisor.report.document import Prompting, Report
 from advisor.report.prose import baseline_sentence, confidence_sentence, plateau_sentence
-from advisor.report.textsafe import term_safe
+from advisor.textsafe import term_safe
 
 VERDICT_COLOURS = {
     "prompt": "green",

@@ -15,7 +15,7 @@ from advisor.backends.model import EMBEDDED_HUB_ID, hub_model_id
 from advisor.report import fmt
 from advisor.report.document import Estimate, Latency, Training, Verification
 from advisor.report.prose import unverified_adapter_sentence
-from advisor.report.textsafe import md_code, md_escape, term_safe
+from advisor.textsafe import md_code, md_escape, term_safe
 
 
 def training_markdown(t: Training | None) -> str:

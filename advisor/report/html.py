@@ -36,7 +36,7 @@ from advisor.report.prose import (
     plateau_sentence,
     unverified_adapter_sentence,
 )
-from advisor.report.textsafe import term_safe
+from advisor.textsafe import term_safe
 
 VERDICT_TEXT = {
     "prompt": "Prompt the model: a zero-shot or system prompt is enough",

@@ -27,7 +27,7 @@ from advisor.report.document import (
 )
 from advisor.report.finetune import training_markdown, verification_markdown
 from advisor.report.prose import baseline_sentence, confidence_sentence, plateau_sentence
-from advisor.report.textsafe import md_code, md_escape, md_link
+from advisor.textsafe import md_code, md_escape, md_link
 
 SPLIT_FILE = "split.json"  # where the split's line numbers are (advisor.audit.checks.SPLIT_FILE)
 

@@ -30,7 +30,7 @@ from advisor.report.document import (
 from advisor.report.fmt import short_count as fmt_count
 from advisor.report.fmt import short_money as fmt_money
 from advisor.report.fmt import short_score as fmt_score
-from advisor.report.textsafe import term_safe
+from advisor.textsafe import term_safe
 
 WIDTH = 640
 FONT = 11
