@@ -36,8 +36,6 @@ from advisor.measure.prompts import SELECTIONS
 from advisor.types import Message
 
 LOGLIK, GENERATE = "loglikelihood", "generate"
-PLAN_BOOTSTRAP = 20
-"""Resamples of the learning-curve probe in the dry run: its figures are not shown, only its cost (none)."""
 
 
 @dataclass(frozen=True)
@@ -218,7 +216,9 @@ def plan_run(config: AdviseConfig) -> RunPlan:
 
     # The run itself, against the recorder: answers from the response cache where it has them (so a warm
     # cache replays the run exactly), neutral ones (every label equally likely) where not.
-    settings = {**config.to_dict(), "prices": None, "n_boot": PLAN_BOOTSTRAP}
+    # The learning-curve probe keeps the run's resamples: its figures feed P(verdict), which decides how far
+    # the eval split grows, so a replay with fewer would walk another path.
+    settings = {**config.to_dict(), "prices": None}
     with progress.reporting(_Stages(rec)):
         rec.stage = "prompting arms"
         measured = recipe.measure_until_settled(

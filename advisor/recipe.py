@@ -195,7 +195,8 @@ def measure_until_settled(
     n_full = len(split.train)
 
     def measure_pilot() -> Any:
-        if pilot is None:
+        if pilot is None:  # the dry run: the signals of a pilot not measured, as a run without one has
+            signals.update(pilot_mod.signals(None, len(examples), n_full))
             return None
         section = pilot.measure(prompting, eval_items)
         signals.update(pilot_mod.signals(section, len(examples), n_full))

@@ -43,7 +43,9 @@ def test_a_run_with_bars_forced_on_shows_a_bar_per_stage(tmp_path, fake) -> None
     arms = [a.name for a in result.prompting.arms]
     stages = set(reporter.stages)
     assert {f"prompting {arm}" for arm in arms} <= stages
-    assert {"prompting few_shot_k2 (dev)", "latency samples", "domain perplexity"} <= stages
+    assert {"prompting few_shot_k2 (dev race round 1)", "latency samples", "domain perplexity"} <= stages
+    # each race round on dev and each step of the eval split shows as its own bar
+    assert "eval items scored" in stages, sorted(stages)
     assert "learning curve (probe)" in stages
     text = console.export_text()
     for stage in ("latency samples", "domain perplexity", "learning curve (probe)", f"prompting {arms[0]}"):
