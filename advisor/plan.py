@@ -28,6 +28,8 @@ from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikRe
 from advisor.backends.model import resolve_model
 from advisor.config import AdviseConfig
 from advisor.decide import rules
+from advisor.finetune import pilot
+from advisor.finetune.prompts import as_finetune_examples
 from advisor.measure import rates
 from advisor.measure.cost import cost_per_request, load_cost_config
 from advisor.measure.evaluate import race_schedule
@@ -251,9 +253,6 @@ def _pilot_estimate(
     labels: Sequence[str],
 ) -> dict[str, Any] | None:
     """The pilot's training time, and its scoring at the arms' measured time per item (None: no pilot)."""
-    from advisor.finetune import pilot
-    from advisor.finetune.prompts import as_finetune_examples
-
     if not config.pilot or config.backend != "hf":
         return None
     plan = pilot.plan_pilot(len(train), config.pilot_steps, pilot.recipe(config.seed))

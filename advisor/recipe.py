@@ -322,11 +322,8 @@ def _pilot_task(
     """What the pilot trains: the model the arms were measured with, when that is the local transformers
     backend's (None: no local trainable model, or answers that do not come from `model`, such as a
     server's or a backend the caller handed in)."""
-    from advisor.backends.cache import CachedBackend
-    from advisor.backends.hf import HFBackend
-
-    local = backend.inner if isinstance(backend, CachedBackend) else backend
-    if model is None or config.backend != "hf" or not isinstance(local, HFBackend):
+    local = getattr(backend, "inner", backend)  # the model's backend behind the response cache
+    if model is None or config.backend != "hf" or getattr(local, "name", None) != "hf":
         return None
     return pilot_mod.PilotTask(
         model_dir=model.path,

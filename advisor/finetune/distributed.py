@@ -78,6 +78,18 @@ def init_distributed() -> Dist:
     return Dist(launched_rank(), world, local, device)
 
 
+def one_process() -> Dist:
+    """This process alone, even inside a torchrun job: the pilot fine-tunes that rank 0 trains while
+    advising (the other ranks wait for its verdict, so no collective can run)."""
+    import torch
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local)
+    return Dist(0, 1, local, f"cuda:{local}" if cuda else "cpu")
+
+
 def wrap_ddp(module: Any, d: Dist) -> Any:
     """The module DDP-wrapped when there are several processes (gradients averaged in backward)."""
     if d.world == 1:

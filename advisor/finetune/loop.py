@@ -34,6 +34,7 @@ from advisor.finetune.distributed import (
     barrier,
     gather_objects,
     init_distributed,
+    one_process,
     wrap_ddp,
 )
 from advisor.finetune.lora import check_qlora, completion_loss, load_model, peak_memory, preflight, use_bf16
@@ -221,16 +222,18 @@ def train(
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
     dev_callback: Callable[[Any], dict[str, float]] | None = None,
+    alone: bool = False,
 ) -> TrainResult:
     """Train LoRA adapters on `train_examples`, evaluating on `dev_examples`; outputs under `out_dir`.
 
     Writes (rank 0): metrics.jsonl, checkpoints/step-N/, best/ (best dev loss), adapter/ (the result:
     the best adapter when there is a dev set, else the last). `on_step(step)` runs after every
     optimizer step; `dev_callback(model)` adds its metrics (e.g. dev accuracy) to each dev record.
+    `alone`: this process trains by itself even under torchrun (the pilot, trained by rank 0 alone).
     """
     out = TrainDir(out_dir)
     check_qlora(cfg)
-    d = init_distributed()
+    d = one_process() if alone else init_distributed()
     if not train_examples:
         raise DataError("no training examples in the train split")
     data = encode_split(model_dir, train_examples, dev_examples, cfg.max_seq_len)  # the chat template

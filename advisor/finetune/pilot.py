@@ -32,7 +32,8 @@ import numpy as np
 from advisor import progress
 from advisor.finetune import curve as curve_mod
 from advisor.finetune.config import TrainConfig
-from advisor.finetune.prompts import as_finetune_examples, finetune_arm
+from advisor.finetune.loop import train
+from advisor.finetune.prompts import as_finetune_examples, finetune_arm, finetuned_backend
 from advisor.measure import evaluate, stats
 from advisor.measure.baselines import judge_degenerate
 from advisor.measure.evaluate import ArmResult, ItemResult, PromptingResult
@@ -207,8 +208,6 @@ def run_pilot(run_dir: RunDir, job: PilotTask, plan: PilotPlan, key: str) -> Pil
     recorded = _read(run_dir, key, plan)
     if recorded is not None:
         return recorded
-    from advisor.finetune.loop import train
-
     t0 = time.perf_counter()
     order = nested_order(job.train, job.seed)
     dev_ft = as_finetune_examples(job.dev, job.task, job.labels)
@@ -219,7 +218,7 @@ def run_pilot(run_dir: RunDir, job: PilotTask, plan: PilotPlan, key: str) -> Pil
         out = run_dir.pilot_train(n)
         out.clear()
         subset = as_finetune_examples(order[:n], job.task, job.labels)
-        result = train(job.model_dir, subset, dev_ft, out.path, plan.recipe, progress=True)
+        result = train(job.model_dir, subset, dev_ft, out.path, plan.recipe, progress=True, alone=True)
         train_s.append(result.elapsed_s)
         dev_scores.append(_score(job, result.adapter_dir, job.dev, f"pilot n={n} on dev"))
     progress.report("pilot fine-tunes", len(plan.sizes), len(plan.sizes))
@@ -247,8 +246,6 @@ def score_eval(run_dir: RunDir, job: PilotTask, run: PilotRun, eval_items: Seque
 
 
 def _score(job: PilotTask, adapter: Path, items: Sequence[Example], stage: str) -> tuple[ItemResult, ...]:
-    from advisor.finetune.prompts import finetuned_backend
-
     backend = finetuned_backend(job.model_dir, adapter, device=job.device)
     arm = evaluate.score_arm(
         backend,
