@@ -227,7 +227,7 @@ def test_pilots_train_with_the_train_loop_score_dev_and_eval_and_are_reused(
             calls.append(len(subset))
             return real_train(model, subset, *args, **kwargs)
 
-        monkeypatch.setattr(loop, "train", counting_train)
+        monkeypatch.setattr(pilot, "train", counting_train)
         run_dir = RunDir(tmp_path / "run").create()
         run = pilot.run_pilot(run_dir, job, plan, "key-1")
         assert calls == [10, 20, 40]  # the one training loop, on nested subsets

@@ -64,6 +64,8 @@ def test_the_adapter_served_by_llama_cpp_scores_as_verified_locally(tmp_path) ->
     data = write_demo_data(str(run), n=N_ROWS)
     argv = ["run", str(data), "--out", str(run), "--description", DESCRIPTION, "--k", "1",
             "--eval-size", str(N_EVAL), "--dev-size", str(N_DEV), "--set", "latency_samples=1", "--force",
+            # the adapter is what this test serves: no pilot, and no eval growth for a settled verdict
+            "--no-pilot", "--threshold", "min_verdict_probability=0",
             *(a for s in TRAINING for a in ("--train-set", s))]  # fmt: skip
     main(argv)
     local = _verification(run)
