@@ -29,7 +29,6 @@ from advisor.errors import ConfigError, DataError
 from advisor.finetune.prompts import adapter_fingerprint, finetune_arm, finetuned_backend
 from advisor.intake.data import with_labels
 from advisor.measure import evaluate, prompts, stats
-from advisor.measure.baselines import judge_degenerate
 from advisor.measure.evaluate import ArmResult, Comparison, ItemResult, PromptingResult, summarise
 from advisor.measure.evidence import measure_latency, summarize_latency
 from advisor.measure.prompt_record import PromptRecord, RecordedArm
@@ -470,26 +469,16 @@ def judge_finetuned(
     majority_label = base_info.majority_label if base_info is not None else None
     vs_majority = degeneracy = None
     if base_info is not None:
-        vs_majority = evaluate.compare(
-            evaluate.majority_items(ft.items, str(majority_label)),
+        vs_majority, degeneracy = evaluate.against_majority(
             ft.items,
+            base_info,
             metric=metric,
             seed=seed,
             labels=labels,
-            before_name="majority",
+            alpha=prompting.alpha,
+            thresholds=thresholds,
             after_name=FINETUNED,
             n_resamples=n_resamples,
-        )
-        degeneracy = judge_degenerate(
-            [it.prediction for it in ft.items],
-            base_info.label_shares,
-            diff=vs_majority.diff.diff,
-            low=vs_majority.diff.low,
-            high=vs_majority.diff.high,
-            p_value=vs_majority.p_value,
-            metric=metric,
-            alpha=float(prompting.alpha),
-            thresholds={k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)},
         )
     return build_verification(
         baseline_name=baseline_name,

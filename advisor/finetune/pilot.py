@@ -35,7 +35,6 @@ from advisor.finetune.config import TrainConfig
 from advisor.finetune.loop import train
 from advisor.finetune.prompts import as_finetune_examples, finetune_arm, finetuned_backend
 from advisor.measure import evaluate, stats
-from advisor.measure.baselines import judge_degenerate
 from advisor.measure.evaluate import ArmResult, ItemResult, PromptingResult
 from advisor.measure.prompts import render_messages
 from advisor.report import document
@@ -477,26 +476,16 @@ def _degenerate(prompting: PromptingResult, ft: ArmResult) -> bool | None:
     base = prompting.baselines
     if base is None:
         return None
-    metric = prompting.target_metric
-    vs = evaluate.compare(
-        evaluate.majority_items(ft.items, base.majority_label),
+    _, judged = evaluate.against_majority(
         ft.items,
-        metric=metric,
+        base,
+        metric=prompting.target_metric,
         seed=prompting.seed,
         labels=prompting.labels,
-    )
-    th = {k: float(v) for k, v in prompting.thresholds.items() if isinstance(v, int | float)}
-    return judge_degenerate(
-        [it.prediction for it in ft.items],
-        base.label_shares,
-        diff=vs.diff.diff,
-        low=vs.diff.low,
-        high=vs.diff.high,
-        p_value=vs.p_value,
-        metric=metric,
         alpha=prompting.alpha,
-        thresholds=th,
-    ).degenerate
+        thresholds=prompting.thresholds,
+    )
+    return judged.degenerate
 
 
 def _summary(sizes: Sequence[int], run: PilotRun, trend: bool) -> str:

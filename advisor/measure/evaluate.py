@@ -30,6 +30,7 @@ from advisor.measure.baselines import Baselines, Degeneracy, compute_baselines, 
 from advisor.measure.calibration import Variant
 from advisor.measure.prompts import SELECTIONS, Arm, ArmKind, DemoSelector, few_shot_arm, render_messages
 from advisor.measure.stats import AnytimeDiff, Estimate, McNemar, PairedDiff, Plateau
+from advisor.report import document
 from advisor.report.document import RaceRound
 from advisor.rundir import RunDir
 from advisor.types import Example, Message, TaskKind
@@ -461,6 +462,44 @@ def evaluate_arm(
 
 # --------------------------------------------------------------------------------------------
 # Comparing
+
+
+def against_majority(
+    items: Sequence[ItemResult],
+    baselines: Baselines | document.Baselines,
+    *,
+    metric: str,
+    seed: int,
+    labels: Sequence[str],
+    alpha: float,
+    thresholds: Mapping[str, Any],
+    after_name: str = "after",
+    n_resamples: int = stats.N_RESAMPLES,
+) -> tuple[Comparison, Degeneracy]:
+    """A model's items against the majority baseline on the same items, and the arms' degeneracy test on
+    them (the pilot and the verified fine-tune are judged as the arms are)."""
+    vs = compare(
+        majority_items(items, baselines.majority_label),
+        items,
+        metric=metric,
+        seed=seed,
+        labels=labels,
+        before_name="majority",
+        after_name=after_name,
+        n_resamples=n_resamples,
+    )
+    degeneracy = judge_degenerate(
+        [it.prediction for it in items],
+        baselines.label_shares,
+        diff=vs.diff.diff,
+        low=vs.diff.low,
+        high=vs.diff.high,
+        p_value=vs.p_value,
+        metric=metric,
+        alpha=float(alpha),
+        thresholds={k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)},
+    )
+    return vs, degeneracy
 
 
 def compare(
