@@ -387,19 +387,16 @@ def _race_bound(rec: _Recorder, config: AdviseConfig, prompting: Any, most: int)
     extra = max(0, most - len(prompting.arms))
     if extra == 0:
         return []
-    per_item = max(1, len(prompting.labels))
     first = prompting.arms[0].n
-    prompt, answer = _per_request_tokens(rec, prompting)
-    requests = extra * first * per_item
+    prompt, _ = _per_request_tokens(rec, prompting)
     out = [
-        StagePlan(
-            stage=f"eval arms the race picks (+{extra})",
-            op=LOGLIK if prompting.labels else GENERATE,
-            requests=requests,
-            new=requests,
-            prompt_tokens=int(requests * prompt),
-            answer_tokens=requests * (answer if prompting.labels else config.max_gen_tokens),
-            note=f"at most {most} arms on eval; prompt tokens at the costliest arm's (an upper bound)",
+        _eval_scoring(
+            rec,
+            config,
+            prompting,
+            extra * first * max(1, len(prompting.labels)),
+            f"eval arms the race picks (+{extra})",
+            f"at most {most} arms on eval; prompt tokens at the costliest arm's (an upper bound)",
         )
     ]
     if config.latency_samples > 0:
@@ -425,23 +422,34 @@ def _growth_bound(
     beyond it: `recipe.growth_limit`), each scored under the most arms the race can send to eval."""
     if added <= 0:
         return []
-    per_item = max(1, len(prompting.labels))
-    requests = added * per_item * most
-    prompt, answer = _per_request_tokens(rec, prompting)
+    requests = added * max(1, len(prompting.labels)) * most
     if config.max_requests is not None:
         requests = max(0, min(requests, config.max_requests - sum(len(v) for v in rec.by_arm.values())))
-    return [
-        StagePlan(
-            stage=f"eval steps (up to {added} more items)",
-            op=LOGLIK if prompting.labels else GENERATE,
-            requests=requests,
-            new=requests,
-            prompt_tokens=int(requests * prompt),
-            answer_tokens=requests * (answer if prompting.labels else config.max_gen_tokens),
-            upper_bound=True,
-            note="only while P(verdict) < min_verdict_probability, in the recipe's seeded steps",
-        )
-    ]
+    step = _eval_scoring(
+        rec,
+        config,
+        prompting,
+        requests,
+        f"eval steps (up to {added} more items)",
+        "only while P(verdict) < min_verdict_probability, in the recipe's seeded steps",
+    )
+    return [replace(step, upper_bound=True)]
+
+
+def _eval_scoring(
+    rec: _Recorder, config: AdviseConfig, prompting: Any, requests: int, stage: str, note: str
+) -> StagePlan:
+    """`requests` more eval scoring requests, none in the response cache, at the arms' tokens per request."""
+    prompt, answer = _per_request_tokens(rec, prompting)
+    return StagePlan(
+        stage=stage,
+        op=LOGLIK if prompting.labels else GENERATE,
+        requests=requests,
+        new=requests,
+        prompt_tokens=int(requests * prompt),
+        answer_tokens=requests * (answer if prompting.labels else config.max_gen_tokens),
+        note=note,
+    )
 
 
 def _no_model_plan(sizes: tuple[int, int, int], labels: tuple[str, ...]) -> RunPlan:
