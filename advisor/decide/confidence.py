@@ -26,9 +26,9 @@ from advisor.decide.signals import SignalValue
 from advisor.decide.verdict import Confidence, decide
 from advisor.measure.evaluate import (
     ArmResult,
-    ItemResult,
     PromptingResult,
     analyse,
+    copied_item,
     prompting_signals,
     summarise,
 )
@@ -102,16 +102,8 @@ def resample_arm(
     and keeps its measured value, so the cost order of the arms does not change. Any other per-arm
     figure derived from the items must be derived here again too (or in `analyse`), or a resample would
     carry the full eval set's value."""
-    items = tuple(_renumbered(arm.items[int(i)], j) for j, i in enumerate(idx))
+    items = tuple(copied_item(arm.items[int(i)], line=j) for j, i in enumerate(idx))
     return replace(arm, items=items, scores=summarise(items, task, labels, seed, n_resamples), prompts=())
-
-
-def _renumbered(item: ItemResult, line: int) -> ItemResult:
-    # A field-for-field copy with another line: dataclasses.replace re-runs __init__ and costs ten times
-    # as much, and this runs items x arms x resamples times.
-    new = object.__new__(ItemResult)
-    new.__dict__.update(item.__dict__, line=line)
-    return new
 
 
 def resample_prompting(

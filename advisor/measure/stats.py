@@ -364,6 +364,7 @@ class McNemar:
         return {"a_only": self.a_only, "b_only": self.b_only, "p_value": self.p_value}
 
 
+@functools.lru_cache(maxsize=4096)  # P(verdict) asks for the same few counts thousands of times
 def mcnemar_exact(a_only: int, b_only: int) -> float:
     """Two-sided exact McNemar p-value: discordant pairs ~ Binomial(a_only + b_only, 1/2) under H0."""
     m = a_only + b_only
@@ -726,6 +727,7 @@ class AnytimeDiff:
         return {"diff": self.diff, "low": self.low, "high": self.high, "p_value": self.p_value, "n": self.n}
 
 
+@functools.lru_cache(maxsize=64)  # a pure function of two settings, asked for by every comparison
 def mixture_rho(v_opt: float = ANYTIME_TUNED_AT, alpha: float = ALPHA) -> float:
     """The mixture precision rho whose boundary is tightest at intrinsic time `v_opt` for level `alpha`.
 
