@@ -96,6 +96,12 @@ def test_schema_rejects_a_broken_document(doc: dict[str, Any]) -> None:
 def test_markdown_names_verdict_evidence_sources_and_skipped_rules(doc: dict[str, Any]) -> None:
     md = to_markdown(Report.model_validate(doc))
     assert "**Verdict: `collect_data`**" in md
+    first, detail = md.split("\n# Engineer's detail\n")
+    assert "## The options" in first and "| best prompt | not measured: no model was run |" in first
+    assert "## What the verdict rests on" in first and "## What would change it" in first
+    for rule in doc["decision"]["fired"] + doc["decision"]["skipped"]:
+        assert rule["id"] not in first  # rule ids only in the engineer's detail
+    assert "**data.min_examples**" in detail and "## Signals" in detail
     assert "**data.min_examples** (stop for collect_data, weight 10)" in md
     assert "n_examples = 40; threshold min_examples = 500" in md
     assert "https://platform.openai.com/docs/guides/fine-tuning" in md
