@@ -109,6 +109,7 @@ def test_fine_tune_page_has_every_section_plot_rule_and_provenance(docs: dict[st
     ):
         assert f'id="fig-{fig}"' in page, fig
     assert '<figure id="compare"><svg' in page and "Fine-tuning curve (LoRA pilots)" in page  # the pilot's
+    assert "fine-tuned model, verified on the eval items" in page  # the verified fine-tune on that chart
     assert page.count("<svg ") == 8
     for rule in doc["decision"]["fired"]:
         assert rule["id"] in text and rule["message"] in text

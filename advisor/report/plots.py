@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from advisor.report.document import (
     ArmEvidence,
     ArmScores,
+    Estimate,
     Evidence,
     LatencyModel,
     LearningCurve,
@@ -563,10 +564,14 @@ def learning_curve_svg(curve: LearningCurve | None, prompt_score: float | None =
     return _render(c, desc)
 
 
-def pilot_svg(pilot: Pilot | None, prompting: Prompting | None) -> str | None:
+def pilot_svg(
+    pilot: Pilot | None, prompting: Prompting | None, verified: tuple[int, Estimate] | None = None
+) -> str | None:
     """The fine-tuning curve (the pilots' dev scores against training examples, log x, with the fitted
     saturating curve and its prediction at the full train split) against the prompting side: each honest
-    prompting arm's eval score and the quality target as horizontal lines."""
+    prompting arm's eval score and the quality target as horizontal lines.
+
+    `verified`: (training examples, eval score) of the verified fine-tuned model, drawn as measured."""
     if pilot is None or not pilot.points or pilot.curve is None:
         return None
     cv = pilot.curve
@@ -588,11 +593,15 @@ def pilot_svg(pilot: Pilot | None, prompting: Prompting | None) -> str | None:
     values += [v for _, v in arm_scores] + ([target] if target is not None else [])
     if pilot.eval_score is not None:
         values.append(pilot.eval_score.value)
+    if verified is not None:
+        values.append(verified[1].value)
     ylo, yhi = _pad_range(min(values), max(values), 0.1, floor=0.0, ceil=1.0)
     legend = [("pilot, dev score, 95% CI", BLUE, "point"), ("fitted curve", BLUE, "line")]
     legend.append(("predicted at the full train split, 95% CI", BLUE, "hollow"))
     if pilot.eval_score is not None:
         legend.append(("largest pilot on the eval items", ORANGE, "point"))
+    if verified is not None:
+        legend.append(("fine-tuned model, verified on the eval items", VERMILLION, "diamond"))
     if arm_scores:
         what = "majority baseline (no prompt beats it)" if majority is not None else "prompting arms (eval)"
         legend.append((what, GREY, "dash"))
@@ -630,6 +639,10 @@ def pilot_svg(pilot: Pilot | None, prompting: Prompting | None) -> str | None:
     c.point(n_full, cv.at_full.value, BLUE, hollow=True)
     if pilot.eval_score is not None:
         c.point(pts[-1][0], pilot.eval_score.value, ORANGE, shape="diamond")
+    if verified is not None:
+        n, est = verified
+        c.errorbar(n, est.low, est.high, VERMILLION)
+        c.point(n, est.value, VERMILLION, shape="diamond")
     desc = "; ".join(f"{fmt_count(n)} examples: {fmt_score(v)}" for n, v, *_ in pts)
     desc += f"; predicted at {fmt_count(n_full)}: {fmt_score(cv.at_full.value)}"
     return _render(c, desc)
@@ -1018,7 +1031,7 @@ def figures(report: Report) -> list[Figure]:
         "pilot",
         "pilot",
         "Fine-tuning curve of the pilots against the prompting arms and the target",
-        pilot_svg(report.pilot, prompting),
+        pilot_svg(report.pilot, prompting, _verified(report)),
     )
     add(
         "before_after",
@@ -1027,6 +1040,13 @@ def figures(report: Report) -> list[Figure]:
         before_after_svg(verification),
     )
     return out
+
+
+def _verified(report: Report) -> tuple[int, Estimate] | None:
+    """The verified fine-tune's training examples and eval score, when both are in the document."""
+    v, t = report.verification, report.training
+    est = v.finetuned.scores.get(v.metric) if v is not None else None
+    return (t.metrics.n_train, est) if t is not None and est is not None else None
 
 
 def comparison(figs: Mapping[str, Figure]) -> Figure | None:
