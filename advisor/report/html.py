@@ -868,7 +868,8 @@ def _source(s: RuleSource) -> str:
     return f"<li>{text}</li>"
 
 
-def _rules(d: Decision) -> str:
+def _rules(d: Decision, why_unpriced: str | None = None) -> str:
+    """The rules: fired, vetoed, skipped; `why_unpriced` says why the economics signals are missing."""
     verdict = str(d.verdict)
     deciding = set(d.deciding_rules)
     out = [f'<h2 id="rules">Rules: fired, vetoed, skipped</h2><div class="v-{esc(verdict)}">']
@@ -917,6 +918,8 @@ def _rules(d: Decision) -> str:
         ]
         out.append("</ul>")
     out.append(f"<h3>Skipped: signals not measured ({len(d.skipped)})</h3>")
+    if d.skipped and why_unpriced is not None:
+        out.append(f"<p>The cost and latency rules cannot apply: {esc(why_unpriced)}.</p>")
     if d.skipped:
         rows = [
             [
@@ -1023,7 +1026,7 @@ def to_html(report: Report) -> str:
         _pilot(report, detail_figs),
         _training(report, detail_figs),
         _verification(report, detail_figs),
-        _rules(report.decision),
+        _rules(report.decision, summary.no_prompt_to_price(report)),
         _provenance(report),
     ]
     body = [

@@ -50,7 +50,7 @@ def to_markdown(report: Report, plots: Mapping[str, Sequence[tuple[str, str]]] |
     chart = plot_path(plots, COMPARISON)
     out = ["# tunegate report", "", summary_section(report, chart).rstrip(), ""]
     out += ["# Engineer's detail", ""]
-    out += _decision(d)
+    out += _decision(d, summary.no_prompt_to_price(report))
     out += [audit_section(report.audit, report.split).rstrip(), ""]
     sections = {
         "prompting": prompting_section(report.prompting),
@@ -123,7 +123,7 @@ def pilot_section(p: Pilot | None, metric: str) -> str:
 # --------------------------------------------------------------------------- the decision
 
 
-def _decision(d: Decision) -> list[str]:
+def _decision(d: Decision, why_unpriced: str | None = None) -> list[str]:
     out = ["## Why", "", f"Decided by {md_escape(d.decided_by)}; {md_escape(confidence_sentence(d))}.", ""]
     if not d.fired:
         out += ["No rule fired.", ""]
@@ -155,6 +155,8 @@ def _decision(d: Decision) -> list[str]:
     out += [f"- {md_escape(c)}" for c in d.what_would_change] or ["- Nothing short of different signals."]
     out.append("")
     out += ["## Skipped rules (signals not measured)", ""]
+    if d.skipped and why_unpriced is not None:
+        out += [f"The cost and latency rules cannot apply: {md_escape(why_unpriced)}.", ""]
     if d.skipped:
         out += ["| rule | argues for | missing signals |", "|---|---|---|"]
         for s in d.skipped:

@@ -240,9 +240,12 @@ def changes(report: Report) -> list[str]:
             f"gain of {fmt.score(p.min_gain)} between prompts."
         )
     need = pilot.to_target if pilot is not None else None
+    curve = pilot.curve if pilot is not None else None
     if d.verdict in ("collect_data", "fine_tune") and need is not None and need.value is not None:
+        have = f" (the train split has {fmt.count(curve.n_full)})" if curve is not None else ""
         out.append(
-            f"About {fmt.count(need.value)} training examples would reach the target, by the pilots' curve."
+            f"About {fmt.count(need.value)} training examples would reach the target, by the pilots' "
+            f"curve{have}."
         )
     missing = no_prompt_to_price(report)
     if missing is not None:
