@@ -9,6 +9,7 @@ or Playwright fails the test; locally it skips.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,9 @@ import pytest
 import report_docs
 from needs import unavailable
 
+from advisor.report import plots
 from advisor.report import render as report
+from advisor.report.document import Report
 
 pytestmark = pytest.mark.browser
 
@@ -31,6 +34,9 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 LAPTOP = {"width": 1366, "height": 768}
+WIDE, PHONE = 1280, 390
+FIRST_SCREEN_PX = 1000
+DEMO = Path(__file__).parent / "data" / "demo.decision.json"  # decision.json of a real `tunegate demo` run
 A4_PRINTABLE_PX = 703  # 210 mm - 2 x 12 mm margins at 96 px per inch
 
 
@@ -76,6 +82,7 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
         "fine_tune": report_docs.fine_tune_doc(base),
         "collect_data": report_docs.collect_data_doc(base),
         "hostile": report_docs.hostile_doc(base),
+        "demo": json.loads(DEMO.read_text(encoding="utf-8")),
     }
 
 
@@ -148,6 +155,7 @@ def test_hostile_text_renders_as_text_without_overflow(
         assert errors == [] and requests == [page_path.as_uri()]
         assert page.evaluate("document.scripts.length") == 0
         assert page.evaluate("document.images.length") == 0
+        page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
         body = page.inner_text("body")
         for s in report_docs.HOSTILE_INPUTS[:3]:
             assert s in body
@@ -172,5 +180,66 @@ def test_the_checks_see_requests_and_console_errors(browser_context: Any, tmp_pa
     try:
         assert "http://192.0.2.1/x.png" in requests and "http://192.0.2.1/a.css" in requests
         assert errors  # the failed loads are console errors
+    finally:
+        page.close()
+
+
+# Every drawn element of every SVG (opened <details> included) against its SVG's box: [svg index, tag, side].
+OUTSIDE_SVG = """() => {
+  const out = [];
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  document.querySelectorAll('svg').forEach((svg, i) => {
+    const box = svg.getBoundingClientRect();
+    if (box.width === 0) return;
+    svg.querySelectorAll('line, polyline, path, circle, polygon, rect, text').forEach(el => {
+      const r = el.getBoundingClientRect();
+      if (r.width === 0 && r.height === 0) return;
+      const sides = [['left', r.left < box.left - 1], ['right', r.right > box.right + 1],
+                     ['top', r.top < box.top - 1], ['bottom', r.bottom > box.bottom + 1]];
+      const what = (el.textContent || '').slice(0, 40);
+      sides.filter(s => s[1]).forEach(s => out.push([i, el.tagName, s[0], what]));
+    });
+  });
+  return out;
+}"""
+
+
+@pytest.mark.parametrize("name", ["demo", "collect_data", "few_shot"])
+def test_first_screen_answers_the_review(
+    browser_context: Any, docs: dict[str, dict[str, Any]], name: str, tmp_path: Path
+) -> None:
+    """At 1280 px the verdict, the options and the comparison chart are on the first screen; at 390 px the
+    page does not scroll sideways; no plot draws outside its frame."""
+    run = tmp_path / "run"
+    report.write_report(run, docs[name])
+    page, errors, _ = _open(browser_context, run / "report.html")
+    try:
+        assert errors == []
+        page.set_viewport_size({"width": WIDE, "height": FIRST_SCREEN_PX})
+        bottoms = page.evaluate(
+            "['#verdict', 'table.options', '#compare svg'].map(s => document.querySelector(s))"
+            ".map(e => e && e.getBoundingClientRect().bottom)"
+        )
+        has_chart = plots.comparison({f.name: f for f in plots.figures(Report.model_validate(docs[name]))})
+        if not has_chart:  # a data-only run (no model): nothing to compare on a chart
+            assert name == "collect_data" and bottoms[2] is None
+            bottoms = bottoms[:2]
+        assert all(b is not None and b <= FIRST_SCREEN_PX for b in bottoms), bottoms
+        first = page.inner_text("#verdict") + page.inner_text("#options") + page.inner_text("#why")
+        assert docs[name]["decision"]["verdict"] in first
+        for rule in docs[name]["decision"]["fired"]:
+            assert rule["id"] not in first  # rule ids only in the engineer's part
+        page.screenshot(path=str(tmp_path / f"{name}-{WIDE}.png"))
+        page.set_viewport_size({"width": PHONE, "height": 844})
+        sw, cw = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert sw <= cw
+        page.screenshot(path=str(tmp_path / f"{name}-{PHONE}.png"), full_page=True)
+        for width in (WIDE, PHONE):
+            page.set_viewport_size({"width": width, "height": FIRST_SCREEN_PX})
+            assert page.evaluate(OUTSIDE_SVG) == []
+            sw, cw = page.evaluate(
+                "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+            )
+            assert sw <= cw  # with every section open, too
     finally:
         page.close()

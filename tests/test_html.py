@@ -97,7 +97,7 @@ def test_fine_tune_page_has_every_section_plot_rule_and_provenance(docs: dict[st
     text = " ".join("".join(parse(page).text).split())
     assert re.search(r'<div class="verdict">fine_tune</div>', page)
     conf = doc["decision"]["confidence"]
-    assert (f"Confidence {conf:.2f}" if conf is not None else "Confidence not measured") in text
+    assert (f"How sure: {conf:.0%}" if conf is not None else "How sure: not measured") in text
     for fig in (
         "arms",
         "learning_curve",
@@ -105,10 +105,11 @@ def test_fine_tune_page_has_every_section_plot_rule_and_provenance(docs: dict[st
         "latency",
         "training_loss",
         "training_metrics",
-        "pilot",
         "before_after",
     ):
         assert f'id="fig-{fig}"' in page, fig
+    assert '<figure id="compare"><svg' in page and "Fine-tuning curve (LoRA pilots)" in page  # the pilot's
+    assert "fine-tuned model, verified on the eval items" in page  # the verified fine-tune on that chart
     assert page.count("<svg ") == 8
     for rule in doc["decision"]["fired"]:
         assert rule["id"] in text and rule["message"] in text
@@ -321,3 +322,80 @@ def test_source_links_with_a_control_or_bidi_character_are_text(docs: dict[str, 
     hrefs = [a.get("href") or "" for t, a in parse(page).tags if t == "a"]
     assert not any("example.org/" in h for h in hrefs)
     assert "https://example.org/\\u202eexe.txt" in page and UNSAFE.search(page) is None
+
+
+DEMO = Path(__file__).parent / "data" / "demo.decision.json"  # decision.json of a real `tunegate demo` run
+
+
+def _first_screen(page: str) -> str:
+    """The page's text before the engineer's detail."""
+    return " ".join("".join(parse(page.split('id="detail"')[0]).text).split())
+
+
+def test_first_screen_is_plain_words_and_the_rest_is_folded(docs: dict[str, dict[str, Any]]) -> None:
+    doc = docs["fine_tune"]
+    page = html.to_html(Report.model_validate(doc))
+    first = _first_screen(page)
+    assert "fine_tune" in first and doc["decision"]["summary"] in first
+    assert "The options" in first and '<table class="options">' in page.split('id="detail"')[0]
+    assert "best prompt (few_shot_k4)" in first and "fine-tuned model (LoRA)" in first
+    assert f"verified on the same {doc['verification']['n_eval']} eval items" in first
+    assert "What the verdict rests on" in first and "What would change it" in first
+    for rule in doc["decision"]["fired"] + doc["decision"]["skipped"]:
+        assert rule["id"] not in first
+    for name in doc["signals"]:
+        if "_" in name:
+            assert name not in first, name
+    deciding = next(r for r in doc["decision"]["fired"] if r["id"] in doc["decision"]["deciding_rules"])
+    assert deciding["message"] in first
+    # everything else follows, folded: one <details> per section, the rules with their ids inside
+    detail = page.split('id="detail"')[1]
+    assert detail.count('<details class="section"') == 9
+    assert '<details class="section" id="rules">' in detail and deciding["id"] in detail
+
+
+def test_first_screen_of_the_demo_says_why_nothing_is_priced() -> None:
+    report_ = Report.model_validate_json(DEMO.read_text(encoding="utf-8"))
+    first = _first_screen(html.to_html(report_))
+    assert "majority baseline ('positive' for every item)" in first
+    assert "not priced: no honest prompt to price" in first
+    assert "no prompting arm beats the majority baseline, so there is no prompt to price" in first
+    assert "493 ms, over the 300 ms budget" in first  # the verified fine-tune, timed
+    assert "How sure: high (98% of 500 resamples" in first
+
+
+def test_inconclusive_with_a_high_probability_is_not_called_high_confidence() -> None:
+    report_ = Report.model_validate_json(DEMO.read_text(encoding="utf-8"))
+    d = report_.decision.model_copy(update={"verdict": "inconclusive"})
+    first = _first_screen(html.to_html(report_.model_copy(update={"decision": d})))
+    assert "inconclusive, and that is a firm finding (98% of 500 resamples" in first
+    assert "How sure: high" not in first
+
+
+def test_plots_draw_no_fit_the_data_contradict_and_nothing_outside_the_frame(
+    docs: dict[str, dict[str, Any]],
+) -> None:
+    ev = Report.model_validate(docs["fine_tune"]).evidence
+    assert ev is not None and ev.learning_curve is not None and ev.latency_model is not None
+    lc = ev.learning_curve
+    points = [p.model_copy(update={"score": 0.8 - 0.1 * i}) for i, p in enumerate(lc.points)]
+    points[-1] = points[-1].model_copy(update={"ci_low": -0.45})  # a whisker far below the frame
+    falling = lc.model_copy(update={"points": points})
+    assert not plots.probe_trend(falling) and plots.probe_trend(lc)
+    svg = plots.learning_curve_svg(falling)
+    assert svg is not None and "no trend" in svg and "power-law fit" not in svg
+    root = ET.fromstring(svg)
+    height = float(root.attrib["viewBox"].split()[3])
+    for el in root.iter():
+        if el.tag.endswith("path"):
+            moves = re.findall(r"([MVH])([\d.-]+)(?:,([\d.-]+))?", el.attrib["d"])
+            ys = [float(b if cmd == "M" else a) for cmd, a, b in moves if cmd != "H"]
+            assert ys and all(0 <= y <= height for y in ys), el.attrib["d"]
+    # a latency model with a negative intercept and a poor fit is "no trend", not a line
+    poor = ev.latency_model.model_copy(update={"a": -0.193, "r2": 0.18})
+    assert not plots.latency_trend(poor) and plots.latency_trend(ev.latency_model)
+    lat = plots.latency_svg(ev.model_copy(update={"latency_model": poor}), trained=True)
+    assert lat is not None and "no trend" in lat and "latency model (mean)" not in lat
+    # the fine-tuned model's latency is drawn only when one was trained or measured
+    assert "fine-tuned (projected)" in str(plots.latency_svg(ev, trained=True))
+    assert "fine-tuned" not in str(plots.latency_svg(ev, trained=False))

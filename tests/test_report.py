@@ -96,6 +96,12 @@ def test_schema_rejects_a_broken_document(doc: dict[str, Any]) -> None:
 def test_markdown_names_verdict_evidence_sources_and_skipped_rules(doc: dict[str, Any]) -> None:
     md = to_markdown(Report.model_validate(doc))
     assert "**Verdict: `collect_data`**" in md
+    first, detail = md.split("\n# Engineer's detail\n")
+    assert "## The options" in first and "| best prompt | not measured: no model was run |" in first
+    assert "## What the verdict rests on" in first and "## What would change it" in first
+    for rule in doc["decision"]["fired"] + doc["decision"]["skipped"]:
+        assert rule["id"] not in first  # rule ids only in the engineer's detail
+    assert "**data.min_examples**" in detail and "## Signals" in detail
     assert "**data.min_examples** (stop for collect_data, weight 10)" in md
     assert "n_examples = 40; threshold min_examples = 500" in md
     assert "https://platform.openai.com/docs/guides/fine-tuning" in md
@@ -189,3 +195,25 @@ def test_console_summary_shows_the_measured_evidence(tmp_path) -> None:
     assert "k-curve" in text and "fine_tune" in text
     verified = doc["verification"]["finetune_verified"]
     assert ("Fine-tuning verified" if verified else "Fine-tuning NOT verified") in text
+
+
+def test_markdown_first_screen_of_the_demo_compares_the_options_in_plain_words() -> None:
+    """The demo run (no prompt beats the majority baseline, a verified fine-tune): the options side by side,
+    why nothing is priced for prompting, and the engineer's detail after."""
+    demo = Path(__file__).parent / "data" / "demo.decision.json"
+    md = to_markdown(
+        Report.model_validate_json(demo.read_text(encoding="utf-8")),
+        plots={"pilot": [("t", "plots/pilot.svg")]},
+    )
+    first, detail = md.split("\n# Engineer's detail\n")
+    assert "How sure: high (98% of 500 resamples of the 400 eval items give this verdict" in first
+    assert "| majority baseline ('positive' for every item) |" in first
+    assert "not priced: no honest prompt to price" in first
+    assert (
+        "measured: verified on the same 400 eval items" in first and "493 ms, over the 300 ms budget" in first
+    )
+    assert "![t](plots/pilot.svg)" in first and "plots/pilot.svg" not in detail  # the chart once, at the top
+    assert "About 2,975 training examples would reach the target" in first
+    for name in ("pilot.beats_prompt", "pilot_gain_low", "prompting_beats_majority"):
+        assert name not in first and name in detail
+    assert "The cost and latency rules cannot apply: no prompting arm beats the majority baseline" in detail

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from advisor.report import fmt as numbers
-from advisor.report import pilot_view, plots
+from advisor.report import pilot_view, plots, summary
 from advisor.report.document import (
     Comparison,
     Decision,
@@ -31,6 +31,8 @@ from advisor.report.document import (
     TokenStats,
 )
 from advisor.report.prose import (
+    NO_LATENCY_TREND,
+    NO_PROBE_TREND,
     baseline_sentence,
     confidence_sentence,
     plateau_sentence,
@@ -38,13 +40,6 @@ from advisor.report.prose import (
 )
 from advisor.textsafe import term_safe
 
-VERDICT_TEXT = {
-    "prompt": "Prompt the model: a zero-shot or system prompt is enough",
-    "few_shot": "Use a few-shot prompt",
-    "fine_tune": "Fine-tune (LoRA)",
-    "collect_data": "Collect more or cleaner data first",
-    "inconclusive": "Inconclusive: measure more before deciding",
-}
 CSS = """
 :root { --ink:#1d1d1f; --muted:#5b5b66; --line:#dcdce3; --bg:#ffffff; --soft:#f5f6f8;
   --ok:#0b7a4b; --warn:#9a6200; --bad:#b42318; --ft:#6b3fa0; }
@@ -74,7 +69,7 @@ pre { white-space: pre-wrap; background: var(--soft); padding: 8px 10px; border-
 .est { white-space: nowrap; }
 .na { color: var(--muted); font-style: italic; }
 .sub { color: var(--muted); margin: 0 0 18px; }
-nav { font-size: 13px; margin: 14px 0 0; }
+nav { font-size: 13px; margin: 14px 0 0; display: flex; flex-wrap: wrap; }
 nav a { margin-right: 12px; white-space: nowrap; }
 a { color: #0b5cad; }
 .banner { border-radius: 10px; padding: 18px 22px; margin: 18px 0 8px; border: 2px solid var(--vc);
@@ -114,6 +109,30 @@ dl.kv { display: grid; grid-template-columns: minmax(140px, 220px) 1fr; gap: 4px
 dl.kv dt { color: var(--muted); }
 dl.kv dd { margin: 0; min-width: 0; }
 ul.sources { margin: 4px 0 0; padding-left: 18px; font-size: 13px; }
+h2.first { border-top: 0; margin-top: 22px; }
+table.options td:nth-child(1) { font-weight: 600; }
+table.options td:nth-child(3) { white-space: nowrap; }
+#compare svg { max-width: 680px; }
+.cols { display: grid; grid-template-columns: 1fr 1fr; gap: 0 28px; }
+.cols h3 { margin-top: 10px; }
+.cols ul { padding-left: 20px; margin: 4px 0; }
+h2.detail { margin-top: 40px; }
+details.section { border-top: 1px solid var(--line); }
+details.section > summary { cursor: pointer; padding: 6px 0; }
+details.section > summary h2 { display: inline; border: 0; margin: 0; padding: 0; font-size: 17px; }
+@media (max-width: 640px) {
+  .wrap { padding: 16px 14px 48px; }
+  .cols { grid-template-columns: 1fr; }
+  table { display: block; overflow-x: auto; }
+  table.options, table.options tbody, table.options tr, table.options td { display: block; width: 100%; }
+  table.options thead { display: none; }
+  table.options tr { border-bottom: 2px solid var(--line); padding: 6px 0; }
+  table.options td { border: 0; padding: 2px 0; }
+  table.options td::before { content: attr(data-label) ": "; color: var(--muted); font-weight: normal; }
+  .meter { display: none; }
+  .est { white-space: normal; }
+  dl.kv { grid-template-columns: 1fr; }
+}
 @page { size: A4; margin: 14mm 12mm; }
 @media print {
   body { font-size: 11pt; }
@@ -253,26 +272,47 @@ def _figure(fig: plots.Figure | None, caption: str = "") -> str:
 # ---------------------------------------------------------------- sections
 
 
-def _banner(d: Decision) -> str:
+def _summary(report: Report, chart: plots.Figure | None) -> str:
+    """The first screen: the verdict, the options side by side, one chart, the facts and what would change.
+    Plain words only: rule ids and signal names are in the engineer's detail below."""
+    d = report.decision
     verdict = str(d.verdict)
     conf = d.confidence
     pct = max(0.0, min(1.0, float(conf))) * 100 if conf is not None else 0.0
-    items = "".join(f"<li>{esc(c)}</li>" for c in d.what_would_change)
-    items = items or "<li>Nothing short of different signals.</li>"
-    deciding = d.deciding_rules
+    head = "".join(f"<th>{esc(h)}</th>" for h in summary.HEADER)
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f'<td data-label="{esc(h)}">{esc(c)}</td>'
+            for h, c in zip(summary.HEADER, (o.name, o.how, o.quality, o.cost, o.latency), strict=True)
+        )
+        + "</tr>"
+        for o in summary.options(report)
+    )
+    target = summary.target_line(report)
+    facts = "".join(f"<li>{esc(f)}</li>" for f in summary.facts(d))
+    changes = "".join(f"<li>{esc(c)}</li>" for c in summary.changes(report))
+    figure = (
+        f'<figure id="compare">{chart.svg}<figcaption>{esc(chart.title)}</figcaption></figure>'
+        if chart is not None
+        else ""
+    )
     return (
         f'<section class="banner v-{esc(verdict)}" id="verdict">'
         '<div class="label">Verdict</div>'
         f'<div class="verdict">{esc(verdict)}</div>'
-        f'<div class="headline">{esc(VERDICT_TEXT.get(verdict, verdict))}</div>'
-        f"<div>Confidence <strong>{fmt(conf, 2)}</strong>"
-        f'<span class="meter" aria-hidden="true"><span style="width:{pct:.0f}%"></span></span>'
-        f"{esc(confidence_sentence(d))}; decided by {esc(d.decided_by)}"
-        + (f" ({', '.join(f'<code>{esc(r)}</code>' for r in deciding)})" if deciding else "")
-        + "</div>"
-        f"<p>{esc(d.summary)}</p>"
-        f'<div><strong>What would change the verdict</strong></div><ul class="change">{items}</ul>'
+        f'<div class="headline">{esc(summary.headline(report))}</div>'
+        f'<div>{esc(summary.sureness(d))}<span class="meter" aria-hidden="true">'
+        f'<span style="width:{pct:.0f}%"></span></span></div>'
         "</section>"
+        '<section id="options"><h2 class="first">The options</h2>'
+        + f'<table class="options"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+        + (f"<p class='muted'>{esc(target)}</p>" if target else "")
+        + "</section>"
+        + figure
+        + f'<section id="why" class="v-{esc(verdict)}"><div class="cols"><div>'
+        f"<h3>What the verdict rests on</h3><ul>{facts}</ul></div>"
+        f"<div><h3>What would change it</h3><ul>{changes}</ul></div></div></section>"
     )
 
 
@@ -539,6 +579,8 @@ def _evidence(report: Report, figs: Mapping[str, plots.Figure]) -> str:
                 "optimistic.",
             )
         )
+        if not plots.probe_trend(curve):
+            out.append(f"<p>{esc(NO_PROBE_TREND)}</p>")
         need = curve.examples_needed
         n_max = curve.points[-1].n if curve.points else None
         lo, hi = curve.b_interval
@@ -610,9 +652,9 @@ def _evidence(report: Report, figs: Mapping[str, plots.Figure]) -> str:
         out.append(
             _figure(
                 figs["latency"],
-                "Measured p50 and p95 per arm (single requests, one at a time); the line is the fitted "
-                "latency model at the mean output length; the diamond is the fine-tuned model projected at a "
-                "zero-shot-length prompt.",
+                "Measured p50 and p95 per arm (single requests, one at a time); the line, when drawn, is the "
+                "fitted latency model at the mean output length; the diamond, when drawn, is the fine-tuned "
+                "model (measured, or projected at a zero-shot-length prompt when a fine-tune was trained).",
             )
         )
     model = s.latency_model
@@ -621,7 +663,9 @@ def _evidence(report: Report, figs: Mapping[str, plots.Figure]) -> str:
         out.append(
             f"<p>Latency model (n={fmt(model.n)}{r2}): {_n(model.a * 1000, 1)} ms + "
             f"{_n(model.b * 1000, 3)} ms per prompt token + "
-            f"{_n(model.c * 1000, 2)} ms per output token.</p>"
+            f"{_n(model.c * 1000, 2)} ms per output token"
+            + ("" if plots.latency_trend(model) else f". {esc(NO_LATENCY_TREND)}")
+            + ".</p>"
         )
     elif figs.get("latency") is None:
         out.append(_not_measured(_evidence_reason(s, "latency")))
@@ -824,10 +868,17 @@ def _source(s: RuleSource) -> str:
     return f"<li>{text}</li>"
 
 
-def _rules(d: Decision) -> str:
+def _rules(d: Decision, why_unpriced: str | None = None) -> str:
+    """The rules: fired, vetoed, skipped; `why_unpriced` says why the economics signals are missing."""
     verdict = str(d.verdict)
     deciding = set(d.deciding_rules)
     out = [f'<h2 id="rules">Rules: fired, vetoed, skipped</h2><div class="v-{esc(verdict)}">']
+    deciding_ids = ", ".join(f"<code>{esc(r)}</code>" for r in d.deciding_rules)
+    out.append(
+        f"<p>Verdict <code>{esc(verdict)}</code>, decided by {esc(d.decided_by)}"
+        + (f" ({deciding_ids})" if deciding_ids else "")
+        + f"; {esc(confidence_sentence(d))}.</p>"
+    )
     out.append(f"<h3>Fired ({len(d.fired)})</h3>")
     if not d.fired:
         out.append("<p>No rule fired.</p>")
@@ -867,6 +918,8 @@ def _rules(d: Decision) -> str:
         ]
         out.append("</ul>")
     out.append(f"<h3>Skipped: signals not measured ({len(d.skipped)})</h3>")
+    if d.skipped and why_unpriced is not None:
+        out.append(f"<p>The cost and latency rules cannot apply: {esc(why_unpriced)}.</p>")
     if d.skipped:
         rows = [
             [
@@ -936,6 +989,14 @@ def _provenance(report: Report) -> str:
 # ---------------------------------------------------------------- the page
 
 
+def _fold(section: str) -> str:
+    """A section (it opens with its <h2 id=...>) folded into a <details> whose summary is that heading."""
+    head, sep, rest = section.partition("</h2>")
+    anchor, _, title = head.partition(">")
+    ident = anchor.removeprefix("<h2 ").strip()
+    return f'<details class="section" {ident}><summary><h2>{title}</h2></summary>{rest}</details>'
+
+
 def to_html(report: Report) -> str:
     """The whole report as one HTML page (UTF-8 text; no external resources)."""
     figs = {f.name: f for f in plots.figures(report)}
@@ -944,7 +1005,6 @@ def to_html(report: Report) -> str:
     nav = "".join(
         f'<a href="#{k}">{esc(t)}</a>'
         for k, t in (
-            ("verdict", "Verdict"),
             ("signals", "Signals"),
             ("data", "Data"),
             ("prompting", "Prompting"),
@@ -956,21 +1016,29 @@ def to_html(report: Report) -> str:
             ("provenance", "Provenance"),
         )
     )
+    chart = plots.comparison(figs)
+    detail_figs = {k: f for k, f in figs.items() if f is not chart}
+    sections = [
+        _signals(report),
+        _data(report),
+        _prompting(report, detail_figs),
+        _evidence(report, detail_figs),
+        _pilot(report, detail_figs),
+        _training(report, detail_figs),
+        _verification(report, detail_figs),
+        _rules(report.decision, summary.no_prompt_to_price(report)),
+        _provenance(report),
+    ]
     body = [
         "<h1>tunegate report</h1>",
         f'<p class="sub"><code>{esc(ds.path)}</code> · {fmt(ds.n_examples)} examples · '
         f"{esc(ds.task_kind)} · created {esc(report.created_at)}</p>",
+        _summary(report, chart),
+        '<h2 class="detail" id="detail">Engineer\'s detail</h2>',
+        "<p class='muted'>The signals, the rules with their ids, the data audit, every measurement and the "
+        "provenance. Each section opens on a click.</p>",
         f"<nav>{nav}</nav>",
-        _banner(report.decision),
-        _signals(report),
-        _data(report),
-        _prompting(report, figs),
-        _evidence(report, figs),
-        _pilot(report, figs),
-        _training(report, figs),
-        _verification(report, figs),
-        _rules(report.decision),
-        _provenance(report),
+        *(_fold(x) for x in sections),
     ]
     page = (
         "<!DOCTYPE html>\n"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from advisor.report import fmt, pilot_view
+from advisor.report import fmt, pilot_view, summary
 from advisor.report.document import (
     ArmScores,
     Audit,
@@ -26,24 +27,30 @@ from advisor.report.document import (
     Split,
 )
 from advisor.report.finetune import training_markdown, verification_markdown
-from advisor.report.prose import baseline_sentence, confidence_sentence, plateau_sentence
+from advisor.report.plots import COMPARISON, latency_trend, probe_trend
+from advisor.report.prose import (
+    NO_LATENCY_TREND,
+    NO_PROBE_TREND,
+    baseline_sentence,
+    confidence_sentence,
+    plateau_sentence,
+)
 from advisor.textsafe import md_code, md_escape, md_link
 
 SPLIT_FILE = "split.json"  # where the split's line numbers are (advisor.audit.checks.SPLIT_FILE)
 
 
 def to_markdown(report: Report, plots: Mapping[str, Sequence[tuple[str, str]]] | None = None) -> str:
-    """The Markdown report; `plots` (section -> [(title, relative path)]) embeds images after sections."""
+    """The Markdown report; `plots` (section -> [(title, relative path)]) embeds images after sections.
+
+    The first screen answers a planning review in plain words (`summary_section`); the engineer's detail
+    (rules with their ids, signals, audit, measurements, provenance) follows under its own heading."""
     d = report.decision
-    out = [
-        "# tunegate report",
-        "",
-        f"**Verdict: {md_code(d.verdict)}**, {md_escape(confidence_sentence(d))}",
-        "",
-        md_escape(d.summary),
-        "",
-    ]
-    out += _decision(d)
+    plots = plots or {}
+    chart = plot_path(plots, COMPARISON)
+    out = ["# tunegate report", "", summary_section(report, chart).rstrip(), ""]
+    out += ["# Engineer's detail", ""]
+    out += _decision(d, summary.no_prompt_to_price(report))
     out += [audit_section(report.audit, report.split).rstrip(), ""]
     sections = {
         "prompting": prompting_section(report.prompting),
@@ -56,12 +63,47 @@ def to_markdown(report: Report, plots: Mapping[str, Sequence[tuple[str, str]]] |
         out += [text.rstrip(), ""]
         out += [
             line
-            for title, rel in (plots or {}).get(key, ())
+            for title, rel in plots.get(key, ())
+            if chart is None or rel != chart[1]
             for line in (f"![{md_escape(title)}]({rel})", "")
         ]
     out += _signals(report.signals)
     out += _provenance(report)
     return "\n".join(out).rstrip() + "\n"
+
+
+def plot_path(plots: Mapping[str, Sequence[tuple[str, str]]], names: Sequence[str]) -> tuple[str, str] | None:
+    """The first of the named plots (file stems, in order of preference) that was written: (title, path)."""
+    written = {Path(rel).stem: (title, rel) for entries in plots.values() for title, rel in entries}
+    return next((written[n] for n in names if n in written), None)
+
+
+def summary_section(report: Report, chart: tuple[str, str] | None = None) -> str:
+    """The first screen: the verdict and how sure it is, the options side by side, the comparison chart,
+    the facts the verdict rests on and what would change it. Plain words: no rule id, no signal name."""
+    d = report.decision
+    out = [
+        f"**Verdict: {md_code(d.verdict)}**. {md_escape(summary.headline(report))}",
+        "",
+        md_escape(summary.sureness(d)),
+        "",
+        "## The options",
+        "",
+        "| " + " | ".join(summary.HEADER) + " |",
+        "|---|---|---|---|---|",
+    ]
+    for o in summary.options(report):
+        cells = (o.name, o.how, o.quality, o.cost, o.latency)
+        out.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
+    target = summary.target_line(report)
+    out += ["", md_escape(target)] if target else []
+    if chart is not None:
+        out += ["", f"![{md_escape(chart[0])}]({chart[1]})"]
+    out += ["", "## What the verdict rests on", ""]
+    out += [f"- {md_escape(f)}" for f in summary.facts(d)]
+    out += ["", "## What would change it", ""]
+    out += [f"- {md_escape(c)}" for c in summary.changes(report)]
+    return "\n".join(out) + "\n"
 
 
 def pilot_section(p: Pilot | None, metric: str) -> str:
@@ -81,8 +123,8 @@ def pilot_section(p: Pilot | None, metric: str) -> str:
 # --------------------------------------------------------------------------- the decision
 
 
-def _decision(d: Decision) -> list[str]:
-    out = ["## Why", ""]
+def _decision(d: Decision, why_unpriced: str | None = None) -> list[str]:
+    out = ["## Why", "", f"Decided by {md_escape(d.decided_by)}; {md_escape(confidence_sentence(d))}.", ""]
     if not d.fired:
         out += ["No rule fired.", ""]
     for r in d.fired:
@@ -113,6 +155,8 @@ def _decision(d: Decision) -> list[str]:
     out += [f"- {md_escape(c)}" for c in d.what_would_change] or ["- Nothing short of different signals."]
     out.append("")
     out += ["## Skipped rules (signals not measured)", ""]
+    if d.skipped and why_unpriced is not None:
+        out += [f"The cost and latency rules cannot apply: {md_escape(why_unpriced)}.", ""]
     if d.skipped:
         out += ["| rule | argues for | missing signals |", "|---|---|---|"]
         for s in d.skipped:
@@ -373,7 +417,8 @@ def evidence_section(e: Evidence | None) -> str:
         r2 = f", R² {model.r2:.2f}" if model.r2 is not None else ""
         out.append(
             f"Latency model (n={model.n}{r2}): {model.a * 1000:.1f} ms "
-            f"+ {model.b * 1000:.3f} ms per prompt token + {model.c * 1000:.2f} ms per output token."
+            f"+ {model.b * 1000:.3f} ms per prompt token + {model.c * 1000:.2f} ms per output token"
+            + ("." if latency_trend(model) else f". {NO_LATENCY_TREND}.")
         )
     if e.finetuned_latency_ms is not None:
         out.append(
@@ -412,6 +457,8 @@ def evidence_section(e: Evidence | None) -> str:
             out.append(f"| {pt.n:,} | {pt.score:.3f} | {pt.ci_low:.3f}–{pt.ci_high:.3f} |")
         n_max = curve.points[-1].n
         lo, hi = curve.b_interval
+        if not probe_trend(curve):
+            out += ["", NO_PROBE_TREND]
         out += [
             "",
             f"Power law: error ≈ {curve.a:.3g}·n^{-curve.b:+.3f} (exponent b = {curve.b:.3f}, "

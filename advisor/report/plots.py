@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 from advisor.report.document import (
     ArmEvidence,
     ArmScores,
+    Estimate,
     Evidence,
+    LatencyModel,
     LearningCurve,
     Pilot,
     Prompting,
@@ -45,6 +47,8 @@ BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY, GREY = (
     "#56B4E9",
     "#666666",
 )
+COMPARISON = ("pilot", "arms")  # the first screen's chart, in order of preference
+MIN_LATENCY_R2 = 0.5  # a latency model explaining less of the variance is "no trend", not a line
 MAX_POLYLINE_POINTS = 400  # longer series are thinned (every n-th point, the last kept)
 
 
@@ -125,6 +129,12 @@ class Scale:
         return self.a + t * (self.b - self.a)
 
 
+def _clip(v: float, scale: Scale) -> float:
+    """v held inside the scale's data range."""
+    lo, hi = min(scale.lo, scale.hi), max(scale.lo, scale.hi)
+    return min(hi, max(lo, v))
+
+
 def _pad_range(
     lo: float, hi: float, frac: float = 0.08, floor: float | None = None, ceil: float | None = None
 ):
@@ -161,10 +171,14 @@ class _Chart:
     height: int
     parts: list[str] = field(default_factory=list)
 
+    def inside(self, a: float, b: float) -> bool:
+        """Whether a data point lies within the frame (marks outside it are not drawn)."""
+        return _clip(a, self.x) == a and _clip(b, self.y) == b
+
     def line(
         self, pts: Iterable[tuple[float, float]], colour: str, *, width: float = 2, dash: str = ""
     ) -> None:
-        px = " ".join(f"{_f(self.x(a))},{_f(self.y(b))}" for a, b in pts)
+        px = " ".join(f"{_f(self.x(_clip(a, self.x)))},{_f(self.y(_clip(b, self.y)))}" for a, b in pts)
         d = f' stroke-dasharray="{dash}"' if dash else ""
         self.parts.append(
             f'<polyline points="{px}" fill="none" stroke="{colour}" stroke-width="{width}"{d} '
@@ -195,6 +209,8 @@ class _Chart:
         self.text(x + (-4 if anchor == "end" else 4), y, label, colour=colour, anchor=anchor)
 
     def point(self, a: float, b: float, colour: str, *, hollow: bool = False, shape: str = "circle") -> None:
+        if not self.inside(a, b):
+            return
         x, y = self.x(a), self.y(b)
         fill = "#ffffff" if hollow else colour
         if shape == "diamond":
@@ -210,10 +226,16 @@ class _Chart:
             )
 
     def errorbar(self, a: float, low: float, high: float, colour: str) -> None:
-        x, y0, y1 = self.x(a), self.y(low), self.y(high)
+        """A whisker from low to high, cut at the frame; a cap only on an end that was not cut."""
+        if _clip(a, self.x) != a:
+            return
+        lo, hi = _clip(low, self.y), _clip(high, self.y)
+        x, y0, y1 = self.x(a), self.y(lo), self.y(hi)
+        caps = "".join(
+            f"M{_f(x - 5)},{_f(y)}H{_f(x + 5)}" for y, cut in ((y0, lo != low), (y1, hi != high)) if not cut
+        )
         self.parts.append(
-            f'<path d="M{_f(x)},{_f(y0)}V{_f(y1)}M{_f(x - 5)},{_f(y0)}H{_f(x + 5)}'
-            f'M{_f(x - 5)},{_f(y1)}H{_f(x + 5)}" stroke="{colour}" stroke-width="1.5" fill="none"/>'
+            f'<path d="M{_f(x)},{_f(y0)}V{_f(y1)}{caps}" stroke="{colour}" stroke-width="1.5" fill="none"/>'
         )
 
     def text(
@@ -453,6 +475,21 @@ def arm_curve_svg(prompting: Prompting | None, finetuned: ScoredModel | None = N
     return _render(c, desc)
 
 
+def probe_trend(curve: LearningCurve) -> bool:
+    """Whether the probe's score rises with more data, so its power law may be drawn and extrapolated:
+    a positive exponent and a largest subset that scores at least the smallest."""
+    scores = [p.score for p in curve.points]
+    return bool(scores) and curve.b > 0 and scores[-1] >= scores[0]
+
+
+def latency_trend(model: LatencyModel | None) -> bool:
+    """Whether the fitted latency model is one to draw: no negative intercept or slope, and a fit that
+    explains at least half the variance."""
+    if model is None:
+        return False
+    return model.a >= 0 and model.b >= 0 and (model.r2 is None or model.r2 >= MIN_LATENCY_R2)
+
+
 def learning_curve_svg(curve: LearningCurve | None, prompt_score: float | None = None) -> str | None:
     """The probe's score against train examples (log x) with CIs, the power-law fit and its extrapolation."""
     if curve is None or not curve.points:
@@ -464,7 +501,7 @@ def learning_curve_svg(curve: LearningCurve | None, prompt_score: float | None =
     ]
     if not pts:
         return None
-    a, b = _num(curve.a), _num(curve.b)
+    a, b = (_num(curve.a), _num(curve.b)) if probe_trend(curve) else (None, None)
     target = _num(curve.target)
     n_min, n_max = min(p[0] for p in pts), max(p[0] for p in pts)
     need = _num(curve.examples_needed.value)
@@ -473,7 +510,7 @@ def learning_curve_svg(curve: LearningCurve | None, prompt_score: float | None =
         x_end = max(x_end, need * 1.15)
     xlo, xhi = n_min / 1.4, x_end * 1.1
     extra = []
-    for factor, iv in ((2, curve.score_at_2x), (4, curve.score_at_4x)):
+    for factor, iv in ((2, curve.score_at_2x), (4, curve.score_at_4x)) if a is not None else ():
         v = _num(iv.value)
         if v is not None:
             extra.append((factor * n_max, v, _num(iv.low), _num(iv.high)))
@@ -484,6 +521,8 @@ def learning_curve_svg(curve: LearningCurve | None, prompt_score: float | None =
     legend = [("probe score, 95% CI", BLUE, "point")]
     if a is not None and b is not None:
         legend += [("power-law fit", BLUE, "line"), ("extrapolation, 95% CI", BLUE, "hollow")]
+    else:
+        legend.append(("no trend: the score does not rise with more data, so no fit is drawn", GREY, "point"))
     if target is not None:
         legend.append((f"target {fmt_score(target)}", GREEN, "dash"))
     if prompt_score is not None:
@@ -511,7 +550,7 @@ def learning_curve_svg(curve: LearningCurve | None, prompt_score: float | None =
 
         c.line(span(n_min, n_max), BLUE, width=1.5)
         c.line(span(n_max, x_end), BLUE, width=1.5, dash="5 4")
-    if need is not None and xlo <= need <= xhi:
+    if a is not None and need is not None and xlo <= need <= xhi:
         c.vline(need, GREEN, f"≈{fmt_count(need)} examples to reach the target", bottom_label=True)
     for n, v, lo, hi in pts:
         if lo is not None and hi is not None:
@@ -525,10 +564,14 @@ def learning_curve_svg(curve: LearningCurve | None, prompt_score: float | None =
     return _render(c, desc)
 
 
-def pilot_svg(pilot: Pilot | None, prompting: Prompting | None) -> str | None:
+def pilot_svg(
+    pilot: Pilot | None, prompting: Prompting | None, verified: tuple[int, Estimate] | None = None
+) -> str | None:
     """The fine-tuning curve (the pilots' dev scores against training examples, log x, with the fitted
     saturating curve and its prediction at the full train split) against the prompting side: each honest
-    prompting arm's eval score and the quality target as horizontal lines."""
+    prompting arm's eval score and the quality target as horizontal lines.
+
+    `verified`: (training examples, eval score) of the verified fine-tuned model, drawn as measured."""
     if pilot is None or not pilot.points or pilot.curve is None:
         return None
     cv = pilot.curve
@@ -542,16 +585,26 @@ def pilot_svg(pilot: Pilot | None, prompting: Prompting | None) -> str | None:
         if not (a.degeneracy is not None and a.degeneracy.degenerate)
     ]  # fmt: skip
     arm_scores = [(a.name, a.scores[metric].value) for a in honest if metric in a.scores]
+    majority = prompting.baselines if prompting is not None and not arm_scores else None
+    if majority is not None:  # no honest prompt: the fine-tune is held against always answering the majority
+        level = getattr(majority.majority, metric, None)
+        arm_scores = [("majority baseline", level)] if level is not None else []
     values = [v for p in pts for v in p[1:]] + [cv.at_full.low, cv.at_full.high]
     values += [v for _, v in arm_scores] + ([target] if target is not None else [])
     if pilot.eval_score is not None:
         values.append(pilot.eval_score.value)
+    if verified is not None:
+        values.append(verified[1].value)
     ylo, yhi = _pad_range(min(values), max(values), 0.1, floor=0.0, ceil=1.0)
     legend = [("pilot, dev score, 95% CI", BLUE, "point"), ("fitted curve", BLUE, "line")]
     legend.append(("predicted at the full train split, 95% CI", BLUE, "hollow"))
     if pilot.eval_score is not None:
         legend.append(("largest pilot on the eval items", ORANGE, "point"))
-    legend.append(("prompting arms (eval)", GREY, "dash"))
+    if verified is not None:
+        legend.append(("fine-tuned model, verified on the eval items", VERMILLION, "diamond"))
+    if arm_scores:
+        what = "majority baseline (no prompt beats it)" if majority is not None else "prompting arms (eval)"
+        legend.append((what, GREY, "dash"))
     if target is not None:
         legend.append((f"target {fmt_score(target)}", GREEN, "dash"))
     c = _chart(
@@ -586,6 +639,10 @@ def pilot_svg(pilot: Pilot | None, prompting: Prompting | None) -> str | None:
     c.point(n_full, cv.at_full.value, BLUE, hollow=True)
     if pilot.eval_score is not None:
         c.point(pts[-1][0], pilot.eval_score.value, ORANGE, shape="diamond")
+    if verified is not None:
+        n, est = verified
+        c.errorbar(n, est.low, est.high, VERMILLION)
+        c.point(n, est.value, VERMILLION, shape="diamond")
     desc = "; ".join(f"{fmt_count(n)} examples: {fmt_score(v)}" for n, v, *_ in pts)
     desc += f"; predicted at {fmt_count(n_full)}: {fmt_score(cv.at_full.value)}"
     return _render(c, desc)
@@ -680,8 +737,13 @@ def cost_svg(evidence: Evidence | None) -> str | None:
     return _render(c, desc)
 
 
-def latency_svg(evidence: Evidence | None) -> str | None:
-    """Measured p50/p95 latency per arm against its prompt tokens, the fitted model, the budget line."""
+def latency_svg(
+    evidence: Evidence | None, finetuned: ScoredModel | None = None, trained: bool = False
+) -> str | None:
+    """Measured p50/p95 latency per arm against its prompt tokens, the fitted model, the budget line.
+
+    The fine-tuned model is drawn as measured (`finetuned`, the verification's entry, when it was timed),
+    else as projected by the latency model only when a fine-tune was `trained`; never otherwise."""
     if evidence is None:
         return None
     arms = [a for a in evidence.arms if _num(a.prompt_tokens) is not None and _num(a.p95_ms) is not None]
@@ -690,13 +752,19 @@ def latency_svg(evidence: Evidence | None) -> str | None:
     budget = _num(evidence.latency_budget_ms)
     model = evidence.latency_model
     ma, mb, mc = (_num(model.a), _num(model.b), _num(model.c)) if model else (None, None, None)
+    has_model = latency_trend(model) and ma is not None and mb is not None
     outs = [_num(a.completion_tokens) for a in arms]
     out_tokens = sum(o for o in outs if o is not None) / max(1, sum(o is not None for o in outs))
-    ft_ms = _num(evidence.finetuned_latency_ms)
-    zero = next((a for a in arms if a.kind == "zero_shot"), None)
-    ft_tokens = _num(evidence.cost.finetuned_prompt_tokens if evidence.cost else None) or (
-        _num(zero.prompt_tokens) if zero else None
-    )
+    measured = finetuned.latency if finetuned is not None else None
+    if finetuned is not None and measured is not None:
+        ft_ms, ft_tokens, ft_label = _num(measured.p95_ms), _num(finetuned.mean_prompt_tokens), "measured"
+    else:
+        zero = next((a for a in arms if a.kind == "zero_shot"), None)
+        ft_ms = _num(evidence.finetuned_latency_ms) if trained and has_model else None
+        ft_tokens = _num(evidence.cost.finetuned_prompt_tokens if evidence.cost else None) or (
+            _num(zero.prompt_tokens) if zero else None
+        )
+        ft_label = "projected"
     x_max = max(_num(a.prompt_tokens) or 0 for a in arms) * 1.12 + 1
     ys = [_num(a.p95_ms) or 0 for a in arms] + [_num(a.p50_ms) or 0 for a in arms]
     ys += [v for v in (budget, ft_ms) if v is not None]
@@ -704,15 +772,16 @@ def latency_svg(evidence: Evidence | None) -> str | None:
     def model_ms(x: float) -> float:
         return 1000.0 * ((ma or 0.0) + (mb or 0.0) * x + (mc or 0.0) * out_tokens)
 
-    has_model = ma is not None and mb is not None
     if has_model:
         ys.append(model_ms(x_max))
     y_max = max(ys) * 1.15 or 1.0
     legend = [("p95", BLUE, "point"), ("p50", BLUE, "hollow")]
     if has_model:
         legend.append(("latency model (mean)", GREY, "line"))
+    elif model is not None:
+        legend.append(("no trend: the latency model fits poorly, so no line is drawn", GREY, "point"))
     if ft_ms is not None and ft_tokens is not None:
-        legend.append(("fine-tuned (projected)", VERMILLION, "diamond"))
+        legend.append((f"fine-tuned ({ft_label}{', p95' if measured else ''})", VERMILLION, "diamond"))
     if budget is not None:
         legend.append((f"budget {budget:g} ms", VERMILLION, "dash"))
     c = _chart(
@@ -933,7 +1002,13 @@ def figures(report: Report) -> list[Figure]:
             "Cumulative cost against volume, with the break-even point",
             cost_svg(evidence),
         )
-        add("latency", "evidence", "Latency against prompt tokens, with the budget", latency_svg(evidence))
+        trained = training is not None or (report.pilot is not None and report.pilot.measured)
+        add(
+            "latency",
+            "evidence",
+            "Latency against prompt tokens, with the budget",
+            latency_svg(evidence, verification.finetuned if verification else None, trained),
+        )
     if training is not None:
         best_step = _num(training.metrics.best_step)
         add(
@@ -956,7 +1031,7 @@ def figures(report: Report) -> list[Figure]:
         "pilot",
         "pilot",
         "Fine-tuning curve of the pilots against the prompting arms and the target",
-        pilot_svg(report.pilot, prompting),
+        pilot_svg(report.pilot, prompting, _verified(report)),
     )
     add(
         "before_after",
@@ -965,3 +1040,16 @@ def figures(report: Report) -> list[Figure]:
         before_after_svg(verification),
     )
     return out
+
+
+def _verified(report: Report) -> tuple[int, Estimate] | None:
+    """The verified fine-tune's training examples and eval score, when both are in the document."""
+    v, t = report.verification, report.training
+    est = v.finetuned.scores.get(v.metric) if v is not None else None
+    return (t.metrics.n_train, est) if t is not None and est is not None else None
+
+
+def comparison(figs: Mapping[str, Figure]) -> Figure | None:
+    """The one chart of the report's first screen: the fine-tuning curve against the prompting arms and the
+    target when the pilot ran, else the prompting arms against the target."""
+    return next((figs[n] for n in COMPARISON if n in figs), None)

@@ -12,6 +12,15 @@ from collections.abc import Callable
 from advisor.report import fmt
 from advisor.report.document import Decision, Prompting
 
+NO_PROBE_TREND = (
+    "No trend: the probe's score does not rise with more training data, so its power law is not drawn "
+    "and its extrapolations are not to be relied on."
+)
+NO_LATENCY_TREND = (
+    "No trend: the latency model has a negative term or explains less than half the variance, so it is "
+    "not drawn"
+)
+
 
 def _backticks(text: object) -> str:
     return f"`{text}`"
