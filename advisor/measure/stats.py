@@ -181,9 +181,24 @@ def _resampled_means(v: np.ndarray, seed: int, n_resamples: int) -> np.ndarray:
 
 
 def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
-    tail = (1 - confidence) / 2 * 100
-    lo, hi = np.percentile(samples, [tail, 100 - tail])
-    return float(lo), float(hi)
+    """The two-sided percentile interval: `np.percentile(samples, [tail, 100 - tail])` (its default linear
+    method, the same lerp), written out because numpy's general machinery costs ~0.2 ms a call and P(verdict)
+    asks for tens of thousands of small intervals."""
+    x = np.sort(np.asarray(samples, dtype=float).ravel())
+    if x.size == 0 or np.isnan(x[-1]):
+        return math.nan, math.nan
+    tail = (1 - confidence) / 2
+    return _lerp_at(x, tail), _lerp_at(x, 1 - tail)
+
+
+def _lerp_at(x: np.ndarray, q: float) -> float:
+    h = (x.size - 1) * q
+    i = min(int(math.floor(h)), x.size - 1)
+    j = min(i + 1, x.size - 1)
+    t = h - i
+    a, b = float(x[i]), float(x[j])
+    d = b - a
+    return b - d * (1 - t) if t >= 0.5 else a + d * t
 
 
 def bootstrap_statistic(
