@@ -12,7 +12,7 @@ test:
 	scripts/test.sh
 
 # The developer's inner loop: the same, without the tests that need the real model, a llama.cpp server,
-# a browser or torchrun.
+# a browser or torchrun, and without the slow sweeps (about 3 minutes on two cores).
 test-fast:
 	scripts/bootstrap.sh test
 	scripts/test.sh --fast

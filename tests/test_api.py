@@ -122,6 +122,7 @@ def test_importing_the_package_stays_light_until_advise_is_called() -> None:
     assert done.stdout.strip() == "True []"
 
 
+@pytest.mark.slow
 def test_the_notebook_example_runs(
     tmp_path: Path, empty_cwd: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -152,6 +153,7 @@ def _table_rows(path: str) -> Any:
     )
 
 
+@pytest.mark.slow
 def test_a_dataframe_and_a_dataset_give_the_file_verdict(measured, tmp_path: Path, empty_cwd: Path) -> None:
     """The same rows as `measured`'s file, from a chat-shaped DataFrame and from a `datasets` DatasetDict
     of their table form (text, label): the same split, arms, scores and verdict."""
@@ -265,6 +267,7 @@ def test_train_keeps_the_gate_and_checks_its_settings(tmp_path: Path, empty_cwd:
     assert not (run / "train").exists()
 
 
+@pytest.mark.slow
 def test_train_and_verify_from_python_on_the_tiny_model(tmp_path: Path, empty_cwd: Path) -> None:
     """advise → train (forced) → verify another adapter, all from `import tunegate`, on the tiny model."""
     pytest.importorskip("torch")

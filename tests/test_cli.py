@@ -256,6 +256,7 @@ def test_a_full_stderr_is_exit_8(nonascii_data, tmp_path) -> None:
 @pytest.mark.parametrize(
     "env", [{"PYTHONIOENCODING": "ascii"}, {"PYTHONIOENCODING": "latin-1"}, {"LC_ALL": "C"}]
 )
+@pytest.mark.slow
 def test_a_stdout_that_cannot_encode_the_text_gets_replacements(env, nonascii_data, tmp_path) -> None:
     out = tmp_path / "run"
     rc, text = _tunegate(["advise", str(nonascii_data), "--no-model", "--out", str(out)], "", env)

@@ -91,13 +91,13 @@ def _result(zero_correct: np.ndarray, few_correct: np.ndarray, target: float) ->
     )
 
 
-def _p(ruleset, result: PromptingResult) -> tuple[Verdict, object]:
+def _p(ruleset, result: PromptingResult, n_resamples: int = confidence.N_RESAMPLES) -> tuple[Verdict, object]:
     from advisor.decide.verdict import decide
     from advisor.measure.evaluate import prompting_signals
 
     signals = prompting_signals(result)
     verdict = decide(ruleset, signals).verdict
-    return verdict, confidence.of_prompting(ruleset, signals, verdict, result)
+    return verdict, confidence.of_prompting(ruleset, signals, verdict, result, n_resamples=n_resamples)
 
 
 def test_a_score_sitting_on_the_target_gives_two_equally_likely_verdicts(ruleset) -> None:
@@ -122,9 +122,10 @@ def test_a_score_far_above_the_target_is_a_near_certain_verdict(ruleset) -> None
 def test_the_measurement_is_seeded_and_chunked_without_changing_the_answer(ruleset, monkeypatch) -> None:
     zero = np.random.default_rng(2).permutation(np.arange(300) < 160)
     result = _result(zero, zero, target=0.52)
-    _, first = _p(ruleset, result)
+    _, first = _p(ruleset, result, n_resamples=100)
     monkeypatch.setattr(confidence, "CHUNK_CELLS", 300 * 7)  # 7 resamples per chunk instead of all at once
-    _, again = _p(ruleset, result)
+    _, again = _p(ruleset, result, n_resamples=100)
+    assert first.n_resamples == 100
     assert first == again
 
 
@@ -177,6 +178,7 @@ def _advise_with_fake(tmp_path, monkeypatch, **settings):
     return doc, split, fake
 
 
+@pytest.mark.slow
 def test_a_low_probability_grows_the_eval_split_in_seeded_chunks(tmp_path, monkeypatch) -> None:
     doc, split, _ = _advise_with_fake(tmp_path, monkeypatch, thresholds={"min_verdict_probability": 1.01})
     growth = doc["split"]["eval_growth"]
@@ -200,6 +202,7 @@ def test_a_low_probability_grows_the_eval_split_in_seeded_chunks(tmp_path, monke
     jsonschema.validate(doc, schema())
 
 
+@pytest.mark.slow
 def test_a_sure_verdict_or_a_spent_budget_keeps_the_split(tmp_path, monkeypatch) -> None:
     doc, split, _ = _advise_with_fake(tmp_path, monkeypatch, thresholds={"min_verdict_probability": 0.0})
     growth = doc["split"]["eval_growth"]
@@ -259,6 +262,7 @@ def _verified_run(tmp_path, ft_correct: np.ndarray):
     )
 
 
+@pytest.mark.slow
 def test_redecide_measures_p_verdict_on_the_verified_items(tmp_path) -> None:
     from pipeline.run import redecide
 

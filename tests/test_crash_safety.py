@@ -23,6 +23,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from faultserver import FaultState
 from test_faults import _data, advise_argv
 
@@ -95,6 +96,7 @@ class Launcher:
         self.proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_repeats_no_finished_call(
     fault_server: tuple[str, FaultState], tmp_path: Path
 ) -> None:

@@ -108,6 +108,7 @@ def test_the_install_steps_have_no_placeholder(workflow) -> None:
     assert "TUNEGATE_PIP_SPEC" in WORKFLOW.read_text().split("\nname:")[0]  # documented in the header
 
 
+@pytest.mark.slow
 def test_the_price_and_dry_run_steps_run_as_written(workflow, tmp_path: Path) -> None:
     """The two steps' scripts, run by bash with the variables a repository would set: a price file, and
     a dry run that prices the served model's requests, sends nothing and writes the job summary."""

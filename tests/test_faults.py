@@ -265,6 +265,7 @@ def test_advise_budget_counts_retries(
     assert len(state.received) == 4  # and GET /v1/models: five HTTP requests in all
 
 
+@pytest.mark.slow
 def test_advise_without_logprobs_records_the_fallback_and_reruns_free(
     fault_server: tuple[str, FaultState], run_advise: Callable[..., tuple[int, str]], tmp_path: Path
 ) -> None:
@@ -285,6 +286,7 @@ def test_advise_without_logprobs_records_the_fallback_and_reruns_free(
     assert again["scoring_note"] == backend["scoring_note"]
 
 
+@pytest.mark.slow
 def test_advise_generation_without_logprobs_skips_perplexity_after_one_probe(
     fault_server: tuple[str, FaultState], run_advise: Callable[..., tuple[int, str]], tmp_path: Path
 ) -> None:
@@ -370,6 +372,7 @@ def test_a_parameter_refused_again_is_a_backend_error(fault_server: tuple[str, F
     assert len(state.bodies) == 2 and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_advise_records_the_refused_parameters_also_from_the_cache(
     fault_server: tuple[str, FaultState], run_advise: Callable[..., tuple[int, str]], tmp_path: Path
 ) -> None:
@@ -387,6 +390,7 @@ def test_advise_records_the_refused_parameters_also_from_the_cache(
     assert again["request_params"] == backend["request_params"]
 
 
+@pytest.mark.slow
 def test_advise_renders_echo_prompts_with_the_tokenizer_given(
     fault_server: tuple[str, FaultState], run_advise: Callable[..., tuple[int, str]], tmp_path: Path
 ) -> None:

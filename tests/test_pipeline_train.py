@@ -219,6 +219,7 @@ def _env() -> dict:
     }
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_the_same_adapter(model_dir, examples, tmp_path) -> None:
     from safetensors.torch import load_file
 
@@ -530,6 +531,7 @@ VERDICT_EXITS = {ExitCode.PROMPT, ExitCode.FEW_SHOT, ExitCode.FINE_TUNE, ExitCod
 VERDICT_EXITS |= {ExitCode.INCONCLUSIVE, ExitCode.VETOED}
 
 
+@pytest.mark.slow
 def test_a_relative_run_folder_trains_and_verifies_from_its_own_paths(
     model_dir, tmp_path, monkeypatch
 ) -> None:

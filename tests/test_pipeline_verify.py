@@ -161,6 +161,7 @@ def test_verify_run_compares_finetuned_with_the_best_arm(model_dir, tmp_path) ->
     assert "Paired difference" in md and best in md and "fine-tuned (LoRA)" in md
 
 
+@pytest.mark.slow
 def test_training_again_drops_the_old_adapters_verification_until_verify_runs(model_dir, tmp_path) -> None:
     from advisor import recipe
     from advisor.cli import main
@@ -293,6 +294,7 @@ def test_a_run_folder_without_the_record_is_refused_before_any_training(model_di
     assert (run / "decision.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_tunegate_verify_the_runs_adapter_one_from_elsewhere_and_a_recorded_arm(model_dir, tmp_path) -> None:
     from advisor.measure.evaluate import read_predictions
     from pipeline.run import train_run

@@ -35,6 +35,7 @@ def _sent(fake: FakeBackend) -> int:
     return len(set(fake.loglik_requests)) + len(set(fake.gen_requests))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grow", [False, True], ids=["sure verdict", "eval split grows"])
 def test_the_estimate_is_within_20_percent_of_the_real_run_and_makes_no_call(
     data, tmp_path, fake, grow
@@ -83,6 +84,7 @@ class _Reporting(FakeBackend):
         return out
 
 
+@pytest.mark.slow
 def test_a_warm_cache_replays_the_run_and_plans_no_new_request(data, tmp_path, monkeypatch) -> None:
     from advisor.backends.cache import CachedBackend
 
@@ -104,6 +106,7 @@ def test_a_warm_cache_replays_the_run_and_plans_no_new_request(data, tmp_path, m
     assert warm.total("requests") == len(set(fake.loglik_requests)) + len(set(fake.gen_requests))
 
 
+@pytest.mark.slow
 def test_cli_dry_run_exits_0_writes_nothing_and_prices_the_tokens(data, tmp_path, fake, capsys) -> None:
     prices = tmp_path / "prices.toml"
     prices.write_text(
@@ -126,6 +129,7 @@ def test_cli_dry_run_exits_0_writes_nothing_and_prices_the_tokens(data, tmp_path
     assert plan["totals"]["requests"]["planned"] <= plan["totals"]["requests"]["upper_bound"]
 
 
+@pytest.mark.slow
 def test_dry_run_of_run_adds_the_training_plan(data, tmp_path, fake, capsys) -> None:
     argv = ["run", data, "--out", str(tmp_path / "run"), "--eval-size", "40", "--dev-size", "20", "--k", "1"]
     rc = main([*argv, "--dry-run", "--json", "--train-set", "max_steps=7"])
@@ -155,6 +159,7 @@ def test_a_real_run_records_its_model_time_and_the_estimate_uses_it(tmp_path, mo
     assert rates.lookup("hf", "m:1", "generate") == rates.lookup("hf", "other", "generate")  # the default
 
 
+@pytest.mark.slow
 def test_the_prompt_budget_setting_bounds_the_ladder(data, tmp_path, fake) -> None:
     settings = {**SETTINGS, "k_ladder": (1, 2, 4, 8), "thresholds": {"min_verdict_probability": 0.0}}
     wide = recipe.advise(AdviseConfig(data=data, out=str(tmp_path / "wide"), **settings))

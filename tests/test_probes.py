@@ -26,6 +26,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTED = {0, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 130}
 VERDICTS = {0, 10, 11, 12, 13}
@@ -749,6 +751,7 @@ def failures(outcomes: list[Outcome]) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_every_probe_ends_cleanly(tmp_path: Path) -> None:
     outcomes = run_all(tmp_path)
     print("\n" + table(outcomes))

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_probes import (
     DOCUMENTED,
     REPO,
@@ -704,6 +705,7 @@ def table(outcomes: list[Outcome]) -> str:
     return probe_table(outcomes)
 
 
+@pytest.mark.slow
 def test_every_containment_probe_is_clean(tmp_path: Path) -> None:
     outcomes = run_all(tmp_path)
     print("\n" + table(outcomes))

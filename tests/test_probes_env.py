@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from test_probes import REPO, Outcome, Patch, _advise, _good_run, _judge, _write, failures, table  # noqa: E402
@@ -731,6 +733,7 @@ def run_all(base: Path) -> list[Outcome]:
     return [outcomes[i] for i in range(len(every))]
 
 
+@pytest.mark.slow
 def test_every_environment_probe_ends_cleanly(tmp_path: Path) -> None:
     outcomes = run_all(tmp_path)
     print("\n" + table(outcomes))

@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fault_probes import GEN, LABELS, RESULTS, backend, print_table, probe, raises_tunegate  # noqa: E402
@@ -776,6 +778,7 @@ def run_all(tmp: Path) -> list[dict[str, Any]]:
     return list(RESULTS)
 
 
+@pytest.mark.slow
 def test_every_net_probe_is_clean(tmp_path: Path) -> None:
     results = run_all(tmp_path)
     failures = print_table(results)

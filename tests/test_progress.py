@@ -25,6 +25,7 @@ def fake(monkeypatch) -> FakeBackend:
     return backend
 
 
+@pytest.mark.slow
 def test_a_run_with_bars_forced_on_shows_a_bar_per_stage(tmp_path, fake) -> None:
     data = write_demo_data(str(tmp_path / "data"), n=600)
     config = AdviseConfig(
@@ -54,6 +55,7 @@ def test_a_run_with_bars_forced_on_shows_a_bar_per_stage(tmp_path, fake) -> None
     assert not reporter.tasks  # every stage ran to its end
 
 
+@pytest.mark.slow
 def test_quiet_prints_nothing_but_the_result(tmp_path, fake, capsys) -> None:
     data = write_demo_data(str(tmp_path / "data"), n=600)
     argv = ["advise", str(data), "--out", str(tmp_path / "run"), "--eval-size", "40", "--dev-size", "20"]

@@ -197,6 +197,7 @@ def _install(monkeypatch, fake: _FakeMlflow) -> None:
     monkeypatch.setitem(sys.modules, "mlflow.entities", _fake_entities())
 
 
+@pytest.mark.slow
 def test_params_first_metrics_as_each_step_is_logged_artifacts_at_the_end(
     advised, tmp_path, monkeypatch, capsys
 ) -> None:
@@ -228,6 +229,7 @@ def test_params_first_metrics_as_each_step_is_logged_artifacts_at_the_end(
     assert not Path("mlruns").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fail_on", ["create_run", "log_batch", "log_artifacts"])
 def test_a_tracker_that_raises_does_not_change_the_result(
     advised, untracked, tmp_path, monkeypatch, capsys, fail_on
