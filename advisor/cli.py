@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from advisor import progress
-from advisor.errors import ExitCode, TunegateError
+from advisor.errors import ConfigError, ExitCode, TunegateError
 from advisor.files import os_error_message, os_error_reason
 from advisor.textsafe import json_for_terminal, term_safe
 from advisor.types import Verdict
@@ -56,6 +56,7 @@ ADVISE_FLAGS = (
     "domain",
     "needs_consistent_style",
     "pilot",
+    "finetune_model",
     "task_description",
     "system_prompt_file",
     "out",
@@ -160,6 +161,7 @@ def _add_advise_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", metavar="ID|DIR", help=_help("tokenizer"))
     p.add_argument("--concurrency", type=int, metavar="N", help=_help("concurrency"))
     p.add_argument("--k", dest="k_ladder", metavar="1,2,4,8", help=_help("k_ladder"))
+    p.add_argument("--finetune-model", metavar="ID|DIR|GGUF", help=_help("finetune_model"))
     p.add_argument(
         "--no-pilot",
         action="store_const",
@@ -795,12 +797,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from advisor.finetune.distributed import launched_world
 
     config = _advise_config(args)
+    _check_training_model(args, config)  # before any model call: a served model cannot be fine-tuned here
     if args.dry_run:
         return _dry_run(args, config)
     if launched_world() > 1:
         return _run_launched(args, config)
     with _new_run(args, config):  # one lock through advise and train
         return _advise_then_train(args, config)
+
+
+def _check_training_model(args: argparse.Namespace, config: Any) -> None:
+    """`run` ends by fine-tuning a local model: when the arms prompt a served model, that local model must
+    be named (--finetune-model, or model= in the training settings) before advise spends a request."""
+    from advisor.finetune.config import TrainConfig
+    from pipeline.run import NO_CANDIDATE
+
+    if config.backend != "openai" or config.finetune_model is not None:
+        return
+    if TrainConfig.from_toml(args.config, list(args.train_overrides)).model is None:
+        raise ConfigError(NO_CANDIDATE, field="--finetune-model")
 
 
 def _run_launched(args: argparse.Namespace, config: Any) -> int:

@@ -324,6 +324,13 @@ class AdviseConfig(Settings):
         description="train short LoRA pilots (the `train` recipe, on nested subsets of the train split) to "
         "measure the fine-tuning side; needs a local trainable model (the hf backend's)",
     )
+    finetune_model: str | None = Field(
+        None,
+        description="the model to fine-tune (the candidate B: a Hub id[@revision], a local HF model folder "
+        "or "
+        "a .gguf file), when it is not the model the arms prompt; its pilots train, it is also measured "
+        "prompted, and `run` trains it (default: the arms' model, when it is a local one)",
+    )
     pilot_steps: Annotated[Int, Field(ge=1)] = Field(
         60, description="optimizer steps the pilots may take in all (their sizes follow from it)"
     )

@@ -7,6 +7,7 @@ The backend, torch and rich are only touched when a model is used, so a data-onl
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections import Counter
@@ -49,6 +50,7 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
     _check_inputs(config)
     # The local model is found (not loaded) first: a wrong --model fails before the run folder is touched.
     model = resolve_model(config.model) if backend is None and config.backend == "hf" else None
+    candidate = finetune_candidate(config, model)
     run_dir = RunDir(config.out).create(inputs=input_paths(config))
 
     # load
@@ -76,6 +78,7 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
         _pilot_task(
             config,
             model,
+            candidate,
             backend,
             task,
             labels,
@@ -310,30 +313,67 @@ def _decide(
     )
 
 
+def finetune_candidate(config: AdviseConfig, arms_model: ModelSource | None) -> ModelSource | None:
+    """The model to fine-tune when it is not the arms' (--finetune-model), resolved and checked before the
+    run folder is touched or a model is called: a local folder transformers can train, with a chat
+    template (the fine-tuning prompt is a chat). None: the arms' own model is the candidate."""
+    if config.finetune_model is None or config.backend == "none":
+        return None
+    source = resolve_model(config.finetune_model)
+    if arms_model is not None and source.path.resolve() == arms_model.path.resolve():
+        return None  # the arms' model named again: one model, no model change to measure
+    if not _has_chat_template(source.path):
+        raise ConfigError(
+            f"{config.finetune_model}: the model has no chat template (tokenizer_config.json "
+            "chat_template or chat_template.jinja); the fine-tuning prompt is a chat, so give an "
+            "instruction-tuned model",
+            field="finetune_model",
+        )
+    return source
+
+
+def _has_chat_template(folder: Path) -> bool:
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    config = folder / "tokenizer_config.json"
+    try:
+        return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _pilot_task(
     config: AdviseConfig,
     model: ModelSource | None,
+    candidate: ModelSource | None,
     backend: Any,
     task: TaskKind,
     labels: tuple[str, ...],
     train: list[Example],
     dev: list[Example],
 ) -> pilot_mod.PilotTask | None:
-    """What the pilot trains: the model the arms were measured with, when that is the local transformers
-    backend's (None: no local trainable model, or answers that do not come from `model`, such as a
-    server's or a backend the caller handed in)."""
-    local = getattr(backend, "inner", backend)  # the model's backend behind the response cache
-    if model is None or config.backend != "hf" or getattr(local, "name", None) != "hf":
-        return None
+    """What the pilot trains: the fine-tuning candidate when one is named (then also scored prompted, to
+    tell the model change from the fine-tuning), else the model the arms were measured with, when that
+    is the local transformers backend's (None: no local trainable model, or answers that do not come
+    from `model`, such as a server's or a backend the caller handed in)."""
+    if candidate is not None:
+        model_dir, model_id = candidate.path, candidate.label
+        arms_model_id = redact_url(str(backend.model_id)) if backend is not None else None
+    else:
+        local = getattr(backend, "inner", backend)  # the model's backend behind the response cache
+        if model is None or config.backend != "hf" or getattr(local, "name", None) != "hf":
+            return None
+        model_dir, model_id, arms_model_id = model.path, str(backend.model_id), None
     return pilot_mod.PilotTask(
-        model_dir=model.path,
-        model_id=str(backend.model_id),
+        model_dir=model_dir,
+        model_id=model_id,
         task=task,
         labels=labels,
         train=tuple(train),
         dev=tuple(dev),
         seed=config.seed,
         max_gen_tokens=config.max_gen_tokens,
+        arms_model_id=arms_model_id,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from advisor.backends.model import ModelSource, resolve_model
 from advisor.decide import confidence, rules
 from advisor.decide import verdict as decide
+from advisor.errors import ConfigError
 from advisor.finetune.config import TrainConfig
 from advisor.finetune.distributed import launched_rank, shutdown
 from advisor.finetune.loop import TrainResult, train
@@ -159,9 +160,21 @@ def forget_verification(run_dir: str | Path) -> None:
 
 
 def training_model(cfg: TrainConfig, run_config: dict[str, Any]) -> ModelSource:
-    """The training config's model, else the advise run's, else the embedded model, resolved the way
-    advise resolves it (a folder, a .gguf file or a Hub id[@revision])."""
-    return resolve_model(cfg.model or run_config.get("model") or None)
+    """The training config's model, else the advise run's fine-tuning candidate (--finetune-model), else
+    the model its arms prompted when that is a local one, else the embedded model; resolved the way advise
+    resolves it (a folder, a .gguf file or a Hub id[@revision]). A run whose arms prompted a served model
+    names no local model: training it without one named is refused (exit 2), never guessed."""
+    named = cfg.model or run_config.get("finetune_model")
+    if named is None and run_config.get("backend", "hf") == "openai":
+        raise ConfigError(NO_CANDIDATE, field="model")
+    return resolve_model(named or run_config.get("model") or None)
+
+
+NO_CANDIDATE = (
+    "the run's arms prompted a served model (--backend openai), which cannot be fine-tuned here: name the "
+    "local model to fine-tune with --finetune-model ID|DIR|GGUF on advise/run (or --train-set model=...), "
+    "e.g. --finetune-model embedded for the embedded SmolLM2-135M-Instruct"
+)
 
 
 def redecide(report: Report, run_dir: str | Path | None = None) -> Report:

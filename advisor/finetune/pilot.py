@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from advisor import progress
+from advisor.backends.hf import HFBackend
 from advisor.finetune import curve as curve_mod
 from advisor.finetune.config import TrainConfig
 from advisor.finetune.loop import train
@@ -43,6 +44,7 @@ from advisor.types import Example, TaskKind
 
 FRACTIONS = (0.25, 0.5, 1.0)  # the pilots' sizes as shares of the largest
 ARM = "pilot"  # the largest pilot's name among the eval predictions
+CANDIDATE_ARM = "candidate_prompted"  # the fine-tuning candidate without an adapter (--finetune-model)
 CURVE_RESAMPLES = 1000
 FORMAT = 1  # of pilot/result.json
 # Trained tokens per second of a LoRA r=8 step on two CPU cores with the 135M model, padding included
@@ -150,6 +152,7 @@ class PilotRun:
     eval_items: Mapping[int, ItemResult] = field(default_factory=dict)
     wall_s: float = 0.0
     reused: bool = False
+    base_items: Mapping[int, ItemResult] = field(default_factory=dict)  # the candidate prompted, on eval
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -161,6 +164,7 @@ class PilotRun:
             "train_s": list(self.train_s),
             "dev": [[it.to_dict() for it in items] for items in self.dev],
             "eval": [it.to_dict() for it in self.eval_items.values()],
+            "base_eval": [it.to_dict() for it in self.base_items.values()],
             "wall_s": self.wall_s,
         }
 
@@ -194,6 +198,9 @@ class PilotTask:
     seed: int
     max_gen_tokens: int
     device: str | None = None
+    # Set when the candidate is not the model the arms prompted (--finetune-model): the candidate is then
+    # also scored prompted, without an adapter, to tell what fine-tuning adds from what the model change does.
+    arms_model_id: str | None = None
 
     def render(self, ex: Example) -> Any:
         return render_messages(finetune_arm(self.task, self.labels), ex)
@@ -230,22 +237,32 @@ def score_eval(run_dir: RunDir, job: PilotTask, run: PilotRun, eval_items: Seque
     """The largest pilot on the eval items it has not been scored on yet (all of them the first time; the
     new ones after the eval split grows); recorded in the run folder."""
     missing = [ex for ex in eval_items if ex.line not in run.eval_items]
-    if not missing:
+    base_missing = [ex for ex in eval_items if ex.line not in run.base_items] if job.arms_model_id else []
+    if not missing and not base_missing:
         return run
     adapter = run_dir.pilot_train(run.plan.sizes[-1]).adapter
     t0 = time.perf_counter()
-    scored = _score(job, adapter, missing, "pilot on eval")
+    scored = _score(job, adapter, missing, "pilot on eval") if missing else ()
+    base = _score(job, None, base_missing, "candidate prompted on eval") if base_missing else ()
     run = replace(
         run,
         eval_items={**run.eval_items, **{it.line: it for it in scored}},
+        base_items={**run.base_items, **{it.line: it for it in base}},
         wall_s=run.wall_s + time.perf_counter() - t0,
     )
     run_dir.write_pilot(run.to_dict())
     return run
 
 
-def _score(job: PilotTask, adapter: Path, items: Sequence[Example], stage: str) -> tuple[ItemResult, ...]:
-    backend = finetuned_backend(job.model_dir, adapter, device=job.device)
+def _score(
+    job: PilotTask, adapter: Path | None, items: Sequence[Example], stage: str
+) -> tuple[ItemResult, ...]:
+    """The pilot's `adapter` on `items` with the fine-tuning prompt (None: the candidate itself, prompted)."""
+    backend = (
+        finetuned_backend(job.model_dir, adapter, device=job.device)
+        if adapter is not None
+        else HFBackend(job.model_dir, device=job.device)
+    )
     arm = evaluate.score_arm(
         backend,
         ARM,
@@ -277,6 +294,7 @@ def _read(run_dir: RunDir, key: str, plan: PilotPlan) -> PilotRun | None:
         eval_items={int(r["line"]): ItemResult.from_dict(r) for r in doc["eval"]} if adapter_there else {},
         wall_s=float(doc.get("wall_s", 0.0)),
         reused=True,
+        base_items={int(r["line"]): ItemResult.from_dict(r) for r in doc.get("base_eval", [])},
     )
 
 
@@ -409,10 +427,12 @@ def with_eval(
     *,
     n_resamples: int = CURVE_RESAMPLES,
     degeneracy: bool = True,
+    candidate: Candidate | None = None,
 ) -> document.Pilot:
     """The eval side: the largest pilot paired with the best honest arm (items in the arms' order), the
-    gain carried along the curve to the full train split, and the examples needed. Pure; P(verdict) runs it
-    on each resample of the eval items."""
+    gain carried along the curve to the full train split, and the examples needed; with `candidate`
+    (another model than the arms'), that model prompted, against the arm and under the pilot. Pure;
+    P(verdict) runs it on each resample of the eval items."""
     task, labels, metric, seed = prompting.task, prompting.labels, prompting.target_metric, prompting.seed
     best = prompting.plateau.best_arm
     if best is not None:
@@ -450,8 +470,35 @@ def with_eval(
             "to_beat_prompt": _needed(fitted.boot, fitted.n_largest, -cmp.diff.diff, -gains),
             "to_target": _needed(fitted.boot, fitted.n_largest, prompting.quality_target - eval_score.value),
             "degenerate": _degenerate(prompting, ft) if degeneracy else None,
+            **(_model_change(candidate, base, items, prompting) if candidate is not None else {}),
         }
     )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The fine-tuning candidate prompted (no adapter) on the eval items, in the arms' order."""
+
+    arms_model_id: str
+    items: tuple[ItemResult, ...]
+
+
+def _model_change(
+    candidate: Candidate, arm: ArmResult, pilot_items: Sequence[ItemResult], prompting: PromptingResult
+) -> dict[str, Any]:
+    """What changing the model does (the candidate prompted against the arms' baseline arm) and what
+    fine-tuning adds on it (the largest pilot against the candidate prompted); both paired on the items."""
+    task, labels, metric, seed = prompting.task, prompting.labels, prompting.target_metric, prompting.seed
+    prompted = candidate.items
+    score = evaluate.summarise(prompted, task, labels, seed)[metric]
+    change = evaluate.compare(arm.items, prompted, metric=metric, seed=seed, labels=labels)
+    adds = evaluate.compare(prompted, pilot_items, metric=metric, seed=seed, labels=labels)
+    return {
+        "arms_model_id": candidate.arms_model_id,
+        "candidate_prompted": _estimate(score),
+        "model_change": _difference(change),
+        "finetune_adds": _difference(adds),
+    }
 
 
 def analyse(run: PilotRun, prompting: PromptingResult, n_full: int) -> document.Pilot:
@@ -593,7 +640,24 @@ class PilotStep:
         evaluate.write_arm_predictions(
             self.run_dir, eval_arm(self.run, lines, prompting.task, prompting.labels, prompting.seed)
         )
-        return with_eval(self.fitted, prompting, [self.run.eval_items[ln] for ln in lines])
+        candidate = None
+        if self.job.arms_model_id is not None:
+            candidate = Candidate(self.job.arms_model_id, tuple(self.run.base_items[ln] for ln in lines))
+            evaluate.write_arm_predictions(
+                self.run_dir,
+                ArmResult(
+                    CANDIDATE_ARM,
+                    CANDIDATE_ARM,
+                    0,
+                    None,
+                    candidate.items,
+                    evaluate.summarise(candidate.items, prompting.task, prompting.labels, prompting.seed),
+                    0.0,
+                ),
+            )
+        return with_eval(
+            self.fitted, prompting, [self.run.eval_items[ln] for ln in lines], candidate=candidate
+        )
 
     def trained_lines(self) -> frozenset[int]:
         """The train-split lines the pilots trained on (kept out of any later eval growth)."""

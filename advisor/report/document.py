@@ -724,6 +724,26 @@ class Pilot(Model):
     to_beat_prompt: ExamplesNeeded | None = None
     to_target: ExamplesNeeded | None = None
     degenerate: bool | None = None
+    arms_model_id: str | None = Field(
+        default=None,
+        description="the model the prompting arms were measured with, when the fine-tuning candidate "
+        "(model_id, --finetune-model) is another model; null: the candidate is the arms' model",
+    )
+    candidate_prompted: Estimate | None = Field(
+        default=None,
+        description="the candidate prompted as it would be fine-tuned (the zero-shot prompt, no adapter) "
+        "on the eval items; measured only when it is not the arms' model",
+    )
+    model_change: Difference | None = Field(
+        default=None,
+        description="the candidate prompted minus the baseline arm of the arms' model, eval items, paired: "
+        "what changing the model gives or costs before any fine-tuning",
+    )
+    finetune_adds: Difference | None = Field(
+        default=None,
+        description="the largest pilot minus the candidate prompted, eval items, paired: what fine-tuning "
+        "adds on the candidate",
+    )
     wall_s: float | None = None
     reused: bool = False
 

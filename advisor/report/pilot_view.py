@@ -77,4 +77,25 @@ def sentences(p: Pilot, metric: str) -> list[str]:
             out.append(text)
     if p.degenerate:
         out.append("The pilot is degenerate (collapses onto one label, or is no better than the majority).")
+    out.extend(_two_models(p))
+    return out
+
+
+def _two_models(p: Pilot) -> list[str]:
+    """The model change apart from the fine-tuning, when the candidate is not the arms' model."""
+    if p.arms_model_id is None or p.candidate_prompted is None:
+        return []
+    c = p.candidate_prompted
+    out = [
+        f"Two models: the arms prompt {p.arms_model_id}; the pilots fine-tune {p.model_id}, which scores "
+        f"{fmt.estimate(c.value, c.low, c.high)} on the eval items prompted as it would be fine-tuned "
+        "(zero-shot, no adapter)."
+    ]
+    if p.model_change is not None and p.finetune_adds is not None:
+        m, a = p.model_change, p.finetune_adds
+        out.append(
+            f"Changing the model alone: {fmt.difference(m.diff, m.low, m.high)} against the best honest "
+            f"prompt on {p.arms_model_id}; fine-tuning then adds {fmt.difference(a.diff, a.low, a.high)} "
+            f"on {p.model_id} (both paired on the eval items)."
+        )
     return out

@@ -7,7 +7,7 @@ function returns plain text; a renderer escapes it for its medium.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from advisor.report import fmt
 from advisor.report.document import ArmEvidence, Decision, Estimate, Evidence, Report
@@ -173,9 +173,52 @@ def _finetune_options(report: Report) -> list[Option]:
     return out or [Option("fine-tuned model (LoRA)", "not measured", fmt.DASH, fmt.DASH, fmt.DASH)]
 
 
+def _two_models(report: Report) -> tuple[str, str] | None:
+    """(the arms' model A, the fine-tuning candidate B) when they differ (--finetune-model), else None."""
+    pilot = report.pilot
+    if pilot is None or pilot.arms_model_id is None or pilot.model_id is None:
+        return None
+    return pilot.arms_model_id, pilot.model_id
+
+
+def _candidate_option(report: Report) -> list[Option]:
+    """The candidate B prompted, without fine-tuning: what the change of model alone gives."""
+    pilot, models = report.pilot, _two_models(report)
+    if models is None or pilot is None or pilot.candidate_prompted is None:
+        return []
+    change = pilot.model_change
+    against = (
+        f"; {fmt.difference(change.diff, change.low, change.high)} against the prompt on {models[0]}"
+        if change is not None
+        else ""
+    )
+    return [
+        Option(
+            f"{models[1]} prompted, not fine-tuned",
+            f"measured on {fmt.count(pilot.candidate_prompted.n)} eval items{against}",
+            _estimate(pilot.candidate_prompted),
+            fmt.DASH,
+            "not measured",
+        )
+    ]
+
+
 def options(report: Report) -> list[Option]:
-    """The prompt (or the majority baseline) against the fine-tuned model, measured or predicted."""
-    return [_prompt_option(report), *_finetune_options(report)]
+    """The prompt (or the majority baseline) against the fine-tuned model, measured or predicted; with two
+    models (--finetune-model) every row names its model, and the candidate prompted has its own row."""
+    rows = [_prompt_option(report), *_candidate_option(report), *_finetune_options(report)]
+    models = _two_models(report)
+    if models is None:
+        return rows
+    first = (
+        replace(rows[0], how=f"no prompt on {models[0]} beats always answering the commonest label")
+        if rows[0].name.startswith("majority baseline")
+        else replace(rows[0], name=f"{rows[0].name} on {models[0]}")
+    )
+    named = [
+        r if r.name.startswith(models[1]) else replace(r, name=f"{r.name} of {models[1]}") for r in rows[1:]
+    ]
+    return [first, *named]
 
 
 def target_line(report: Report) -> str:
