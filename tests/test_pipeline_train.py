@@ -329,6 +329,7 @@ def test_tunegate_run_and_train_under_torchrun_report_once_from_rank_0(model_dir
 
     train_cmd = [*launch, "advisor.cli", "train", str(run), *train_args]
     proc = subprocess.run(train_cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert proc.stdout.strip(), proc.stderr[-3000:]  # a failed launch shows its log, not a JSON error
     doc = json.loads(proc.stdout)  # exactly one document on stdout: rank 1 printed nothing
     # 0 when the adapter verified; when verification vetoed fine-tuning (two steps rarely verify) rank 0
     # exits 14, and torchrun reports that failed child in its own words (its traceback) and exits 1.
