@@ -4,7 +4,7 @@
 
     result = advise("reviews.jsonl", eval_size=100)   # or a pandas DataFrame, a datasets Dataset
     result.verdict                  # "prompt" | "few_shot" | "fine_tune" | "collect_data" | "inconclusive"
-    result.report.decision.summary  # the typed report (advisor.report.document.Report), as in decision.json
+    result.report.decision.summary  # the typed report (advisor.document.Report), as in decision.json
     result.arms                     # one row per prompting arm: scores with their 95% intervals
     result.predictions              # one row per (arm, eval item): input, target, prediction, correct
 
@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from advisor import recipe
 from advisor.config import AdviseConfig
+from advisor.document import Report
 from advisor.errors import ConfigError, DataError
 from advisor.intake import frames
-from advisor.report.document import Report
 from advisor.rundir import RunDir
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from advisor.types import Verdict
 from advisor.version import __version__
 
 if TYPE_CHECKING:
-    from advisor.report.document import Report
+    from advisor.document import Report
 
 EXIT_CODES_HELP = """exit codes:
   0   verdict prompt (and success for train/verify/report/rules/demo)

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from advisor import progress
+from advisor import document, progress
 from advisor.audit import checks as audit_mod
 from advisor.backends import get_backend
 from advisor.backends.model import ModelSource, resolve_model
 from advisor.config import URL_CREDENTIALS_HELP, AdviseConfig
 from advisor.decide import confidence, rules
 from advisor.decide import verdict as decide
+from advisor.document import Report
 from advisor.errors import ConfigError
 from advisor.files import check_regular
 from advisor.finetune import pilot as pilot_mod
@@ -32,9 +33,7 @@ from advisor.measure.baselines import choose_metric
 from advisor.measure.evaluate import prompting_signals
 from advisor.measure.evidence import evidence_signals, gather_evidence
 from advisor.measure.prompt_record import record_prompts
-from advisor.report import document
 from advisor.report import render as report
-from advisor.report.document import Report
 from advisor.rundir import RunDir
 from advisor.textsafe import has_url_credentials, redact_url
 from advisor.types import Example, TaskKind

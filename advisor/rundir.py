@@ -2,7 +2,7 @@
 
 A run folder holds everything one `advise` (and later `train`) produced:
 
-    decision.json        the typed report (advisor.report.document.Report)
+    decision.json        the typed report (advisor.document.Report)
     config.json          the resolved advise config
     split.json           train/dev/eval source lines, the data file's path and sha256
     prompts.json         the prompts advise sent: every arm's spec, demonstrations by line, calibration
@@ -50,17 +50,18 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from advisor.document import SCHEMA_VERSION, Report
 from advisor.errors import ConfigError, DataError, FilesError
 from advisor.files import json_text, os_error_reason, write_text_atomic
-from advisor.measure.prompt_record import PromptRecord
-from advisor.report.document import SCHEMA_VERSION, Report
+
+M = TypeVar("M", bound=BaseModel)  # a file format validated by the stage that owns it
 
 DECISION = "decision.json"
 CONFIG = "config.json"
@@ -489,10 +490,14 @@ class RunDir:
         return doc
 
     def check_held_out(
-        self, split: Mapping[str, Any], key_of: Mapping[int, str], record: PromptRecord | None = None
+        self,
+        split: Mapping[str, Any],
+        key_of: Mapping[int, str],
+        demos: Sequence[Mapping[int, Sequence[int]]] = (),
     ) -> None:
         """The held-out items are held out, by content: no two splits share an input (`key_of`: each
-        data line's normalised input), and no eval item is among its own demonstrations in prompts.json.
+        data line's normalised input), and no eval item is among its own demonstrations in prompts.json
+        (`demos`: each recorded arm's eval line -> demonstration lines, in the file's arm order).
         A tampered or foreign file is a DataError (exit 3) naming it and the field, before any training
         or verification uses it."""
         owner: dict[str, tuple[str, int]] = {}
@@ -509,10 +514,10 @@ class RunDir:
                         file=str(self.split_path),
                         field=key,
                     )
-        for i, arm in enumerate(record.arms if record is not None else ()):
-            for line, demos in arm.demos.items():
+        for i, arm_demos in enumerate(demos):
+            for line, shown in arm_demos.items():
                 own = key_of.get(line)
-                for demo in demos:
+                for demo in shown:
                     if demo == line or (own is not None and key_of.get(demo) == own):
                         raise DataError(
                             f"eval item {line} is its own demonstration (line {demo})",
@@ -542,12 +547,14 @@ class RunDir:
 
     # ------------------------------------------------------------------ prompts.json
 
-    def write_prompts(self, record: PromptRecord) -> Path:
+    def write_prompts(self, record: BaseModel) -> Path:
         return self._write(self.path / PROMPTS, record.model_dump_json(indent=1) + "\n")
 
-    def read_prompts(self) -> PromptRecord:
-        """The prompts advise recorded. A folder from before the record existed is refused (exit 3):
-        re-deriving the prompts from config.json is what the record replaces."""
+    def read_prompts(self, schema: type[M]) -> M:
+        """The prompts advise recorded, validated by `schema` (advisor.measure.prompt_record's
+        PromptRecord: the run folder owns the file, the measuring stage its format). A folder from before
+        the record existed is refused (exit 3): re-deriving the prompts from config.json is what the record
+        replaces."""
         path = self.path / PROMPTS
         text = self._read_text(
             path,
@@ -555,7 +562,7 @@ class RunDir:
             "ran without a model); run `tunegate advise` again: the model's answers come from its cache",
         )
         try:
-            return PromptRecord.model_validate_json(text)
+            return schema.model_validate_json(text)
         except ValidationError as exc:
             first = exc.errors()[0]
             raise DataError(

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 
 from advisor.backends.model import EMBEDDED_HUB_ID, original_model_id
+from advisor.document import GateRecord, Report, SignalValue, Training, TrainMetrics, Verification
 from advisor.finetune.config import TrainConfig
 from advisor.finetune.loop import TrainResult
-from advisor.report.document import GateRecord, Report, SignalValue, Training, TrainMetrics, Verification
 from advisor.report.finetune import model_card_markdown
 from advisor.rundir import RunDir, TrainDir
 from pipeline.metrics import training_curve

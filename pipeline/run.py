@@ -16,13 +16,14 @@ from typing import Any
 from advisor.backends.model import ModelSource, resolve_model
 from advisor.decide import confidence, rules
 from advisor.decide import verdict as decide
+from advisor.document import GateRecord, Report
 from advisor.errors import ConfigError
 from advisor.finetune.config import TrainConfig
 from advisor.finetune.distributed import launched_rank, shutdown
 from advisor.finetune.loop import TrainResult, train
 from advisor.measure import evaluate
+from advisor.measure.prompt_record import PromptRecord
 from advisor.report import render
-from advisor.report.document import GateRecord, Report
 from advisor.rundir import RunDir
 from advisor.types import TaskKind
 from pipeline import tracking
@@ -72,7 +73,9 @@ def _train_and_verify(
 ) -> Report | None:
     run = RunDir(run_dir)
     if run.read_report().prompting is not None:
-        run.read_prompts()  # verification needs the record: refuse an old folder before training, not after
+        run.read_prompts(
+            PromptRecord
+        )  # verification needs the record: refuse an old folder before training, not after
     result, _gate = train_run(run_dir, cfg, force=force, resume=resume, tracker=tracker)
     if result.rank != 0:
         return None

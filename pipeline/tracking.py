@@ -27,8 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from advisor.document import Report
 from advisor.errors import ConfigError
-from advisor.report.document import Report
 from advisor.rundir import DECISION, HTML_FILE, MARKDOWN_FILE, RunDir
 
 TRACKERS = ("mlflow", "tensorboard", "wandb")

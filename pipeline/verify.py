@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from advisor import document
 from advisor.audit.checks import input_key
 from advisor.backends import get_backend
 from advisor.backends.base import GenRequest
@@ -33,7 +34,6 @@ from advisor.measure.evaluate import ArmResult, Comparison, ItemResult, Promptin
 from advisor.measure.evidence import measure_latency, summarize_latency
 from advisor.measure.prompt_record import PromptRecord, RecordedArm
 from advisor.progress import report
-from advisor.report import document
 from advisor.rundir import RunDir
 from advisor.textsafe import redact_url
 from advisor.types import Example, TaskKind
@@ -295,7 +295,7 @@ def verify_run(
     task, labels, seed = prompting.task, tuple(prompting.labels), prompting.seed
     best = prompting.plateau.best_arm  # the best honest arm; None when every arm is degenerate
 
-    config, split, record = run.read_config(), run.read_split(), run.read_prompts()
+    config, split, record = run.read_config(), run.read_split(), run.read_prompts(PromptRecord)
     if record.eval_lines != list(split["eval"]) or record.best_arm != best:
         raise DataError(
             "prompts.json does not match split.json and decision.json (written by another advise run); "
@@ -303,7 +303,9 @@ def verify_run(
             file=str(run.path / "prompts.json"),
         )
     by_line, train_ex, eval_ex = _split_examples(config, split, task, labels)
-    run.check_held_out(split, {line: input_key(ex) for line, ex in by_line.items()}, record)
+    run.check_held_out(
+        split, {line: input_key(ex) for line, ex in by_line.items()}, [arm.demos for arm in record.arms]
+    )
     prompting_arm = _prompting_arm(record, prompts_from)
 
     any_arm = prompting.arms[0].name

@@ -26,8 +26,8 @@ def renderings(doc: dict[str, Any]) -> dict[str, str]:
     """Every rendering of one document, by file name."""
     from rich.console import Console
 
+    from advisor.document import Report
     from advisor.report.console import print_summary
-    from advisor.report.document import Report
     from advisor.report.finetune import model_card_markdown
     from advisor.report.html import to_html
     from advisor.report.markdown import to_markdown

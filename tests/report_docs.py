@@ -588,12 +588,12 @@ def fine_tune_doc(tmp_path: Path) -> dict[str, Any]:
     signals["task_kind"] = task.value
     signals.update(prompting_signals(prompting))
     signals.update(evidence_signals(evidence, config))
-    from advisor.report.document import Verification
+    from advisor.document import Verification
     from pipeline.verify import verification_signals
 
     signals.update(verification_signals(Verification.model_validate(verification)))
+    from advisor.document import Pilot
     from advisor.finetune import pilot as pilot_mod
-    from advisor.report.document import Pilot
 
     pilot = _pilot(len(split.train), "few_shot_k4")
     signals.update(pilot_mod.signals(Pilot.model_validate(pilot), len(examples), len(split.train)))

@@ -14,8 +14,8 @@ import pytest
 from fakes import FakeBackend
 
 from advisor.demo import write_demo_data
+from advisor.document import Report
 from advisor.errors import ConfigError, DataError, ExitCode
-from advisor.report.document import Report
 
 REPO = Path(__file__).resolve().parents[1]
 KEYWORDS = {"positive": {"good", "great", "fun"}, "negative": {"bad", "dull", "boring"}}

@@ -27,11 +27,11 @@ from advisor.audit.checks import (
     split_section,
     write_split,
 )
+from advisor.document import Audit
+from advisor.document import Split as SplitSection
 from advisor.errors import DataError
 from advisor.intake import data
 from advisor.intake.data import iter_examples, load_examples
-from advisor.report.document import Audit
-from advisor.report.document import Split as SplitSection
 from advisor.report.markdown import audit_section
 from advisor.types import Example, Message, TaskKind
 

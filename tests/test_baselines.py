@@ -10,13 +10,16 @@ import pytest
 from fakes import FakeBackend
 
 from advisor.decide.rules import load_rules
+from advisor.decide.rules import load_rules as _load_rules
+from advisor.document import Prompting
 from advisor.measure import calibration
 from advisor.measure.baselines import choose_metric, compute_baselines, judge_degenerate
 from advisor.measure.evaluate import evaluate_arms, majority_items, prompting_signals
 from advisor.measure.prompts import build_ladder, format_hint, render_messages, system_instruction
-from advisor.report.document import Prompting
 from advisor.report.markdown import prompting_section
 from advisor.types import Example, Message, TaskKind
+
+SHIPPED_THRESHOLDS = _load_rules([]).thresholds
 
 LABELS = ("ham", "spam")
 THRESHOLDS = {k: float(v) for k, v in load_rules([]).thresholds.items() if isinstance(v, int | float)}
@@ -154,7 +157,20 @@ def _harness(evals=None, **kw):
     ladder = build_ladder(fake, TaskKind.CLASSIFY, LABELS, train, k_ladder=(), max_context_tokens=100_000)
     args = dict(seed=0, target_metric="macro_f1", quality_target=0.99, min_gain=0.02, dev_items=dev,
                 k_max=ladder.k_max, thresholds=THRESHOLDS)  # fmt: skip
-    return evaluate_arms(fake, ladder.arms, train, ev, TaskKind.CLASSIFY, LABELS, **(args | kw)), fake, ev
+    return (
+        evaluate_arms(
+            fake,
+            ladder.arms,
+            train,
+            ev,
+            TaskKind.CLASSIFY,
+            LABELS,
+            thresholds=SHIPPED_THRESHOLDS,
+            **(args | kw),
+        ),
+        fake,
+        ev,
+    )
 
 
 def test_calibration_is_chosen_on_dev_and_never_sees_eval_labels():

@@ -19,9 +19,9 @@ import pytest
 import report_docs
 from needs import unavailable
 
+from advisor.document import Report
 from advisor.report import plots
 from advisor.report import render as report
-from advisor.report.document import Report
 
 pytestmark = pytest.mark.browser
 

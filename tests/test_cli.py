@@ -81,7 +81,7 @@ def test_train_exits_14_when_verification_vetoes(verified, tmp_path, monkeypatch
     import copy
 
     import pipeline.run
-    from advisor.report.document import Report
+    from advisor.document import Report
     from pipeline.run import redecide
 
     doc = copy.deepcopy(report_docs.fine_tune_doc(tmp_path))

@@ -223,8 +223,8 @@ def test_a_sure_verdict_or_a_spent_budget_keeps_the_split(tmp_path, monkeypatch)
 def _verified_run(tmp_path, ft_correct: np.ndarray):
     from report_docs import run_decision
 
+    from advisor.document import Report
     from advisor.measure.evaluate import compare, prompting_signals, write_arm_predictions, write_predictions
-    from advisor.report.document import Report
     from pipeline.verify import FINETUNED, NO_GATE, build_verification, verification_signals
 
     n = len(ft_correct)

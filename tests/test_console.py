@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from advisor.document import Report
 from advisor.report import fmt
 from advisor.report.console import print_summary
-from advisor.report.document import Report
 
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 DOCS = ("few_shot", "fine_tune", "collect_data", "hostile")

@@ -11,16 +11,14 @@ import report_docs
 from report_docs import facts
 
 import advisor
-from advisor.report.document import Report, json_schema
+from advisor.document import Report, json_schema
 
 SHIPPED = Path(advisor.__file__).parent / "schema" / "decision.schema.json"
 
 
 def test_the_shipped_schema_is_the_generated_one() -> None:
     shipped = json.loads(SHIPPED.read_text(encoding="utf-8"))
-    assert shipped == json_schema(), (
-        "stale schema: run `python -m advisor.report.document > " + str(SHIPPED) + "`"
-    )
+    assert shipped == json_schema(), "stale schema: run `python -m advisor.document > " + str(SHIPPED) + "`"
 
 
 @pytest.mark.parametrize("name", ["few_shot_doc", "fine_tune_doc", "collect_data_doc", "hostile_doc"])

@@ -11,6 +11,8 @@ from fakes import FakeBackend, rotten_tomatoes
 from needs import unavailable
 
 import advisor
+from advisor.decide.rules import load_rules as _load_rules
+from advisor.document import Prompting
 from advisor.errors import ConfigError
 from advisor.measure import stats
 from advisor.measure.evaluate import (
@@ -25,9 +27,10 @@ from advisor.measure.evaluate import (
     write_predictions,
 )
 from advisor.measure.prompts import build_arms, render_messages
-from advisor.report.document import Prompting
 from advisor.report.markdown import prompting_section
 from advisor.types import Example, Message, TaskKind
+
+SHIPPED_THRESHOLDS = _load_rules([]).thresholds
 
 LABELS = ("negative", "positive")
 # What the fake "pretrained" model associates with each label before seeing any demonstration.
@@ -48,7 +51,7 @@ def _run(train, evals, task=TaskKind.CLASSIFY, labels=LABELS, **kw) -> tuple[Pro
     arms = build_arms(fake, task, labels, train, max_context_tokens=100_000, k_ladder=(1, 2, 4, 8))
     # k_max=8: the ladder as built, never extended (extension has its own tests)
     args = {"seed": 0, "target_metric": "accuracy", "quality_target": 0.95, "min_gain": 0.02, "k_max": 8} | kw
-    return evaluate_arms(fake, arms, train, evals, task, labels, **args), fake
+    return evaluate_arms(fake, arms, train, evals, task, labels, thresholds=SHIPPED_THRESHOLDS, **args), fake
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +263,7 @@ def test_nearest_demos_per_item(split):
         TaskKind.CLASSIFY,
         LABELS,
         seed=0,
+        thresholds=SHIPPED_THRESHOLDS,
         target_metric="macro_f1",
         quality_target=0.9,
         min_gain=0.05,
@@ -296,6 +300,7 @@ def test_embedded_model_small_slice(split, tmp_path):
         TaskKind.CLASSIFY,
         LABELS,
         seed=0,
+        thresholds=SHIPPED_THRESHOLDS,
         target_metric="accuracy",
         quality_target=0.85,
         min_gain=0.02,
@@ -335,6 +340,7 @@ def test_rising_last_rung_extends_the_ladder(k_max):
     )
     result = evaluate_arms(
         fake, arms, train, evals, TaskKind.CLASSIFY, labels, seed=0, target_metric="accuracy",
+        thresholds=SHIPPED_THRESHOLDS,
         quality_target=0.95, min_gain=0.02, dev_items=dev, k_max=k_max,
     )  # fmt: skip
     ks = sorted(a.k for a in result.arms if a.kind == "few_shot")
@@ -409,6 +415,7 @@ def test_the_dev_race_scores_fewer_arms_and_records_every_round():
     )
     result = evaluate_arms(
         fake, arms, train, evals, TaskKind.CLASSIFY, labels, seed=0, target_metric="accuracy",
+        thresholds=SHIPPED_THRESHOLDS,
         quality_target=0.99, min_gain=0.02, dev_items=dev, k_max=8,
     )  # fmt: skip
     rounds = result.race

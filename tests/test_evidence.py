@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from advisor.backends.base import GenRequest, GenResult, LoglikRequest, LoglikResult
+from advisor.decide.rules import load_rules as _load_rules
+from advisor.document import Evidence as EvidenceSection
 from advisor.errors import ConfigError
 from advisor.measure.cost import (
     CostConfig,
@@ -41,9 +43,10 @@ from advisor.measure.evidence import (
     reference_chunks,
     summarize_latency,
 )
-from advisor.report.document import Evidence as EvidenceSection
 from advisor.report.markdown import evidence_section
 from advisor.types import Example, Message, TaskKind
+
+SHIPPED_THRESHOLDS = _load_rules([]).thresholds
 
 # ---------------------------------------------------------------- a small fake backend
 
@@ -557,7 +560,7 @@ def test_gather_evidence_reads_the_harness_result() -> None:
     arms = build_arms(fake, TaskKind.CLASSIFY, labels, train, max_context_tokens=100_000, k_ladder=(1, 4))
     result = evaluate_arms(
         fake, arms, train, evals, TaskKind.CLASSIFY, labels,
-        seed=0, target_metric="accuracy", quality_target=0.9, min_gain=0.02,
+        seed=0, thresholds=SHIPPED_THRESHOLDS, target_metric="accuracy", quality_target=0.9, min_gain=0.02,
     )  # fmt: skip
     config = {"volume_per_day": 50.0, "latency_samples": 3, "n_boot": 50, "cost": API}
     ev = gather_evidence(fake, result, train, evals, TaskKind.CLASSIFY, labels, config)

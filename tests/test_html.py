@@ -14,9 +14,9 @@ import jsonschema
 import pytest
 import report_docs
 
+from advisor.document import Report
 from advisor.report import html, plots
 from advisor.report import render as report
-from advisor.report.document import Report
 
 
 @pytest.fixture(scope="session")

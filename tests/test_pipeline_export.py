@@ -13,8 +13,8 @@ torch = pytest.importorskip("torch")
 import report_docs  # noqa: E402
 from tiny import rotten_tomatoes_examples, tiny_llama  # noqa: E402
 
+from advisor.document import Training  # noqa: E402
 from advisor.finetune.config import TrainConfig  # noqa: E402
-from advisor.report.document import Training  # noqa: E402
 from advisor.report.finetune import model_card_markdown, training_markdown  # noqa: E402
 from advisor.rundir import TrainDir  # noqa: E402
 from pipeline.export import merge_adapter, update_decision  # noqa: E402
@@ -144,7 +144,7 @@ def test_the_model_card_parses_with_license_data_and_eval_results_and_no_path_or
     from huggingface_hub import ModelCard
 
     from advisor.backends.model import EMBEDDED_HUB_ID
-    from advisor.report.document import Report
+    from advisor.document import Report
     from advisor.rundir import RunDir
     from pipeline.export import write_model_card
 

@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 from report_docs import fine_tune_doc
 
-from advisor.report.document import Report
+from advisor.document import Report
 from advisor.report.render import schema
 from pipeline.run import redecide
 

@@ -14,13 +14,16 @@ torch = pytest.importorskip("torch")
 
 from tiny import tiny_llama, write_reviews_csv  # noqa: E402
 
+from advisor.decide.rules import load_rules as _load_rules  # noqa: E402
+from advisor.document import Verification  # noqa: E402
 from advisor.finetune.config import TrainConfig  # noqa: E402
-from advisor.measure.prompt_record import record_prompts  # noqa: E402
-from advisor.report.document import Verification  # noqa: E402
+from advisor.measure.prompt_record import PromptRecord, record_prompts  # noqa: E402
 from advisor.report.finetune import verification_markdown  # noqa: E402
 from advisor.rundir import RunDir  # noqa: E402
 from advisor.types import TaskKind  # noqa: E402
 from pipeline.verify import verification_signals  # noqa: E402
+
+SHIPPED_THRESHOLDS = _load_rules([]).thresholds
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +92,7 @@ def _advised_run(
         task,
         labels,
         seed=0,
+        thresholds=SHIPPED_THRESHOLDS,
         target_metric="accuracy",
         quality_target=0.8,
         min_gain=0.05,
@@ -262,7 +266,7 @@ def _cli(*argv: str) -> tuple[int, dict]:
 
 def test_the_record_rebuilds_every_request_advise_sent(model_dir, tmp_path) -> None:
     run, result = _advised_run(tmp_path, model_dir)
-    record = RunDir(run).read_prompts()
+    record = RunDir(run).read_prompts(PromptRecord)
     eval_items, by_line = _eval_examples(run)
     assert record.best_arm == result.plateau.best_arm and record.eval_lines == [ex.line for ex in eval_items]
     assert [a.name for a in record.arms] == [a.name for a in result.arms]
@@ -273,7 +277,7 @@ def test_the_record_rebuilds_every_request_advise_sent(model_dir, tmp_path) -> N
     assert any(a.demos for a in record.arms)  # few-shot arms: demonstrations by data line
     # Nothing is re-derived from config.json: editing it changes no prompt.
     (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()), "seed": 9}))
-    again = RunDir(run).read_prompts()
+    again = RunDir(run).read_prompts(PromptRecord)
     assert [again.arm(a.name).render(eval_items, by_line) for a in result.arms] == [
         list(a.prompts) for a in result.arms
     ]

@@ -18,12 +18,12 @@ from advisor.audit import checks as audit_mod
 from advisor.config import AdviseConfig
 from advisor.decide.rules import load_rules
 from advisor.decide.verdict import decide
+from advisor.document import Report
 from advisor.errors import FilesError
 from advisor.files import write_json_atomic
 from advisor.intake import data
 from advisor.report import render as report
 from advisor.report.console import print_summary
-from advisor.report.document import Report
 from advisor.report.markdown import to_markdown
 
 

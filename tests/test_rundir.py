@@ -15,8 +15,8 @@ from report_docs import facts
 from test_probes_contain import snapshot
 
 from advisor.cli import main
+from advisor.document import Report
 from advisor.errors import ConfigError, DataError, FilesError
-from advisor.report.document import Report
 from advisor.rundir import RunDir
 
 DOCS = ("few_shot_doc", "fine_tune_doc", "collect_data_doc", "hostile_doc")
@@ -193,17 +193,17 @@ def test_prompts_round_trip_and_a_damaged_record_is_named(tmp_path: Path) -> Non
     )
     run = RunDir(tmp_path)
     run.write_prompts(record)
-    assert run.read_prompts() == record  # data lines survive JSON's string keys
+    assert run.read_prompts(PromptRecord) == record  # data lines survive JSON's string keys
     data = json.loads((tmp_path / "prompts.json").read_text())
     data["arms"][0]["variant"] = "magic"
     (tmp_path / "prompts.json").write_text(json.dumps(data))
     with pytest.raises(DataError) as err:
-        run.read_prompts()
+        run.read_prompts(PromptRecord)
     assert err.value.exit_code == ExitCode.BAD_INPUT
     assert err.value.problems[0].field == "arms.0.variant" and "prompts.json" in str(err.value)
     (tmp_path / "prompts.json").unlink()
     with pytest.raises(DataError, match="tunegate advise"):
-        run.read_prompts()
+        run.read_prompts(PromptRecord)
 
 
 # --------------------------------------------------------------------------- containment (issue 20, part 1)
@@ -473,10 +473,10 @@ def test_an_eval_item_among_its_own_demonstrations_is_refused(tmp_path: Path) ->
             task="generate", labels=[], seed=0, eval_lines=split["eval"], best_arm=None, arms=[arm]
         )
 
-    run.check_held_out(split, keys, record([tr]))
+    run.check_held_out(split, keys, [a.demos for a in record([tr]).arms])
     for demos, content in (([ev], keys), ([999], {**keys, 999: keys[ev]})):  # by line, by content
         with pytest.raises(DataError, match="its own demonstration") as err:
-            run.check_held_out(split, content, record(demos))
+            run.check_held_out(split, content, [a.demos for a in record(demos).arms])
         assert err.value.problems[0].field == f"arms.0.demos.{ev}"
         assert err.value.problems[0].file == str(run.path / "prompts.json")
 

@@ -22,10 +22,10 @@ import report_docs
 from markdown_it import MarkdownIt
 
 from advisor.decide import rules
+from advisor.document import Report, Training
 from advisor.report import finetune as finetune_report
 from advisor.report import markdown
 from advisor.report.console import print_summary
-from advisor.report.document import Report, Training
 from advisor.textsafe import has_url_credentials, md_code, md_escape, md_link, redact_url, term_safe
 
 PAYLOAD = (
@@ -59,7 +59,7 @@ FREE_TEXT_KEYS = {
 }
 
 
-# Fields with a closed set of values (Literal in advisor/report/document.py): a document with anything else
+# Fields with a closed set of values (Literal in advisor/document.py): a document with anything else
 # there is refused at the edge (Report.model_validate), so hostile text never reaches a renderer through them.
 CLOSED_VALUES = {("method", "lora"), ("method", "qlora"), ("source", "inputs"), ("source", "targets")}
 

@@ -80,7 +80,7 @@ class ModelSource:
         return Path(self.name).name if self.name else EMBEDDED_NAME
 
     def to_dict(self) -> dict[str, Any]:
-        """decision.json's `model` section (see advisor/report/document.py `ModelSection`)."""
+        """decision.json's `model` section (see advisor/document.py `ModelSection`)."""
         return {
             "source": self.kind,
             "name": self.name,

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from advisor import progress
+from advisor import document, progress
 from advisor.backends.hf import HFBackend
 from advisor.finetune import curve as curve_mod
 from advisor.finetune.config import TrainConfig
@@ -38,7 +38,6 @@ from advisor.finetune.prompts import as_finetune_examples, finetune_arm, finetun
 from advisor.measure import evaluate, stats
 from advisor.measure.evaluate import ArmResult, ItemResult, PromptingResult
 from advisor.measure.prompts import render_messages
-from advisor.report import document
 from advisor.rundir import RunDir
 from advisor.types import Example, TaskKind
 

@@ -22,16 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from advisor import document
 from advisor.backends.base import Backend, GenRequest, LoglikRequest, batch_size
-from advisor.decide.rules import load_rules
+from advisor.document import RaceRound
 from advisor.errors import BudgetError, ConfigError
 from advisor.measure import calibration, stats
 from advisor.measure.baselines import Baselines, Degeneracy, compute_baselines, judge_degenerate
 from advisor.measure.calibration import Variant
 from advisor.measure.prompts import SELECTIONS, Arm, ArmKind, DemoSelector, few_shot_arm, render_messages
 from advisor.measure.stats import AnytimeDiff, Estimate, McNemar, PairedDiff, Plateau
-from advisor.report import document
-from advisor.report.document import RaceRound
 from advisor.rundir import RunDir
 from advisor.types import Example, Message, TaskKind
 
@@ -627,7 +626,7 @@ def evaluate_arms(
     progress: Progress | None = None,
     dev_items: Sequence[Example] = (),
     k_max: int | None = None,
-    thresholds: Mapping[str, Any] | None = None,
+    thresholds: Mapping[str, Any],
     metric_reason: str = "",
 ) -> PromptingResult:
     """Measure every arm, compare arms, name the degenerate ones, judge the plateau on the whole curve.
@@ -640,8 +639,6 @@ def evaluate_arms(
     target = _check(task, labels, target_metric, quality_target, min_gain)
     if not arms or not eval_items:
         raise ConfigError("prompting needs at least one arm and one eval item", field="eval_size")
-    if thresholds is None:
-        thresholds = load_rules([]).thresholds
     limit = len(train) if k_max is None else min(k_max, len(train))
     m = _Measurer(
         backend, train, eval_items, dev_items, task, labels, seed, target_metric, max_gen_tokens, progress

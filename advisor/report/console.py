@@ -14,8 +14,8 @@ import shutil
 import sys
 from typing import Any
 
+from advisor.document import Prompting, Report
 from advisor.report import fmt, pilot_view
-from advisor.report.document import Prompting, Report
 from advisor.report.prose import baseline_sentence, confidence_sentence, plateau_sentence
 from advisor.textsafe import term_safe
 

@@ -12,8 +12,8 @@ import re
 from pathlib import PurePath
 
 from advisor.backends.model import EMBEDDED_HUB_ID, hub_model_id
+from advisor.document import Estimate, Latency, Training, Verification
 from advisor.report import fmt
-from advisor.report.document import Estimate, Latency, Training, Verification
 from advisor.report.prose import unverified_adapter_sentence
 from advisor.textsafe import md_code, md_escape, term_safe
 

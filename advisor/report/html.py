@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from advisor.report import fmt as numbers
-from advisor.report import pilot_view, plots, summary
-from advisor.report.document import (
+from advisor.document import (
     Comparison,
     Decision,
     Estimate,
@@ -30,6 +28,8 @@ from advisor.report.document import (
     RuleSource,
     TokenStats,
 )
+from advisor.report import fmt as numbers
+from advisor.report import pilot_view, plots, summary
 from advisor.report.prose import (
     NO_LATENCY_TREND,
     NO_PROBE_TREND,

@@ -12,8 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from advisor.report import fmt, pilot_view, summary
-from advisor.report.document import (
+from advisor.document import (
     ArmScores,
     Audit,
     Comparison,
@@ -26,6 +25,7 @@ from advisor.report.document import (
     SignalValue,
     Split,
 )
+from advisor.report import fmt, pilot_view, summary
 from advisor.report.finetune import training_markdown, verification_markdown
 from advisor.report.plots import COMPARISON, latency_trend, probe_trend
 from advisor.report.prose import (

@@ -3,8 +3,8 @@ and the table of pilot points. Reads the typed document only."""
 
 from __future__ import annotations
 
+from advisor.document import ExamplesNeeded, Pilot
 from advisor.report import fmt
-from advisor.report.document import ExamplesNeeded, Pilot
 
 HEADER = ("training examples", "optimizer steps", "dev score [95% CI]", "training time")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any, TypeVar
 
-from advisor.report.document import (
+from advisor.document import (
     ArmEvidence,
     ArmScores,
     Estimate,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from advisor.document import Decision, Prompting
 from advisor.report import fmt
-from advisor.report.document import Decision, Prompting
 
 NO_PROBE_TREND = (
     "No trend: the probe's score does not rise with more training data, so its power law is not drawn "

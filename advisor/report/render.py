@@ -1,6 +1,6 @@
 """The report document (decision.json): built from the measurements, written with its renderings.
 
-Every renderer takes the typed `Report` (advisor.report.document), so `tunegate report RUN_DIR` renders
+Every renderer takes the typed `Report` (advisor.document), so `tunegate report RUN_DIR` renders
 exactly what `advise` rendered: Markdown (advisor.report.markdown), HTML (advisor.report.html), SVG plots
 (advisor.report.plots) and the console summary (advisor.report.console). The document is versioned
 (`schema_version`); its JSON Schema ships at advisor/schema/decision.schema.json.
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.audit.checks import split_section
+from advisor.document import SCHEMA_VERSION, Report
 from advisor.errors import DataError
-from advisor.report.document import SCHEMA_VERSION, Report
 from advisor.report.html import to_html
 from advisor.report.markdown import to_markdown
 from advisor.report.plots import figures

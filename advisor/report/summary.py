@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from advisor.document import ArmEvidence, Decision, Estimate, Evidence, Report
 from advisor.report import fmt
-from advisor.report.document import ArmEvidence, Decision, Estimate, Evidence, Report
 
 MAX_FACTS = 3
 HEADER = ("option", "how it was measured", "quality [95% interval]", "cost per month", "p95 latency")

@@ -2,7 +2,7 @@
 
 One model, many readers: the run folder writes `Report` as decision.json, `tunegate report` and the pipeline
 read it back through `Report.model_validate_json`, and the shipped JSON Schema
-(advisor/schema/decision.schema.json) is generated from it (`python -m advisor.report.document > FILE`),
+(advisor/schema/decision.schema.json) is generated from it (`python -m advisor.document > FILE`),
 so the schema can never drift from the code. Every model is frozen and forbids unknown keys: a document with a
 typo or a missing section fails at the edge with the field's path, not deep inside a renderer.
 
@@ -792,5 +792,5 @@ def json_schema() -> dict[str, Any]:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
-if __name__ == "__main__":  # regenerate the shipped schema: python -m advisor.report.document > FILE
+if __name__ == "__main__":  # regenerate the shipped schema: python -m advisor.document > FILE
     print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
