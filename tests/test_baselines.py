@@ -10,7 +10,6 @@ import pytest
 from fakes import FakeBackend
 
 from advisor.decide.rules import load_rules
-from advisor.decide.rules import load_rules as _load_rules
 from advisor.document import Prompting
 from advisor.measure import calibration
 from advisor.measure.baselines import choose_metric, compute_baselines, judge_degenerate
@@ -18,8 +17,6 @@ from advisor.measure.evaluate import evaluate_arms, majority_items, prompting_si
 from advisor.measure.prompts import build_ladder, format_hint, render_messages, system_instruction
 from advisor.report.markdown import prompting_section
 from advisor.types import Example, Message, TaskKind
-
-SHIPPED_THRESHOLDS = _load_rules([]).thresholds
 
 LABELS = ("ham", "spam")
 THRESHOLDS = {k: float(v) for k, v in load_rules([]).thresholds.items() if isinstance(v, int | float)}
@@ -165,7 +162,6 @@ def _harness(evals=None, **kw):
             ev,
             TaskKind.CLASSIFY,
             LABELS,
-            thresholds=SHIPPED_THRESHOLDS,
             **(args | kw),
         ),
         fake,
