@@ -69,6 +69,15 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
     signals["target_metric"] = choice.metric
     signals["quality_target"] = choice.quality_target
 
+    if backend is not None and not split.eval:  # before the pilots train, not after
+        distinct = len({audit_mod.input_key(ex) for ex in examples})
+        raise ConfigError(
+            f"prompting needs at least one eval item, and none was held out: the {len(examples):,} usable "
+            f"examples have {distinct:,} distinct inputs, and rows with the same input stay together in "
+            "one split; add examples with other inputs",
+            field="eval_size",
+        )
+
     # the pilot fine-tunes (trained when measure_until_settled first needs them)
     by_line = {ex.line: ex for ex in examples}
     pilot = pilot_mod.start(
@@ -318,7 +327,10 @@ def finetune_candidate(config: AdviseConfig, arms_model: ModelSource | None) -> 
     template (the fine-tuning prompt is a chat). None: the arms' own model is the candidate."""
     if config.finetune_model is None or config.backend == "none":
         return None
-    source = resolve_model(config.finetune_model)
+    try:
+        source = resolve_model(config.finetune_model)
+    except ConfigError as exc:  # the resolver's words, about the flag the user gave
+        raise ConfigError(problems=[replace(p, field="finetune_model") for p in exc.problems]) from None
     if arms_model is not None and source.path.resolve() == arms_model.path.resolve():
         return None  # the arms' model named again: one model, no model change to measure
     if not _has_chat_template(source.path):

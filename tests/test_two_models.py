@@ -41,6 +41,14 @@ def test_run_with_a_served_model_and_no_candidate_fails_before_any_request(tmp_p
     named = [*argv, "--train-set", "model=embedded", "--dry-run", "--json"]
     assert main(named) == ExitCode.OK
     assert not out.exists()
+    capsys.readouterr()
+    # The dry run of the two-model question names B: its pilots, and B prompted on the eval items.
+    big = _reviews(tmp_path / "big.jsonl", 200)  # enough training rows for the pilots to fit their budget
+    two = [*argv[:1], str(big), *argv[2:], "--finetune-model", "embedded", "--dry-run", "--json"]
+    assert main(two) == ExitCode.OK
+    plan = json.loads(capsys.readouterr().out)["dry_run"]
+    assert plan["pilot"]["model"] == "embedded" and plan["pilot"]["steps"] > 0
+    assert not out.exists()
 
 
 def test_train_after_a_served_advise_refuses_to_guess_the_model(monkeypatch, tmp_path) -> None:
@@ -115,3 +123,43 @@ def test_run_prompts_model_a_fine_tunes_model_b_and_names_both(tmp_path, capsys)
         assert "prompted, not fine-tuned" in text  # B prompted has its own row in the options
     assert "small-b" in console and "Changing the model alone" in md
     shutil.rmtree(b_dir)
+
+
+def test_a_bad_model_file_is_exit_2_naming_the_flag_before_anything_runs(tmp_path, capsys) -> None:
+    """Found by probing --finetune-model: a file named .gguf that is not one was a traceback (exit 70)
+    from the converter, and the resolver's errors named --model's field for the other flag."""
+    data = _reviews(tmp_path / "d.jsonl", 40)
+    fake = tmp_path / "weights.gguf"
+    fake.write_bytes(b"not a gguf file at all")
+    (tmp_path / "empty").mkdir()
+    for flag, value, field in (
+        ("--finetune-model", str(fake), "finetune_model"),
+        ("--model", str(fake), "model"),
+        ("--finetune-model", str(tmp_path / "empty"), "finetune_model"),
+    ):
+        out = tmp_path / "run"
+        assert main(["advise", str(data), flag, value, "--out", str(out)]) == ExitCode.USAGE
+        err = capsys.readouterr().err
+        assert f"field '{field}'" in err and "Traceback" not in err, err
+        assert not out.exists()
+    main(["advise", str(data), "--model", str(fake), "--out", str(tmp_path / "run")])
+    assert "not a GGUF file" in capsys.readouterr().err
+
+
+def test_no_eval_item_is_refused_before_the_pilots_train(tmp_path, capsys) -> None:
+    """Two distinct inputs repeated: duplicates stay in one split, so nothing is held out for evaluation.
+    That used to be found after three pilot fine-tunes had trained (minutes); now before any."""
+    from tiny import tiny_llama
+
+    model = tiny_llama(tmp_path / "m")
+    data = tmp_path / "d.jsonl"
+    rows = [
+        {"prompt": "good film", "completion": "positive"},
+        {"prompt": "bad film", "completion": "negative"},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows * 30))
+    out = tmp_path / "run"
+    assert main(["advise", str(data), "--model", str(model), "--out", str(out)]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "eval item" in err and "2 distinct inputs" in err
+    assert not (out / "pilot").exists()

