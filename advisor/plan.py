@@ -252,8 +252,11 @@ def _pilot_estimate(
     task: Any,
     labels: Sequence[str],
 ) -> dict[str, Any] | None:
-    """The pilot's training time, and its scoring at the arms' measured time per item (None: no pilot)."""
-    if not config.pilot or config.backend != "hf":
+    """The pilot's training time, and its scoring at the arms' measured time per item (None: no pilot).
+    With --finetune-model the pilots train that model, which is also scored prompted on the eval items;
+    its tokens are counted with the arms' tokenizer (an approximation when the two differ)."""
+    candidate = config.finetune_model if config.backend != "none" else None
+    if not config.pilot or (config.backend != "hf" and candidate is None):
         return None
     plan = pilot.plan_pilot(len(train), config.pilot_steps, pilot.recipe(config.seed))
     if isinstance(plan, str):
@@ -267,6 +270,9 @@ def _pilot_estimate(
     mean_tokens = sum(rec.prompt_tokens(ex.messages) for ex in rendered.values()) / max(1, len(rendered))
     arm_tokens = priced.total("prompt_tokens")
     per_token = (priced.seconds or 0.0) / arm_tokens if arm_tokens else 0.0
+    if candidate is not None:
+        est["model"] = candidate
+        est["scored_items"] += n_eval  # the candidate prompted, without an adapter
     est["score_seconds"] = est["scored_items"] * max(1, len(labels)) * mean_tokens * per_token
     return est
 
@@ -585,8 +591,13 @@ def render(plan: RunPlan) -> str:
         lines.append(f"Pilot fine-tune: not run ({p['not_run']}).")
     elif p is not None:
         sizes = ", ".join(f"{n:,}" for n in p["sizes"])
+        of = (
+            f" of {p['model']} (the --finetune-model; also scored prompted on the eval items)"
+            if "model" in p
+            else ""
+        )
         lines.append(
-            f"Pilot fine-tune: LoRA on {sizes} training examples, {p['steps']} optimizer steps (budget "
+            f"Pilot fine-tune{of}: LoRA on {sizes} training examples, {p['steps']} optimizer steps (budget "
             f"{p['budget_steps']}, --set pilot_steps=N; --no-pilot to skip), about "
             f"{p['trained_tokens']:,} trained tokens: about {_duration(p['train_seconds'])} of training on "
             f"two CPU cores and {_duration(p['score_seconds'])} scoring {p['scored_items']:,} items "
