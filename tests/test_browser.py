@@ -138,6 +138,13 @@ def test_report_page_in_chromium(
             "s => s.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5).length"
         )
         assert overflow == 0
+        # the folded engineer's detail prints unfolded: a closed section's table is laid out on paper
+        hidden = page.evaluate(
+            "Array.from(document.querySelectorAll('details.section:not([open]) table'))"
+            ".filter(t => t.getBoundingClientRect().height === 0).length"
+        )
+        folded = page.evaluate("document.querySelectorAll('details.section:not([open]) table').length")
+        assert folded > 0 and hidden == 0
         pdf = tmp_path / f"{verdict}.pdf"
         page.pdf(path=str(pdf), format="A4")
         assert pdf.read_bytes()[:5] == b"%PDF-"

@@ -142,6 +142,8 @@ details.section > summary h2 { display: inline; border: 0; margin: 0; padding: 0
   h2 { break-after: avoid; }
   svg, figure svg { max-width: 100%; height: auto; }
   figure, .card, .banner, tr, dl.kv { break-inside: avoid; page-break-inside: avoid; }
+  /* A printed or PDF report carries the engineer's detail too: folded sections print unfolded. */
+  details::details-content { content-visibility: visible; display: block; }
 }
 """
 
