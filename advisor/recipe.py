@@ -7,7 +7,6 @@ The backend, torch and rich are only touched when a model is used, so a data-onl
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import Counter
@@ -19,6 +18,7 @@ from typing import Any
 from advisor import document, progress
 from advisor.audit import checks as audit_mod
 from advisor.backends import get_backend
+from advisor.backends.hf import chat_template_problem
 from advisor.backends.model import ModelSource, resolve_model
 from advisor.config import URL_CREDENTIALS_HELP, AdviseConfig
 from advisor.decide import confidence, rules
@@ -333,24 +333,10 @@ def finetune_candidate(config: AdviseConfig, arms_model: ModelSource | None) -> 
         raise ConfigError(problems=[replace(p, field="finetune_model") for p in exc.problems]) from None
     if arms_model is not None and source.path.resolve() == arms_model.path.resolve():
         return None  # the arms' model named again: one model, no model change to measure
-    if not _has_chat_template(source.path):
-        raise ConfigError(
-            f"{config.finetune_model}: the model has no chat template (tokenizer_config.json "
-            "chat_template or chat_template.jinja); the fine-tuning prompt is a chat, so give an "
-            "instruction-tuned model",
-            field="finetune_model",
-        )
+    problem = chat_template_problem(source.path)
+    if problem is not None:
+        raise ConfigError(f"{config.finetune_model}: {problem}", field="finetune_model")
     return source
-
-
-def _has_chat_template(folder: Path) -> bool:
-    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
-        return True
-    config = folder / "tokenizer_config.json"
-    try:
-        return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _pilot_task(

@@ -28,6 +28,29 @@ from advisor.backends.model import ModelSource
 from advisor.errors import BackendError
 from advisor.types import Message
 
+NO_CHAT_TEMPLATE = (
+    "the tokenizer has no chat template; tunegate scores and fine-tunes chat conversations, so use an "
+    "instruction-tuned model (or add a chat_template to tokenizer_config.json)"
+)
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    """Whether `tokenizer` (transformers) renders chats: one test for the arms' model and the candidate."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_template_problem(model_dir: str | Path) -> str | None:
+    """Why the folder's tokenizer cannot render a chat (None: it can), read as HFBackend reads it, without
+    loading the weights: a check that can run before any model call."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"its tokenizer cannot be loaded ({type(exc).__name__}: {str(exc)[:120]})"
+    return None if has_chat_template(tokenizer) else NO_CHAT_TEMPLATE
+
+
 if TYPE_CHECKING:
     import torch
 
@@ -59,11 +82,8 @@ class HFBackend:
         self.batch_size = batch_size
         self.prefix_reuse = prefix_reuse
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise BackendError(
-                f"{self.model_dir}: the tokenizer has no chat template; tunegate scores chat conversations, "
-                "so use an instruction-tuned model (or add a chat_template to tokenizer_config.json)"
-            )
+        if not has_chat_template(self.tokenizer):
+            raise BackendError(f"{self.model_dir}: {NO_CHAT_TEMPLATE}")
         self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=getattr(torch, self.dtype))
         self.model.to(self.device).eval()  # type: ignore[arg-type]
         pad = self.tokenizer.pad_token_id
