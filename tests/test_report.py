@@ -23,6 +23,7 @@ from advisor.errors import FilesError
 from advisor.files import write_json_atomic
 from advisor.intake import data
 from advisor.report import render as report
+from advisor.report import summary
 from advisor.report.console import print_summary
 from advisor.report.markdown import to_markdown
 
@@ -217,3 +218,18 @@ def test_markdown_first_screen_of_the_demo_compares_the_options_in_plain_words()
     for name in ("pilot.beats_prompt", "pilot_gain_low", "prompting_beats_majority"):
         assert name not in first and name in detail
     assert "The cost and latency rules cannot apply: no prompting arm beats the majority baseline" in detail
+    # what the fine-tune beat is named for what it is: always answering the commonest label, not a prompt
+    who = "the majority baseline (always answering \u201cpositive\u201d; no prompt beats it)"
+    headline = first.split("\n")[2]
+    assert headline.startswith("**Verdict: `fine_tune`**") and f"already beats {who}" in headline
+    assert "best honest prompt" not in first
+    assert "The pilot fine-tune already beats the best honest prompt" in detail  # the rule's own words
+
+
+def test_the_first_screen_names_a_real_prompt_when_one_is_honest() -> None:
+    """Where a prompting arm beats the majority, the rules' words stand: it is a real prompt."""
+    snapshot = Path(__file__).parent / "snapshots" / "fine_tune" / "decision.json"
+    report = Report.model_validate_json(snapshot.read_text(encoding="utf-8"))
+    assert report.prompting is not None and report.prompting.plateau.best_arm == "few_shot_k4"
+    assert summary.headline(report) == report.decision.summary
+    assert "the best honest prompt" in summary.headline(report)

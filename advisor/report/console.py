@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from advisor.document import Prompting, Report
-from advisor.report import fmt, pilot_view
+from advisor.report import fmt, pilot_view, summary
 from advisor.report.prose import baseline_sentence, confidence_sentence, plateau_sentence
 from advisor.textsafe import term_safe
 
@@ -41,7 +41,7 @@ def print_summary(report: Report, console: Any = None) -> None:
     body = Text()
     body.append(f"{d.verdict}", style=f"bold {colour}")
     body.append(f"   {term_safe(confidence_sentence(d))}\n")
-    body.append(term_safe(d.summary))
+    body.append(term_safe(summary.headline(report)))
     deciding = [r for r in d.fired if r.id in d.deciding_rules]
     for r in deciding[:1]:  # the strongest deciding rule: what backs it
         if r.note:

@@ -292,7 +292,7 @@ def _summary(report: Report, chart: plots.Figure | None) -> str:
         for o in summary.options(report)
     )
     target = summary.target_line(report)
-    facts = "".join(f"<li>{esc(f)}</li>" for f in summary.facts(d))
+    facts = "".join(f"<li>{esc(f)}</li>" for f in summary.facts(report))
     changes = "".join(f"<li>{esc(c)}</li>" for c in summary.changes(report))
     figure = (
         f'<figure id="compare">{chart.svg}<figcaption>{esc(chart.title)}</figcaption></figure>'

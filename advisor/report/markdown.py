@@ -100,7 +100,7 @@ def summary_section(report: Report, chart: tuple[str, str] | None = None) -> str
     if chart is not None:
         out += ["", f"![{md_escape(chart[0])}]({chart[1]})"]
     out += ["", "## What the verdict rests on", ""]
-    out += [f"- {md_escape(f)}" for f in summary.facts(d)]
+    out += [f"- {md_escape(f)}" for f in summary.facts(report)]
     out += ["", "## What would change it", ""]
     out += [f"- {md_escape(c)}" for c in summary.changes(report)]
     return "\n".join(out) + "\n"

@@ -61,13 +61,14 @@ def sentences(p: Pilot, metric: str) -> list[str]:
         e, g = p.eval_score, p.gain
         out.append(
             f"The largest pilot scores {fmt.estimate(e.value, e.low, e.high)} on the eval items: "
-            f"{fmt.difference(g.diff, g.low, g.high)} against the best honest prompt {p.baseline_arm} "
+            f"{fmt.difference(g.diff, g.low, g.high)} against {_baseline(p)} "
             f"(paired, p {fmt.p_value(g.p_value)})."
         )
     if p.full_gain is not None:
         f = p.full_gain
         out.append(
-            "Predicted gain over that prompt at the full train split: "
+            f"Predicted gain over {'that baseline' if p.baseline_kind == 'majority' else 'that prompt'} "
+            "at the full train split: "
             f"{fmt.difference(f.diff, f.low, f.high)}."
         )
     have = c.n_full if c is not None else 0
@@ -79,6 +80,12 @@ def sentences(p: Pilot, metric: str) -> list[str]:
         out.append("The pilot is degenerate (collapses onto one label, or is no better than the majority).")
     out.extend(_two_models(p))
     return out
+
+
+def _baseline(p: Pilot) -> str:
+    if p.baseline_kind == "majority":
+        return "the majority baseline (no prompting arm beats it)"
+    return f"the best honest prompt {p.baseline_arm}"
 
 
 def _two_models(p: Pilot) -> list[str]:

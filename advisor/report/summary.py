@@ -27,9 +27,31 @@ class Option:
     latency: str
 
 
+BEST_PROMPT_PHRASES = (
+    "the best honest prompting arm and the majority baseline",
+    "the best honest prompting arm",
+    "the best honest prompt",
+)
+"""How the rules' messages name the prompt a fine-tune is held against (rules/*.toml)."""
+
+
+def plain(text: str, report: Report) -> str:
+    """A rule's message as the reader should take it: where no prompting arm beats the majority baseline,
+    "the best honest prompt" it speaks of is that baseline (always answering the commonest label), and a
+    reader would otherwise picture a real prompt."""
+    p = report.prompting
+    if p is None or p.plateau.best_arm is not None or p.baselines is None:
+        return text
+    label = p.baselines.majority_label
+    who = f"the majority baseline (always answering \u201c{label}\u201d; no prompt beats it)"
+    for phrase in BEST_PROMPT_PHRASES:
+        text = text.replace(phrase, who)
+    return text
+
+
 def headline(report: Report) -> str:
     """The decision's one-sentence summary (it opens with the verdict in words)."""
-    return report.decision.summary
+    return plain(report.decision.summary, report)
 
 
 def sureness(d: Decision) -> str:
@@ -237,16 +259,17 @@ def target_line(report: Report) -> str:
 # --------------------------------------------------------------------------- why, and what would change
 
 
-def facts(d: Decision) -> list[str]:
+def facts(report: Report) -> list[str]:
     """The two or three facts the verdict rests on: the messages of the rules that decided it, then of
     the rules that voted for it, then of the rules that ruled other verdicts out."""
+    d = report.decision
     deciding = [r for r in d.fired if r.id in d.deciding_rules]
     voting = sorted(
         (r for r in d.fired if r.verdict == d.verdict and r.id not in d.deciding_rules),
         key=lambda r: (r.kind != "stop", -r.weight),
     )
     vetoes = [r for r in d.fired if r.kind == "veto"]
-    out = list(dict.fromkeys(r.message for r in deciding + voting + vetoes))
+    out = list(dict.fromkeys(plain(r.message, report) for r in deciding + voting + vetoes))
     return out[:MAX_FACTS] or ["No rule fired: nothing measured argues for any verdict."]
 
 
