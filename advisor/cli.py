@@ -15,12 +15,13 @@ import os
 import sqlite3
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from advisor import progress
-from advisor.errors import ConfigError, ExitCode, TunegateError
+from advisor.errors import ConfigError, DeprecatedSetting, ExitCode, TunegateError
 from advisor.files import os_error_message, os_error_reason
 from advisor.textsafe import json_for_terminal, term_safe
 from advisor.types import Verdict
@@ -72,7 +73,7 @@ ADVISE_FLAGS = (
     "k_ladder",
     "demo_selection",
     "max_requests",
-    "max_tokens",
+    "max_total_tokens",
     "timeout",
     "prices",
     "rules_dirs",
@@ -115,80 +116,111 @@ def _help(name: str) -> str:
     return describe(AdviseConfig, name).replace("%", "%%")  # argparse %-formats help
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help=_help("data"))
-    p.add_argument("--format", dest="fmt", help=_help("fmt"))
-    p.add_argument("--input-col", help=_help("input_col"))
-    p.add_argument("--output-col", help=_help("output_col"))
-    p.add_argument("--split", dest="dataset_split", help=_help("dataset_split"))
-    p.add_argument("--task", choices=("classify", "generate"), help=_help("task"))
-
-
 def _add_advise_args(p: argparse.ArgumentParser) -> None:
-    _add_data_args(p)
-    p.add_argument("--target", metavar="METRIC=VALUE", help="quality target, e.g. accuracy=0.85 or chrf=0.6")
-    p.add_argument("--volume", metavar="N/day", help="expected request volume, e.g. 20000/day, 500/hour")
-    p.add_argument("--latency-budget-ms", type=float, help=_help("latency_budget_ms"))
-    p.add_argument("--domain", help=_help("domain"))
-    p.add_argument(
+    """advise's (and run's) flags, grouped as --help lists them. A flag whose short name differs from
+    its setting also answers to the setting's own name (`--k` and `--k-ladder` set `k_ladder`), so
+    one name works everywhere: the flag, --set, the config file and the Python API."""
+    g = p.add_argument_group("data")
+    g.add_argument("data", help=_help("data"))
+    g.add_argument("--format", "--fmt", dest="fmt", help=_help("fmt"))
+    g.add_argument("--input-col", help=_help("input_col"))
+    g.add_argument("--output-col", help=_help("output_col"))
+    g.add_argument("--split", "--dataset-split", dest="dataset_split", help=_help("dataset_split"))
+    g.add_argument("--task", choices=("classify", "generate"), help=_help("task"))
+    g.add_argument("--seed", type=int, help=_help("seed"))
+    g.add_argument("--eval-size", type=int, help=_help("eval_size"))
+    g.add_argument("--dev-size", type=int, help=_help("dev_size"))
+
+    g = p.add_argument_group("the requirement (what the verdict is held against)")
+    g.add_argument(
+        "--target",
+        metavar="METRIC=VALUE",
+        help="quality target, e.g. accuracy=0.85 or chrf=0.6 (settings target_metric and quality_target)",
+    )
+    g.add_argument(
+        "--volume", metavar="N/day", help="expected request volume, e.g. 20000/day, 500/hour (volume_per_day)"
+    )
+    g.add_argument("--latency-budget-ms", type=float, help=_help("latency_budget_ms"))
+    g.add_argument("--prices", metavar="FILE", help=_help("prices"))
+    g.add_argument("--domain", help=_help("domain"))
+    g.add_argument(
         "--needs-consistent-style",
         action="store_true",
         default=None,
         help=_help("needs_consistent_style"),
     )
-    p.add_argument("--description", dest="task_description", help=_help("task_description"))
-    p.add_argument(
-        "--system-prompt",
-        dest="system_prompt_file",
-        metavar="FILE",
-        help=_help("system_prompt_file"),
-    )
-    p.add_argument("--out", help=_help("out"))
-    p.add_argument("--seed", type=int, help=_help("seed"))
-    p.add_argument("--eval-size", type=int, help=_help("eval_size"))
-    p.add_argument("--dev-size", type=int, help=_help("dev_size"))
-    p.add_argument("--backend", choices=("hf", "openai", "none"), help=_help("backend"))
-    p.add_argument(
+
+    g = p.add_argument_group("model: A, the model prompted, and B, the model fine-tuned")
+    g.add_argument("--backend", choices=("hf", "openai", "none"), help=_help("backend"))
+    g.add_argument(
         "--no-model",
         action="store_const",
         const="none",
         dest="backend",
         help="data-only advice: audit and data rules, no model calls",
     )
-    p.add_argument("--model", help=_help("model"))
-    p.add_argument("--base-url", help=_help("base_url"))
-    p.add_argument("--api-key-env", help=_help("api_key_env"))
-    p.add_argument("--tokenizer", metavar="ID|DIR", help=_help("tokenizer"))
-    p.add_argument("--concurrency", type=int, metavar="N", help=_help("concurrency"))
-    p.add_argument("--k", dest="k_ladder", metavar="1,2,4,8", help=_help("k_ladder"))
-    p.add_argument("--finetune-model", metavar="ID|DIR|GGUF", help=_help("finetune_model"))
-    p.add_argument(
+    g.add_argument("--model", help=_help("model"))
+    g.add_argument("--base-url", help=_help("base_url"))
+    g.add_argument("--api-key-env", help=_help("api_key_env"))
+    g.add_argument("--tokenizer", metavar="ID|DIR", help=_help("tokenizer"))
+    g.add_argument("--finetune-model", metavar="ID|DIR|GGUF", help=_help("finetune_model"))
+    g.add_argument(
         "--no-pilot",
         action="store_const",
         const=False,
         dest="pilot",
         help="train no pilot fine-tune: the fine-tuning side is then not measured (proxies only)",
     )
-    p.add_argument(
+
+    g = p.add_argument_group("prompting")
+    g.add_argument(
+        "--description", "--task-description", dest="task_description", help=_help("task_description")
+    )
+    g.add_argument(
+        "--system-prompt",
+        "--system-prompt-file",
+        dest="system_prompt_file",
+        metavar="FILE",
+        help=_help("system_prompt_file"),
+    )
+    g.add_argument("--k", "--k-ladder", dest="k_ladder", metavar="1,2,4,8", help=_help("k_ladder"))
+    g.add_argument(
         "--demos",
+        "--demo-selection",
         dest="demo_selection",
         choices=("stratified", "nearest"),
         help=_help("demo_selection"),
     )
-    p.add_argument(
-        "--max-requests",
+
+    g = p.add_argument_group("budget (a run stops with exit 7 before it would pass one)")
+    g.add_argument("--max-requests", type=int, metavar="N", help=_help("max_requests"))
+    g.add_argument("--max-total-tokens", type=int, metavar="N", help=_help("max_total_tokens"))
+    g.add_argument(
+        "--max-tokens",
         type=int,
-        help=_help("max_requests"),
+        dest="max_total_tokens",
+        action=_Renamed,
+        new="--max-total-tokens",
+        help=argparse.SUPPRESS,
     )
-    p.add_argument("--max-tokens", type=int, help=_help("max_tokens"))
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help=_help("timeout"))
-    p.add_argument("--prices", metavar="FILE", help=_help("prices"))
-    p.add_argument("--rules", dest="rules_dirs", action="append", metavar="DIR", help=_help("rules_dirs"))
-    p.add_argument(
+    g.add_argument("--concurrency", type=int, metavar="N", help=_help("concurrency"))
+    g.add_argument("--timeout", type=float, metavar="SECONDS", help=_help("timeout"))
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the model requests, tokens, estimated cost and time of the run, make no model call, "
+        "write nothing, exit 0",
+    )
+
+    g = p.add_argument_group("rules and settings")
+    g.add_argument(
+        "--rules", "--rules-dirs", dest="rules_dirs", action="append", metavar="DIR", help=_help("rules_dirs")
+    )
+    g.add_argument(
         "--threshold", action="append", default=[], metavar="NAME=VALUE", help="override a rule threshold"
     )
-    p.add_argument("--config", metavar="FILE", help="TOML config file ([advise] and [train] tables)")
-    p.add_argument(
+    g.add_argument("--config", metavar="FILE", help="TOML config file ([advise] and [train] tables)")
+    g.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -196,14 +228,11 @@ def _add_advise_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override any setting listed below",
     )
-    p.add_argument("--json", action="store_true", help="print decision.json to stdout instead of the summary")
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the model requests, tokens, estimated cost and time of the run, make no model call, "
-        "write nothing, exit 0",
-    )
-    p.add_argument(
+
+    g = p.add_argument_group("output and gating")
+    g.add_argument("--out", help=_help("out"))
+    g.add_argument("--json", action="store_true", help="print decision.json to stdout instead of the summary")
+    g.add_argument(
         "--fail-on",
         type=_verdict_list,
         metavar="VERDICT[,VERDICT...]",
@@ -243,6 +272,22 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="also send the training metrics, verdict and scores to this experiment tracker when the run "
         "ends (its library must be installed; default: none)",
     )
+
+
+class _Renamed(argparse.Action):
+    """A flag's old name: still read, for one release, with a one-line warning naming the new one."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        warnings.warn(
+            f"{option_string} is now {self.new} (the old name goes in the next release)",
+            DeprecatedSetting,
+            stacklevel=2,
+        )
+        setattr(namespace, self.dest, values)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -380,6 +425,28 @@ def _add_output_args(p: argparse.ArgumentParser, default: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with warnings.catch_warnings():
+        _show_deprecations()
+        return _main(argv)
+
+
+def _show_deprecations() -> None:
+    """An old flag or setting name: one line on stderr (other warnings as before)."""
+    shown = warnings.showwarning
+
+    def show(
+        message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
+        if issubclass(category, DeprecatedSetting):
+            print(f"tunegate: warning: {term_safe(str(message), single_line=True)}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", DeprecatedSetting)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_command_of(argv))
     try:

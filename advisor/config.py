@@ -17,6 +17,7 @@ import dataclasses
 import math
 import os
 import typing
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
@@ -34,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from advisor.errors import ConfigError, Problem
+from advisor.errors import ConfigError, DeprecatedSetting, Problem
 from advisor.files import load_toml
 from advisor.textsafe import has_url_credentials, redact_url, shorten
 
@@ -53,6 +54,9 @@ URL_CREDENTIALS_HELP = (
     "(default OPENAI_API_KEY)"
 )
 NONE_WORDS = ("none", "null", "")
+RENAMED = {"max_tokens": "max_total_tokens"}
+"""Old setting names still read, for one release, as their new names (with a DeprecatedSetting warning):
+`max_tokens` was the run's token budget, which every OpenAI and vLLM user reads as the reply length."""
 
 
 # --------------------------------------------------------------------------- field types shared by both
@@ -136,7 +140,17 @@ class Settings(BaseModel):
         if not isinstance(data, Mapping):
             return data
         out = dict(data)
-        for key, value in data.items():
+        for old, new in RENAMED.items():
+            if old in out and new in cls.model_fields:
+                if out.get(new) is None:
+                    out[new] = out[old]
+                del out[old]
+                warnings.warn(
+                    f"the setting '{old}' is now '{new}' (the old name goes in the next release)",
+                    DeprecatedSetting,
+                    stacklevel=2,
+                )
+        for key, value in list(out.items()):
             info = cls.model_fields.get(key)
             if info is None or not isinstance(value, str):
                 continue
@@ -311,7 +325,11 @@ class AdviseConfig(Settings):
     max_requests: Int | None = Field(
         None, description="hard budget on model requests for this run (HTTP attempts, retries included)"
     )
-    max_tokens: Int | None = Field(None, description="hard budget on tokens for this run")
+    max_total_tokens: Int | None = Field(
+        None,
+        description="hard budget on tokens for this whole run, prompts and answers together (not the "
+        "length of one answer: that is max_gen_tokens); formerly max_tokens",
+    )
     timeout: Positive = Field(60.0, description="seconds for each model server request (each attempt)")
     max_retries: Annotated[Int, Field(ge=0)] = Field(
         5, description="retries of a failed request (429, 5xx, timeouts), each counted in max_requests"

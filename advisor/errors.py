@@ -104,3 +104,8 @@ class FilesError(TunegateError):
     disk, a read-only file system, a path that is a file where a folder is needed."""
 
     exit_code = ExitCode.FILES
+
+
+class DeprecatedSetting(UserWarning):
+    """A setting or flag given by its old name (still read for one release); the CLI prints it as one
+    line on stderr, `tunegate: warning: ...`."""

@@ -520,11 +520,11 @@ def _priced(
     planned_new = sum(s.new for s in stages if not s.upper_bound)
     planned_tokens = sum(s.prompt_tokens + s.answer_tokens for s in stages if not s.upper_bound)
     if (config.max_requests is not None and planned_new > config.max_requests) or (
-        config.max_tokens is not None and planned_tokens > config.max_tokens
+        config.max_total_tokens is not None and planned_tokens > config.max_total_tokens
     ):
         notes.append(
-            "the planned requests or tokens exceed --max-requests/--max-tokens: a server run would stop "
-            "at the budget (exit 7); raise it or use a smaller --eval-size"
+            "the planned requests or tokens exceed --max-requests/--max-total-tokens: a server run would "
+            "stop at the budget (exit 7); raise it or use a smaller --eval-size"
         )
     if backend.name == "openai":
         notes.append(

@@ -516,7 +516,7 @@ def next_eval_chunk(
     steps, then at most `max_eval_growth_rounds` chunks from training rows no prompt used as a
     demonstration (stratified, seeded, duplicates kept together: `make_split` on those rows) while the
     held-out share stays within the audit's cap; always only while the new items' model calls fit what
-    is left of --max-requests/--max-tokens. The comparisons that decide are anytime-valid
+    is left of --max-requests/--max-total-tokens. The comparisons that decide are anytime-valid
     (advisor.measure.stats), so stopping at a look where the verdict looks settled keeps their level.
     """
     th = thresholds
@@ -558,7 +558,7 @@ def next_eval_chunk(
     requests, tokens = eval_cost(prompting, len(chunk), config.max_gen_tokens)
     done = spent_so_far if spent_so_far is not None else (growth.steps[-1].requests, growth.steps[-1].tokens)
     if (config.max_requests is not None and done[0] + requests > config.max_requests) or (
-        config.max_tokens is not None and done[1] + tokens > config.max_tokens
+        config.max_total_tokens is not None and done[1] + tokens > config.max_total_tokens
     ):
         growth.stopped = (
             f"P(verdict) {p:.2f}; {len(chunk)} more eval items would pass the request or token budget"
@@ -616,7 +616,7 @@ def _open_backend(config: AdviseConfig, model: ModelSource | None) -> Any:
         tokenizer=config.tokenizer,
         concurrency=config.concurrency,
         max_requests=config.max_requests,
-        max_tokens=config.max_tokens,
+        max_tokens=config.max_total_tokens,
         timeout=config.timeout,
         max_retries=config.max_retries,
     )

@@ -158,6 +158,48 @@ def test_server_flags_reach_the_config_and_verify_refuses_them_without_a_server(
     assert "--concurrency need --backend openai" in capsys.readouterr().err
 
 
+def test_every_advise_setting_answers_to_its_own_name_as_a_flag() -> None:
+    """One name per setting: each field a flag sets is also `--field-name`, as in --set and the API."""
+    import argparse
+
+    from advisor.cli import ADVISE_FLAGS, build_parser
+
+    parser = build_parser("advise")
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    dests = {o: a.dest for a in commands.choices["advise"]._actions for o in a.option_strings}
+    for name in ADVISE_FLAGS:
+        if name in ("data", "pilot"):  # the positional; --no-pilot sets pilot=false
+            continue
+        assert dests.get("--" + name.replace("_", "-")) == name, name
+
+
+def test_the_old_token_budget_name_still_works_with_a_warning(tmp_path, capsys) -> None:
+    """--max-tokens (and the setting max_tokens) was the run's budget, which OpenAI users read as the
+    reply length: it is --max-total-tokens now, the old names read for one release with a warning."""
+    from advisor.cli import _advise_config, build_parser
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "a", "completion": "b"}\n')
+    for argv in (["--max-tokens", "500"], ["--set", "max_tokens=500"], ["--max-total-tokens", "500"]):
+        rc = main(["advise", str(data), "--no-model", *argv, "--dry-run", "--out", str(tmp_path / "r")])
+        err = capsys.readouterr().err
+        assert rc == 0
+        old = argv[0] != "--max-total-tokens"
+        assert ("tunegate: warning:" in err and "max_total_tokens" in err.replace("-", "_")) is old, err
+        assert "Traceback" not in err
+    from advisor.errors import DeprecatedSetting
+
+    with pytest.warns(DeprecatedSetting, match="--max-total-tokens"):
+        parsed = build_parser("advise").parse_args(["advise", "d.jsonl", "--max-tokens", "7"])
+    assert _advise_config(parsed).max_total_tokens == 7
+    help_text = subprocess.run(
+        [sys.executable, "-m", "advisor.cli", "advise", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--max-total-tokens" in help_text and "--max-tokens " not in help_text
+    for group in ("data:", "model:", "prompting:", "budget", "output and gating:"):
+        assert group in help_text, group
+
+
 # ---------------------------------------------------------------------------------------------------
 # The standard streams: whatever the environment made of stdout and stderr, a documented exit code
 
