@@ -352,7 +352,12 @@ class Cost(Model):
     """Prices are the user's (example file or flags); a month is 30 days."""
 
     currency: str
-    serving: Literal["api", "self_hosted"]
+    serving: Literal["api", "self_hosted"] = Field(description="how the prompted model is served and priced")
+    finetuned_serving: Literal["api", "self_hosted"] | None = Field(
+        default=None,
+        description="how the fine-tuned model would be served and priced (absent in documents before it "
+        "could differ: then as `serving`)",
+    )
     price_date: str | None
     source: str | None
     throughput_source: str | None

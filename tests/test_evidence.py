@@ -153,6 +153,39 @@ def test_cost_per_request_self_hosted() -> None:
     assert cost_per_request(replace(cfg, output_tokens_per_s=None), 500, 20) is None
 
 
+def test_the_prompted_model_by_api_and_the_fine_tuned_one_self_hosted(tmp_path: Path) -> None:
+    """Prompt a served model A or fine-tune a small model B we host: each priced its own way, and the
+    break-even weighs A's API price against B's hosting cost."""
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[meta]\nserving = "api"\nfinetuned_serving = "self_hosted"\n'
+        "[api]\ninput_per_million = 5.0\noutput_per_million = 15.0\n"
+        "[self_hosted]\ngpu_hour = 3.6\nprompt_tokens_per_s = 10000\noutput_tokens_per_s = 1000\n"
+        "[finetune]\ncost = 50.0\n"
+    )
+    cfg = load_cost_config(prices)
+    assert (cfg.mode(), cfg.mode(finetuned=True)) == ("api", "self_hosted")
+    a = cost_per_request(cfg, 600, 2)  # A, few-shot: 600 prompt tokens at 5/M + 2 at 15/M
+    b = cost_per_request(cfg, 60, 2, finetuned=True)  # B, zero-shot length: 0.006 s + 0.002 s of GPU
+    assert a == pytest.approx((600 * 5 + 2 * 15) / 1e6)
+    assert b == pytest.approx((60 / 10000 + 2 / 1000) * 3.6 / 3600)
+    arms = [ArmEvidence("few", "few_shot", 4, 0.8, 600.0, 2.0)]
+    priced, summary = price_arms(
+        arms, "few", cfg, 10_000.0, finetuned_prompt_tokens=60.0, completion_tokens=2.0, train_tokens=None
+    )
+    assert (summary.serving, summary.finetuned_serving, summary.throughput_source) == (
+        "api", "self_hosted", "config"
+    )  # fmt: skip
+    assert priced[0].cost_per_request == pytest.approx(a)
+    assert summary.finetuned_cost_per_request == pytest.approx(b)
+    assert summary.break_even_requests == pytest.approx(50.0 / (a - b))
+    # the same file without the line prices both by the API, as before
+    prices.write_text(prices.read_text().replace('finetuned_serving = "self_hosted"\n', ""))
+    assert load_cost_config(prices).mode(finetuned=True) == "api"
+    with pytest.raises(ConfigError, match="finetuned_serving"):
+        CostConfig(finetuned_serving="on-prem")
+
+
 def test_monthly_cost_counts_thirty_days() -> None:
     assert monthly_cost(0.001, 20000) == pytest.approx(600.0)
     assert monthly_cost(None, 20000) is None
@@ -346,7 +379,7 @@ def _evidence(**changes: object) -> Evidence:
         ArmEvidence("few_shot_k4", "few_shot", 4, 0.78, 200.0, 2.0, 600.0, 800.0, 0.0001, 60.0),
     )
     cost = CostSummary(
-        "USD", "api", "2026-11-28", "prices.toml", None, 10.0, 1e6, 40.0, 0.00004, 24.0,
+        "USD", "api", "api", "2026-11-28", "prices.toml", None, 10.0, 1e6, 40.0, 0.00004, 24.0,
         0.00016, 96.0, 62_500.0, 3.125, None,
     )  # fmt: skip
     from advisor.measure.learning import curve_from_scores

@@ -226,6 +226,18 @@ def test_markdown_first_screen_of_the_demo_compares_the_options_in_plain_words()
     assert "The pilot fine-tune already beats the best honest prompt" in detail  # the rule's own words
 
 
+def test_a_fine_tuned_model_served_otherwise_is_named_in_the_options_and_the_prices() -> None:
+    """A prompted through an API, B self-hosted: the options row and the cost facts say so."""
+    snapshot = Path(__file__).parent / "snapshots" / "fine_tune" / "decision.json"
+    doc = json.loads(snapshot.read_text(encoding="utf-8"))
+    doc["evidence"]["cost"]["finetuned_serving"] = "self_hosted"
+    md = to_markdown(Report.model_validate(doc))
+    first, detail = md.split("\n# Engineer's detail\n")
+    row = next(line for line in first.splitlines() if line.startswith("| fine-tuned model"))
+    assert "USD, self-hosted serving (+ 24.00 USD once, to train)" in row, row
+    assert "prompted model: API serving; fine-tuned model: self-hosted serving" in detail
+
+
 def test_the_first_screen_names_a_real_prompt_when_one_is_honest() -> None:
     """Where a prompting arm beats the majority, the rules' words stand: it is a real prompt."""
     snapshot = Path(__file__).parent / "snapshots" / "fine_tune" / "decision.json"

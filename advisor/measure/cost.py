@@ -77,6 +77,7 @@ class CostConfig:
     """
 
     serving: str = "api"
+    finetuned_serving: str | None = None
     input_per_million: float | None = None
     output_per_million: float | None = None
     finetuned_input_per_million: float | None = None
@@ -93,11 +94,12 @@ class CostConfig:
     source: str | None = None
 
     def __post_init__(self) -> None:
-        if self.serving not in SERVING_MODES:
-            raise ConfigError(
-                f"serving must be one of {', '.join(SERVING_MODES)}, got {self.serving!r}",
-                field="serving",
-            )
+        for name in ("serving", "finetuned_serving"):
+            mode = getattr(self, name)
+            if mode is not None and mode not in SERVING_MODES:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(SERVING_MODES)}, got {mode!r}", field=name
+                )
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type != "float | None" or value is None:
@@ -115,6 +117,11 @@ class CostConfig:
         if not (epochs_ok and math.isfinite(self.epochs) and 0 < self.epochs <= MAX_FIGURE):
             raise ConfigError(f"must be a number > 0, got {self.epochs!r}", field="epochs")
 
+    def mode(self, finetuned: bool = False) -> str:
+        """How a model is served: the prompted one by `serving`, the fine-tuned one by
+        `finetuned_serving` when given, else the same way."""
+        return (self.finetuned_serving or self.serving) if finetuned else self.serving
+
 
 def load_cost_config(path: Path, overrides: Mapping[str, Any] | None = None) -> CostConfig:
     """Read a price file (see `prices.example.toml`), then apply `overrides` (e.g. from flags).
@@ -123,7 +130,12 @@ def load_cost_config(path: Path, overrides: Mapping[str, Any] | None = None) -> 
     """
     doc = load_toml(path, ConfigError, "price file")
     layout = {
-        "meta": {"date": "price_date", "currency": "currency", "serving": "serving"},
+        "meta": {
+            "date": "price_date",
+            "currency": "currency",
+            "serving": "serving",
+            "finetuned_serving": "finetuned_serving",
+        },
         "api": {
             "input_per_million": "input_per_million",
             "output_per_million": "output_per_million",
@@ -155,7 +167,7 @@ def load_cost_config(path: Path, overrides: Mapping[str, Any] | None = None) -> 
                 problems.append(f"unknown key {section}.{key} (allowed: {', '.join(layout[section])}, note)")
                 continue
             name = layout[section][key]
-            if name in ("price_date", "currency", "serving"):
+            if name in ("price_date", "currency", "serving", "finetuned_serving"):
                 values[name] = str(value)
             elif isinstance(value, bool) or not isinstance(value, int | float):
                 problems.append(f"{section}.{key} must be a number, got {value!r}")
@@ -184,8 +196,10 @@ def example_prices_path() -> Path:
 def cost_per_request(
     config: CostConfig, prompt_tokens: float, completion_tokens: float, *, finetuned: bool = False
 ) -> float | None:
-    """Serving cost of one request, or None when the needed prices are missing."""
-    if config.serving == "api":
+    """Serving cost of one request, or None when the needed prices are missing. The prompted model is
+    served as `serving` says; the fine-tuned one as `finetuned_serving` says (default: the same), so an
+    API-served model A and a self-hosted fine-tuned B are each priced their own way."""
+    if config.mode(finetuned) == "api":
         inp, out = config.input_per_million, config.output_per_million
         if finetuned:
             inp = (

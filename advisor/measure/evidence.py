@@ -392,7 +392,8 @@ class ArmEvidence:
 @dataclass(frozen=True)
 class CostSummary:
     currency: str
-    serving: str
+    serving: str  # how the prompted model is served
+    finetuned_serving: str  # how the fine-tuned model would be
     price_date: str | None
     source: str | None
     throughput_source: str | None  # self-hosted serving: "config" or "measured single-request"
@@ -518,7 +519,7 @@ def price_arms(
     what a batched server costs; the summary says which was used.
     """
     throughput_source = None
-    if config.serving == "self_hosted":
+    if "self_hosted" in (config.mode(), config.mode(finetuned=True)):
         throughput_source = "config"
         if config.prompt_tokens_per_s is None or config.output_tokens_per_s is None:
             if latency_model is not None and latency_model.b > 0 and latency_model.c > 0:
@@ -549,6 +550,7 @@ def price_arms(
     summary = CostSummary(
         currency=config.currency,
         serving=config.serving,
+        finetuned_serving=config.mode(finetuned=True),
         price_date=config.price_date,
         source=config.source,
         throughput_source=throughput_source,

@@ -110,6 +110,17 @@ def money(v: Any, currency: str = "") -> str:
     return f"{x:,.{digits}f} {currency}".strip()
 
 
+def serving(mode: str, finetuned_mode: str | None) -> str:
+    """How the prices were applied: one serving mode, or the prompted and the fine-tuned model's each."""
+    words = {"api": "API", "self_hosted": "self-hosted"}
+    if finetuned_mode is None or finetuned_mode == mode:
+        return f"{words.get(mode, mode)} serving"
+    return (
+        f"prompted model: {words.get(mode, mode)} serving; "
+        f"fine-tuned model: {words.get(finetuned_mode, finetuned_mode)} serving"
+    )
+
+
 def value(v: Any) -> str:
     """Any signal or threshold value: flags as true/false, floats to four significant digits."""
     if v is None:

@@ -541,7 +541,8 @@ def _evidence(report: Report, figs: Mapping[str, plots.Figure]) -> str:
                 (
                     "prices",
                     (
-                        f"{esc(cost.serving)} serving, from <code>{esc(cost.source or 'flags')}</code>"
+                        f"{esc(numbers.serving(cost.serving, cost.finetuned_serving))}, from "
+                        f"<code>{esc(cost.source or 'flags')}</code>"
                         + (f", dated {esc(cost.price_date)}" if cost.price_date else "")
                     )
                     if cost

@@ -393,7 +393,8 @@ def evidence_section(e: Evidence | None) -> str:
     ]
     if cost:
         facts.append(
-            f"prices: {md_escape(cost.serving)} from {md_escape(cost.source or 'flags')}"
+            f"prices: {md_escape(fmt.serving(cost.serving, cost.finetuned_serving))} from "
+            f"{md_escape(cost.source or 'flags')}"
             + (f" (dated {md_escape(cost.price_date)})" if cost.price_date else "")
         )
     out += ["; ".join(facts) + ".", ""]

@@ -146,7 +146,12 @@ def _finetune_cost(e: Evidence | None, report: Report) -> str:
     once = (
         f" (+ {fmt.money(c.finetune_cost, c.currency)} once, to train)" if c.finetune_cost is not None else ""
     )
-    return f"{fmt.money(c.finetuned_monthly_cost, c.currency)}{once}"
+    hosted = (
+        f", {fmt.serving(c.finetuned_serving, None)}"
+        if c.finetuned_serving is not None and c.finetuned_serving != c.serving
+        else ""
+    )
+    return f"{fmt.money(c.finetuned_monthly_cost, c.currency)}{hosted}{once}"
 
 
 def _finetune_options(report: Report) -> list[Option]:
