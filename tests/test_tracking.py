@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from needs import unavailable
 
 import pipeline.run
 import pipeline.tracking
@@ -254,11 +255,10 @@ def test_a_tracker_that_raises_does_not_change_the_result(
 def test_the_real_mlflow_stores_params_step_metrics_and_the_adapter(
     advised, tmp_path, monkeypatch, capsys
 ) -> None:
-    """Optional: MLflow 3 itself (pip install mlflow), read back through its client from the run's store."""
+    """MLflow 3 itself (in the test set-up: `scripts/bootstrap.sh test`), read back through its client from
+    the run's store."""
     if importlib.util.find_spec("mlflow") is None:
-        pytest.skip(
-            "optional: MLflow is not installed (pip install mlflow); the stand-in tests cover the calls"
-        )
+        unavailable("MLflow is not installed (scripts/bootstrap.sh test installs it; or pip install mlflow)")
     import mlflow
 
     run = _copy(advised, tmp_path)
