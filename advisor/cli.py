@@ -750,16 +750,32 @@ def _dry_run(args: argparse.Namespace, config: Any) -> int:
 def _training_plan(args: argparse.Namespace, plan: Any) -> dict[str, Any]:
     """`run`'s second half, only on a fine_tune verdict (or --force): local training and verification."""
     from advisor.finetune.config import TrainConfig
+    from advisor.plan import training_estimate
 
     cfg = TrainConfig.from_toml(args.config, list(args.train_overrides))
     steps = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs} epochs of {plan.n_train:,} examples"
     verify = plan.n_eval * max(1, len(plan.labels))
+    seconds = training_estimate(plan, cfg)
+    timed = "training time not estimated: no pilot to take the tokens per example from"
+    if seconds is not None:
+        train_s, verify_s = seconds["train_seconds"] or 0.0, seconds["verify_seconds"]
+        timed = (
+            f"about {train_s / 60:.1f} min of training on two CPU cores (at the pilots' "
+            f"{seconds['tokens_per_s']:.0f} trained tokens a second; a GPU is much faster), and "
+            + (f"{verify_s:.0f} s of scoring" if verify_s is not None else "scoring time not estimated")
+        )
     summary = (
         f"Then, only on a fine_tune verdict (or --force): LoRA training for {steps} on this machine, "
         f"and verification: {verify:,} requests to the fine-tuned local model on the {plan.n_eval:,} eval "
-        "items, plus latency samples (no API cost; training time is not estimated)."
+        f"items, plus latency samples (no API cost; {timed})."
     )
-    return {"gated_on": "fine_tune", "training": steps, "verification_requests": verify, "summary": summary}
+    return {
+        "gated_on": "fine_tune",
+        "training": steps,
+        "verification_requests": verify,
+        "estimate": seconds,
+        "summary": summary,
+    }
 
 
 def _gated_exit_code(verdict: str, fail_on: frozenset[str] | None) -> int:

@@ -17,6 +17,7 @@ machine, else a shipped default (advisor/measure/rates.py); loading the model an
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -275,6 +276,29 @@ def _pilot_estimate(
         est["scored_items"] += n_eval  # the candidate prompted, without an adapter
     est["score_seconds"] = est["scored_items"] * max(1, len(labels)) * mean_tokens * per_token
     return est
+
+
+def training_estimate(plan: RunPlan, cfg: Any) -> dict[str, float | None] | None:
+    """`run`'s training and verification time, from the pilot's estimate: the steps `cfg` asks for (or
+    its epochs over the train split) at the pilot's tokens per example and trained tokens a second, and
+    the eval items scored at the pilot's time per item. None without a pilot estimate."""
+    p = plan.pilot
+    if not p or "tokens_per_example" not in p or not p.get("scored_items"):
+        return None
+    per_step = cfg.batch_size * cfg.grad_accum
+    steps = cfg.max_steps or math.ceil(cfg.epochs * plan.n_train / per_step)
+    tokens = steps * per_step * float(p["tokens_per_example"])
+    return {
+        "steps": float(steps),
+        "trained_tokens": tokens,
+        "tokens_per_s": pilot.CPU_TRAIN_TOKENS_PER_S,
+        "train_seconds": tokens / pilot.CPU_TRAIN_TOKENS_PER_S,
+        "verify_seconds": (
+            float(p["score_seconds"]) / float(p["scored_items"]) * plan.n_eval
+            if p.get("score_seconds")
+            else None  # no time per request known for this model
+        ),
+    }
 
 
 def _measured_stages(rec: _Recorder) -> list[StagePlan]:

@@ -137,6 +137,12 @@ def test_dry_run_of_run_adds_the_training_plan(data, tmp_path, fake, capsys) -> 
     assert rc == ExitCode.OK and doc["training"]["training"] == "7 steps"
     assert doc["training"]["verification_requests"] == 40 * 2
     assert fake.loglik_requests == [] and not (tmp_path / "run").exists()
+    # the training time: the steps asked for, at the pilot's tokens per example and trained tokens a second
+    est, per_example = doc["training"]["estimate"], doc["dry_run"]["pilot"]["tokens_per_example"]
+    assert est["steps"] == 7 and est["trained_tokens"] == pytest.approx(7 * 8 * per_example)
+    assert est["train_seconds"] == pytest.approx(est["trained_tokens"] / est["tokens_per_s"])
+    assert est["verify_seconds"] is None  # the stand-in model has no measured time per request
+    assert "min of training on two CPU cores" in doc["training"]["summary"]
 
 
 def test_a_real_run_records_its_model_time_and_the_estimate_uses_it(tmp_path, monkeypatch) -> None:

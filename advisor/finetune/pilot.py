@@ -106,10 +106,12 @@ def estimate(
     scoring items (every pilot on dev, the largest on eval; scored like an arm, at the arms' rate)."""
     order = nested_order(train, plan.recipe.seed)
     trained = 0.0
+    mean = 0.0
     for n, steps in zip(plan.sizes, plan.steps, strict=True):
         mean = sum(tokens(ex) for ex in order[:n]) / n
         trained += steps * plan.recipe.batch_size * plan.recipe.grad_accum * mean
     return {
+        "tokens_per_example": mean,  # over the largest pilot's examples (a stratified sample of train)
         "sizes": list(plan.sizes),
         "steps": plan.total_steps,
         "budget_steps": plan.budget_steps,
