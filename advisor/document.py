@@ -152,14 +152,23 @@ class PairedGap(Model):
 
 
 class Degeneracy(Model):
-    """Whether predictions collapse onto one label, or do no better than always answering the majority."""
+    """Whether predictions collapse onto one label, or do no better than always answering the majority
+    (classification); whether generated answers collapse onto one answer or copy the item's own
+    demonstrations' answers (generation: no majority baseline, the copy fields instead)."""
 
     top_label: str
     top_share: Share
     top_true_share: Share
     collapsed: bool
-    vs_majority: PairedGap
-    beats_majority: bool
+    vs_majority: PairedGap | None = None
+    beats_majority: bool | None = None
+    copied_demo_share: Share | None = Field(
+        default=None, description="generation: share of answers equal to one of the item's demonstrations'"
+    )
+    copied_demo_expected: Share | None = Field(
+        default=None, description="generation: share of items whose own target is one of those answers"
+    )
+    copies_demos: bool | None = None
     degenerate: bool
     reason: str | None
 

@@ -262,3 +262,104 @@ def test_a_degenerate_fine_tuned_model_is_never_verified():
     sig = verification_signals(section)
     assert sig["finetune_degenerate"] is True and sig["finetune_verified"] is False
     assert sig["finetune_beats_majority"] is False
+
+
+# ---------------------------------------------------------------- generated text
+
+
+def _gen_item(pred: str, target: str, copies: bool | None = None, in_demos: bool | None = None):
+    from advisor.measure.evaluate import ItemResult
+
+    return ItemResult(
+        0, "x", target, pred, pred == target, {}, 10, copies_demo=copies, target_in_demos=in_demos
+    )
+
+
+def test_generated_text_collapsed_onto_one_answer_is_degenerate_unless_the_targets_are_too():
+    from advisor.measure.baselines import judge_generation
+
+    varied = [_gen_item("I don't know." if i < 6 else f"answer {i}", f"target {i}") for i in range(10)]
+    d = judge_generation(varied, THRESHOLDS)
+    assert d.collapsed and d.degenerate and d.top_share == 0.6 and d.top_true_share == 0.0
+    assert "i don't know" in (d.reason or "").lower() and d.diff is None and d.beats_majority is None
+    # targets that repeat themselves: answering "yes" where the target is "yes" is no collapse
+    repeated = [_gen_item("yes" if i < 7 else "no", "yes" if i < 7 else "no") for i in range(10)]
+    assert not judge_generation(repeated, THRESHOLDS).degenerate
+
+
+def test_an_arm_repeating_its_demonstrations_answers_is_degenerate_beyond_chance():
+    from advisor.measure.baselines import judge_generation
+
+    # WordNet, k = 2: a demonstration's definition repeated on a quarter of the items
+    copying = [_gen_item(f"a {i}", f"t {i}", copies=i < 3, in_demos=False) for i in range(12)]
+    d = judge_generation(copying, THRESHOLDS)
+    assert d.copies and d.degenerate and d.copied_share == 0.25 and d.copied_expected == 0.0
+    assert "repeats one of its demonstrations' answers on 25% of items" in (d.reason or "")
+    # where the targets are as often a demonstration's answer (duplicated rows), copying is no evidence
+    chance = [_gen_item(f"a {i}", f"t {i}", copies=i < 3, in_demos=i < 3) for i in range(12)]
+    assert not judge_generation(chance, THRESHOLDS).degenerate
+    doc = d.to_dict()
+    assert doc["vs_majority"] is None and doc["copies_demos"] is True and doc["copied_demo_share"] == 0.25
+
+
+def test_few_shot_arms_copying_demonstrations_are_named_and_never_best_on_generation():
+    """The stand-in model answers a few-shot prompt with its nearest demonstration's answer (a copier) and
+    a zero-shot prompt with the input itself: the few-shot arms are degenerate, the zero-shot arm is not."""
+    rng = random.Random(3)
+    words = ["river", "stone", "cloud", "bread", "glass", "horse", "paper", "light", "music", "garden"]
+    rows = [
+        Example(i, (Message("user", f"define {w} {i}"),), f"a kind of {rng.choice(words)} number {i}")
+        for i, w in enumerate(words * 12)
+    ]
+    train, dev, ev = rows[:60], rows[60:80], rows[80:120]
+    fake = FakeBackend()
+    ladder = build_ladder(fake, TaskKind.GENERATE, (), train, k_ladder=(1, 2), max_context_tokens=100_000)
+    result = evaluate_arms(
+        fake, ladder.arms, train, ev, TaskKind.GENERATE, (), seed=0, target_metric="chrf",
+        quality_target=0.6, min_gain=0.02, dev_items=dev, thresholds=THRESHOLDS,
+    )  # fmt: skip
+    few = [a for a in result.arms if a.k > 0]
+    assert few and all(result.degeneracy[a.name].copies for a in few)
+    assert all(it.copies_demo is True for a in few for it in a.items)
+    assert not result.degeneracy["zero_shot"].degenerate
+    assert result.plateau.best_arm is not None and result.arm(result.plateau.best_arm).k == 0
+    doc = result.to_dict()
+    assert prompting_signals(doc)["n_degenerate_arms"] == len(few)
+    section = Prompting.model_validate(doc)
+    assert "repeats one of its demonstrations' answers" in prompting_section(section)
+
+
+def test_a_copying_arm_is_named_in_every_output_of_a_generation_run(tmp_path):
+    """The same copier through `advise`: report.md, report.html and the console name the arm and why."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from advisor.api import advise
+    from advisor.report.console import print_summary
+
+    rng = random.Random(3)
+    words = ["river", "stone", "cloud", "bread", "glass", "horse", "paper", "light", "music", "garden"]
+    data = tmp_path / "defs.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps(
+                {"prompt": f"define {w} {i}", "completion": f"a kind of {rng.choice(words)} number {i}"}
+            )
+            + "\n"
+            for i, w in enumerate(words * 60)
+        )
+    )
+    out = tmp_path / "run"
+    result = advise(
+        data, out=out, backend=FakeBackend(), task="generate", target_metric="chrf", quality_target=0.6,
+        k_ladder=(1,), eval_size=40, dev_size=20, pilot=False, latency_samples=1,
+    )  # fmt: skip
+    copier = next(a for a in result.report.prompting.arms if a.k == 1)
+    assert copier.degeneracy is not None and copier.degeneracy.copies_demos is True
+    reason = "repeats one of its demonstrations"  # (the HTML escapes the apostrophe that follows)
+    assert reason in (out / "report.md").read_text() and reason in (out / "report.html").read_text()
+    buf = io.StringIO()
+    print_summary(result.report, Console(file=buf, width=100, color_system=None))
+    assert f"DEGENERATE {copier.name}" in buf.getvalue()

@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from advisor.measure.stats import macro_f1
+from advisor.measure.stats import macro_f1, normalize_answer
 from advisor.types import TaskKind
 
 # Threshold names in rules/prompting.toml (overridable with --threshold NAME=VALUE).
@@ -86,12 +87,15 @@ class Degeneracy:
     top_share: float  # share of the arm's predictions that are `top_label`
     top_true_share: float  # share of the eval items whose target is `top_label`
     collapsed: bool
-    diff: float  # arm minus majority baseline on the target metric (paired)
-    low: float
-    high: float
-    p_value: float
-    beats_majority: bool
+    diff: float | None  # arm minus majority baseline on the target metric (paired; None: generation)
+    low: float | None
+    high: float | None
+    p_value: float | None
+    beats_majority: bool | None
     reason: str | None  # None: the arm is honest
+    copied_share: float | None = None  # generation: answers equal to one of the item's demonstrations'
+    copied_expected: float | None = None  # ... and items whose own target is one of them (chance)
+    copies: bool = False
 
     @property
     def degenerate(self) -> bool:
@@ -103,8 +107,13 @@ class Degeneracy:
             "top_share": self.top_share,
             "top_true_share": self.top_true_share,
             "collapsed": self.collapsed,
-            "vs_majority": {"diff": self.diff, "low": self.low, "high": self.high, "p_value": self.p_value},
+            "vs_majority": None
+            if self.diff is None
+            else {"diff": self.diff, "low": self.low, "high": self.high, "p_value": self.p_value},
             "beats_majority": self.beats_majority,
+            "copied_demo_share": self.copied_share,
+            "copied_demo_expected": self.copied_expected,
+            "copies_demos": self.copies if self.copied_share is not None else None,
             "degenerate": self.degenerate,
             "reason": self.reason,
         }
@@ -145,6 +154,39 @@ def judge_degenerate(
     return Degeneracy(
         top, share, true_share, collapsed, diff, low, high, p_value, beats, "; ".join(reasons) or None
     )
+
+
+ANSWER_SHARE = "degenerate_answer_share"
+COPY_SHARE = "degenerate_copy_share"
+
+
+def judge_generation(items: Sequence[Any], thresholds: Mapping[str, float]) -> Degeneracy:
+    """Generated text collapsed onto one answer, or copying the item's own demonstrations' answers, each
+    by a margin above what the targets themselves do (answers compared after `normalize_answer`)."""
+    n = max(1, len(items))
+    top, share = top_prediction([normalize_answer(it.prediction) for it in items])
+    true_share = sum(normalize_answer(it.target) == top for it in items) / n
+    top = next((it.prediction for it in items if normalize_answer(it.prediction) == top), top)  # as given
+    margin = thresholds[SHARE_MARGIN]
+    collapsed = share >= thresholds[ANSWER_SHARE] and share - true_share >= margin
+    shown = [it for it in items if it.copies_demo is not None]
+    copied = sum(bool(it.copies_demo) for it in shown) / len(shown) if shown else None
+    expected = sum(bool(it.target_in_demos) for it in shown) / len(shown) if shown else None
+    copies = copied is not None and copied >= thresholds[COPY_SHARE] and copied - (expected or 0.0) >= margin
+    reasons = []
+    if collapsed:
+        reasons.append(
+            f"gives one answer ({top[:60]!r}) for {share:.0%} of items (the targets: {true_share:.0%})"
+        )
+    if copies:
+        reasons.append(
+            f"repeats one of its demonstrations' answers on {copied:.0%} of items "
+            f"(the targets are one of them on {expected or 0.0:.0%})"
+        )
+    return Degeneracy(
+        top, share, true_share, collapsed, None, None, None, None, None, "; ".join(reasons) or None,
+        copied, expected, copies,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

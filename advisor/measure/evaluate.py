@@ -27,7 +27,13 @@ from advisor.backends.base import Backend, GenRequest, LoglikRequest, batch_size
 from advisor.document import RaceRound
 from advisor.errors import BudgetError, ConfigError
 from advisor.measure import calibration, stats
-from advisor.measure.baselines import Baselines, Degeneracy, compute_baselines, judge_degenerate
+from advisor.measure.baselines import (
+    Baselines,
+    Degeneracy,
+    compute_baselines,
+    judge_degenerate,
+    judge_generation,
+)
 from advisor.measure.calibration import Variant
 from advisor.measure.prompts import SELECTIONS, Arm, ArmKind, DemoSelector, few_shot_arm, render_messages
 from advisor.measure.stats import AnytimeDiff, Estimate, McNemar, PairedDiff, Plateau
@@ -51,6 +57,9 @@ class ItemResult:
     prompt_tokens: int
     label_logprobs: Mapping[str, float] | None = None
     demo_lines: tuple[int, ...] = ()
+    # generation with demonstrations: whether the answer, and the target, equal one of their answers
+    copies_demo: bool | None = None
+    target_in_demos: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -66,6 +75,8 @@ class ItemResult:
             d["label_logprobs"] = dict(self.label_logprobs)
         if self.demo_lines:
             d["demo_lines"] = list(self.demo_lines)
+        if self.copies_demo is not None:
+            d["copies_demo"], d["target_in_demos"] = self.copies_demo, self.target_in_demos
         return d
 
     @classmethod
@@ -81,6 +92,8 @@ class ItemResult:
             prompt_tokens=int(d["prompt_tokens"]),
             label_logprobs=None if lp is None else {str(k): float(v) for k, v in lp.items()},
             demo_lines=tuple(int(x) for x in d.get("demo_lines", ())),
+            copies_demo=None if d.get("copies_demo") is None else bool(d["copies_demo"]),
+            target_in_demos=None if d.get("target_in_demos") is None else bool(d["target_in_demos"]),
         )
 
 
@@ -293,7 +306,7 @@ def _score_items(
     backend: Backend,
     name: str,
     prompts: Sequence[tuple[Message, ...]],
-    demo_lines: Sequence[tuple[int, ...]],
+    demos: Sequence[Sequence[Example]],
     eval_items: Sequence[Example],
     *,
     task: TaskKind,
@@ -302,6 +315,7 @@ def _score_items(
     stop: Sequence[str],
     progress: Progress | None,
 ) -> tuple[ItemResult, ...]:
+    demo_lines = [tuple(d.line for d in ds) for ds in demos]
     out: list[ItemResult] = []
     total = len(eval_items)
     if progress is not None:
@@ -340,6 +354,7 @@ def _score_items(
                 ex = eval_items[i]
                 pred = _cut(g.text, stop)
                 m = {k: f(pred, ex.target) for k, f in stats.GENERATION_METRICS.items()}
+                shown = {stats.normalize_answer(d.target) for d in demos[i]}
                 out.append(
                     ItemResult(
                         line=ex.line,
@@ -350,6 +365,8 @@ def _score_items(
                         metrics=m,
                         prompt_tokens=g.prompt_tokens,
                         demo_lines=demo_lines[i],
+                        copies_demo=stats.normalize_answer(pred) in shown if shown else None,
+                        target_in_demos=stats.normalize_answer(ex.target) in shown if shown else None,
                     )
                 )
         if progress is not None:
@@ -415,7 +432,7 @@ def score_arm(
         backend,
         name,
         prompts,
-        [()] * len(eval_items),
+        [()] * len(eval_items),  # no demonstrations
         eval_items,
         task=task,
         labels=labels,
@@ -446,7 +463,7 @@ def evaluate_arm(
         backend,
         arm.name,
         prompts,
-        [tuple(d.line for d in ds) for ds in demos],
+        demos,
         eval_items,
         task=task,
         labels=labels,
@@ -1035,6 +1052,10 @@ def analyse(
                 alpha=alpha,
                 thresholds={k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)},
             )
+    else:  # generation: one repeated answer, or the demonstrations' answers copied
+        numbers = {k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)}
+        for r in ordered:
+            degeneracy[r.name] = judge_generation(r.items, numbers)
     honest = {r.name: not (d.degenerate if (d := degeneracy.get(r.name)) else False) for r in ordered}
 
     comparisons: list[Comparison] = []

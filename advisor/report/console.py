@@ -213,6 +213,10 @@ def _print_prompting(p: Prompting, console: Any) -> None:
             _print(console, f"  {fact}")
     if p.metric_reason:
         _print(console, f"Metric: {p.metric_reason}.")
+    if b is None:  # generation: no label columns, so the degenerate arms are named here
+        for arm in p.arms:
+            if arm.degeneracy is not None and arm.degeneracy.degenerate:
+                _print(console, f"DEGENERATE {arm.name}: {arm.degeneracy.reason}.")
     line = baseline_sentence(p)
     if line:
         _print(console, line.replace("`", ""))

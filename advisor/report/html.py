@@ -481,6 +481,15 @@ def _prompting(report: Report, figs: Mapping[str, plots.Figure]) -> str:
     heads = ["arm", "prompt tokens", *[esc(numbers.metric_name(m)) for m in metrics], "Δ vs cheaper arm"]
     heads += ["top label", "variant", "status"] if base is not None else []
     out.append(_table(heads, rows, numeric=(1,)))
+    copiers = [a for a in arms if base is None and a.degeneracy is not None and a.degeneracy.degenerate]
+    if copiers:  # generation has no label columns: the degenerate arms and why, under the table
+        out.append(
+            "<p><strong>Degenerate arms</strong> (never the best arm): "
+            + "; ".join(
+                f"<code>{esc(a.name)}</code> {esc(a.degeneracy.reason)}" for a in copiers if a.degeneracy
+            )
+            + ".</p>"
+        )
     tried = [(a.name, t) for a in arms for t in a.tried]
     if tried:
         out.append(
