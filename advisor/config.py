@@ -322,10 +322,10 @@ class AdviseConfig(Settings):
         description="prompt budget: the longest prompt (demonstrations included) a few-shot arm may send; "
         "the ladder and its extension stop at the largest k that fits",
     )
-    max_requests: Int | None = Field(
+    max_requests: Annotated[Int, Field(ge=1)] | None = Field(
         None, description="hard budget on model requests for this run (HTTP attempts, retries included)"
     )
-    max_total_tokens: Int | None = Field(
+    max_total_tokens: Annotated[Int, Field(ge=1)] | None = Field(
         None,
         description="hard budget on tokens for this whole run, prompts and answers together (not the "
         "length of one answer: that is max_gen_tokens); formerly max_tokens",

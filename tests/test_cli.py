@@ -187,6 +187,10 @@ def test_the_old_token_budget_name_still_works_with_a_warning(tmp_path, capsys) 
         old = argv[0] != "--max-total-tokens"
         assert ("tunegate: warning:" in err and "max_total_tokens" in err.replace("-", "_")) is old, err
         assert "Traceback" not in err
+    for budget in (["--max-total-tokens", "0"], ["--max-tokens", "-1"], ["--max-requests", "0"]):
+        rc = main(["advise", str(data), "--no-model", *budget, "--out", str(tmp_path / "r0")])
+        err = capsys.readouterr().err
+        assert rc == ExitCode.USAGE and "greater than or equal to 1" in err, err  # a budget of nothing
     from advisor.errors import DeprecatedSetting
 
     with pytest.warns(DeprecatedSetting, match="--max-total-tokens"):
