@@ -724,8 +724,9 @@ class TrainDir:
 
     # ------------------------------------------------------------------ adapters and the merged model
 
-    def write_adapter(self, name: str, model: Any) -> Path:
-        """`model.save_pretrained` (a peft model) into best/ or adapter/, swapped in whole.
+    def write_adapter(self, name: str, model: Any, state_dict: dict[str, Any] | None = None) -> Path:
+        """`model.save_pretrained` (a peft model) into best/ or adapter/, swapped in whole; `state_dict`:
+        its trainable tensors gathered whole, when the model holds only its shard of them (FSDP).
 
         peft records "all-linear" as full module paths (model.layers.0.self_attn.q_proj, ...); they are
         written as the short names, which select the same modules under peft's suffix matching and are
@@ -733,7 +734,7 @@ class TrainDir:
         """
 
         def fill(tmp: Path) -> None:
-            model.save_pretrained(tmp)
+            model.save_pretrained(tmp, **({"state_dict": state_dict} if state_dict is not None else {}))
             conf_path = tmp / ADAPTER_CONFIG
             conf = json.loads(conf_path.read_text(encoding="utf-8"))
             if isinstance(conf.get("target_modules"), list):

@@ -30,6 +30,7 @@ from advisor.errors import ConfigError, DataError
 from advisor.finetune.prompts import adapter_fingerprint, finetune_arm, finetuned_backend
 from advisor.intake.data import with_labels
 from advisor.measure import evaluate, prompts, stats
+from advisor.measure.baselines import judge_generation
 from advisor.measure.evaluate import ArmResult, Comparison, ItemResult, PromptingResult, summarise
 from advisor.measure.evidence import measure_latency, summarize_latency
 from advisor.measure.prompt_record import PromptRecord, RecordedArm
@@ -307,6 +308,13 @@ def verify_run(
         split, {line: input_key(ex) for line, ex in by_line.items()}, [arm.demos for arm in record.arms]
     )
     prompting_arm = _prompting_arm(record, prompts_from)
+    if best is None and prompting.baselines is None:
+        # Generated text, every arm degenerate, and no constant predictor for free text: the "before" is
+        # the best-scoring arm as it is (the prompt a user would otherwise keep), named as degenerate.
+        metric_of = prompting.target_metric
+        best = max(
+            prompting.arms, key=lambda a: a.scores[metric_of].value if metric_of in a.scores else 0
+        ).name
 
     any_arm = prompting.arms[0].name
     recorded = evaluate.read_predictions(run, best or any_arm)
@@ -470,7 +478,10 @@ def judge_finetuned(
     base_info = prompting.baselines
     majority_label = base_info.majority_label if base_info is not None else None
     vs_majority = degeneracy = None
-    if base_info is not None:
+    if base_info is None:  # generated text: one repeated answer is degenerate (no demonstrations to copy)
+        numbers = {k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)}
+        degeneracy = judge_generation(ft.items, numbers)
+    else:
         vs_majority, degeneracy = evaluate.against_majority(
             ft.items,
             base_info,

@@ -302,6 +302,71 @@ def test_torchrun_two_processes_on_cpu(model_dir, examples, tmp_path) -> None:
     assert steps.count(3) == 1
 
 
+FSDP_CHILD = """
+import json, os, sys
+import torch
+torch.set_num_threads(1)
+from tiny import rotten_tomatoes_examples
+import advisor.finetune.loop as loop
+from advisor.finetune.config import TrainConfig
+ex = rotten_tomatoes_examples(60, seed=3)
+wrap = loop.wrap_fsdp
+def spy(module, model, d):  # what each rank holds once sharded
+    out = wrap(module, model, d)
+    from torch.distributed.tensor import DTensor
+    held = [p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in model.parameters()]
+    full = [p.numel() for p in model.parameters()]
+    with open(os.path.join(sys.argv[3], f"held{d.rank}.json"), "w") as fh:
+        json.dump({"held": sum(held), "full": sum(full)}, fh)
+    return out
+loop.wrap_fsdp = spy
+cfg = TrainConfig(batch_size=4, max_seq_len=48, max_steps=4, eval_every=2, save_every=0, dropout=0.0,
+                  fsdp=sys.argv[4] == "fsdp")
+res = loop.train(sys.argv[1], ex[:48], ex[48:], sys.argv[2], cfg, progress=False)
+with open(os.path.join(sys.argv[3], f"rank{res.rank}.json"), "w") as fh:
+    json.dump({"world": res.world_size, "steps": res.steps, "loss": res.final_train_loss}, fh)
+"""
+
+
+@pytest.mark.torchrun
+def test_fsdp_shards_the_model_and_exports_the_adapter_ddp_trains(model_dir, tmp_path) -> None:
+    """Two gloo ranks on CPU, `fsdp=true`: each rank holds half of every weight, and the adapter rank 0
+    gathers and exports equals what the same two ranks export with DDP (full copies), which the
+    single-process reference tests tie to one rank's training."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    script = tmp_path / "fsdp_child.py"
+    script.write_text(FSDP_CHILD)
+    adapters = {}
+    for mode in ("ddp", "fsdp"):
+        out, shards = tmp_path / f"out-{mode}", tmp_path / f"shards-{mode}"
+        shards.mkdir()
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        proc = subprocess.run(
+            [*cmd, str(script), str(model_dir), str(out), str(shards), mode],
+            env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        r0, r1 = (json.loads((shards / f"rank{r}.json").read_text()) for r in (0, 1))
+        assert r0["world"] == r1["world"] == 2 and r0["steps"] == r1["steps"] == 4
+        adapters[mode] = load_file(out / "adapter" / "adapter_model.safetensors")
+        if mode == "fsdp":
+            held = [json.loads((shards / f"held{r}.json").read_text()) for r in (0, 1)]
+            assert all(h["held"] < 0.6 * h["full"] for h in held)  # a shard each, not a copy
+            assert held[0]["held"] + held[1]["held"] >= held[0]["full"]
+            # rank 0 alone verifies: the exported adapter loads on the base model and runs
+            base = AutoModelForCausalLM.from_pretrained(model_dir)
+            tuned = PeftModel.from_pretrained(base, out / "adapter")
+            assert tuned(input_ids=torch.tensor([[1, 2, 3]])).logits.shape[-1] == base.config.vocab_size
+    a, b = adapters["ddp"], adapters["fsdp"]
+    assert a.keys() == b.keys() and len(a) > 0
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert any(float(v.abs().max()) > 0 for k, v in b.items() if "lora_B" in k)  # it trained
+
+
 @pytest.mark.torchrun
 def test_tunegate_run_and_train_under_torchrun_report_once_from_rank_0(model_dir, tmp_path) -> None:
     """`tunegate run`, then `tunegate train`, each launched by torchrun with 2 gloo processes: rank 0
@@ -327,7 +392,8 @@ def test_tunegate_run_and_train_under_torchrun_report_once_from_rank_0(model_dir
     assert first["decision"]["verdict"] != "few_shot"
     assert json.loads((run / "decision.json").read_text()) == first
 
-    train_cmd = [*launch, "advisor.cli", "train", str(run), *train_args]
+    # `train` shards the model over the two ranks (FSDP2) where `run` copied it to each (DDP)
+    train_cmd = [*launch, "advisor.cli", "train", str(run), *train_args, "--train-set", "fsdp=true"]
     proc = subprocess.run(train_cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert proc.stdout.strip(), proc.stderr[-3000:]  # a failed launch shows its log, not a JSON error
     doc = json.loads(proc.stdout)  # exactly one document on stdout: rank 1 printed nothing
@@ -340,7 +406,8 @@ def test_tunegate_run_and_train_under_torchrun_report_once_from_rank_0(model_dir
         assert re.search(rf"exitcode\s*:\s*{int(ExitCode.VETOED)}\b", proc.stderr), proc.stderr[-3000:]
         assert "advisor/" not in proc.stderr.partition("Traceback")[2]  # torchrun's frames, none of ours
     assert doc["training"]["metrics"]["world_size"] == 2 and doc["training"]["metrics"]["steps"] == 2
-    assert doc["verification"]["finetuned"]["arm"] == "fine_tuned"
+    assert doc["training"]["config"]["fsdp"] is True
+    assert doc["verification"]["finetuned"]["arm"] == "fine_tuned"  # rank 0 verified the gathered adapter
     assert json.loads((run / "decision.json").read_text()) == doc
     assert (run / "report.md").is_file() and (run / "train" / "adapter" / "README.md").is_file()
 

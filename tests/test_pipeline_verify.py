@@ -383,3 +383,43 @@ def test_tunegate_verify_a_model_behind_a_server(llama_server, tmp_path) -> None
     for a, b in zip(remote, local, strict=True):
         assert a.label_logprobs.keys() == b.label_logprobs.keys()
         assert all(abs(a.label_logprobs[k] - b.label_logprobs[k]) < 1.5 for k in a.label_logprobs)
+
+
+@pytest.mark.slow
+def test_generation_with_every_arm_degenerate_verifies_against_the_best_scoring_arm(
+    model_dir, tmp_path, monkeypatch
+) -> None:
+    """A random tiny model gives one answer to every definition: every prompting arm is degenerate and
+    there is no constant predictor for free text. `run --force` trains, then verifies against the
+    best-scoring arm as it is (a KeyError on the majority's metric, exit 70, before), and the fine-tuned
+    model gets the generation degeneracy test too."""
+    import random
+
+    rng = random.Random(1)
+    words = ["river", "stone", "cloud", "bread", "glass", "horse", "paper", "light", "music", "garden"]
+    data = tmp_path / "definitions.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": f"define {w} {i}", "completion": f"a {rng.choice(words)} thing number {i}"})
+            + "\n"
+            for i, w in enumerate(words * 8)
+        )
+    )
+    from advisor.cli import main
+
+    monkeypatch.setenv("TUNEGATE_CACHE_DIR", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    code = main([
+        "run", str(data), "--model", str(model_dir), "--task", "generate", "--target", "chrf=0.5",
+        "--eval-size", "12", "--dev-size", "8", "--k", "1", "--no-pilot", "--force", "--out", str(run),
+        "--set", "latency_samples=1", "--set", "max_gen_tokens=8",
+        "--train-set", "max_steps=1", "--train-set", "save_every=0", "--train-set", "eval_every=0", "-q",
+    ])  # fmt: skip
+    doc = json.loads((run / "decision.json").read_text())
+    arms = doc["prompting"]["arms"]
+    assert code in (0, 10, 11, 12, 13, 14) and doc["prompting"]["plateau"]["best_arm"] is None
+    assert all(a["degeneracy"]["degenerate"] and a["degeneracy"]["vs_majority"] is None for a in arms)
+    top = max(arms, key=lambda a: a["scores"]["chrf"]["value"])
+    verification = doc["verification"]
+    assert verification["baseline"]["arm"] == top["name"]
+    assert verification["degeneracy"] is not None and verification["degeneracy"]["vs_majority"] is None

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 
 from advisor.config import NONE_WORDS, Figure, Int, Settings, build, one_of
 from advisor.errors import ConfigError, Problem
@@ -97,6 +97,20 @@ class TrainConfig(Settings):
         False, description="recompute layer activations in backward: less memory, ~25% slower"
     )
     merge: bool = Field(False, description="also write the adapter merged into the base model")
+    fsdp: bool = Field(
+        False,
+        description="under torchrun: shard the model's weights over the ranks with torch's fully_shard "
+        "(FSDP2) instead of a full copy on each (DDP); no checkpoints yet (save_every=0), so no --resume",
+    )
+
+    @model_validator(mode="after")
+    def _fsdp_keeps_no_checkpoints(self) -> TrainConfig:
+        if self.fsdp and self.save_every:
+            raise ValueError(
+                "fsdp=true keeps no checkpoints yet (each rank's optimizer state is its own shard): "
+                "set save_every=0"
+            )
+        return self
 
     @classmethod
     def from_toml(cls, path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:

@@ -1,13 +1,18 @@
-"""Process topology: one process, or one rank of a `torchrun` job (DDP), and the collectives the loop uses.
+"""Process topology: one process, or one rank of a `torchrun` job (DDP, or FSDP with `fsdp=true`), and the
+collectives the loop uses.
 
 Under torchrun every rank runs the same code on its own shard of the micro-batches; rank 0 alone writes
-files. With one process every helper here is a no-op, so the loop reads the same either way.
+files. With one process every helper here is a no-op, so the loop reads the same either way. DDP keeps a
+full copy of the model on every rank and averages the gradients; FSDP (torch's `fully_shard`, FSDP2)
+keeps 1/world of each decoder layer's weights on each rank, gathers a layer's weights for its forward and
+backward, and reduce-scatters (averages) its gradients: the same arithmetic, less memory per rank.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +102,59 @@ def wrap_ddp(module: Any, d: Dist) -> Any:
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(module, device_ids=[d.local_rank] if d.device.startswith("cuda") else None)
+
+
+def wrap_fsdp(module: Any, model: Any, d: Dist) -> Any:
+    """`module` (the loss around `model`) sharded with FSDP2 when there are several processes: each
+    decoder layer (the classes the model names in `_no_split_modules`) a group of its own, the rest
+    (embeddings, final norm, head) the root's. Sharded in place: the module itself is returned."""
+    if d.world == 1:
+        return module
+    from torch.distributed.fsdp import fully_shard
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(getattr(base, "_no_split_modules", None) or ())
+    for layer in [m for m in base.modules() if type(m).__name__ in names]:
+        fully_shard(layer)
+    fully_shard(module)
+    return module
+
+
+def is_sharded(module: Any) -> bool:
+    return hasattr(module, "set_requires_gradient_sync")  # what fully_shard adds to a module
+
+
+@contextmanager
+def gradient_sync(wrapped: Any, d: Dist, sync: bool) -> Iterator[None]:
+    """Inside an accumulation window, only the last micro-batch reduces gradients over the ranks."""
+    if d.world == 1 or sync:
+        with nullcontext():
+            yield
+    elif is_sharded(wrapped):
+        wrapped.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            wrapped.set_requires_gradient_sync(True)
+    else:
+        with wrapped.no_sync():
+            yield
+
+
+def full_trainable_state(model: Any, d: Dist) -> dict[str, Any] | None:
+    """Under FSDP, the trainable (LoRA) tensors gathered whole from their shards, keyed as in the model's
+    state dict: a collective every rank calls, for rank 0 to save. None when nothing is sharded."""
+    from torch.distributed.tensor import DTensor
+
+    state = model.state_dict()
+    if d.world == 1 or not any(isinstance(v, DTensor) for v in state.values()):
+        return None
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {
+        k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu()
+        for k, v in state.items()
+        if k in trainable
+    }
 
 
 def all_reduce_sum(values: list[float], d: Dist) -> list[float]:

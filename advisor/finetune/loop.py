@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,14 @@ from advisor.finetune.distributed import (
     Dist,
     all_reduce_sum,
     barrier,
+    full_trainable_state,
     gather_objects,
+    gradient_sync,
     init_distributed,
+    is_sharded,
     one_process,
     wrap_ddp,
+    wrap_fsdp,
 )
 from advisor.finetune.lora import check_qlora, completion_loss, load_model, peak_memory, preflight, use_bf16
 from advisor.progress import report
@@ -173,7 +176,7 @@ def build_parts(model_dir: str | Path, cfg: TrainConfig, d: Dist, plan: BatchPla
     model = load_model(model_dir, cfg, d.device)
     torch.manual_seed(cfg.seed + d.rank)  # dropout masks differ per rank, reproducibly
     loss_mod = completion_loss(model)
-    wrapped = wrap_ddp(loss_mod, d)
+    wrapped = wrap_fsdp(loss_mod, model, d) if cfg.fsdp else wrap_ddp(loss_mod, d)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -335,12 +338,10 @@ def _optimizer_step(run: _Run, micro: list[list[int]]) -> tuple[float, int]:
     n_global, n_tok_global = all_reduce_sum([n_local, n_tok_local], d)
     loss_sum = 0.0
     for k, batch in enumerate(batches):
-        # DDP all-reduces gradients in backward; only the window's last micro-batch needs to.
-        last = k == len(batches) - 1
-        sync = parts.wrapped.no_sync() if (d.world > 1 and not last) else nullcontext()
-        with sync, parts.autocast():
+        # DDP and FSDP reduce gradients in backward; only the window's last micro-batch needs to.
+        with gradient_sync(parts.wrapped, d, sync=k == len(batches) - 1), parts.autocast():
             loss = parts.wrapped(**batch)
-            # DDP averages gradients over ranks; multiply back so the result is sum / n_global.
+            # DDP and FSDP average gradients over ranks; multiply back so the result is sum / n_global.
             (loss * d.world / max(n_global, 1.0)).backward()
         loss_sum += float(loss.detach())
     torch.nn.utils.clip_grad_norm_(parts.params, run.cfg.max_grad_norm)
@@ -361,12 +362,19 @@ def _dev_loss(run: _Run) -> float | None:
     order = sorted(range(len(dev)), key=lambda i: len(dev[i].input_ids))
     batches = [order[i : i + run.cfg.batch_size] for i in range(0, len(order), run.cfg.batch_size)]
     total, count = 0.0, 0.0
+    mine = batches[d.rank :: d.world]
+    # Sharded weights are gathered by every rank together: each runs as many forwards as the busiest
+    # (the short ones repeat their first batch and count nothing).
+    rounds = -(-len(batches) // d.world) if is_sharded(run.parts.wrapped) else len(mine)
     run.parts.loss_mod.eval()
     with torch.no_grad(), run.parts.autocast():
-        for b in batches[d.rank :: d.world]:
+        for r in range(rounds):
+            b = mine[r] if r < len(mine) else batches[0]
             batch = collate([dev[i] for i in b], run.data.pad_id, d.device)
-            total += float(run.parts.loss_mod(**batch))
-            count += float(completion_tokens(batch))
+            loss = float(run.parts.loss_mod(**batch))
+            if r < len(mine):
+                total += loss
+                count += float(completion_tokens(batch))
     run.parts.loss_mod.train()
     total, count = all_reduce_sum([total, count], d)
     return total / max(count, 1.0)
@@ -382,8 +390,9 @@ def _evaluate(
     improved = state.best_loss is None or dl < state.best_loss
     if improved:
         state.best_loss, state.best_step, state.bad_evals = dl, state.step, 0
+        whole = full_trainable_state(run.parts.model, run.d)  # under FSDP a collective
         if run.d.main:
-            run.out.write_adapter("best", run.parts.model)
+            run.out.write_adapter("best", run.parts.model, whole)
     else:
         state.bad_evals += 1
     extra = dev_callback(run.parts.model) if (dev_callback and run.d.main) else {}
@@ -416,11 +425,15 @@ def _finish(run: _Run, state: LoopState, tally: _Tally) -> TrainResult:
     elapsed = tally.wall()
     cpu = time.process_time() - tally.c0
     adapter_dir = run.out.adapter
+    # rank 0's view, on every rank (another rank can get here before rank 0 has written best/)
+    mine = float(run.d.main and state.best_step is not None and run.out.best.is_dir())
+    keep_best = all_reduce_sum([mine], run.d)[0] > 0
+    whole = None if keep_best else full_trainable_state(run.parts.model, run.d)  # under FSDP a collective
     if run.d.main:
-        if state.best_step is not None and run.out.best.is_dir():
+        if keep_best:
             run.out.keep_best_as_adapter()
         else:
-            run.out.write_adapter("adapter", run.parts.model)
+            run.out.write_adapter("adapter", run.parts.model, whole)
     result = TrainResult(
         adapter_dir=adapter_dir,
         steps=state.step,
