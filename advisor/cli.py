@@ -760,8 +760,8 @@ def _training_plan(args: argparse.Namespace, plan: Any) -> dict[str, Any]:
     if seconds is not None:
         train_s, verify_s = seconds["train_seconds"] or 0.0, seconds["verify_seconds"]
         timed = (
-            f"about {train_s / 60:.1f} min of training on two CPU cores (at the pilots' "
-            f"{seconds['tokens_per_s']:.0f} trained tokens a second; a GPU is much faster), and "
+            f"about {train_s / 60:.1f} min of training at an assumed {seconds['tokens_per_s']:.0f} "
+            "trained tokens a second (two CPU cores; a GPU is much faster), and "
             + (f"{verify_s:.0f} s of scoring" if verify_s is not None else "scoring time not estimated")
         )
     summary = (

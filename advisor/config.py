@@ -139,17 +139,7 @@ class Settings(BaseModel):
         """`--set` values are strings: `none` unsets an optional field, `a,b` is a list."""
         if not isinstance(data, Mapping):
             return data
-        out = dict(data)
-        for old, new in RENAMED.items():
-            if old in out and new in cls.model_fields:
-                if out.get(new) is None:
-                    out[new] = out[old]
-                del out[old]
-                warnings.warn(
-                    f"the setting '{old}' is now '{new}' (the old name goes in the next release)",
-                    DeprecatedSetting,
-                    stacklevel=2,
-                )
+        out = renamed(cls, data)
         for key, value in list(out.items()):
             info = cls.model_fields.get(key)
             if info is None or not isinstance(value, str):
@@ -180,6 +170,26 @@ class Settings(BaseModel):
 _S = TypeVar("_S", bound=Settings)
 
 
+def renamed(cls: type[Settings], values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with the old names of `cls`'s settings (RENAMED) read as the new ones, each with a
+    DeprecatedSetting warning; both names with different values is refused."""
+    out = dict(values)
+    for old, new in RENAMED.items():
+        if old not in out or new not in cls.model_fields:
+            continue
+        value = out.pop(old)
+        if out.get(new) is not None and value is not None and out[new] != value:
+            raise ConfigError(f"give one of '{old}' (its old name) and '{new}', not both", field=new)
+        if out.get(new) is None:
+            out[new] = value
+        warnings.warn(
+            f"the setting '{old}' is now '{new}' (the old name goes in the next release)",
+            DeprecatedSetting,
+            stacklevel=3,
+        )
+    return out
+
+
 def build(cls: type[_S], *layers: tuple[str | None, Mapping[str, Any]]) -> _S:
     """Merge (source, values) layers, later winning, and validate them as one model.
 
@@ -188,7 +198,8 @@ def build(cls: type[_S], *layers: tuple[str | None, Mapping[str, Any]]) -> _S:
     """
     merged: dict[str, Any] = {}
     source_of: dict[str, str | None] = {}
-    for source, values in layers:
+    for source, given in layers:
+        values = renamed(cls, given)  # per layer, so a later layer's old name still wins
         for key, value in values.items():
             if value is None:
                 continue

@@ -179,6 +179,20 @@ def test_the_prompted_model_by_api_and_the_fine_tuned_one_self_hosted(tmp_path: 
     assert priced[0].cost_per_request == pytest.approx(a)
     assert summary.finetuned_cost_per_request == pytest.approx(b)
     assert summary.break_even_requests == pytest.approx(50.0 / (a - b))
+    # without a configured throughput, the prompted model's measured speed (an API's latency here) does
+    # not price the self-hosted fine-tuned model: it stays unpriced, and says why
+    model = fit_latency(
+        [
+            LatencySample("a", p, o, 0.01 + 0.001 * p + 0.02 * o)
+            for p, o in [(10, 1), (100, 3), (300, 2), (50, 5)]
+        ]
+    )
+    bare = replace(cfg, prompt_tokens_per_s=None, output_tokens_per_s=None)
+    _, unpriced = price_arms(
+        arms, "few", bare, 10_000.0, finetuned_prompt_tokens=60.0, completion_tokens=2.0, train_tokens=None,
+        latency_model=model,
+    )  # fmt: skip
+    assert unpriced.finetuned_cost_per_request is None and unpriced.throughput_source is None
     # the same file without the line prices both by the API, as before
     prices.write_text(prices.read_text().replace('finetuned_serving = "self_hosted"\n', ""))
     assert load_cost_config(prices).mode(finetuned=True) == "api"

@@ -142,7 +142,7 @@ def test_dry_run_of_run_adds_the_training_plan(data, tmp_path, fake, capsys) -> 
     assert est["steps"] == 7 and est["trained_tokens"] == pytest.approx(7 * 8 * per_example)
     assert est["train_seconds"] == pytest.approx(est["trained_tokens"] / est["tokens_per_s"])
     assert est["verify_seconds"] is None  # the stand-in model has no measured time per request
-    assert "min of training on two CPU cores" in doc["training"]["summary"]
+    assert "min of training at an assumed 100 trained tokens a second" in doc["training"]["summary"]
 
 
 def test_a_real_run_records_its_model_time_and_the_estimate_uses_it(tmp_path, monkeypatch) -> None:

@@ -219,7 +219,7 @@ def test_markdown_first_screen_of_the_demo_compares_the_options_in_plain_words()
         assert name not in first and name in detail
     assert "The cost and latency rules cannot apply: no prompting arm beats the majority baseline" in detail
     # what the fine-tune beat is named for what it is: always answering the commonest label, not a prompt
-    who = "the majority baseline (always answering \u201cpositive\u201d; no prompt beats it)"
+    who = "the majority baseline, always answering \u201cpositive\u201d, on the same eval items"
     headline = first.split("\n")[2]
     assert headline.startswith("**Verdict: `fine_tune`**") and f"already beats {who}" in headline
     assert "best honest prompt" not in first

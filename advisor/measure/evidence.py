@@ -522,7 +522,14 @@ def price_arms(
     if "self_hosted" in (config.mode(), config.mode(finetuned=True)):
         throughput_source = "config"
         if config.prompt_tokens_per_s is None or config.output_tokens_per_s is None:
-            if latency_model is not None and latency_model.b > 0 and latency_model.c > 0:
+            # the measured speed is the prompted model's: it prices the fine-tuned one only when that is
+            # served the same way (self-hosted too), not a self-hosted B beside an API-served A
+            if (
+                config.mode() == "self_hosted"
+                and latency_model is not None
+                and latency_model.b > 0
+                and latency_model.c > 0
+            ):
                 config = replace(
                     config,
                     prompt_tokens_per_s=config.prompt_tokens_per_s or 1.0 / latency_model.b,

@@ -31,6 +31,8 @@ BEST_PROMPT_PHRASES = (
     "the best honest prompting arm and the majority baseline",
     "the best honest prompting arm",
     "the best honest prompt",
+    "the best prompting arm",
+    "the best prompt",
 )
 """How the rules' messages name the prompt a fine-tune is held against (rules/*.toml)."""
 
@@ -42,11 +44,11 @@ def plain(text: str, report: Report) -> str:
     p = report.prompting
     if p is None or p.plateau.best_arm is not None or p.baselines is None:
         return text
-    label = p.baselines.majority_label
-    who = f"the majority baseline (always answering \u201c{label}\u201d; no prompt beats it)"
-    for phrase in BEST_PROMPT_PHRASES:
-        text = text.replace(phrase, who)
-    return text
+    who = f"the majority baseline, always answering \u201c{p.baselines.majority_label}\u201d,"
+    for phrase in BEST_PROMPT_PHRASES:  # longest first: each place is replaced once
+        if phrase in text:
+            text = text.replace(phrase, who)
+    return text.replace(",,", ",").replace(", (", " (").replace(",.", ".").replace(", ;", ";")
 
 
 def headline(report: Report) -> str:
@@ -94,6 +96,8 @@ def no_prompt_to_price(report: Report) -> str | None:
     p = report.prompting
     if p is None or p.plateau.best_arm is not None:
         return None
+    if p.baselines is None:  # generated text: no majority baseline
+        return "every prompting arm is degenerate, so there is no prompt to price or time"
     return "no prompting arm beats the majority baseline, so there is no prompt to price or time"
 
 
@@ -116,6 +120,14 @@ def _prompt_option(report: Report) -> Option:
     e = report.evidence
     budget = e.latency_budget_ms if e is not None else None
     arm = next((a for a in p.arms if a.name == p.plateau.best_arm), None)
+    if arm is None and p.baselines is None:  # generated text, every arm degenerate
+        return Option(
+            "no usable prompt",
+            "every prompting arm is degenerate (one answer repeated, or its demonstrations' answers copied)",
+            fmt.DASH,
+            "not priced: no usable prompt to price",
+            "not measured: no usable prompt to time",
+        )
     if arm is None:
         b = p.baselines
         score = getattr(b.majority, metric, None) if b is not None else None
