@@ -260,6 +260,21 @@ def test_kill_9_then_resume_gives_the_same_adapter(model_dir, examples, tmp_path
     assert losses(tmp_path / "ref") == losses(out)  # the log has each step once, as if never interrupted
 
 
+def _launch(cmd: list[str], *, timeout: float, **kw) -> subprocess.CompletedProcess:
+    """`subprocess.run` for torchrun, in a session of its own: on a timeout the launcher *and* its ranks
+    are killed (killing the launcher alone left the ranks running, holding the CPU and a run's lock)."""
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 DDP_CHILD = """
 import json, os, sys
 import torch
@@ -282,13 +297,8 @@ def test_torchrun_two_processes_on_cpu(model_dir, examples, tmp_path) -> None:
     out, shards = tmp_path / "out", tmp_path / "shards"
     shards.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run(
-        [*cmd, str(script), str(model_dir), str(out), str(shards)],
-        env=_env(),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = _launch(
+        [*cmd, str(script), str(model_dir), str(out), str(shards)], env=_env(), cwd=REPO, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (json.loads((shards / f"rank{r}.json").read_text()) for r in (0, 1))
@@ -345,10 +355,12 @@ def test_fsdp_shards_the_model_and_exports_the_adapter_ddp_trains(model_dir, tmp
         out, shards = tmp_path / f"out-{mode}", tmp_path / f"shards-{mode}"
         shards.mkdir()
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-        proc = subprocess.run(
+        proc = _launch(
             [*cmd, str(script), str(model_dir), str(out), str(shards), mode],
-            env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            env=_env(),
+            cwd=REPO,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         r0, r1 = (json.loads((shards / f"rank{r}.json").read_text()) for r in (0, 1))
         assert r0["world"] == r1["world"] == 2 and r0["steps"] == r1["steps"] == 4
@@ -382,7 +394,7 @@ def test_tunegate_run_and_train_under_torchrun_report_once_from_rank_0(model_dir
     advise += ["--eval-size", "20", "--dev-size", "16", "--k", "1", "--out", str(run)]
     # --fail-on: a verdict's own exit code would be a failed worker to torchrun; this one is not reached.
     run_cmd = [*launch, "advisor.cli", "run", *advise, *train_args, "--fail-on", "few_shot"]
-    proc = subprocess.run(run_cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = _launch(run_cmd, env=env, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     # Exactly one document on stdout: rank 1 neither advised (the run folder's lock would have refused
@@ -394,7 +406,7 @@ def test_tunegate_run_and_train_under_torchrun_report_once_from_rank_0(model_dir
 
     # `train` shards the model over the two ranks (FSDP2) where `run` copied it to each (DDP)
     train_cmd = [*launch, "advisor.cli", "train", str(run), *train_args, "--train-set", "fsdp=true"]
-    proc = subprocess.run(train_cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+    proc = _launch(train_cmd, env=env, cwd=REPO, timeout=400)
     assert proc.stdout.strip(), proc.stderr[-3000:]  # a failed launch shows its log, not a JSON error
     doc = json.loads(proc.stdout)  # exactly one document on stdout: rank 1 printed nothing
     # 0 when the adapter verified; when verification vetoed fine-tuning (two steps rarely verify) rank 0
@@ -413,13 +425,8 @@ def test_tunegate_run_and_train_under_torchrun_report_once_from_rank_0(model_dir
 
     # The documented form that exits 0 on every rank whatever verification finds: the launcher runs
     # `pipeline.train` (gate, train, export), then one process verifies.
-    proc = subprocess.run(
-        [*launch, "pipeline.train", str(run), *settings, "--force"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=400,
+    proc = _launch(
+        [*launch, "pipeline.train", str(run), *settings, "--force"], env=env, cwd=REPO, timeout=400
     )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     trained = json.loads((run / "decision.json").read_text())
