@@ -311,10 +311,8 @@ def verify_run(
     if best is None and prompting.baselines is None:
         # Generated text, every arm degenerate, and no constant predictor for free text: the "before" is
         # the best-scoring arm as it is (the prompt a user would otherwise keep), named as degenerate.
-        metric_of = prompting.target_metric
-        best = max(
-            prompting.arms, key=lambda a: a.scores[metric_of].value if metric_of in a.scores else 0
-        ).name
+        m = prompting.target_metric
+        best = max(prompting.arms, key=lambda a: a.scores[m].value if m in a.scores else -1.0).name
 
     any_arm = prompting.arms[0].name
     recorded = evaluate.read_predictions(run, best or any_arm)
@@ -479,8 +477,7 @@ def judge_finetuned(
     majority_label = base_info.majority_label if base_info is not None else None
     vs_majority = degeneracy = None
     if base_info is None:  # generated text: one repeated answer is degenerate (no demonstrations to copy)
-        numbers = {k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)}
-        degeneracy = judge_generation(ft.items, numbers)
+        degeneracy = judge_generation(ft.items, thresholds)
     else:
         vs_majority, degeneracy = evaluate.against_majority(
             ft.items,

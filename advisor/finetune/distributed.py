@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,8 +128,7 @@ def is_sharded(module: Any) -> bool:
 def gradient_sync(wrapped: Any, d: Dist, sync: bool) -> Iterator[None]:
     """Inside an accumulation window, only the last micro-batch reduces gradients over the ranks."""
     if d.world == 1 or sync:
-        with nullcontext():
-            yield
+        yield
     elif is_sharded(wrapped):
         wrapped.set_requires_gradient_sync(False)
         try:

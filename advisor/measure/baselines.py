@@ -160,19 +160,20 @@ ANSWER_SHARE = "degenerate_answer_share"
 COPY_SHARE = "degenerate_copy_share"
 
 
-def judge_generation(items: Sequence[Any], thresholds: Mapping[str, float]) -> Degeneracy:
+def judge_generation(items: Sequence[Any], thresholds: Mapping[str, Any]) -> Degeneracy:
     """Generated text collapsed onto one answer, or copying the item's own demonstrations' answers, each
     by a margin above what the targets themselves do (answers compared after `normalize_answer`)."""
     n = max(1, len(items))
     top, share = top_prediction([normalize_answer(it.prediction) for it in items])
     true_share = sum(normalize_answer(it.target) == top for it in items) / n
     top = next((it.prediction for it in items if normalize_answer(it.prediction) == top), top)  # as given
-    margin = thresholds[SHARE_MARGIN]
-    collapsed = share >= thresholds[ANSWER_SHARE] and share - true_share >= margin
+    margin = float(thresholds[SHARE_MARGIN])
+    collapsed = share >= float(thresholds[ANSWER_SHARE]) and share - true_share >= margin
     shown = [it for it in items if it.copies_demo is not None]
     copied = sum(bool(it.copies_demo) for it in shown) / len(shown) if shown else None
     expected = sum(bool(it.target_in_demos) for it in shown) / len(shown) if shown else None
-    copies = copied is not None and copied >= thresholds[COPY_SHARE] and copied - (expected or 0.0) >= margin
+    least = float(thresholds[COPY_SHARE])
+    copies = copied is not None and copied >= least and copied - (expected or 0.0) >= margin
     reasons = []
     if collapsed:
         reasons.append(

@@ -1053,9 +1053,8 @@ def analyse(
                 thresholds={k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)},
             )
     else:  # generation: one repeated answer, or the demonstrations' answers copied
-        numbers = {k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)}
         for r in ordered:
-            degeneracy[r.name] = judge_generation(r.items, numbers)
+            degeneracy[r.name] = judge_generation(r.items, thresholds)
     honest = {r.name: not (d.degenerate if (d := degeneracy.get(r.name)) else False) for r in ordered}
 
     comparisons: list[Comparison] = []

@@ -7,6 +7,7 @@ function returns plain text; a renderer escapes it for its medium.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 from advisor.document import ArmEvidence, Decision, Estimate, Evidence, Report
@@ -44,11 +45,10 @@ def plain(text: str, report: Report) -> str:
     p = report.prompting
     if p is None or p.plateau.best_arm is not None or p.baselines is None:
         return text
-    who = f"the majority baseline, always answering \u201c{p.baselines.majority_label}\u201d,"
-    for phrase in BEST_PROMPT_PHRASES:  # longest first: each place is replaced once
-        if phrase in text:
-            text = text.replace(phrase, who)
-    return text.replace(",,", ",").replace(", (", " (").replace(",.", ".").replace(", ;", ";")
+    who = f"the majority baseline, always answering \u201c{p.baselines.majority_label}\u201d"
+    phrases = "|".join(map(re.escape, BEST_PROMPT_PHRASES))  # longest first: alternatives try in order
+    # the apposition is closed by a comma where the sentence goes on with a word
+    return re.sub(f"(?:{phrases})( (?=\\w))?", lambda m: who + (", " if m.group(1) else ""), text)
 
 
 def headline(report: Report) -> str:
