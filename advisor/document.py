@@ -88,6 +88,14 @@ class EvalStep(Model):
     probability: Share | None
     requests: Count = Field(description="model requests spent by then (the backend's count, else estimated)")
     tokens: Count
+    reach: Count | None = Field(
+        default=None,
+        description="the most eval items the steps and the budget could still reach (None: not asked)",
+    )
+    predictive_power: Share | None = Field(
+        default=None,
+        description="the chance that scoring up to `reach` settles a verdict (this one or its runner-up)",
+    )
 
 
 class EvalGrowth(Model):

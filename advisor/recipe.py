@@ -220,11 +220,20 @@ def measure_until_settled(
     if prompting is not None:
         growth.record(decision, spent(backend, prompting, config))
     trained = pilot.trained_lines() if pilot is not None else frozenset()
+    th = ruleset.thresholds
+
+    def reach() -> int:  # the most eval items the steps and the budget still allow
+        assert prompting is not None
+        limit = growth_limit(growth, config, ruleset.thresholds, len(examples), len(split.dev))
+        return min(limit, len(growth.lines) + affordable_items(prompting, config, growth))
+
     while prompting is not None:
         chunk = next_eval_chunk(
             ruleset.thresholds, config, decision, prompting, examples, split, growth, trained=trained
         )
-        if not chunk:
+        if not chunk or not worth_growing(
+            decision.confidence, growth, reach(), float(th["min_predictive_power"])
+        ):
             break
         # Items measured before keep their prompts (answered from the response cache); only the new
         # items cost model calls. The demonstrations come from the original training rows throughout.
@@ -565,6 +574,42 @@ def next_eval_chunk(
         )
         return ()
     return tuple(chunk)
+
+
+def worth_growing(conf: decide.Confidence | None, growth: EvalSteps, reach: int, min_power: float) -> bool:
+    """Whether scoring up to `reach` eval items can plausibly settle the verdict (else `growth.stopped`
+    says why not): the predictive power (`confidence.predictive_power`) of the verdict plus that of its
+    runner-up, from the P(verdict) just measured (`conf`, the decision's Confidence), against
+    `min_power` (futility stopping). Recorded on the last look."""
+    n = len(growth.lines)
+    if conf is None or reach <= n or growth.settled_at > 1:
+        return True  # nothing to project, or told to score everything: next_eval_chunk's limits answer
+    power = confidence.predictive_power(conf.probability, conf.n_items, reach, growth.settled_at)
+    if conf.runner_up is not None:
+        power += confidence.predictive_power(conf.runner_up_share, conf.n_items, reach, growth.settled_at)
+    power = min(1.0, power)
+    growth.steps[-1] = growth.steps[-1].model_copy(update={"reach": reach, "predictive_power": power})
+    if power >= min_power:
+        return True
+    growth.stopped = (
+        f"P(verdict) {conf.probability:.2f}; scoring up to {reach:,} eval items (the most within reach) "
+        f"would settle a verdict with a chance of {power:.0%}, below {min_power:.0%}: not worth its cost "
+        "(futility)"
+    )
+    return False
+
+
+def affordable_items(prompting: Any, config: AdviseConfig, growth: EvalSteps) -> int:
+    """Eval items that what is left of --max-requests/--max-total-tokens still pays for (a large number
+    without a budget)."""
+    requests, tokens = eval_cost(prompting, 1, config.max_gen_tokens)
+    done = (growth.steps[-1].requests, growth.steps[-1].tokens) if growth.steps else (0, 0)
+    room = [10**9]
+    if config.max_requests is not None:
+        room.append((config.max_requests - done[0]) // max(1, requests))
+    if config.max_total_tokens is not None:
+        room.append((config.max_total_tokens - done[1]) // max(1, tokens))
+    return max(0, min(room))
 
 
 def beyond_chunk_size(config: AdviseConfig, thresholds: Any, n_examples: int, n_eval: int, n_dev: int) -> int:

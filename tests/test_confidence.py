@@ -279,3 +279,69 @@ def test_redecide_measures_p_verdict_on_the_verified_items(tmp_path) -> None:
 
     (tmp_path / "predictions" / "fine_tuned.jsonl").unlink()
     assert redecide(report, tmp_path).decision.confidence is None  # nothing to resample
+
+
+# ---------------------------------------------------------------- futility: is more evaluation worth it?
+
+
+def test_predictive_power_of_a_verdict_tends_to_its_share_and_falls_with_less_room() -> None:
+    power = confidence.predictive_power
+    # all the room in the world: the chance the margin is on this verdict's side, P(verdict) itself
+    assert power(0.7, 100, 10**9, 0.9) == pytest.approx(0.7, abs=0.001)
+    # a coin flip with four times the items: settles on this side about once in five, and less with less room
+    assert power(0.5, 100, 400, 0.9) == pytest.approx(0.2296, abs=0.001)  # Phi(-1.2816 * 10 / sqrt(300))
+    assert power(0.5, 100, 400, 0.9) > power(0.5, 100, 200, 0.9) > power(0.5, 100, 110, 0.9)
+    # a verdict near the settled level with room to grow usually settles
+    assert power(0.85, 200, 400, 0.9) > 0.5
+    # nothing left to score: settled already or never
+    assert power(0.95, 100, 100, 0.9) == 1.0 and power(0.6, 100, 100, 0.9) == 0.0
+
+
+def _growth(n: int, reach_total: int, p: float, runner_up: float) -> tuple[object, object]:
+    from advisor import recipe
+    from advisor.decide.verdict import Confidence
+    from advisor.document import EvalStep
+
+    conf = Confidence(
+        probability=p,
+        runner_up=Verdict.FINE_TUNE,
+        runner_up_share=runner_up,
+        shares=((Verdict.COLLECT_DATA, p), (Verdict.FINE_TUNE, runner_up)),
+        n_resamples=500,
+        n_items=n,
+        seed=0,
+        method=confidence.METHOD,
+    )
+    growth = recipe.EvalSteps(
+        held_out=tuple(range(1, reach_total + 1)), pending=[], lines=tuple(range(1, n + 1)), settled_at=0.9
+    )
+    growth.steps.append(
+        EvalStep(
+            n_eval=n,
+            added=n,
+            source="eval split",
+            verdict="collect_data",
+            probability=p,
+            requests=1,
+            tokens=1,
+        )
+    )
+    return conf, growth
+
+
+def test_growth_stops_when_the_items_within_reach_cannot_settle_the_verdict() -> None:
+    from advisor import recipe
+
+    # two verdicts at 50/50 after 300 items, 100 more within reach: settling is a long shot
+    decision, growth = _growth(300, 400, 0.5, 0.5)
+    assert not recipe.worth_growing(decision, growth, 400, 0.2)
+    assert "futility" in growth.stopped and "400 eval items" in growth.stopped
+    step = growth.steps[-1]
+    assert step.reach == 400 and step.predictive_power is not None and step.predictive_power < 0.2
+    # the same split after 50 items, with 400 within reach: worth scoring more
+    decision, growth = _growth(50, 400, 0.5, 0.5)
+    assert recipe.worth_growing(decision, growth, 400, 0.2) and growth.steps[-1].predictive_power >= 0.2
+    # told to score everything (settled level above 1): never stopped for futility
+    decision, growth = _growth(300, 400, 0.5, 0.5)
+    growth.settled_at = 1.01
+    assert recipe.worth_growing(decision, growth, 400, 0.2) and growth.steps[-1].reach is None

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from math import sqrt
+from statistics import NormalDist
 
 import numpy as np
 
@@ -178,3 +180,26 @@ def of_prompting(
         seed=result.seed,
         n_resamples=n_resamples,
     )
+
+
+def predictive_power(share: float, n_items: int, reach: int, settled_at: float) -> float:
+    """The chance that a verdict found in `share` of the resamples of `n_items` eval items is found in at
+    least `settled_at` of them once `reach` items are scored (the `n_items` among them).
+
+    A normal approximation on the verdict's margin d: P(verdict) = Phi(d sqrt(n) / s) for the per-item
+    spread s, so the margin measured so far is z_n s / sqrt(n) with z_n = Phi^-1(share). Under a flat prior
+    (the predictive power of Spiegelhalter, Freedman and Blackburn, "Monitoring clinical trials:
+    conditional or predictive power?", Controlled Clinical Trials 7:8-17, 1986) the margin measured on
+    `reach` = m items is normal around it with variance s^2 (m - n) / (m n), and the verdict settles when
+    that margin reaches z_s s / sqrt(m), z_s = Phi^-1(settled_at): a chance of
+    Phi((z_n sqrt(m) - z_s sqrt(n)) / sqrt(m - n)). With no limit on m it tends to `share` itself.
+    """
+    z = NormalDist()
+
+    def inv(p: float) -> float:
+        return z.inv_cdf(min(max(p, 1e-6), 1 - 1e-6))
+
+    if reach <= n_items:
+        return 1.0 if share >= settled_at else 0.0
+    m, n = reach, n_items
+    return z.cdf((inv(share) * sqrt(m) - inv(settled_at) * sqrt(n)) / sqrt(m - n))

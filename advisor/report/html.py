@@ -21,6 +21,7 @@ from advisor.document import (
     Comparison,
     Decision,
     Estimate,
+    EvalGrowth,
     Evidence,
     Interval,
     Latency,
@@ -35,6 +36,7 @@ from advisor.report.prose import (
     NO_PROBE_TREND,
     baseline_sentence,
     confidence_sentence,
+    growth_sentence,
     plateau_sentence,
     unverified_adapter_sentence,
 )
@@ -880,7 +882,7 @@ def _source(s: RuleSource) -> str:
     return f"<li>{text}</li>"
 
 
-def _rules(d: Decision, why_unpriced: str | None = None) -> str:
+def _rules(d: Decision, why_unpriced: str | None = None, growth: EvalGrowth | None = None) -> str:
     """The rules: fired, vetoed, skipped; `why_unpriced` says why the economics signals are missing."""
     verdict = str(d.verdict)
     deciding = set(d.deciding_rules)
@@ -891,6 +893,8 @@ def _rules(d: Decision, why_unpriced: str | None = None) -> str:
         + (f" ({deciding_ids})" if deciding_ids else "")
         + f"; {esc(confidence_sentence(d))}.</p>"
     )
+    if (scored := growth_sentence(growth)) is not None:
+        out.append(f"<p>{esc(scored)}</p>")
     out.append(f"<h3>Fired ({len(d.fired)})</h3>")
     if not d.fired:
         out.append("<p>No rule fired.</p>")
@@ -1038,7 +1042,11 @@ def to_html(report: Report) -> str:
         _pilot(report, detail_figs),
         _training(report, detail_figs),
         _verification(report, detail_figs),
-        _rules(report.decision, summary.no_prompt_to_price(report)),
+        _rules(
+            report.decision,
+            summary.no_prompt_to_price(report),
+            report.split.eval_growth if report.split else None,
+        ),
         _provenance(report),
     ]
     body = [

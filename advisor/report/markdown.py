@@ -17,6 +17,7 @@ from advisor.document import (
     Audit,
     Comparison,
     Decision,
+    EvalGrowth,
     Evidence,
     Pilot,
     Prompting,
@@ -33,6 +34,7 @@ from advisor.report.prose import (
     NO_PROBE_TREND,
     baseline_sentence,
     confidence_sentence,
+    growth_sentence,
     plateau_sentence,
 )
 from advisor.textsafe import md_code, md_escape, md_link
@@ -50,7 +52,9 @@ def to_markdown(report: Report, plots: Mapping[str, Sequence[tuple[str, str]]] |
     chart = plot_path(plots, COMPARISON)
     out = ["# tunegate report", "", summary_section(report, chart).rstrip(), ""]
     out += ["# Engineer's detail", ""]
-    out += _decision(d, summary.no_prompt_to_price(report))
+    out += _decision(
+        d, summary.no_prompt_to_price(report), report.split.eval_growth if report.split else None
+    )
     out += [audit_section(report.audit, report.split).rstrip(), ""]
     sections = {
         "prompting": prompting_section(report.prompting),
@@ -123,8 +127,10 @@ def pilot_section(p: Pilot | None, metric: str) -> str:
 # --------------------------------------------------------------------------- the decision
 
 
-def _decision(d: Decision, why_unpriced: str | None = None) -> list[str]:
+def _decision(d: Decision, why_unpriced: str | None = None, growth: EvalGrowth | None = None) -> list[str]:
     out = ["## Why", "", f"Decided by {md_escape(d.decided_by)}; {md_escape(confidence_sentence(d))}.", ""]
+    if (scored := growth_sentence(growth)) is not None:
+        out += [md_escape(scored), ""]
     if not d.fired:
         out += ["No rule fired.", ""]
     for r in d.fired:

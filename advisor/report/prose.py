@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from advisor.document import Decision, Prompting
+from advisor.document import Decision, EvalGrowth, Prompting
 from advisor.report import fmt
 
 NO_PROBE_TREND = (
@@ -36,6 +36,15 @@ def confidence_sentence(d: Decision) -> str:
         f"P(verdict) {detail.probability:.2f} ({d.confidence_label}{runner}; "
         f"{detail.n_resamples} bootstrap resamples of {detail.n_items} eval items)"
     )
+
+
+def growth_sentence(g: EvalGrowth | None) -> str | None:
+    """How many eval items advise scored, in which looks, and why it stopped scoring more."""
+    if g is None or not g.steps:
+        return None
+    sizes = " → ".join(fmt.count(s.n_eval) for s in g.steps)
+    looks = "one look" if len(g.steps) == 1 else f"{len(g.steps)} looks"
+    return f"Eval items scored in {looks} ({sizes}); scoring stopped: {g.stopped}."
 
 
 def baseline_sentence(p: Prompting, code: Callable[[object], str] = _backticks) -> str | None:
