@@ -42,7 +42,7 @@ from pipeline.examples import load_run_data
 from pipeline.export import update_decision, write_model_card
 
 if TYPE_CHECKING:
-    from advisor.measure.baselines import Degeneracy
+    from advisor.document import Degeneracy
 
 FINETUNED = "fine_tuned"
 N_FLIP_EXAMPLES = 3
@@ -117,7 +117,7 @@ def build_verification(
 ) -> document.Verification:
     """The `verification` section of decision.json.
 
-    `vs_majority` (fine-tuned − majority baseline) and `degeneracy` (advisor.measure.baselines.Degeneracy) are
+    `vs_majority` (fine-tuned − majority baseline) and `degeneracy` (advisor.document.Degeneracy) are
     given for classification; without them only the gain over the baseline arm counts.
     """
     base_scores = summarise(baseline_items, task, labels, seed)
@@ -159,7 +159,7 @@ def build_verification(
             difference=_difference(vs_majority.diff, p_value=vs_majority.p_value),
             beats=vs_majority.diff.low > 0,
         ),
-        degeneracy=None if degeneracy is None else document.Degeneracy.model_validate(degeneracy.to_dict()),
+        degeneracy=degeneracy,
         meets_target=None if quality_target is None else ft_score >= quality_target,
         finetune_verified=diff.low > 0
         and (vs_majority is None or vs_majority.diff.low > 0)

@@ -281,7 +281,7 @@ def test_generated_text_collapsed_onto_one_answer_is_degenerate_unless_the_targe
     varied = [_gen_item("I don't know." if i < 6 else f"answer {i}", f"target {i}") for i in range(10)]
     d = judge_generation(varied, THRESHOLDS)
     assert d.collapsed and d.degenerate and d.top_share == 0.6 and d.top_true_share == 0.0
-    assert "i don't know" in (d.reason or "").lower() and d.diff is None and d.beats_majority is None
+    assert "i don't know" in (d.reason or "").lower() and d.vs_majority is None and d.beats_majority is None
     # targets that repeat themselves: answering "yes" where the target is "yes" is no collapse
     repeated = [_gen_item("yes" if i < 7 else "no", "yes" if i < 7 else "no") for i in range(10)]
     assert not judge_generation(repeated, THRESHOLDS).degenerate
@@ -293,12 +293,12 @@ def test_an_arm_repeating_its_demonstrations_answers_is_degenerate_beyond_chance
     # WordNet, k = 2: a demonstration's definition repeated on a quarter of the items
     copying = [_gen_item(f"a {i}", f"t {i}", copies=i < 3, in_demos=False) for i in range(12)]
     d = judge_generation(copying, THRESHOLDS)
-    assert d.copies and d.degenerate and d.copied_share == 0.25 and d.copied_expected == 0.0
+    assert d.copies_demos and d.degenerate and d.copied_demo_share == 0.25 and d.copied_demo_expected == 0.0
     assert "repeats one of its demonstrations' answers on 25% of items" in (d.reason or "")
     # where the targets are as often a demonstration's answer (duplicated rows), copying is no evidence
     chance = [_gen_item(f"a {i}", f"t {i}", copies=i < 3, in_demos=i < 3) for i in range(12)]
     assert not judge_generation(chance, THRESHOLDS).degenerate
-    doc = d.to_dict()
+    doc = d.model_dump(mode="json")
     assert doc["vs_majority"] is None and doc["copies_demos"] is True and doc["copied_demo_share"] == 0.25
 
 
@@ -319,7 +319,7 @@ def test_few_shot_arms_copying_demonstrations_are_named_and_never_best_on_genera
         quality_target=0.6, min_gain=0.02, dev_items=dev, thresholds=THRESHOLDS,
     )  # fmt: skip
     few = [a for a in result.arms if a.k > 0]
-    assert few and all(result.degeneracy[a.name].copies for a in few)
+    assert few and all(result.degeneracy[a.name].copies_demos for a in few)
     assert all(it.copies_demo is True for a in few for it in a.items)
     assert not result.degeneracy["zero_shot"].degenerate
     assert result.plateau.best_arm is not None and result.arm(result.plateau.best_arm).k == 0

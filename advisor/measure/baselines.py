@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from advisor.document import Degeneracy, PairedGap
 from advisor.measure.stats import macro_f1, normalize_answer
 from advisor.types import TaskKind
 
@@ -79,46 +80,6 @@ def compute_baselines(targets: Sequence[str], labels: Sequence[str]) -> Baseline
     )
 
 
-@dataclass(frozen=True)
-class Degeneracy:
-    """How one arm's predictions compare with a constant answer."""
-
-    top_label: str
-    top_share: float  # share of the arm's predictions that are `top_label`
-    top_true_share: float  # share of the eval items whose target is `top_label`
-    collapsed: bool
-    diff: float | None  # arm minus majority baseline on the target metric (paired; None: generation)
-    low: float | None
-    high: float | None
-    p_value: float | None
-    beats_majority: bool | None
-    reason: str | None  # None: the arm is honest
-    copied_share: float | None = None  # generation: answers equal to one of the item's demonstrations'
-    copied_expected: float | None = None  # ... and items whose own target is one of them (chance)
-    copies: bool = False
-
-    @property
-    def degenerate(self) -> bool:
-        return self.reason is not None
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "top_label": self.top_label,
-            "top_share": self.top_share,
-            "top_true_share": self.top_true_share,
-            "collapsed": self.collapsed,
-            "vs_majority": None
-            if self.diff is None
-            else {"diff": self.diff, "low": self.low, "high": self.high, "p_value": self.p_value},
-            "beats_majority": self.beats_majority,
-            "copied_demo_share": self.copied_share,
-            "copied_demo_expected": self.copied_expected,
-            "copies_demos": self.copies if self.copied_share is not None else None,
-            "degenerate": self.degenerate,
-            "reason": self.reason,
-        }
-
-
 def top_prediction(predictions: Sequence[str]) -> tuple[str, float]:
     """The most predicted label and its share (ties: the first seen)."""
     if not predictions:
@@ -152,7 +113,14 @@ def judge_degenerate(
             f"not significantly better than the majority baseline on {metric} ({diff:+.3f}, p={p_value:.3g})"
         )
     return Degeneracy(
-        top, share, true_share, collapsed, diff, low, high, p_value, beats, "; ".join(reasons) or None
+        top_label=top,
+        top_share=share,
+        top_true_share=true_share,
+        collapsed=collapsed,
+        vs_majority=PairedGap(diff=diff, low=low, high=high, p_value=p_value),
+        beats_majority=beats,
+        degenerate=bool(reasons),
+        reason="; ".join(reasons) or None,
     )
 
 
@@ -185,9 +153,16 @@ def judge_generation(items: Sequence[Any], thresholds: Mapping[str, Any]) -> Deg
             f"(the targets are one of them on {expected or 0.0:.0%})"
         )
     return Degeneracy(
-        top, share, true_share, collapsed, None, None, None, None, None, "; ".join(reasons) or None,
-        copied, expected, copies,
-    )  # fmt: skip
+        top_label=top,
+        top_share=share,
+        top_true_share=true_share,
+        collapsed=collapsed,
+        copied_demo_share=copied,
+        copied_demo_expected=expected,
+        copies_demos=copies if copied is not None else None,
+        degenerate=bool(reasons),
+        reason="; ".join(reasons) or None,
+    )
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,11 @@ import numpy as np
 
 from advisor import document
 from advisor.backends.base import Backend, GenRequest, LoglikRequest, batch_size
-from advisor.document import RaceRound
+from advisor.document import Degeneracy, RaceRound
 from advisor.errors import BudgetError, ConfigError
 from advisor.measure import calibration, stats
 from advisor.measure.baselines import (
     Baselines,
-    Degeneracy,
     compute_baselines,
     judge_degenerate,
     judge_generation,
@@ -267,7 +266,9 @@ class PromptingResult:
             "arms": [
                 {
                     **a.to_dict(),
-                    "degeneracy": d.to_dict() if (d := self.degeneracy.get(a.name)) is not None else None,
+                    "degeneracy": d.model_dump(mode="json")
+                    if (d := self.degeneracy.get(a.name)) is not None
+                    else None,
                 }
                 for a in self.arms
             ],
