@@ -12,6 +12,7 @@ A measured number that could not be measured is `None`, never a guess.
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -260,6 +261,15 @@ class Trend(Model):
     high: float
     intercept: float
     n: Count
+
+    @property
+    def rising(self) -> bool:
+        """The whole slope interval lies above zero: more demonstrations still help."""
+        return self.low > 0
+
+    def at(self, k: int) -> float:
+        """The fitted score at k demonstrations."""
+        return self.intercept + self.slope * math.log2(k + 1)
 
 
 class CostlierArm(Model):

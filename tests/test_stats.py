@@ -128,8 +128,8 @@ def test_plateau_cases():
     pts = _curve(0.70, 0.74, 0.75)
     ladder = ["arm0", "arm1", "arm2"]
     prev = {"arm1": _diff(0.04, 0.01), "arm2": _diff(0.01, 0.4)}
-    flat = stats.Trend((0, 1, 3), 0.02, -0.01, 0.05, 0.7, 200)
-    rising = stats.Trend((0, 1, 3), 0.03, 0.01, 0.05, 0.7, 200)
+    flat = stats.Trend(ks=[0, 1, 3], slope=0.02, low=-0.01, high=0.05, intercept=0.7, n=200)
+    rising = stats.Trend(ks=[0, 1, 3], slope=0.03, low=0.01, high=0.05, intercept=0.7, n=200)
     args = {"quality_target": 0.9, "min_gain": 0.02, "ladder": ladder}
     # best is the last rung, the slope interval reaches zero: a flat trend, plateaued
     pl = stats.detect_plateau(pts, prev, trend=flat, next_rung_fits=True, **args)
@@ -165,7 +165,8 @@ def test_plateau_sms_case_costlier_arms_not_better_and_degenerate_arms_excluded(
     vs_best = {"arm3": _diff(-0.15, 0.001), "arm4": _diff(-0.2, 0.001), "arm5": _diff(-0.3, 0.001)}
     pl = stats.detect_plateau(
         pts, {"arm2": _diff(0.10, 0.01)}, quality_target=0.9, min_gain=0.02, honest=honest, vs_best=vs_best,
-        ladder=names[1:], trend=stats.Trend((0, 1, 2, 4, 8), -0.05, -0.08, -0.02, 0.6, 200),
+        ladder=names[1:],
+        trend=stats.Trend(ks=[0, 1, 2, 4, 8], slope=-0.05, low=-0.08, high=-0.02, intercept=0.6, n=200),
         next_rung_fits=True,
     )  # fmt: skip
     assert pl.best_arm == "arm2" and pl.best_score == 0.70  # the degenerate 0.86 is not the best
@@ -180,7 +181,8 @@ def test_plateau_sms_case_costlier_arms_not_better_and_degenerate_arms_excluded(
     # every arm degenerate: no best arm; judged on the ladder's trend alone
     pl = stats.detect_plateau(
         pts, {}, quality_target=0.9, min_gain=0.02, honest=dict.fromkeys(names, False), ladder=names[1:],
-        trend=stats.Trend((0, 1, 2, 4, 8), 0.0, -0.02, 0.02, 0.5, 200), next_rung_fits=False,
+        trend=stats.Trend(ks=[0, 1, 2, 4, 8], slope=0.0, low=-0.02, high=0.02, intercept=0.5, n=200),
+        next_rung_fits=False,
     )  # fmt: skip
     assert pl.best_arm is None and pl.best_score is None and pl.plateaued and pl.ladder_exhausted
 

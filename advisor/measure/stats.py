@@ -18,6 +18,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from advisor.document import Trend
+
 N_RESAMPLES = 2000
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -449,39 +451,6 @@ class CurvePoint:
     score: float
 
 
-@dataclass(frozen=True)
-class Trend:
-    """Least-squares fit of score against log2(k + 1) over the k-ladder (k = 0: the system arm).
-
-    `low`/`high`: a paired-bootstrap interval on the slope, every rung resampled with the same items.
-    """
-
-    ks: tuple[int, ...]
-    slope: float
-    low: float
-    high: float
-    intercept: float
-    n: int
-
-    @property
-    def rising(self) -> bool:
-        """The whole slope interval lies above zero: more demonstrations still help."""
-        return self.low > 0
-
-    def at(self, k: int) -> float:
-        return self.intercept + self.slope * math.log2(k + 1)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "ks": list(self.ks),
-            "slope": self.slope,
-            "low": self.low,
-            "high": self.high,
-            "intercept": self.intercept,
-            "n": self.n,
-        }
-
-
 def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     xc = x - x.mean()
     slope = float(np.dot(xc, y - y.mean()) / np.dot(xc, xc))
@@ -519,7 +488,7 @@ def ladder_trend(
         ]
     )
     lo, hi = _percentiles(samples, confidence)
-    return Trend(tuple(int(k) for k in ks), slope, lo, hi, intercept, n)
+    return Trend(ks=[int(k) for k in ks], slope=slope, low=lo, high=hi, intercept=intercept, n=n)
 
 
 class PlateauCase(StrEnum):
@@ -566,7 +535,7 @@ class Plateau:
             "case": str(self.case),
             "extend": self.extend,
             "ladder_exhausted": self.ladder_exhausted,
-            "trend": None if self.trend is None else self.trend.to_dict(),
+            "trend": None if self.trend is None else self.trend.model_dump(mode="json"),
             "costlier": [{"arm": a, **d.to_dict()} for a, d in self.costlier],
         }
 

@@ -424,7 +424,7 @@ def arm_curve_svg(prompting: Prompting | None, finetuned: ScoredModel | None = N
         if arm.degeneracy is not None and arm.degeneracy.degenerate:
             lines.append("degenerate")
         if trend is not None and arm.kind in ("system", "few_shot"):
-            fitted.append((len(rows), trend.intercept + trend.slope * math.log2(arm.k + 1)))
+            fitted.append((len(rows), trend.at(arm.k)))
         rows.append((lines, v, _num(est.low), _num(est.high), BLUE))
     ft = finetuned.scores.get(metric) if finetuned is not None else None
     if finetuned is not None and ft is not None and _num(ft.value) is not None:
