@@ -372,7 +372,15 @@ class LatencyModel(Model):
     c: float
     n: int
     r2: float | None
-    fitted: list[Literal["a", "b", "c"]]
+    fitted: list[Literal["a", "b", "c"]] = Field(
+        description="the terms estimated: a term whose tokens never varied, or whose slope came out negative "
+        "(noise: more tokens never make a request faster), is dropped and the rest refitted; dropped "
+        "slopes are 0"
+    )
+
+    def project(self, prompt_tokens: float, output_tokens: float) -> float:
+        """Predicted seconds for one request of this shape."""
+        return self.a + self.b * prompt_tokens + self.c * output_tokens
 
 
 class Cost(Model):

@@ -302,7 +302,7 @@ def test_fit_latency_recovers_known_coefficients() -> None:
     assert model.b == pytest.approx(b, rel=0.05)
     assert model.c == pytest.approx(c, rel=0.05)
     assert model.r2 is not None and model.r2 > 0.99
-    assert model.fitted == ("a", "b", "c")
+    assert model.fitted == ["a", "b", "c"]
     assert model.project(1000, 10) == pytest.approx(a + b * 1000 + c * 10, rel=0.02)
 
 
@@ -313,7 +313,7 @@ def test_fit_latency_degenerate_cases() -> None:
     # Output length never varies (classification): c cannot be told from the intercept.
     fixed_out = [LatencySample("x", p, 2, 0.1 + 0.001 * p) for p in (50, 100, 400, 800)]
     model = fit_latency(fixed_out)
-    assert model is not None and model.fitted == ("a", "b") and model.c == 0.0
+    assert model is not None and model.fitted == ["a", "b"] and model.c == 0.0
     assert model.b == pytest.approx(0.001) and model.a == pytest.approx(0.1)
     # A slope that comes out negative (noise) is dropped rather than projected.
     noisy = [
@@ -410,7 +410,19 @@ def _evidence(**changes: object) -> Evidence:
         cost=cost,
         learning_curve=curve,
         domain="legal",
-        domain_measure=DomainMeasure("inputs", 40, 30, 30.0, 12.0, 900.0, 36.0, 25.0, 2.5, 1.4, 1.2),
+        domain_measure=DomainMeasure(
+            source="inputs",
+            n_texts=40,
+            n_reference=30,
+            task_ppl=30.0,
+            reference_ppl=12.0,
+            task_word_ppl=900.0,
+            reference_word_ppl=36.0,
+            ratio=25.0,
+            token_ratio=2.5,
+            tokens_per_word=1.4,
+            reference_tokens_per_word=1.2,
+        ),
         needs_consistent_style=True,
         not_measured=(("examples", "why not"),),
     )
@@ -476,7 +488,17 @@ def test_to_dict_is_json_and_markdown_shows_the_evidence() -> None:
     nan = replace(
         ev,
         domain_measure=DomainMeasure(
-            "inputs", 1, 1, math.nan, 1.0, math.nan, 1.0, math.nan, math.nan, 1.0, 1.0
+            source="inputs",
+            n_texts=1,
+            n_reference=1,
+            task_ppl=math.nan,
+            reference_ppl=1.0,
+            task_word_ppl=math.nan,
+            reference_word_ppl=1.0,
+            ratio=math.nan,
+            token_ratio=math.nan,
+            tokens_per_word=1.0,
+            reference_tokens_per_word=1.0,
         ),
     )
     assert nan.to_dict()["domain_measure"]["ratio"] is None

@@ -29,12 +29,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel
 
 from advisor import progress
 from advisor.backends.base import Backend, GenRequest, LoglikRequest
+from advisor.document import DomainMeasure, LatencyModel
 from advisor.measure.cost import (
     CostConfig,
     break_even,
@@ -188,33 +190,12 @@ def summarize_latency(samples: Sequence[LatencySample]) -> dict[str, ArmLatency]
     return out
 
 
-@dataclass(frozen=True)
-class LatencyModel:
-    """latency_s ≈ a + b·prompt_tokens + c·output_tokens, fitted by least squares.
-
-    `fitted` names the terms actually estimated: a term whose tokens never varied in the samples
-    cannot be separated from the intercept, and a slope that came out negative (noise: more tokens
-    never make a request faster) is dropped and the rest refitted; dropped slopes are 0.
-    """
-
-    a: float
-    b: float
-    c: float
-    n: int
-    r2: float | None
-    fitted: tuple[str, ...]
-
-    def project(self, prompt_tokens: float, output_tokens: float) -> float:
-        """Predicted seconds for one request of this shape."""
-        return self.a + self.b * prompt_tokens + self.c * output_tokens
-
-
 def fit_latency(samples: Sequence[LatencySample]) -> LatencyModel | None:
     """Least-squares latency model; None without samples."""
     if not samples:
         return None
     y = np.array([s.seconds for s in samples], dtype=float)
-    cols = {
+    cols: dict[Literal["b", "c"], np.ndarray] = {
         "b": np.array([s.prompt_tokens for s in samples], dtype=float),
         "c": np.array([s.output_tokens for s in samples], dtype=float),
     }
@@ -231,26 +212,11 @@ def fit_latency(samples: Sequence[LatencySample]) -> LatencyModel | None:
     total = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum(residual**2)) / total if total > 0 and len(y) > len(coef) else None
     return LatencyModel(
-        a=values["a"], b=values.get("b", 0.0), c=values.get("c", 0.0), n=len(y), r2=r2, fitted=("a", *terms)
+        a=values["a"], b=values.get("b", 0.0), c=values.get("c", 0.0), n=len(y), r2=r2, fitted=["a", *terms]
     )
 
 
 # ---------------------------------------------------------------- domain language
-
-
-@dataclass(frozen=True)
-class DomainMeasure:
-    source: str  # "targets" or "inputs"
-    n_texts: int
-    n_reference: int
-    task_ppl: float  # per token
-    reference_ppl: float
-    task_word_ppl: float  # per whitespace word: comparable across tokenizations
-    reference_word_ppl: float
-    ratio: float  # task_word_ppl / reference_word_ppl
-    token_ratio: float  # task_ppl / reference_ppl
-    tokens_per_word: float
-    reference_tokens_per_word: float
 
 
 def load_reference_sentences(path: Path = REFERENCE_PATH) -> list[str]:
@@ -332,7 +298,7 @@ def _tokens_per_word(backend: Backend, texts: Sequence[str]) -> float:
 def measure_domain(
     backend: Backend,
     texts: Sequence[str],
-    source: str,
+    source: Literal["inputs", "targets"],
     *,
     reference: Sequence[str] | None = None,
     max_texts: int = 32,
@@ -442,6 +408,8 @@ class Evidence:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):  # a document section built by the measurement (LatencyModel, ...)
+        return _jsonable(value.model_dump(mode="python"))
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -491,7 +459,7 @@ def evidence_signals(
         out["examples_needed"] = int(needed) if needed is not None else None
     out["domain"] = evidence.domain
     dm = evidence.domain_measure
-    if dm is not None and math.isfinite(dm.ratio):
+    if dm is not None and dm.ratio is not None and math.isfinite(dm.ratio):
         out["domain_ppl_ratio"] = dm.ratio
         out["tokens_per_word"] = dm.tokens_per_word
     out["needs_consistent_style"] = evidence.needs_consistent_style
