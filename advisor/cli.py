@@ -18,7 +18,7 @@ import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from advisor import progress
 from advisor.errors import ConfigError, DeprecatedSetting, ExitCode, TunegateError
@@ -151,8 +151,9 @@ def _add_advise_args(p: argparse.ArgumentParser) -> None:
     )
 
     g = p.add_argument_group("model: A, the model prompted, and B, the model fine-tuned")
-    g.add_argument("--backend", choices=("hf", "openai", "none"), help=_help("backend"))
-    g.add_argument(
+    which = g.add_mutually_exclusive_group()  # `--no-model --backend openai` would call the server
+    which.add_argument("--backend", choices=("hf", "openai", "none"), help=_help("backend"))
+    which.add_argument(
         "--no-model",
         action="store_const",
         const="none",
@@ -295,6 +296,13 @@ class _Parser(argparse.ArgumentParser):
 
     def _print_message(self, message: str, file: Any = None) -> None:
         super()._print_message(term_safe(message) if message else message, file)
+
+    def error(self, message: str) -> NoReturn:
+        """A usage error is one `tunegate: error:` line, like every other error, and exit 2."""
+        where = self.prog.removeprefix("tunegate").strip()
+        self.exit(
+            2, f"tunegate: error: {where + ': ' if where else ''}{message} (see `{self.prog} --help`)\n"
+        )
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -890,14 +898,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _check_training_model(args: argparse.Namespace, config: Any) -> None:
-    """`run` ends by fine-tuning a local model: when the arms prompt a served model, that local model must
-    be named (--finetune-model, or model= in the training settings) before advise spends a request."""
+    """`run` ends by fine-tuning a local model: its training settings must read, and when the arms prompt
+    a served model that local model must be named (--finetune-model, or model= in the training settings),
+    before advise spends a request."""
     from advisor.finetune.config import TrainConfig
     from pipeline.run import NO_CANDIDATE
 
+    # The training settings are read now, so a bad one (--train-set max_steps=abc) fails before advise runs.
+    training = TrainConfig.from_toml(args.config, list(args.train_overrides))
     if config.backend != "openai" or config.finetune_model is not None:
         return
-    if TrainConfig.from_toml(args.config, list(args.train_overrides)).model is None:
+    if training.model is None:
         raise ConfigError(NO_CANDIDATE, field="--finetune-model")
 
 

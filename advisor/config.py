@@ -86,6 +86,10 @@ def _figure_size(value: float) -> float:
 
 Int = Annotated[int, BeforeValidator(_not_bool), AfterValidator(_int_size)]
 """An integer of a size numpy and torch take."""
+MAX_SEED = 2**31 - 1
+Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
+"""A seed: numpy's generators refuse negative seeds and scikit-learn's `random_state` stops at 2^32 - 1;
+2^31 - 1 leaves room for the seeds derived from it (seed + step)."""
 Figure = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_figure_size)]
 """A finite number of a sane size."""
 
@@ -299,7 +303,7 @@ class AdviseConfig(Settings):
     )
     system_prompt_file: str | None = Field(None, description="system prompt file for the system arm")
     out: str = Field("", description="run folder (default: runs/<data file stem>)")
-    seed: Int = Field(0, description="seed of the split, the demonstrations and the resampling")
+    seed: Seed = Field(0, description="seed of the split, the demonstrations and the resampling")
     eval_size: Annotated[Int, Field(ge=1)] = Field(200, description="held-out eval items")
     dev_size: Annotated[Int, Field(ge=1)] = Field(100, description="dev items for training")
     backend: Annotated[str, one_of(*BACKENDS)] = Field("hf", description="model backend: hf, openai or none")
@@ -388,12 +392,33 @@ class AdviseConfig(Settings):
 
 
 def read_config_file(path: str) -> dict[str, Any]:
-    """Read a TOML config file: the `[advise]` table if present, else the top level."""
+    """Read a TOML config file: the `[advise]` table if present (with a top-level `[thresholds]` table
+    beside it), else the top level; `[train]` is the training settings' (read by `tunegate train`).
+
+    Beside `[advise]`, anything but `[thresholds]` and `[train]` is refused: a setting there would
+    otherwise be dropped without a word."""
     doc = load_toml(path, ConfigError, "config file")
-    table = doc.get("advise", doc)
+    if "advise" not in doc:
+        return {k: v for k, v in doc.items() if k != "train"}
+    table = doc["advise"]
     if not isinstance(table, dict):
         raise ConfigError("[advise] must be a table", file=path, field="advise")
-    return {k: v for k, v in table.items() if k not in ("train",)}
+    stray = sorted(k for k in doc if k not in ("advise", "thresholds", "train"))
+    if stray:
+        raise ConfigError(
+            f"{', '.join(stray)} beside the [advise] table: put settings in [advise] (the file holds "
+            "[advise], [thresholds] and [train])",
+            file=path,
+            field=stray[0],
+        )
+    out = {k: v for k, v in table.items() if k != "train"}
+    outer = doc.get("thresholds")
+    if outer is not None:
+        inner = out.get("thresholds") or {}
+        if not isinstance(outer, dict) or not isinstance(inner, dict):
+            raise ConfigError("[thresholds] must be a table", file=path, field="thresholds")
+        out["thresholds"] = {**outer, **inner}  # [advise.thresholds] wins over [thresholds]
+    return out
 
 
 def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, str]:

@@ -198,6 +198,7 @@ class _Stages:
 def plan_run(config: AdviseConfig) -> RunPlan:
     """The dry run of `advise(config)`: nothing is written and no model call is made."""
     ruleset = rules.load_rules([Path(d) for d in config.rules_dirs], overrides=config.thresholds)
+    recipe.check_inputs(config)
     loaded, task, labels, examples = recipe.load_task(config)
     split = audit_mod.make_split(
         examples, seed=config.seed, eval_size=config.eval_size, dev_size=config.dev_size

@@ -30,6 +30,7 @@ from advisor.finetune import pilot as pilot_mod
 from advisor.intake import data
 from advisor.measure import evaluate, prompts, rates, stats
 from advisor.measure.baselines import choose_metric
+from advisor.measure.cost import load_cost_config
 from advisor.measure.evaluate import prompting_signals
 from advisor.measure.evidence import evidence_signals, gather_evidence
 from advisor.measure.prompt_record import record_prompts
@@ -46,7 +47,7 @@ def advise(config: AdviseConfig, backend: Any = None) -> Report:
     (advisor/api.py) passes its caller's.
     """
     ruleset = rules.load_rules([Path(d) for d in config.rules_dirs], overrides=config.thresholds)
-    _check_inputs(config)
+    check_inputs(config)
     # The local model is found (not loaded) first: a wrong --model fails before the run folder is touched.
     model = resolve_model(config.model) if backend is None and config.backend == "hf" else None
     candidate = finetune_candidate(config, model)
@@ -302,13 +303,15 @@ def metric_choice(config: AdviseConfig, ruleset: Any, task: TaskKind, examples: 
     )
 
 
-def _check_inputs(config: AdviseConfig) -> None:
-    """Fail before any work on input files that are not regular files, and on a server URL with
-    credentials taken from the environment (the flag and the config file are checked by the config)."""
+def check_inputs(config: AdviseConfig) -> None:
+    """Fail before any work (and before the run folder is touched) on input files that are not regular
+    files, on a price file that does not read as one, and on a server URL with credentials taken from the
+    environment (the flag and the config file are checked by the config). The dry run checks the same."""
     if config.system_prompt_file is not None:
         check_regular(config.system_prompt_file, ConfigError, "system prompt file")
     if config.prices is not None:
         check_regular(config.prices, ConfigError, "price file")
+        load_cost_config(Path(config.prices))  # every bad value named now, not after the arms were paid for
     if config.backend == "openai" and config.base_url is None:
         # The variable the backend will use: the first one set (see `get_backend`).
         var = next((v for v in ("TUNEGATE_BASE_URL", "OPENAI_BASE_URL") if os.environ.get(v)), None)

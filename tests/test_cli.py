@@ -31,7 +31,10 @@ def test_help_imports_no_heavy_library() -> None:
 
 def test_usage_error_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["advise"]) == ExitCode.USAGE
-    assert "usage" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # one `tunegate: error:` line like every other error, naming the command and where its help is
+    assert err.startswith("tunegate: error: advise: ") and err.count("\n") == 1
+    assert "tunegate advise --help" in err and "usage:" not in err
 
 
 def test_bad_target_is_a_config_error(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

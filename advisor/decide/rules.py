@@ -1,6 +1,7 @@
 """Rules as data: load, validate and evaluate the TOML rule files.
 
-A rule file holds a `[thresholds]` table of named defaults and `[[rule]]` entries. Each rule has
+A rule file holds a `[thresholds]` table of named defaults, a `[limits]` table of the range each must lie
+in (NAME = [LOW, HIGH]), and `[[rule]]` entries. Each rule has
 an id, a kind (`vote` with a weight, `stop` that decides the verdict when it fires, or `veto` that
 forbids a verdict), one sentence for the user, structured conditions (`signal`, `op`, and one of
 `value`, `threshold` or `than_signal`; all ANDed) and a source. There is no expression language.
@@ -16,6 +17,7 @@ threshold.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -336,6 +338,7 @@ def load_rules(
     digest = hashlib.sha256()
     names: list[str] = []
     thresholds: dict[str, ThresholdValue] = {}
+    limits: dict[str, tuple[float, float]] = {}
     rules: dict[str, Rule] = {}
     refs: list[_ThresholdRef] = []
     for layer in layers:
@@ -349,6 +352,7 @@ def load_rules(
             if parsed is None:
                 continue
             refs.extend(parsed.refs)
+            limits.update(parsed.limits)
             for tname, (tvalue, tline) in parsed.thresholds.items():
                 if tname in layer_thresholds:
                     _, other_file, other_line = layer_thresholds[tname]
@@ -381,10 +385,18 @@ def load_rules(
 
     # Threshold references are checked against the merged thresholds, for every rule parsed.
     problems.extend(_check_threshold_refs(refs, thresholds))
+    problems.extend(
+        Problem(f"limits.{t}: no such threshold", field=f"limits.{t}") for t in limits if t not in thresholds
+    )
+    problems.extend(
+        Problem(why, field=f"thresholds.{t}")
+        for t, v in thresholds.items()
+        if (why := _outside(v, limits.get(t))) is not None
+    )
     if problems:
         raise RulesError(problems=problems)
 
-    resolved = _apply_overrides(thresholds, overrides or {})
+    resolved = _apply_overrides(thresholds, overrides or {}, limits)
     return RuleSet(
         thresholds=resolved,
         rules=tuple(rules.values()),
@@ -414,7 +426,9 @@ def _read_folder(path: Path, problems: list[Problem]) -> list[tuple[str, bytes]]
 
 
 def _apply_overrides(
-    thresholds: Mapping[str, ThresholdValue], overrides: Mapping[str, Any]
+    thresholds: Mapping[str, ThresholdValue],
+    overrides: Mapping[str, Any],
+    limits: Mapping[str, tuple[float, float]] | None = None,
 ) -> dict[str, ThresholdValue]:
     resolved = dict(thresholds)
     problems: list[Problem] = []
@@ -427,6 +441,9 @@ def _apply_overrides(
             resolved[name] = _coerce_like(thresholds[name], raw)
         except ValueError as e:
             problems.append(Problem(str(e), field=name))
+            continue
+        if (why := _outside(resolved[name], (limits or {}).get(name))) is not None:
+            problems.append(Problem(why, field=name))
     if problems:
         raise ConfigError(problems=problems)
     return resolved
@@ -446,7 +463,11 @@ def _coerce_like(current: ThresholdValue, raw: Any) -> ThresholdValue:
         if isinstance(raw, bool) or not isinstance(raw, int | float | str):
             raise ValueError(f"expected a number ({want}), got {raw!r}")
         number = _number(raw, f"expected a number ({want}), got {raw!r}")
-        return int(number) if isinstance(current, int) and number.is_integer() else number
+        if isinstance(current, int):  # a count: 1.5 examples is a slip, not a threshold
+            if not number.is_integer():
+                raise ValueError(f"expected a whole number, got {raw!r}")
+            return int(number)
+        return number
     if isinstance(current, tuple):
         return _coerce_list(current, raw)
     return str(raw)
@@ -499,7 +520,7 @@ def _list_example(current: tuple[Any, ...]) -> str:
 
 # --------------------------------------------------------------------------- parsing one file
 
-_TOP_KEYS = {"thresholds", "rule"}
+_TOP_KEYS = {"thresholds", "limits", "rule"}
 _RULE_KEYS = {"id", "kind", "verdict", "vetoes", "weight", "message", "note", "when", "source"}
 _COND_KEYS = {"signal", "op", "value", "threshold", "than_signal"}
 _SOURCE_KEYS = {"title", "url", "citation"}
@@ -575,6 +596,48 @@ class _ParsedFile:
     rules: list[Rule]  # the valid ones
     ids: list[tuple[str, int | None, int]]  # (id, line, index) of every rule that has an id
     refs: list[_ThresholdRef]
+    limits: dict[str, tuple[float, float]] = field(default_factory=dict)  # [limits]: (low, high), inclusive
+
+
+def _parse_limits(name: str, raw: Any, problems: list[Problem]) -> dict[str, tuple[float, float]]:
+    """`[limits]`: NAME = [LOW, HIGH], the range (inclusive; `inf` for none) a threshold's value must lie in,
+    whoever sets it (a rule folder or an override)."""
+    if not isinstance(raw, dict):
+        problems.append(Problem("'limits' must be a table", file=name, field="limits"))
+        return {}
+    out: dict[str, tuple[float, float]] = {}
+    for tname, pair in raw.items():
+        ok = (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in pair)
+            and not any(math.isnan(x) for x in pair)
+            and pair[0] <= pair[1]
+        )
+        if not ok:
+            problems.append(
+                Problem(
+                    f"expected [LOW, HIGH] with LOW <= HIGH (numbers, inf for none), got {pair!r}",
+                    file=name,
+                    field=f"limits.{tname}",
+                )
+            )
+            continue
+        out[tname] = (float(pair[0]), float(pair[1]))
+    return out
+
+
+def _outside(value: ThresholdValue, limit: tuple[float, float] | None) -> str | None:
+    """Why a threshold value is outside its [limits] range (None: inside, or no range)."""
+    if limit is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    low, high = limit
+    if low <= value <= high:
+        return None
+    shown = " and ".join(fmt.value(x) for x in limit if math.isfinite(x))
+    if math.isfinite(low) and math.isfinite(high):
+        return f"must be between {fmt.value(low)} and {fmt.value(high)}, got {fmt.value(value)}"
+    return f"must be at {'least' if math.isfinite(low) else 'most'} {shown}, got {fmt.value(value)}"
 
 
 def _parse_file(name: str, data: bytes, problems: list[Problem]) -> _ParsedFile | None:
@@ -613,9 +676,8 @@ def _parse_file(name: str, data: bytes, problems: list[Problem]) -> _ParsedFile 
     loc = _Locator(text)
     for key in doc:
         if key not in _TOP_KEYS:
-            problems.append(
-                Problem(f"unknown top-level key '{key}' (allowed: thresholds, rule)", file=name, field=key)
-            )
+            allowed = "allowed: thresholds, limits, rule"
+            problems.append(Problem(f"unknown top-level key '{key}' ({allowed})", file=name, field=key))
 
     thresholds: dict[str, tuple[ThresholdValue, int | None]] = {}
     raw_thresholds = doc.get("thresholds", {})
@@ -632,6 +694,8 @@ def _parse_file(name: str, data: bytes, problems: list[Problem]) -> _ParsedFile 
             continue
         thresholds[tname] = (value, line)
 
+    limits = _parse_limits(name, doc.get("limits", {}), problems)
+
     rules: list[Rule] = []
     raw_rules = doc.get("rule", [])
     if not isinstance(raw_rules, list):
@@ -647,7 +711,7 @@ def _parse_file(name: str, data: bytes, problems: list[Problem]) -> _ParsedFile 
             rules.append(rule)
     if not thresholds and not raw_rules and len(problems) == start:
         problems.append(Problem("file defines neither thresholds nor rules", file=name))
-    return _ParsedFile(thresholds, rules, ids, refs)
+    return _ParsedFile(thresholds, rules, ids, refs, limits)
 
 
 def _threshold_value(v: Any) -> tuple[ThresholdValue, str | None]:

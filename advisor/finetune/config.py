@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from advisor.config import NONE_WORDS, Figure, Int, Settings, build, one_of
+from advisor.config import NONE_WORDS, Figure, Int, Seed, Settings, build, one_of
 from advisor.errors import ConfigError, Problem
 from advisor.files import load_toml
 from advisor.textsafe import shorten
@@ -87,7 +87,7 @@ class TrainConfig(Settings):
     save_every: Annotated[Int, Field(ge=0)] = Field(
         25, description="optimizer steps between checkpoints; 0: no checkpoints"
     )
-    seed: Int = Field(0, description="seed of the initialisation, the shuffling and dropout")
+    seed: Seed = Field(0, description="seed of the initialisation, the shuffling and dropout")
     qlora: bool = Field(False, description="4-bit QLoRA via bitsandbytes (needs CUDA)")
     bf16: Annotated[bool | str, BeforeValidator(_bf16)] = Field(
         "auto", description="bf16 mixed precision: auto, true or false"

@@ -73,6 +73,14 @@ def resolve_columns(
             file=name,
             field=preview(chosen[0], 60),
         )
+    for column in chosen:  # which of two same-named columns holds the data is anyone's guess
+        if (count := available.count(column)) > 1:
+            raise DataError(
+                f"the header names the column '{preview(column, 60)}' {count} times; rename all but one",
+                file=name,
+                line=line,
+                field=preview(column, 60),
+            )
     return chosen[0], chosen[1]
 
 
