@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 for engine in order:
                     before = (_posts(server.log), _cpu(server.proc.pid), time.process_time())
                     if engine == "tunegate":
-                        seconds, lps, hits = _tunegate(
+                        seconds, lps, hits, _ = _tunegate(
                             server.base_url, tokenizer_dir, c, work / f"cache-{r}-{c}", arm, items, selector
                         )
                     else:
@@ -213,7 +213,11 @@ def _tunegate(
     arm: Any,
     items: list[Example],
     selector: Any,
-) -> tuple[float, list[list[float]], int]:
+    require: str | None = "echo",
+) -> tuple[float, list[list[float]], int, str]:
+    """Seconds, label log-probabilities per item, response-cache hits and the scoring method (with its
+    note) of one run; `require`: the scoring method the comparison needs (None: whichever the server
+    allows, a label missing from a first-token answer scoring -inf)."""
     from advisor.backends import get_backend
     from advisor.measure.evaluate import evaluate_arm
 
@@ -231,13 +235,14 @@ def _tunegate(
         result = evaluate_arm(backend, arm, items, selector, task=TaskKind.CLASSIFY, labels=LABELS, seed=0)
         seconds = time.perf_counter() - t0
         method = getattr(backend, "scoring_method", None)
-        if method != "echo":
-            raise SystemExit(f"served_eval: tunegate scored with {method!r}, not echo: not comparable")
+        if require is not None and method != require:
+            raise SystemExit(f"served_eval: tunegate scored with {method!r}, not {require}: not comparable")
         hits = backend.stats()["hits"]  # type: ignore[attr-defined]
+        note = f"{method}: {getattr(backend, 'scoring_note', None)}"
     finally:
         backend.close()  # type: ignore[attr-defined]
-    lps = [[(it.label_logprobs or {})[lab] for lab in LABELS] for it in result.items]
-    return seconds, lps, hits
+    lps = [[(it.label_logprobs or {}).get(lab, float("-inf")) for lab in LABELS] for it in result.items]
+    return seconds, lps, hits, note
 
 
 def _lm_eval(

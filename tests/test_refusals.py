@@ -131,3 +131,10 @@ def test_every_shipped_threshold_has_a_range_and_lies_in_it() -> None:
     numeric = {k: v for k, v in load_rules([]).thresholds.items() if isinstance(v, int | float)}
     assert set(numeric) == set(limits)
     assert all(limits[k][0] <= v <= limits[k][1] for k, v in numeric.items())
+
+
+def test_run_reads_its_training_settings_before_advising(data, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    argv = ["run", str(data), "--no-model", "--train-set", "max_steps=abc", "--out", str(out)]
+    rc, err = _run(argv, capsys)
+    assert rc == ExitCode.USAGE and "max_steps" in err and not out.exists()
