@@ -30,7 +30,11 @@ from test_faults import _data, advise_argv
 REPO = Path(__file__).resolve().parents[1]
 TRIALS = 20
 KILLS_PER_CACHE = 5
-GRACE_S = 0.25
+# An answer the server sent this long before a kill may not have reached the client's cache yet: the client
+# commits each answer as soon as it arrives, but on two cores shared with the suite's other worker and a
+# llama.cpp server it can wait for CPU. 0.25 s was exceeded once in a full suite (1 of 432 calls); a cache
+# that commits late (at the end of a stage, say) repeats whole stages, far beyond a second.
+GRACE_S = 1.0
 
 LAUNCHER = textwrap.dedent(
     """

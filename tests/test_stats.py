@@ -196,7 +196,7 @@ def test_ladder_trend_slope_and_paired_interval():
     t = stats.ladder_trend(
         ks, [lambda idx, v=v: v[idx].mean(axis=-1) for v in rungs], n, seed=0, n_resamples=500
     )
-    assert t is not None and t.ks == ks and t.low <= t.slope <= t.high
+    assert t is not None and t.ks == list(ks) and t.low <= t.slope <= t.high
     assert 0.02 < t.slope < 0.08 and t.rising
     assert t.at(0) == pytest.approx(t.intercept)
     flat = [(rng.random(n) < 0.6).astype(float) for _ in ks]
