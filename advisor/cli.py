@@ -888,7 +888,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from advisor.finetune.distributed import launched_world
 
     config = _advise_config(args)
-    _check_training_model(args, config)  # before any model call: a served model cannot be fine-tuned here
+    _check_training(args, config)  # before any model call: a served model cannot be fine-tuned here
     if args.dry_run:
         return _dry_run(args, config)
     if launched_world() > 1:
@@ -897,7 +897,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _advise_then_train(args, config)
 
 
-def _check_training_model(args: argparse.Namespace, config: Any) -> None:
+def _check_training(args: argparse.Namespace, config: Any) -> None:
     """`run` ends by fine-tuning a local model: its training settings must read, and when the arms prompt
     a served model that local model must be named (--finetune-model, or model= in the training settings),
     before advise spends a request."""

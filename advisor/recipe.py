@@ -221,20 +221,11 @@ def measure_until_settled(
     if prompting is not None:
         growth.record(decision, spent(backend, prompting, config))
     trained = pilot.trained_lines() if pilot is not None else frozenset()
-    th = ruleset.thresholds
-
-    def reach() -> int:  # the most eval items the steps and the budget still allow
-        assert prompting is not None
-        limit = growth_limit(growth, config, ruleset.thresholds, len(examples), len(split.dev))
-        return min(limit, len(growth.lines) + affordable_items(prompting, config, growth))
-
     while prompting is not None:
         chunk = next_eval_chunk(
             ruleset.thresholds, config, decision, prompting, examples, split, growth, trained=trained
         )
-        if not chunk or not worth_growing(
-            decision.confidence, growth, reach(), float(th["min_predictive_power"])
-        ):
+        if not chunk:
             break
         # Items measured before keep their prompts (answered from the response cache); only the new
         # items cost model calls. The demonstrations come from the original training rows throughout.
@@ -519,7 +510,6 @@ def next_eval_chunk(
     examples: Sequence[Example],
     split: Any,
     growth: EvalSteps,
-    spent_so_far: tuple[int, int] | None = None,
     trained: frozenset[int] = frozenset(),
 ) -> tuple[int, ...]:
     """The lines of the next eval step, or () with `growth.stopped` saying why scoring stops here.
@@ -528,7 +518,8 @@ def next_eval_chunk(
     steps, then at most `max_eval_growth_rounds` chunks from training rows no prompt used as a
     demonstration (stratified, seeded, duplicates kept together: `make_split` on those rows) while the
     held-out share stays within the audit's cap; always only while the new items' model calls fit what
-    is left of --max-requests/--max-total-tokens. The comparisons that decide are anytime-valid
+    is left of --max-requests/--max-total-tokens, and only while those items can plausibly settle the
+    verdict (`worth_growing`: futility). The comparisons that decide are anytime-valid
     (advisor.measure.stats), so stopping at a look where the verdict looks settled keeps their level.
     """
     th = thresholds
@@ -568,13 +559,19 @@ def next_eval_chunk(
             growth.stopped = f"P(verdict) {p:.2f}, and no unused labeled rows are left to hold out"
             return ()
     requests, tokens = eval_cost(prompting, len(chunk), config.max_gen_tokens)
-    done = spent_so_far if spent_so_far is not None else (growth.steps[-1].requests, growth.steps[-1].tokens)
+    done = (growth.steps[-1].requests, growth.steps[-1].tokens)
     if (config.max_requests is not None and done[0] + requests > config.max_requests) or (
         config.max_total_tokens is not None and done[1] + tokens > config.max_total_tokens
     ):
         growth.stopped = (
             f"P(verdict) {p:.2f}; {len(chunk)} more eval items would pass the request or token budget"
         )
+        return ()
+    reach = min(
+        growth_limit(growth, config, th, len(examples), len(split.dev)),
+        len(growth.lines) + affordable_items(prompting, config, done),
+    )
+    if not worth_growing(decision.confidence, growth, reach, float(th["min_predictive_power"])):
         return ()
     return tuple(chunk)
 
@@ -602,11 +599,10 @@ def worth_growing(conf: decide.Confidence | None, growth: EvalSteps, reach: int,
     return False
 
 
-def affordable_items(prompting: Any, config: AdviseConfig, growth: EvalSteps) -> int:
-    """Eval items that what is left of --max-requests/--max-total-tokens still pays for (a large number
-    without a budget)."""
+def affordable_items(prompting: Any, config: AdviseConfig, done: tuple[int, int]) -> int:
+    """Eval items that what is left of --max-requests/--max-total-tokens after `done` (requests, tokens)
+    still pays for (a large number without a budget)."""
     requests, tokens = eval_cost(prompting, 1, config.max_gen_tokens)
-    done = (growth.steps[-1].requests, growth.steps[-1].tokens) if growth.steps else (0, 0)
     room = [10**9]
     if config.max_requests is not None:
         room.append((config.max_requests - done[0]) // max(1, requests))

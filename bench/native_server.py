@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -59,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench.served_eval import LABELS, _cpu, _lm_eval, _sms_spam, _tunegate  # noqa: E402
+from bench.served_eval import LABELS, _cpu, _lm_eval, _sms_spam, _tunegate, write_result  # noqa: E402
 
 ENGINES = ("tunegate", "lm_eval")
 STARTUP_S = 120
@@ -162,12 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         proc.wait(timeout=20)
     doc = _summary(runs, levels, items, args, tokens, command, golds)
     shutil.rmtree(work)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    _print(doc)
-    print(f"wrote {out}")
-    return 0 if doc["checks_passed"] else 1
+    return write_result(doc, args.out, _print)
 
 
 def _summary(

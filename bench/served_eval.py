@@ -194,11 +194,16 @@ def main(argv: list[str] | None = None) -> int:
 
     shutil.rmtree(work)  # the server log and the caches; kept when the run fails, for its reason
     doc = _summary(runs, levels, items, arm.name, args.rounds, tokens, server.command)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
-    _print(doc)
-    print(f"wrote {out}")
+    return write_result(doc, args.out, _print)
+
+
+def write_result(doc: dict[str, Any], out: str, show: Any) -> int:
+    """Write the benchmark's JSON to `out`, print its table (`show`); exit 1 when its checks failed."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    show(doc)
+    print(f"wrote {path}")
     return 0 if doc["checks_passed"] else 1
 
 

@@ -428,7 +428,7 @@ def _read_folder(path: Path, problems: list[Problem]) -> list[tuple[str, bytes]]
 def _apply_overrides(
     thresholds: Mapping[str, ThresholdValue],
     overrides: Mapping[str, Any],
-    limits: Mapping[str, tuple[float, float]] | None = None,
+    limits: Mapping[str, tuple[float, float]],
 ) -> dict[str, ThresholdValue]:
     resolved = dict(thresholds)
     problems: list[Problem] = []
@@ -442,7 +442,7 @@ def _apply_overrides(
         except ValueError as e:
             problems.append(Problem(str(e), field=name))
             continue
-        if (why := _outside(resolved[name], (limits or {}).get(name))) is not None:
+        if (why := _outside(resolved[name], limits.get(name))) is not None:
             problems.append(Problem(why, field=name))
     if problems:
         raise ConfigError(problems=problems)
@@ -634,10 +634,10 @@ def _outside(value: ThresholdValue, limit: tuple[float, float] | None) -> str | 
     low, high = limit
     if low <= value <= high:
         return None
-    shown = " and ".join(fmt.value(x) for x in limit if math.isfinite(x))
     if math.isfinite(low) and math.isfinite(high):
         return f"must be between {fmt.value(low)} and {fmt.value(high)}, got {fmt.value(value)}"
-    return f"must be at {'least' if math.isfinite(low) else 'most'} {shown}, got {fmt.value(value)}"
+    bound, word = (low, "least") if math.isfinite(low) else (high, "most")
+    return f"must be at {word} {fmt.value(bound)}, got {fmt.value(value)}"
 
 
 def _parse_file(name: str, data: bytes, problems: list[Problem]) -> _ParsedFile | None:
